@@ -1,0 +1,533 @@
+//! The command line: clap subcommands for migrations, status, the migration log, items, checks and mapping tests.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::config::{CONFIG_ENV, Config, ConfigErrors, DEFAULT_CONFIG, Overrides};
+use crate::domain::{ItemKey, Level, RunStatus, SystemClock, Trigger};
+use crate::mapping::fixtures;
+use crate::pipeline::{self, Deps, Job};
+use crate::store::Store;
+use crate::store::log::EventFilter;
+use crate::validate::Validators;
+
+/// portal-bridge: moves online services of the NRW model regions into Kommunalportal.NRW.
+#[derive(Debug, Parser)]
+#[command(name = "portal-bridge", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file [default: config/bridge.toml]
+    #[arg(long, global = true, env = CONFIG_ENV, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one migration now: all sources, some sources, or just the named items.
+    Migrate(MigrateArgs),
+    /// Count items per source and status.
+    Status(JsonFlag),
+    /// Show the migration log, oldest first.
+    Log(LogArgs),
+    /// Show one item: its documents per target, statuses, output paths, last error and recent events.
+    Show(ShowArgs),
+    /// Check the configuration and mappings without running; print each schedule's next fire times.
+    Check,
+    /// Run the mapping fixtures in mappings/tests/ and show a diff for each mismatch.
+    TestMappings(TestMappingsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Only this source (repeatable).
+    #[arg(long = "source", value_name = "ID")]
+    pub sources: Vec<String>,
+    /// Only this item, e.g. aachen-forms/S05000101@1.0 (repeatable).
+    #[arg(long = "item", value_name = "KEY")]
+    pub items: Vec<String>,
+    /// Re-map and re-deliver even unchanged items (e.g. after the portal was reset).
+    #[arg(long)]
+    pub force: bool,
+    /// Map and validate, but deliver nothing and change no state.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only events of this run.
+    #[arg(long = "run", value_name = "ID")]
+    pub run_id: Option<i64>,
+    /// Only events of this item.
+    #[arg(long = "item", value_name = "KEY")]
+    pub item: Option<String>,
+    /// Only events of items of this source.
+    #[arg(long = "source", value_name = "ID")]
+    pub source: Option<String>,
+    /// Only events at or above this level (debug, info, warn, error).
+    #[arg(long)]
+    pub level: Option<Level>,
+    /// At most this many (the most recent) events.
+    #[arg(long, default_value_t = 200)]
+    pub limit: i64,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Item key, e.g. aachen-forms/S05000101@1.0
+    pub key: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestMappingsArgs {
+    /// Only the fixtures of this mapping.
+    #[arg(long, value_name = "NAME")]
+    pub mapping: Option<String>,
+}
+
+/// Process exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Fatal = 1,
+    Usage = 2,
+    Partial = 3,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<Exit> {
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config = match Config::resolve(&config_path, &Overrides::from_env()) {
+        Ok(config) => Arc::new(config),
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(Exit::Usage);
+        }
+    };
+    for (file, reason) in &config.codelists.broken {
+        tracing::warn!(file = %file.display(), "codelist cannot be read: {reason}");
+    }
+    match cli.command {
+        Command::Check => check(&config),
+        Command::TestMappings(args) => test_mappings(&config, args),
+        Command::Migrate(args) => migrate(config, args).await,
+        Command::Status(args) => status(&config, args).await,
+        Command::Log(args) => log(&config, args).await,
+        Command::Show(args) => show(&config, args).await,
+    }
+}
+
+fn load_validators(config: &Config) -> Result<Option<Validators>> {
+    match Validators::load(&config.mappings) {
+        Ok(v) => Ok(Some(v)),
+        Err(errors) => {
+            let report = ConfigErrors(
+                errors
+                    .into_iter()
+                    .map(|e| crate::config::ConfigError {
+                        file: e.path,
+                        line: None,
+                        message: e.message,
+                    })
+                    .collect(),
+            );
+            eprint!("{report}");
+            Ok(None)
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> Result<Store> {
+    Store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&config.database_url)))
+}
+
+/// Hides a password in a database URL.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn check(config: &Config) -> Result<Exit> {
+    if load_validators(config)?.is_none() {
+        return Ok(Exit::Usage);
+    }
+    println!("configuration {} is valid", config.file.display());
+    println!("database: {}", redact(&config.database_url));
+    println!(
+        "mappings: {}",
+        config
+            .mappings
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "targets: {}",
+        config
+            .targets
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let now = chrono::Utc::now();
+    for source in &config.sources {
+        let names: Vec<&str> = source.mappings.iter().map(|m| m.name.as_str()).collect();
+        println!(
+            "source {} ({}) → {}",
+            source.id,
+            source.region,
+            names.join(", ")
+        );
+        match &source.schedule {
+            None => println!("  no schedule (runs only when triggered)"),
+            Some(schedule) => {
+                let times: Vec<String> = schedule
+                    .upcoming(now, 3)
+                    .iter()
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())
+                    .collect();
+                println!(
+                    "  schedule `{}` ({}): next {}",
+                    schedule.expression,
+                    schedule.timezone,
+                    times.join(", ")
+                );
+            }
+        }
+    }
+    for (file, reason) in &config.codelists.broken {
+        println!(
+            "warning: codelist {} cannot be read: {reason}",
+            file.display()
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
+    let mappings: Vec<_> = config
+        .mappings
+        .iter()
+        .filter(|m| args.mapping.as_ref().is_none_or(|name| &m.name == name))
+        .cloned()
+        .collect();
+    if let Some(name) = &args.mapping
+        && mappings.is_empty()
+    {
+        eprintln!("no mapping named `{name}`");
+        return Ok(Exit::Usage);
+    }
+    let dir = config
+        .mappings
+        .first()
+        .and_then(|m| m.file.parent())
+        .map(|d| d.join("tests"))
+        .unwrap_or_default();
+    let results = fixtures::run_all(&dir, &mappings, &config.codelists_val);
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    for result in &results {
+        match &result.failure {
+            None => println!("ok    {} / {}", result.mapping, result.case),
+            Some(why) => println!("FAIL  {} / {}\n{why}", result.mapping, result.case),
+        }
+    }
+    println!("{} fixture(s), {} failed", results.len(), failed);
+    Ok(if failed > 0 || results.is_empty() {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    })
+}
+
+async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
+    let mut items = Vec::new();
+    for text in &args.items {
+        match ItemKey::parse(text) {
+            Some(key) => items.push(key),
+            None => {
+                eprintln!(
+                    "`{text}` is not an item key (expected SOURCE/ID, e.g. aachen-forms/S05000101@1.0)"
+                );
+                return Ok(Exit::Usage);
+            }
+        }
+    }
+    for id in args.sources.iter().chain(
+        items
+            .iter()
+            .map(|k| k.source())
+            .map(|s| s.to_owned())
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        if config.source(id).is_none() {
+            eprintln!(
+                "unknown source `{id}`; configured: {}",
+                config
+                    .sources
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Ok(Exit::Usage);
+        }
+    }
+    let Some(validators) = load_validators(&config)? else {
+        return Ok(Exit::Usage);
+    };
+    let store = open_store(&config).await?;
+    let deps = Deps {
+        config,
+        store: store.clone(),
+        validators: Arc::new(validators),
+        clock: Arc::new(SystemClock),
+    };
+    let job = Job {
+        trigger: Trigger::Cli,
+        sources: args.sources,
+        items,
+        force: args.force,
+        dry_run: args.dry_run,
+    };
+    let report = pipeline::run(job, &deps).await?;
+    store.close().await;
+    let c = report.counts;
+    if args.json {
+        let out = serde_json::json!({
+            "run_id": report.run_id,
+            "status": report.status,
+            "new": c.new,
+            "updated": c.updated,
+            "unchanged": c.unchanged,
+            "failed": c.failed,
+            "quarantined": c.quarantined,
+            "withdrawn": c.withdrawn,
+        });
+        println!("{out}");
+    } else {
+        let run = report
+            .run_id
+            .map_or("dry run".to_owned(), |id| format!("run {id}"));
+        println!(
+            "{run}: {} — {} new, {} updated, {} unchanged, {} failed, {} quarantined, {} withdrawn",
+            report.status, c.new, c.updated, c.unchanged, c.failed, c.quarantined, c.withdrawn
+        );
+        for problem in &report.problems {
+            println!(
+                "  {} {} [{} → {}]: {}",
+                problem.status, problem.item_key, problem.stage, problem.target, problem.message
+            );
+        }
+        for error in &report.errors {
+            println!("  error: {error}");
+        }
+    }
+    Ok(match report.status {
+        RunStatus::Ok => Exit::Ok,
+        RunStatus::Partial => Exit::Partial,
+        RunStatus::Failed | RunStatus::Running => Exit::Fatal,
+    })
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    table
+}
+
+async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let counts = store.status_counts().await?;
+    let runs = store.runs(1).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "items": counts, "last_run": runs.first() })
+        );
+        return Ok(Exit::Ok);
+    }
+    let mut out = table(&["source", "status", "items × targets"]);
+    for row in &counts {
+        out.add_row(vec![
+            row.source_id.clone(),
+            row.status.clone(),
+            row.count.to_string(),
+        ]);
+    }
+    println!("{out}");
+    if let Some(run) = runs.first() {
+        println!(
+            "last run {}: {} ({}), started {}, {} new, {} updated, {} unchanged, {} failed, {} quarantined",
+            run.id,
+            run.status,
+            run.trigger,
+            run.started_at,
+            run.new_count,
+            run.updated_count,
+            run.unchanged_count,
+            run.failed_count,
+            run.quarantined_count
+        );
+    } else {
+        println!("no runs yet");
+    }
+    Ok(Exit::Ok)
+}
+
+async fn log(config: &Config, args: LogArgs) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let filter = EventFilter {
+        run_id: args.run_id,
+        item_key: args.item,
+        source: args.source,
+        level: args.level,
+        limit: args.limit,
+    };
+    let events = store.events(&filter).await?;
+    if args.json {
+        for event in &events {
+            println!("{}", serde_json::to_string(event)?);
+        }
+        return Ok(Exit::Ok);
+    }
+    let mut out = table(&["time", "run", "item", "target", "stage", "level", "message"]);
+    for e in &events {
+        out.add_row(vec![
+            e.at.clone(),
+            e.run_id.map(|r| r.to_string()).unwrap_or_default(),
+            e.item_key.clone().unwrap_or_default(),
+            e.target.clone().unwrap_or_default(),
+            e.stage.clone(),
+            e.level.clone(),
+            e.message.clone(),
+        ]);
+    }
+    println!("{out}");
+    Ok(Exit::Ok)
+}
+
+async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let rows = store.item(&args.key).await?;
+    if rows.is_empty() {
+        eprintln!(
+            "no item `{}` in the ledger (see `portal-bridge status` and `portal-bridge log`)",
+            args.key
+        );
+        return Ok(Exit::Fatal);
+    }
+    let events = store
+        .events(&EventFilter {
+            item_key: Some(args.key.clone()),
+            limit: 20,
+            ..Default::default()
+        })
+        .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "item_key": args.key, "targets": rows, "events": events })
+        );
+        return Ok(Exit::Ok);
+    }
+    println!("item {}", args.key);
+    for row in &rows {
+        println!("  target {}: {}", row.target, row.status);
+        println!("    source        {} ({})", row.source_id, row.origin);
+        println!(
+            "    content hash  {}",
+            row.content_hash.as_deref().unwrap_or("-")
+        );
+        println!(
+            "    mapping       {} (version {})",
+            row.mapping.as_deref().unwrap_or("-"),
+            row.mapping_version
+                .as_deref()
+                .map_or("-", |v| &v[..12.min(v.len())])
+        );
+        println!(
+            "    output hash   {}",
+            row.output_hash.as_deref().unwrap_or("- (never delivered)")
+        );
+        println!(
+            "    output        {}",
+            row.output_path.as_deref().unwrap_or("-")
+        );
+        println!(
+            "    delivered at  {}",
+            row.delivered_at.as_deref().unwrap_or("-")
+        );
+        println!(
+            "    first seen    {}, updated {}, attempts {}",
+            row.first_seen_at, row.updated_at, row.attempts
+        );
+        if let Some(error) = &row.last_error {
+            println!("    last error    {error}");
+        }
+    }
+    println!("  recent events:");
+    for e in &events {
+        println!(
+            "    {} run {} {} {} {}: {}",
+            e.at,
+            e.run_id.map(|r| r.to_string()).unwrap_or("-".into()),
+            e.target.as_deref().unwrap_or(""),
+            e.stage,
+            e.level,
+            e.message
+        );
+    }
+    Ok(Exit::Ok)
+}

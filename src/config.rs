@@ -1,0 +1,642 @@
+//! Configuration: `RawConfig` as written in TOML, resolved up front by `Config::resolve` into live
+//! sources, mappings, targets and schedules, with every problem reported at once by file and line.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use jaq_json::Val;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::codec::{Format, Limits};
+use crate::mapping::engine::{Program, to_val};
+use crate::mapping::{self, Codelists, Mapping};
+use crate::scheduler::Schedule;
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "PORTAL_BRIDGE_CONFIG";
+/// Environment variable that overrides `database.url`.
+pub const DATABASE_URL_ENV: &str = "PORTAL_BRIDGE_DATABASE_URL";
+/// The config file used when neither `--config` nor the environment names one.
+pub const DEFAULT_CONFIG: &str = "config/bridge.toml";
+
+/// The config file as written. Relative paths are resolved against `root`, which itself is
+/// relative to the directory of the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Base directory for relative paths, relative to the config file's directory (default `.`).
+    #[serde(default = "dot")]
+    pub root: Spanned<String>,
+    #[serde(default)]
+    pub database: RawDatabase,
+    #[serde(default)]
+    pub paths: RawPaths,
+    /// Time zone of all schedules (IANA name).
+    #[serde(default = "berlin")]
+    pub timezone: Spanned<String>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default, rename = "target")]
+    pub targets: Vec<RawTarget>,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<RawSource>,
+}
+
+fn dot() -> Spanned<String> {
+    Spanned::new(0..0, ".".into())
+}
+
+fn berlin() -> Spanned<String> {
+    Spanned::new(0..0, "Europe/Berlin".into())
+}
+
+/// `[database]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    /// `sqlite://path` (relative paths resolved against `root`) or `postgres://…`.
+    #[serde(default = "default_db")]
+    pub url: String,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self { url: default_db() }
+    }
+}
+
+fn default_db() -> String {
+    "sqlite://var/bridge.db".into()
+}
+
+/// `[paths]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    /// Directory of mapping files.
+    #[serde(default = "default_mappings")]
+    pub mappings: Spanned<String>,
+    /// Directory of genericode codelists.
+    pub codelists: Option<Spanned<String>>,
+    /// Base directory of outbox deliveries; each target writes to `<outbox>/<target id>/`.
+    #[serde(default = "default_outbox")]
+    pub outbox: Spanned<String>,
+}
+
+impl Default for RawPaths {
+    fn default() -> Self {
+        Self {
+            mappings: default_mappings(),
+            codelists: None,
+            outbox: default_outbox(),
+        }
+    }
+}
+
+fn default_mappings() -> Spanned<String> {
+    Spanned::new(0..0, "mappings".into())
+}
+
+fn default_outbox() -> Spanned<String> {
+    Spanned::new(0..0, "var/outbox".into())
+}
+
+/// `[limits]`: bounds enforced while reading records.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest record file read, in bytes.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: u64,
+    /// Deepest nesting of elements or JSON values.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: default_max_record_bytes(),
+            max_depth: default_max_depth(),
+        }
+    }
+}
+
+fn default_max_record_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+
+fn default_max_depth() -> usize {
+    Limits::default().max_depth
+}
+
+/// `[[target]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub id: Spanned<String>,
+    /// How documents are delivered: `outbox` (files in a directory).
+    #[serde(default)]
+    pub delivery: RawDelivery,
+}
+
+/// Delivery kinds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawDelivery {
+    #[default]
+    Outbox,
+}
+
+/// `[[source]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// Unique id; the first part of every item key of this source.
+    pub id: Spanned<String>,
+    /// Model region the source belongs to (aachen, bergisches-staedtedreieck, emscher-lippe, owl, soest …).
+    pub region: String,
+    /// `directory`: the files of one directory.
+    pub kind: Spanned<String>,
+    /// Directory to read (kind = directory).
+    pub path: Spanned<String>,
+    /// File name globs to include (default: `*.xml` and `*.json`).
+    #[serde(default)]
+    pub include: Vec<Spanned<String>>,
+    /// Record format; by default taken from each file's extension.
+    pub format: Option<Format>,
+    /// `none`: one file is one record; `array`: a file holds a JSON array of records.
+    #[serde(default)]
+    pub split: Split,
+    /// jq expression giving a record's external id; default: the file name without extension.
+    pub key: Option<Spanned<String>>,
+    /// Names of the mappings applied to every record (one document per mapping).
+    pub mappings: Spanned<Vec<String>>,
+    /// Cron schedule (crontab syntax); without one the source only runs when triggered.
+    pub schedule: Option<Spanned<String>>,
+}
+
+/// How a file is split into records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    #[default]
+    None,
+    Array,
+}
+
+/// The resolved configuration: everything checked, compiled and ready to run.
+#[derive(Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub root: PathBuf,
+    pub database_url: String,
+    pub timezone: Tz,
+    pub limits: Limits,
+    pub max_record_bytes: u64,
+    pub codelists: Arc<Codelists>,
+    /// The codelists table as a jq value, shared by every mapping run.
+    pub codelists_val: Val,
+    pub mappings: Vec<Arc<Mapping>>,
+    pub targets: Vec<Target>,
+    pub sources: Vec<Arc<Source>>,
+}
+
+/// A resolved target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: String,
+    pub delivery: Delivery,
+}
+
+/// A resolved delivery.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Outbox { dir: PathBuf },
+}
+
+/// A resolved source.
+#[derive(Debug)]
+pub struct Source {
+    pub id: String,
+    pub region: String,
+    pub kind: SourceKind,
+    pub format: Option<Format>,
+    pub split: Split,
+    pub key: Option<Program>,
+    pub mappings: Vec<Arc<Mapping>>,
+    pub schedule: Option<Schedule>,
+}
+
+/// Where a source reads from.
+#[derive(Debug)]
+pub enum SourceKind {
+    Directory {
+        path: PathBuf,
+        include: GlobSet,
+        patterns: Vec<String>,
+    },
+}
+
+impl Source {
+    /// The facts a mapping may read as `$source`.
+    pub fn context(&self) -> serde_json::Value {
+        serde_json::json!({ "id": self.id, "region": self.region })
+    }
+}
+
+/// Values from outside the file that take precedence (environment, flags).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub database_url: Option<String>,
+}
+
+impl Overrides {
+    /// Reads the overrides from the process environment.
+    pub fn from_env() -> Self {
+        Self {
+            database_url: std::env::var(DATABASE_URL_ENV)
+                .ok()
+                .filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+/// One problem in the configuration, with the file and (where known) the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found while resolving a configuration.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration has {} problem(s):", self.0.len())?;
+        for error in &self.0 {
+            writeln!(f, "  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Report<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Report<'_> {
+    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+        let span = spanned.span();
+        let line = (span.end > 0).then(|| crate::codec::line_of(self.text.as_bytes(), span.start));
+        self.errors.push(ConfigError {
+            file: self.file.into(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn file(&mut self, file: &Path, line: Option<usize>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: file.into(),
+            line,
+            message: message.into(),
+        });
+    }
+}
+
+impl Config {
+    /// Reads, checks and compiles the configuration at `file`. Nothing is started: on any
+    /// problem all problems are returned together.
+    pub fn resolve(file: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.into(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| crate::codec::line_of(text.as_bytes(), s.start));
+            ConfigErrors(vec![ConfigError {
+                file: file.into(),
+                line,
+                message: e.message().trim().to_owned(),
+            }])
+        })?;
+        let mut report = Report {
+            file,
+            text: &text,
+            errors: Vec::new(),
+        };
+        let config_dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let root = config_dir.join(raw.root.get_ref());
+        if !root.is_dir() {
+            report.at(
+                &raw.root,
+                format!("root directory {} does not exist", root.display()),
+            );
+        }
+        let resolve = |p: &str| -> PathBuf { root.join(p) };
+
+        let timezone = raw.timezone.get_ref().parse::<Tz>().unwrap_or_else(|_| {
+            report.at(
+                &raw.timezone,
+                format!("unknown time zone `{}`", raw.timezone.get_ref()),
+            );
+            chrono_tz::Europe::Berlin
+        });
+
+        let database_url = overrides
+            .database_url
+            .clone()
+            .unwrap_or_else(|| raw.database.url.clone());
+        let database_url = match database_url.strip_prefix("sqlite://") {
+            Some(path) if !path.starts_with('/') && !path.starts_with(":memory:") => {
+                format!("sqlite://{}", resolve(path).display())
+            }
+            _ => database_url,
+        };
+
+        let codelists = match &raw.paths.codelists {
+            None => Codelists::empty(),
+            Some(dir) => match Codelists::load(&resolve(dir.get_ref())) {
+                Ok(lists) => lists,
+                Err(e) => {
+                    report.at(
+                        dir,
+                        format!(
+                            "codelist directory {}: {e}",
+                            resolve(dir.get_ref()).display()
+                        ),
+                    );
+                    Codelists::empty()
+                }
+            },
+        };
+
+        let mappings_dir = resolve(raw.paths.mappings.get_ref());
+        let mappings: Vec<Arc<Mapping>> = if !mappings_dir.is_dir() {
+            report.at(
+                &raw.paths.mappings,
+                format!(
+                    "mapping directory {} does not exist",
+                    mappings_dir.display()
+                ),
+            );
+            Vec::new()
+        } else {
+            match mapping::load_dir(&mappings_dir, &codelists) {
+                Ok(mappings) => mappings.into_iter().map(Arc::new).collect(),
+                Err(errors) => {
+                    for e in errors {
+                        let (file, line, message) = match e {
+                            mapping::LoadError::Io { file, message } => (file, None, message),
+                            mapping::LoadError::Toml {
+                                file,
+                                line,
+                                message,
+                            } => (file, Some(line), message),
+                            mapping::LoadError::Program { file, error } => (
+                                file,
+                                Some(error.line),
+                                format!("jq, column {}: {}", error.column, error.message),
+                            ),
+                            mapping::LoadError::Invalid { file, message } => (file, None, message),
+                        };
+                        report.file(&file, line, message);
+                    }
+                    Vec::new()
+                }
+            }
+        };
+        let mappings_loaded = report
+            .errors
+            .iter()
+            .all(|e| !e.file.starts_with(&mappings_dir));
+
+        let outbox = resolve(raw.paths.outbox.get_ref());
+        let mut targets = Vec::new();
+        for target in &raw.targets {
+            let id = target.id.get_ref();
+            if !is_identifier(id) {
+                report.at(
+                    &target.id,
+                    format!("target id `{id}` must be lower-case letters, digits and `-`"),
+                );
+            }
+            if targets.iter().any(|t: &Target| &t.id == id) {
+                report.at(&target.id, format!("target `{id}` is defined twice"));
+            }
+            let delivery = match target.delivery {
+                RawDelivery::Outbox => Delivery::Outbox {
+                    dir: outbox.join(id),
+                },
+            };
+            targets.push(Target {
+                id: id.clone(),
+                delivery,
+            });
+        }
+        for mapping in &mappings {
+            if !targets.iter().any(|t| t.id == mapping.output.target) {
+                report.file(
+                    &mapping.file,
+                    None,
+                    format!(
+                        "output target `{}` is not a [[target]] in {}",
+                        mapping.output.target,
+                        file.display()
+                    ),
+                );
+            }
+        }
+
+        let mut sources: Vec<Arc<Source>> = Vec::new();
+        let mut ids = BTreeSet::new();
+        for raw_source in &raw.sources {
+            let id = raw_source.id.get_ref();
+            if !is_identifier(id) {
+                report.at(
+                    &raw_source.id,
+                    format!("source id `{id}` must be lower-case letters, digits and `-`"),
+                );
+            }
+            if !ids.insert(id.clone()) {
+                report.at(&raw_source.id, format!("source `{id}` is defined twice"));
+            }
+            let kind = match raw_source.kind.get_ref().as_str() {
+                "directory" => {
+                    let path = resolve(raw_source.path.get_ref());
+                    if !path.is_dir() {
+                        report.at(
+                            &raw_source.path,
+                            format!("source `{id}`: directory {} does not exist", path.display()),
+                        );
+                    }
+                    let patterns: Vec<Spanned<String>> = if raw_source.include.is_empty() {
+                        vec![
+                            Spanned::new(0..0, "*.xml".into()),
+                            Spanned::new(0..0, "*.json".into()),
+                        ]
+                    } else {
+                        raw_source.include.clone()
+                    };
+                    let mut builder = GlobSetBuilder::new();
+                    for pattern in &patterns {
+                        match Glob::new(pattern.get_ref()) {
+                            Ok(glob) => {
+                                builder.add(glob);
+                            }
+                            Err(e) => {
+                                report.at(pattern, format!("source `{id}`: include pattern: {e}"))
+                            }
+                        }
+                    }
+                    let include = builder.build().unwrap_or_else(|_| GlobSet::empty());
+                    SourceKind::Directory {
+                        path,
+                        include,
+                        patterns: patterns.into_iter().map(Spanned::into_inner).collect(),
+                    }
+                }
+                other => {
+                    report.at(
+                        &raw_source.kind,
+                        format!("source `{id}`: unknown kind `{other}` (expected `directory`)"),
+                    );
+                    continue;
+                }
+            };
+            let key =
+                raw_source
+                    .key
+                    .as_ref()
+                    .and_then(|key| match Program::compile(key.get_ref()) {
+                        Ok(program) => Some(program),
+                        Err(errors) => {
+                            for e in errors {
+                                report.at(key, format!("source `{id}`: key expression: {e}"));
+                            }
+                            None
+                        }
+                    });
+            if raw_source.split == Split::Array && raw_source.key.is_none() {
+                report.at(
+                    &raw_source.id,
+                    format!("source `{id}`: split = \"array\" needs a `key` expression"),
+                );
+            }
+            let mut source_mappings = Vec::new();
+            for name in raw_source.mappings.get_ref() {
+                match mappings.iter().find(|m| &m.name == name) {
+                    Some(mapping) => {
+                        if let Some(format) = raw_source.format
+                            && format != mapping.input.format
+                        {
+                            report.at(
+                                &raw_source.mappings,
+                                format!("source `{id}` reads {format:?} but mapping `{name}` takes {:?}", mapping.input.format),
+                            );
+                        }
+                        source_mappings.push(mapping.clone());
+                    }
+                    None if mappings_loaded => report.at(
+                        &raw_source.mappings,
+                        format!(
+                            "source `{id}`: no mapping named `{name}` in {}",
+                            mappings_dir.display()
+                        ),
+                    ),
+                    None => {}
+                }
+            }
+            if raw_source.mappings.get_ref().is_empty() {
+                report.at(
+                    &raw_source.mappings,
+                    format!("source `{id}` lists no mappings"),
+                );
+            }
+            let schedule = raw_source.schedule.as_ref().and_then(|s| {
+                match Schedule::parse(s.get_ref(), timezone) {
+                    Ok(schedule) => Some(schedule),
+                    Err(e) => {
+                        report.at(s, format!("source `{id}`: schedule `{}`: {e}", s.get_ref()));
+                        None
+                    }
+                }
+            });
+            sources.push(Arc::new(Source {
+                id: id.clone(),
+                region: raw_source.region.clone(),
+                kind,
+                format: raw_source.format,
+                split: raw_source.split,
+                key,
+                mappings: source_mappings,
+                schedule,
+            }));
+        }
+
+        if !report.errors.is_empty() {
+            return Err(ConfigErrors(report.errors));
+        }
+        let codelists_val = to_val(&codelists.table);
+        Ok(Config {
+            file: file.into(),
+            root,
+            database_url,
+            timezone,
+            limits: Limits {
+                max_depth: raw.limits.max_depth,
+            },
+            max_record_bytes: raw.limits.max_record_bytes,
+            codelists: Arc::new(codelists),
+            codelists_val,
+            mappings,
+            targets,
+            sources,
+        })
+    }
+
+    pub fn source(&self, id: &str) -> Option<&Arc<Source>> {
+        self.sources.iter().find(|s| s.id == id)
+    }
+
+    pub fn target(&self, id: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.id == id)
+    }
+}
+
+fn is_identifier(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !id.starts_with('-')
+}

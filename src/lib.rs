@@ -1,0 +1,27 @@
+//! portal-bridge moves the online services of the NRW "Digitale Modellregionen" into Kommunalportal.NRW.
+//!
+//! Data flow, one direction:
+//!
+//! ```text
+//! config::Config::resolve()      sources, mappings, targets, schedules — all checked up front
+//! pipeline::run(job, deps)
+//!   source::list / read_entry    files of a source, split into records with key and content hash
+//!   store ledger                 unchanged hash + unchanged mapping version ⇒ skip
+//!   codec::decode                XML → tree (quick-xml) | JSON → tree
+//!   mapping::Mapping::apply      jq program (jaq) + lookups + codelists ⇒ one document per target
+//!   validate::Validators::check  JSON Schema | XSD; failure ⇒ quarantine, never delivered
+//!   target::deliver              outbox directory (atomic file per item)
+//!   store::Store::write_batch    item status in the ledger + events in the migration log
+//! ```
+
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod domain;
+pub mod mapping;
+pub mod pipeline;
+pub mod scheduler;
+pub mod source;
+pub mod store;
+pub mod target;
+pub mod validate;

@@ -1,0 +1,317 @@
+//! The jq engine: compiles a mapping program once (jaq) and runs it as a pure function of its inputs.
+
+use jaq_core::load::{Arena, File, Loader};
+use jaq_core::{Compiler, Ctx, Vars, data};
+use jaq_json::{Num, Val};
+use serde_json::Value;
+
+/// jq built-ins that would make a mapping depend on something other than its inputs.
+/// (`halt` stays: the engine turns it into an error instead of exiting the process.)
+const IMPURE: &[&str] = &[
+    "now",
+    "env",
+    "input",
+    "inputs",
+    "localtime",
+    "strflocaltime",
+];
+
+/// Definitions the engine adds to every program. `$__lookups` and `$__codelists` are bound per run.
+const PRELUDE: &str = r#"
+def lookup($table): . as $k | $__lookups[$table][$k | tostring];
+def lookup($table; $default): lookup($table) // $default;
+def codelist($uri): $__codelists[$uri];
+def codelist($canonical; $version): $__codelists[$canonical + "|" + $version];
+def as_array: if . == null then [] elif type == "array" then . else [.] end;
+def slug: ascii_downcase
+  | gsub("ä"; "ae") | gsub("ö"; "oe") | gsub("ü"; "ue") | gsub("ß"; "ss")
+  | gsub("[^a-z0-9]+"; "-") | ltrimstr("-") | rtrimstr("-");
+"#;
+
+/// Names of the variables every program can read, in the order `run` binds them.
+pub const GLOBALS: [&str; 4] = ["$__lookups", "$__codelists", "$source", "$item"];
+
+type Filter = jaq_core::Filter<data::JustLut<Val>>;
+
+/// A compiled jq program.
+pub struct Program {
+    filter: Filter,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Program")
+    }
+}
+
+/// A compile error with its position in the program text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.column, self.message
+        )
+    }
+}
+
+impl Program {
+    /// Parses and compiles `code`; every error comes back with line and column in `code`.
+    pub fn compile(code: &str) -> Result<Self, Vec<CompileError>> {
+        let position = |slice: &str| -> (usize, usize) {
+            let offset = (slice.as_ptr() as usize)
+                .saturating_sub(code.as_ptr() as usize)
+                .min(code.len());
+            let before = &code[..offset];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+            (line, column)
+        };
+        let error = |slice: &str, message: String| {
+            let (line, column) = position(slice);
+            CompileError {
+                line,
+                column,
+                message,
+            }
+        };
+
+        let prelude = jaq_core::load::parse(PRELUDE, |p| p.defs()).expect("the prelude parses");
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs())
+            .chain(prelude);
+        let funs = jaq_core::funs()
+            .chain(jaq_std::funs())
+            .chain(jaq_json::funs())
+            .filter(|(name, _, _)| !IMPURE.contains(name));
+        let loader = Loader::new(defs);
+        let arena = Arena::default();
+        let modules = loader
+            .load(&arena, File { code, path: () })
+            .map_err(|errors| {
+                let mut out = Vec::new();
+                for (_, e) in errors {
+                    match e {
+                        jaq_core::load::Error::Io(items) => out.extend(
+                            items
+                                .into_iter()
+                                .map(|(s, m)| error(s, format!("cannot load module: {m}"))),
+                        ),
+                        jaq_core::load::Error::Lex(items) => {
+                            out.extend(items.into_iter().map(|(expect, s)| {
+                                error(s, format!("expected {}", expect.as_str()))
+                            }))
+                        }
+                        jaq_core::load::Error::Parse(items) => {
+                            out.extend(items.into_iter().map(|(expect, s)| {
+                                error(s, format!("expected {}", expect.as_str()))
+                            }))
+                        }
+                    }
+                }
+                out
+            })?;
+        let filter = Compiler::default()
+            .with_funs(funs)
+            .with_global_vars(GLOBALS)
+            .compile(modules)
+            .map_err(|errors| {
+                errors
+                    .into_iter()
+                    .flat_map(|(_, errs)| errs)
+                    .map(|(s, undefined)| {
+                        error(
+                            s,
+                            format!(
+                                "undefined {} `{s}`",
+                                format!("{undefined:?}").to_lowercase()
+                            ),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+        Ok(Self { filter })
+    }
+
+    /// Runs the program on `input` with the globals bound in [`GLOBALS`] order. It must yield
+    /// exactly one value, and that value must be plain JSON.
+    pub fn run(&self, input: Val, globals: [Val; 4]) -> Result<Value, String> {
+        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new(globals));
+        let mut outputs = self.filter.id.run((ctx, input));
+        let first = match outputs.next() {
+            None => {
+                return Err("the program produced no document (a filter yielded `empty`)".into());
+            }
+            Some(result) => result.map_err(describe_exception)?,
+        };
+        if let Some(second) = outputs.next() {
+            second.map_err(describe_exception)?;
+            return Err("the program produced more than one document".into());
+        }
+        to_json(&first).map_err(|e| format!("the program produced a value that is not JSON: {e}"))
+    }
+}
+
+fn describe_exception(exn: jaq_core::Exn<Val>) -> String {
+    match exn.get_err() {
+        Ok(error) => error.to_string(),
+        Err(_) => "the program stopped (halt)".into(),
+    }
+}
+
+/// Converts a tree into a jq value.
+pub fn to_val(value: &Value) -> Val {
+    match value {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) if isize::try_from(i).is_ok() => Val::Num(Num::Int(i as isize)),
+            (_, Some(f)) => Val::Num(Num::Float(f)),
+            _ => Val::Num(Num::Dec(n.to_string().into())),
+        },
+        Value::String(s) => Val::from(s.clone()),
+        Value::Array(items) => items.iter().map(to_val).collect(),
+        Value::Object(map) => Val::obj(
+            map.iter()
+                .map(|(k, v)| (Val::from(k.clone()), to_val(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Converts a jq value back into a tree; NaN, infinities, byte strings and non-string keys are errors.
+pub fn to_json(val: &Val) -> Result<Value, String> {
+    Ok(match val {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(Num::Int(i)) => Value::from(*i as i64),
+        Val::Num(Num::Float(f)) => {
+            if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                Value::from(*f as i64)
+            } else {
+                serde_json::Number::from_f64(*f)
+                    .map(Value::Number)
+                    .ok_or_else(|| format!("number {f}"))?
+            }
+        }
+        Val::Num(n) => {
+            let text = n.to_string();
+            serde_json::from_str::<Value>(&text).map_err(|_| format!("number {text}"))?
+        }
+        Val::TStr(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        Val::BStr(_) => return Err("a byte string".into()),
+        Val::Arr(items) => Value::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
+        Val::Obj(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| match k {
+                    Val::TStr(key) => Ok((String::from_utf8_lossy(key).into_owned(), to_json(v)?)),
+                    other => Err(format!("an object key that is not a string ({other})")),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn globals() -> [Val; 4] {
+        [
+            to_val(&json!({"datentyp": {"text": "input_text"}})),
+            to_val(
+                &json!({"urn:a_1": {"codes": [{"code": "1", "name": "eins"}]}, "urn:a|1": {"codes": []}}),
+            ),
+            to_val(&json!({"id": "s"})),
+            to_val(&json!({"key": "s/x"})),
+        ]
+    }
+
+    fn run(code: &str, input: Value) -> Result<Value, String> {
+        Program::compile(code)
+            .expect("compiles")
+            .run(to_val(&input), globals())
+    }
+
+    #[test]
+    fn runs_programs_with_the_prelude() {
+        assert_eq!(
+            run(r#".t | lookup("datentyp")"#, json!({"t": "text"})),
+            Ok(json!("input_text"))
+        );
+        assert_eq!(
+            run(r#".t | lookup("datentyp"; "x")"#, json!({"t": "zzz"})),
+            Ok(json!("x"))
+        );
+        assert_eq!(
+            run(r#"codelist("urn:a_1").codes[0].name"#, json!(null)),
+            Ok(json!("eins"))
+        );
+        assert_eq!(
+            run(r#"codelist("urn:a"; "1").codes"#, json!(null)),
+            Ok(json!([]))
+        );
+        assert_eq!(
+            run(r#".a | as_array | length"#, json!({"a": {"x": 1}})),
+            Ok(json!(1))
+        );
+        assert_eq!(
+            run(r#""Straße für Größe" | slug"#, json!(null)),
+            Ok(json!("strasse-fuer-groesse"))
+        );
+        assert_eq!(
+            run(r#"{s: $source.id, k: $item.key}"#, json!(null)),
+            Ok(json!({"s": "s", "k": "s/x"}))
+        );
+    }
+
+    #[test]
+    fn requires_exactly_one_json_output() {
+        assert!(run("empty", json!(1)).unwrap_err().contains("no document"));
+        assert!(run("1, 2", json!(1)).unwrap_err().contains("more than one"));
+        assert!(run("nan", json!(1)).unwrap_err().contains("not JSON"));
+        assert!(
+            run(r#"error("boom")"#, json!(1))
+                .unwrap_err()
+                .contains("boom")
+        );
+        assert!(run("halt", json!(1)).unwrap_err().contains("halt"));
+    }
+
+    #[test]
+    fn impure_builtins_are_not_available() {
+        for code in ["now", "env", "input", "localtime"] {
+            let errors = Program::compile(code).unwrap_err();
+            assert!(
+                errors[0].message.contains("undefined"),
+                "{code}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn compile_errors_carry_line_and_column() {
+        let errors = Program::compile(".a |\n  foo(1)").unwrap_err();
+        assert_eq!((errors[0].line, errors[0].column), (2, 3), "{errors:?}");
+        assert!(errors[0].message.contains("foo"));
+        let errors = Program::compile("{a: (1 +}").unwrap_err();
+        assert_eq!(errors[0].line, 1);
+    }
+
+    #[test]
+    fn numbers_and_strings_survive_the_round_trip() {
+        let value =
+            json!({"i": 3, "f": 2.5, "s": "ü", "a": [null, true], "big": 12345678901234_i64});
+        assert_eq!(to_json(&to_val(&value)).unwrap(), value);
+    }
+}

@@ -1,0 +1,299 @@
+//! Mapping files: TOML metadata, lookup tables and a jq program that turn one kind of record into one target document.
+
+pub mod codelists;
+pub mod engine;
+pub mod fixtures;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use jaq_json::Val;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::codec::{Decoded, Format, xml};
+use crate::domain::ContentHash;
+pub use codelists::Codelists;
+use engine::{Program, to_val};
+
+/// Bumped when the engine changes in a way that can change outputs; part of every mapping version.
+const ENGINE_VERSION: &str = "portal-bridge-mapping-engine/1";
+
+/// A mapping file as written (`mappings/<name>.toml`). Paths are relative to the mapping file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingFile {
+    /// Unique name; sources refer to mappings by it.
+    pub name: String,
+    /// Free text for operators.
+    #[serde(default)]
+    pub description: String,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+    /// The jq program: a side file (`*.jq`) or, if it contains a newline or no `.jq` suffix, inline jq.
+    pub program: String,
+    /// Lookup tables for `lookup("table")` in the program: table → key → value.
+    #[serde(default)]
+    pub lookups: BTreeMap<String, BTreeMap<String, toml::Value>>,
+}
+
+/// Which records a mapping accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub format: Format,
+    /// XML only: the root element's namespace URI the mapping expects.
+    pub namespace: Option<String>,
+    /// XML only: the root element's local name the mapping expects.
+    pub root: Option<String>,
+    /// XML only: element names that are always arrays in the tree.
+    #[serde(default)]
+    pub arrays: Vec<String>,
+}
+
+/// What a mapping produces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Target id (`form-platform`, `portal-xml`).
+    pub target: String,
+    pub format: Format,
+    /// JSON Schema (for JSON) or XSD (for XML) the document must satisfy before delivery.
+    pub schema: Option<PathBuf>,
+}
+
+/// A loaded, compiled mapping.
+#[derive(Debug)]
+pub struct Mapping {
+    pub name: String,
+    pub file: PathBuf,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+    /// Hash of the mapping file, its program, the codelists and the engine: when it changes, items are re-mapped.
+    pub version: ContentHash,
+    program: Program,
+    lookups: Val,
+}
+
+/// Why a mapping file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{file}: {message}")]
+    Io { file: PathBuf, message: String },
+    #[error("{file}:{line}: {message}")]
+    Toml {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{file}: jq {error}")]
+    Program {
+        file: PathBuf,
+        error: engine::CompileError,
+    },
+    #[error("{file}: {message}")]
+    Invalid { file: PathBuf, message: String },
+}
+
+/// Per-record facts a program may read as `$source` and `$item`.
+#[derive(Debug, Clone)]
+pub struct RecordContext {
+    pub source: Value,
+    pub item: Value,
+}
+
+/// One document produced by a mapping.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub mapping: String,
+    pub target: String,
+    pub format: Format,
+    pub tree: Value,
+    pub bytes: Vec<u8>,
+    pub hash: ContentHash,
+}
+
+/// Why a record could not be mapped.
+#[derive(Debug, thiserror::Error)]
+#[error("mapping {mapping}: {message}")]
+pub struct MapError {
+    pub mapping: String,
+    pub message: String,
+}
+
+impl Mapping {
+    /// Loads and compiles one mapping file; all its errors come back together.
+    pub fn load(file: &Path, codelists: &Codelists) -> Result<Self, Vec<LoadError>> {
+        let io = |file: &Path, e: std::io::Error| LoadError::Io {
+            file: file.into(),
+            message: e.to_string(),
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| vec![io(file, e)])?;
+        let spec: MappingFile = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map_or(1, |s| crate::codec::line_of(text.as_bytes(), s.start));
+            vec![LoadError::Toml {
+                file: file.into(),
+                line,
+                message: e.message().to_owned(),
+            }]
+        })?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let mut errors = Vec::new();
+
+        let (program_file, code) = if spec.program.contains('\n') || !spec.program.ends_with(".jq")
+        {
+            (file.to_path_buf(), spec.program.clone())
+        } else {
+            let path = dir.join(&spec.program);
+            match std::fs::read_to_string(&path) {
+                Ok(code) => (path, code),
+                Err(e) => return Err(vec![io(&path, e)]),
+            }
+        };
+        let program = match Program::compile(&code) {
+            Ok(program) => Some(program),
+            Err(compile_errors) => {
+                errors.extend(compile_errors.into_iter().map(|error| LoadError::Program {
+                    file: program_file.clone(),
+                    error,
+                }));
+                None
+            }
+        };
+        let output = OutputSpec {
+            schema: spec.output.schema.as_ref().map(|s| dir.join(s)),
+            ..spec.output.clone()
+        };
+        if let Some(schema) = &output.schema
+            && !schema.is_file()
+        {
+            errors.push(LoadError::Invalid {
+                file: file.into(),
+                message: format!("output schema {} does not exist", schema.display()),
+            });
+        }
+        if spec.input.format == Format::Json
+            && (spec.input.root.is_some() || spec.input.namespace.is_some())
+        {
+            errors.push(LoadError::Invalid {
+                file: file.into(),
+                message: "input.root and input.namespace only apply to XML input".into(),
+            });
+        }
+        let lookups = serde_json::to_value(&spec.lookups).expect("TOML values are JSON");
+        let Some(program) = program.filter(|_| errors.is_empty()) else {
+            return Err(errors);
+        };
+        let version = ContentHash::of_parts([
+            ENGINE_VERSION.as_bytes(),
+            text.as_bytes(),
+            code.as_bytes(),
+            codelists.fingerprint.as_str().as_bytes(),
+        ]);
+        Ok(Self {
+            name: spec.name,
+            file: file.into(),
+            input: spec.input,
+            output,
+            version,
+            program,
+            lookups: to_val(&lookups),
+        })
+    }
+
+    /// True if this mapping takes records of this shape.
+    pub fn accepts(&self, format: Format, decoded: &Decoded) -> bool {
+        self.input.format == format
+            && self
+                .input
+                .root
+                .as_ref()
+                .is_none_or(|r| decoded.root.as_ref() == Some(r))
+            && self
+                .input
+                .namespace
+                .as_ref()
+                .is_none_or(|n| decoded.namespace.as_ref() == Some(n))
+    }
+
+    /// Runs the mapping; the result depends only on the tree, the context, the mapping and the codelists.
+    pub fn apply(
+        &self,
+        tree: &Val,
+        context: &RecordContext,
+        codelists: &Val,
+    ) -> Result<Document, MapError> {
+        let fail = |message: String| MapError {
+            mapping: self.name.clone(),
+            message,
+        };
+        let globals = [
+            self.lookups.clone(),
+            codelists.clone(),
+            to_val(&context.source),
+            to_val(&context.item),
+        ];
+        let tree = self.program.run(tree.clone(), globals).map_err(fail)?;
+        let bytes = match self.output.format {
+            Format::Json => {
+                let mut bytes = serde_json::to_vec_pretty(&tree).expect("a tree serialises");
+                bytes.push(b'\n');
+                bytes
+            }
+            Format::Xml => xml::encode(&tree)
+                .map_err(|e| fail(format!("cannot write XML: {e}")))?
+                .into_bytes(),
+        };
+        Ok(Document {
+            mapping: self.name.clone(),
+            target: self.output.target.clone(),
+            format: self.output.format,
+            hash: ContentHash::of(&bytes),
+            tree,
+            bytes,
+        })
+    }
+}
+
+/// Loads every `*.toml` mapping in `dir`; names must be unique.
+pub fn load_dir(dir: &Path, codelists: &Codelists) -> Result<Vec<Mapping>, Vec<LoadError>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| {
+            vec![LoadError::Io {
+                file: dir.into(),
+                message: e.to_string(),
+            }]
+        })?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let mut mappings: Vec<Mapping> = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match Mapping::load(&file, codelists) {
+            Ok(mapping) => {
+                if let Some(other) = mappings.iter().find(|m| m.name == mapping.name) {
+                    errors.push(LoadError::Invalid {
+                        file: file.clone(),
+                        message: format!(
+                            "mapping name `{}` is already used by {}",
+                            mapping.name,
+                            other.file.display()
+                        ),
+                    });
+                } else {
+                    mappings.push(mapping);
+                }
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(mappings)
+    } else {
+        Err(errors)
+    }
+}

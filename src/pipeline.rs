@@ -1,0 +1,861 @@
+//! The pipeline: one run over some sources — list, read and key records, skip what is unchanged,
+//! map, validate, deliver, and record every outcome in the ledger and the migration log.
+//!
+//! A source is processed in two passes. The *scan* reads and decodes every entry to learn each
+//! record's key and content hash and keeps only those; comparing them with the ledger tells which
+//! (item, mapping) pairs need work. The *work* pass decodes only the entries that have work and
+//! maps, validates and delivers. CPU-bound passes run on blocking threads, several entries at once;
+//! memory holds the keys of a source, not its documents.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::config::{Config, Source, Target};
+use crate::domain::{Clock, ItemKey, ItemStatus, Level, RunStatus, Stage, Trigger};
+use crate::mapping::engine::to_val;
+use crate::mapping::{Mapping, RecordContext};
+use crate::source::{self, Entry, Record, RecordError};
+use crate::store::ledger::{Batch, LedgerRow};
+use crate::store::log::NewEvent;
+use crate::store::runs::Counts;
+use crate::store::{Store, StoreError, timestamp};
+use crate::target;
+use crate::validate::Validators;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub trigger: Trigger,
+    /// Source ids; empty means all (or those of `items`).
+    pub sources: Vec<String>,
+    /// Only these items; empty means every item of the selected sources.
+    pub items: Vec<ItemKey>,
+    /// Re-map and re-deliver even unchanged items.
+    pub force: bool,
+    /// Map and validate, but deliver nothing and write nothing to the store.
+    pub dry_run: bool,
+}
+
+impl Job {
+    pub fn all(trigger: Trigger) -> Self {
+        Self {
+            trigger,
+            sources: Vec::new(),
+            items: Vec::new(),
+            force: false,
+            dry_run: false,
+        }
+    }
+}
+
+/// What a run needs from the outside.
+#[derive(Clone)]
+pub struct Deps {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub validators: Arc<Validators>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// How a run went.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// `None` for a dry run, which records nothing.
+    pub run_id: Option<i64>,
+    pub status: RunStatus,
+    pub counts: Counts,
+    /// Items that did not go through, with the reason.
+    pub problems: Vec<Problem>,
+    /// Sources that could not be processed at all, and requested items that were not found.
+    pub errors: Vec<String>,
+}
+
+/// One item at one target that did not go through.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub item_key: String,
+    pub target: String,
+    pub status: ItemStatus,
+    pub stage: Stage,
+    pub message: String,
+}
+
+/// Why a run could not be carried out at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("unknown source `{0}`")]
+    UnknownSource(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a worker thread failed: {0}")]
+    Worker(String),
+}
+
+/// Target id used in the ledger for a file that yielded no record at all.
+pub const ANY_TARGET: &str = "*";
+
+/// Ledger rows written per transaction.
+const BATCH_ROWS: usize = 500;
+
+/// Runs the pipeline once for `job`.
+pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
+    let config = &deps.config;
+    let mut selected: Vec<Arc<Source>> = Vec::new();
+    let wanted: BTreeSet<&str> = job
+        .sources
+        .iter()
+        .map(String::as_str)
+        .chain(job.items.iter().map(ItemKey::source))
+        .collect();
+    for id in &wanted {
+        let source = config
+            .source(id)
+            .ok_or_else(|| PipelineError::UnknownSource((*id).into()))?;
+        selected.push(source.clone());
+    }
+    if wanted.is_empty() {
+        selected = config.sources.clone();
+    }
+    let source_ids: Vec<String> = selected.iter().map(|s| s.id.clone()).collect();
+    let run_id = if job.dry_run {
+        None
+    } else {
+        Some(
+            deps.store
+                .start_run(job.trigger, &source_ids, &timestamp(deps.clock.now()))
+                .await?,
+        )
+    };
+    tracing::info!(run_id, sources = ?source_ids, force = job.force, dry_run = job.dry_run, "run started");
+
+    let mut report = RunReport {
+        run_id,
+        status: RunStatus::Running,
+        counts: Counts::default(),
+        problems: Vec::new(),
+        errors: Vec::new(),
+    };
+    let mut failed_sources = 0;
+    for source in &selected {
+        let items: BTreeSet<ItemKey> = job
+            .items
+            .iter()
+            .filter(|k| k.source() == source.id)
+            .cloned()
+            .collect();
+        let mut run = SourceRun::new(deps, source.clone(), &job, run_id, items).await?;
+        match run.execute().await {
+            Ok(()) => {}
+            Err(SourceFailure::Fatal(e)) => return Err(e),
+            Err(SourceFailure::Source(message)) => {
+                failed_sources += 1;
+                report
+                    .errors
+                    .push(format!("source {}: {message}", source.id));
+                run.event(None, None, Stage::Fetch, Level::Error, message);
+            }
+        }
+        run.flush().await?;
+        report.counts.add(run.counts);
+        report.problems.extend(run.problems);
+        report.errors.extend(run.missing_items);
+    }
+
+    report.status = if failed_sources > 0 && failed_sources == selected.len() {
+        RunStatus::Failed
+    } else if report.counts.problems() > 0 || !report.errors.is_empty() {
+        RunStatus::Partial
+    } else {
+        RunStatus::Ok
+    };
+    if let Some(id) = run_id {
+        let message = (!report.errors.is_empty()).then(|| report.errors.join("; "));
+        deps.store
+            .finish_run(
+                id,
+                report.status,
+                report.counts,
+                message.as_deref(),
+                &timestamp(deps.clock.now()),
+            )
+            .await?;
+    }
+    tracing::info!(run_id, status = %report.status, counts = ?report.counts, "run finished");
+    Ok(report)
+}
+
+enum SourceFailure {
+    Fatal(PipelineError),
+    Source(String),
+}
+
+impl From<StoreError> for SourceFailure {
+    fn from(e: StoreError) -> Self {
+        SourceFailure::Fatal(e.into())
+    }
+}
+
+/// What the scan learned about one record.
+#[derive(Debug, Clone)]
+struct Scanned {
+    origin: String,
+    key: ItemKey,
+    hash: crate::domain::ContentHash,
+    /// Mappings of the source that accept this record.
+    mappings: Vec<Arc<Mapping>>,
+}
+
+/// The result of working on one (item, mapping) pair.
+#[derive(Debug)]
+struct Outcome {
+    key: ItemKey,
+    target: String,
+    origin: String,
+    content_hash: Option<String>,
+    mapping: Option<String>,
+    mapping_version: Option<String>,
+    result: Result<Done, Problem>,
+}
+
+#[derive(Debug)]
+enum Done {
+    /// Delivered (or, in a dry run, would be delivered) with this output hash.
+    Delivered {
+        output_hash: String,
+        location: Option<String>,
+    },
+    /// Mapped, and the output equals what the target already holds.
+    Same { output_hash: String },
+}
+
+struct SourceRun<'a> {
+    deps: &'a Deps,
+    source: Arc<Source>,
+    force: bool,
+    dry_run: bool,
+    run_id: Option<i64>,
+    items: BTreeSet<ItemKey>,
+    ledger: Arc<HashMap<(String, String), LedgerRow>>,
+    batch: Batch,
+    counts: Counts,
+    problems: Vec<Problem>,
+    missing_items: Vec<String>,
+    workers: usize,
+}
+
+impl<'a> SourceRun<'a> {
+    async fn new(
+        deps: &'a Deps,
+        source: Arc<Source>,
+        job: &Job,
+        run_id: Option<i64>,
+        items: BTreeSet<ItemKey>,
+    ) -> Result<Self, PipelineError> {
+        let ledger = Arc::new(deps.store.ledger_of_source(&source.id).await?);
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2);
+        Ok(Self {
+            deps,
+            source,
+            force: job.force,
+            dry_run: job.dry_run,
+            run_id,
+            items,
+            ledger,
+            batch: Batch::default(),
+            counts: Counts::default(),
+            problems: Vec::new(),
+            missing_items: Vec::new(),
+            workers,
+        })
+    }
+
+    async fn execute(&mut self) -> Result<(), SourceFailure> {
+        let config = self.deps.config.clone();
+        let entries = source::list(&self.source, &config.root)
+            .map_err(|e| SourceFailure::Source(e.to_string()))?;
+
+        // Pass 1: scan every entry for keys and hashes.
+        let scans = self.scan(&entries).await?;
+        let mut by_key: BTreeMap<ItemKey, Vec<usize>> = BTreeMap::new();
+        let mut records: Vec<Scanned> = Vec::new();
+        let mut readable_origins = BTreeSet::new();
+        for (entry, scan) in entries.iter().zip(scans) {
+            match scan {
+                Err(error) => self.record_error(&error),
+                Ok(items) => {
+                    readable_origins.insert(entry.origin.clone());
+                    for item in items {
+                        match item {
+                            Err(error) => self.record_error(&error),
+                            Ok(scanned) => {
+                                readable_origins.insert(scanned.origin.clone());
+                                by_key
+                                    .entry(scanned.key.clone())
+                                    .or_default()
+                                    .push(records.len());
+                                records.push(scanned);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.retire_placeholders(&readable_origins);
+        for wanted in &self.items {
+            if !by_key.contains_key(wanted) {
+                self.missing_items.push(format!(
+                    "item {wanted} was not found in source {}",
+                    self.source.id
+                ));
+            }
+        }
+
+        // Decide, per (item, mapping), whether there is work.
+        let mut work: BTreeMap<String, Vec<(ItemKey, Arc<Mapping>)>> = BTreeMap::new();
+        for (key, indices) in &by_key {
+            if !self.items.is_empty() && !self.items.contains(key) {
+                continue;
+            }
+            if indices.len() > 1 {
+                let origins: Vec<&str> = indices
+                    .iter()
+                    .map(|&i| records[i].origin.as_str())
+                    .collect();
+                for &i in indices {
+                    let message = format!(
+                        "the id occurs in {} records of this source: {}",
+                        indices.len(),
+                        origins.join(", ")
+                    );
+                    self.quarantine_all(&records[i], Stage::Decode, message);
+                }
+                continue;
+            }
+            let record = &records[indices[0]];
+            if record.mappings.is_empty() {
+                self.quarantine_all(record, Stage::Map, "no mapping of this source accepts the record (root element or namespace differ)".into());
+                continue;
+            }
+            for mapping in &record.mappings {
+                let previous = self
+                    .ledger
+                    .get(&(key.to_string(), mapping.output.target.clone()));
+                let unchanged = previous.is_some_and(|row| {
+                    row.content_hash.as_deref() == Some(record.hash.as_str())
+                        && row.mapping_version.as_deref() == Some(mapping.version.as_str())
+                        && matches!(row.status.as_str(), "delivered" | "unchanged")
+                });
+                if unchanged && !self.force {
+                    self.counts.unchanged += 1;
+                    let row = previous.expect("unchanged implies a row");
+                    if row.status != ItemStatus::Unchanged.as_str() && !self.dry_run {
+                        let mut row = row.clone();
+                        row.status = ItemStatus::Unchanged.as_str().into();
+                        row.updated_at = self.now();
+                        row.last_run_id = self.run_id;
+                        self.batch.rows.push(row);
+                    }
+                } else {
+                    let file = record
+                        .origin
+                        .split('#')
+                        .next()
+                        .unwrap_or(&record.origin)
+                        .to_owned();
+                    work.entry(file)
+                        .or_default()
+                        .push((key.clone(), mapping.clone()));
+                }
+            }
+        }
+        self.flush().await?;
+
+        // Pass 2: map, validate and deliver where there is work.
+        let jobs: Vec<(Entry, Vec<(ItemKey, Arc<Mapping>)>)> = entries
+            .into_iter()
+            .filter_map(|entry| work.remove(&entry.origin).map(|w| (entry, w)))
+            .collect();
+        let (deps, source, ledger, dry_run) = (
+            self.deps.clone(),
+            self.source.clone(),
+            self.ledger.clone(),
+            self.dry_run,
+        );
+        let mut stream = futures::stream::iter(jobs)
+            .map(move |(entry, pairs)| {
+                let (deps, source, ledger) = (deps.clone(), source.clone(), ledger.clone());
+                tokio::task::spawn_blocking(move || {
+                    work_entry(&deps, &source, &ledger, &entry, &pairs, dry_run)
+                })
+            })
+            .buffered(self.workers);
+        while let Some(result) = stream.next().await {
+            let outcomes =
+                result.map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e.to_string())))?;
+            for outcome in outcomes {
+                self.record_outcome(outcome);
+            }
+            if self.batch.rows.len() >= BATCH_ROWS {
+                self.flush().await?;
+            }
+        }
+        drop(stream);
+        let c = self.counts;
+        self.event(
+            None,
+            None,
+            Stage::Run,
+            Level::Info,
+            format!(
+                "source {}: {} new, {} updated, {} unchanged, {} failed, {} quarantined",
+                self.source.id, c.new, c.updated, c.unchanged, c.failed, c.quarantined
+            ),
+        );
+        Ok(())
+    }
+
+    async fn scan(
+        &self,
+        entries: &[Entry],
+    ) -> Result<Vec<Result<Vec<Result<Scanned, RecordError>>, RecordError>>, SourceFailure> {
+        let mut stream = futures::stream::iter(entries.iter().cloned())
+            .map(|entry| {
+                let (config, source) = (self.deps.config.clone(), self.source.clone());
+                tokio::task::spawn_blocking(move || {
+                    let records = read_records(&config, &source, &entry)?;
+                    Ok(records
+                        .into_iter()
+                        .map(|record| {
+                            record.map(|r| Scanned {
+                                mappings: source
+                                    .mappings
+                                    .iter()
+                                    .filter(|m| m.accepts(r.format, &r.decoded))
+                                    .cloned()
+                                    .collect(),
+                                origin: r.origin,
+                                key: r.key,
+                                hash: r.hash,
+                            })
+                        })
+                        .collect())
+                })
+            })
+            .buffered(self.workers);
+        let mut scans = Vec::with_capacity(entries.len());
+        while let Some(result) = stream.next().await {
+            scans.push(
+                result.map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e.to_string())))?,
+            );
+        }
+        Ok(scans)
+    }
+
+    fn now(&self) -> String {
+        timestamp(self.deps.clock.now())
+    }
+
+    fn event(
+        &mut self,
+        key: Option<&ItemKey>,
+        target: Option<&str>,
+        stage: Stage,
+        level: Level,
+        message: String,
+    ) {
+        if self.dry_run {
+            return;
+        }
+        self.batch.events.push(NewEvent {
+            at: self.now(),
+            run_id: self.run_id,
+            item_key: key.map(ToString::to_string),
+            target: target.map(str::to_owned),
+            stage,
+            level,
+            message,
+        });
+    }
+
+    /// A file (or feed record) that yielded no usable record: tracked under a placeholder key.
+    fn record_error(&mut self, error: &RecordError) {
+        let key = source::placeholder_key(&self.source, error.origin());
+        let stage = match error {
+            RecordError::Read { .. } => Stage::Decode,
+            RecordError::Key { .. } => Stage::Map,
+        };
+        if !self.items.is_empty() && !self.items.contains(&key) {
+            return;
+        }
+        self.record_outcome(Outcome {
+            key: key.clone(),
+            target: ANY_TARGET.into(),
+            origin: error.origin().into(),
+            content_hash: None,
+            mapping: None,
+            mapping_version: None,
+            result: Err(Problem {
+                item_key: key.to_string(),
+                target: ANY_TARGET.into(),
+                status: ItemStatus::Quarantined,
+                stage,
+                message: error.to_string(),
+            }),
+        });
+    }
+
+    fn quarantine_all(&mut self, record: &Scanned, stage: Stage, message: String) {
+        let targets: Vec<String> = if record.mappings.is_empty() {
+            vec![ANY_TARGET.into()]
+        } else {
+            record
+                .mappings
+                .iter()
+                .map(|m| m.output.target.clone())
+                .collect()
+        };
+        for target in targets {
+            self.record_outcome(Outcome {
+                key: record.key.clone(),
+                target: target.clone(),
+                origin: record.origin.clone(),
+                content_hash: Some(record.hash.to_string()),
+                mapping: None,
+                mapping_version: None,
+                result: Err(Problem {
+                    item_key: record.key.to_string(),
+                    target,
+                    status: ItemStatus::Quarantined,
+                    stage,
+                    message: format!("{}: {message}", record.origin),
+                }),
+            });
+        }
+    }
+
+    /// Files that read again retire the placeholder rows their earlier failures left behind.
+    fn retire_placeholders(&mut self, readable: &BTreeSet<String>) {
+        let stale: Vec<LedgerRow> = self
+            .ledger
+            .values()
+            .filter(|row| {
+                row.target == ANY_TARGET
+                    && row.status != ItemStatus::Withdrawn.as_str()
+                    && readable.contains(&row.origin)
+            })
+            .cloned()
+            .collect();
+        for mut row in stale {
+            if self.dry_run {
+                continue;
+            }
+            let key = ItemKey::parse(&row.item_key).expect("stored keys are valid");
+            row.status = ItemStatus::Withdrawn.as_str().into();
+            row.updated_at = self.now();
+            row.last_run_id = self.run_id;
+            self.event(
+                Some(&key),
+                Some(ANY_TARGET),
+                Stage::Decode,
+                Level::Info,
+                format!(
+                    "{} reads again; its records are tracked under their own keys",
+                    row.origin
+                ),
+            );
+            self.batch.rows.push(row);
+        }
+    }
+
+    fn record_outcome(&mut self, outcome: Outcome) {
+        let now = self.now();
+        let previous = self
+            .ledger
+            .get(&(outcome.key.to_string(), outcome.target.clone()));
+        let mut row = previous.cloned().unwrap_or_else(|| LedgerRow {
+            item_key: outcome.key.to_string(),
+            target: outcome.target.clone(),
+            source_id: self.source.id.clone(),
+            origin: outcome.origin.clone(),
+            content_hash: None,
+            mapping: None,
+            mapping_version: None,
+            output_hash: None,
+            output_path: None,
+            status: ItemStatus::New.as_str().into(),
+            attempts: 0,
+            last_error: None,
+            first_seen_at: now.clone(),
+            updated_at: now.clone(),
+            delivered_at: None,
+            last_run_id: None,
+        });
+        row.origin = outcome.origin.clone();
+        row.content_hash = outcome.content_hash.clone();
+        row.mapping = outcome.mapping.clone().or(row.mapping);
+        row.updated_at = now.clone();
+        row.last_run_id = self.run_id;
+        let (key, target) = (&outcome.key, outcome.target.as_str());
+        match outcome.result {
+            Ok(Done::Delivered {
+                output_hash,
+                location,
+            }) => {
+                let first = previous.is_none_or(|p| p.output_hash.is_none());
+                if first {
+                    self.counts.new += 1;
+                } else {
+                    self.counts.updated += 1;
+                }
+                let verb = if first { "new" } else { "updated" };
+                let place = location.clone().unwrap_or_default();
+                self.event(
+                    Some(key),
+                    Some(target),
+                    Stage::Deliver,
+                    Level::Info,
+                    format!(
+                        "{verb}: delivered to {place} (output {})",
+                        &output_hash[..12]
+                    ),
+                );
+                row.mapping_version = outcome.mapping_version;
+                row.output_hash = Some(output_hash);
+                row.output_path = location.or(row.output_path);
+                row.status = ItemStatus::Delivered.as_str().into();
+                row.attempts = 0;
+                row.last_error = None;
+                row.delivered_at = Some(now);
+            }
+            Ok(Done::Same { output_hash }) => {
+                self.counts.unchanged += 1;
+                self.event(
+                    Some(key),
+                    Some(target),
+                    Stage::Map,
+                    Level::Info,
+                    format!(
+                        "re-mapped; output {} is what the target holds",
+                        &output_hash[..12]
+                    ),
+                );
+                row.mapping_version = outcome.mapping_version;
+                row.status = ItemStatus::Unchanged.as_str().into();
+                row.attempts = 0;
+                row.last_error = None;
+            }
+            Err(problem) => {
+                match problem.status {
+                    ItemStatus::Failed => self.counts.failed += 1,
+                    _ => self.counts.quarantined += 1,
+                }
+                let level = Level::Error;
+                self.event(
+                    Some(key),
+                    Some(target),
+                    problem.stage,
+                    level,
+                    problem.message.clone(),
+                );
+                tracing::warn!(item = %key, target, stage = %problem.stage, "{}", problem.message);
+                row.mapping_version = outcome.mapping_version.or(row.mapping_version);
+                row.status = problem.status.as_str().into();
+                row.attempts += 1;
+                row.last_error = Some(problem.message.clone());
+                self.problems.push(problem);
+            }
+        }
+        if !self.dry_run {
+            self.batch.rows.push(row);
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.dry_run {
+            self.batch = Batch::default();
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.deps.store.write_batch(&batch).await
+    }
+}
+
+/// Reads one entry into records using the union of the `arrays` lists of the source's mappings.
+fn read_records(
+    config: &Config,
+    source: &Source,
+    entry: &Entry,
+) -> Result<Vec<Result<Record, RecordError>>, RecordError> {
+    let mut arrays: Vec<String> = source
+        .mappings
+        .iter()
+        .flat_map(|m| m.input.arrays.iter().cloned())
+        .collect();
+    arrays.sort();
+    arrays.dedup();
+    source::read_entry(
+        source,
+        entry,
+        &arrays,
+        config.limits,
+        config.max_record_bytes,
+    )
+}
+
+/// Pass 2 for one entry: decode again, and map, validate and deliver the requested pairs.
+fn work_entry(
+    deps: &Deps,
+    source: &Source,
+    ledger: &HashMap<(String, String), LedgerRow>,
+    entry: &Entry,
+    pairs: &[(ItemKey, Arc<Mapping>)],
+    dry_run: bool,
+) -> Vec<Outcome> {
+    let config = &deps.config;
+    let records = match read_records(config, source, entry) {
+        Ok(records) => records,
+        // The file changed or vanished since the scan; report it against every pair.
+        Err(error) => {
+            return pairs
+                .iter()
+                .map(|(key, mapping)| {
+                    problem_outcome(
+                        key,
+                        mapping,
+                        entry.origin.clone(),
+                        None,
+                        ItemStatus::Failed,
+                        Stage::Decode,
+                        error.to_string(),
+                    )
+                })
+                .collect();
+        }
+    };
+    let records: HashMap<ItemKey, Record> = records
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|r| (r.key.clone(), r))
+        .collect();
+    let mut outcomes = Vec::with_capacity(pairs.len());
+    let mut trees = HashMap::new();
+    for (key, mapping) in pairs {
+        let Some(record) = records.get(key) else {
+            outcomes.push(problem_outcome(
+                key,
+                mapping,
+                entry.origin.clone(),
+                None,
+                ItemStatus::Failed,
+                Stage::Decode,
+                format!(
+                    "{}: the record changed while the run was reading it; it is retried next run",
+                    entry.origin
+                ),
+            ));
+            continue;
+        };
+        let tree = trees
+            .entry(key.clone())
+            .or_insert_with(|| to_val(&record.decoded.tree));
+        let context = RecordContext {
+            source: source.context(),
+            item: serde_json::json!({ "key": key.as_str(), "id": key.external_id(), "origin": record.origin }),
+        };
+        let hash = Some(record.hash.to_string());
+        let fail = |status, stage, message: String| {
+            problem_outcome(
+                key,
+                mapping,
+                record.origin.clone(),
+                hash.clone(),
+                status,
+                stage,
+                format!("{}: {message}", record.origin),
+            )
+        };
+        let document = match mapping.apply(tree, &context, &config.codelists_val) {
+            Ok(document) => document,
+            Err(e) => {
+                outcomes.push(fail(ItemStatus::Quarantined, Stage::Map, e.to_string()));
+                continue;
+            }
+        };
+        if let Err(e) = deps
+            .validators
+            .check(mapping.output.schema.as_deref(), &document)
+        {
+            outcomes.push(fail(ItemStatus::Quarantined, Stage::Validate, e));
+            continue;
+        }
+        let output_hash = document.hash.to_string();
+        let previous = ledger.get(&(key.to_string(), mapping.output.target.clone()));
+        let target_holds_it = previous.is_some_and(|row| {
+            row.output_hash.as_deref() == Some(output_hash.as_str())
+                && matches!(row.status.as_str(), "delivered" | "unchanged")
+        });
+        let done = if target_holds_it {
+            Ok(Done::Same { output_hash })
+        } else if dry_run {
+            Ok(Done::Delivered {
+                output_hash,
+                location: None,
+            })
+        } else {
+            let target: &Target = config
+                .target(&mapping.output.target)
+                .expect("checked by Config::resolve");
+            match target::deliver(target, key, &document) {
+                Ok(delivered) => Ok(Done::Delivered {
+                    output_hash,
+                    location: Some(delivered.location),
+                }),
+                Err(e) => {
+                    outcomes.push(fail(ItemStatus::Failed, Stage::Deliver, e.to_string()));
+                    continue;
+                }
+            }
+        };
+        outcomes.push(Outcome {
+            key: key.clone(),
+            target: mapping.output.target.clone(),
+            origin: record.origin.clone(),
+            content_hash: hash.clone(),
+            mapping: Some(mapping.name.clone()),
+            mapping_version: Some(mapping.version.to_string()),
+            result: done,
+        });
+    }
+    outcomes
+}
+
+fn problem_outcome(
+    key: &ItemKey,
+    mapping: &Mapping,
+    origin: String,
+    content_hash: Option<String>,
+    status: ItemStatus,
+    stage: Stage,
+    message: String,
+) -> Outcome {
+    Outcome {
+        key: key.clone(),
+        target: mapping.output.target.clone(),
+        origin,
+        content_hash,
+        mapping: Some(mapping.name.clone()),
+        mapping_version: Some(mapping.version.to_string()),
+        result: Err(Problem {
+            item_key: key.to_string(),
+            target: mapping.output.target.clone(),
+            status,
+            stage,
+            message,
+        }),
+    }
+}

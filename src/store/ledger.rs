@@ -1,0 +1,152 @@
+//! The ledger: the current state of every item at every target, written in batches with its log events.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::log::{INSERT_EVENT, NewEvent};
+use super::{Store, StoreError, on_pool};
+
+/// One ledger row: an item at a target.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct LedgerRow {
+    pub item_key: String,
+    pub target: String,
+    pub source_id: String,
+    /// The file (and position in a feed) the record was read from.
+    pub origin: String,
+    pub content_hash: Option<String>,
+    pub mapping: Option<String>,
+    pub mapping_version: Option<String>,
+    /// Hash of the document the target holds from us (the last delivered one).
+    pub output_hash: Option<String>,
+    pub output_path: Option<String>,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub first_seen_at: String,
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+    pub last_run_id: Option<i64>,
+}
+
+const LEDGER_COLUMNS: &str = "item_key, target, source_id, origin, content_hash, mapping, mapping_version, \
+     output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id";
+
+/// Count of items of one source in one status.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StatusCount {
+    pub source_id: String,
+    pub status: String,
+    pub count: i64,
+}
+
+/// A write to the ledger together with the events that explain it; applied in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub rows: Vec<LedgerRow>,
+    pub events: Vec<NewEvent>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.events.is_empty()
+    }
+}
+
+impl Store {
+    /// Every ledger row of one source, keyed by (item key, target).
+    pub async fn ledger_of_source(
+        &self,
+        source_id: &str,
+    ) -> Result<HashMap<(String, String), LedgerRow>, StoreError> {
+        let sql = format!("SELECT {LEDGER_COLUMNS} FROM items WHERE source_id = $1");
+        let rows: Vec<LedgerRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(source_id).fetch_all(pool).await?);
+        Ok(rows
+            .into_iter()
+            .map(|r| ((r.item_key.clone(), r.target.clone()), r))
+            .collect())
+    }
+
+    /// The rows of one item, one per target.
+    pub async fn item(&self, item_key: &str) -> Result<Vec<LedgerRow>, StoreError> {
+        let sql = format!("SELECT {LEDGER_COLUMNS} FROM items WHERE item_key = $1 ORDER BY target");
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(item_key).fetch_all(pool).await?))
+    }
+
+    /// Items in a status (all statuses if `None`), optionally of one source.
+    pub async fn items(
+        &self,
+        status: Option<&str>,
+        source: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        let sql = format!(
+            "SELECT {LEDGER_COLUMNS} FROM items WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR source_id = $2) \
+             ORDER BY item_key, target LIMIT $3"
+        );
+        Ok(
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(status).bind(source).bind(limit).fetch_all(pool).await?),
+        )
+    }
+
+    /// Number of items per source and status.
+    pub async fn status_counts(&self) -> Result<Vec<StatusCount>, StoreError> {
+        let sql = "SELECT source_id, status, COUNT(*) AS count FROM items GROUP BY source_id, status ORDER BY source_id, status";
+        Ok(on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await?))
+    }
+
+    /// Upserts the rows and appends the events of a batch in one transaction.
+    pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let upsert = format!(
+            "INSERT INTO items ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (item_key, target) DO UPDATE SET source_id = excluded.source_id, origin = excluded.origin, \
+             content_hash = excluded.content_hash, mapping = excluded.mapping, mapping_version = excluded.mapping_version, \
+             output_hash = excluded.output_hash, output_path = excluded.output_path, status = excluded.status, \
+             attempts = excluded.attempts, last_error = excluded.last_error, updated_at = excluded.updated_at, \
+             delivered_at = excluded.delivered_at, last_run_id = excluded.last_run_id"
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for row in &batch.rows {
+                sqlx::query(&upsert)
+                    .bind(&row.item_key)
+                    .bind(&row.target)
+                    .bind(&row.source_id)
+                    .bind(&row.origin)
+                    .bind(&row.content_hash)
+                    .bind(&row.mapping)
+                    .bind(&row.mapping_version)
+                    .bind(&row.output_hash)
+                    .bind(&row.output_path)
+                    .bind(&row.status)
+                    .bind(row.attempts)
+                    .bind(&row.last_error)
+                    .bind(&row.first_seen_at)
+                    .bind(&row.updated_at)
+                    .bind(&row.delivered_at)
+                    .bind(row.last_run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for event in &batch.events {
+                sqlx::query(INSERT_EVENT)
+                    .bind(&event.at)
+                    .bind(event.run_id)
+                    .bind(&event.item_key)
+                    .bind(&event.target)
+                    .bind(event.stage.as_str())
+                    .bind(event.level.as_str())
+                    .bind(&event.message)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! The migration log: append-only events (time, run, item, stage, level, message) and their queries.
+
+use serde::Serialize;
+
+use super::{Store, StoreError, on_pool};
+use crate::domain::{Level, Stage};
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub at: String,
+    pub run_id: Option<i64>,
+    pub item_key: Option<String>,
+    pub target: Option<String>,
+    pub stage: Stage,
+    pub level: Level,
+    pub message: String,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    pub at: String,
+    pub run_id: Option<i64>,
+    pub item_key: Option<String>,
+    pub target: Option<String>,
+    pub stage: String,
+    pub level: String,
+    pub message: String,
+}
+
+/// Which events to list; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub run_id: Option<i64>,
+    pub item_key: Option<String>,
+    pub source: Option<String>,
+    /// At least this severity.
+    pub level: Option<Level>,
+    pub limit: i64,
+}
+
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (at, run_id, item_key, target, stage, level, message) \
+                                       VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+impl Store {
+    pub async fn append_event(&self, event: &NewEvent) -> Result<(), StoreError> {
+        on_pool!(self, pool => { sqlx::query(INSERT_EVENT)
+            .bind(&event.at)
+            .bind(event.run_id)
+            .bind(&event.item_key)
+            .bind(&event.target)
+            .bind(event.stage.as_str())
+            .bind(event.level.as_str())
+            .bind(&event.message)
+            .execute(pool)
+            .await?; });
+        Ok(())
+    }
+
+    /// Events in the order they happened (the most recent `limit` of those that match).
+    pub async fn events(&self, filter: &EventFilter) -> Result<Vec<EventRow>, StoreError> {
+        let levels: Vec<&str> = Level::ALL
+            .iter()
+            .filter(|l| filter.level.is_none_or(|min| l.rank() >= min.rank()))
+            .map(|l| l.as_str())
+            .collect();
+        let sql = "SELECT id, at, run_id, item_key, target, stage, level, message FROM ( \
+                     SELECT * FROM events \
+                     WHERE ($1 IS NULL OR run_id = $1) \
+                       AND ($2 IS NULL OR item_key = $2) \
+                       AND ($3 IS NULL OR item_key LIKE $3 ESCAPE '\\') \
+                       AND level IN ($4, $5, $6, $7) \
+                     ORDER BY id DESC LIMIT $8) AS recent \
+                   ORDER BY id";
+        let source_pattern = filter
+            .source
+            .as_ref()
+            .map(|s| format!("{}/%", like_escape(s)));
+        let level = |i: usize| levels.get(i).copied().unwrap_or("");
+        let limit = if filter.limit > 0 {
+            filter.limit
+        } else {
+            i64::MAX
+        };
+        Ok(on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(filter.run_id)
+            .bind(&filter.item_key)
+            .bind(source_pattern)
+            .bind(level(0))
+            .bind(level(1))
+            .bind(level(2))
+            .bind(level(3))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+}
+
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}

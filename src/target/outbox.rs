@@ -1,0 +1,140 @@
+//! Outbox delivery: one file per item in `<outbox>/<target>/`, named safely from the item key and written atomically.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::{DeliverError, Delivered};
+use crate::domain::ItemKey;
+
+/// Longest file name stem we produce; below the 255-byte limit of common file systems, with room for extensions.
+const MAX_STEM: usize = 180;
+
+/// Turns an item key into a file name stem that cannot leave its directory and never collides
+/// with another key's: bytes outside `[A-Za-z0-9@._-]` (and a leading `.`) are percent-encoded,
+/// and a stem longer than `MAX_STEM` is cut and suffixed with a hash of the whole key.
+pub fn safe_stem(key: &ItemKey) -> String {
+    let mut stem = String::with_capacity(key.as_str().len());
+    for (i, byte) in key.as_str().bytes().enumerate() {
+        let plain = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'@' | b'_' | b'-')
+            || (byte == b'.' && i > 0);
+        if plain {
+            stem.push(byte as char);
+        } else {
+            stem.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    if stem.len() > MAX_STEM {
+        let digest = hex::encode(Sha256::digest(key.as_str().as_bytes()));
+        // Cut on a char boundary that does not split a %XX escape.
+        let mut cut = MAX_STEM - 18;
+        while stem.as_bytes()[cut - 1] == b'%' || stem.as_bytes()[cut.saturating_sub(2)] == b'%' {
+            cut -= 1;
+        }
+        stem.truncate(cut);
+        stem.push('~');
+        stem.push_str(&digest[..16]);
+    }
+    stem
+}
+
+/// Writes `bytes` to `<dir>/<safe stem>.<extension>` via a temporary file and a rename, so a reader
+/// never sees a half-written document.
+pub fn write(
+    dir: &Path,
+    key: &ItemKey,
+    extension: &str,
+    bytes: &[u8],
+) -> Result<Delivered, DeliverError> {
+    let io = |path: &Path, source| DeliverError::Io {
+        path: path.into(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let name = format!("{}.{extension}", safe_stem(key));
+    let path = dir.join(&name);
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, &path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&temp);
+        return Err(io(&path, e));
+    }
+    Ok(Delivered {
+        location: path.display().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> ItemKey {
+        ItemKey::new("src", id)
+    }
+
+    #[test]
+    fn ordinary_keys_stay_readable() {
+        assert_eq!(safe_stem(&key("S05000101@1.0")), "src%2FS05000101@1.0");
+    }
+
+    #[test]
+    fn hostile_keys_cannot_escape_or_break_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox");
+        for id in [
+            "../../etc/passwd",
+            "a/b",
+            "nul\0byte",
+            "..",
+            ".hidden",
+            "\\windows\\path",
+            "ümlaut ß",
+        ] {
+            let delivered = write(&outbox, &key(id), "json", b"{}").unwrap();
+            let path = Path::new(&delivered.location);
+            assert_eq!(path.parent().unwrap(), outbox, "{id:?} → {path:?}");
+            assert!(path.is_file());
+        }
+        assert_eq!(
+            fs::read_dir(&outbox).unwrap().count(),
+            7,
+            "seven keys, seven files, no temp files left"
+        );
+    }
+
+    #[test]
+    fn long_keys_are_cut_with_a_hash_and_stay_distinct() {
+        let a = safe_stem(&key(&"x".repeat(300)));
+        let b = safe_stem(&key(&format!("{}y", "x".repeat(299))));
+        assert!(a.len() <= MAX_STEM && b.len() <= MAX_STEM);
+        assert_ne!(a, b);
+        let escaped = safe_stem(&key(&"/".repeat(300)));
+        assert!(escaped.len() <= MAX_STEM);
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &key(&"ä".repeat(300)), "xml", b"<a/>").unwrap();
+    }
+
+    #[test]
+    fn encoding_is_injective_on_tricky_pairs() {
+        let pairs = [("a/b", "a%2Fb"), ("a.b", "a%2Eb"), ("%", "%25")];
+        for (x, y) in pairs {
+            assert_ne!(safe_stem(&key(x)), safe_stem(&key(y)), "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn rewriting_replaces_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &key("k"), "json", b"1").unwrap();
+        let delivered = write(dir.path(), &key("k"), "json", b"2").unwrap();
+        assert_eq!(fs::read(&delivered.location).unwrap(), b"2");
+    }
+}
