@@ -55,6 +55,20 @@ pub enum Command {
     Check,
     /// Run the mapping fixtures in mappings/tests/ and show a diff for each mismatch.
     TestMappings(TestMappingsArgs),
+    /// Map one file with one mapping and print the document (nothing is delivered or recorded).
+    Map(MapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MapArgs {
+    /// Mapping name.
+    #[arg(long, value_name = "NAME")]
+    pub mapping: String,
+    /// Take `$source` from this configured source (default: a neutral `fixtures` source).
+    #[arg(long, value_name = "ID")]
+    pub source: Option<String>,
+    /// Record file (XML or JSON, as the mapping expects).
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +163,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Check => check(&config),
         Command::TestMappings(args) => test_mappings(&config, args),
+        Command::Map(args) => map_file(&config, args),
         Command::Migrate(args) => migrate(config, args).await,
         Command::Status(args) => status(&config, args).await,
         Command::Log(args) => log(&config, args).await,
@@ -286,6 +301,56 @@ fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+fn map_file(config: &Config, args: MapArgs) -> Result<Exit> {
+    let Some(mapping) = config.mappings.iter().find(|m| m.name == args.mapping) else {
+        eprintln!("no mapping named `{}`", args.mapping);
+        return Ok(Exit::Usage);
+    };
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let decoded = crate::codec::decode(
+        mapping.input.format,
+        &bytes,
+        &mapping.input.arrays,
+        config.limits,
+    )
+    .with_context(|| format!("decoding {}", args.file.display()))?;
+    let case = args
+        .file
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut context = fixtures::fixture_context(&case);
+    if let Some(id) = &args.source {
+        let Some(source) = config.source(id) else {
+            eprintln!("unknown source `{id}`");
+            return Ok(Exit::Usage);
+        };
+        context.source = source.context();
+    }
+    let tree = crate::mapping::engine::to_val(&decoded.tree);
+    let document = match mapping.apply(&tree, &context, &config.codelists_val) {
+        Ok(document) => document,
+        Err(e) => {
+            eprintln!("{}: {e}", args.file.display());
+            return Ok(Exit::Partial);
+        }
+    };
+    use std::io::Write;
+    std::io::stdout().write_all(&document.bytes)?;
+    let Some(validators) = load_validators(config)? else {
+        return Ok(Exit::Usage);
+    };
+    match validators.check(mapping.output.schema.as_deref(), &document) {
+        Ok(()) => Ok(Exit::Ok),
+        Err(e) => {
+            eprintln!("INVALID: {e}");
+            Ok(Exit::Partial)
+        }
+    }
 }
 
 async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {

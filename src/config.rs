@@ -179,6 +179,22 @@ pub struct RawSource {
     pub mappings: Spanned<Vec<String>>,
     /// Cron schedule (crontab syntax); without one the source only runs when triggered.
     pub schedule: Option<Spanned<String>>,
+    /// What a mapping does when a referenced codelist is missing: `quarantine` the item (default)
+    /// or `warn` (the document gets a warning element). Readable as `$source.on_missing_codelist`.
+    #[serde(default)]
+    pub on_missing_codelist: OnMissingCodelist,
+    /// Free parameters for the mappings, readable as `$source.params` (e.g. a form URL template).
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+/// Policy for codelists a record refers to but the codelist directory lacks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissingCodelist {
+    #[default]
+    Quarantine,
+    Warn,
 }
 
 /// How a file is split into records.
@@ -231,6 +247,8 @@ pub struct Source {
     pub key: Option<Program>,
     pub mappings: Vec<Arc<Mapping>>,
     pub schedule: Option<Schedule>,
+    pub on_missing_codelist: OnMissingCodelist,
+    pub params: serde_json::Value,
 }
 
 /// Where a source reads from.
@@ -246,7 +264,12 @@ pub enum SourceKind {
 impl Source {
     /// The facts a mapping may read as `$source`.
     pub fn context(&self) -> serde_json::Value {
-        serde_json::json!({ "id": self.id, "region": self.region })
+        serde_json::json!({
+            "id": self.id,
+            "region": self.region,
+            "on_missing_codelist": self.on_missing_codelist,
+            "params": self.params,
+        })
     }
 }
 
@@ -599,6 +622,8 @@ impl Config {
                 key,
                 mappings: source_mappings,
                 schedule,
+                on_missing_codelist: raw_source.on_missing_codelist,
+                params: serde_json::to_value(&raw_source.params).expect("TOML is JSON"),
             }));
         }
 
