@@ -378,12 +378,16 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let root = config_dir.join(raw.root.get_ref());
-        if !root.is_dir() {
-            report.at(
-                &raw.root,
-                format!("root directory {} does not exist", root.display()),
-            );
-        }
+        let root = match root.canonicalize() {
+            Ok(root) if root.is_dir() => root,
+            _ => {
+                report.at(
+                    &raw.root,
+                    format!("root directory {} does not exist", root.display()),
+                );
+                root
+            }
+        };
         let resolve = |p: &str| -> PathBuf { root.join(p) };
 
         let timezone = raw.timezone.get_ref().parse::<Tz>().unwrap_or_else(|_| {

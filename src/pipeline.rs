@@ -380,17 +380,13 @@ impl<'a> SourceRun<'a> {
             .into_iter()
             .filter_map(|entry| work.remove(&entry.origin).map(|w| (entry, w)))
             .collect();
-        let (deps, source, ledger, dry_run) = (
-            self.deps.clone(),
-            self.source.clone(),
-            self.ledger.clone(),
-            self.dry_run,
-        );
+        let (deps, source, ledger) = (self.deps.clone(), self.source.clone(), self.ledger.clone());
+        let (dry_run, force) = (self.dry_run, self.force);
         let mut stream = futures::stream::iter(jobs)
             .map(move |(entry, pairs)| {
                 let (deps, source, ledger) = (deps.clone(), source.clone(), ledger.clone());
                 tokio::task::spawn_blocking(move || {
-                    work_entry(&deps, &source, &ledger, &entry, &pairs, dry_run)
+                    work_entry(&deps, &source, &ledger, &entry, &pairs, dry_run, force)
                 })
             })
             .buffered(self.workers);
@@ -715,6 +711,7 @@ fn work_entry(
     entry: &Entry,
     pairs: &[(ItemKey, Arc<Mapping>)],
     dry_run: bool,
+    force: bool,
 ) -> Vec<Outcome> {
     let config = &deps.config;
     let records = match read_records(config, source, entry) {
@@ -795,10 +792,12 @@ fn work_entry(
         }
         let output_hash = document.hash.to_string();
         let previous = ledger.get(&(key.to_string(), mapping.output.target.clone()));
-        let target_holds_it = previous.is_some_and(|row| {
-            row.output_hash.as_deref() == Some(output_hash.as_str())
-                && matches!(row.status.as_str(), "delivered" | "unchanged")
-        });
+        // Unless forced, a document equal to what the target holds is not sent again.
+        let target_holds_it = !force
+            && previous.is_some_and(|row| {
+                row.output_hash.as_deref() == Some(output_hash.as_str())
+                    && matches!(row.status.as_str(), "delivered" | "unchanged")
+            });
         let done = if target_holds_it {
             Ok(Done::Same { output_hash })
         } else if dry_run {

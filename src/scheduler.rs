@@ -48,7 +48,12 @@ impl Schedule {
         let days = translate_day_of_week(dow)?;
         let build = |dom: &str, dow: &str| -> Result<cron::Schedule, String> {
             let text = format!("{seconds} {minute} {hour} {dom} {month} {dow}");
-            cron::Schedule::from_str(&text).map_err(|e| format!("{e}"))
+            cron::Schedule::from_str(&text).map_err(|e| {
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
         };
         let restricted = |f: &str| f != "*" && f != "?";
         let parts = if restricted(dom) && restricted(dow) {

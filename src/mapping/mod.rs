@@ -31,7 +31,7 @@ pub struct MappingFile {
     pub input: InputSpec,
     pub output: OutputSpec,
     /// The jq program: a side file (`*.jq`) or, if it contains a newline or no `.jq` suffix, inline jq.
-    pub program: String,
+    pub program: toml::Spanned<String>,
     /// Lookup tables for `lookup("table")` in the program: table → key → value.
     #[serde(default)]
     pub lookups: BTreeMap<String, BTreeMap<String, toml::Value>>,
@@ -142,11 +142,19 @@ impl Mapping {
         let dir = file.parent().unwrap_or(Path::new("."));
         let mut errors = Vec::new();
 
-        let (program_file, code) = if spec.program.contains('\n') || !spec.program.ends_with(".jq")
+        let program_text = spec.program.get_ref();
+        // For an inline program, the TOML line where its text starts, so errors point into this file.
+        let mut first_line = 1;
+        let (program_file, code) = if program_text.contains('\n') || !program_text.ends_with(".jq")
         {
-            (file.to_path_buf(), spec.program.clone())
+            let start = spec.program.span().start;
+            let opening = &text[start..];
+            let triple = opening.starts_with("\"\"\"") || opening.starts_with("'''");
+            let skips_newline = triple && opening[3..].starts_with(['\n', '\r']);
+            first_line = crate::codec::line_of(text.as_bytes(), start) + usize::from(skips_newline);
+            (file.to_path_buf(), program_text.clone())
         } else {
-            let path = dir.join(&spec.program);
+            let path = dir.join(program_text);
             match std::fs::read_to_string(&path) {
                 Ok(code) => (path, code),
                 Err(e) => return Err(vec![io(&path, e)]),
@@ -155,9 +163,12 @@ impl Mapping {
         let program = match Program::compile(&code) {
             Ok(program) => Some(program),
             Err(compile_errors) => {
-                errors.extend(compile_errors.into_iter().map(|error| LoadError::Program {
-                    file: program_file.clone(),
-                    error,
+                errors.extend(compile_errors.into_iter().map(|mut error| {
+                    error.line += first_line - 1;
+                    LoadError::Program {
+                        file: program_file.clone(),
+                        error,
+                    }
                 }));
                 None
             }

@@ -1,0 +1,5 @@
+//! Integration tests: the pipeline, the store and the command line, on throwaway copies of the demo data.
+
+mod cli;
+mod pipeline;
+mod support;
