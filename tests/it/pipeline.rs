@@ -344,3 +344,22 @@ mappings = ["echo"]
         report.problems
     );
 }
+
+#[tokio::test]
+async fn every_shipped_mapping_passes_its_fixtures() {
+    let app = TestApp::demo().await;
+    let config = &app.deps.config;
+    let results = portal_bridge::mapping::fixtures::run_all(
+        &crate::support::repo().join("mappings/tests"),
+        &config.mappings,
+        &config.codelists_val,
+    );
+    for mapping in &config.mappings {
+        assert!(results.iter().any(|r| r.mapping == mapping.name), "mapping {} has no fixtures in mappings/tests/{0}/", mapping.name);
+    }
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.failure.as_ref().map(|f| format!("{} / {}: {f}", r.mapping, r.case)))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
