@@ -198,6 +198,12 @@ impl From<StoreError> for SourceFailure {
     }
 }
 
+/// An item and one mapping that has work to do for it.
+type Pair = (ItemKey, Arc<Mapping>);
+
+/// Per entry: its records, or why it yielded none.
+type EntryScan = Result<Vec<Result<Scanned, RecordError>>, RecordError>;
+
 /// What the scan learned about one record.
 #[derive(Debug, Clone)]
 struct Scanned {
@@ -316,7 +322,7 @@ impl<'a> SourceRun<'a> {
         }
 
         // Decide, per (item, mapping), whether there is work.
-        let mut work: BTreeMap<String, Vec<(ItemKey, Arc<Mapping>)>> = BTreeMap::new();
+        let mut work: BTreeMap<String, Vec<Pair>> = BTreeMap::new();
         for (key, indices) in &by_key {
             if !self.items.is_empty() && !self.items.contains(key) {
                 continue;
@@ -376,7 +382,7 @@ impl<'a> SourceRun<'a> {
         self.flush().await?;
 
         // Pass 2: map, validate and deliver where there is work.
-        let jobs: Vec<(Entry, Vec<(ItemKey, Arc<Mapping>)>)> = entries
+        let jobs: Vec<(Entry, Vec<Pair>)> = entries
             .into_iter()
             .filter_map(|entry| work.remove(&entry.origin).map(|w| (entry, w)))
             .collect();
@@ -415,10 +421,7 @@ impl<'a> SourceRun<'a> {
         Ok(())
     }
 
-    async fn scan(
-        &self,
-        entries: &[Entry],
-    ) -> Result<Vec<Result<Vec<Result<Scanned, RecordError>>, RecordError>>, SourceFailure> {
+    async fn scan(&self, entries: &[Entry]) -> Result<Vec<EntryScan>, SourceFailure> {
         let mut stream = futures::stream::iter(entries.iter().cloned())
             .map(|entry| {
                 let (config, source) = (self.deps.config.clone(), self.source.clone());
@@ -709,7 +712,7 @@ fn work_entry(
     source: &Source,
     ledger: &HashMap<(String, String), LedgerRow>,
     entry: &Entry,
-    pairs: &[(ItemKey, Arc<Mapping>)],
+    pairs: &[Pair],
     dry_run: bool,
     force: bool,
 ) -> Vec<Outcome> {
