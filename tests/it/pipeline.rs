@@ -355,11 +355,19 @@ async fn every_shipped_mapping_passes_its_fixtures() {
         &config.codelists_val,
     );
     for mapping in &config.mappings {
-        assert!(results.iter().any(|r| r.mapping == mapping.name), "mapping {} has no fixtures in mappings/tests/{0}/", mapping.name);
+        assert!(
+            results.iter().any(|r| r.mapping == mapping.name),
+            "mapping {} has no fixtures in mappings/tests/{0}/",
+            mapping.name
+        );
     }
     let failures: Vec<String> = results
         .iter()
-        .filter_map(|r| r.failure.as_ref().map(|f| format!("{} / {}: {f}", r.mapping, r.case)))
+        .filter_map(|r| {
+            r.failure
+                .as_ref()
+                .map(|f| format!("{} / {}: {f}", r.mapping, r.case))
+        })
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
