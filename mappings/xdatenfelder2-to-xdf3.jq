@@ -1,2 +1,240 @@
-.["xdatenfelder.stammdatenschema.0102"].stammdatenschema
-| {"xdf:xdatenfelder.stammdatenschema.0102": {"@xmlns:xdf": "urn:xoev-de:fim:standard:xdatenfelder_3.0.0", "xdf:id": .identifikation.id}}
+# XDatenfelder 2.0 Stammdatenschema → XDatenfelder 3.0.0 xdatenfelder.stammdatenschema.0102.
+# How and why: docs/xdf2-to-xdf3.md. Element order follows xdatenfelder-baukasten.xsd 3.0.0; every
+# optional value is guarded (null writes nothing), so no element vanishes through `empty`.
+
+# ---- text helpers -------------------------------------------------------------------------------
+
+# The text of an element: a string as is, the #text of an element with attributes, "" if absent.
+def text:
+  if type == "string" then .
+  elif type == "object" then (."#text" // "" | if type == "string" then . else tostring end)
+  elif . == null then ""
+  else tostring end;
+
+# The text, or null if the element is absent or blank (2.0 requires many elements that are empty).
+def nonblank: text | if trim == "" then null else . end;
+
+# Applies f unless the value is null.
+def opt(f): if . == null then null else f end;
+
+# The code of a code-typed element (<xdf:feldart listURI="…"><code>input</code></xdf:feldart>).
+def code: if type == "object" then (.code // "" | text | trim) else (text | trim) end;
+
+# A list that writes nothing when it is empty.
+def nonempty: if length == 0 then null else . end;
+
+# f on each item when the element repeats (invalid in 2.0, but never dropped), else f.
+def each(f): if type == "array" then map(f) else f end;
+
+# ---- the FIM 2→3 id and version rule ------------------------------------------------------------
+
+# S00000121 → S00000000121: the Unternummernkreis 000 goes after the first 3 characters.
+# Ids that are not letter + 8 digits (local ids such as F00-<uuid>) stay as they are.
+def xdf3_id: trim | if test("^[A-Z][0-9]{8}$") then .[0:3] + "000" + .[3:] else . end;
+
+# 1.0 → 1.0.0; anything else (already x.y.z, or broken) is kept and left to the XSD to judge.
+def xdf3_version: trim | if test("^[0-9]+\\.[0-9]+$") then . + ".0" else . end;
+
+# Element ids quoted in the prose of a rule ("F00001028 Krankenversicherungsträger") get the same rule.
+def xdf3_ids_in_text: gsub("\\b(?<k>[FG][0-9]{2})(?<n>[0-9]{6})\\b"; "\(.k)000\(.n)");
+
+def identifikation:
+  { "xdf:id": (.id | text | xdf3_id),
+    "xdf:version": (.version | nonblank | opt(xdf3_version)) };
+
+# ---- shared parts -------------------------------------------------------------------------------
+
+# 2.0 bezug is one string; 3.0.0 has repeated Rechtsbezug. Split at ";" and line breaks, drop empty ones.
+def rechtsbezuege:
+  text | [splits("[;\r\n]+") | gsub("\\s+"; " ") | trim | select(. != "")] | nonempty;
+
+def freigabestatus:
+  (.status | code) as $status
+  | (if (.identifikation.version | nonblank) == null then "arbeitskopie"
+     elif (.freigabedatum | nonblank) == null then "version"
+     else "freigegeben" end) as $state
+  | ("\($status)/\($state)" | lookup("freigabestatus")) as $code
+  | if $code == null then
+      error("\(.identifikation.id | text): XDatenfelder 2.0 status `\($status)` has no freigabestatus (see [lookups.freigabestatus])")
+    else
+      { "@listURI": "urn:xoev-de:xprozess:codeliste:status", "@listVersionID": "2020-03-19", "code": $code }
+    end;
+
+# Looks a code up in a table of the mapping file; an unknown code stops the item with a clear reason.
+def checked($table; $id):
+  code as $c
+  | ($c | lookup($table)) // error("\($id): \($table) `\($c)` is not an XDatenfelder 2.0 code (see [lookups.\($table)])");
+
+def coded($list; $version; $code): { "@listURI": $list, "@listVersionID": $version, "code": $code };
+
+# Values of 2.0 elements that 3.0.0 has no element for ([[name, value or null], …]), as one line for beschreibung.
+def carried($pairs):
+  [ $pairs[] | select(.[1] != null) | "\(.[0]): \(.[1])" ]
+  | if length == 0 then [] else ["Aus XDatenfelder 2.0 übernommen (in 3.0.0 ohne eigenes Element): " + join("; ")] end;
+
+def fields($names): [ $names[] as $f | [$f, (.[$f] | nonblank)] ];
+
+# beschreibung = the 2.0 beschreibung, then the notes (blank-line separated); null if there is nothing.
+def beschreibung($notes):
+  [ (.beschreibung | nonblank), $notes[] ] | map(select(. != null)) | if length == 0 then null else join("\n\n") end;
+
+# AllgemeineAngaben 3.0.0: identifikation name beschreibung? definition? bezug* freigabestatus
+# statusGesetztAm? statusGesetztDurch? gueltigAb? gueltigBis? versionshinweis? veroeffentlichungsdatum?
+# letzteAenderung (relation* and stichwort* have no 2.0 source).
+def allgemein($stand; $notes):
+  { "xdf:identifikation": (.identifikation | identifikation),
+    "xdf:name": (.name | text),
+    "xdf:beschreibung": beschreibung($notes),
+    "xdf:definition": (.definition | nonblank),
+    "xdf:bezug": (.bezug | rechtsbezuege),
+    "xdf:freigabestatus": freigabestatus,
+    "xdf:statusGesetztAm": (.freigabedatum | nonblank | opt(trim)),
+    "xdf:statusGesetztDurch": (.fachlicherErsteller | nonblank),
+    "xdf:gueltigAb": (.gueltigAb | nonblank | opt(trim)),
+    "xdf:gueltigBis": (.gueltigBis | nonblank | opt(trim)),
+    "xdf:versionshinweis": (.versionshinweis | nonblank),
+    "xdf:veroeffentlichungsdatum": (.veroeffentlichungsdatum | nonblank | opt(trim)),
+    "xdf:letzteAenderung": $stand };
+
+# Schemaelementangaben 3.0.0: bezeichnungEingabe bezeichnungAusgabe? schemaelementart hilfetextEingabe? hilfetextAusgabe?
+def schemaelement:
+  (.identifikation.id | text) as $id
+  | { "xdf:bezeichnungEingabe": (.bezeichnungEingabe | text),
+      "xdf:bezeichnungAusgabe": (.bezeichnungAusgabe | nonblank),
+      "xdf:schemaelementart": coded("urn:xoev-de:fim:codeliste:xdatenfelder.schemaelementart"; "1.0";
+          (.schemaelementart | checked("schemaelementart"; $id))),
+      "xdf:hilfetextEingabe": (.hilfetextEingabe | nonblank),
+      "xdf:hilfetextAusgabe": (.hilfetextAusgabe | nonblank) };
+
+# Regel 3.0.0: identifikation name beschreibung? freitextRegel? bezug* fachlicherErsteller? letzteAenderung
+# typ skript?. 2.0 rules are prose: definition → freitextRegel (element ids converted), script → skript,
+# typ K (komplexe Regel) as the FIM XSLT does, since a 2.0 rule says nothing about its kind.
+def regel($stand):
+  { "xdf:identifikation": (.identifikation | identifikation),
+    "xdf:name": (.name | text),
+    "xdf:beschreibung": beschreibung(carried(
+        fields(["bezeichnungEingabe", "bezeichnungAusgabe", "gueltigAb", "gueltigBis", "versionshinweis",
+                "freigabedatum", "veroeffentlichungsdatum"])
+        + [["status", (.status | code | if . == "" or . == "aktiv" then null else . end)]])),
+    "xdf:freitextRegel": (.definition | nonblank | opt(xdf3_ids_in_text)),
+    "xdf:bezug": (.bezug | rechtsbezuege),
+    "xdf:fachlicherErsteller": (.fachlicherErsteller | nonblank),
+    "xdf:letzteAenderung": $stand,
+    "xdf:typ": coded("urn:xoev-de:fim:codeliste:xdatenfelder.regeltyp"; "1.0"; "K"),
+    "xdf:skript": (.script | nonblank) };
+
+def regeln($stand): .regel // [] | each(regel($stand)) | if type == "array" then nonempty else . end;
+
+# ---- Datenfeld ----------------------------------------------------------------------------------
+
+# Does a 2.0 "pattern" look like a regular expression? Prose such as "Codeliste Regionalschlüssel" or
+# "Mehrfachauswahl" has none of the regex metacharacters and is not one.
+def regex_like: test("[\\[\\](){}*+?|\\\\^$]");
+
+# 2.0 praezisierung is a JSON string ({"minLength":"1","maxLength":"50"}); 3.0.0 has attributes.
+# Returns {attrs, notes}: the attributes that are valid in 3.0.0, and a note for everything else
+# (prose patterns, unknown keys, values of the wrong type, text that is not a JSON object).
+def praezisierung:
+  (text | trim) as $raw
+  | if $raw == "" then { attrs: null, notes: [] }
+    else
+      (try ($raw | fromjson) catch null) as $json
+      | if ($json | type) != "object" then { attrs: null, notes: [$raw] }
+        else
+          reduce ($json | to_entries[]) as $e ({ a: {}, notes: [] };
+            ($e.value | if type == "string" then trim elif . == null then "" else tojson end) as $v
+            | if $v == "" then .
+              elif $e.key == "minLength" and ($v | test("^[0-9]+$")) then .a.minLength = $v
+              elif $e.key == "maxLength" and ($v | test("^[0-9]*[1-9][0-9]*$")) then .a.maxLength = $v
+              elif $e.key == "minValue" or $e.key == "maxValue" then .a[$e.key] = $v
+              elif $e.key == "pattern" and ($v | regex_like) then .a.pattern = $v
+              else .notes += ["\($e.key): \($v)"] end)
+          | { attrs: (.a | if . == {} then null else
+                { "@minLength": .minLength, "@maxLength": .maxLength, "@minValue": .minValue,
+                  "@maxValue": .maxValue, "@pattern": .pattern } end),
+              notes: .notes }
+        end
+    end
+  | .notes |= (if length == 0 then [] else
+      ["Präzisierung aus XDatenfelder 2.0, in 3.0.0 nicht als Attribut darstellbar: " + join("; ")] end);
+
+# codelisteReferenz 3.0.0 is the genericode identification alone (the 2.0 C-id has no place in it).
+# codeKey/nameKey come from the codelist directory when the list is there: key column and first other column.
+def codeliste:
+  (.codelisteReferenz.genericodeIdentification // {}) as $g
+  | ($g.canonicalIdentification | nonblank | opt(trim)) as $canonical
+  | ($g.version | nonblank | opt(trim)) as $version
+  | ($g.canonicalVersionUri | nonblank | opt(trim)) as $uri
+  | ((if $uri != null then codelist($uri) else null end)
+     // (if $canonical != null and $version != null then codelist($canonical; $version) else null end)) as $list
+  | if .codelisteReferenz == null then { ref: null, list: null }
+    else
+      if $list == null and $source.on_missing_codelist == "quarantine" then
+        error("\(.identifikation.id | text): codelist \($uri // $canonical // "(no identification)") is not in the codelist directory (on_missing_codelist = quarantine)")
+      else . end
+      | { ref: { "xdf:canonicalIdentification": $canonical, "xdf:version": $version, "xdf:canonicalVersionUri": $uri },
+          list: $list }
+    end;
+
+# Datenfeld 3.0.0: AllgemeineAngaben, Schemaelementangaben, feldart datentyp praezisierung? inhalt?
+# vorbefuellung werte? codelisteReferenz? codeKey? nameKey? helpKey? regel* maxSize? mediaType*.
+def datenfeld($stand):
+  (.identifikation.id | text) as $id
+  | (.praezisierung | praezisierung) as $p
+  | codeliste as $c
+  | allgemein($stand; $p.notes) + schemaelement
+  + { "xdf:feldart": coded("urn:xoev-de:fim:codeliste:xdatenfelder.feldart"; "2.0"; (.feldart | checked("feldart"; $id))),
+      "xdf:datentyp": coded("urn:xoev-de:fim:codeliste:xdatenfelder.datentyp"; "2.0"; (.datentyp | checked("datentyp"; $id))),
+      "xdf:praezisierung": $p.attrs,
+      "xdf:inhalt": (.inhalt | nonblank),
+      "xdf:vorbefuellung": coded("urn:xoev-de:fim:codeliste:xdatenfelder.vorbefuellung"; "1.0"; "keine"),
+      "xdf:codelisteReferenz": $c.ref,
+      "xdf:codeKey": ($c.list | opt(.key)),
+      "xdf:nameKey": ($c.list | opt(.key as $k | [.columns[] | select(. != $k)] | .[0])),
+      "xdf:regel": regeln($stand) };
+
+# ---- Struktur and Datenfeldgruppe (recursive) ---------------------------------------------------
+
+def strukturen($stand; $owner):
+  # 3.0.0 requires at least one struktur in a schema and in a group; 2.0 allows none. Rather than
+  # inventing a placeholder field, the item stops with a clear reason.
+  def nonempty_of($id):
+    as_array
+    | if length == 0 then error("\($id): no struktur; XDatenfelder 3.0.0 requires at least one in a schema or group")
+      else . end;
+  def go:
+    { "xdf:anzahl": (.anzahl | text | trim),
+      "xdf:bezug": (.bezug | rechtsbezuege),
+      "xdf:enthaelt": (.enthaelt
+        | { "xdf:datenfeld": (.datenfeld | opt(each(datenfeld($stand)))),
+            "xdf:datenfeldgruppe": (.datenfeldgruppe | opt(each(
+                allgemein($stand; []) + schemaelement
+                + { "xdf:regel": regeln($stand),
+                    "xdf:struktur": ((.identifikation.id | text) as $id | .struktur | nonempty_of($id) | map(go)) }))) }) };
+  .struktur | nonempty_of($owner) | map(go);
+
+# ---- the message --------------------------------------------------------------------------------
+
+.["xdatenfelder.stammdatenschema.0102"] as $msg
+| ($msg.header.erstellungszeitpunkt | nonblank | opt(trim)
+   // error("the 2.0 header has no erstellungszeitpunkt (needed for header and letzteAenderung)")) as $stand
+| $msg.stammdatenschema
+| (.identifikation.id | text | xdf3_id) as $id
+| { "xdf:xdatenfelder.stammdatenschema.0102": {
+      "@xmlns:xdf": "urn:xoev-de:fim:standard:xdatenfelder_3.0.0",
+      "xdf:header": {
+        "xdf:nachrichtID": ($msg.header.nachrichtID | text | trim),
+        "xdf:erstellungszeitpunkt": $stand,
+        "xdf:referenzID": ($msg.header.referenzID | nonblank | opt(trim)) },
+      "xdf:stammdatenschema": (
+        allgemein($stand; carried(fields(["bezeichnungAusgabe"])))
+        + { "xdf:bezeichnung": (.bezeichnungEingabe | text),
+            "xdf:hilfetext": (.hilfetext | nonblank),
+            "xdf:ableitungsmodifikationenStruktur": coded("urn:xoev-de:fim:codeliste:xdatenfelder.ableitungsmodifikationenStruktur"; "1.0";
+                (.ableitungsmodifikationenStruktur | code)),
+            "xdf:ableitungsmodifikationenRepraesentation": coded("urn:xoev-de:fim:codeliste:xdatenfelder.ableitungsmodifikationenRepraesentation"; "1.0";
+                (.ableitungsmodifikationenRepraesentation | code)),
+            # Required reference; 2.0 has none. Derived: the converted S-id with D for S (S05000000101 → D05000000101).
+            "xdf:dokumentsteckbrief": { "xdf:id": ("D" + $id[1:]) },
+            "xdf:regel": regeln($stand),
+            "xdf:struktur": strukturen($stand; $id) }) } }
