@@ -64,11 +64,16 @@ pub struct MapArgs {
     /// Mapping name.
     #[arg(long, value_name = "NAME")]
     pub mapping: String,
-    /// Take `$source` from this configured source (default: a neutral `fixtures` source).
+    /// Take `$source` from this configured source (default: a neutral `fixtures` source that
+    /// warns about missing codelists instead of failing).
     #[arg(long, value_name = "ID")]
     pub source: Option<String>,
-    /// Record file (XML or JSON, as the mapping expects).
-    pub file: PathBuf,
+    /// Also validate each document against the mapping's schema; exit 3 if one is invalid.
+    #[arg(long)]
+    pub validate: bool,
+    /// Record files (XML or JSON, as the mapping expects).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -304,53 +309,76 @@ fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
 }
 
 fn map_file(config: &Config, args: MapArgs) -> Result<Exit> {
+    use std::io::Write;
     let Some(mapping) = config.mappings.iter().find(|m| m.name == args.mapping) else {
         eprintln!("no mapping named `{}`", args.mapping);
         return Ok(Exit::Usage);
     };
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let decoded = crate::codec::decode(
-        mapping.input.format,
-        &bytes,
-        &mapping.input.arrays,
-        config.limits,
-    )
-    .with_context(|| format!("decoding {}", args.file.display()))?;
-    let case = args
-        .file
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let mut context = fixtures::fixture_context(&case);
-    if let Some(id) = &args.source {
-        let Some(source) = config.source(id) else {
-            eprintln!("unknown source `{id}`");
-            return Ok(Exit::Usage);
+    let source = match &args.source {
+        None => None,
+        Some(id) => match config.source(id) {
+            Some(source) => Some(source),
+            None => {
+                eprintln!("unknown source `{id}`");
+                return Ok(Exit::Usage);
+            }
+        },
+    };
+    let validators = if args.validate {
+        match load_validators(config)? {
+            Some(validators) => Some(validators),
+            None => return Ok(Exit::Usage),
+        }
+    } else {
+        None
+    };
+    let mut exit = Exit::Ok;
+    for file in &args.files {
+        let case = file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mut context = fixtures::context_for(file, &case).map_err(anyhow::Error::msg)?;
+        if let Some(source) = source {
+            context.source = source.context();
+            context.item["key"] = serde_json::Value::String(format!("{}/{case}", source.id));
+        }
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let decoded = match crate::codec::decode(
+            mapping.input.format,
+            &bytes,
+            &mapping.input.arrays,
+            config.limits,
+        ) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                exit = Exit::Partial;
+                continue;
+            }
         };
-        context.source = source.context();
-    }
-    let tree = crate::mapping::engine::to_val(&decoded.tree);
-    let document = match mapping.apply(&tree, &context, &config.codelists_val) {
-        Ok(document) => document,
-        Err(e) => {
-            eprintln!("{}: {e}", args.file.display());
-            return Ok(Exit::Partial);
+        let tree = crate::mapping::engine::to_val(&decoded.tree);
+        let document = match mapping.apply(&tree, &context, &config.codelists_val) {
+            Ok(document) => document,
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                exit = Exit::Partial;
+                continue;
+            }
+        };
+        std::io::stdout().write_all(&document.bytes)?;
+        for warning in &document.warnings {
+            eprintln!("{}: warning: {warning}", file.display());
         }
-    };
-    use std::io::Write;
-    std::io::stdout().write_all(&document.bytes)?;
-    let Some(validators) = load_validators(config)? else {
-        return Ok(Exit::Usage);
-    };
-    match validators.check(mapping.output.schema.as_deref(), &document) {
-        Ok(()) => Ok(Exit::Ok),
-        Err(e) => {
-            eprintln!("INVALID: {e}");
-            Ok(Exit::Partial)
+        if let Some(validators) = &validators {
+            if let Err(e) = validators.check(mapping.output.schema.as_deref(), &document) {
+                eprintln!("{}: INVALID: {e}", file.display());
+                exit = Exit::Partial;
+            }
         }
     }
+    Ok(exit)
 }
 
 async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {

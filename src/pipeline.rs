@@ -223,6 +223,8 @@ struct Outcome {
     content_hash: Option<String>,
     mapping: Option<String>,
     mapping_version: Option<String>,
+    /// What the mapping reported it could not carry over (logged as warnings).
+    warnings: Vec<String>,
     result: Result<Done, Problem>,
 }
 
@@ -498,6 +500,7 @@ impl<'a> SourceRun<'a> {
             content_hash: None,
             mapping: None,
             mapping_version: None,
+            warnings: Vec::new(),
             result: Err(Problem {
                 item_key: key.to_string(),
                 target: ANY_TARGET.into(),
@@ -526,6 +529,7 @@ impl<'a> SourceRun<'a> {
                 content_hash: Some(record.hash.to_string()),
                 mapping: None,
                 mapping_version: None,
+                warnings: Vec::new(),
                 result: Err(Problem {
                     item_key: record.key.to_string(),
                     target,
@@ -573,9 +577,8 @@ impl<'a> SourceRun<'a> {
 
     fn record_outcome(&mut self, outcome: Outcome) {
         let now = self.now();
-        let previous = self
-            .ledger
-            .get(&(outcome.key.to_string(), outcome.target.clone()));
+        let ledger = self.ledger.clone();
+        let previous = ledger.get(&(outcome.key.to_string(), outcome.target.clone()));
         let mut row = previous.cloned().unwrap_or_else(|| LedgerRow {
             item_key: outcome.key.to_string(),
             target: outcome.target.clone(),
@@ -600,6 +603,15 @@ impl<'a> SourceRun<'a> {
         row.updated_at = now.clone();
         row.last_run_id = self.run_id;
         let (key, target) = (&outcome.key, outcome.target.as_str());
+        for warning in &outcome.warnings {
+            self.event(
+                Some(key),
+                Some(target),
+                Stage::Map,
+                Level::Warn,
+                warning.clone(),
+            );
+        }
         match outcome.result {
             Ok(Done::Delivered {
                 output_hash,
@@ -765,7 +777,12 @@ fn work_entry(
             .or_insert_with(|| to_val(&record.decoded.tree));
         let context = RecordContext {
             source: source.context(),
-            item: serde_json::json!({ "key": key.as_str(), "id": key.external_id(), "origin": record.origin }),
+            item: serde_json::json!({
+                "key": key.as_str(),
+                "id": key.external_id(),
+                "origin": record.origin,
+                "content_hash": record.hash.as_str(),
+            }),
         };
         let hash = Some(record.hash.to_string());
         let fail = |status, stage, message: String| {
@@ -830,6 +847,7 @@ fn work_entry(
             content_hash: hash.clone(),
             mapping: Some(mapping.name.clone()),
             mapping_version: Some(mapping.version.to_string()),
+            warnings: document.warnings,
             result: done,
         });
     }
@@ -852,6 +870,7 @@ fn problem_outcome(
         content_hash,
         mapping: Some(mapping.name.clone()),
         mapping_version: Some(mapping.version.to_string()),
+        warnings: Vec::new(),
         result: Err(Problem {
             item_key: key.to_string(),
             target: mapping.output.target.clone(),

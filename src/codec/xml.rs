@@ -343,7 +343,7 @@ fn write_element(
                 out.push(' ');
                 out.push_str(&key[1..]);
                 out.push_str("=\"");
-                out.push_str(&escape(text.as_str()));
+                out.push_str(&escape_attribute(&text));
                 out.push('"');
             }
             let text = map.get("#text").and_then(scalar_text);
@@ -355,14 +355,14 @@ fn write_element(
                 (None, true) => out.push_str("/>\n"),
                 (Some(text), true) => {
                     out.push('>');
-                    out.push_str(&escape(text.as_str()));
+                    out.push_str(&escape_text(&text));
                     close_tag(out, name);
                 }
                 (text, false) => {
                     out.push_str(">\n");
                     if let Some(text) = text {
                         indent(out, depth + 1);
-                        out.push_str(&escape(text.as_str()));
+                        out.push_str(&escape_text(&text));
                         out.push('\n');
                     }
                     for (child, value) in children {
@@ -386,12 +386,26 @@ fn write_element(
                 out.push('<');
                 out.push_str(name);
                 out.push('>');
-                out.push_str(&escape(text.as_str()));
+                out.push_str(&escape_text(&text));
                 close_tag(out, name);
             }
             Ok(())
         }
     }
+}
+
+/// Escapes element text; a carriage return is written as a reference so that it survives parsing.
+fn escape_text(text: &str) -> String {
+    escape(text).replace('\r', "&#13;")
+}
+
+/// Escapes an attribute value; tabs and line breaks are written as references because a parser
+/// would otherwise normalise them to spaces.
+fn escape_attribute(text: &str) -> String {
+    escape(text)
+        .replace('\r', "&#13;")
+        .replace('\n', "&#10;")
+        .replace('\t', "&#9;")
 }
 
 fn close_tag(out: &mut String, name: &str) {
@@ -502,6 +516,16 @@ mod tests {
         assert_eq!(
             back.tree,
             json!({"r": {"@xmlns:p": "urn:p", "@a": "1 < 2", "x": ["a", "b"], "y": {"@k": "v", "#text": "t"}, "z": ""}})
+        );
+    }
+
+    #[test]
+    fn line_breaks_and_tabs_survive_the_round_trip() {
+        let original = json!({"r": {"@a": "x\ty\r\nz", "b": "one\r\ntwo"}});
+        let xml = encode(&original).unwrap();
+        assert_eq!(
+            decode(xml.as_bytes(), &[], Limits::default()).unwrap().tree,
+            original
         );
     }
 

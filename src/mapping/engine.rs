@@ -31,7 +31,27 @@ def slug: ascii_downcase
 /// Names of the variables every program can read, in the order `run` binds them.
 pub const GLOBALS: [&str; 4] = ["$__lookups", "$__codelists", "$source", "$item"];
 
-type Filter = jaq_core::Filter<data::JustLut<Val>>;
+type Data = data::JustLut<Val>;
+type Filter = jaq_core::Filter<Data>;
+
+/// Native built-ins of the engine: deterministic helpers jq lacks.
+fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
+    use jaq_core::native::{Filter as Native, bome, run, v};
+    let natives: [Native<jaq_core::RunPtr<Data>>; 1] = [
+        // `sha256`: hex SHA-256 of a string's UTF-8 bytes, e.g. for ids derived from content.
+        ("sha256", v(0), |cv| {
+            bome(match &cv.1 {
+                Val::TStr(bytes) | Val::BStr(bytes) => Ok(Val::from(hex::encode(
+                    <sha2::Sha256 as sha2::Digest>::digest(&bytes[..]),
+                ))),
+                other => Err(jaq_json::Error::str(format!(
+                    "sha256 needs a string, got {other}"
+                ))),
+            })
+        }),
+    ];
+    natives.into_iter().map(run::<Data>)
+}
 
 /// A compiled jq program.
 pub struct Program {
@@ -91,7 +111,8 @@ impl Program {
         let funs = jaq_core::funs()
             .chain(jaq_std::funs())
             .chain(jaq_json::funs())
-            .filter(|(name, _, _)| !IMPURE.contains(name));
+            .filter(|(name, _, _)| !IMPURE.contains(name))
+            .chain(bridge_funs());
         let loader = Loader::new(defs);
         let arena = Arena::default();
         let modules = loader

@@ -33,7 +33,9 @@ pub fn run_all(
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 let name = p.file_name().unwrap_or_default().to_string_lossy();
-                !name.contains(".expected.") && Format::from_path(p) == Some(mapping.input.format)
+                !name.contains(".expected.")
+                    && !name.ends_with(".source.json")
+                    && Format::from_path(p) == Some(mapping.input.format)
             })
             .collect();
         inputs.sort();
@@ -58,12 +60,33 @@ pub fn run_all(
     results
 }
 
-/// The context fixtures run with: a fixed source and an item named after the case.
+/// The context fixtures (and `map` without `--source`) run with: a neutral source that warns about
+/// missing codelists instead of quarantining, and an item named after the case. A file
+/// `<case>.source.json` next to a fixture replaces fields of `$source` (e.g. `on_missing_codelist`).
 pub fn fixture_context(case: &str) -> RecordContext {
     RecordContext {
-        source: json!({ "id": "fixtures", "region": "fixtures" }),
-        item: json!({ "key": format!("fixtures/{case}"), "id": case, "origin": format!("{case}") }),
+        source: json!({ "id": "fixtures", "region": "fixtures", "on_missing_codelist": "warn", "params": {} }),
+        item: json!({ "key": format!("fixtures/{case}"), "id": case, "origin": case }),
     }
+}
+
+/// The fixture context with the overrides of `<case>.source.json` next to `input`, if present.
+pub fn context_for(input: &Path, case: &str) -> Result<RecordContext, String> {
+    let mut context = fixture_context(case);
+    let overrides = input.with_file_name(format!("{case}.source.json"));
+    if overrides.is_file() {
+        let text = std::fs::read_to_string(&overrides)
+            .map_err(|e| format!("{}: {e}", overrides.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", overrides.display()))?;
+        let serde_json::Value::Object(fields) = value else {
+            return Err(format!("{}: must hold a JSON object", overrides.display()));
+        };
+        for (key, value) in fields {
+            context.source[key] = value;
+        }
+    }
+    Ok(context)
 }
 
 fn run_one(
@@ -82,7 +105,11 @@ fn run_one(
     )
     .map_err(|e| format!("{}: {e}", input.display()))?;
     let document = mapping
-        .apply(&to_val(&decoded.tree), &fixture_context(case), codelists)
+        .apply(
+            &to_val(&decoded.tree),
+            &context_for(input, case)?,
+            codelists,
+        )
         .map_err(|e| e.to_string())?;
     let actual = String::from_utf8_lossy(&document.bytes);
     let wanted = std::fs::read_to_string(expected).map_err(|e| {

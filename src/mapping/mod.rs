@@ -111,7 +111,13 @@ pub struct Document {
     pub tree: Value,
     pub bytes: Vec<u8>,
     pub hash: ContentHash,
+    /// What the mapping could not carry over, from the program's top-level `"#warnings"` key
+    /// (which is taken out of the document); logged as warnings for the item.
+    pub warnings: Vec<String>,
 }
+
+/// Top-level key a program may add to its output to report warnings without changing the document.
+pub const WARNINGS_KEY: &str = "#warnings";
 
 /// Why a record could not be mapped.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +252,21 @@ impl Mapping {
             to_val(&context.source),
             to_val(&context.item),
         ];
-        let tree = self.program.run(tree.clone(), globals).map_err(fail)?;
+        let mut tree = self.program.run(tree.clone(), globals).map_err(fail)?;
+        let warnings = match tree
+            .as_object_mut()
+            .and_then(|o| o.shift_remove(WARNINGS_KEY))
+        {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|w| match w {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect(),
+            Some(other) => vec![other.to_string()],
+        };
         let bytes = match self.output.format {
             Format::Json => {
                 let mut bytes = serde_json::to_vec_pretty(&tree).expect("a tree serialises");
@@ -264,6 +284,7 @@ impl Mapping {
             hash: ContentHash::of(&bytes),
             tree,
             bytes,
+            warnings,
         })
     }
 }
