@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub timezone: Spanned<String>,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub validation: RawValidation,
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
     #[serde(default, rename = "source")]
@@ -104,6 +106,23 @@ fn default_mappings() -> Spanned<String> {
 
 fn default_outbox() -> Spanned<String> {
     Spanned::new(0..0, "var/outbox".into())
+}
+
+/// `[validation]`: which schemas check inputs and outputs, beyond what the mapping files name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidation {
+    /// Directory holding XSDs (e.g. the official XDatenfelder ones); relative schema paths in
+    /// this section are resolved against it (default: `root`).
+    pub xsd_dir: Option<Spanned<String>>,
+    /// Mapping name → schema that replaces the mapping's `output.schema` (e.g. the official
+    /// XDatenfelder 3.0.0 XSD instead of the project's profile).
+    #[serde(default)]
+    pub output: std::collections::BTreeMap<String, Spanned<String>>,
+    /// Mapping name → XSD that XML records are checked against before mapping. Deviations (such as
+    /// element order) are logged as warnings; the record is still mapped.
+    #[serde(default)]
+    pub input: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 /// `[limits]`: bounds enforced while reading records.
@@ -438,7 +457,10 @@ impl Config {
             Vec::new()
         } else {
             match mapping::load_dir(&mappings_dir, &codelists) {
-                Ok(mappings) => mappings.into_iter().map(Arc::new).collect(),
+                Ok(mut mappings) => {
+                    apply_validation(&raw.validation, &root, &mut mappings, &mut report);
+                    mappings.into_iter().map(Arc::new).collect()
+                }
                 Err(errors) => {
                     for e in errors {
                         let (file, line, message) = match e {
@@ -658,6 +680,60 @@ impl Config {
 
     pub fn target(&self, id: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.id == id)
+    }
+}
+
+/// Applies `[validation]`: schema overrides and input schemas, each checked to exist.
+fn apply_validation(
+    validation: &RawValidation,
+    root: &Path,
+    mappings: &mut [Mapping],
+    report: &mut Report<'_>,
+) {
+    let xsd_dir = match &validation.xsd_dir {
+        None => root.to_path_buf(),
+        Some(dir) => {
+            let path = root.join(dir.get_ref());
+            if !path.is_dir() {
+                report.at(
+                    dir,
+                    format!("validation.xsd_dir {} does not exist", path.display()),
+                );
+            }
+            path
+        }
+    };
+    for (table, entries) in [("output", &validation.output), ("input", &validation.input)] {
+        for (name, schema) in entries {
+            let path = xsd_dir.join(schema.get_ref());
+            let Some(mapping) = mappings.iter_mut().find(|m| &m.name == name) else {
+                report.at(
+                    schema,
+                    format!("validation.{table}: there is no mapping named `{name}`"),
+                );
+                continue;
+            };
+            if !path.is_file() {
+                report.at(
+                    schema,
+                    format!(
+                        "validation.{table}.{name}: schema {} does not exist",
+                        path.display()
+                    ),
+                );
+                continue;
+            }
+            if table == "output" {
+                mapping.output.schema = Some(path);
+            } else if mapping.input.format != Format::Xml {
+                report.at(
+                    schema,
+                    format!("validation.input.{name}: input schemas apply to XML records only"),
+                );
+            } else {
+                mapping.input_schema = Some(path);
+            }
+        }
     }
 }
 

@@ -728,6 +728,37 @@ fn work_entry(
     dry_run: bool,
     force: bool,
 ) -> Vec<Outcome> {
+    let mut outcomes = work_pairs(deps, source, ledger, entry, pairs, dry_run, force);
+    // Lenient reading: deviations from a configured input XSD are warnings on every outcome.
+    let mut deviations: HashMap<&str, Option<String>> = HashMap::new();
+    for (_, mapping) in pairs {
+        if let Some(schema) = &mapping.input_schema {
+            deviations.entry(mapping.name.as_str()).or_insert_with(|| {
+                crate::source::directory::read_limited(&entry.path, deps.config.max_record_bytes)
+                    .and_then(|bytes| deps.validators.check_input(schema, &bytes))
+                    .err()
+            });
+        }
+    }
+    for outcome in &mut outcomes {
+        if let Some(Some(deviation)) = outcome.mapping.as_deref().and_then(|m| deviations.get(m)) {
+            outcome
+                .warnings
+                .insert(0, format!("{}: {deviation}", entry.origin));
+        }
+    }
+    outcomes
+}
+
+fn work_pairs(
+    deps: &Deps,
+    source: &Source,
+    ledger: &HashMap<(String, String), LedgerRow>,
+    entry: &Entry,
+    pairs: &[Pair],
+    dry_run: bool,
+    force: bool,
+) -> Vec<Outcome> {
     let config = &deps.config;
     let records = match read_records(config, source, entry) {
         Ok(records) => records,

@@ -65,6 +65,14 @@ impl Validators {
         }
     }
 
+    /// Checks a record's bytes against an input XSD; the error lists the deviations.
+    pub fn check_input(&self, schema: &Path, bytes: &[u8]) -> Result<(), String> {
+        let validator = self.xsd.get(schema).ok_or("schema not loaded")?;
+        validator
+            .check(bytes)
+            .map_err(|e| format!("the record deviates from {}: {e}", file_name(schema)))
+    }
+
     /// Checks a document against its mapping's schema; the error lists what is wrong and where.
     pub fn check(&self, schema: Option<&Path>, document: &Document) -> Result<(), String> {
         let Some(schema) = schema else { return Ok(()) };

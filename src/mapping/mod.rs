@@ -44,11 +44,25 @@ pub struct InputSpec {
     pub format: Format,
     /// XML only: the root element's namespace URI the mapping expects.
     pub namespace: Option<String>,
-    /// XML only: the root element's local name the mapping expects.
-    pub root: Option<String>,
+    /// XML only: the root element's local name the mapping expects (one name or a list).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub root: Vec<String>,
     /// XML only: element names that are always arrays in the tree.
     #[serde(default)]
     pub arrays: Vec<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(name) => vec![name],
+        OneOrMany::Many(names) => names,
+    })
 }
 
 /// What a mapping produces.
@@ -69,6 +83,9 @@ pub struct Mapping {
     pub file: PathBuf,
     pub input: InputSpec,
     pub output: OutputSpec,
+    /// XSD that records are checked against before mapping (from the config's `[validation.input]`);
+    /// deviations are warnings, not errors.
+    pub input_schema: Option<PathBuf>,
     /// Hash of the mapping file, its program, the codelists and the engine: when it changes, items are re-mapped.
     pub version: ContentHash,
     program: Program,
@@ -192,7 +209,7 @@ impl Mapping {
             });
         }
         if spec.input.format == Format::Json
-            && (spec.input.root.is_some() || spec.input.namespace.is_some())
+            && (!spec.input.root.is_empty() || spec.input.namespace.is_some())
         {
             errors.push(LoadError::Invalid {
                 file: file.into(),
@@ -214,6 +231,7 @@ impl Mapping {
             file: file.into(),
             input: spec.input,
             output,
+            input_schema: None,
             version,
             program,
             lookups: to_val(&lookups),
@@ -223,11 +241,11 @@ impl Mapping {
     /// True if this mapping takes records of this shape.
     pub fn accepts(&self, format: Format, decoded: &Decoded) -> bool {
         self.input.format == format
-            && self
-                .input
-                .root
-                .as_ref()
-                .is_none_or(|r| decoded.root.as_ref() == Some(r))
+            && (self.input.root.is_empty()
+                || decoded
+                    .root
+                    .as_ref()
+                    .is_some_and(|r| self.input.root.contains(r)))
             && self
                 .input
                 .namespace
