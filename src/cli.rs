@@ -57,6 +57,62 @@ pub enum Command {
     TestMappings(TestMappingsArgs),
     /// Map one file with one mapping and print the document (nothing is delivered or recorded).
     Map(MapArgs),
+    /// Adoptions (Nachnutzung): which municipality re-uses which service.
+    #[command(subcommand)]
+    Adopt(AdoptCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdoptCommand {
+    /// Record that a municipality adopts a service.
+    Add(AdoptAddArgs),
+    /// List adoptions.
+    List(AdoptListArgs),
+    /// Remove an adoption.
+    Remove(AdoptKeyArgs),
+    /// Add the adoptions of a CSV file with the columns ars, service and (optional) name.
+    Import(AdoptImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptKeyArgs {
+    /// Amtlicher Regionalschlüssel of the municipality (12 digits), e.g. 053150000000.
+    #[arg(long)]
+    pub ars: String,
+    /// LeiKa key of the service (14 digits), e.g. 99012001001000.
+    #[arg(long)]
+    pub service: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptAddArgs {
+    #[command(flatten)]
+    pub key: AdoptKeyArgs,
+    /// Name of the municipality, e.g. "Stadt Köln".
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Accept an ARS outside NRW (not starting with 05).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptListArgs {
+    /// Only adoptions of this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptImportArgs {
+    /// CSV file with a header row: ars,service[,name]
+    pub file: PathBuf,
+    /// Accept ARS keys outside NRW.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +225,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Check => check(&config),
         Command::TestMappings(args) => test_mappings(&config, args),
         Command::Map(args) => map_file(&config, args),
+        Command::Adopt(command) => adopt(&config, command).await,
         Command::Migrate(args) => migrate(config, args).await,
         Command::Status(args) => status(&config, args).await,
         Command::Log(args) => log(&config, args).await,
@@ -470,6 +527,151 @@ async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
         RunStatus::Partial => Exit::Partial,
         RunStatus::Failed | RunStatus::Running => Exit::Fatal,
     })
+}
+
+async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit> {
+    use crate::store::adoptions::{check_ars, check_leika};
+    use crate::store::log::NewEvent;
+
+    let store = open_store(config).await?;
+    let now = crate::store::timestamp(chrono::Utc::now());
+    let log = |message: String| NewEvent {
+        at: now.clone(),
+        run_id: None,
+        item_key: None,
+        target: None,
+        stage: crate::domain::Stage::Operator,
+        level: Level::Info,
+        message,
+    };
+    match command {
+        AdoptCommand::Add(args) => {
+            let AdoptKeyArgs { ars, service } = &args.key;
+            if let Err(e) = check_ars(ars, args.force).and_then(|()| check_leika(service)) {
+                eprintln!("{e}");
+                return Ok(Exit::Usage);
+            }
+            let added = store
+                .add_adoption(ars, service, args.name.as_deref(), &now)
+                .await?;
+            let name = args
+                .name
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            if added {
+                store
+                    .append_event(&log(format!(
+                        "adoption added: {ars}{name} adopts service {service}"
+                    )))
+                    .await?;
+                println!(
+                    "{ars}{name} now adopts {service}; the next migration delivers the Zuständigkeit"
+                );
+            } else {
+                println!("{ars} already adopts {service}");
+            }
+        }
+        AdoptCommand::Remove(args) => {
+            if store.remove_adoption(&args.ars, &args.service).await? {
+                store
+                    .append_event(&log(format!(
+                        "adoption removed: {} no longer adopts service {}",
+                        args.ars, args.service
+                    )))
+                    .await?;
+                println!(
+                    "{} no longer adopts {}; the next migration updates the service",
+                    args.ars, args.service
+                );
+            } else {
+                eprintln!("{} does not adopt {}", args.ars, args.service);
+                return Ok(Exit::Fatal);
+            }
+        }
+        AdoptCommand::List(args) => {
+            let adoptions: Vec<_> = store
+                .adoptions()
+                .await?
+                .into_iter()
+                .filter(|a| args.service.as_ref().is_none_or(|s| &a.service == s))
+                .collect();
+            if args.json {
+                println!("{}", serde_json::to_string(&adoptions)?);
+            } else {
+                let mut out = table(&["service (LeiKa)", "ARS", "municipality", "since"]);
+                for a in &adoptions {
+                    out.add_row(vec![
+                        a.service.clone(),
+                        a.ars.clone(),
+                        a.name.clone().unwrap_or_default(),
+                        a.created_at.clone(),
+                    ]);
+                }
+                println!("{out}");
+            }
+        }
+        AdoptCommand::Import(args) => {
+            let mut reader = csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .from_path(&args.file)
+                .with_context(|| format!("reading {}", args.file.display()))?;
+            let headers = reader.headers()?.clone();
+            let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+            let (Some(ars_at), Some(service_at)) = (column("ars"), column("service")) else {
+                eprintln!(
+                    "{}: the header row must name the columns `ars` and `service` (and optionally `name`)",
+                    args.file.display()
+                );
+                return Ok(Exit::Usage);
+            };
+            let name_at = column("name");
+            // Check every row first: a file with one bad row changes nothing.
+            let mut rows = Vec::new();
+            let mut errors = Vec::new();
+            for (index, record) in reader.records().enumerate() {
+                let line = index + 2;
+                let record = match record {
+                    Ok(record) => record,
+                    Err(e) => {
+                        errors.push(format!("{}:{line}: {e}", args.file.display()));
+                        continue;
+                    }
+                };
+                let field = |at: usize| record.get(at).unwrap_or("").to_owned();
+                let (ars, service) = (field(ars_at), field(service_at));
+                let name = name_at.map(field).filter(|n| !n.is_empty());
+                match check_ars(&ars, args.force).and_then(|()| check_leika(&service)) {
+                    Ok(()) => rows.push((ars, service, name)),
+                    Err(e) => errors.push(format!("{}:{line}: {e}", args.file.display())),
+                }
+            }
+            if !errors.is_empty() {
+                for error in &errors {
+                    eprintln!("{error}");
+                }
+                eprintln!("nothing imported: fix the rows above and import again");
+                return Ok(Exit::Usage);
+            }
+            let mut added = 0;
+            for (ars, service, name) in &rows {
+                if store
+                    .add_adoption(ars, service, name.as_deref(), &now)
+                    .await?
+                {
+                    added += 1;
+                    store
+                        .append_event(&log(format!(
+                            "adoption added: {ars} adopts service {service} (import {})",
+                            args.file.display()
+                        )))
+                        .await?;
+                }
+            }
+            println!("{} row(s), {added} new adoption(s)", rows.len());
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 fn table(header: &[&str]) -> Table {

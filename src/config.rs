@@ -180,10 +180,16 @@ pub struct RawSource {
     pub id: Spanned<String>,
     /// Model region the source belongs to (aachen, bergisches-staedtedreieck, emscher-lippe, owl, soest …).
     pub region: String,
-    /// `directory`: the files of one directory.
+    /// `directory`: the files of one directory; `http`: pages of JSON from a URL.
     pub kind: Spanned<String>,
     /// Directory to read (kind = directory).
-    pub path: Spanned<String>,
+    pub path: Option<Spanned<String>>,
+    /// URL of the first page (kind = http).
+    pub url: Option<Spanned<String>>,
+    /// HTTP settings (kind = http).
+    pub http: Option<Spanned<RawHttp>>,
+    /// JSON pointer to the array of records when a page is an object (split = "array"), e.g. `/items`.
+    pub records: Option<String>,
     /// File name globs to include (default: `*.xml` and `*.json`).
     #[serde(default)]
     pub include: Vec<Spanned<String>>,
@@ -194,6 +200,12 @@ pub struct RawSource {
     pub split: Split,
     /// jq expression giving a record's external id; default: the file name without extension.
     pub key: Option<Spanned<String>>,
+    /// jq expression giving a record's LeiKa key. When set, the adoptions of that service are part
+    /// of the record's input (`$item.adoptions`): adding or removing one re-delivers the service.
+    pub leika_key: Option<Spanned<String>>,
+    /// Link to the form a record's online service uses; a service whose form did not go through
+    /// is held back (`failed`, naming the form).
+    pub form_link: Option<RawFormLink>,
     /// Names of the mappings applied to every record (one document per mapping).
     pub mappings: Spanned<Vec<String>>,
     /// Cron schedule (crontab syntax); without one the source only runs when triggered.
@@ -205,6 +217,102 @@ pub struct RawSource {
     /// Free parameters for the mappings, readable as `$source.params` (e.g. a form URL template).
     #[serde(default)]
     pub params: toml::Table,
+}
+
+/// `[source.form_link]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFormLink {
+    /// Id of the source that delivers the forms.
+    pub source: Spanned<String>,
+    /// jq expression giving the form's external id in that source (`null`: the service has no form).
+    pub id: Spanned<String>,
+}
+
+/// `[source.http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// `none`, `page` (a page-number query parameter) or `link` (the `Link: rel="next"` header).
+    #[serde(default = "default_pagination")]
+    pub pagination: String,
+    #[serde(default = "default_page_param")]
+    pub page_param: String,
+    #[serde(default = "one")]
+    pub first_page: u64,
+    /// Query parameter and value for the page size; a shorter page is the last one.
+    pub page_size_param: Option<String>,
+    pub page_size: Option<u64>,
+    #[serde(default = "default_max_pages")]
+    pub max_pages: usize,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Bound on the whole fetch of the source, all pages and retries included.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_secs: u64,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    #[serde(default = "default_retries")]
+    pub max_retries: usize,
+    #[serde(default = "default_retry_base")]
+    pub retry_base_ms: u64,
+    #[serde(default = "default_retry_max")]
+    pub retry_max_ms: u64,
+    #[serde(default = "default_rps")]
+    pub requests_per_second: u32,
+    pub auth: Option<RawAuth>,
+}
+
+/// `[source.http.auth]`: credentials come from an environment variable or a file, never the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `bearer` or `basic`.
+    pub kind: String,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+}
+
+fn default_pagination() -> String {
+    "none".into()
+}
+fn default_page_param() -> String {
+    "page".into()
+}
+fn one() -> u64 {
+    1
+}
+fn default_max_pages() -> usize {
+    1000
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    60
+}
+fn default_fetch_timeout() -> u64 {
+    600
+}
+fn default_max_body() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_retries() -> usize {
+    4
+}
+fn default_retry_base() -> u64 {
+    500
+}
+fn default_retry_max() -> u64 {
+    30_000
+}
+fn default_rps() -> u32 {
+    5
 }
 
 /// Policy for codelists a record refers to but the codelist directory lacks.
@@ -264,15 +372,26 @@ pub struct Source {
     pub format: Option<Format>,
     pub split: Split,
     pub key: Option<Program>,
+    pub records: Option<String>,
+    pub leika_key: Option<Program>,
+    pub form_link: Option<FormLink>,
     pub mappings: Vec<Arc<Mapping>>,
     pub schedule: Option<Schedule>,
     pub on_missing_codelist: OnMissingCodelist,
     pub params: serde_json::Value,
 }
 
+/// A resolved form link.
+#[derive(Debug)]
+pub struct FormLink {
+    pub source: String,
+    pub id: Program,
+}
+
 /// Where a source reads from.
 #[derive(Debug)]
 pub enum SourceKind {
+    Http(crate::source::http::HttpSource),
     Directory {
         path: PathBuf,
         include: GlobSet,
@@ -540,10 +659,17 @@ impl Config {
             }
             let kind = match raw_source.kind.get_ref().as_str() {
                 "directory" => {
-                    let path = resolve(raw_source.path.get_ref());
+                    let Some(raw_path) = &raw_source.path else {
+                        report.at(
+                            &raw_source.kind,
+                            format!("source `{id}`: kind = \"directory\" needs a `path`"),
+                        );
+                        continue;
+                    };
+                    let path = resolve(raw_path.get_ref());
                     if !path.is_dir() {
                         report.at(
-                            &raw_source.path,
+                            raw_path,
                             format!("source `{id}`: directory {} does not exist", path.display()),
                         );
                     }
@@ -573,10 +699,16 @@ impl Config {
                         patterns: patterns.into_iter().map(Spanned::into_inner).collect(),
                     }
                 }
+                "http" => match resolve_http(id, raw_source, &root, &mut report) {
+                    Some(http) => SourceKind::Http(http),
+                    None => continue,
+                },
                 other => {
                     report.at(
                         &raw_source.kind,
-                        format!("source `{id}`: unknown kind `{other}` (expected `directory`)"),
+                        format!(
+                            "source `{id}`: unknown kind `{other}` (expected `directory` or `http`)"
+                        ),
                     );
                     continue;
                 }
@@ -594,6 +726,41 @@ impl Config {
                             None
                         }
                     });
+            let mut compile =
+                |what: &str, spanned: &Spanned<String>| match Program::compile(spanned.get_ref()) {
+                    Ok(program) => Some(program),
+                    Err(errors) => {
+                        for e in errors {
+                            report.at(spanned, format!("source `{id}`: {what}: {e}"));
+                        }
+                        None
+                    }
+                };
+            let leika_key = raw_source
+                .leika_key
+                .as_ref()
+                .and_then(|k| compile("leika_key expression", k));
+            let form_link = raw_source.form_link.as_ref().and_then(|link| {
+                let program = compile("form_link.id expression", &link.id)?;
+                Some(FormLink {
+                    source: link.source.get_ref().clone(),
+                    id: program,
+                })
+            });
+            if let Some(link) = &raw_source.form_link
+                && !raw
+                    .sources
+                    .iter()
+                    .any(|s| s.id.get_ref() == link.source.get_ref())
+            {
+                report.at(
+                    &link.source,
+                    format!(
+                        "source `{id}`: form_link.source `{}` is not a configured source",
+                        link.source.get_ref()
+                    ),
+                );
+            }
             if raw_source.split == Split::Array && raw_source.key.is_none() {
                 report.at(
                     &raw_source.id,
@@ -646,6 +813,9 @@ impl Config {
                 format: raw_source.format,
                 split: raw_source.split,
                 key,
+                records: raw_source.records.clone(),
+                leika_key,
+                form_link,
                 mappings: source_mappings,
                 schedule,
                 on_missing_codelist: raw_source.on_missing_codelist,
@@ -680,6 +850,152 @@ impl Config {
 
     pub fn target(&self, id: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.id == id)
+    }
+}
+
+/// Builds an HTTP source from `url` and `[source.http]`, reporting every problem.
+fn resolve_http(
+    id: &str,
+    raw: &RawSource,
+    root: &Path,
+    report: &mut Report<'_>,
+) -> Option<crate::source::http::HttpSource> {
+    use crate::source::http::{Auth, HttpSettings, HttpSource, Pagination, RetryPolicy};
+    use secrecy::SecretString;
+    use std::time::Duration;
+
+    let Some(url_text) = &raw.url else {
+        report.at(
+            &raw.kind,
+            format!("source `{id}`: kind = \"http\" needs a `url`"),
+        );
+        return None;
+    };
+    let url = match reqwest::Url::parse(url_text.get_ref()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        Ok(_) => {
+            report.at(
+                url_text,
+                format!("source `{id}`: url must be http:// or https://"),
+            );
+            return None;
+        }
+        Err(e) => {
+            report.at(url_text, format!("source `{id}`: url: {e}"));
+            return None;
+        }
+    };
+    // Problems of the HTTP settings are reported at `[source.http]`, or at `url` without one.
+    let anchor = Spanned::new(raw.http.as_ref().map_or(url_text.span(), |h| h.span()), ());
+    let default_http = toml::from_str::<RawHttp>("").expect("every HTTP setting has a default");
+    let http = raw.http.as_ref().map_or(&default_http, |h| h.get_ref());
+    let at = |report: &mut Report<'_>, message: String| report.at(&anchor, message);
+    let pagination = match http.pagination.as_str() {
+        "none" => Pagination::None,
+        "link" => Pagination::Link,
+        "page" => Pagination::Page {
+            param: http.page_param.clone(),
+            first: http.first_page,
+            size: http.page_size_param.clone().zip(http.page_size),
+        },
+        other => {
+            at(
+                report,
+                format!("source `{id}`: pagination `{other}` (expected none, page or link)"),
+            );
+            return None;
+        }
+    };
+    let secret = |report: &mut Report<'_>,
+                  env: &Option<String>,
+                  file: &Option<String>,
+                  what: &str|
+     -> Option<SecretString> {
+        match (env, file) {
+            (Some(var), None) => match std::env::var(var) {
+                Ok(value) if !value.is_empty() => Some(SecretString::from(value)),
+                _ => {
+                    at(
+                        report,
+                        format!(
+                            "source `{id}`: the environment variable {var} ({what}) is not set"
+                        ),
+                    );
+                    None
+                }
+            },
+            (None, Some(path)) => match std::fs::read_to_string(root.join(path)) {
+                Ok(value) => Some(SecretString::from(value.trim().to_owned())),
+                Err(e) => {
+                    at(
+                        report,
+                        format!("source `{id}`: cannot read the {what} file {path}: {e}"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                at(
+                    report,
+                    format!("source `{id}`: give the {what} as exactly one of *_env or *_file"),
+                );
+                None
+            }
+        }
+    };
+    let auth = match &http.auth {
+        None => None,
+        Some(auth) => match auth.kind.as_str() {
+            "bearer" => Some(Auth::Bearer(secret(
+                report,
+                &auth.token_env,
+                &auth.token_file,
+                "token",
+            )?)),
+            "basic" => {
+                let Some(username) = auth.username.clone() else {
+                    at(
+                        report,
+                        format!("source `{id}`: basic auth needs a username"),
+                    );
+                    return None;
+                };
+                Some(Auth::Basic {
+                    username,
+                    password: secret(report, &auth.password_env, &auth.password_file, "password")?,
+                })
+            }
+            other => {
+                at(
+                    report,
+                    format!("source `{id}`: auth kind `{other}` (expected bearer or basic)"),
+                );
+                return None;
+            }
+        },
+    };
+    let settings = HttpSettings {
+        url,
+        pagination,
+        max_pages: http.max_pages,
+        auth,
+        retry: RetryPolicy {
+            max_retries: http.max_retries,
+            base_delay: Duration::from_millis(http.retry_base_ms),
+            max_delay: Duration::from_millis(http.retry_max_ms),
+        },
+        requests_per_second: http.requests_per_second,
+        connect_timeout: Duration::from_secs(http.connect_timeout_secs),
+        request_timeout: Duration::from_secs(http.request_timeout_secs),
+        fetch_timeout: Duration::from_secs(http.fetch_timeout_secs),
+        max_body_bytes: http.max_body_bytes,
+    };
+    match HttpSource::new(settings) {
+        Ok(source) => Some(source),
+        Err(e) => {
+            at(report, format!("source `{id}`: {e}"));
+            None
+        }
     }
 }
 

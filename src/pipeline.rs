@@ -212,6 +212,8 @@ struct Scanned {
     hash: crate::domain::ContentHash,
     /// Mappings of the source that accept this record.
     mappings: Vec<Arc<Mapping>>,
+    /// The form the record's online service uses, if the source links forms.
+    form: Option<ItemKey>,
 }
 
 /// The result of working on one (item, mapping) pair.
@@ -225,6 +227,8 @@ struct Outcome {
     mapping_version: Option<String>,
     /// What the mapping reported it could not carry over (logged as warnings).
     warnings: Vec<String>,
+    /// The adoptions (comma-separated ARS) the document was mapped with, for sources with adoptions.
+    adoptions: Option<String>,
     result: Result<Done, Problem>,
 }
 
@@ -239,6 +243,16 @@ enum Done {
     Same { output_hash: String },
 }
 
+/// What the blocking passes of one source share: read-only for the whole run.
+struct Work {
+    deps: Deps,
+    source: Arc<Source>,
+    ledger: HashMap<(String, String), LedgerRow>,
+    inputs: source::Inputs,
+    dry_run: bool,
+    force: bool,
+}
+
 struct SourceRun<'a> {
     deps: &'a Deps,
     source: Arc<Source>,
@@ -246,7 +260,7 @@ struct SourceRun<'a> {
     dry_run: bool,
     run_id: Option<i64>,
     items: BTreeSet<ItemKey>,
-    ledger: Arc<HashMap<(String, String), LedgerRow>>,
+    work: Arc<Work>,
     batch: Batch,
     counts: Counts,
     problems: Vec<Problem>,
@@ -262,7 +276,22 @@ impl<'a> SourceRun<'a> {
         run_id: Option<i64>,
         items: BTreeSet<ItemKey>,
     ) -> Result<Self, PipelineError> {
-        let ledger = Arc::new(deps.store.ledger_of_source(&source.id).await?);
+        let ledger = deps.store.ledger_of_source(&source.id).await?;
+        let inputs = source::Inputs {
+            adoptions: if source.leika_key.is_some() {
+                deps.store.adoptions_by_service().await?
+            } else {
+                HashMap::new()
+            },
+        };
+        let work = Arc::new(Work {
+            deps: deps.clone(),
+            source: source.clone(),
+            ledger,
+            inputs,
+            dry_run: job.dry_run,
+            force: job.force,
+        });
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(2);
@@ -273,7 +302,7 @@ impl<'a> SourceRun<'a> {
             dry_run: job.dry_run,
             run_id,
             items,
-            ledger,
+            work,
             batch: Batch::default(),
             counts: Counts::default(),
             problems: Vec::new(),
@@ -284,7 +313,14 @@ impl<'a> SourceRun<'a> {
 
     async fn execute(&mut self) -> Result<(), SourceFailure> {
         let config = self.deps.config.clone();
-        let entries = source::list(&self.source, &config.root)
+        let context = source::ListContext {
+            root: &config.root,
+            store: &self.deps.store,
+            now: self.now(),
+            record_cache: !self.dry_run,
+        };
+        let entries = source::list(&self.source, &context)
+            .await
             .map_err(|e| SourceFailure::Source(e.to_string()))?;
 
         // Pass 1: scan every entry for keys and hashes.
@@ -324,6 +360,7 @@ impl<'a> SourceRun<'a> {
         }
 
         // Decide, per (item, mapping), whether there is work.
+        let forms = self.form_problems(&records).await?;
         let mut work: BTreeMap<String, Vec<Pair>> = BTreeMap::new();
         for (key, indices) in &by_key {
             if !self.items.is_empty() && !self.items.contains(key) {
@@ -351,6 +388,7 @@ impl<'a> SourceRun<'a> {
             }
             for mapping in &record.mappings {
                 let previous = self
+                    .work
                     .ledger
                     .get(&(key.to_string(), mapping.output.target.clone()));
                 let unchanged = previous.is_some_and(|row| {
@@ -368,6 +406,17 @@ impl<'a> SourceRun<'a> {
                         row.last_run_id = self.run_id;
                         self.batch.rows.push(row);
                     }
+                } else if let Some(problem) = record.form.as_ref().and_then(|f| forms.get(f)) {
+                    // Do not point citizens at a form that did not go through.
+                    self.record_outcome(problem_outcome(
+                        key,
+                        mapping,
+                        record.origin.clone(),
+                        Some(record.hash.to_string()),
+                        ItemStatus::Failed,
+                        Stage::Map,
+                        format!("held back: {problem}"),
+                    ));
                 } else {
                     let file = record
                         .origin
@@ -388,14 +437,11 @@ impl<'a> SourceRun<'a> {
             .into_iter()
             .filter_map(|entry| work.remove(&entry.origin).map(|w| (entry, w)))
             .collect();
-        let (deps, source, ledger) = (self.deps.clone(), self.source.clone(), self.ledger.clone());
-        let (dry_run, force) = (self.dry_run, self.force);
+        let work = self.work.clone();
         let mut stream = futures::stream::iter(jobs)
             .map(move |(entry, pairs)| {
-                let (deps, source, ledger) = (deps.clone(), source.clone(), ledger.clone());
-                tokio::task::spawn_blocking(move || {
-                    work_entry(&deps, &source, &ledger, &entry, &pairs, dry_run, force)
-                })
+                let work = work.clone();
+                tokio::task::spawn_blocking(move || work_entry(&work, &entry, &pairs))
             })
             .buffered(self.workers);
         while let Some(result) = stream.next().await {
@@ -426,9 +472,10 @@ impl<'a> SourceRun<'a> {
     async fn scan(&self, entries: &[Entry]) -> Result<Vec<EntryScan>, SourceFailure> {
         let mut stream = futures::stream::iter(entries.iter().cloned())
             .map(|entry| {
-                let (config, source) = (self.deps.config.clone(), self.source.clone());
+                let work = self.work.clone();
                 tokio::task::spawn_blocking(move || {
-                    let records = read_records(&config, &source, &entry)?;
+                    let source = &work.source;
+                    let records = read_records(&work, &entry)?;
                     Ok(records
                         .into_iter()
                         .map(|record| {
@@ -442,6 +489,7 @@ impl<'a> SourceRun<'a> {
                                 origin: r.origin,
                                 key: r.key,
                                 hash: r.hash,
+                                form: r.form,
                             })
                         })
                         .collect())
@@ -455,6 +503,40 @@ impl<'a> SourceRun<'a> {
             );
         }
         Ok(scans)
+    }
+
+    /// For every form the records link to that did not go through: why not.
+    async fn form_problems(
+        &self,
+        records: &[Scanned],
+    ) -> Result<HashMap<ItemKey, String>, StoreError> {
+        let mut problems = HashMap::new();
+        let forms: BTreeSet<&ItemKey> = records.iter().filter_map(|r| r.form.as_ref()).collect();
+        for form in forms {
+            let rows = self.deps.store.item(form.as_str()).await?;
+            let bad = rows
+                .iter()
+                .find(|r| !matches!(r.status.as_str(), "delivered" | "unchanged"));
+            let problem = match (rows.is_empty(), bad) {
+                (true, _) => Some(format!(
+                    "its form {form} is not known (not migrated yet, or a wrong form id)"
+                )),
+                (false, Some(row)) => Some(format!(
+                    "its form {form} is {} at {}{}",
+                    row.status,
+                    row.target,
+                    row.last_error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                )),
+                (false, None) => None,
+            };
+            if let Some(problem) = problem {
+                problems.insert(form.clone(), problem);
+            }
+        }
+        Ok(problems)
     }
 
     fn now(&self) -> String {
@@ -501,6 +583,7 @@ impl<'a> SourceRun<'a> {
             mapping: None,
             mapping_version: None,
             warnings: Vec::new(),
+            adoptions: None,
             result: Err(Problem {
                 item_key: key.to_string(),
                 target: ANY_TARGET.into(),
@@ -530,6 +613,7 @@ impl<'a> SourceRun<'a> {
                 mapping: None,
                 mapping_version: None,
                 warnings: Vec::new(),
+                adoptions: None,
                 result: Err(Problem {
                     item_key: record.key.to_string(),
                     target,
@@ -544,6 +628,7 @@ impl<'a> SourceRun<'a> {
     /// Files that read again retire the placeholder rows their earlier failures left behind.
     fn retire_placeholders(&mut self, readable: &BTreeSet<String>) {
         let stale: Vec<LedgerRow> = self
+            .work
             .ledger
             .values()
             .filter(|row| {
@@ -577,7 +662,8 @@ impl<'a> SourceRun<'a> {
 
     fn record_outcome(&mut self, outcome: Outcome) {
         let now = self.now();
-        let ledger = self.ledger.clone();
+        let work = self.work.clone();
+        let ledger = &work.ledger;
         let previous = ledger.get(&(outcome.key.to_string(), outcome.target.clone()));
         let mut row = previous.cloned().unwrap_or_else(|| LedgerRow {
             item_key: outcome.key.to_string(),
@@ -596,6 +682,7 @@ impl<'a> SourceRun<'a> {
             updated_at: now.clone(),
             delivered_at: None,
             last_run_id: None,
+            adoptions: None,
         });
         row.origin = outcome.origin.clone();
         row.content_hash = outcome.content_hash.clone();
@@ -603,6 +690,14 @@ impl<'a> SourceRun<'a> {
         row.updated_at = now.clone();
         row.last_run_id = self.run_id;
         let (key, target) = (&outcome.key, outcome.target.as_str());
+        if let (Ok(_), Some(now_adopted)) = (&outcome.result, &outcome.adoptions) {
+            for change in
+                adoption_changes(previous.and_then(|p| p.adoptions.as_deref()), now_adopted)
+            {
+                self.event(Some(key), Some(target), Stage::Map, Level::Info, change);
+            }
+            row.adoptions = Some(now_adopted.clone());
+        }
         for warning in &outcome.warnings {
             self.event(
                 Some(key),
@@ -698,20 +793,22 @@ impl<'a> SourceRun<'a> {
 
 /// Reads one entry into records using the union of the `arrays` lists of the source's mappings.
 fn read_records(
-    config: &Config,
-    source: &Source,
+    work: &Work,
     entry: &Entry,
 ) -> Result<Vec<Result<Record, RecordError>>, RecordError> {
-    let mut arrays: Vec<String> = source
+    let mut arrays: Vec<String> = work
+        .source
         .mappings
         .iter()
         .flat_map(|m| m.input.arrays.iter().cloned())
         .collect();
     arrays.sort();
     arrays.dedup();
+    let config = &work.deps.config;
     source::read_entry(
-        source,
+        &work.source,
         entry,
+        &work.inputs,
         &arrays,
         config.limits,
         config.max_record_bytes,
@@ -719,22 +816,16 @@ fn read_records(
 }
 
 /// Pass 2 for one entry: decode again, and map, validate and deliver the requested pairs.
-fn work_entry(
-    deps: &Deps,
-    source: &Source,
-    ledger: &HashMap<(String, String), LedgerRow>,
-    entry: &Entry,
-    pairs: &[Pair],
-    dry_run: bool,
-    force: bool,
-) -> Vec<Outcome> {
-    let mut outcomes = work_pairs(deps, source, ledger, entry, pairs, dry_run, force);
+fn work_entry(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
+    let deps = &work.deps;
+    let mut outcomes = work_pairs(work, entry, pairs);
     // Lenient reading: deviations from a configured input XSD are warnings on every outcome.
     let mut deviations: HashMap<&str, Option<String>> = HashMap::new();
     for (_, mapping) in pairs {
         if let Some(schema) = &mapping.input_schema {
             deviations.entry(mapping.name.as_str()).or_insert_with(|| {
-                crate::source::directory::read_limited(&entry.path, deps.config.max_record_bytes)
+                entry
+                    .bytes(deps.config.max_record_bytes)
                     .and_then(|bytes| deps.validators.check_input(schema, &bytes))
                     .err()
             });
@@ -750,17 +841,17 @@ fn work_entry(
     outcomes
 }
 
-fn work_pairs(
-    deps: &Deps,
-    source: &Source,
-    ledger: &HashMap<(String, String), LedgerRow>,
-    entry: &Entry,
-    pairs: &[Pair],
-    dry_run: bool,
-    force: bool,
-) -> Vec<Outcome> {
+fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
+    let Work {
+        deps,
+        source,
+        ledger,
+        dry_run,
+        force,
+        ..
+    } = work;
     let config = &deps.config;
-    let records = match read_records(config, source, entry) {
+    let records = match read_records(work, entry) {
         Ok(records) => records,
         // The file changed or vanished since the scan; report it against every pair.
         Err(error) => {
@@ -813,6 +904,10 @@ fn work_pairs(
                 "id": key.external_id(),
                 "origin": record.origin,
                 "content_hash": record.hash.as_str(),
+                "adoptions": record.adoptions.iter()
+                    .map(|a| serde_json::json!({ "ars": a.ars, "name": a.name }))
+                    .collect::<Vec<_>>(),
+                "form": record.form.as_ref().map(ItemKey::as_str),
             }),
         };
         let hash = Some(record.hash.to_string());
@@ -844,14 +939,14 @@ fn work_pairs(
         let output_hash = document.hash.to_string();
         let previous = ledger.get(&(key.to_string(), mapping.output.target.clone()));
         // Unless forced, a document equal to what the target holds is not sent again.
-        let target_holds_it = !force
+        let target_holds_it = !*force
             && previous.is_some_and(|row| {
                 row.output_hash.as_deref() == Some(output_hash.as_str())
                     && matches!(row.status.as_str(), "delivered" | "unchanged")
             });
         let done = if target_holds_it {
             Ok(Done::Same { output_hash })
-        } else if dry_run {
+        } else if *dry_run {
             Ok(Done::Delivered {
                 output_hash,
                 location: None,
@@ -879,10 +974,41 @@ fn work_pairs(
             mapping: Some(mapping.name.clone()),
             mapping_version: Some(mapping.version.to_string()),
             warnings: document.warnings,
+            adoptions: source
+                .leika_key
+                .as_ref()
+                .map(|_| adoption_list(&record.adoptions)),
             result: done,
         });
     }
     outcomes
+}
+
+/// Adoptions as stored in the ledger: the ARS keys, comma-separated, in order.
+fn adoption_list(adoptions: &[crate::store::adoptions::Adoption]) -> String {
+    adoptions
+        .iter()
+        .map(|a| a.ars.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The log lines that explain a change of adoptions between two ledger values.
+fn adoption_changes(before: Option<&str>, after: &str) -> Vec<String> {
+    let split = |list: &str| -> BTreeSet<String> {
+        list.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (before, after) = (split(before.unwrap_or("")), split(after));
+    let added = after
+        .difference(&before)
+        .map(|ars| format!("adoption added: {ars}"));
+    let removed = before
+        .difference(&after)
+        .map(|ars| format!("adoption removed: {ars}"));
+    added.chain(removed).collect()
 }
 
 fn problem_outcome(
@@ -902,6 +1028,7 @@ fn problem_outcome(
         mapping: Some(mapping.name.clone()),
         mapping_version: Some(mapping.version.to_string()),
         warnings: Vec::new(),
+        adoptions: None,
         result: Err(Problem {
             item_key: key.to_string(),
             target: mapping.output.target.clone(),

@@ -39,6 +39,7 @@ pub fn list(
                 origin,
                 format: format.or_else(|| Format::from_path(&path)),
                 path,
+                content: None,
             }
         })
         .collect())

@@ -1,47 +1,110 @@
 //! Sources: where records come from, and how a file is split into records with a key and a content hash.
 
 pub mod directory;
+pub mod http;
 
 use serde_json::Value;
 
 use crate::codec::{self, Decoded, Format, Limits};
 use crate::config::{Source, SourceKind, Split};
 use crate::domain::{ContentHash, ItemKey};
-use crate::mapping::engine::to_val;
+use std::collections::HashMap;
+
+use jaq_json::Val;
+
+use crate::mapping::engine::{Program, to_val};
+use crate::store::adoptions::Adoption;
 
 /// Why a source could not be listed at all (as opposed to one bad record).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot list {path}: {message}")]
     List { path: String, message: String },
+    #[error("fetch failed: {0}")]
+    Fetch(#[from] http::FetchError),
 }
 
-/// One unit a source delivers: a file, named by its origin (path relative to the config root).
+/// One unit a source delivers: a file (named by its path relative to the config root) or a
+/// fetched page (named by its URL, with its body in memory).
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub origin: String,
     pub path: std::path::PathBuf,
     pub format: Option<Format>,
+    /// The body, for entries that are not files.
+    pub content: Option<bytes::Bytes>,
 }
 
-/// Lists the entries of a source, in a stable order.
-pub fn list(source: &Source, root: &std::path::Path) -> Result<Vec<Entry>, SourceError> {
-    match &source.kind {
-        SourceKind::Directory { path, include, .. } => {
-            directory::list(path, include, root, source.format)
+impl Entry {
+    /// The entry's bytes, refusing more than `max_bytes`.
+    pub fn bytes(&self, max_bytes: u64) -> Result<bytes::Bytes, String> {
+        match &self.content {
+            Some(content) if content.len() as u64 > max_bytes => Err(format!(
+                "larger than the limit of {max_bytes} bytes (limits.max_record_bytes)"
+            )),
+            Some(content) => Ok(content.clone()),
+            None => directory::read_limited(&self.path, max_bytes).map(bytes::Bytes::from),
         }
     }
 }
 
-/// A record split out of an entry, decoded, with its key and content hash.
+/// Where a listing may cache what it fetched, and whether it may write that cache.
+pub struct ListContext<'a> {
+    pub root: &'a std::path::Path,
+    pub store: &'a crate::store::Store,
+    pub now: String,
+    pub record_cache: bool,
+}
+
+/// Lists (for HTTP: fetches) the entries of a source, in a stable order.
+pub async fn list(source: &Source, context: &ListContext<'_>) -> Result<Vec<Entry>, SourceError> {
+    match &source.kind {
+        SourceKind::Directory { path, include, .. } => {
+            directory::list(path, include, context.root, source.format)
+        }
+        SourceKind::Http(settings) => {
+            let pages = http::fetch(
+                &source.id,
+                settings,
+                context.store,
+                &context.now,
+                context.record_cache,
+            )
+            .await?;
+            Ok(pages
+                .into_iter()
+                .map(|page| Entry {
+                    origin: page.url,
+                    path: std::path::PathBuf::new(),
+                    format: Some(source.format.unwrap_or(Format::Json)),
+                    content: Some(page.body),
+                })
+                .collect())
+        }
+    }
+}
+
+/// A record split out of an entry, decoded, with its key, its other inputs and its content hash.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// `origin` of the entry, plus `#index` for records of a feed.
     pub origin: String,
     pub key: ItemKey,
+    /// Hash over the tree and the record's other inputs (its adoptions).
     pub hash: ContentHash,
     pub format: Format,
     pub decoded: Decoded,
+    /// The adoptions of the record's service (sources with `leika_key`), sorted by ARS.
+    pub adoptions: Vec<Adoption>,
+    /// The item key of the form the record's online service uses (sources with `form_link`).
+    pub form: Option<ItemKey>,
+}
+
+/// What records draw on besides their own bytes.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// Adoptions by LeiKa key.
+    pub adoptions: HashMap<String, Vec<Adoption>>,
 }
 
 /// Why an entry or one of its records could not become a record.
@@ -66,6 +129,7 @@ impl RecordError {
 pub fn read_entry(
     source: &Source,
     entry: &Entry,
+    inputs: &Inputs,
     arrays: &[String],
     limits: Limits,
     max_bytes: u64,
@@ -77,7 +141,7 @@ pub fn read_entry(
     let format = entry.format.ok_or_else(|| {
         read_error("cannot tell the format from the file name; set `format` on the source".into())
     })?;
-    let bytes = directory::read_limited(&entry.path, max_bytes).map_err(read_error)?;
+    let bytes = entry.bytes(max_bytes).map_err(read_error)?;
     let decoded =
         codec::decode(format, &bytes, arrays, limits).map_err(|e| read_error(e.to_string()))?;
     let stem = entry
@@ -88,16 +152,29 @@ pub fn read_entry(
     match source.split {
         Split::None => Ok(vec![make_record(
             source,
+            inputs,
             entry.origin.clone(),
             &stem,
             format,
             decoded,
         )]),
         Split::Array => {
-            let Value::Array(items) = decoded.tree else {
-                return Err(read_error(
-                    "split = \"array\" but the file does not hold a JSON array".into(),
-                ));
+            let tree = match &source.records {
+                None => decoded.tree,
+                Some(pointer) => decoded
+                    .tree
+                    .pointer(pointer)
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            };
+            let Value::Array(items) = tree else {
+                let place = source
+                    .records
+                    .as_deref()
+                    .map_or(String::new(), |p| format!(" at {p}"));
+                return Err(read_error(format!(
+                    "split = \"array\" but the entry holds no JSON array{place}"
+                )));
             };
             Ok(items
                 .into_iter()
@@ -109,15 +186,33 @@ pub fn read_entry(
                         root: None,
                         namespace: None,
                     };
-                    make_record(source, origin, &stem, format, decoded)
+                    make_record(source, inputs, origin, &stem, format, decoded)
                 })
                 .collect())
         }
     }
 }
 
+/// Runs one of the source's jq expressions on a record; it must give a non-empty string (or null
+/// where `optional`).
+fn evaluate(
+    program: &Program,
+    source: &Source,
+    tree: &Value,
+    optional: bool,
+) -> Result<Option<String>, String> {
+    let globals = [Val::Null, Val::Null, to_val(&source.context()), Val::Null];
+    match program.run(to_val(tree), globals) {
+        Ok(Value::String(text)) if !text.trim().is_empty() => Ok(Some(text)),
+        Ok(Value::Null) if optional => Ok(None),
+        Ok(other) => Err(format!("gave {other}, not a non-empty string")),
+        Err(e) => Err(format!("failed: {e}")),
+    }
+}
+
 fn make_record(
     source: &Source,
+    inputs: &Inputs,
     origin: String,
     stem: &str,
     format: Format,
@@ -129,35 +224,42 @@ fn make_record(
     };
     let external_id = match &source.key {
         None => stem.to_owned(),
-        Some(program) => {
-            let globals = [
-                to_val(&Value::Null),
-                to_val(&Value::Null),
-                to_val(&source.context()),
-                to_val(&Value::Null),
-            ];
-            match program.run(to_val(&decoded.tree), globals) {
-                Ok(Value::String(id)) if !id.trim().is_empty() => id,
-                Ok(other) => {
-                    return Err(key_error(format!(
-                        "the key expression gave {other}, not a non-empty string"
-                    )));
-                }
-                Err(e) => return Err(key_error(format!("the key expression failed: {e}"))),
-            }
-        }
+        Some(program) => evaluate(program, source, &decoded.tree, false)
+            .map_err(|e| key_error(format!("the key expression {e}")))?
+            .unwrap_or_default(),
     };
     if external_id.chars().any(char::is_control) {
         return Err(key_error(format!(
             "the id {external_id:?} contains control characters"
         )));
     }
+    let mut hash = codec::tree_hash(&decoded.tree);
+    let mut adoptions = Vec::new();
+    if let Some(program) = &source.leika_key {
+        let leika = evaluate(program, source, &decoded.tree, false)
+            .map_err(|e| key_error(format!("the leika_key expression {e}")))?
+            .unwrap_or_default();
+        adoptions = inputs.adoptions.get(&leika).cloned().unwrap_or_default();
+        let listed: Vec<String> = adoptions
+            .iter()
+            .map(|a| format!("{}={}", a.ars, a.name.as_deref().unwrap_or("")))
+            .collect();
+        hash = ContentHash::of_parts([hash.as_str().as_bytes(), listed.join("\n").as_bytes()]);
+    }
+    let form = match &source.form_link {
+        None => None,
+        Some(link) => evaluate(&link.id, source, &decoded.tree, true)
+            .map_err(|e| key_error(format!("the form_link.id expression {e}")))?
+            .map(|id| ItemKey::new(&link.source, &id)),
+    };
     Ok(Record {
         key: ItemKey::new(&source.id, &external_id),
-        hash: codec::tree_hash(&decoded.tree),
+        hash,
         origin,
         format,
         decoded,
+        adoptions,
+        form,
     })
 }
 

@@ -28,10 +28,12 @@ pub struct LedgerRow {
     pub updated_at: String,
     pub delivered_at: Option<String>,
     pub last_run_id: Option<i64>,
+    /// The adoptions (comma-separated ARS) the current document was mapped with, if the source has adoptions.
+    pub adoptions: Option<String>,
 }
 
 const LEDGER_COLUMNS: &str = "item_key, target, source_id, origin, content_hash, mapping, mapping_version, \
-     output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id";
+     output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id, adoptions";
 
 /// Count of items of one source in one status.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -103,12 +105,12 @@ impl Store {
             return Ok(());
         }
         let upsert = format!(
-            "INSERT INTO items ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+            "INSERT INTO items ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (item_key, target) DO UPDATE SET source_id = excluded.source_id, origin = excluded.origin, \
              content_hash = excluded.content_hash, mapping = excluded.mapping, mapping_version = excluded.mapping_version, \
              output_hash = excluded.output_hash, output_path = excluded.output_path, status = excluded.status, \
              attempts = excluded.attempts, last_error = excluded.last_error, updated_at = excluded.updated_at, \
-             delivered_at = excluded.delivered_at, last_run_id = excluded.last_run_id"
+             delivered_at = excluded.delivered_at, last_run_id = excluded.last_run_id, adoptions = excluded.adoptions"
         );
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -130,6 +132,7 @@ impl Store {
                     .bind(&row.updated_at)
                     .bind(&row.delivered_at)
                     .bind(row.last_run_id)
+                    .bind(&row.adoptions)
                     .execute(&mut *tx)
                     .await?;
             }

@@ -1,5 +1,7 @@
 //! The store: one SQL text for SQLite (embedded default, WAL) and PostgreSQL, migrations applied on open.
 
+pub mod adoptions;
+pub mod http_cache;
 pub mod ledger;
 pub mod log;
 pub mod runs;
