@@ -353,3 +353,6 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
     warnings: ((if $fields_in == 0 then [warning("schema-empty"; null; "the schema contains no datenfeld")] else [] end)
                + ($schema | empty_uses_warnings(null))
                + $element_warnings) }
+# The same warnings once more for the bridge's migration log (the engine takes "#warnings" out of the
+# document and logs each entry as a warning event of the item; the document itself is unchanged).
+| . + {"#warnings": [ .warnings[] | "\(.code)\(if .elementId == null then "" else " (\(.elementId))" end): \(.message)" ]}

@@ -1,4 +1,5 @@
-# XDatenfelder 3.0.0 Stammdatenschema → form-platform JSON (formatVersion 1.0).
+# XDatenfelder 3.0.0 Stammdatenschema → form-platform JSON (formatVersion 1.0). A datenfeldgruppe.0103
+# message (one FIM building block) is taken too: it becomes a form whose one section is the group.
 # Same document as xdatenfelder2-to-form; what differs in 3.0.0: praezisierung as attributes, inline
 # werte, codelisteReferenz = genericodeIdentification with codeKey/nameKey/helpKey, feldart hidden and
 # locked, datentyp text_latin/time/datetime, maxSize/mediaType, vorbefuellung, Gruppenart X,
@@ -335,13 +336,26 @@ def count_uses($name): [ .. | objects | select(has($name)) | .[$name] | as_array
 # fixture runner do not check, so the program does (an XDatenfelder 2.0 file must not pass as this version).
 def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("@xmlns:"))) | .value ];
 
-(.["xdatenfelder.stammdatenschema.0102"]
- | if type != "object" then error("not an xdatenfelder.stammdatenschema.0102 message")
-   elif (namespaces | any(.[]; . == "urn:xoev-de:fim:standard:xdatenfelder_3.0.0") | not)
-   then error("not an XDatenfelder message in namespace urn:xoev-de:fim:standard:xdatenfelder_3.0.0 (declared: \(namespaces | join(", ")))")
-   else . end) as $message
-| ($message.stammdatenschema | if type == "object" then . else error("the message has no stammdatenschema") end) as $schema
-| if ($schema.identifikation | get("id") | txt) == "" then error("the stammdatenschema has no identifikation/id") else . end
+# The two messages this mapping takes: a Stammdatenschema (a whole form) or a single Datenfeldgruppe
+# (a FIM building block such as G60000000088 "Anschrift Inland"), which becomes a form of one section.
+def message_types: ["xdatenfelder.stammdatenschema.0102", "xdatenfelder.datenfeldgruppe.0103"];
+
+(if type == "object" then [ message_types[] as $t | select(has($t)) | $t ] | first // null else null end) as $type
+| (if $type == null then error("not an \(message_types | join(" or ")) message") else . end)
+| (.[$type]
+   | if type != "object" then error("not an \($type) message")
+     elif (namespaces | any(.[]; . == "urn:xoev-de:fim:standard:xdatenfelder_3.0.0") | not)
+     then error("not an XDatenfelder message in namespace urn:xoev-de:fim:standard:xdatenfelder_3.0.0 (declared: \(namespaces | join(", ")))")
+     else . end) as $message
+| ($type == "xdatenfelder.datenfeldgruppe.0103") as $is_group
+| (if $is_group then "datenfeldgruppe" else "stammdatenschema" end) as $kind
+# $root: the element that describes the form (its id, title, provenance).
+| ($message[$kind] | if type == "object" then . else error("the message has no \($kind)") end) as $root
+| if ($root.identifikation | get("id") | txt) == "" then error("the \($kind) has no identifikation/id") else . end
+# $schema: the node whose struktur lists the form's sections. A group message is read as a schema
+# with one struktur 1:1 holding the group, so the group becomes the form's one section and every
+# element id starts with the group's id (as it would if the group were used in a Stammdatenschema).
+| (if $is_group then {struktur: [{anzahl: "1:1", enthaelt: {datenfeldgruppe: $root}}]} else $root end) as $schema
 | ($schema | uses) as $top
 | [ $top[] | select(.kind == "field") | element("") ] as $general
 | [ $top[] | select(.kind == "group") | element("") | {id, kind: "section", generated: false} + with_entries(select(.key != "id" and .key != "kind")) ] as $groups
@@ -352,9 +366,10 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
          rules: [], notes: [], elements: $general } ]
    else [] end) + $groups
 | . as $raw_sections
-| ($schema | legal_references) as $refs
-| ($schema | count_uses("datenfeld")) as $fields_in
-| ($schema | count_uses("datenfeldgruppe")) as $groups_in
+| ($root | legal_references) as $refs
+# Counted on the whole message (for a group message this includes the group itself).
+| ($message | count_uses("datenfeld")) as $fields_in
+| ($message | count_uses("datenfeldgruppe")) as $groups_in
 | ([ $raw_sections | .. | objects | select(has("#warnings")) | .["#warnings"][] ]) as $element_warnings
 | ($raw_sections | walk(if type == "object" and has("#warnings") then with_entries(select(.key != "#warnings")) else . end)) as $sections
 | ([ $sections | .. | objects | select(.kind == "field") ] | length) as $fields_out
@@ -363,16 +378,19 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
     error("\($fields_in) datenfeld and \($groups_in) datenfeldgruppe elements in the input, but \($fields_out) field and \($groups_out) group elements mapped: an element outside struktur/enthaelt?")
   else . end
 | { formatVersion: "1.0",
-    id: ($schema.identifikation | get("id") | txt),
-    version: ($schema.identifikation | get("version") | opt),
-    title: (($schema.bezeichnung | opt) // ($schema.name | opt) // ($schema.identifikation | get("id") | txt)),
-    name: ($schema.name | opt),
-    description: ($schema.beschreibung | opt),
-    helpText: ($schema.hilfetext | opt),
+    id: ($root.identifikation | get("id") | txt),
+    version: ($root.identifikation | get("version") | opt),
+    # A Stammdatenschema has `bezeichnung`, a Datenfeldgruppe `bezeichnungEingabe`.
+    title: (($root | if $is_group then .bezeichnungEingabe else .bezeichnung end | opt)
+            // ($root.name | opt) // ($root.identifikation | get("id") | txt)),
+    name: ($root.name | opt),
+    description: ($root.beschreibung | opt),
+    # A group's hilfetextEingabe and rules belong to the group: they are on its section.
+    helpText: (if $is_group then null else $root.hilfetext | opt end),
     counts: {fields: $fields_in, groups: $groups_in},
     sections: $sections,
-    rules: ($schema | rules_of),
-    provenance: {
+    rules: (if $is_group then [] else $root | rules_of end),
+    provenance: ({
       source: ($source.id // null),
       region: ($source.region // null),
       itemKey: ($item.key // null),
@@ -381,14 +399,19 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
       messageId: ($message.header | get("nachrichtID") | opt),
       createdAt: ($message.header | get("erstellungszeitpunkt") | opt),
       status: null,
-      freigabestatus: ($schema.freigabestatus | code | if . == "" then null else . end),
-      dokumentsteckbrief: ($schema.dokumentsteckbrief
+      freigabestatus: ($root.freigabestatus | code | if . == "" then null else . end),
+      dokumentsteckbrief: ($root.dokumentsteckbrief
                            | if type == "object" and ((get("id") | opt) != null)
                              then {id: (get("id") | opt), version: (get("version") | opt)} else null end),
-      publishedAt: ($schema.veroeffentlichungsdatum | opt),
-      lastChangedAt: ($schema.letzteAenderung | opt),
+      publishedAt: ($root.veroeffentlichungsdatum | opt),
+      lastChangedAt: ($root.letzteAenderung | opt),
       legalReferences: $refs,
-      leikaKeys: ($refs | leika_keys) },
-    warnings: ((if $fields_in == 0 then [warning("schema-empty"; null; "the schema contains no datenfeld")] else [] end)
+      leikaKeys: ($refs | leika_keys) }
+      # Only a group message says what it is; a document without messageType is a Stammdatenschema.
+      + (if $is_group then {messageType: $type} else {} end)),
+    warnings: ((if $fields_in == 0 then [warning("schema-empty"; null; "the \($kind) contains no datenfeld")] else [] end)
                + ($schema | empty_uses_warnings(null))
                + $element_warnings) }
+# The same warnings once more for the bridge's migration log (the engine takes "#warnings" out of the
+# document and logs each entry as a warning event of the item; the document itself is unchanged).
+| . + {"#warnings": [ .warnings[] | "\(.code)\(if .elementId == null then "" else " (\(.elementId))" end): \(.message)" ]}

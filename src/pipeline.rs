@@ -139,6 +139,8 @@ pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
         errors: Vec::new(),
     };
     let mut failed_sources = 0;
+    // What this run settled per item so far, for sources that depend on others (form links).
+    let mut settled: HashMap<ItemKey, Result<(), String>> = HashMap::new();
     for source in &selected {
         let items: BTreeSet<ItemKey> = job
             .items
@@ -147,6 +149,7 @@ pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
             .cloned()
             .collect();
         let mut run = SourceRun::new(deps, source.clone(), &job, run_id, items).await?;
+        run.earlier = std::mem::take(&mut settled);
         match run.execute().await {
             Ok(()) => {}
             Err(SourceFailure::Fatal(e)) => return Err(e),
@@ -162,6 +165,8 @@ pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
         report.counts.add(run.counts);
         report.problems.extend(run.problems);
         report.errors.extend(run.missing_items);
+        settled = run.earlier;
+        settled.extend(run.settled);
     }
 
     report.status = if failed_sources > 0 && failed_sources == selected.len() {
@@ -266,6 +271,10 @@ struct SourceRun<'a> {
     problems: Vec<Problem>,
     missing_items: Vec<String>,
     workers: usize,
+    /// Items of earlier sources in this run: went through (`Ok`) or why not.
+    earlier: HashMap<ItemKey, Result<(), String>>,
+    /// Items of this source in this run: went through (`Ok`) or why not.
+    settled: HashMap<ItemKey, Result<(), String>>,
 }
 
 impl<'a> SourceRun<'a> {
@@ -308,6 +317,8 @@ impl<'a> SourceRun<'a> {
             problems: Vec::new(),
             missing_items: Vec::new(),
             workers,
+            earlier: HashMap::new(),
+            settled: HashMap::new(),
         })
     }
 
@@ -398,6 +409,7 @@ impl<'a> SourceRun<'a> {
                 });
                 if unchanged && !self.force {
                     self.counts.unchanged += 1;
+                    self.settled.entry(key.clone()).or_insert(Ok(()));
                     let row = previous.expect("unchanged implies a row");
                     if row.status != ItemStatus::Unchanged.as_str() && !self.dry_run {
                         let mut row = row.clone();
@@ -513,6 +525,12 @@ impl<'a> SourceRun<'a> {
         let mut problems = HashMap::new();
         let forms: BTreeSet<&ItemKey> = records.iter().filter_map(|r| r.form.as_ref()).collect();
         for form in forms {
+            if let Some(result) = self.earlier.get(form) {
+                if let Err(why) = result {
+                    problems.insert(form.clone(), format!("its form {form} is {why}"));
+                }
+                continue;
+            }
             let rows = self.deps.store.item(form.as_str()).await?;
             let bad = rows
                 .iter()
@@ -664,6 +682,18 @@ impl<'a> SourceRun<'a> {
         let now = self.now();
         let work = self.work.clone();
         let ledger = &work.ledger;
+        match &outcome.result {
+            Ok(_) => {
+                self.settled.entry(outcome.key.clone()).or_insert(Ok(()));
+            }
+            Err(problem) => {
+                let why = format!(
+                    "{} at {}: {}",
+                    problem.status, problem.target, problem.message
+                );
+                self.settled.insert(outcome.key.clone(), Err(why));
+            }
+        }
         let previous = ledger.get(&(outcome.key.to_string(), outcome.target.clone()));
         let mut row = previous.cloned().unwrap_or_else(|| LedgerRow {
             item_key: outcome.key.to_string(),

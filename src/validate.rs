@@ -40,6 +40,17 @@ impl Validators {
         let mut validators = Validators::default();
         let mut errors = Vec::new();
         for mapping in mappings {
+            if let Some(path) = &mapping.input_schema
+                && !validators.xsd.contains_key(path)
+            {
+                match XsdValidator::load(path) {
+                    Ok(v) => drop(validators.xsd.insert(path.clone(), v)),
+                    Err(message) => errors.push(SchemaError {
+                        path: path.clone(),
+                        message,
+                    }),
+                }
+            }
             let Some(path) = &mapping.output.schema else {
                 continue;
             };

@@ -104,11 +104,11 @@ pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded
                 let text = text
                     .xml_content()
                     .map_err(|e| syntax(&reader, e.to_string()))?;
-                push_text(&mut stack, &root, &text, line())?;
+                push_text(&mut stack, &root, &text, line)?;
             }
             (_, Event::CData(data)) => {
                 let text = String::from_utf8_lossy(&data).into_owned();
-                push_text(&mut stack, &root, &text, line())?;
+                push_text(&mut stack, &root, &text, line)?;
             }
             (_, Event::GeneralRef(reference)) => {
                 let text = match reference.resolve_char_ref() {
@@ -129,7 +129,7 @@ pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded
                     }
                     Err(e) => return Err(syntax(&reader, e.to_string())),
                 };
-                push_text(&mut stack, &root, &text, line())?;
+                push_text(&mut stack, &root, &text, line)?;
             }
             (_, Event::DocType(_)) => return Err(XmlError::Doctype { line: line() }),
             (_, Event::Decl(_) | Event::PI(_) | Event::Comment(_)) => {}
@@ -179,7 +179,7 @@ fn push_text(
     stack: &mut [Open],
     root: &Option<(String, Value)>,
     text: &str,
-    line: usize,
+    line: impl Fn() -> usize,
 ) -> Result<(), XmlError> {
     match stack.last_mut() {
         Some(open) => {
@@ -187,9 +187,9 @@ fn push_text(
             Ok(())
         }
         None if text.trim().is_empty() => Ok(()),
-        None if root.is_some() => Err(XmlError::TrailingContent { line }),
+        None if root.is_some() => Err(XmlError::TrailingContent { line: line() }),
         None => Err(XmlError::Syntax {
-            line,
+            line: line(),
             message: "text before the root element".into(),
         }),
     }

@@ -1,6 +1,8 @@
 //! Integration tests: the pipeline, the store and the command line, on throwaway copies of the demo data.
 
+mod adoptions;
 mod cli;
 mod fim;
+mod http;
 mod pipeline;
 mod support;
