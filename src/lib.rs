@@ -20,6 +20,7 @@ pub mod config;
 pub mod domain;
 pub mod mapping;
 pub mod pipeline;
+pub mod portal_sim;
 pub mod scheduler;
 pub mod source;
 pub mod store;

@@ -5,4 +5,5 @@ mod cli;
 mod fim;
 mod http;
 mod pipeline;
+mod portal_sim;
 mod support;
