@@ -149,6 +149,9 @@ pub struct MigrateArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Send withdrawals even when more of a source vanished than its guard allows.
+    #[arg(long)]
+    pub allow_withdrawals: bool,
 }
 
 #[derive(Debug, Args)]
@@ -207,10 +210,7 @@ pub enum Exit {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
-    let config_path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let config = match Config::resolve(&config_path, &Overrides::from_env()) {
         Ok(config) => Arc::new(config),
         Err(errors) => {
@@ -240,11 +240,7 @@ fn load_validators(config: &Config) -> Result<Option<Validators>> {
             let report = ConfigErrors(
                 errors
                     .into_iter()
-                    .map(|e| crate::config::ConfigError {
-                        file: e.path,
-                        line: None,
-                        message: e.message,
-                    })
+                    .map(|e| crate::config::ConfigError { file: e.path, line: None, message: e.message })
                     .collect(),
             );
             eprint!("{report}");
@@ -277,78 +273,37 @@ fn check(config: &Config) -> Result<Exit> {
     }
     println!("configuration {} is valid", config.file.display());
     println!("database: {}", redact(&config.database_url));
-    println!(
-        "mappings: {}",
-        config
-            .mappings
-            .iter()
-            .map(|m| m.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "targets: {}",
-        config
-            .targets
-            .iter()
-            .map(|t| t.id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("mappings: {}", config.mappings.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
+    println!("targets: {}", config.targets.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "));
     let now = chrono::Utc::now();
     for source in &config.sources {
         let names: Vec<&str> = source.mappings.iter().map(|m| m.name.as_str()).collect();
-        println!(
-            "source {} ({}) → {}",
-            source.id,
-            source.region,
-            names.join(", ")
-        );
+        println!("source {} ({}) → {}", source.id, source.region, names.join(", "));
         match &source.schedule {
             None => println!("  no schedule (runs only when triggered)"),
             Some(schedule) => {
-                let times: Vec<String> = schedule
-                    .upcoming(now, 3)
-                    .iter()
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())
-                    .collect();
-                println!(
-                    "  schedule `{}` ({}): next {}",
-                    schedule.expression,
-                    schedule.timezone,
-                    times.join(", ")
-                );
+                let times: Vec<String> =
+                    schedule.upcoming(now, 3).iter().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string()).collect();
+                println!("  schedule `{}` ({}): next {}", schedule.expression, schedule.timezone, times.join(", "));
             }
         }
     }
     for (file, reason) in &config.codelists.broken {
-        println!(
-            "warning: codelist {} cannot be read: {reason}",
-            file.display()
-        );
+        println!("warning: codelist {} cannot be read: {reason}", file.display());
     }
     Ok(Exit::Ok)
 }
 
 fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
-    let mappings: Vec<_> = config
-        .mappings
-        .iter()
-        .filter(|m| args.mapping.as_ref().is_none_or(|name| &m.name == name))
-        .cloned()
-        .collect();
+    let mappings: Vec<_> =
+        config.mappings.iter().filter(|m| args.mapping.as_ref().is_none_or(|name| &m.name == name)).cloned().collect();
     if let Some(name) = &args.mapping
         && mappings.is_empty()
     {
         eprintln!("no mapping named `{name}`");
         return Ok(Exit::Usage);
     }
-    let dir = config
-        .mappings
-        .first()
-        .and_then(|m| m.file.parent())
-        .map(|d| d.join("tests"))
-        .unwrap_or_default();
+    let dir = config.mappings.first().and_then(|m| m.file.parent()).map(|d| d.join("tests")).unwrap_or_default();
     let results = fixtures::run_all(&dir, &mappings, &config.codelists_val);
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
     for result in &results {
@@ -358,11 +313,7 @@ fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
         }
     }
     println!("{} fixture(s), {} failed", results.len(), failed);
-    Ok(if failed > 0 || results.is_empty() {
-        Exit::Partial
-    } else {
-        Exit::Ok
-    })
+    Ok(if failed > 0 || results.is_empty() { Exit::Partial } else { Exit::Ok })
 }
 
 fn map_file(config: &Config, args: MapArgs) -> Result<Exit> {
@@ -391,23 +342,14 @@ fn map_file(config: &Config, args: MapArgs) -> Result<Exit> {
     };
     let mut exit = Exit::Ok;
     for file in &args.files {
-        let case = file
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let case = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
         let mut context = fixtures::context_for(file, &case).map_err(anyhow::Error::msg)?;
         if let Some(source) = source {
             context.source = source.context();
             context.item["key"] = serde_json::Value::String(format!("{}/{case}", source.id));
         }
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let decoded = match crate::codec::decode(
-            mapping.input.format,
-            &bytes,
-            &mapping.input.arrays,
-            config.limits,
-        ) {
+        let decoded = match crate::codec::decode(mapping.input.format, &bytes, &mapping.input.arrays, config.limits) {
             Ok(decoded) => decoded,
             Err(e) => {
                 eprintln!("{}: {e}", file.display());
@@ -444,30 +386,18 @@ async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
         match ItemKey::parse(text) {
             Some(key) => items.push(key),
             None => {
-                eprintln!(
-                    "`{text}` is not an item key (expected SOURCE/ID, e.g. aachen-forms/S05000101@1.0)"
-                );
+                eprintln!("`{text}` is not an item key (expected SOURCE/ID, e.g. aachen-forms/S05000101@1.0)");
                 return Ok(Exit::Usage);
             }
         }
     }
-    for id in args.sources.iter().chain(
-        items
-            .iter()
-            .map(|k| k.source())
-            .map(|s| s.to_owned())
-            .collect::<Vec<_>>()
-            .iter(),
-    ) {
+    for id in
+        args.sources.iter().chain(items.iter().map(|k| k.source()).map(|s| s.to_owned()).collect::<Vec<_>>().iter())
+    {
         if config.source(id).is_none() {
             eprintln!(
                 "unknown source `{id}`; configured: {}",
-                config
-                    .sources
-                    .iter()
-                    .map(|s| s.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                config.sources.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
             );
             return Ok(Exit::Usage);
         }
@@ -476,18 +406,14 @@ async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
         return Ok(Exit::Usage);
     };
     let store = open_store(&config).await?;
-    let deps = Deps {
-        config,
-        store: store.clone(),
-        validators: Arc::new(validators),
-        clock: Arc::new(SystemClock),
-    };
+    let deps = Deps { config, store: store.clone(), validators: Arc::new(validators), clock: Arc::new(SystemClock) };
     let job = Job {
         trigger: Trigger::Cli,
         sources: args.sources,
         items,
         force: args.force,
         dry_run: args.dry_run,
+        allow_withdrawals: args.allow_withdrawals,
     };
     let report = pipeline::run(job, &deps).await?;
     store.close().await;
@@ -502,15 +428,14 @@ async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
             "failed": c.failed,
             "quarantined": c.quarantined,
             "withdrawn": c.withdrawn,
+            "conflict": c.conflict,
         });
         println!("{out}");
     } else {
-        let run = report
-            .run_id
-            .map_or("dry run".to_owned(), |id| format!("run {id}"));
+        let run = report.run_id.map_or("dry run".to_owned(), |id| format!("run {id}"));
         println!(
-            "{run}: {} — {} new, {} updated, {} unchanged, {} failed, {} quarantined, {} withdrawn",
-            report.status, c.new, c.updated, c.unchanged, c.failed, c.quarantined, c.withdrawn
+            "{run}: {} — {} new, {} updated, {} unchanged, {} failed, {} quarantined, {} withdrawn, {} conflict",
+            report.status, c.new, c.updated, c.unchanged, c.failed, c.quarantined, c.withdrawn, c.conflict
         );
         for problem in &report.problems {
             println!(
@@ -551,23 +476,11 @@ async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit> {
                 eprintln!("{e}");
                 return Ok(Exit::Usage);
             }
-            let added = store
-                .add_adoption(ars, service, args.name.as_deref(), &now)
-                .await?;
-            let name = args
-                .name
-                .as_deref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default();
+            let added = store.add_adoption(ars, service, args.name.as_deref(), &now).await?;
+            let name = args.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
             if added {
-                store
-                    .append_event(&log(format!(
-                        "adoption added: {ars}{name} adopts service {service}"
-                    )))
-                    .await?;
-                println!(
-                    "{ars}{name} now adopts {service}; the next migration delivers the Zuständigkeit"
-                );
+                store.append_event(&log(format!("adoption added: {ars}{name} adopts service {service}"))).await?;
+                println!("{ars}{name} now adopts {service}; the next migration delivers the Zuständigkeit");
             } else {
                 println!("{ars} already adopts {service}");
             }
@@ -580,10 +493,7 @@ async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit> {
                         args.ars, args.service
                     )))
                     .await?;
-                println!(
-                    "{} no longer adopts {}; the next migration updates the service",
-                    args.ars, args.service
-                );
+                println!("{} no longer adopts {}; the next migration updates the service", args.ars, args.service);
             } else {
                 eprintln!("{} does not adopt {}", args.ars, args.service);
                 return Ok(Exit::Fatal);
@@ -655,10 +565,7 @@ async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit> {
             }
             let mut added = 0;
             for (ars, service, name) in &rows {
-                if store
-                    .add_adoption(ars, service, name.as_deref(), &now)
-                    .await?
-                {
+                if store.add_adoption(ars, service, name.as_deref(), &now).await? {
                     added += 1;
                     store
                         .append_event(&log(format!(
@@ -676,9 +583,7 @@ async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit> {
 
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(header.to_vec());
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(header.to_vec());
     table
 }
 
@@ -687,19 +592,12 @@ async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
     let counts = store.status_counts().await?;
     let runs = store.runs(1).await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({ "items": counts, "last_run": runs.first() })
-        );
+        println!("{}", serde_json::json!({ "items": counts, "last_run": runs.first() }));
         return Ok(Exit::Ok);
     }
     let mut out = table(&["source", "status", "items × targets"]);
     for row in &counts {
-        out.add_row(vec![
-            row.source_id.clone(),
-            row.status.clone(),
-            row.count.to_string(),
-        ]);
+        out.add_row(vec![row.source_id.clone(), row.status.clone(), row.count.to_string()]);
     }
     println!("{out}");
     if let Some(run) = runs.first() {
@@ -757,57 +655,29 @@ async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
     let store = open_store(config).await?;
     let rows = store.item(&args.key).await?;
     if rows.is_empty() {
-        eprintln!(
-            "no item `{}` in the ledger (see `portal-bridge status` and `portal-bridge log`)",
-            args.key
-        );
+        eprintln!("no item `{}` in the ledger (see `portal-bridge status` and `portal-bridge log`)", args.key);
         return Ok(Exit::Fatal);
     }
-    let events = store
-        .events(&EventFilter {
-            item_key: Some(args.key.clone()),
-            limit: 20,
-            ..Default::default()
-        })
-        .await?;
+    let events =
+        store.events(&EventFilter { item_key: Some(args.key.clone()), limit: 20, ..Default::default() }).await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({ "item_key": args.key, "targets": rows, "events": events })
-        );
+        println!("{}", serde_json::json!({ "item_key": args.key, "targets": rows, "events": events }));
         return Ok(Exit::Ok);
     }
     println!("item {}", args.key);
     for row in &rows {
         println!("  target {}: {}", row.target, row.status);
         println!("    source        {} ({})", row.source_id, row.origin);
-        println!(
-            "    content hash  {}",
-            row.content_hash.as_deref().unwrap_or("-")
-        );
+        println!("    content hash  {}", row.content_hash.as_deref().unwrap_or("-"));
         println!(
             "    mapping       {} (version {})",
             row.mapping.as_deref().unwrap_or("-"),
-            row.mapping_version
-                .as_deref()
-                .map_or("-", |v| &v[..12.min(v.len())])
+            row.mapping_version.as_deref().map_or("-", |v| &v[..12.min(v.len())])
         );
-        println!(
-            "    output hash   {}",
-            row.output_hash.as_deref().unwrap_or("- (never delivered)")
-        );
-        println!(
-            "    output        {}",
-            row.output_path.as_deref().unwrap_or("-")
-        );
-        println!(
-            "    delivered at  {}",
-            row.delivered_at.as_deref().unwrap_or("-")
-        );
-        println!(
-            "    first seen    {}, updated {}, attempts {}",
-            row.first_seen_at, row.updated_at, row.attempts
-        );
+        println!("    output hash   {}", row.output_hash.as_deref().unwrap_or("- (never delivered)"));
+        println!("    output        {}", row.output_path.as_deref().unwrap_or("-"));
+        println!("    delivered at  {}", row.delivered_at.as_deref().unwrap_or("-"));
+        println!("    first seen    {}, updated {}, attempts {}", row.first_seen_at, row.updated_at, row.attempts);
         if let Some(error) = &row.last_error {
             println!("    last error    {error}");
         }

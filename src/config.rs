@@ -92,11 +92,7 @@ pub struct RawPaths {
 
 impl Default for RawPaths {
     fn default() -> Self {
-        Self {
-            mappings: default_mappings(),
-            codelists: None,
-            outbox: default_outbox(),
-        }
+        Self { mappings: default_mappings(), codelists: None, outbox: default_outbox() }
     }
 }
 
@@ -139,10 +135,7 @@ pub struct RawLimits {
 
 impl Default for RawLimits {
     fn default() -> Self {
-        Self {
-            max_record_bytes: default_max_record_bytes(),
-            max_depth: default_max_depth(),
-        }
+        Self { max_record_bytes: default_max_record_bytes(), max_depth: default_max_depth() }
     }
 }
 
@@ -159,17 +152,49 @@ fn default_max_depth() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub id: Spanned<String>,
-    /// How documents are delivered: `outbox` (files in a directory).
-    #[serde(default)]
-    pub delivery: RawDelivery,
+    /// How documents are delivered: `outbox` (files in a directory) or `http` (the portal import API).
+    #[serde(default = "default_delivery")]
+    pub delivery: Spanned<String>,
+    /// The portal import API (delivery = "http"), see docs/portal-api.md.
+    pub http: Option<Spanned<RawTargetHttp>>,
 }
 
-/// Delivery kinds.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RawDelivery {
-    #[default]
-    Outbox,
+fn default_delivery() -> Spanned<String> {
+    Spanned::new(0..0, "outbox".into())
+}
+
+/// `[target.http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetHttp {
+    /// Base URL of the import API, e.g. `https://portal.example/import/v1`.
+    pub url: String,
+    /// The bearer token: from an environment variable or a file, never written in the config.
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    /// Requests to this target at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    #[serde(default = "default_target_rps")]
+    pub requests_per_second: u32,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    #[serde(default = "default_retries")]
+    pub max_retries: usize,
+    #[serde(default = "default_retry_base")]
+    pub retry_base_ms: u64,
+    #[serde(default = "default_retry_max")]
+    pub retry_max_ms: u64,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+fn default_target_rps() -> u32 {
+    20
 }
 
 /// `[[source]]`
@@ -203,6 +228,10 @@ pub struct RawSource {
     /// jq expression giving a record's LeiKa key. When set, the adoptions of that service are part
     /// of the record's input (`$item.adoptions`): adding or removing one re-delivers the service.
     pub leika_key: Option<Spanned<String>>,
+    /// Share of a source's items that may vanish in one run before its withdrawals are held
+    /// (default 0.1); `migrate --allow-withdrawals` overrides the guard once.
+    #[serde(default = "default_withdrawal_share")]
+    pub max_withdrawal_share: f64,
     /// Link to the form a record's online service uses; a service whose form did not go through
     /// is held back (`failed`, naming the form).
     pub form_link: Option<RawFormLink>,
@@ -217,6 +246,10 @@ pub struct RawSource {
     /// Free parameters for the mappings, readable as `$source.params` (e.g. a form URL template).
     #[serde(default)]
     pub params: toml::Table,
+}
+
+fn default_withdrawal_share() -> f64 {
+    0.1
 }
 
 /// `[source.form_link]`
@@ -361,6 +394,7 @@ pub struct Target {
 #[derive(Debug, Clone)]
 pub enum Delivery {
     Outbox { dir: PathBuf },
+    Http(crate::target::http::HttpTarget),
 }
 
 /// A resolved source.
@@ -375,6 +409,7 @@ pub struct Source {
     pub records: Option<String>,
     pub leika_key: Option<Program>,
     pub form_link: Option<FormLink>,
+    pub max_withdrawal_share: f64,
     pub mappings: Vec<Arc<Mapping>>,
     pub schedule: Option<Schedule>,
     pub on_missing_codelist: OnMissingCodelist,
@@ -392,11 +427,7 @@ pub struct FormLink {
 #[derive(Debug)]
 pub enum SourceKind {
     Http(crate::source::http::HttpSource),
-    Directory {
-        path: PathBuf,
-        include: GlobSet,
-        patterns: Vec<String>,
-    },
+    Directory { path: PathBuf, include: GlobSet, patterns: Vec<String> },
 }
 
 impl Source {
@@ -420,11 +451,7 @@ pub struct Overrides {
 impl Overrides {
     /// Reads the overrides from the process environment.
     pub fn from_env() -> Self {
-        Self {
-            database_url: std::env::var(DATABASE_URL_ENV)
-                .ok()
-                .filter(|v| !v.is_empty()),
-        }
+        Self { database_url: std::env::var(DATABASE_URL_ENV).ok().filter(|v| !v.is_empty()) }
     }
 }
 
@@ -469,19 +496,11 @@ impl Report<'_> {
     fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
         let span = spanned.span();
         let line = (span.end > 0).then(|| crate::codec::line_of(self.text.as_bytes(), span.start));
-        self.errors.push(ConfigError {
-            file: self.file.into(),
-            line,
-            message: message.into(),
-        });
+        self.errors.push(ConfigError { file: self.file.into(), line, message: message.into() });
     }
 
     fn file(&mut self, file: &Path, line: Option<usize>, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            file: file.into(),
-            line,
-            message: message.into(),
-        });
+        self.errors.push(ConfigError { file: file.into(), line, message: message.into() });
     }
 }
 
@@ -490,56 +509,30 @@ impl Config {
     /// problem all problems are returned together.
     pub fn resolve(file: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(file).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: file.into(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            }])
+            ConfigErrors(vec![ConfigError { file: file.into(), line: None, message: format!("cannot read: {e}") }])
         })?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| crate::codec::line_of(text.as_bytes(), s.start));
-            ConfigErrors(vec![ConfigError {
-                file: file.into(),
-                line,
-                message: e.message().trim().to_owned(),
-            }])
+            let line = e.span().map(|s| crate::codec::line_of(text.as_bytes(), s.start));
+            ConfigErrors(vec![ConfigError { file: file.into(), line, message: e.message().trim().to_owned() }])
         })?;
-        let mut report = Report {
-            file,
-            text: &text,
-            errors: Vec::new(),
-        };
-        let config_dir = file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let mut report = Report { file, text: &text, errors: Vec::new() };
+        let config_dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let root = config_dir.join(raw.root.get_ref());
         let root = match root.canonicalize() {
             Ok(root) if root.is_dir() => root,
             _ => {
-                report.at(
-                    &raw.root,
-                    format!("root directory {} does not exist", root.display()),
-                );
+                report.at(&raw.root, format!("root directory {} does not exist", root.display()));
                 root
             }
         };
         let resolve = |p: &str| -> PathBuf { root.join(p) };
 
         let timezone = raw.timezone.get_ref().parse::<Tz>().unwrap_or_else(|_| {
-            report.at(
-                &raw.timezone,
-                format!("unknown time zone `{}`", raw.timezone.get_ref()),
-            );
+            report.at(&raw.timezone, format!("unknown time zone `{}`", raw.timezone.get_ref()));
             chrono_tz::Europe::Berlin
         });
 
-        let database_url = overrides
-            .database_url
-            .clone()
-            .unwrap_or_else(|| raw.database.url.clone());
+        let database_url = overrides.database_url.clone().unwrap_or_else(|| raw.database.url.clone());
         let database_url = match database_url.strip_prefix("sqlite://") {
             Some(path) if !path.starts_with('/') && !path.starts_with(":memory:") => {
                 format!("sqlite://{}", resolve(path).display())
@@ -552,13 +545,7 @@ impl Config {
             Some(dir) => match Codelists::load(&resolve(dir.get_ref())) {
                 Ok(lists) => lists,
                 Err(e) => {
-                    report.at(
-                        dir,
-                        format!(
-                            "codelist directory {}: {e}",
-                            resolve(dir.get_ref()).display()
-                        ),
-                    );
+                    report.at(dir, format!("codelist directory {}: {e}", resolve(dir.get_ref()).display()));
                     Codelists::empty()
                 }
             },
@@ -566,13 +553,7 @@ impl Config {
 
         let mappings_dir = resolve(raw.paths.mappings.get_ref());
         let mappings: Vec<Arc<Mapping>> = if !mappings_dir.is_dir() {
-            report.at(
-                &raw.paths.mappings,
-                format!(
-                    "mapping directory {} does not exist",
-                    mappings_dir.display()
-                ),
-            );
+            report.at(&raw.paths.mappings, format!("mapping directory {} does not exist", mappings_dir.display()));
             Vec::new()
         } else {
             match mapping::load_dir(&mappings_dir, &codelists) {
@@ -584,16 +565,10 @@ impl Config {
                     for e in errors {
                         let (file, line, message) = match e {
                             mapping::LoadError::Io { file, message } => (file, None, message),
-                            mapping::LoadError::Toml {
-                                file,
-                                line,
-                                message,
-                            } => (file, Some(line), message),
-                            mapping::LoadError::Program { file, error } => (
-                                file,
-                                Some(error.line),
-                                format!("jq, column {}: {}", error.column, error.message),
-                            ),
+                            mapping::LoadError::Toml { file, line, message } => (file, Some(line), message),
+                            mapping::LoadError::Program { file, error } => {
+                                (file, Some(error.line), format!("jq, column {}: {}", error.column, error.message))
+                            }
                             mapping::LoadError::Invalid { file, message } => (file, None, message),
                         };
                         report.file(&file, line, message);
@@ -602,44 +577,40 @@ impl Config {
                 }
             }
         };
-        let mappings_loaded = report
-            .errors
-            .iter()
-            .all(|e| !e.file.starts_with(&mappings_dir));
+        let mappings_loaded = report.errors.iter().all(|e| !e.file.starts_with(&mappings_dir));
 
         let outbox = resolve(raw.paths.outbox.get_ref());
         let mut targets = Vec::new();
         for target in &raw.targets {
             let id = target.id.get_ref();
             if !is_identifier(id) {
-                report.at(
-                    &target.id,
-                    format!("target id `{id}` must be lower-case letters, digits and `-`"),
-                );
+                report.at(&target.id, format!("target id `{id}` must be lower-case letters, digits and `-`"));
             }
             if targets.iter().any(|t: &Target| &t.id == id) {
                 report.at(&target.id, format!("target `{id}` is defined twice"));
             }
-            let delivery = match target.delivery {
-                RawDelivery::Outbox => Delivery::Outbox {
-                    dir: outbox.join(id),
+            let delivery = match target.delivery.get_ref().as_str() {
+                "outbox" => Delivery::Outbox { dir: outbox.join(id) },
+                "http" => match resolve_target_http(id, target, &root, &mut report) {
+                    Some(http) => Delivery::Http(http),
+                    None => continue,
                 },
+                other => {
+                    report.at(
+                        &target.delivery,
+                        format!("target `{id}`: unknown delivery `{other}` (expected outbox or http)"),
+                    );
+                    continue;
+                }
             };
-            targets.push(Target {
-                id: id.clone(),
-                delivery,
-            });
+            targets.push(Target { id: id.clone(), delivery });
         }
         for mapping in &mappings {
             if !targets.iter().any(|t| t.id == mapping.output.target) {
                 report.file(
                     &mapping.file,
                     None,
-                    format!(
-                        "output target `{}` is not a [[target]] in {}",
-                        mapping.output.target,
-                        file.display()
-                    ),
+                    format!("output target `{}` is not a [[target]] in {}", mapping.output.target, file.display()),
                 );
             }
         }
@@ -649,10 +620,7 @@ impl Config {
         for raw_source in &raw.sources {
             let id = raw_source.id.get_ref();
             if !is_identifier(id) {
-                report.at(
-                    &raw_source.id,
-                    format!("source id `{id}` must be lower-case letters, digits and `-`"),
-                );
+                report.at(&raw_source.id, format!("source id `{id}` must be lower-case letters, digits and `-`"));
             }
             if !ids.insert(id.clone()) {
                 report.at(&raw_source.id, format!("source `{id}` is defined twice"));
@@ -660,24 +628,15 @@ impl Config {
             let kind = match raw_source.kind.get_ref().as_str() {
                 "directory" => {
                     let Some(raw_path) = &raw_source.path else {
-                        report.at(
-                            &raw_source.kind,
-                            format!("source `{id}`: kind = \"directory\" needs a `path`"),
-                        );
+                        report.at(&raw_source.kind, format!("source `{id}`: kind = \"directory\" needs a `path`"));
                         continue;
                     };
                     let path = resolve(raw_path.get_ref());
                     if !path.is_dir() {
-                        report.at(
-                            raw_path,
-                            format!("source `{id}`: directory {} does not exist", path.display()),
-                        );
+                        report.at(raw_path, format!("source `{id}`: directory {} does not exist", path.display()));
                     }
                     let patterns: Vec<Spanned<String>> = if raw_source.include.is_empty() {
-                        vec![
-                            Spanned::new(0..0, "*.xml".into()),
-                            Spanned::new(0..0, "*.json".into()),
-                        ]
+                        vec![Spanned::new(0..0, "*.xml".into()), Spanned::new(0..0, "*.json".into())]
                     } else {
                         raw_source.include.clone()
                     };
@@ -687,9 +646,7 @@ impl Config {
                             Ok(glob) => {
                                 builder.add(glob);
                             }
-                            Err(e) => {
-                                report.at(pattern, format!("source `{id}`: include pattern: {e}"))
-                            }
+                            Err(e) => report.at(pattern, format!("source `{id}`: include pattern: {e}")),
                         }
                     }
                     let include = builder.build().unwrap_or_else(|_| GlobSet::empty());
@@ -706,66 +663,44 @@ impl Config {
                 other => {
                     report.at(
                         &raw_source.kind,
-                        format!(
-                            "source `{id}`: unknown kind `{other}` (expected `directory` or `http`)"
-                        ),
+                        format!("source `{id}`: unknown kind `{other}` (expected `directory` or `http`)"),
                     );
                     continue;
                 }
             };
-            let key =
-                raw_source
-                    .key
-                    .as_ref()
-                    .and_then(|key| match Program::compile(key.get_ref()) {
-                        Ok(program) => Some(program),
-                        Err(errors) => {
-                            for e in errors {
-                                report.at(key, format!("source `{id}`: key expression: {e}"));
-                            }
-                            None
-                        }
-                    });
-            let mut compile =
-                |what: &str, spanned: &Spanned<String>| match Program::compile(spanned.get_ref()) {
-                    Ok(program) => Some(program),
-                    Err(errors) => {
-                        for e in errors {
-                            report.at(spanned, format!("source `{id}`: {what}: {e}"));
-                        }
-                        None
+            let key = raw_source.key.as_ref().and_then(|key| match Program::compile(key.get_ref()) {
+                Ok(program) => Some(program),
+                Err(errors) => {
+                    for e in errors {
+                        report.at(key, format!("source `{id}`: key expression: {e}"));
                     }
-                };
-            let leika_key = raw_source
-                .leika_key
-                .as_ref()
-                .and_then(|k| compile("leika_key expression", k));
+                    None
+                }
+            });
+            let mut compile = |what: &str, spanned: &Spanned<String>| match Program::compile(spanned.get_ref()) {
+                Ok(program) => Some(program),
+                Err(errors) => {
+                    for e in errors {
+                        report.at(spanned, format!("source `{id}`: {what}: {e}"));
+                    }
+                    None
+                }
+            };
+            let leika_key = raw_source.leika_key.as_ref().and_then(|k| compile("leika_key expression", k));
             let form_link = raw_source.form_link.as_ref().and_then(|link| {
                 let program = compile("form_link.id expression", &link.id)?;
-                Some(FormLink {
-                    source: link.source.get_ref().clone(),
-                    id: program,
-                })
+                Some(FormLink { source: link.source.get_ref().clone(), id: program })
             });
             if let Some(link) = &raw_source.form_link
-                && !raw
-                    .sources
-                    .iter()
-                    .any(|s| s.id.get_ref() == link.source.get_ref())
+                && !raw.sources.iter().any(|s| s.id.get_ref() == link.source.get_ref())
             {
                 report.at(
                     &link.source,
-                    format!(
-                        "source `{id}`: form_link.source `{}` is not a configured source",
-                        link.source.get_ref()
-                    ),
+                    format!("source `{id}`: form_link.source `{}` is not a configured source", link.source.get_ref()),
                 );
             }
             if raw_source.split == Split::Array && raw_source.key.is_none() {
-                report.at(
-                    &raw_source.id,
-                    format!("source `{id}`: split = \"array\" needs a `key` expression"),
-                );
+                report.at(&raw_source.id, format!("source `{id}`: split = \"array\" needs a `key` expression"));
             }
             let mut source_mappings = Vec::new();
             for name in raw_source.mappings.get_ref() {
@@ -776,34 +711,29 @@ impl Config {
                         {
                             report.at(
                                 &raw_source.mappings,
-                                format!("source `{id}` reads {format:?} but mapping `{name}` takes {:?}", mapping.input.format),
+                                format!(
+                                    "source `{id}` reads {format:?} but mapping `{name}` takes {:?}",
+                                    mapping.input.format
+                                ),
                             );
                         }
                         source_mappings.push(mapping.clone());
                     }
                     None if mappings_loaded => report.at(
                         &raw_source.mappings,
-                        format!(
-                            "source `{id}`: no mapping named `{name}` in {}",
-                            mappings_dir.display()
-                        ),
+                        format!("source `{id}`: no mapping named `{name}` in {}", mappings_dir.display()),
                     ),
                     None => {}
                 }
             }
             if raw_source.mappings.get_ref().is_empty() {
-                report.at(
-                    &raw_source.mappings,
-                    format!("source `{id}` lists no mappings"),
-                );
+                report.at(&raw_source.mappings, format!("source `{id}` lists no mappings"));
             }
-            let schedule = raw_source.schedule.as_ref().and_then(|s| {
-                match Schedule::parse(s.get_ref(), timezone) {
-                    Ok(schedule) => Some(schedule),
-                    Err(e) => {
-                        report.at(s, format!("source `{id}`: schedule `{}`: {e}", s.get_ref()));
-                        None
-                    }
+            let schedule = raw_source.schedule.as_ref().and_then(|s| match Schedule::parse(s.get_ref(), timezone) {
+                Ok(schedule) => Some(schedule),
+                Err(e) => {
+                    report.at(s, format!("source `{id}`: schedule `{}`: {e}", s.get_ref()));
+                    None
                 }
             });
             sources.push(Arc::new(Source {
@@ -816,6 +746,7 @@ impl Config {
                 records: raw_source.records.clone(),
                 leika_key,
                 form_link,
+                max_withdrawal_share: raw_source.max_withdrawal_share,
                 mappings: source_mappings,
                 schedule,
                 on_missing_codelist: raw_source.on_missing_codelist,
@@ -832,9 +763,7 @@ impl Config {
             root,
             database_url,
             timezone,
-            limits: Limits {
-                max_depth: raw.limits.max_depth,
-            },
+            limits: Limits { max_depth: raw.limits.max_depth },
             max_record_bytes: raw.limits.max_record_bytes,
             codelists: Arc::new(codelists),
             codelists_val,
@@ -853,6 +782,69 @@ impl Config {
     }
 }
 
+/// Reads a secret from exactly one of an environment variable or a file (relative to `root`).
+fn read_secret(
+    env: &Option<String>,
+    file: &Option<String>,
+    root: &Path,
+    what: &str,
+) -> Result<secrecy::SecretString, String> {
+    match (env, file) {
+        (Some(var), None) => match std::env::var(var) {
+            Ok(value) if !value.is_empty() => Ok(secrecy::SecretString::from(value)),
+            _ => Err(format!("the environment variable {var} ({what}) is not set")),
+        },
+        (None, Some(path)) => std::fs::read_to_string(root.join(path))
+            .map(|value| secrecy::SecretString::from(value.trim().to_owned()))
+            .map_err(|e| format!("cannot read the {what} file {path}: {e}")),
+        _ => Err(format!("give the {what} as exactly one of *_env or *_file")),
+    }
+}
+
+/// Builds an HTTP target from `[target.http]`, reporting every problem.
+fn resolve_target_http(
+    id: &str,
+    raw: &RawTarget,
+    root: &Path,
+    report: &mut Report<'_>,
+) -> Option<crate::target::http::HttpTarget> {
+    use crate::target::http::{HttpTarget, HttpTargetSettings};
+    use std::time::Duration;
+    let Some(spanned) = &raw.http else {
+        report.at(&raw.delivery, format!("target `{id}`: delivery = \"http\" needs a [target.http] table with a url"));
+        return None;
+    };
+    let http = spanned.get_ref();
+    let base = match reqwest::Url::parse(&http.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        _ => {
+            report.at(spanned, format!("target `{id}`: url `{}` is not an http(s) URL", http.url));
+            return None;
+        }
+    };
+    let token = match read_secret(&http.token_env, &http.token_file, root, "token") {
+        Ok(token) => token,
+        Err(e) => {
+            report.at(spanned, format!("target `{id}`: {e}"));
+            return None;
+        }
+    };
+    let settings = HttpTargetSettings {
+        base,
+        token,
+        retry: crate::retry::RetryPolicy {
+            max_retries: http.max_retries,
+            base_delay: Duration::from_millis(http.retry_base_ms),
+            max_delay: Duration::from_millis(http.retry_max_ms),
+        },
+        concurrency: http.concurrency,
+        requests_per_second: http.requests_per_second,
+        connect_timeout: Duration::from_secs(http.connect_timeout_secs),
+        request_timeout: Duration::from_secs(http.request_timeout_secs),
+    };
+    HttpTarget::new(settings).map_err(|e| report.at(spanned, format!("target `{id}`: {e}"))).ok()
+}
+
 /// Builds an HTTP source from `url` and `[source.http]`, reporting every problem.
 fn resolve_http(
     id: &str,
@@ -861,23 +853,16 @@ fn resolve_http(
     report: &mut Report<'_>,
 ) -> Option<crate::source::http::HttpSource> {
     use crate::source::http::{Auth, HttpSettings, HttpSource, Pagination, RetryPolicy};
-    use secrecy::SecretString;
     use std::time::Duration;
 
     let Some(url_text) = &raw.url else {
-        report.at(
-            &raw.kind,
-            format!("source `{id}`: kind = \"http\" needs a `url`"),
-        );
+        report.at(&raw.kind, format!("source `{id}`: kind = \"http\" needs a `url`"));
         return None;
     };
     let url = match reqwest::Url::parse(url_text.get_ref()) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => url,
         Ok(_) => {
-            report.at(
-                url_text,
-                format!("source `{id}`: url must be http:// or https://"),
-            );
+            report.at(url_text, format!("source `{id}`: url must be http:// or https://"));
             return None;
         }
         Err(e) => {
@@ -899,65 +884,20 @@ fn resolve_http(
             size: http.page_size_param.clone().zip(http.page_size),
         },
         other => {
-            at(
-                report,
-                format!("source `{id}`: pagination `{other}` (expected none, page or link)"),
-            );
+            at(report, format!("source `{id}`: pagination `{other}` (expected none, page or link)"));
             return None;
         }
     };
-    let secret = |report: &mut Report<'_>,
-                  env: &Option<String>,
-                  file: &Option<String>,
-                  what: &str|
-     -> Option<SecretString> {
-        match (env, file) {
-            (Some(var), None) => match std::env::var(var) {
-                Ok(value) if !value.is_empty() => Some(SecretString::from(value)),
-                _ => {
-                    at(
-                        report,
-                        format!(
-                            "source `{id}`: the environment variable {var} ({what}) is not set"
-                        ),
-                    );
-                    None
-                }
-            },
-            (None, Some(path)) => match std::fs::read_to_string(root.join(path)) {
-                Ok(value) => Some(SecretString::from(value.trim().to_owned())),
-                Err(e) => {
-                    at(
-                        report,
-                        format!("source `{id}`: cannot read the {what} file {path}: {e}"),
-                    );
-                    None
-                }
-            },
-            _ => {
-                at(
-                    report,
-                    format!("source `{id}`: give the {what} as exactly one of *_env or *_file"),
-                );
-                None
-            }
-        }
+    let secret = |report: &mut Report<'_>, env: &Option<String>, file: &Option<String>, what: &str| {
+        read_secret(env, file, root, what).map_err(|e| at(report, format!("source `{id}`: {e}"))).ok()
     };
     let auth = match &http.auth {
         None => None,
         Some(auth) => match auth.kind.as_str() {
-            "bearer" => Some(Auth::Bearer(secret(
-                report,
-                &auth.token_env,
-                &auth.token_file,
-                "token",
-            )?)),
+            "bearer" => Some(Auth::Bearer(secret(report, &auth.token_env, &auth.token_file, "token")?)),
             "basic" => {
                 let Some(username) = auth.username.clone() else {
-                    at(
-                        report,
-                        format!("source `{id}`: basic auth needs a username"),
-                    );
+                    at(report, format!("source `{id}`: basic auth needs a username"));
                     return None;
                 };
                 Some(Auth::Basic {
@@ -966,10 +906,7 @@ fn resolve_http(
                 })
             }
             other => {
-                at(
-                    report,
-                    format!("source `{id}`: auth kind `{other}` (expected bearer or basic)"),
-                );
+                at(report, format!("source `{id}`: auth kind `{other}` (expected bearer or basic)"));
                 return None;
             }
         },
@@ -1000,21 +937,13 @@ fn resolve_http(
 }
 
 /// Applies `[validation]`: schema overrides and input schemas, each checked to exist.
-fn apply_validation(
-    validation: &RawValidation,
-    root: &Path,
-    mappings: &mut [Mapping],
-    report: &mut Report<'_>,
-) {
+fn apply_validation(validation: &RawValidation, root: &Path, mappings: &mut [Mapping], report: &mut Report<'_>) {
     let xsd_dir = match &validation.xsd_dir {
         None => root.to_path_buf(),
         Some(dir) => {
             let path = root.join(dir.get_ref());
             if !path.is_dir() {
-                report.at(
-                    dir,
-                    format!("validation.xsd_dir {} does not exist", path.display()),
-                );
+                report.at(dir, format!("validation.xsd_dir {} does not exist", path.display()));
             }
             path
         }
@@ -1023,29 +952,17 @@ fn apply_validation(
         for (name, schema) in entries {
             let path = xsd_dir.join(schema.get_ref());
             let Some(mapping) = mappings.iter_mut().find(|m| &m.name == name) else {
-                report.at(
-                    schema,
-                    format!("validation.{table}: there is no mapping named `{name}`"),
-                );
+                report.at(schema, format!("validation.{table}: there is no mapping named `{name}`"));
                 continue;
             };
             if !path.is_file() {
-                report.at(
-                    schema,
-                    format!(
-                        "validation.{table}.{name}: schema {} does not exist",
-                        path.display()
-                    ),
-                );
+                report.at(schema, format!("validation.{table}.{name}: schema {} does not exist", path.display()));
                 continue;
             }
             if table == "output" {
                 mapping.output.schema = Some(path);
             } else if mapping.input.format != Format::Xml {
-                report.at(
-                    schema,
-                    format!("validation.input.{name}: input schemas apply to XML records only"),
-                );
+                report.at(schema, format!("validation.input.{name}: input schemas apply to XML records only"));
             } else {
                 mapping.input_schema = Some(path);
             }
@@ -1056,8 +973,6 @@ fn apply_validation(
 fn is_identifier(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !id.starts_with('-')
 }

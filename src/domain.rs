@@ -19,9 +19,7 @@ impl ItemKey {
     /// Parses a key as typed by an operator; it must contain a `/` after a non-empty source id.
     pub fn parse(text: &str) -> Option<Self> {
         match text.split_once('/') {
-            Some((source, id)) if !source.is_empty() && !id.is_empty() => {
-                Some(Self(text.to_owned()))
-            }
+            Some((source, id)) if !source.is_empty() && !id.is_empty() => Some(Self(text.to_owned())),
             _ => None,
         }
     }
@@ -218,12 +216,7 @@ mod tests {
         for status in ItemStatus::ALL {
             assert_eq!(status.as_str().parse::<ItemStatus>().unwrap(), *status);
         }
-        assert!(
-            "done"
-                .parse::<ItemStatus>()
-                .unwrap_err()
-                .contains("quarantined")
-        );
+        assert!("done".parse::<ItemStatus>().unwrap_err().contains("quarantined"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod domain;
 pub mod mapping;
 pub mod pipeline;
 pub mod portal_sim;
+pub mod retry;
 pub mod scheduler;
 pub mod source;
 pub mod store;

@@ -13,16 +13,18 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::config::{Config, Source, Target};
+use crate::config::{Config, Source};
 use crate::domain::{Clock, ItemKey, ItemStatus, Level, RunStatus, Stage, Trigger};
 use crate::mapping::engine::to_val;
 use crate::mapping::{Mapping, RecordContext};
 use crate::source::{self, Entry, Record, RecordError};
+use crate::store::intents::Intent;
 use crate::store::ledger::{Batch, LedgerRow};
 use crate::store::log::NewEvent;
 use crate::store::runs::Counts;
 use crate::store::{Store, StoreError, timestamp};
 use crate::target;
+use crate::target::Action;
 use crate::validate::Validators;
 
 /// What to run.
@@ -37,17 +39,13 @@ pub struct Job {
     pub force: bool,
     /// Map and validate, but deliver nothing and write nothing to the store.
     pub dry_run: bool,
+    /// Send withdrawals even when more of a source vanished than its guard allows.
+    pub allow_withdrawals: bool,
 }
 
 impl Job {
     pub fn all(trigger: Trigger) -> Self {
-        Self {
-            trigger,
-            sources: Vec::new(),
-            items: Vec::new(),
-            force: false,
-            dry_run: false,
-        }
+        Self { trigger, sources: Vec::new(), items: Vec::new(), force: false, dry_run: false, allow_withdrawals: false }
     }
 }
 
@@ -100,20 +98,17 @@ pub const ANY_TARGET: &str = "*";
 /// Ledger rows written per transaction.
 const BATCH_ROWS: usize = 500;
 
+/// Deliveries sent at once per source (each HTTP target bounds itself further).
+const DELIVERIES_IN_FLIGHT: usize = 16;
+
 /// Runs the pipeline once for `job`.
 pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
     let config = &deps.config;
     let mut selected: Vec<Arc<Source>> = Vec::new();
-    let wanted: BTreeSet<&str> = job
-        .sources
-        .iter()
-        .map(String::as_str)
-        .chain(job.items.iter().map(ItemKey::source))
-        .collect();
+    let wanted: BTreeSet<&str> =
+        job.sources.iter().map(String::as_str).chain(job.items.iter().map(ItemKey::source)).collect();
     for id in &wanted {
-        let source = config
-            .source(id)
-            .ok_or_else(|| PipelineError::UnknownSource((*id).into()))?;
+        let source = config.source(id).ok_or_else(|| PipelineError::UnknownSource((*id).into()))?;
         selected.push(source.clone());
     }
     if wanted.is_empty() {
@@ -123,11 +118,7 @@ pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
     let run_id = if job.dry_run {
         None
     } else {
-        Some(
-            deps.store
-                .start_run(job.trigger, &source_ids, &timestamp(deps.clock.now()))
-                .await?,
-        )
+        Some(deps.store.start_run(job.trigger, &source_ids, &timestamp(deps.clock.now())).await?)
     };
     tracing::info!(run_id, sources = ?source_ids, force = job.force, dry_run = job.dry_run, "run started");
 
@@ -139,15 +130,13 @@ pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
         errors: Vec::new(),
     };
     let mut failed_sources = 0;
+    if !job.dry_run {
+        reconcile(&job, deps, run_id, &mut report).await?;
+    }
     // What this run settled per item so far, for sources that depend on others (form links).
     let mut settled: HashMap<ItemKey, Result<(), String>> = HashMap::new();
     for source in &selected {
-        let items: BTreeSet<ItemKey> = job
-            .items
-            .iter()
-            .filter(|k| k.source() == source.id)
-            .cloned()
-            .collect();
+        let items: BTreeSet<ItemKey> = job.items.iter().filter(|k| k.source() == source.id).cloned().collect();
         let mut run = SourceRun::new(deps, source.clone(), &job, run_id, items).await?;
         run.earlier = std::mem::take(&mut settled);
         match run.execute().await {
@@ -155,9 +144,7 @@ pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
             Err(SourceFailure::Fatal(e)) => return Err(e),
             Err(SourceFailure::Source(message)) => {
                 failed_sources += 1;
-                report
-                    .errors
-                    .push(format!("source {}: {message}", source.id));
+                report.errors.push(format!("source {}: {message}", source.id));
                 run.event(None, None, Stage::Fetch, Level::Error, message);
             }
         }
@@ -179,17 +166,35 @@ pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
     if let Some(id) = run_id {
         let message = (!report.errors.is_empty()).then(|| report.errors.join("; "));
         deps.store
-            .finish_run(
-                id,
-                report.status,
-                report.counts,
-                message.as_deref(),
-                &timestamp(deps.clock.now()),
-            )
+            .finish_run(id, report.status, report.counts, message.as_deref(), &timestamp(deps.clock.now()))
             .await?;
     }
     tracing::info!(run_id, status = %report.status, counts = ?report.counts, "run finished");
     Ok(report)
+}
+
+/// Reconciles every intent left by an interrupted run, source by source, before new work starts.
+async fn reconcile(job: &Job, deps: &Deps, run_id: Option<i64>, report: &mut RunReport) -> Result<(), PipelineError> {
+    let mut by_source: BTreeMap<String, Vec<Intent>> = BTreeMap::new();
+    for intent in deps.store.intents().await? {
+        by_source.entry(intent.source_id.clone()).or_default().push(intent);
+    }
+    for (source_id, intents) in by_source {
+        let Some(source) = deps.config.source(&source_id) else {
+            tracing::warn!(source = %source_id, count = intents.len(), "unfinished deliveries of a source that is no longer configured are left alone");
+            continue;
+        };
+        let orphaned = intents.iter().filter(|i| deps.config.target(&i.target).is_none()).count();
+        if orphaned > 0 {
+            tracing::warn!(source = %source_id, orphaned, "unfinished deliveries to targets that are no longer configured are left alone");
+        }
+        let intents: Vec<Intent> = intents.into_iter().filter(|i| deps.config.target(&i.target).is_some()).collect();
+        let mut run = SourceRun::new(deps, source.clone(), job, run_id, BTreeSet::new()).await?;
+        run.reconcile(intents).await?;
+        report.counts.add(run.counts);
+        report.problems.extend(run.problems);
+    }
+    Ok(())
 }
 
 enum SourceFailure {
@@ -234,18 +239,24 @@ struct Outcome {
     warnings: Vec<String>,
     /// The adoptions (comma-separated ARS) the document was mapped with, for sources with adoptions.
     adoptions: Option<String>,
+    /// An intent was recorded for this outcome; it is removed together with the ledger row.
+    intent: bool,
+    /// Left over from an interrupted run: ask the target whether it already holds the result
+    /// before sending again.
+    check_first: bool,
     result: Result<Done, Problem>,
 }
 
 #[derive(Debug)]
 enum Done {
+    /// Ready to be sent; [`send`] records the intent, delivers and turns it into one of the others.
+    Pending { action: Action, known_version: Option<String> },
     /// Delivered (or, in a dry run, would be delivered) with this output hash.
-    Delivered {
-        output_hash: String,
-        location: Option<String>,
-    },
+    Delivered { output_hash: String, location: Option<String>, version: Option<String> },
     /// Mapped, and the output equals what the target already holds.
     Same { output_hash: String },
+    /// Gone upstream, and withdrawn from the target.
+    Withdrawn { location: String },
 }
 
 /// What the blocking passes of one source share: read-only for the whole run.
@@ -263,6 +274,7 @@ struct SourceRun<'a> {
     source: Arc<Source>,
     force: bool,
     dry_run: bool,
+    allow_withdrawals: bool,
     run_id: Option<i64>,
     items: BTreeSet<ItemKey>,
     work: Arc<Work>,
@@ -301,14 +313,13 @@ impl<'a> SourceRun<'a> {
             dry_run: job.dry_run,
             force: job.force,
         });
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(2);
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         Ok(Self {
             deps,
             source,
             force: job.force,
             dry_run: job.dry_run,
+            allow_withdrawals: job.allow_withdrawals,
             run_id,
             items,
             work,
@@ -330,9 +341,7 @@ impl<'a> SourceRun<'a> {
             now: self.now(),
             record_cache: !self.dry_run,
         };
-        let entries = source::list(&self.source, &context)
-            .await
-            .map_err(|e| SourceFailure::Source(e.to_string()))?;
+        let entries = source::list(&self.source, &context).await.map_err(|e| SourceFailure::Source(e.to_string()))?;
 
         // Pass 1: scan every entry for keys and hashes.
         let scans = self.scan(&entries).await?;
@@ -349,10 +358,7 @@ impl<'a> SourceRun<'a> {
                             Err(error) => self.record_error(&error),
                             Ok(scanned) => {
                                 readable_origins.insert(scanned.origin.clone());
-                                by_key
-                                    .entry(scanned.key.clone())
-                                    .or_default()
-                                    .push(records.len());
+                                by_key.entry(scanned.key.clone()).or_default().push(records.len());
                                 records.push(scanned);
                             }
                         }
@@ -361,12 +367,10 @@ impl<'a> SourceRun<'a> {
             }
         }
         self.retire_placeholders(&readable_origins);
+        let vanished = self.vanished(&by_key);
         for wanted in &self.items {
             if !by_key.contains_key(wanted) {
-                self.missing_items.push(format!(
-                    "item {wanted} was not found in source {}",
-                    self.source.id
-                ));
+                self.missing_items.push(format!("item {wanted} was not found in source {}", self.source.id));
             }
         }
 
@@ -378,36 +382,37 @@ impl<'a> SourceRun<'a> {
                 continue;
             }
             if indices.len() > 1 {
-                let origins: Vec<&str> = indices
-                    .iter()
-                    .map(|&i| records[i].origin.as_str())
-                    .collect();
+                let origins: Vec<&str> = indices.iter().map(|&i| records[i].origin.as_str()).collect();
                 for &i in indices {
-                    let message = format!(
-                        "the id occurs in {} records of this source: {}",
-                        indices.len(),
-                        origins.join(", ")
-                    );
+                    let message =
+                        format!("the id occurs in {} records of this source: {}", indices.len(), origins.join(", "));
                     self.quarantine_all(&records[i], Stage::Decode, message);
                 }
                 continue;
             }
             let record = &records[indices[0]];
             if record.mappings.is_empty() {
-                self.quarantine_all(record, Stage::Map, "no mapping of this source accepts the record (root element or namespace differ)".into());
+                self.quarantine_all(
+                    record,
+                    Stage::Map,
+                    "no mapping of this source accepts the record (root element or namespace differ)".into(),
+                );
                 continue;
             }
             for mapping in &record.mappings {
-                let previous = self
-                    .work
-                    .ledger
-                    .get(&(key.to_string(), mapping.output.target.clone()));
+                let previous = self.work.ledger.get(&(key.to_string(), mapping.output.target.clone()));
                 let unchanged = previous.is_some_and(|row| {
                     row.content_hash.as_deref() == Some(record.hash.as_str())
                         && row.mapping_version.as_deref() == Some(mapping.version.as_str())
                         && matches!(row.status.as_str(), "delivered" | "unchanged")
                 });
-                if unchanged && !self.force {
+                let skipped = previous.is_some_and(|row| {
+                    row.skip_reason.is_some() && row.skip_hash.as_deref() == Some(record.hash.as_str())
+                });
+                if skipped && !self.force {
+                    self.counts.unchanged += 1;
+                    self.settled.entry(key.clone()).or_insert(Ok(()));
+                } else if unchanged && !self.force {
                     self.counts.unchanged += 1;
                     self.settled.entry(key.clone()).or_insert(Ok(()));
                     let row = previous.expect("unchanged implies a row");
@@ -430,43 +435,50 @@ impl<'a> SourceRun<'a> {
                         format!("held back: {problem}"),
                     ));
                 } else {
-                    let file = record
-                        .origin
-                        .split('#')
-                        .next()
-                        .unwrap_or(&record.origin)
-                        .to_owned();
-                    work.entry(file)
-                        .or_default()
-                        .push((key.clone(), mapping.clone()));
+                    let file = record.origin.split('#').next().unwrap_or(&record.origin).to_owned();
+                    work.entry(file).or_default().push((key.clone(), mapping.clone()));
                 }
             }
         }
         self.flush().await?;
 
         // Pass 2: map, validate and deliver where there is work.
-        let jobs: Vec<(Entry, Vec<Pair>)> = entries
-            .into_iter()
-            .filter_map(|entry| work.remove(&entry.origin).map(|w| (entry, w)))
-            .collect();
-        let work = self.work.clone();
+        let jobs: Vec<(Entry, Vec<Pair>)> =
+            entries.into_iter().filter_map(|entry| work.remove(&entry.origin).map(|w| (entry, w))).collect();
+        let (work, sender) = (self.work.clone(), self.work.clone());
+        let run_id = self.run_id;
         let mut stream = futures::stream::iter(jobs)
             .map(move |(entry, pairs)| {
                 let work = work.clone();
                 tokio::task::spawn_blocking(move || work_entry(&work, &entry, &pairs))
             })
-            .buffered(self.workers);
+            .buffered(self.workers)
+            .flat_map(|joined| {
+                let items: Vec<Result<Outcome, String>> = match joined {
+                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e.to_string())],
+                };
+                futures::stream::iter(items)
+            })
+            .map(move |item| {
+                let work = sender.clone();
+                async move {
+                    match item {
+                        Ok(outcome) => Ok(send(&work, run_id, outcome).await),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .buffer_unordered(DELIVERIES_IN_FLIGHT);
         while let Some(result) = stream.next().await {
-            let outcomes =
-                result.map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e.to_string())))?;
-            for outcome in outcomes {
-                self.record_outcome(outcome);
-            }
+            let outcome = result.map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e)))?;
+            self.record_outcome(outcome);
             if self.batch.rows.len() >= BATCH_ROWS {
                 self.flush().await?;
             }
         }
         drop(stream);
+        self.send_all(vanished).await?;
         let c = self.counts;
         self.event(
             None,
@@ -510,18 +522,127 @@ impl<'a> SourceRun<'a> {
             .buffered(self.workers);
         let mut scans = Vec::with_capacity(entries.len());
         while let Some(result) = stream.next().await {
-            scans.push(
-                result.map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e.to_string())))?,
-            );
+            scans.push(result.map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e.to_string())))?);
         }
         Ok(scans)
     }
 
+    /// Items of this source that no record carries any more, as withdrawals to send. The guard
+    /// holds them back when more than the source's share vanished at once (a broken upstream
+    /// looks exactly like that) unless the job allows it.
+    fn vanished(&mut self, seen: &BTreeMap<ItemKey, Vec<usize>>) -> Vec<Outcome> {
+        if !self.items.is_empty() {
+            return Vec::new();
+        }
+        let live: Vec<&LedgerRow> = self
+            .work
+            .ledger
+            .values()
+            .filter(|row| row.target != ANY_TARGET && row.status != ItemStatus::Withdrawn.as_str())
+            .collect();
+        let known: BTreeSet<&str> = live.iter().map(|row| row.item_key.as_str()).collect();
+        let gone: BTreeSet<&str> =
+            known.iter().copied().filter(|key| ItemKey::parse(key).is_none_or(|k| !seen.contains_key(&k))).collect();
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        let share = gone.len() as f64 / known.len() as f64;
+        let limit = self.source.max_withdrawal_share;
+        if share > limit && !self.allow_withdrawals {
+            let message = format!(
+                "{} of {} items ({:.0} %) vanished from source {}, more than the guard allows ({:.0} %); \
+                 their withdrawals are held. If this is intended: migrate --source {} --allow-withdrawals",
+                gone.len(),
+                known.len(),
+                share * 100.0,
+                self.source.id,
+                limit * 100.0,
+                self.source.id
+            );
+            self.event(None, None, Stage::Fetch, Level::Error, message.clone());
+            self.missing_items.push(message);
+            return Vec::new();
+        }
+        live.into_iter()
+            .filter(|row| gone.contains(row.item_key.as_str()))
+            .map(|row| Outcome {
+                key: ItemKey::parse(&row.item_key).expect("stored keys are valid"),
+                target: row.target.clone(),
+                origin: row.origin.clone(),
+                content_hash: row.content_hash.clone(),
+                mapping: row.mapping.clone(),
+                mapping_version: row.mapping_version.clone(),
+                warnings: Vec::new(),
+                adoptions: row.adoptions.clone(),
+                intent: false,
+                check_first: false,
+                result: Ok(if self.dry_run {
+                    Done::Withdrawn { location: "(dry run)".into() }
+                } else {
+                    Done::Pending { action: Action::Delete, known_version: row.target_version.clone() }
+                }),
+            })
+            .collect()
+    }
+
+    /// Finishes deliveries that an interrupted run left as intents: the target is asked first,
+    /// and only what it does not hold is sent again, with the same idempotency key.
+    async fn reconcile(&mut self, intents: Vec<Intent>) -> Result<(), StoreError> {
+        let mut outcomes = Vec::new();
+        for intent in intents {
+            let Some(key) = ItemKey::parse(&intent.item_key) else { continue };
+            let action = match intent.action.as_str() {
+                "delete" => Action::Delete,
+                _ => Action::Put {
+                    body: intent.body.into(),
+                    format: if intent.format == "xml" { crate::codec::Format::Xml } else { crate::codec::Format::Json },
+                    output_hash: intent.output_hash.clone(),
+                },
+            };
+            let run = intent.run_id.map_or("an earlier run".to_owned(), |id| format!("run {id}"));
+            self.event(
+                Some(&key),
+                Some(&intent.target),
+                Stage::Deliver,
+                Level::Warn,
+                format!(
+                    "reconciling a delivery that {run} left unfinished (output {})",
+                    &intent.output_hash[..12.min(intent.output_hash.len())]
+                ),
+            );
+            outcomes.push(Outcome {
+                key,
+                target: intent.target,
+                origin: intent.origin,
+                content_hash: intent.content_hash,
+                mapping: intent.mapping,
+                mapping_version: intent.mapping_version,
+                warnings: Vec::new(),
+                adoptions: intent.adoptions,
+                intent: true,
+                check_first: true,
+                result: Ok(Done::Pending { action, known_version: intent.known_version }),
+            });
+        }
+        self.send_all(outcomes).await
+    }
+
+    /// Sends ready outcomes (withdrawals, reconciliations) and records what happened.
+    async fn send_all(&mut self, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
+        let work = self.work.clone();
+        let run_id = self.run_id;
+        let mut stream = futures::stream::iter(outcomes)
+            .map(|outcome| send(&work, run_id, outcome))
+            .buffer_unordered(DELIVERIES_IN_FLIGHT);
+        while let Some(outcome) = stream.next().await {
+            self.record_outcome(outcome);
+        }
+        drop(stream);
+        self.flush().await
+    }
+
     /// For every form the records link to that did not go through: why not.
-    async fn form_problems(
-        &self,
-        records: &[Scanned],
-    ) -> Result<HashMap<ItemKey, String>, StoreError> {
+    async fn form_problems(&self, records: &[Scanned]) -> Result<HashMap<ItemKey, String>, StoreError> {
         let mut problems = HashMap::new();
         let forms: BTreeSet<&ItemKey> = records.iter().filter_map(|r| r.form.as_ref()).collect();
         for form in forms {
@@ -532,21 +653,14 @@ impl<'a> SourceRun<'a> {
                 continue;
             }
             let rows = self.deps.store.item(form.as_str()).await?;
-            let bad = rows
-                .iter()
-                .find(|r| !matches!(r.status.as_str(), "delivered" | "unchanged"));
+            let bad = rows.iter().find(|r| !matches!(r.status.as_str(), "delivered" | "unchanged"));
             let problem = match (rows.is_empty(), bad) {
-                (true, _) => Some(format!(
-                    "its form {form} is not known (not migrated yet, or a wrong form id)"
-                )),
+                (true, _) => Some(format!("its form {form} is not known (not migrated yet, or a wrong form id)")),
                 (false, Some(row)) => Some(format!(
                     "its form {form} is {} at {}{}",
                     row.status,
                     row.target,
-                    row.last_error
-                        .as_deref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
+                    row.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
                 )),
                 (false, None) => None,
             };
@@ -561,14 +675,7 @@ impl<'a> SourceRun<'a> {
         timestamp(self.deps.clock.now())
     }
 
-    fn event(
-        &mut self,
-        key: Option<&ItemKey>,
-        target: Option<&str>,
-        stage: Stage,
-        level: Level,
-        message: String,
-    ) {
+    fn event(&mut self, key: Option<&ItemKey>, target: Option<&str>, stage: Stage, level: Level, message: String) {
         if self.dry_run {
             return;
         }
@@ -602,6 +709,8 @@ impl<'a> SourceRun<'a> {
             mapping_version: None,
             warnings: Vec::new(),
             adoptions: None,
+            intent: false,
+            check_first: false,
             result: Err(Problem {
                 item_key: key.to_string(),
                 target: ANY_TARGET.into(),
@@ -616,11 +725,7 @@ impl<'a> SourceRun<'a> {
         let targets: Vec<String> = if record.mappings.is_empty() {
             vec![ANY_TARGET.into()]
         } else {
-            record
-                .mappings
-                .iter()
-                .map(|m| m.output.target.clone())
-                .collect()
+            record.mappings.iter().map(|m| m.output.target.clone()).collect()
         };
         for target in targets {
             self.record_outcome(Outcome {
@@ -632,6 +737,8 @@ impl<'a> SourceRun<'a> {
                 mapping_version: None,
                 warnings: Vec::new(),
                 adoptions: None,
+                intent: false,
+                check_first: false,
                 result: Err(Problem {
                     item_key: record.key.to_string(),
                     target,
@@ -669,10 +776,7 @@ impl<'a> SourceRun<'a> {
                 Some(ANY_TARGET),
                 Stage::Decode,
                 Level::Info,
-                format!(
-                    "{} reads again; its records are tracked under their own keys",
-                    row.origin
-                ),
+                format!("{} reads again; its records are tracked under their own keys", row.origin),
             );
             self.batch.rows.push(row);
         }
@@ -687,10 +791,7 @@ impl<'a> SourceRun<'a> {
                 self.settled.entry(outcome.key.clone()).or_insert(Ok(()));
             }
             Err(problem) => {
-                let why = format!(
-                    "{} at {}: {}",
-                    problem.status, problem.target, problem.message
-                );
+                let why = format!("{} at {}: {}", problem.status, problem.target, problem.message);
                 self.settled.insert(outcome.key.clone(), Err(why));
             }
         }
@@ -713,6 +814,9 @@ impl<'a> SourceRun<'a> {
             delivered_at: None,
             last_run_id: None,
             adoptions: None,
+            target_version: None,
+            skip_reason: None,
+            skip_hash: None,
         });
         row.origin = outcome.origin.clone();
         row.content_hash = outcome.content_hash.clone();
@@ -721,27 +825,35 @@ impl<'a> SourceRun<'a> {
         row.last_run_id = self.run_id;
         let (key, target) = (&outcome.key, outcome.target.as_str());
         if let (Ok(_), Some(now_adopted)) = (&outcome.result, &outcome.adoptions) {
-            for change in
-                adoption_changes(previous.and_then(|p| p.adoptions.as_deref()), now_adopted)
-            {
+            for change in adoption_changes(previous.and_then(|p| p.adoptions.as_deref()), now_adopted) {
                 self.event(Some(key), Some(target), Stage::Map, Level::Info, change);
             }
             row.adoptions = Some(now_adopted.clone());
         }
         for warning in &outcome.warnings {
-            self.event(
-                Some(key),
-                Some(target),
-                Stage::Map,
-                Level::Warn,
-                warning.clone(),
-            );
+            self.event(Some(key), Some(target), Stage::Map, Level::Warn, warning.clone());
+        }
+        if outcome.intent {
+            self.batch.settled_intents.push((key.to_string(), target.to_owned()));
         }
         match outcome.result {
-            Ok(Done::Delivered {
-                output_hash,
-                location,
-            }) => {
+            Ok(Done::Pending { .. }) => unreachable!("send() resolves every pending delivery"),
+            Ok(Done::Withdrawn { location }) => {
+                self.counts.withdrawn += 1;
+                self.event(
+                    Some(key),
+                    Some(target),
+                    Stage::Deliver,
+                    Level::Info,
+                    format!("withdrawn: gone upstream, removed from {location}"),
+                );
+                row.status = ItemStatus::Withdrawn.as_str().into();
+                row.output_hash = None;
+                row.target_version = None;
+                row.attempts = 0;
+                row.last_error = None;
+            }
+            Ok(Done::Delivered { output_hash, location, version }) => {
                 let first = previous.is_none_or(|p| p.output_hash.is_none());
                 if first {
                     self.counts.new += 1;
@@ -755,14 +867,12 @@ impl<'a> SourceRun<'a> {
                     Some(target),
                     Stage::Deliver,
                     Level::Info,
-                    format!(
-                        "{verb}: delivered to {place} (output {})",
-                        &output_hash[..12]
-                    ),
+                    format!("{verb}: delivered to {place} (output {})", &output_hash[..12]),
                 );
                 row.mapping_version = outcome.mapping_version;
                 row.output_hash = Some(output_hash);
                 row.output_path = location.or(row.output_path);
+                row.target_version = version;
                 row.status = ItemStatus::Delivered.as_str().into();
                 row.attempts = 0;
                 row.last_error = None;
@@ -775,10 +885,7 @@ impl<'a> SourceRun<'a> {
                     Some(target),
                     Stage::Map,
                     Level::Info,
-                    format!(
-                        "re-mapped; output {} is what the target holds",
-                        &output_hash[..12]
-                    ),
+                    format!("re-mapped; output {} is what the target holds", &output_hash[..12]),
                 );
                 row.mapping_version = outcome.mapping_version;
                 row.status = ItemStatus::Unchanged.as_str().into();
@@ -788,16 +895,11 @@ impl<'a> SourceRun<'a> {
             Err(problem) => {
                 match problem.status {
                     ItemStatus::Failed => self.counts.failed += 1,
+                    ItemStatus::Conflict => self.counts.conflict += 1,
                     _ => self.counts.quarantined += 1,
                 }
                 let level = Level::Error;
-                self.event(
-                    Some(key),
-                    Some(target),
-                    problem.stage,
-                    level,
-                    problem.message.clone(),
-                );
+                self.event(Some(key), Some(target), problem.stage, level, problem.message.clone());
                 tracing::warn!(item = %key, target, stage = %problem.stage, "{}", problem.message);
                 row.mapping_version = outcome.mapping_version.or(row.mapping_version);
                 row.status = problem.status.as_str().into();
@@ -822,27 +924,12 @@ impl<'a> SourceRun<'a> {
 }
 
 /// Reads one entry into records using the union of the `arrays` lists of the source's mappings.
-fn read_records(
-    work: &Work,
-    entry: &Entry,
-) -> Result<Vec<Result<Record, RecordError>>, RecordError> {
-    let mut arrays: Vec<String> = work
-        .source
-        .mappings
-        .iter()
-        .flat_map(|m| m.input.arrays.iter().cloned())
-        .collect();
+fn read_records(work: &Work, entry: &Entry) -> Result<Vec<Result<Record, RecordError>>, RecordError> {
+    let mut arrays: Vec<String> = work.source.mappings.iter().flat_map(|m| m.input.arrays.iter().cloned()).collect();
     arrays.sort();
     arrays.dedup();
     let config = &work.deps.config;
-    source::read_entry(
-        &work.source,
-        entry,
-        &work.inputs,
-        &arrays,
-        config.limits,
-        config.max_record_bytes,
-    )
+    source::read_entry(&work.source, entry, &work.inputs, &arrays, config.limits, config.max_record_bytes)
 }
 
 /// Pass 2 for one entry: decode again, and map, validate and deliver the requested pairs.
@@ -863,23 +950,14 @@ fn work_entry(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
     }
     for outcome in &mut outcomes {
         if let Some(Some(deviation)) = outcome.mapping.as_deref().and_then(|m| deviations.get(m)) {
-            outcome
-                .warnings
-                .insert(0, format!("{}: {deviation}", entry.origin));
+            outcome.warnings.insert(0, format!("{}: {deviation}", entry.origin));
         }
     }
     outcomes
 }
 
 fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
-    let Work {
-        deps,
-        source,
-        ledger,
-        dry_run,
-        force,
-        ..
-    } = work;
+    let Work { deps, source, ledger, dry_run, force, .. } = work;
     let config = &deps.config;
     let records = match read_records(work, entry) {
         Ok(records) => records,
@@ -901,11 +979,8 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
                 .collect();
         }
     };
-    let records: HashMap<ItemKey, Record> = records
-        .into_iter()
-        .filter_map(Result::ok)
-        .map(|r| (r.key.clone(), r))
-        .collect();
+    let records: HashMap<ItemKey, Record> =
+        records.into_iter().filter_map(Result::ok).map(|r| (r.key.clone(), r)).collect();
     let mut outcomes = Vec::with_capacity(pairs.len());
     let mut trees = HashMap::new();
     for (key, mapping) in pairs {
@@ -917,16 +992,11 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
                 None,
                 ItemStatus::Failed,
                 Stage::Decode,
-                format!(
-                    "{}: the record changed while the run was reading it; it is retried next run",
-                    entry.origin
-                ),
+                format!("{}: the record changed while the run was reading it; it is retried next run", entry.origin),
             ));
             continue;
         };
-        let tree = trees
-            .entry(key.clone())
-            .or_insert_with(|| to_val(&record.decoded.tree));
+        let tree = trees.entry(key.clone()).or_insert_with(|| to_val(&record.decoded.tree));
         let context = RecordContext {
             source: source.context(),
             item: serde_json::json!({
@@ -959,10 +1029,7 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
                 continue;
             }
         };
-        if let Err(e) = deps
-            .validators
-            .check(mapping.output.schema.as_deref(), &document)
-        {
+        if let Err(e) = deps.validators.check(mapping.output.schema.as_deref(), &document) {
             outcomes.push(fail(ItemStatus::Quarantined, Stage::Validate, e));
             continue;
         }
@@ -977,24 +1044,10 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
         let done = if target_holds_it {
             Ok(Done::Same { output_hash })
         } else if *dry_run {
-            Ok(Done::Delivered {
-                output_hash,
-                location: None,
-            })
+            Ok(Done::Delivered { output_hash, location: None, version: None })
         } else {
-            let target: &Target = config
-                .target(&mapping.output.target)
-                .expect("checked by Config::resolve");
-            match target::deliver(target, key, &document) {
-                Ok(delivered) => Ok(Done::Delivered {
-                    output_hash,
-                    location: Some(delivered.location),
-                }),
-                Err(e) => {
-                    outcomes.push(fail(ItemStatus::Failed, Stage::Deliver, e.to_string()));
-                    continue;
-                }
-            }
+            let action = Action::Put { body: document.bytes.into(), format: document.format, output_hash };
+            Ok(Done::Pending { action, known_version: previous.and_then(|row| row.target_version.clone()) })
         };
         outcomes.push(Outcome {
             key: key.clone(),
@@ -1004,40 +1057,101 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
             mapping: Some(mapping.name.clone()),
             mapping_version: Some(mapping.version.to_string()),
             warnings: document.warnings,
-            adoptions: source
-                .leika_key
-                .as_ref()
-                .map(|_| adoption_list(&record.adoptions)),
+            adoptions: source.leika_key.as_ref().map(|_| adoption_list(&record.adoptions)),
+            intent: false,
+            check_first: false,
             result: done,
         });
     }
     outcomes
 }
 
+/// Sends a pending delivery: records the intent, delivers, and resolves the outcome. Outcomes
+/// that are not pending pass through. An outcome left from an interrupted run first asks the
+/// target whether the delivery already happened.
+async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome {
+    let Ok(Done::Pending { action, known_version }) = &outcome.result else { return outcome };
+    let (action, known_version) = (action.clone(), known_version.clone());
+    let deps = &work.deps;
+    let target = deps.config.target(&outcome.target).expect("targets are checked by Config::resolve");
+    let problem = |e: &dyn std::fmt::Display, status| Problem {
+        item_key: outcome.key.to_string(),
+        target: outcome.target.clone(),
+        status,
+        stage: Stage::Deliver,
+        message: e.to_string(),
+    };
+    if !outcome.intent {
+        let (body, format) = match &action {
+            Action::Put { body, format, .. } => (body.to_vec(), format.extension()),
+            Action::Delete => (Vec::new(), "none"),
+        };
+        let intent = Intent {
+            item_key: outcome.key.to_string(),
+            target: outcome.target.clone(),
+            source_id: work.source.id.clone(),
+            origin: outcome.origin.clone(),
+            action: match action {
+                Action::Put { .. } => "put",
+                Action::Delete => "delete",
+            }
+            .into(),
+            output_hash: action.output_hash().to_owned(),
+            idempotency_key: target::idempotency_key(&outcome.key, &outcome.target, &action),
+            body,
+            format: format.into(),
+            known_version: known_version.clone(),
+            content_hash: outcome.content_hash.clone(),
+            mapping: outcome.mapping.clone(),
+            mapping_version: outcome.mapping_version.clone(),
+            adoptions: outcome.adoptions.clone(),
+            run_id,
+            created_at: timestamp(deps.clock.now()),
+        };
+        if let Err(e) = deps.store.record_intent(&intent).await {
+            // Nothing was sent; the item is retried next run.
+            outcome.result = Err(problem(&format!("cannot record the delivery intent: {e}"), ItemStatus::Failed));
+            return outcome;
+        }
+        outcome.intent = true;
+    }
+    let already = if outcome.check_first {
+        match target::check_delivered(target, &outcome.key, &action).await {
+            Ok(found) => found,
+            Err(e) => {
+                outcome.result = Err(problem(&e, e.status()));
+                return outcome;
+            }
+        }
+    } else {
+        None
+    };
+    let delivered = match already {
+        Some(delivered) => Ok(delivered),
+        None => target::deliver(target, &outcome.key, &action, known_version.as_deref()).await,
+    };
+    outcome.result = match (delivered, action) {
+        (Ok(d), Action::Delete) => Ok(Done::Withdrawn { location: d.location }),
+        (Ok(d), Action::Put { output_hash, .. }) => {
+            Ok(Done::Delivered { output_hash, location: Some(d.location), version: d.version })
+        }
+        (Err(e), _) => Err(problem(&e, e.status())),
+    };
+    outcome
+}
+
 /// Adoptions as stored in the ledger: the ARS keys, comma-separated, in order.
 fn adoption_list(adoptions: &[crate::store::adoptions::Adoption]) -> String {
-    adoptions
-        .iter()
-        .map(|a| a.ars.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
+    adoptions.iter().map(|a| a.ars.as_str()).collect::<Vec<_>>().join(",")
 }
 
 /// The log lines that explain a change of adoptions between two ledger values.
 fn adoption_changes(before: Option<&str>, after: &str) -> Vec<String> {
-    let split = |list: &str| -> BTreeSet<String> {
-        list.split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
+    let split =
+        |list: &str| -> BTreeSet<String> { list.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect() };
     let (before, after) = (split(before.unwrap_or("")), split(after));
-    let added = after
-        .difference(&before)
-        .map(|ars| format!("adoption added: {ars}"));
-    let removed = before
-        .difference(&after)
-        .map(|ars| format!("adoption removed: {ars}"));
+    let added = after.difference(&before).map(|ars| format!("adoption added: {ars}"));
+    let removed = before.difference(&after).map(|ars| format!("adoption removed: {ars}"));
     added.chain(removed).collect()
 }
 
@@ -1059,6 +1173,8 @@ fn problem_outcome(
         mapping_version: Some(mapping.version.to_string()),
         warnings: Vec::new(),
         adoptions: None,
+        intent: false,
+        check_first: false,
         result: Err(Problem {
             item_key: key.to_string(),
             target: mapping.output.target.clone(),

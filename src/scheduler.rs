@@ -48,12 +48,7 @@ impl Schedule {
         let days = translate_day_of_week(dow)?;
         let build = |dom: &str, dow: &str| -> Result<cron::Schedule, String> {
             let text = format!("{seconds} {minute} {hour} {dom} {month} {dow}");
-            cron::Schedule::from_str(&text).map_err(|e| {
-                e.to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
+            cron::Schedule::from_str(&text).map_err(|e| e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
         };
         let restricted = |f: &str| f != "*" && f != "?";
         let parts = if restricted(dom) && restricted(dow) {
@@ -61,21 +56,13 @@ impl Schedule {
         } else {
             vec![build(dom, &days)?]
         };
-        Ok(Self {
-            expression: expression.trim().to_owned(),
-            timezone,
-            parts,
-        })
+        Ok(Self { expression: expression.trim().to_owned(), timezone, parts })
     }
 
     /// The next `n` fire times strictly after `after`.
     pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
         let local = after.with_timezone(&self.timezone);
-        let mut times: Vec<DateTime<Tz>> = self
-            .parts
-            .iter()
-            .flat_map(|p| p.after(&local).take(n))
-            .collect();
+        let mut times: Vec<DateTime<Tz>> = self.parts.iter().flat_map(|p| p.after(&local).take(n)).collect();
         times.sort();
         times.dedup();
         times.truncate(n);
@@ -100,13 +87,7 @@ fn translate_day_of_week(field: &str) -> Result<String, String> {
     let mut selected = [false; 7];
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (
-                r,
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or(format!("bad step in `{item}`"))?,
-            ),
+            Some((r, s)) => (r, s.parse::<usize>().ok().filter(|s| *s > 0).ok_or(format!("bad step in `{item}`"))?),
             None => (item, 1),
         };
         let (start, end) = match range {
@@ -115,11 +96,7 @@ fn translate_day_of_week(field: &str) -> Result<String, String> {
                 Some((a, b)) => {
                     let (a, b_raw) = (day(a)?, b);
                     // `5-7` and `MON-SUN` run up to Sunday at the end of the week.
-                    let b = if b_raw == "7" || (b_raw.eq_ignore_ascii_case("SUN") && a > 0) {
-                        7
-                    } else {
-                        day(b_raw)?
-                    };
+                    let b = if b_raw == "7" || (b_raw.eq_ignore_ascii_case("SUN") && a > 0) { 7 } else { day(b_raw)? };
                     if b < a {
                         return Err(format!("day-of-week range `{r}` runs backwards"));
                     }
@@ -136,13 +113,7 @@ fn translate_day_of_week(field: &str) -> Result<String, String> {
     if selected.iter().all(|s| *s) {
         return Ok("*".into());
     }
-    Ok(DAY_NAMES
-        .iter()
-        .zip(selected)
-        .filter(|(_, s)| *s)
-        .map(|(d, _)| *d)
-        .collect::<Vec<_>>()
-        .join(","))
+    Ok(DAY_NAMES.iter().zip(selected).filter(|(_, s)| *s).map(|(d, _)| *d).collect::<Vec<_>>().join(","))
 }
 
 #[cfg(test)]
@@ -176,10 +147,7 @@ mod tests {
         // 2026-11-27 is a Friday.
         let next = berlin("30 6 * * 0").upcoming(at(2026, 11, 27, 12, 0), 2);
         assert_eq!(next[0].weekday(), Weekday::Sun);
-        assert_eq!(
-            (next[0].day(), next[0].hour(), next[0].minute()),
-            (29, 6, 30)
-        );
+        assert_eq!((next[0].day(), next[0].hour(), next[0].minute()), (29, 6, 30));
         assert_eq!(next[1].day(), 6);
     }
 
@@ -194,24 +162,13 @@ mod tests {
     #[test]
     fn six_fields_carry_seconds_and_times_are_local() {
         let next = berlin("15 0 3 * * *").upcoming(at(2026, 7, 1, 0, 0), 1);
-        assert_eq!(
-            (next[0].hour(), next[0].minute(), next[0].second()),
-            (3, 0, 15)
-        );
-        assert_eq!(
-            next[0].with_timezone(&Utc).hour(),
-            1,
-            "Berlin is UTC+2 in July"
-        );
+        assert_eq!((next[0].hour(), next[0].minute(), next[0].second()), (3, 0, 15));
+        assert_eq!(next[0].with_timezone(&Utc).hour(), 1, "Berlin is UTC+2 in July");
     }
 
     #[test]
     fn bad_expressions_are_explained() {
-        assert!(
-            Schedule::parse("* * *", chrono_tz::UTC)
-                .unwrap_err()
-                .contains("expected 5 fields")
-        );
+        assert!(Schedule::parse("* * *", chrono_tz::UTC).unwrap_err().contains("expected 5 fields"));
         assert!(Schedule::parse("61 * * * *", chrono_tz::UTC).is_err());
         assert!(Schedule::parse("@sometimes", chrono_tz::UTC).is_err());
         assert!(Schedule::parse("@daily", chrono_tz::UTC).is_ok());

@@ -25,18 +25,13 @@ pub struct Validators {
 
 impl std::fmt::Debug for Validators {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Validators")
-            .field("json", &self.json.keys())
-            .field("xsd", &self.xsd.keys())
-            .finish()
+        f.debug_struct("Validators").field("json", &self.json.keys()).field("xsd", &self.xsd.keys()).finish()
     }
 }
 
 impl Validators {
     /// Compiles the output schema of every mapping once.
-    pub fn load<'a>(
-        mappings: impl IntoIterator<Item = &'a Arc<Mapping>>,
-    ) -> Result<Self, Vec<SchemaError>> {
+    pub fn load<'a>(mappings: impl IntoIterator<Item = &'a Arc<Mapping>>) -> Result<Self, Vec<SchemaError>> {
         let mut validators = Validators::default();
         let mut errors = Vec::new();
         for mapping in mappings {
@@ -45,43 +40,32 @@ impl Validators {
             {
                 match XsdValidator::load(path) {
                     Ok(v) => drop(validators.xsd.insert(path.clone(), v)),
-                    Err(message) => errors.push(SchemaError {
-                        path: path.clone(),
-                        message,
-                    }),
+                    Err(message) => errors.push(SchemaError { path: path.clone(), message }),
                 }
             }
             let Some(path) = &mapping.output.schema else {
                 continue;
             };
-            let result =
-                match mapping.output.format {
-                    Format::Json if !validators.json.contains_key(path) => load_json_schema(path)
-                        .map(|v| drop(validators.json.insert(path.clone(), v))),
-                    Format::Xml if !validators.xsd.contains_key(path) => XsdValidator::load(path)
-                        .map(|v| drop(validators.xsd.insert(path.clone(), v))),
-                    _ => Ok(()),
-                };
+            let result = match mapping.output.format {
+                Format::Json if !validators.json.contains_key(path) => {
+                    load_json_schema(path).map(|v| drop(validators.json.insert(path.clone(), v)))
+                }
+                Format::Xml if !validators.xsd.contains_key(path) => {
+                    XsdValidator::load(path).map(|v| drop(validators.xsd.insert(path.clone(), v)))
+                }
+                _ => Ok(()),
+            };
             if let Err(message) = result {
-                errors.push(SchemaError {
-                    path: path.clone(),
-                    message,
-                });
+                errors.push(SchemaError { path: path.clone(), message });
             }
         }
-        if errors.is_empty() {
-            Ok(validators)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(validators) } else { Err(errors) }
     }
 
     /// Checks a record's bytes against an input XSD; the error lists the deviations.
     pub fn check_input(&self, schema: &Path, bytes: &[u8]) -> Result<(), String> {
         let validator = self.xsd.get(schema).ok_or("schema not loaded")?;
-        validator
-            .check(bytes)
-            .map_err(|e| format!("the record deviates from {}: {e}", file_name(schema)))
+        validator.check(bytes).map_err(|e| format!("the record deviates from {}: {e}", file_name(schema)))
     }
 
     /// Checks a document against its mapping's schema; the error lists what is wrong and where.
@@ -98,11 +82,7 @@ impl Validators {
                 if problems.is_empty() {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "{} does not accept the document: {}",
-                        file_name(schema),
-                        problems.join("; ")
-                    ))
+                    Err(format!("{} does not accept the document: {}", file_name(schema), problems.join("; ")))
                 }
             }
             Format::Xml => {
@@ -116,19 +96,13 @@ impl Validators {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 fn load_json_schema(path: &Path) -> Result<jsonschema::Validator, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let schema: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .map_err(|e| e.to_string())
+    jsonschema::options().should_validate_formats(true).build(&schema).map_err(|e| e.to_string())
 }
 
 type XsdJob = (Vec<u8>, mpsc::Sender<Result<(), String>>);
@@ -147,55 +121,37 @@ impl XsdValidator {
         std::thread::Builder::new()
             .name(format!("xsd-{}", file_name(&path)))
             .spawn(move || {
-                let mut parser =
-                    libxml::schemas::SchemaParserContext::from_file(&path.to_string_lossy());
-                let mut context =
-                    match libxml::schemas::SchemaValidationContext::from_parser(&mut parser) {
-                        Ok(context) => {
-                            let _ = ready_tx.send(Ok(()));
-                            context
-                        }
-                        Err(errors) => {
-                            let _ = ready_tx.send(Err(describe(&errors)));
-                            return;
-                        }
-                    };
+                let mut parser = libxml::schemas::SchemaParserContext::from_file(&path.to_string_lossy());
+                let mut context = match libxml::schemas::SchemaValidationContext::from_parser(&mut parser) {
+                    Ok(context) => {
+                        let _ = ready_tx.send(Ok(()));
+                        context
+                    }
+                    Err(errors) => {
+                        let _ = ready_tx.send(Err(describe(&errors)));
+                        return;
+                    }
+                };
                 for (bytes, reply) in jobs_rx {
                     let _ = reply.send(validate_bytes(&mut context, &bytes));
                 }
             })
             .map_err(|e| e.to_string())?;
-        ready_rx
-            .recv()
-            .map_err(|_| "the XSD thread stopped".to_string())??;
-        Ok(Self {
-            jobs: Mutex::new(jobs_tx),
-        })
+        ready_rx.recv().map_err(|_| "the XSD thread stopped".to_string())??;
+        Ok(Self { jobs: Mutex::new(jobs_tx) })
     }
 
     pub fn check(&self, bytes: &[u8]) -> Result<(), String> {
         let (tx, rx) = mpsc::channel();
-        self.jobs
-            .lock()
-            .expect("not poisoned")
-            .send((bytes.to_vec(), tx))
-            .map_err(|_| "the XSD thread stopped")?;
-        rx.recv()
-            .map_err(|_| "the XSD thread stopped".to_string())?
+        self.jobs.lock().expect("not poisoned").send((bytes.to_vec(), tx)).map_err(|_| "the XSD thread stopped")?;
+        rx.recv().map_err(|_| "the XSD thread stopped".to_string())?
     }
 }
 
-fn validate_bytes(
-    context: &mut libxml::schemas::SchemaValidationContext,
-    bytes: &[u8],
-) -> Result<(), String> {
+fn validate_bytes(context: &mut libxml::schemas::SchemaValidationContext, bytes: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    let document = libxml::parser::Parser::default()
-        .parse_string(text)
-        .map_err(|e| format!("{e:?}"))?;
-    context
-        .validate_document(&document)
-        .map_err(|errors| describe(&errors))
+    let document = libxml::parser::Parser::default().parse_string(text).map_err(|e| format!("{e:?}"))?;
+    context.validate_document(&document).map_err(|errors| describe(&errors))
 }
 
 fn describe(errors: &[libxml::error::StructuredError]) -> String {

@@ -21,24 +21,17 @@ pub fn decode(bytes: &[u8], limits: Limits) -> Result<Decoded, JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     // Our own depth limit replaces serde_json's fixed one, so that it is configurable.
     de.disable_recursion_limit();
-    let tree = Strict {
-        depth: 0,
-        limit: limits.max_depth,
-    }
-    .deserialize(&mut de)
-    .and_then(|tree| de.end().map(|()| tree))
-    .map_err(|e| {
-        if e.to_string().starts_with(TOO_DEEP) {
-            JsonError::TooDeep(limits.max_depth)
-        } else {
-            JsonError::Syntax(e.to_string())
-        }
-    })?;
-    Ok(Decoded {
-        tree,
-        root: None,
-        namespace: None,
-    })
+    let tree = Strict { depth: 0, limit: limits.max_depth }
+        .deserialize(&mut de)
+        .and_then(|tree| de.end().map(|()| tree))
+        .map_err(|e| {
+            if e.to_string().starts_with(TOO_DEEP) {
+                JsonError::TooDeep(limits.max_depth)
+            } else {
+                JsonError::Syntax(e.to_string())
+            }
+        })?;
+    Ok(Decoded { tree, root: None, namespace: None })
 }
 
 const TOO_DEEP: &str = "nesting deeper than";
@@ -53,10 +46,7 @@ impl Strict {
         if self.depth >= self.limit {
             Err(format!("{TOO_DEEP} {} levels", self.limit))
         } else {
-            Ok(Strict {
-                depth: self.depth + 1,
-                limit: self.limit,
-            })
+            Ok(Strict { depth: self.depth + 1, limit: self.limit })
         }
     }
 }
@@ -129,13 +119,8 @@ mod tests {
 
     #[test]
     fn parses_in_document_order() {
-        let tree = decode(br#"{"b": 1, "a": [true, null, "x"]}"#, Limits::default())
-            .unwrap()
-            .tree;
-        assert_eq!(
-            serde_json::to_string(&tree).unwrap(),
-            r#"{"b":1,"a":[true,null,"x"]}"#
-        );
+        let tree = decode(br#"{"b": 1, "a": [true, null, "x"]}"#, Limits::default()).unwrap().tree;
+        assert_eq!(serde_json::to_string(&tree).unwrap(), r#"{"b":1,"a":[true,null,"x"]}"#);
         assert_eq!(tree, json!({"a": [true, null, "x"], "b": 1}));
     }
 
@@ -144,15 +129,9 @@ mod tests {
         let err = decode(br#"{"a": 1, "a": 2}"#, Limits::default()).unwrap_err();
         assert!(err.to_string().contains("duplicate key `a`"), "{err}");
         let err = decode(b"[1e400]", Limits::default()).unwrap_err();
-        assert!(
-            err.to_string().contains("1e400") || err.to_string().contains("range"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("1e400") || err.to_string().contains("range"), "{err}");
         let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
-        assert!(matches!(
-            decode(deep.as_bytes(), Limits::default()),
-            Err(JsonError::TooDeep(128))
-        ));
+        assert!(matches!(decode(deep.as_bytes(), Limits::default()), Err(JsonError::TooDeep(128))));
     }
 
     #[test]

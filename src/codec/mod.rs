@@ -81,12 +81,7 @@ pub enum DecodeError {
 }
 
 /// Decodes bytes of the given format into a tree.
-pub fn decode(
-    format: Format,
-    bytes: &[u8],
-    arrays: &[String],
-    limits: Limits,
-) -> Result<Decoded, DecodeError> {
+pub fn decode(format: Format, bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded, DecodeError> {
     Ok(match format {
         Format::Xml => xml::decode(bytes, arrays, limits)?,
         Format::Json => json::decode(bytes, limits)?,

@@ -17,9 +17,7 @@ pub enum XmlError {
     Syntax { line: usize, message: String },
     #[error("line {line}: DOCTYPE declarations are not accepted (no DTDs, no custom entities)")]
     Doctype { line: usize },
-    #[error(
-        "line {line}: unknown entity `&{name};` (only the five predefined XML entities are allowed)"
-    )]
+    #[error("line {line}: unknown entity `&{name};` (only the five predefined XML entities are allowed)")]
     Entity { line: usize, name: String },
     #[error("line {line}: nesting deeper than {limit} levels")]
     TooDeep { line: usize, limit: usize },
@@ -77,10 +75,7 @@ pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded
             }
             (ns, Event::Start(start)) => {
                 if stack.len() >= limits.max_depth {
-                    return Err(XmlError::TooDeep {
-                        line: line(),
-                        limit: limits.max_depth,
-                    });
+                    return Err(XmlError::TooDeep { line: line(), limit: limits.max_depth });
                 }
                 if stack.is_empty() {
                     namespace = ns;
@@ -95,15 +90,11 @@ pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded
                 close(element, &mut stack, &mut root, arrays);
             }
             (_, Event::End(_)) => {
-                let element = stack
-                    .pop()
-                    .ok_or_else(|| syntax(&reader, "unexpected end tag".into()))?;
+                let element = stack.pop().ok_or_else(|| syntax(&reader, "unexpected end tag".into()))?;
                 close(element, &mut stack, &mut root, arrays);
             }
             (_, Event::Text(text)) => {
-                let text = text
-                    .xml_content()
-                    .map_err(|e| syntax(&reader, e.to_string()))?;
+                let text = text.xml_content().map_err(|e| syntax(&reader, e.to_string()))?;
                 push_text(&mut stack, &root, &text, line)?;
             }
             (_, Event::CData(data)) => {
@@ -114,16 +105,11 @@ pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded
                 let text = match reference.resolve_char_ref() {
                     Ok(Some(c)) => c.to_string(),
                     Ok(None) => {
-                        let name = reference
-                            .decode()
-                            .map_err(|e| syntax(&reader, e.to_string()))?;
+                        let name = reference.decode().map_err(|e| syntax(&reader, e.to_string()))?;
                         match resolve_predefined_entity(&name) {
                             Some(resolved) => resolved.to_owned(),
                             None => {
-                                return Err(XmlError::Entity {
-                                    line: line(),
-                                    name: name.into_owned(),
-                                });
+                                return Err(XmlError::Entity { line: line(), name: name.into_owned() });
                             }
                         }
                     }
@@ -137,18 +123,12 @@ pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded
         }
     }
     if let Some(open) = stack.last() {
-        return Err(XmlError::Truncated {
-            open: open.name.clone(),
-        });
+        return Err(XmlError::Truncated { open: open.name.clone() });
     }
     let (name, value) = root.ok_or(XmlError::Empty)?;
     let mut tree = Map::new();
     tree.insert(name.clone(), value);
-    Ok(Decoded {
-        tree: Value::Object(tree),
-        root: Some(name),
-        namespace,
-    })
+    Ok(Decoded { tree: Value::Object(tree), root: Some(name), namespace })
 }
 
 fn open_element(start: &BytesStart<'_>) -> Result<Open, String> {
@@ -157,22 +137,12 @@ fn open_element(start: &BytesStart<'_>) -> Result<Open, String> {
     for attr in start.attributes() {
         let attr = attr.map_err(|e| e.to_string())?;
         let key = format!("@{}", String::from_utf8_lossy(attr.key.as_ref()));
-        let value = attr
-            .unescape_value()
-            .map_err(|e| format!("attribute {key} of <{name}>: {e}"))?;
-        if map
-            .insert(key.clone(), Value::String(value.into_owned()))
-            .is_some()
-        {
+        let value = attr.unescape_value().map_err(|e| format!("attribute {key} of <{name}>: {e}"))?;
+        if map.insert(key.clone(), Value::String(value.into_owned())).is_some() {
             return Err(format!("duplicate attribute {key} on <{name}>"));
         }
     }
-    Ok(Open {
-        name,
-        map,
-        text: Vec::new(),
-        has_children: false,
-    })
+    Ok(Open { name, map, text: Vec::new(), has_children: false })
 }
 
 fn push_text(
@@ -188,29 +158,18 @@ fn push_text(
         }
         None if text.trim().is_empty() => Ok(()),
         None if root.is_some() => Err(XmlError::TrailingContent { line: line() }),
-        None => Err(XmlError::Syntax {
-            line: line(),
-            message: "text before the root element".into(),
-        }),
+        None => Err(XmlError::Syntax { line: line(), message: "text before the root element".into() }),
     }
 }
 
 fn close(element: Open, stack: &mut [Open], root: &mut Option<(String, Value)>, arrays: &[String]) {
-    let Open {
-        name,
-        mut map,
-        text,
-        has_children,
-    } = element;
+    let Open { name, mut map, text, has_children } = element;
     let value = if map.is_empty() && !has_children {
         Value::String(text.concat())
     } else {
         // Beside child elements only non-blank text is content; indentation is not.
         let text: String = if has_children {
-            text.iter()
-                .filter(|t| !t.trim().is_empty())
-                .map(String::as_str)
-                .collect()
+            text.iter().filter(|t| !t.trim().is_empty()).map(String::as_str).collect()
         } else {
             text.concat()
         };
@@ -254,9 +213,7 @@ pub enum EncodeError {
     Name(String),
     #[error("attribute `{0}` must be a string, number or boolean")]
     Attribute(String),
-    #[error(
-        "element `{0}` holds a nested array; an element repeats, it cannot contain a bare list"
-    )]
+    #[error("element `{0}` holds a nested array; an element repeats, it cannot contain a bare list")]
     NestedArray(String),
 }
 
@@ -290,11 +247,7 @@ fn check_name(name: &str) -> Result<(), EncodeError> {
     let mut chars = name.chars();
     let valid_start = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_');
     let valid_rest = chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
-    if valid_start && valid_rest {
-        Ok(())
-    } else {
-        Err(EncodeError::Name(name.into()))
-    }
+    if valid_start && valid_rest { Ok(()) } else { Err(EncodeError::Name(name.into())) }
 }
 
 fn scalar_text(value: &Value) -> Option<String> {
@@ -312,12 +265,7 @@ fn indent(out: &mut String, depth: usize) {
     }
 }
 
-fn write_element(
-    out: &mut String,
-    name: &str,
-    value: &Value,
-    depth: usize,
-) -> Result<(), EncodeError> {
+fn write_element(out: &mut String, name: &str, value: &Value, depth: usize) -> Result<(), EncodeError> {
     match value {
         Value::Null => Ok(()),
         Value::Array(items) => {
@@ -347,10 +295,8 @@ fn write_element(
                 out.push('"');
             }
             let text = map.get("#text").and_then(scalar_text);
-            let children: Vec<_> = map
-                .iter()
-                .filter(|(k, v)| !k.starts_with('@') && *k != "#text" && !v.is_null())
-                .collect();
+            let children: Vec<_> =
+                map.iter().filter(|(k, v)| !k.starts_with('@') && *k != "#text" && !v.is_null()).collect();
             match (text, children.is_empty()) {
                 (None, true) => out.push_str("/>\n"),
                 (Some(text), true) => {
@@ -402,10 +348,7 @@ fn escape_text(text: &str) -> String {
 /// Escapes an attribute value; tabs and line breaks are written as references because a parser
 /// would otherwise normalise them to spaces.
 fn escape_attribute(text: &str) -> String {
-    escape(text)
-        .replace('\r', "&#13;")
-        .replace('\n', "&#10;")
-        .replace('\t', "&#9;")
+    escape(text).replace('\r', "&#13;").replace('\n', "&#10;").replace('\t', "&#9;")
 }
 
 fn close_tag(out: &mut String, name: &str) {
@@ -422,9 +365,7 @@ mod tests {
 
     fn tree(xml: &str, arrays: &[&str]) -> Value {
         let arrays: Vec<String> = arrays.iter().map(|s| s.to_string()).collect();
-        decode(xml.as_bytes(), &arrays, Limits::default())
-            .unwrap()
-            .tree
+        decode(xml.as_bytes(), &arrays, Limits::default()).unwrap().tree
     }
 
     #[test]
@@ -437,10 +378,7 @@ mod tests {
     fn elements_listed_in_arrays_are_always_arrays() {
         let t = tree("<r><struktur><x/></struktur></r>", &["struktur"]);
         assert_eq!(t, json!({"r": {"struktur": [{"x": ""}]}}));
-        let t = tree(
-            "<r><struktur>a</struktur><struktur>b</struktur><struktur>c</struktur></r>",
-            &["struktur"],
-        );
+        let t = tree("<r><struktur>a</struktur><struktur>b</struktur><struktur>c</struktur></r>", &["struktur"]);
         assert_eq!(t["r"]["struktur"], json!(["a", "b", "c"]));
     }
 
@@ -459,10 +397,7 @@ mod tests {
     #[test]
     fn mixed_text_is_kept_and_indentation_is_not() {
         let t = tree("<r>\n  Hallo <b>Welt</b> und\n  <i/>\n</r>", &[]);
-        assert_eq!(
-            t,
-            json!({"r": {"b": "Welt", "i": "", "#text": "\n  Hallo  und\n  "}})
-        );
+        assert_eq!(t, json!({"r": {"b": "Welt", "i": "", "#text": "\n  Hallo  und\n  "}}));
         let t = tree("<r>\n  <a>1</a>\n</r>", &[]);
         assert_eq!(t, json!({"r": {"a": "1"}}));
     }
@@ -484,27 +419,15 @@ mod tests {
     #[test]
     fn doctype_unknown_entities_and_bad_utf8_are_rejected() {
         let dtd = b"<?xml version=\"1.0\"?>\n<!DOCTYPE r [<!ENTITY a \"b\">]><r>&a;</r>";
-        assert!(matches!(
-            decode(dtd, &[], Limits::default()),
-            Err(XmlError::Doctype { line: 2 })
-        ));
-        assert!(matches!(
-            decode(b"<r>&a;</r>", &[], Limits::default()),
-            Err(XmlError::Entity { .. })
-        ));
-        assert_eq!(
-            decode(b"<r>\xff</r>", &[], Limits::default()),
-            Err(XmlError::Encoding(3))
-        );
+        assert!(matches!(decode(dtd, &[], Limits::default()), Err(XmlError::Doctype { line: 2 })));
+        assert!(matches!(decode(b"<r>&a;</r>", &[], Limits::default()), Err(XmlError::Entity { .. })));
+        assert_eq!(decode(b"<r>\xff</r>", &[], Limits::default()), Err(XmlError::Encoding(3)));
     }
 
     #[test]
     fn nesting_is_bounded() {
         let deep = format!("{}{}", "<a>".repeat(200), "</a>".repeat(200));
-        assert!(matches!(
-            decode(deep.as_bytes(), &[], Limits::default()),
-            Err(XmlError::TooDeep { .. })
-        ));
+        assert!(matches!(decode(deep.as_bytes(), &[], Limits::default()), Err(XmlError::TooDeep { .. })));
     }
 
     #[test]
@@ -523,23 +446,14 @@ mod tests {
     fn line_breaks_and_tabs_survive_the_round_trip() {
         let original = json!({"r": {"@a": "x\ty\r\nz", "b": "one\r\ntwo"}});
         let xml = encode(&original).unwrap();
-        assert_eq!(
-            decode(xml.as_bytes(), &[], Limits::default()).unwrap().tree,
-            original
-        );
+        assert_eq!(decode(xml.as_bytes(), &[], Limits::default()).unwrap().tree, original);
     }
 
     #[test]
     fn encode_skips_nulls_and_rejects_bad_names() {
         let xml = encode(&json!({"r": {"a": null, "b": 1, "c": true}})).unwrap();
         assert!(xml.contains("<b>1</b>") && xml.contains("<c>true</c>") && !xml.contains("<a"));
-        assert_eq!(
-            encode(&json!({"r": {"1x": "v"}})),
-            Err(EncodeError::Name("1x".into()))
-        );
-        assert!(matches!(
-            encode(&json!({"a": 1, "b": 2})),
-            Err(EncodeError::Root(_))
-        ));
+        assert_eq!(encode(&json!({"r": {"1x": "v"}})), Err(EncodeError::Name("1x".into())));
+        assert!(matches!(encode(&json!({"a": 1, "b": 2})), Err(EncodeError::Root(_))));
     }
 }

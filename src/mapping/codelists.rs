@@ -19,11 +19,7 @@ pub struct Codelists {
 
 impl Codelists {
     pub fn empty() -> Self {
-        Self {
-            table: Value::Object(Map::new()),
-            fingerprint: ContentHash::of(b""),
-            broken: Vec::new(),
-        }
+        Self { table: Value::Object(Map::new()), fingerprint: ContentHash::of(b""), broken: Vec::new() }
     }
 
     /// Reads every `*.xml` file in `dir` (not recursive), in file-name order.
@@ -38,11 +34,7 @@ impl Codelists {
         let mut parts: Vec<Vec<u8>> = Vec::new();
         for file in files {
             let bytes = std::fs::read(&file)?;
-            parts.push(
-                file.file_name()
-                    .map(|n| n.as_encoded_bytes().to_vec())
-                    .unwrap_or_default(),
-            );
+            parts.push(file.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default());
             match parse_genericode(&bytes) {
                 Ok(list) => {
                     let by_version = list["canonicalVersionUri"].as_str().map(str::to_owned);
@@ -59,11 +51,7 @@ impl Codelists {
             parts.push(bytes);
         }
         let fingerprint = ContentHash::of_parts(parts.iter().map(Vec::as_slice));
-        Ok(Self {
-            table: Value::Object(table),
-            fingerprint,
-            broken,
-        })
+        Ok(Self { table: Value::Object(table), fingerprint, broken })
     }
 }
 
@@ -73,10 +61,7 @@ impl Codelists {
 pub fn parse_genericode(bytes: &[u8]) -> Result<Value, String> {
     let arrays = ["Row", "Value", "Column", "Key"].map(String::from);
     let decoded = xml::decode(bytes, &arrays, Limits::default()).map_err(|e| e.to_string())?;
-    let list = decoded
-        .tree
-        .get("CodeList")
-        .ok_or("root element is not a genericode CodeList")?;
+    let list = decoded.tree.get("CodeList").ok_or("root element is not a genericode CodeList")?;
     let ident = &list["Identification"];
     let text = |v: &Value| v.as_str().map(str::to_owned);
     let columns: Vec<String> = list["ColumnSet"]["Column"]
@@ -92,37 +77,23 @@ pub fn parse_genericode(bytes: &[u8]) -> Result<Value, String> {
         .and_then(|k| text(&k["ColumnRef"]["@Ref"]))
         .unwrap_or_else(|| columns[0].clone());
     let name_column = columns.iter().find(|c| **c != key).cloned();
-    let rows = list["SimpleCodeList"]["Row"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let rows = list["SimpleCodeList"]["Row"].as_array().cloned().unwrap_or_default();
     let mut codes = Vec::with_capacity(rows.len());
     for (index, row) in rows.iter().enumerate() {
         let mut entry = Map::new();
         for value in row["Value"].as_array().into_iter().flatten() {
-            let column = text(&value["@ColumnRef"])
-                .ok_or(format!("row {}: a Value without ColumnRef", index + 1))?;
+            let column = text(&value["@ColumnRef"]).ok_or(format!("row {}: a Value without ColumnRef", index + 1))?;
             let simple = match &value["SimpleValue"] {
                 Value::String(s) => s.clone(),
                 Value::Null => String::new(),
                 other => {
-                    return Err(format!(
-                        "row {}: SimpleValue of column {column} is not text: {other}",
-                        index + 1
-                    ));
+                    return Err(format!("row {}: SimpleValue of column {column} is not text: {other}", index + 1));
                 }
             };
             entry.insert(column, Value::String(simple));
         }
-        let code = entry.get(&key).cloned().ok_or(format!(
-            "row {} has no value in key column `{key}`",
-            index + 1
-        ))?;
-        let name = name_column
-            .as_ref()
-            .and_then(|c| entry.get(c))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let code = entry.get(&key).cloned().ok_or(format!("row {} has no value in key column `{key}`", index + 1))?;
+        let name = name_column.as_ref().and_then(|c| entry.get(c)).cloned().unwrap_or(Value::Null);
         let mut out = Map::new();
         out.insert("code".into(), code);
         out.insert("name".into(), name);
@@ -133,15 +104,9 @@ pub fn parse_genericode(bytes: &[u8]) -> Result<Value, String> {
     out.insert("name".into(), ident["ShortName"].clone());
     out.insert("canonicalUri".into(), ident["CanonicalUri"].clone());
     out.insert("version".into(), ident["Version"].clone());
-    out.insert(
-        "canonicalVersionUri".into(),
-        ident["CanonicalVersionUri"].clone(),
-    );
+    out.insert("canonicalVersionUri".into(), ident["CanonicalVersionUri"].clone());
     out.insert("key".into(), Value::String(key));
-    out.insert(
-        "columns".into(),
-        columns.into_iter().map(Value::String).collect(),
-    );
+    out.insert("columns".into(), columns.into_iter().map(Value::String).collect());
     out.insert("codes".into(), Value::Array(codes));
     Ok(Value::Object(out))
 }
@@ -177,11 +142,7 @@ mod tests {
     fn a_directory_is_indexed_by_both_identifications_and_broken_files_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("anrede.xml"), LIST).unwrap();
-        std::fs::write(
-            dir.path().join("broken.xml"),
-            "<gc:CodeList><Identification>",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("broken.xml"), "<gc:CodeList><Identification>").unwrap();
         let lists = Codelists::load(dir.path()).unwrap();
         assert!(lists.table.get("urn:x:anrede_2024-03-01").is_some());
         assert!(lists.table.get("urn:x:anrede|2024-03-01").is_some());
@@ -191,14 +152,10 @@ mod tests {
 
     #[test]
     fn the_real_fim_codelists_load() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fim/samples/xdatenfelder-2/codelists-genericode");
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fim/samples/xdatenfelder-2/codelists-genericode");
         let lists = Codelists::load(&dir).expect("../shared/fim is part of the test environment");
         assert!(lists.broken.is_empty(), "{:?}", lists.broken);
-        assert_eq!(
-            lists.table.as_object().unwrap().len(),
-            12,
-            "6 files, two keys each"
-        );
+        assert_eq!(lists.table.as_object().unwrap().len(), 12, "6 files, two keys each");
     }
 }

@@ -7,14 +7,7 @@ use serde_json::Value;
 
 /// jq built-ins that would make a mapping depend on something other than its inputs.
 /// (`halt` stays: the engine turns it into an error instead of exiting the process.)
-const IMPURE: &[&str] = &[
-    "now",
-    "env",
-    "input",
-    "inputs",
-    "localtime",
-    "strflocaltime",
-];
+const IMPURE: &[&str] = &["now", "env", "input", "inputs", "localtime", "strflocaltime"];
 
 /// Definitions the engine adds to every program. `$__lookups` and `$__codelists` are bound per run.
 const PRELUDE: &str = r#"
@@ -41,12 +34,10 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
         // `sha256`: hex SHA-256 of a string's UTF-8 bytes, e.g. for ids derived from content.
         ("sha256", v(0), |cv| {
             bome(match &cv.1 {
-                Val::TStr(bytes) | Val::BStr(bytes) => Ok(Val::from(hex::encode(
-                    <sha2::Sha256 as sha2::Digest>::digest(&bytes[..]),
-                ))),
-                other => Err(jaq_json::Error::str(format!(
-                    "sha256 needs a string, got {other}"
-                ))),
+                Val::TStr(bytes) | Val::BStr(bytes) => {
+                    Ok(Val::from(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes[..]))))
+                }
+                other => Err(jaq_json::Error::str(format!("sha256 needs a string, got {other}"))),
             })
         }),
     ];
@@ -74,11 +65,7 @@ pub struct CompileError {
 
 impl std::fmt::Display for CompileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "line {}, column {}: {}",
-            self.line, self.column, self.message
-        )
+        write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
     }
 }
 
@@ -86,9 +73,7 @@ impl Program {
     /// Parses and compiles `code`; every error comes back with line and column in `code`.
     pub fn compile(code: &str) -> Result<Self, Vec<CompileError>> {
         let position = |slice: &str| -> (usize, usize) {
-            let offset = (slice.as_ptr() as usize)
-                .saturating_sub(code.as_ptr() as usize)
-                .min(code.len());
+            let offset = (slice.as_ptr() as usize).saturating_sub(code.as_ptr() as usize).min(code.len());
             let before = &code[..offset];
             let line = before.matches('\n').count() + 1;
             let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
@@ -96,18 +81,11 @@ impl Program {
         };
         let error = |slice: &str, message: String| {
             let (line, column) = position(slice);
-            CompileError {
-                line,
-                column,
-                message,
-            }
+            CompileError { line, column, message }
         };
 
         let prelude = jaq_core::load::parse(PRELUDE, |p| p.defs()).expect("the prelude parses");
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs())
-            .chain(prelude);
+        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs()).chain(prelude);
         let funs = jaq_core::funs()
             .chain(jaq_std::funs())
             .chain(jaq_json::funs())
@@ -115,47 +93,28 @@ impl Program {
             .chain(bridge_funs());
         let loader = Loader::new(defs);
         let arena = Arena::default();
-        let modules = loader
-            .load(&arena, File { code, path: () })
-            .map_err(|errors| {
-                let mut out = Vec::new();
-                for (_, e) in errors {
-                    match e {
-                        jaq_core::load::Error::Io(items) => out.extend(
-                            items
-                                .into_iter()
-                                .map(|(s, m)| error(s, format!("cannot load module: {m}"))),
-                        ),
-                        jaq_core::load::Error::Lex(items) => {
-                            out.extend(items.into_iter().map(|(expect, s)| {
-                                error(s, format!("expected {}", expect.as_str()))
-                            }))
-                        }
-                        jaq_core::load::Error::Parse(items) => {
-                            out.extend(items.into_iter().map(|(expect, s)| {
-                                error(s, format!("expected {}", expect.as_str()))
-                            }))
-                        }
+        let modules = loader.load(&arena, File { code, path: () }).map_err(|errors| {
+            let mut out = Vec::new();
+            for (_, e) in errors {
+                match e {
+                    jaq_core::load::Error::Io(items) => {
+                        out.extend(items.into_iter().map(|(s, m)| error(s, format!("cannot load module: {m}"))))
                     }
+                    jaq_core::load::Error::Lex(items) => out
+                        .extend(items.into_iter().map(|(expect, s)| error(s, format!("expected {}", expect.as_str())))),
+                    jaq_core::load::Error::Parse(items) => out
+                        .extend(items.into_iter().map(|(expect, s)| error(s, format!("expected {}", expect.as_str())))),
                 }
-                out
-            })?;
-        let filter = Compiler::default()
-            .with_funs(funs)
-            .with_global_vars(GLOBALS)
-            .compile(modules)
-            .map_err(|errors| {
+            }
+            out
+        })?;
+        let filter =
+            Compiler::default().with_funs(funs).with_global_vars(GLOBALS).compile(modules).map_err(|errors| {
                 errors
                     .into_iter()
                     .flat_map(|(_, errs)| errs)
                     .map(|(s, undefined)| {
-                        error(
-                            s,
-                            format!(
-                                "undefined {} `{s}`",
-                                format!("{undefined:?}").to_lowercase()
-                            ),
-                        )
+                        error(s, format!("undefined {} `{s}`", format!("{undefined:?}").to_lowercase()))
                     })
                     .collect::<Vec<_>>()
             })?;
@@ -200,11 +159,7 @@ pub fn to_val(value: &Value) -> Val {
         },
         Value::String(s) => Val::from(s.clone()),
         Value::Array(items) => items.iter().map(to_val).collect(),
-        Value::Object(map) => Val::obj(
-            map.iter()
-                .map(|(k, v)| (Val::from(k.clone()), to_val(v)))
-                .collect(),
-        ),
+        Value::Object(map) => Val::obj(map.iter().map(|(k, v)| (Val::from(k.clone()), to_val(v))).collect()),
     }
 }
 
@@ -218,9 +173,7 @@ pub fn to_json(val: &Val) -> Result<Value, String> {
             if f.fract() == 0.0 && f.abs() < 9.0e15 {
                 Value::from(*f as i64)
             } else {
-                serde_json::Number::from_f64(*f)
-                    .map(Value::Number)
-                    .ok_or_else(|| format!("number {f}"))?
+                serde_json::Number::from_f64(*f).map(Value::Number).ok_or_else(|| format!("number {f}"))?
             }
         }
         Val::Num(n) => {
@@ -250,50 +203,25 @@ mod tests {
     fn globals() -> [Val; 4] {
         [
             to_val(&json!({"datentyp": {"text": "input_text"}})),
-            to_val(
-                &json!({"urn:a_1": {"codes": [{"code": "1", "name": "eins"}]}, "urn:a|1": {"codes": []}}),
-            ),
+            to_val(&json!({"urn:a_1": {"codes": [{"code": "1", "name": "eins"}]}, "urn:a|1": {"codes": []}})),
             to_val(&json!({"id": "s"})),
             to_val(&json!({"key": "s/x"})),
         ]
     }
 
     fn run(code: &str, input: Value) -> Result<Value, String> {
-        Program::compile(code)
-            .expect("compiles")
-            .run(to_val(&input), globals())
+        Program::compile(code).expect("compiles").run(to_val(&input), globals())
     }
 
     #[test]
     fn runs_programs_with_the_prelude() {
-        assert_eq!(
-            run(r#".t | lookup("datentyp")"#, json!({"t": "text"})),
-            Ok(json!("input_text"))
-        );
-        assert_eq!(
-            run(r#".t | lookup("datentyp"; "x")"#, json!({"t": "zzz"})),
-            Ok(json!("x"))
-        );
-        assert_eq!(
-            run(r#"codelist("urn:a_1").codes[0].name"#, json!(null)),
-            Ok(json!("eins"))
-        );
-        assert_eq!(
-            run(r#"codelist("urn:a"; "1").codes"#, json!(null)),
-            Ok(json!([]))
-        );
-        assert_eq!(
-            run(r#".a | as_array | length"#, json!({"a": {"x": 1}})),
-            Ok(json!(1))
-        );
-        assert_eq!(
-            run(r#""Straße für Größe" | slug"#, json!(null)),
-            Ok(json!("strasse-fuer-groesse"))
-        );
-        assert_eq!(
-            run(r#"{s: $source.id, k: $item.key}"#, json!(null)),
-            Ok(json!({"s": "s", "k": "s/x"}))
-        );
+        assert_eq!(run(r#".t | lookup("datentyp")"#, json!({"t": "text"})), Ok(json!("input_text")));
+        assert_eq!(run(r#".t | lookup("datentyp"; "x")"#, json!({"t": "zzz"})), Ok(json!("x")));
+        assert_eq!(run(r#"codelist("urn:a_1").codes[0].name"#, json!(null)), Ok(json!("eins")));
+        assert_eq!(run(r#"codelist("urn:a"; "1").codes"#, json!(null)), Ok(json!([])));
+        assert_eq!(run(r#".a | as_array | length"#, json!({"a": {"x": 1}})), Ok(json!(1)));
+        assert_eq!(run(r#""Straße für Größe" | slug"#, json!(null)), Ok(json!("strasse-fuer-groesse")));
+        assert_eq!(run(r#"{s: $source.id, k: $item.key}"#, json!(null)), Ok(json!({"s": "s", "k": "s/x"})));
     }
 
     #[test]
@@ -301,11 +229,7 @@ mod tests {
         assert!(run("empty", json!(1)).unwrap_err().contains("no document"));
         assert!(run("1, 2", json!(1)).unwrap_err().contains("more than one"));
         assert!(run("nan", json!(1)).unwrap_err().contains("not JSON"));
-        assert!(
-            run(r#"error("boom")"#, json!(1))
-                .unwrap_err()
-                .contains("boom")
-        );
+        assert!(run(r#"error("boom")"#, json!(1)).unwrap_err().contains("boom"));
         assert!(run("halt", json!(1)).unwrap_err().contains("halt"));
     }
 
@@ -313,10 +237,7 @@ mod tests {
     fn impure_builtins_are_not_available() {
         for code in ["now", "env", "input", "localtime"] {
             let errors = Program::compile(code).unwrap_err();
-            assert!(
-                errors[0].message.contains("undefined"),
-                "{code}: {errors:?}"
-            );
+            assert!(errors[0].message.contains("undefined"), "{code}: {errors:?}");
         }
     }
 
@@ -331,8 +252,7 @@ mod tests {
 
     #[test]
     fn numbers_and_strings_survive_the_round_trip() {
-        let value =
-            json!({"i": 3, "f": 2.5, "s": "ü", "a": [null, true], "big": 12345678901234_i64});
+        let value = json!({"i": 3, "f": 2.5, "s": "ü", "a": [null, true], "big": 12345678901234_i64});
         assert_eq!(to_json(&to_val(&value)).unwrap(), value);
     }
 }

@@ -18,11 +18,7 @@ pub struct FixtureResult {
 }
 
 /// Runs every fixture under `dir/<mapping name>/` for the given mappings.
-pub fn run_all(
-    dir: &Path,
-    mappings: &[std::sync::Arc<Mapping>],
-    codelists: &jaq_json::Val,
-) -> Vec<FixtureResult> {
+pub fn run_all(dir: &Path, mappings: &[std::sync::Arc<Mapping>], codelists: &jaq_json::Val) -> Vec<FixtureResult> {
     let mut results = Vec::new();
     for mapping in mappings {
         let cases_dir = dir.join(&mapping.name);
@@ -40,21 +36,10 @@ pub fn run_all(
             .collect();
         inputs.sort();
         for input in inputs {
-            let case = input
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let expected = cases_dir.join(format!(
-                "{case}.expected.{}",
-                mapping.output.format.extension()
-            ));
+            let case = input.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let expected = cases_dir.join(format!("{case}.expected.{}", mapping.output.format.extension()));
             let failure = run_one(mapping, &input, &expected, &case, codelists).err();
-            results.push(FixtureResult {
-                mapping: mapping.name.clone(),
-                case,
-                failure,
-            });
+            results.push(FixtureResult { mapping: mapping.name.clone(), case, failure });
         }
     }
     results
@@ -75,8 +60,7 @@ pub fn context_for(input: &Path, case: &str) -> Result<RecordContext, String> {
     let mut context = fixture_context(case);
     let overrides = input.with_file_name(format!("{case}.source.json"));
     if overrides.is_file() {
-        let text = std::fs::read_to_string(&overrides)
-            .map_err(|e| format!("{}: {e}", overrides.display()))?;
+        let text = std::fs::read_to_string(&overrides).map_err(|e| format!("{}: {e}", overrides.display()))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", overrides.display()))?;
         let serde_json::Value::Object(fields) = value else {
@@ -97,26 +81,13 @@ fn run_one(
     codelists: &jaq_json::Val,
 ) -> Result<(), String> {
     let bytes = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
-    let decoded = codec::decode(
-        mapping.input.format,
-        &bytes,
-        &mapping.input.arrays,
-        Limits::default(),
-    )
-    .map_err(|e| format!("{}: {e}", input.display()))?;
-    let document = mapping
-        .apply(
-            &to_val(&decoded.tree),
-            &context_for(input, case)?,
-            codelists,
-        )
-        .map_err(|e| e.to_string())?;
+    let decoded = codec::decode(mapping.input.format, &bytes, &mapping.input.arrays, Limits::default())
+        .map_err(|e| format!("{}: {e}", input.display()))?;
+    let document =
+        mapping.apply(&to_val(&decoded.tree), &context_for(input, case)?, codelists).map_err(|e| e.to_string())?;
     let actual = String::from_utf8_lossy(&document.bytes);
     let wanted = std::fs::read_to_string(expected).map_err(|e| {
-        format!(
-            "{}: {e} (write the expected output there; the actual output was:\n{actual})",
-            expected.display()
-        )
+        format!("{}: {e} (write the expected output there; the actual output was:\n{actual})", expected.display())
     })?;
     if actual == wanted {
         return Ok(());
@@ -125,8 +96,6 @@ fn run_one(
     Err(format!(
         "output differs from {}:\n{}",
         expected.display(),
-        diff.unified_diff()
-            .context_radius(2)
-            .header("expected", "actual")
+        diff.unified_diff().context_radius(2).header("expected", "actual")
     ))
 }

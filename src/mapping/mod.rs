@@ -98,16 +98,9 @@ pub enum LoadError {
     #[error("{file}: {message}")]
     Io { file: PathBuf, message: String },
     #[error("{file}:{line}: {message}")]
-    Toml {
-        file: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Toml { file: PathBuf, line: usize, message: String },
     #[error("{file}: jq {error}")]
-    Program {
-        file: PathBuf,
-        error: engine::CompileError,
-    },
+    Program { file: PathBuf, error: engine::CompileError },
     #[error("{file}: {message}")]
     Invalid { file: PathBuf, message: String },
 }
@@ -147,20 +140,11 @@ pub struct MapError {
 impl Mapping {
     /// Loads and compiles one mapping file; all its errors come back together.
     pub fn load(file: &Path, codelists: &Codelists) -> Result<Self, Vec<LoadError>> {
-        let io = |file: &Path, e: std::io::Error| LoadError::Io {
-            file: file.into(),
-            message: e.to_string(),
-        };
+        let io = |file: &Path, e: std::io::Error| LoadError::Io { file: file.into(), message: e.to_string() };
         let text = std::fs::read_to_string(file).map_err(|e| vec![io(file, e)])?;
         let spec: MappingFile = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map_or(1, |s| crate::codec::line_of(text.as_bytes(), s.start));
-            vec![LoadError::Toml {
-                file: file.into(),
-                line,
-                message: e.message().to_owned(),
-            }]
+            let line = e.span().map_or(1, |s| crate::codec::line_of(text.as_bytes(), s.start));
+            vec![LoadError::Toml { file: file.into(), line, message: e.message().to_owned() }]
         })?;
         let dir = file.parent().unwrap_or(Path::new("."));
         let mut errors = Vec::new();
@@ -168,8 +152,7 @@ impl Mapping {
         let program_text = spec.program.get_ref();
         // For an inline program, the TOML line where its text starts, so errors point into this file.
         let mut first_line = 1;
-        let (program_file, code) = if program_text.contains('\n') || !program_text.ends_with(".jq")
-        {
+        let (program_file, code) = if program_text.contains('\n') || !program_text.ends_with(".jq") {
             let start = spec.program.span().start;
             let opening = &text[start..];
             let triple = opening.starts_with("\"\"\"") || opening.starts_with("'''");
@@ -188,18 +171,12 @@ impl Mapping {
             Err(compile_errors) => {
                 errors.extend(compile_errors.into_iter().map(|mut error| {
                     error.line += first_line - 1;
-                    LoadError::Program {
-                        file: program_file.clone(),
-                        error,
-                    }
+                    LoadError::Program { file: program_file.clone(), error }
                 }));
                 None
             }
         };
-        let output = OutputSpec {
-            schema: spec.output.schema.as_ref().map(|s| dir.join(s)),
-            ..spec.output.clone()
-        };
+        let output = OutputSpec { schema: spec.output.schema.as_ref().map(|s| dir.join(s)), ..spec.output.clone() };
         if let Some(schema) = &output.schema
             && !schema.is_file()
         {
@@ -208,9 +185,7 @@ impl Mapping {
                 message: format!("output schema {} does not exist", schema.display()),
             });
         }
-        if spec.input.format == Format::Json
-            && (!spec.input.root.is_empty() || spec.input.namespace.is_some())
-        {
+        if spec.input.format == Format::Json && (!spec.input.root.is_empty() || spec.input.namespace.is_some()) {
             errors.push(LoadError::Invalid {
                 file: file.into(),
                 message: "input.root and input.namespace only apply to XML input".into(),
@@ -241,40 +216,16 @@ impl Mapping {
     /// True if this mapping takes records of this shape.
     pub fn accepts(&self, format: Format, decoded: &Decoded) -> bool {
         self.input.format == format
-            && (self.input.root.is_empty()
-                || decoded
-                    .root
-                    .as_ref()
-                    .is_some_and(|r| self.input.root.contains(r)))
-            && self
-                .input
-                .namespace
-                .as_ref()
-                .is_none_or(|n| decoded.namespace.as_ref() == Some(n))
+            && (self.input.root.is_empty() || decoded.root.as_ref().is_some_and(|r| self.input.root.contains(r)))
+            && self.input.namespace.as_ref().is_none_or(|n| decoded.namespace.as_ref() == Some(n))
     }
 
     /// Runs the mapping; the result depends only on the tree, the context, the mapping and the codelists.
-    pub fn apply(
-        &self,
-        tree: &Val,
-        context: &RecordContext,
-        codelists: &Val,
-    ) -> Result<Document, MapError> {
-        let fail = |message: String| MapError {
-            mapping: self.name.clone(),
-            message,
-        };
-        let globals = [
-            self.lookups.clone(),
-            codelists.clone(),
-            to_val(&context.source),
-            to_val(&context.item),
-        ];
+    pub fn apply(&self, tree: &Val, context: &RecordContext, codelists: &Val) -> Result<Document, MapError> {
+        let fail = |message: String| MapError { mapping: self.name.clone(), message };
+        let globals = [self.lookups.clone(), codelists.clone(), to_val(&context.source), to_val(&context.item)];
         let mut tree = self.program.run(tree.clone(), globals).map_err(fail)?;
-        let warnings = match tree
-            .as_object_mut()
-            .and_then(|o| o.shift_remove(WARNINGS_KEY))
-        {
+        let warnings = match tree.as_object_mut().and_then(|o| o.shift_remove(WARNINGS_KEY)) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
                 .into_iter()
@@ -291,9 +242,7 @@ impl Mapping {
                 bytes.push(b'\n');
                 bytes
             }
-            Format::Xml => xml::encode(&tree)
-                .map_err(|e| fail(format!("cannot write XML: {e}")))?
-                .into_bytes(),
+            Format::Xml => xml::encode(&tree).map_err(|e| fail(format!("cannot write XML: {e}")))?.into_bytes(),
         };
         Ok(Document {
             mapping: self.name.clone(),
@@ -310,12 +259,7 @@ impl Mapping {
 /// Loads every `*.toml` mapping in `dir`; names must be unique.
 pub fn load_dir(dir: &Path, codelists: &Codelists) -> Result<Vec<Mapping>, Vec<LoadError>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| {
-            vec![LoadError::Io {
-                file: dir.into(),
-                message: e.to_string(),
-            }]
-        })?
+        .map_err(|e| vec![LoadError::Io { file: dir.into(), message: e.to_string() }])?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
@@ -328,11 +272,7 @@ pub fn load_dir(dir: &Path, codelists: &Codelists) -> Result<Vec<Mapping>, Vec<L
                 if let Some(other) = mappings.iter().find(|m| m.name == mapping.name) {
                     errors.push(LoadError::Invalid {
                         file: file.clone(),
-                        message: format!(
-                            "mapping name `{}` is already used by {}",
-                            mapping.name,
-                            other.file.display()
-                        ),
+                        message: format!("mapping name `{}` is already used by {}", mapping.name, other.file.display()),
                     });
                 } else {
                     mappings.push(mapping);
@@ -341,9 +281,5 @@ pub fn load_dir(dir: &Path, codelists: &Codelists) -> Result<Vec<Mapping>, Vec<L
             Err(e) => errors.extend(e),
         }
     }
-    if errors.is_empty() {
-        Ok(mappings)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(mappings) } else { Err(errors) }
 }

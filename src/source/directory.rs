@@ -9,16 +9,8 @@ use super::{Entry, SourceError};
 use crate::codec::Format;
 
 /// Lists the files in `dir` whose names match `include`, sorted by name (not recursive).
-pub fn list(
-    dir: &Path,
-    include: &GlobSet,
-    root: &Path,
-    format: Option<Format>,
-) -> Result<Vec<Entry>, SourceError> {
-    let error = |e: std::io::Error| SourceError::List {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    };
+pub fn list(dir: &Path, include: &GlobSet, root: &Path, format: Option<Format>) -> Result<Vec<Entry>, SourceError> {
+    let error = |e: std::io::Error| SourceError::List { path: dir.display().to_string(), message: e.to_string() };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(error)?
         .filter_map(|entry| entry.ok())
@@ -30,17 +22,8 @@ pub fn list(
     Ok(paths
         .into_iter()
         .map(|path| {
-            let origin = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            Entry {
-                origin,
-                format: format.or_else(|| Format::from_path(&path)),
-                path,
-                content: None,
-            }
+            let origin = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+            Entry { origin, format: format.or_else(|| Format::from_path(&path)), path, content: None }
         })
         .collect())
 }
@@ -49,13 +32,9 @@ pub fn list(
 pub fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut bytes = Vec::new();
-    file.take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
+    file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() as u64 > max_bytes {
-        return Err(format!(
-            "larger than the limit of {max_bytes} bytes (limits.max_record_bytes)"
-        ));
+        return Err(format!("larger than the limit of {max_bytes} bytes (limits.max_record_bytes)"));
     }
     Ok(bytes)
 }

@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{
-    ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LINK, RETRY_AFTER,
-};
+use reqwest::header::{ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LINK, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 
+pub use crate::retry::RetryPolicy;
+use crate::retry::{describe, excerpt, parse_retry_after};
 use crate::store::http_cache::CachedPage;
 use crate::store::{Store, StoreError};
 
@@ -24,11 +24,7 @@ pub enum Pagination {
     None,
     /// A page number in a query parameter, from `first` until a page holds no records
     /// (or fewer than `size`, when a page size is sent).
-    Page {
-        param: String,
-        first: u64,
-        size: Option<(String, u64)>,
-    },
+    Page { param: String, first: u64, size: Option<(String, u64)> },
     /// The `Link: <…>; rel="next"` response header.
     Link,
 }
@@ -37,18 +33,7 @@ pub enum Pagination {
 #[derive(Debug, Clone)]
 pub enum Auth {
     Bearer(SecretString),
-    Basic {
-        username: String,
-        password: SecretString,
-    },
-}
-
-/// Retry policy for transient failures (connect errors, timeouts, 429, 5xx).
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_retries: usize,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
+    Basic { username: String, password: SecretString },
 }
 
 /// A resolved HTTP source.
@@ -89,8 +74,7 @@ impl HttpSource {
             .user_agent(concat!("portal-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let rate =
-            std::num::NonZeroU32::new(settings.requests_per_second.max(1)).expect("at least 1");
+        let rate = std::num::NonZeroU32::new(settings.requests_per_second.max(1)).expect("at least 1");
         Ok(Self {
             url: settings.url,
             pagination: settings.pagination,
@@ -118,17 +102,9 @@ pub struct Page {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{url}: {message} (gave up after {attempts} attempt(s))")]
-    Transient {
-        url: String,
-        message: String,
-        attempts: usize,
-    },
+    Transient { url: String, message: String, attempts: usize },
     #[error("{url}: HTTP {status}: {excerpt}")]
-    Permanent {
-        url: String,
-        status: u16,
-        excerpt: String,
-    },
+    Permanent { url: String, status: u16, excerpt: String },
     #[error("{url}: {message}")]
     Invalid { url: String, message: String },
     #[error("the fetch took longer than {0:?} (source fetch timeout)")]
@@ -140,14 +116,8 @@ pub enum FetchError {
 /// The result of one attempt, before retry classification.
 #[derive(Debug)]
 enum Attempt {
-    Transient {
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    Permanent {
-        status: u16,
-        excerpt: String,
-    },
+    Transient { message: String, retry_after: Option<Duration> },
+    Permanent { status: u16, excerpt: String },
     TooLarge(u64),
 }
 
@@ -166,12 +136,7 @@ pub async fn fetch(
     now: &str,
     record_cache: bool,
 ) -> Result<Vec<Page>, FetchError> {
-    match tokio::time::timeout(
-        http.fetch_timeout,
-        fetch_pages(source_id, http, store, now, record_cache),
-    )
-    .await
-    {
+    match tokio::time::timeout(http.fetch_timeout, fetch_pages(source_id, http, store, now, record_cache)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout(http.fetch_timeout)),
     }
@@ -204,32 +169,15 @@ async fn fetch_pages(
                 });
             };
             tracing::debug!(source = source_id, url = %shown, "not modified");
-            Page {
-                url: shown,
-                body: Bytes::from(cached.body),
-                not_modified: true,
-            }
+            Page { url: shown, body: Bytes::from(cached.body), not_modified: true }
         } else {
-            let header = |name| {
-                response
-                    .headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let entry = CachedPage {
-                etag: header(ETAG),
-                last_modified: header(LAST_MODIFIED),
-                body: response.body.to_vec(),
-            };
+            let header = |name| response.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let entry =
+                CachedPage { etag: header(ETAG), last_modified: header(LAST_MODIFIED), body: response.body.to_vec() };
             if record_cache && (entry.etag.is_some() || entry.last_modified.is_some()) {
                 store.store_page(source_id, &shown, &entry, now).await?;
             }
-            Page {
-                url: shown,
-                body: response.body.clone(),
-                not_modified: false,
-            }
+            Page { url: shown, body: response.body.clone(), not_modified: false }
         };
         next = next_url(http, &url, &response.headers, &page.body, pages.len())?;
         pages.push(page);
@@ -239,9 +187,7 @@ async fn fetch_pages(
 
 fn first_url(http: &HttpSource) -> Url {
     match &http.pagination {
-        Pagination::Page { param, first, size } => {
-            with_page(&http.url, param, *first, size.as_ref())
-        }
+        Pagination::Page { param, first, size } => with_page(&http.url, param, *first, size.as_ref()),
         _ => http.url.clone(),
     }
 }
@@ -282,13 +228,10 @@ fn next_url(
             };
             match next_link(link) {
                 None => Ok(None),
-                Some(target) => current
-                    .join(target)
-                    .map(Some)
-                    .map_err(|e| FetchError::Invalid {
-                        url: current.to_string(),
-                        message: format!("bad next link `{target}`: {e}"),
-                    }),
+                Some(target) => current.join(target).map(Some).map_err(|e| FetchError::Invalid {
+                    url: current.to_string(),
+                    message: format!("bad next link `{target}`: {e}"),
+                }),
             }
         }
         Pagination::Page { param, first, size } => {
@@ -296,11 +239,8 @@ fn next_url(
                 .ok()
                 .and_then(|v| v.as_array().map(Vec::len))
                 .unwrap_or(0);
-            let full = size
-                .as_ref()
-                .is_none_or(|(_, size)| records as u64 >= *size);
-            Ok((records > 0 && full)
-                .then(|| with_page(&http.url, param, first + index as u64 + 1, size.as_ref())))
+            let full = size.as_ref().is_none_or(|(_, size)| records as u64 >= *size);
+            Ok((records > 0 && full).then(|| with_page(&http.url, param, first + index as u64 + 1, size.as_ref())))
         }
     }
 }
@@ -312,11 +252,8 @@ pub fn next_link(header: &str) -> Option<&str> {
         let target = pieces.next()?.trim().strip_prefix('<')?.strip_suffix('>')?;
         let is_next = pieces.any(|p| {
             let p = p.trim();
-            p.strip_prefix("rel=").is_some_and(|rel| {
-                rel.trim_matches('"')
-                    .split_whitespace()
-                    .any(|r| r.eq_ignore_ascii_case("next"))
-            })
+            p.strip_prefix("rel=")
+                .is_some_and(|rel| rel.trim_matches('"').split_whitespace().any(|r| r.eq_ignore_ascii_case("next")))
         });
         is_next.then_some(target)
     })
@@ -324,45 +261,28 @@ pub fn next_link(header: &str) -> Option<&str> {
 
 /// One GET with conditional headers, retried for transient failures with exponential backoff and
 /// full jitter, honouring `Retry-After`.
-async fn get(
-    http: &HttpSource,
-    url: &Url,
-    cached: Option<&CachedPage>,
-) -> Result<Response, FetchError> {
+async fn get(http: &HttpSource, url: &Url, cached: Option<&CachedPage>) -> Result<Response, FetchError> {
     let shown = url.to_string();
     let mut attempts = 0;
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(http.retry.base_delay)
-        .with_max_delay(http.retry.max_delay)
-        .with_max_times(http.retry.max_retries);
-    let max_delay = http.retry.max_delay;
+    let policy = http.retry;
     let result = (|| {
         attempts += 1;
         attempt(http, url, cached)
     })
-    .retry(backoff)
+    .retry(policy.backoff())
     .when(|e: &Attempt| matches!(e, Attempt::Transient { .. }))
-    .adjust(move |e, delay| match e {
-        Attempt::Transient {
-            retry_after: Some(wait),
-            ..
-        } => Some((*wait).min(max_delay)),
-        // Full jitter: anywhere between zero and the exponential envelope.
-        _ => delay.map(|d| d.mul_f64(fastrand::f64())),
+    .adjust(move |e, delay| {
+        let retry_after = match e {
+            Attempt::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        policy.delay(retry_after, delay)
     })
     .notify(|e, delay| tracing::warn!(url = %shown, ?delay, "retrying: {e:?}"))
     .await;
     result.map_err(|e| match e {
-        Attempt::Transient { message, .. } => FetchError::Transient {
-            url: shown.clone(),
-            message,
-            attempts,
-        },
-        Attempt::Permanent { status, excerpt } => FetchError::Permanent {
-            url: shown.clone(),
-            status,
-            excerpt,
-        },
+        Attempt::Transient { message, .. } => FetchError::Transient { url: shown.clone(), message, attempts },
+        Attempt::Permanent { status, excerpt } => FetchError::Permanent { url: shown.clone(), status, excerpt },
         Attempt::TooLarge(limit) => FetchError::Invalid {
             url: shown.clone(),
             message: format!("the response is larger than {limit} bytes (max_body_bytes)"),
@@ -370,16 +290,9 @@ async fn get(
     })
 }
 
-async fn attempt(
-    http: &HttpSource,
-    url: &Url,
-    cached: Option<&CachedPage>,
-) -> Result<Response, Attempt> {
+async fn attempt(http: &HttpSource, url: &Url, cached: Option<&CachedPage>) -> Result<Response, Attempt> {
     http.limiter.until_ready().await;
-    let mut request = http
-        .client
-        .get(url.clone())
-        .header(reqwest::header::ACCEPT, "application/json");
+    let mut request = http.client.get(url.clone()).header(reqwest::header::ACCEPT, "application/json");
     if let Some(cached) = cached {
         if let Some(etag) = &cached.etag {
             request = request.header(IF_NONE_MATCH, etag);
@@ -391,14 +304,9 @@ async fn attempt(
     request = match &http.auth {
         None => request,
         Some(Auth::Bearer(token)) => request.bearer_auth(token.expose_secret()),
-        Some(Auth::Basic { username, password }) => {
-            request.basic_auth(username, Some(password.expose_secret()))
-        }
+        Some(Auth::Basic { username, password }) => request.basic_auth(username, Some(password.expose_secret())),
     };
-    let transient = |e: reqwest::Error| Attempt::Transient {
-        message: describe(e),
-        retry_after: None,
-    };
+    let transient = |e: reqwest::Error| Attempt::Transient { message: describe(e), retry_after: None };
     let mut response = request.send().await.map_err(transient)?;
     let status = response.status();
     let headers = response.headers().clone();
@@ -415,69 +323,13 @@ async fn attempt(
         body.extend_from_slice(&chunk);
     }
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
-        return Ok(Response {
-            status,
-            headers,
-            body: Bytes::from(body),
-        });
+        return Ok(Response { status, headers, body: Bytes::from(body) });
     }
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        let retry_after = headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        return Err(Attempt::Transient {
-            message: format!("HTTP {}", status.as_u16()),
-            retry_after,
-        });
+        let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        return Err(Attempt::Transient { message: format!("HTTP {}", status.as_u16()), retry_after });
     }
-    Err(Attempt::Permanent {
-        status: status.as_u16(),
-        excerpt: excerpt(&body),
-    })
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(seconds) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(value.trim()).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
-
-/// A reqwest error without its URL (which could carry credentials in a query string).
-fn describe(error: reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "cannot connect"
-    } else if error.is_body() || error.is_decode() {
-        "the response body broke off"
-    } else {
-        "request failed"
-    };
-    let error = error.without_url();
-    let mut message = format!("{kind}: {error}");
-    let mut source = std::error::Error::source(&error);
-    while let Some(inner) = source {
-        message.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    message
-}
-
-/// The first 200 characters of a response body, on one line.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &line[..cut]),
-        None => line,
-    }
+    Err(Attempt::Permanent { status: status.as_u16(), excerpt: excerpt(&body) })
 }
 
 #[cfg(test)]
@@ -493,31 +345,9 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_accepts_seconds_and_dates() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
     fn page_urls_replace_their_parameter() {
         let base = Url::parse("https://api.example/x?regionalSchluessel=05&page=9").unwrap();
         let url = with_page(&base, "page", 2, Some(&("size".into(), 50)));
-        assert_eq!(
-            url.as_str(),
-            "https://api.example/x?regionalSchluessel=05&page=2&size=50"
-        );
-    }
-
-    #[test]
-    fn excerpts_are_short_and_on_one_line() {
-        assert_eq!(
-            excerpt(b"{\n \"error\": \"nope\"\n}"),
-            r#"{ "error": "nope" }"#
-        );
-        assert_eq!(excerpt("x ".repeat(300).as_bytes()).chars().count(), 201);
+        assert_eq!(url.as_str(), "https://api.example/x?regionalSchluessel=05&page=2&size=50");
     }
 }

@@ -39,9 +39,9 @@ impl Entry {
     /// The entry's bytes, refusing more than `max_bytes`.
     pub fn bytes(&self, max_bytes: u64) -> Result<bytes::Bytes, String> {
         match &self.content {
-            Some(content) if content.len() as u64 > max_bytes => Err(format!(
-                "larger than the limit of {max_bytes} bytes (limits.max_record_bytes)"
-            )),
+            Some(content) if content.len() as u64 > max_bytes => {
+                Err(format!("larger than the limit of {max_bytes} bytes (limits.max_record_bytes)"))
+            }
             Some(content) => Ok(content.clone()),
             None => directory::read_limited(&self.path, max_bytes).map(bytes::Bytes::from),
         }
@@ -59,18 +59,9 @@ pub struct ListContext<'a> {
 /// Lists (for HTTP: fetches) the entries of a source, in a stable order.
 pub async fn list(source: &Source, context: &ListContext<'_>) -> Result<Vec<Entry>, SourceError> {
     match &source.kind {
-        SourceKind::Directory { path, include, .. } => {
-            directory::list(path, include, context.root, source.format)
-        }
+        SourceKind::Directory { path, include, .. } => directory::list(path, include, context.root, source.format),
         SourceKind::Http(settings) => {
-            let pages = http::fetch(
-                &source.id,
-                settings,
-                context.store,
-                &context.now,
-                context.record_cache,
-            )
-            .await?;
+            let pages = http::fetch(&source.id, settings, context.store, &context.now, context.record_cache).await?;
             Ok(pages
                 .into_iter()
                 .map(|page| Entry {
@@ -134,58 +125,30 @@ pub fn read_entry(
     limits: Limits,
     max_bytes: u64,
 ) -> Result<Vec<Result<Record, RecordError>>, RecordError> {
-    let read_error = |message: String| RecordError::Read {
-        origin: entry.origin.clone(),
-        message,
-    };
-    let format = entry.format.ok_or_else(|| {
-        read_error("cannot tell the format from the file name; set `format` on the source".into())
-    })?;
+    let read_error = |message: String| RecordError::Read { origin: entry.origin.clone(), message };
+    let format = entry
+        .format
+        .ok_or_else(|| read_error("cannot tell the format from the file name; set `format` on the source".into()))?;
     let bytes = entry.bytes(max_bytes).map_err(read_error)?;
-    let decoded =
-        codec::decode(format, &bytes, arrays, limits).map_err(|e| read_error(e.to_string()))?;
-    let stem = entry
-        .path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let decoded = codec::decode(format, &bytes, arrays, limits).map_err(|e| read_error(e.to_string()))?;
+    let stem = entry.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     match source.split {
-        Split::None => Ok(vec![make_record(
-            source,
-            inputs,
-            entry.origin.clone(),
-            &stem,
-            format,
-            decoded,
-        )]),
+        Split::None => Ok(vec![make_record(source, inputs, entry.origin.clone(), &stem, format, decoded)]),
         Split::Array => {
             let tree = match &source.records {
                 None => decoded.tree,
-                Some(pointer) => decoded
-                    .tree
-                    .pointer(pointer)
-                    .cloned()
-                    .unwrap_or(Value::Null),
+                Some(pointer) => decoded.tree.pointer(pointer).cloned().unwrap_or(Value::Null),
             };
             let Value::Array(items) = tree else {
-                let place = source
-                    .records
-                    .as_deref()
-                    .map_or(String::new(), |p| format!(" at {p}"));
-                return Err(read_error(format!(
-                    "split = \"array\" but the entry holds no JSON array{place}"
-                )));
+                let place = source.records.as_deref().map_or(String::new(), |p| format!(" at {p}"));
+                return Err(read_error(format!("split = \"array\" but the entry holds no JSON array{place}")));
             };
             Ok(items
                 .into_iter()
                 .enumerate()
                 .map(|(i, tree)| {
                     let origin = format!("{}#{i}", entry.origin);
-                    let decoded = Decoded {
-                        tree,
-                        root: None,
-                        namespace: None,
-                    };
+                    let decoded = Decoded { tree, root: None, namespace: None };
                     make_record(source, inputs, origin, &stem, format, decoded)
                 })
                 .collect())
@@ -195,12 +158,7 @@ pub fn read_entry(
 
 /// Runs one of the source's jq expressions on a record; it must give a non-empty string (or null
 /// where `optional`).
-fn evaluate(
-    program: &Program,
-    source: &Source,
-    tree: &Value,
-    optional: bool,
-) -> Result<Option<String>, String> {
+fn evaluate(program: &Program, source: &Source, tree: &Value, optional: bool) -> Result<Option<String>, String> {
     let globals = [Val::Null, Val::Null, to_val(&source.context()), Val::Null];
     match program.run(to_val(tree), globals) {
         Ok(Value::String(text)) if !text.trim().is_empty() => Ok(Some(text)),
@@ -218,10 +176,7 @@ fn make_record(
     format: Format,
     decoded: Decoded,
 ) -> Result<Record, RecordError> {
-    let key_error = |message: String| RecordError::Key {
-        origin: origin.clone(),
-        message,
-    };
+    let key_error = |message: String| RecordError::Key { origin: origin.clone(), message };
     let external_id = match &source.key {
         None => stem.to_owned(),
         Some(program) => evaluate(program, source, &decoded.tree, false)
@@ -229,9 +184,7 @@ fn make_record(
             .unwrap_or_default(),
     };
     if external_id.chars().any(char::is_control) {
-        return Err(key_error(format!(
-            "the id {external_id:?} contains control characters"
-        )));
+        return Err(key_error(format!("the id {external_id:?} contains control characters")));
     }
     let mut hash = codec::tree_hash(&decoded.tree);
     let mut adoptions = Vec::new();
@@ -240,10 +193,8 @@ fn make_record(
             .map_err(|e| key_error(format!("the leika_key expression {e}")))?
             .unwrap_or_default();
         adoptions = inputs.adoptions.get(&leika).cloned().unwrap_or_default();
-        let listed: Vec<String> = adoptions
-            .iter()
-            .map(|a| format!("{}={}", a.ars, a.name.as_deref().unwrap_or("")))
-            .collect();
+        let listed: Vec<String> =
+            adoptions.iter().map(|a| format!("{}={}", a.ars, a.name.as_deref().unwrap_or(""))).collect();
         hash = ContentHash::of_parts([hash.as_str().as_bytes(), listed.join("\n").as_bytes()]);
     }
     let form = match &source.form_link {
@@ -252,15 +203,7 @@ fn make_record(
             .map_err(|e| key_error(format!("the form_link.id expression {e}")))?
             .map(|id| ItemKey::new(&link.source, &id)),
     };
-    Ok(Record {
-        key: ItemKey::new(&source.id, &external_id),
-        hash,
-        origin,
-        format,
-        decoded,
-        adoptions,
-        form,
-    })
+    Ok(Record { key: ItemKey::new(&source.id, &external_id), hash, origin, format, decoded, adoptions, form })
 }
 
 /// The key under which a file that yields no record is tracked, so an operator sees it.

@@ -42,7 +42,8 @@ impl Store {
     /// Removes an adoption; returns false if there was none.
     pub async fn remove_adoption(&self, ars: &str, service: &str) -> Result<bool, StoreError> {
         let sql = "DELETE FROM adoptions WHERE ars = $1 AND service = $2";
-        let affected = on_pool!(self, pool => sqlx::query(sql).bind(ars).bind(service).execute(pool).await?.rows_affected());
+        let affected =
+            on_pool!(self, pool => sqlx::query(sql).bind(ars).bind(service).execute(pool).await?.rows_affected());
         Ok(affected > 0)
     }
 
@@ -56,10 +57,7 @@ impl Store {
     pub async fn adoptions_by_service(&self) -> Result<HashMap<String, Vec<Adoption>>, StoreError> {
         let mut by_service: HashMap<String, Vec<Adoption>> = HashMap::new();
         for adoption in self.adoptions().await? {
-            by_service
-                .entry(adoption.service.clone())
-                .or_default()
-                .push(adoption);
+            by_service.entry(adoption.service.clone()).or_default().push(adoption);
         }
         Ok(by_service)
     }
@@ -68,9 +66,7 @@ impl Store {
 /// Why an adoption was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AdoptionError {
-    #[error(
-        "ARS `{0}` must be 12 digits (Amtlicher Regionalschlüssel, e.g. 053150000000 for Köln)"
-    )]
+    #[error("ARS `{0}` must be 12 digits (Amtlicher Regionalschlüssel, e.g. 053150000000 for Köln)")]
     ArsFormat(String),
     #[error("ARS `{0}` is outside NRW (NRW keys start with 05); use --force to adopt anyway")]
     OutsideNrw(String),
@@ -104,18 +100,9 @@ mod tests {
     #[test]
     fn ars_and_leika_keys_are_checked() {
         assert_eq!(check_ars("053150000000", false), Ok(()));
-        assert_eq!(
-            check_ars("05315000000", false),
-            Err(AdoptionError::ArsFormat("05315000000".into()))
-        );
-        assert_eq!(
-            check_ars("05315000000x", false),
-            Err(AdoptionError::ArsFormat("05315000000x".into()))
-        );
-        assert_eq!(
-            check_ars("091620000000", false),
-            Err(AdoptionError::OutsideNrw("091620000000".into()))
-        );
+        assert_eq!(check_ars("05315000000", false), Err(AdoptionError::ArsFormat("05315000000".into())));
+        assert_eq!(check_ars("05315000000x", false), Err(AdoptionError::ArsFormat("05315000000x".into())));
+        assert_eq!(check_ars("091620000000", false), Err(AdoptionError::OutsideNrw("091620000000".into())));
         assert_eq!(check_ars("091620000000", true), Ok(()));
         assert_eq!(check_leika("99012001001000"), Ok(()));
         assert!(check_leika("9901200100100").is_err());

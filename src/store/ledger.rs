@@ -30,10 +30,16 @@ pub struct LedgerRow {
     pub last_run_id: Option<i64>,
     /// The adoptions (comma-separated ARS) the current document was mapped with, if the source has adoptions.
     pub adoptions: Option<String>,
+    /// The target's version (ETag) of what we last delivered, sent as `If-Match`.
+    pub target_version: Option<String>,
+    /// An operator's reason to leave the item alone while its content hash stays `skip_hash`.
+    pub skip_reason: Option<String>,
+    pub skip_hash: Option<String>,
 }
 
 const LEDGER_COLUMNS: &str = "item_key, target, source_id, origin, content_hash, mapping, mapping_version, \
-     output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id, adoptions";
+     output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id, adoptions, \
+     target_version, skip_reason, skip_hash";
 
 /// Count of items of one source in one status.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -48,27 +54,22 @@ pub struct StatusCount {
 pub struct Batch {
     pub rows: Vec<LedgerRow>,
     pub events: Vec<NewEvent>,
+    /// Intents whose outcome the rows record: removed in the same transaction.
+    pub settled_intents: Vec<(String, String)>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.events.is_empty()
+        self.rows.is_empty() && self.events.is_empty() && self.settled_intents.is_empty()
     }
 }
 
 impl Store {
     /// Every ledger row of one source, keyed by (item key, target).
-    pub async fn ledger_of_source(
-        &self,
-        source_id: &str,
-    ) -> Result<HashMap<(String, String), LedgerRow>, StoreError> {
+    pub async fn ledger_of_source(&self, source_id: &str) -> Result<HashMap<(String, String), LedgerRow>, StoreError> {
         let sql = format!("SELECT {LEDGER_COLUMNS} FROM items WHERE source_id = $1");
-        let rows: Vec<LedgerRow> =
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(source_id).fetch_all(pool).await?);
-        Ok(rows
-            .into_iter()
-            .map(|r| ((r.item_key.clone(), r.target.clone()), r))
-            .collect())
+        let rows: Vec<LedgerRow> = on_pool!(self, pool => sqlx::query_as(&sql).bind(source_id).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(|r| ((r.item_key.clone(), r.target.clone()), r)).collect())
     }
 
     /// The rows of one item, one per target.
@@ -88,9 +89,7 @@ impl Store {
             "SELECT {LEDGER_COLUMNS} FROM items WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR source_id = $2) \
              ORDER BY item_key, target LIMIT $3"
         );
-        Ok(
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(status).bind(source).bind(limit).fetch_all(pool).await?),
-        )
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(status).bind(source).bind(limit).fetch_all(pool).await?))
     }
 
     /// Number of items per source and status.
@@ -105,12 +104,13 @@ impl Store {
             return Ok(());
         }
         let upsert = format!(
-            "INSERT INTO items ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+            "INSERT INTO items ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
              ON CONFLICT (item_key, target) DO UPDATE SET source_id = excluded.source_id, origin = excluded.origin, \
              content_hash = excluded.content_hash, mapping = excluded.mapping, mapping_version = excluded.mapping_version, \
              output_hash = excluded.output_hash, output_path = excluded.output_path, status = excluded.status, \
              attempts = excluded.attempts, last_error = excluded.last_error, updated_at = excluded.updated_at, \
-             delivered_at = excluded.delivered_at, last_run_id = excluded.last_run_id, adoptions = excluded.adoptions"
+             delivered_at = excluded.delivered_at, last_run_id = excluded.last_run_id, adoptions = excluded.adoptions, \
+             target_version = excluded.target_version, skip_reason = excluded.skip_reason, skip_hash = excluded.skip_hash"
         );
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -133,6 +133,9 @@ impl Store {
                     .bind(&row.delivered_at)
                     .bind(row.last_run_id)
                     .bind(&row.adoptions)
+                    .bind(&row.target_version)
+                    .bind(&row.skip_reason)
+                    .bind(&row.skip_hash)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -145,6 +148,13 @@ impl Store {
                     .bind(event.stage.as_str())
                     .bind(event.level.as_str())
                     .bind(&event.message)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (item_key, target) in &batch.settled_intents {
+                sqlx::query("DELETE FROM intents WHERE item_key = $1 AND target = $2")
+                    .bind(item_key)
+                    .bind(target)
                     .execute(&mut *tx)
                     .await?;
             }

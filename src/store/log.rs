@@ -74,16 +74,9 @@ impl Store {
                        AND level IN ($4, $5, $6, $7) \
                      ORDER BY id DESC LIMIT $8) AS recent \
                    ORDER BY id";
-        let source_pattern = filter
-            .source
-            .as_ref()
-            .map(|s| format!("{}/%", like_escape(s)));
+        let source_pattern = filter.source.as_ref().map(|s| format!("{}/%", like_escape(s)));
         let level = |i: usize| levels.get(i).copied().unwrap_or("");
-        let limit = if filter.limit > 0 {
-            filter.limit
-        } else {
-            i64::MAX
-        };
+        let limit = if filter.limit > 0 { filter.limit } else { i64::MAX };
         Ok(on_pool!(self, pool => sqlx::query_as(sql)
             .bind(filter.run_id)
             .bind(&filter.item_key)
@@ -99,7 +92,5 @@ impl Store {
 }
 
 fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }

@@ -2,6 +2,7 @@
 
 pub mod adoptions;
 pub mod http_cache;
+pub mod intents;
 pub mod ledger;
 pub mod log;
 pub mod runs;
@@ -11,9 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 /// A connection pool on either backend. Every query is written once and runs on both.
 #[derive(Debug, Clone)]
@@ -59,18 +58,12 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
             let path = options.get_filename();
-            if let Some(dir) = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists())
                 && path != Path::new(":memory:")
             {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Directory(dir.display().to_string(), e))?;
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Directory(dir.display().to_string(), e))?;
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
-                .await?;
+            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {

@@ -14,6 +14,8 @@ pub struct Counts {
     pub failed: i64,
     pub quarantined: i64,
     pub withdrawn: i64,
+    /// Items the portal changed since our last write (HTTP 412); left for an operator.
+    pub conflict: i64,
 }
 
 impl Counts {
@@ -24,11 +26,12 @@ impl Counts {
         self.failed += other.failed;
         self.quarantined += other.quarantined;
         self.withdrawn += other.withdrawn;
+        self.conflict += other.conflict;
     }
 
     /// Items that did not go through.
     pub fn problems(&self) -> i64 {
-        self.failed + self.quarantined
+        self.failed + self.quarantined + self.conflict
     }
 }
 
@@ -55,12 +58,7 @@ const RUN_COLUMNS: &str = "id, trigger, sources, status, started_at, finished_at
 
 impl Store {
     /// Records the start of a run and returns its id.
-    pub async fn start_run(
-        &self,
-        trigger: Trigger,
-        sources: &[String],
-        at: &str,
-    ) -> Result<i64, StoreError> {
+    pub async fn start_run(&self, trigger: Trigger, sources: &[String], at: &str) -> Result<i64, StoreError> {
         let sql = "INSERT INTO runs (trigger, sources, status, started_at) VALUES ($1, $2, $3, $4) RETURNING id";
         let id: i64 = on_pool!(self, pool => sqlx::query_scalar(sql)
             .bind(trigger.as_str())

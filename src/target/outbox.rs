@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::{DeliverError, Delivered};
+use super::{Action, DeliverError, Delivered};
 use crate::domain::ItemKey;
 
 /// Longest file name stem we produce; below the 255-byte limit of common file systems, with room for extensions.
@@ -18,9 +18,7 @@ const MAX_STEM: usize = 180;
 pub fn safe_stem(key: &ItemKey) -> String {
     let mut stem = String::with_capacity(key.as_str().len());
     for (i, byte) in key.as_str().bytes().enumerate() {
-        let plain = byte.is_ascii_alphanumeric()
-            || matches!(byte, b'@' | b'_' | b'-')
-            || (byte == b'.' && i > 0);
+        let plain = byte.is_ascii_alphanumeric() || matches!(byte, b'@' | b'_' | b'-') || (byte == b'.' && i > 0);
         if plain {
             stem.push(byte as char);
         } else {
@@ -43,16 +41,8 @@ pub fn safe_stem(key: &ItemKey) -> String {
 
 /// Writes `bytes` to `<dir>/<safe stem>.<extension>` via a temporary file and a rename, so a reader
 /// never sees a half-written document.
-pub fn write(
-    dir: &Path,
-    key: &ItemKey,
-    extension: &str,
-    bytes: &[u8],
-) -> Result<Delivered, DeliverError> {
-    let io = |path: &Path, source| DeliverError::Io {
-        path: path.into(),
-        source,
-    };
+pub fn write(dir: &Path, key: &ItemKey, extension: &str, bytes: &[u8]) -> Result<Delivered, DeliverError> {
+    let io = |path: &Path, source| DeliverError::Io { path: path.into(), source };
     fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let name = format!("{}.{extension}", safe_stem(key));
     let path = dir.join(&name);
@@ -67,9 +57,41 @@ pub fn write(
         let _ = fs::remove_file(&temp);
         return Err(io(&path, e));
     }
-    Ok(Delivered {
-        location: path.display().to_string(),
-    })
+    Ok(Delivered { location: path.display().to_string(), version: None })
+}
+
+/// Withdraws an item: removes its file (whatever its format); nothing to remove is fine.
+pub fn remove(dir: &Path, key: &ItemKey) -> Result<Delivered, DeliverError> {
+    let stem = safe_stem(key);
+    for extension in ["json", "xml"] {
+        let path = dir.join(format!("{stem}.{extension}"));
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DeliverError::Io { path, source }),
+        }
+    }
+    Ok(Delivered { location: dir.join(&stem).display().to_string(), version: None })
+}
+
+/// Whether the outbox already holds exactly the result of `action` (for reconciliation after a crash).
+pub fn holds(dir: &Path, key: &ItemKey, action: &Action) -> Result<Option<Delivered>, DeliverError> {
+    let stem = safe_stem(key);
+    match action {
+        Action::Put { format, output_hash, .. } => {
+            let path = dir.join(format!("{stem}.{}", format.extension()));
+            Ok(match fs::read(&path) {
+                Ok(bytes) if crate::domain::ContentHash::of(&bytes).as_str() == output_hash => {
+                    Some(Delivered { location: path.display().to_string(), version: None })
+                }
+                _ => None,
+            })
+        }
+        Action::Delete => {
+            let gone = ["json", "xml"].iter().all(|e| !dir.join(format!("{stem}.{e}")).exists());
+            Ok(gone.then(|| Delivered { location: dir.join(&stem).display().to_string(), version: None }))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -89,25 +111,13 @@ mod tests {
     fn hostile_keys_cannot_escape_or_break_the_outbox() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = dir.path().join("outbox");
-        for id in [
-            "../../etc/passwd",
-            "a/b",
-            "nul\0byte",
-            "..",
-            ".hidden",
-            "\\windows\\path",
-            "ümlaut ß",
-        ] {
+        for id in ["../../etc/passwd", "a/b", "nul\0byte", "..", ".hidden", "\\windows\\path", "ümlaut ß"] {
             let delivered = write(&outbox, &key(id), "json", b"{}").unwrap();
             let path = Path::new(&delivered.location);
             assert_eq!(path.parent().unwrap(), outbox, "{id:?} → {path:?}");
             assert!(path.is_file());
         }
-        assert_eq!(
-            fs::read_dir(&outbox).unwrap().count(),
-            7,
-            "seven keys, seven files, no temp files left"
-        );
+        assert_eq!(fs::read_dir(&outbox).unwrap().count(), 7, "seven keys, seven files, no temp files left");
     }
 
     #[test]

@@ -14,119 +14,53 @@ const SERVICE_FILE: &str = "var/outbox/portal-xml/aachen-services%2F991080010010
 const RS: &str = "urn:de:bund:destatis:bevoelkerungsstatistik:schluessel:rs:";
 
 fn gebiet_ids(xml: &str) -> Vec<String> {
-    xml.match_indices(RS)
-        .map(|(at, _)| xml[at + RS.len()..at + RS.len() + 12].to_owned())
-        .collect()
+    xml.match_indices(RS).map(|(at, _)| xml[at + RS.len()..at + RS.len() + 12].to_owned()).collect()
 }
 
 #[tokio::test]
 async fn adoptions_become_zustaendigkeiten_and_removing_one_updates_exactly_that_service() {
     let app = TestApp::demo().await;
     app.command()
-        .args([
-            "adopt",
-            "add",
-            "--ars",
-            "053150000000",
-            "--service",
-            SERVICE,
-            "--name",
-            "Stadt Köln",
-        ])
+        .args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE, "--name", "Stadt Köln"])
         .assert()
         .success();
-    app.command()
-        .args([
-            "adopt",
-            "add",
-            "--ars",
-            "051110000000",
-            "--service",
-            SERVICE,
-        ])
-        .assert()
-        .success();
+    app.command().args(["adopt", "add", "--ars", "051110000000", "--service", SERVICE]).assert().success();
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Ok, "{:?}", report.problems);
     let xml = std::fs::read_to_string(app.path(SERVICE_FILE)).unwrap();
     assert_eq!(gebiet_ids(&xml), vec!["051110000000", "053150000000"]);
 
     // A service nobody adopted is still delivered, without any Zuständigkeit.
-    let other = std::fs::read_to_string(
-        app.path("var/outbox/portal-xml/soest-services%2F99110009104000.xml"),
-    )
-    .unwrap();
-    assert!(
-        other.contains("leistung")
-            && other.contains("onlinedienst")
-            && gebiet_ids(&other).is_empty()
-    );
+    let other = std::fs::read_to_string(app.path("var/outbox/portal-xml/soest-services%2F99110009104000.xml")).unwrap();
+    assert!(other.contains("leistung") && other.contains("onlinedienst") && gebiet_ids(&other).is_empty());
 
-    app.command()
-        .args([
-            "adopt",
-            "remove",
-            "--ars",
-            "053150000000",
-            "--service",
-            SERVICE,
-        ])
-        .assert()
-        .success();
+    app.command().args(["adopt", "remove", "--ars", "053150000000", "--service", SERVICE]).assert().success();
     let report = app.migrate().await;
-    assert_eq!(
-        (report.counts.updated, report.counts.new),
-        (1, 0),
-        "exactly the adopted service"
-    );
+    assert_eq!((report.counts.updated, report.counts.new), (1, 0), "exactly the adopted service");
     let xml = std::fs::read_to_string(app.path(SERVICE_FILE)).unwrap();
     assert_eq!(gebiet_ids(&xml), vec!["051110000000"]);
     let events = app
         .deps
         .store
-        .events(&EventFilter {
-            item_key: Some(SERVICE_KEY.into()),
-            run_id: report.run_id,
-            ..Default::default()
-        })
+        .events(&EventFilter { item_key: Some(SERVICE_KEY.into()), run_id: report.run_id, ..Default::default() })
         .await
         .unwrap();
-    assert!(
-        events
-            .iter()
-            .any(|e| e.message == "adoption removed: 053150000000"),
-        "{events:?}"
-    );
+    assert!(events.iter().any(|e| e.message == "adoption removed: 053150000000"), "{events:?}");
     assert!(events.iter().any(|e| e.message.starts_with("updated")));
 }
 
 #[tokio::test]
 async fn every_service_document_validates_against_the_profile_xsd() {
     let app = TestApp::demo().await;
-    app.command()
-        .args([
-            "adopt",
-            "add",
-            "--ars",
-            "059740000000",
-            "--service",
-            SERVICE,
-        ])
-        .assert()
-        .success();
+    app.command().args(["adopt", "add", "--ars", "059740000000", "--service", SERVICE]).assert().success();
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Ok);
     let Some(xmllint) = xmllint() else { return };
     let xsd = crate::support::repo().join("schemas/xzufi-import-profile.xsd");
-    let services: Vec<_> = app
-        .outbox_files()
-        .into_iter()
-        .filter(|f| f.contains("-services%2F"))
-        .collect();
+    let services: Vec<_> = app.outbox_files().into_iter().filter(|f| f.contains("-services%2F")).collect();
     assert_eq!(services.len(), 10, "two services in each of five regions");
     for file in services {
-        xmllint_validate(xmllint, &xsd, &app.path("var/outbox").join(&file))
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        xmllint_validate(xmllint, &xsd, &app.path("var/outbox").join(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }
 
@@ -144,29 +78,11 @@ async fn adoption_keys_are_checked_and_a_bad_import_changes_nothing() {
         .code(2)
         .stderr(predicate::str::contains("14 digits"));
     app.command()
-        .args([
-            "adopt",
-            "add",
-            "--ars",
-            "091620000000",
-            "--service",
-            SERVICE,
-        ])
+        .args(["adopt", "add", "--ars", "091620000000", "--service", SERVICE])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("outside NRW"));
-    app.command()
-        .args([
-            "adopt",
-            "add",
-            "--ars",
-            "091620000000",
-            "--service",
-            SERVICE,
-            "--force",
-        ])
-        .assert()
-        .success();
+    app.command().args(["adopt", "add", "--ars", "091620000000", "--service", SERVICE, "--force"]).assert().success();
 
     std::fs::write(
         app.path("bad.csv"),
@@ -180,14 +96,7 @@ async fn adoption_keys_are_checked_and_a_bad_import_changes_nothing() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("bad.csv:3"));
-    let out = app
-        .command()
-        .args(["adopt", "list", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = app.command().args(["adopt", "list", "--json"]).assert().success().get_output().stdout.clone();
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
     assert_eq!(listed.len(), 1, "only the forced one: {listed:?}");
 
@@ -224,32 +133,14 @@ async fn a_service_whose_form_is_quarantined_is_held_back() {
     // Well-formed and keyed, but it refers to a codelist nobody has: the form is quarantined.
     let anrede = "urn:de:nrw:modellregion:codeliste:anrede";
     assert!(text.contains(anrede));
-    std::fs::write(
-        &form,
-        text.replace(anrede, "urn:de:nrw:modellregion:codeliste:gibt-es-nicht"),
-    )
-    .unwrap();
+    std::fs::write(&form, text.replace(anrede, "urn:de:nrw:modellregion:codeliste:gibt-es-nicht")).unwrap();
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Partial);
-    let held: Vec<_> = report
-        .problems
-        .iter()
-        .filter(|p| p.item_key == SERVICE_KEY)
-        .collect();
+    let held: Vec<_> = report.problems.iter().filter(|p| p.item_key == SERVICE_KEY).collect();
     assert_eq!(held.len(), 1, "{:?}", report.problems);
     assert_eq!(held[0].status.as_str(), "failed");
-    assert!(
-        held[0]
-            .message
-            .contains("aachen-forms/S05000101@1.0 is quarantined"),
-        "{}",
-        held[0].message
-    );
-    assert!(
-        held[0].message.contains("gibt-es-nicht"),
-        "the form's own reason is shown: {}",
-        held[0].message
-    );
+    assert!(held[0].message.contains("aachen-forms/S05000101@1.0 is quarantined"), "{}", held[0].message);
+    assert!(held[0].message.contains("gibt-es-nicht"), "the form's own reason is shown: {}", held[0].message);
     assert!(!app.path(SERVICE_FILE).exists(), "not delivered");
 
     std::fs::write(&form, &text).unwrap();

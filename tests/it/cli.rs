@@ -7,25 +7,9 @@ use crate::support::{TestApp, repo};
 #[tokio::test]
 async fn migrate_json_reports_counts_and_exit_codes() {
     let app = TestApp::demo().await;
-    let out = app
-        .command()
-        .args(["migrate", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = app.command().args(["migrate", "--json"]).assert().success().get_output().stdout.clone();
     let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    for key in [
-        "run_id",
-        "status",
-        "new",
-        "updated",
-        "unchanged",
-        "failed",
-        "quarantined",
-        "withdrawn",
-    ] {
+    for key in ["run_id", "status", "new", "updated", "unchanged", "failed", "quarantined", "withdrawn"] {
         assert!(report.get(key).is_some(), "missing {key} in {report}");
     }
     assert_eq!(report["status"], "ok");
@@ -36,14 +20,7 @@ async fn migrate_json_reports_counts_and_exit_codes() {
         "<xdf:xdatenfelder.stammdatenschema.0102><xdf:header>",
     )
     .unwrap();
-    let out = app
-        .command()
-        .args(["migrate", "--json"])
-        .assert()
-        .code(3)
-        .get_output()
-        .stdout
-        .clone();
+    let out = app.command().args(["migrate", "--json"]).assert().code(3).get_output().stdout.clone();
     let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(report["status"], "partial");
     assert_eq!(report["quarantined"], 1);
@@ -54,29 +31,17 @@ async fn status_log_and_show_tell_the_story_of_an_item() {
     let app = TestApp::demo().await;
     app.command().args(["migrate"]).assert().success();
     app.command().args(["migrate"]).assert().success();
-    app.command().args(["status"]).assert().success().stdout(
-        predicate::str::contains("aachen-forms").and(predicate::str::contains("unchanged")),
-    );
-    let key = "soest-forms/S05000142@1.0";
-    let out = app
-        .command()
-        .args(["log", "--item", key, "--json"])
+    app.command()
+        .args(["status"])
         .assert()
         .success()
-        .get_output()
-        .stdout
-        .clone();
-    let events: Vec<serde_json::Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .stdout(predicate::str::contains("aachen-forms").and(predicate::str::contains("unchanged")));
+    let key = "soest-forms/S05000142@1.0";
+    let out = app.command().args(["log", "--item", key, "--json"]).assert().success().get_output().stdout.clone();
+    let events: Vec<serde_json::Value> =
+        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(events.len(), 2, "{events:?}");
-    assert!(
-        events
-            .iter()
-            .all(|e| e["item_key"] == key && e["stage"] == "deliver")
-    );
+    assert!(events.iter().all(|e| e["item_key"] == key && e["stage"] == "deliver"));
     app.command()
         .args(["show", key])
         .assert()
@@ -86,55 +51,23 @@ async fn status_log_and_show_tell_the_story_of_an_item() {
                 .and(predicate::str::contains("target portal-xml")),
         )
         .stdout(predicate::str::contains("soest-forms%2FS05000142@1.0.json"));
-    app.command()
-        .args(["show", "soest-forms/nope"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("no item"));
-    app.command()
-        .args(["log", "--level", "error"])
-        .assert()
-        .success();
-    app.command()
-        .args(["log", "--level", "loud"])
-        .assert()
-        .code(2);
+    app.command().args(["show", "soest-forms/nope"]).assert().code(1).stderr(predicate::str::contains("no item"));
+    app.command().args(["log", "--level", "error"]).assert().success();
+    app.command().args(["log", "--level", "loud"]).assert().code(2);
 }
 
 #[tokio::test]
 async fn check_prints_the_next_fire_times() {
     let app = TestApp::demo().await;
-    let out = app
-        .command()
-        .arg("check")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = app.command().arg("check").assert().success().get_output().stdout.clone();
     let text = String::from_utf8(out).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.contains("schedule `0 */2 * * *`"))
-        .expect(&text);
-    assert_eq!(
-        line.matches("CE").count(),
-        3,
-        "three fire times in Europe/Berlin: {line}"
-    );
+    let line = text.lines().find(|l| l.contains("schedule `0 */2 * * *`")).expect(&text);
+    assert_eq!(line.matches("CE").count(), 3, "three fire times in Europe/Berlin: {line}");
 }
 
 #[test]
 fn every_command_has_help() {
-    for command in [
-        "migrate",
-        "status",
-        "log",
-        "show",
-        "check",
-        "test-mappings",
-        "map",
-    ] {
+    for command in ["migrate", "status", "log", "show", "check", "test-mappings", "map"] {
         assert_cmd::Command::cargo_bin("portal-bridge")
             .unwrap()
             .args([command, "--help"])
@@ -173,28 +106,12 @@ schedule = "61 * * * *"
         .assert()
         .code(2);
     let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
-    assert!(
-        stderr.contains("bridge.toml:8:") && stderr.contains("does-not-exist"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("bridge.toml:10:") && stderr.contains("schedule"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("broken.toml:4:") && stderr.contains("nosuchfn"),
-        "{stderr}"
-    );
-    assert!(
-        !dir.path().join("var").exists(),
-        "nothing runs on a config error"
-    );
+    assert!(stderr.contains("bridge.toml:8:") && stderr.contains("does-not-exist"), "{stderr}");
+    assert!(stderr.contains("bridge.toml:10:") && stderr.contains("schedule"), "{stderr}");
+    assert!(stderr.contains("broken.toml:4:") && stderr.contains("nosuchfn"), "{stderr}");
+    assert!(!dir.path().join("var").exists(), "nothing runs on a config error");
 
-    std::fs::write(
-        dir.path().join("bridge.toml"),
-        "[[target]]\nid = \"t\"\ncolour = \"blue\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("bridge.toml"), "[[target]]\nid = \"t\"\ncolour = \"blue\"\n").unwrap();
     assert_cmd::Command::cargo_bin("portal-bridge")
         .unwrap()
         .env("PORTAL_BRIDGE_CONFIG", dir.path().join("bridge.toml"))
@@ -208,20 +125,13 @@ schedule = "61 * * * *"
 fn the_database_url_comes_from_the_environment_when_set() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
-    std::fs::write(
-        dir.path().join("bridge.toml"),
-        "[paths]\nmappings = \"mappings\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("bridge.toml"), "[paths]\nmappings = \"mappings\"\n").unwrap();
     let db = dir.path().join("elsewhere.db");
     assert_cmd::Command::cargo_bin("portal-bridge")
         .unwrap()
         .arg("--config")
         .arg(dir.path().join("bridge.toml"))
-        .env(
-            "PORTAL_BRIDGE_DATABASE_URL",
-            format!("sqlite://{}", db.display()),
-        )
+        .env("PORTAL_BRIDGE_DATABASE_URL", format!("sqlite://{}", db.display()))
         .arg("status")
         .assert()
         .success();

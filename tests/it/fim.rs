@@ -65,10 +65,7 @@ fn xml_files(dir: &Path) -> Vec<PathBuf> {
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                if path
-                    .file_name()
-                    .is_some_and(|n| n != "codelists-genericode")
-                {
+                if path.file_name().is_some_and(|n| n != "codelists-genericode") {
                     stack.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "xml") {
@@ -176,25 +173,14 @@ fn demo_env() -> &'static Env {
 }
 
 fn mapping<'a>(env: &'a Env, name: &str) -> &'a Arc<Mapping> {
-    env.config
-        .mappings
-        .iter()
-        .find(|m| m.name == name)
-        .unwrap_or_else(|| panic!("no mapping {name}"))
+    env.config.mappings.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("no mapping {name}"))
 }
 
 /// The element names a record is decoded with. For 2.0 the union of both 2.0 mappings' `arrays`, as
 /// the pipeline decodes a source that feeds both (every demo forms source does).
 fn arrays_for(env: &Env, name: &str) -> Vec<String> {
-    let names: &[&str] = if name.starts_with("xdatenfelder2") {
-        &[XDF2_TO_FORM, XDF2_TO_XDF3]
-    } else {
-        &[name]
-    };
-    let mut arrays: Vec<String> = names
-        .iter()
-        .flat_map(|n| mapping(env, n).input.arrays.clone())
-        .collect();
+    let names: &[&str] = if name.starts_with("xdatenfelder2") { &[XDF2_TO_FORM, XDF2_TO_XDF3] } else { &[name] };
+    let mut arrays: Vec<String> = names.iter().flat_map(|n| mapping(env, n).input.arrays.clone()).collect();
     arrays.sort();
     arrays.dedup();
     arrays
@@ -229,12 +215,7 @@ fn context(file: &Path, policy: &str) -> RecordContext {
 }
 
 /// Maps one file with one mapping; the mapping must accept the record (root and namespace).
-fn apply_with(
-    env: &Env,
-    name: &str,
-    file: &Path,
-    context: &RecordContext,
-) -> Result<Document, MapError> {
+fn apply_with(env: &Env, name: &str, file: &Path, context: &RecordContext) -> Result<Document, MapError> {
     let mapping = mapping(env, name);
     let decoded = decoded(file, &arrays_for(env, name));
     assert!(
@@ -255,17 +236,14 @@ fn apply(env: &Env, name: &str, file: &Path, policy: &str) -> Result<Document, M
 fn s00000009_form() -> &'static Document {
     static DOCUMENT: OnceLock<Document> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        apply(real_env(), XDF2_TO_FORM, &s00000009(), "warn")
-            .unwrap_or_else(|e| panic!("S00000009 in warn mode: {e}"))
+        apply(real_env(), XDF2_TO_FORM, &s00000009(), "warn").unwrap_or_else(|e| panic!("S00000009 in warn mode: {e}"))
     })
 }
 
 /// The runtime validator (the mapping's output schema as configured) must accept the document.
 fn assert_runtime_valid(env: &Env, name: &str, what: &str, document: &Document) {
     let mapping = mapping(env, name);
-    env.validators
-        .check(mapping.output.schema.as_deref(), document)
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    env.validators.check(mapping.output.schema.as_deref(), document).unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
 // ------------------------------------------------------------------ independent checks
@@ -274,35 +252,22 @@ fn assert_runtime_valid(env: &Env, name: &str, what: &str, document: &Document) 
 fn form_schema() -> &'static jsonschema::Validator {
     static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let text =
-            std::fs::read_to_string(repo().join("schemas/form-platform.schema.json")).unwrap();
+        let text = std::fs::read_to_string(repo().join("schemas/form-platform.schema.json")).unwrap();
         let schema: Value = serde_json::from_str(&text).unwrap();
-        jsonschema::options()
-            .should_validate_formats(true)
-            .build(&schema)
-            .unwrap()
+        jsonschema::options().should_validate_formats(true).build(&schema).unwrap()
     })
 }
 
 fn assert_schema_valid(what: &str, document: &Value) {
-    let errors: Vec<String> = form_schema()
-        .iter_errors(document)
-        .take(10)
-        .map(|e| format!("{e} at `{}`", e.instance_path))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{what}: not valid against form-platform.schema.json: {errors:#?}"
-    );
+    let errors: Vec<String> =
+        form_schema().iter_errors(document).take(10).map(|e| format!("{e} at `{}`", e.instance_path)).collect();
+    assert!(errors.is_empty(), "{what}: not valid against form-platform.schema.json: {errors:#?}");
 }
 
 /// True if xmllint can run. A test that needs it for its independent XSD check fails without it when
 /// CI is "true", and otherwise explains and returns early.
 fn xmllint_available() -> bool {
-    let found = std::process::Command::new("xmllint")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let found = std::process::Command::new("xmllint").arg("--version").output().is_ok_and(|o| o.status.success());
     if !found {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
         assert!(
@@ -354,9 +319,7 @@ impl El {
         let mut reader = quick_xml::Reader::from_str(text);
         let mut stack = vec![El::default()];
         loop {
-            let event = reader
-                .read_event()
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let event = reader.read_event().unwrap_or_else(|e| panic!("{what}: {e}"));
             match event {
                 Event::Start(start) => stack.push(El::open(&start, &reader)),
                 Event::Empty(start) => {
@@ -367,16 +330,8 @@ impl El {
                     let element = stack.pop().unwrap();
                     stack.last_mut().unwrap().children.push(element);
                 }
-                Event::Text(text) => stack
-                    .last_mut()
-                    .unwrap()
-                    .text
-                    .push_str(&text.xml_content().unwrap()),
-                Event::CData(data) => stack
-                    .last_mut()
-                    .unwrap()
-                    .text
-                    .push_str(&String::from_utf8_lossy(&data)),
+                Event::Text(text) => stack.last_mut().unwrap().text.push_str(&text.xml_content().unwrap()),
+                Event::CData(data) => stack.last_mut().unwrap().text.push_str(&String::from_utf8_lossy(&data)),
                 Event::GeneralRef(reference) => {
                     let resolved = match reference.resolve_char_ref().unwrap() {
                         Some(c) => c.to_string(),
@@ -417,9 +372,7 @@ impl El {
                     let a = a.unwrap();
                     (
                         String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned(),
-                        a.decode_and_unescape_value(reader.decoder())
-                            .unwrap()
-                            .into_owned(),
+                        a.decode_and_unescape_value(reader.decoder()).unwrap().into_owned(),
                     )
                 })
                 .collect(),
@@ -446,28 +399,19 @@ impl El {
 
     /// The value of a code child (`<x><code>v</code></x>`).
     fn code_of(&self, name: &str) -> String {
-        self.child(name)
-            .map_or("", |c| c.child("code").map_or(c.text(), El::text))
-            .to_owned()
+        self.child(name).map_or("", |c| c.child("code").map_or(c.text(), El::text)).to_owned()
     }
 
     fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     fn id(&self) -> String {
-        self.child("identifikation")
-            .map(|i| i.text_of("id"))
-            .unwrap_or_default()
+        self.child("identifikation").map(|i| i.text_of("id")).unwrap_or_default()
     }
 
     fn version(&self) -> String {
-        self.child("identifikation")
-            .map(|i| i.text_of("version"))
-            .unwrap_or_default()
+        self.child("identifikation").map(|i| i.text_of("version")).unwrap_or_default()
     }
 
     /// All elements below this one with that name, in document order.
@@ -517,37 +461,14 @@ fn occurrences<'a>(container: &'a El, prefix: &str) -> Vec<Occ<'a>> {
         for node in nodes {
             position += 1;
             let fim_id = node.id();
-            let base = if fim_id.is_empty() {
-                format!("unidentified-{position}")
-            } else {
-                fim_id.clone()
-            };
+            let base = if fim_id.is_empty() { format!("unidentified-{position}") } else { fim_id.clone() };
             let n = seen.entry(base.clone()).or_insert(0);
             *n += 1;
             let segment = if *n == 1 { base } else { format!("{base}~{n}") };
-            let id = if prefix.is_empty() {
-                segment
-            } else {
-                format!("{prefix}/{segment}")
-            };
-            let kind = if node.name == "datenfeld" {
-                "field"
-            } else {
-                "group"
-            };
-            let children = if kind == "group" {
-                occurrences(node, &id)
-            } else {
-                Vec::new()
-            };
-            out.push(Occ {
-                id,
-                kind,
-                fim_id,
-                anzahl: anzahl.clone(),
-                node,
-                children,
-            });
+            let id = if prefix.is_empty() { segment } else { format!("{prefix}/{segment}") };
+            let kind = if node.name == "datenfeld" { "field" } else { "group" };
+            let children = if kind == "group" { occurrences(node, &id) } else { Vec::new() };
+            out.push(Occ { id, kind, fim_id, anzahl: anzahl.clone(), node, children });
         }
     }
     out
@@ -567,12 +488,7 @@ fn top_occurrences(message: &El) -> Vec<Occ<'_>> {
             node: group,
         }]
     } else {
-        occurrences(
-            message
-                .child("stammdatenschema")
-                .expect("a stammdatenschema"),
-            "",
-        )
+        occurrences(message.child("stammdatenschema").expect("a stammdatenschema"), "")
     }
 }
 
@@ -587,11 +503,7 @@ fn flatten<'a, 'b>(occs: &'b [Occ<'a>], out: &mut Vec<&'b Occ<'a>>) {
 fn cardinality(anzahl: &str) -> (u64, Option<u64>) {
     let parsed = anzahl.split_once(':').and_then(|(min, max)| {
         let min: u64 = min.parse().ok()?;
-        let max = if max == "*" {
-            None
-        } else {
-            Some(max.parse::<u64>().ok()?)
-        };
+        let max = if max == "*" { None } else { Some(max.parse::<u64>().ok()?) };
         Some((min, max))
     });
     match parsed {
@@ -605,37 +517,13 @@ fn assert_element(what: &str, occ: &Occ, element: &Value, kind: &str) {
     let at = format!("{what}: element {}", occ.id);
     assert_eq!(element["id"], json!(occ.id), "{at}: id");
     assert_eq!(element["kind"], json!(kind), "{at}: kind");
-    let fim_id = if occ.fim_id.is_empty() {
-        Value::Null
-    } else {
-        json!(occ.fim_id)
-    };
+    let fim_id = if occ.fim_id.is_empty() { Value::Null } else { json!(occ.fim_id) };
     assert_eq!(element["fimId"], fim_id, "{at}: fimId");
     let (min, max) = cardinality(&occ.anzahl);
-    assert_eq!(
-        element["min"],
-        json!(min),
-        "{at}: min of anzahl {}",
-        occ.anzahl
-    );
-    assert_eq!(
-        element["max"],
-        json!(max),
-        "{at}: max of anzahl {}",
-        occ.anzahl
-    );
-    assert_eq!(
-        element["required"],
-        json!(min >= 1),
-        "{at}: required of anzahl {}",
-        occ.anzahl
-    );
-    assert_eq!(
-        element["repeatable"],
-        json!(max.is_none_or(|m| m > 1)),
-        "{at}: repeatable of anzahl {}",
-        occ.anzahl
-    );
+    assert_eq!(element["min"], json!(min), "{at}: min of anzahl {}", occ.anzahl);
+    assert_eq!(element["max"], json!(max), "{at}: max of anzahl {}", occ.anzahl);
+    assert_eq!(element["required"], json!(min >= 1), "{at}: required of anzahl {}", occ.anzahl);
+    assert_eq!(element["repeatable"], json!(max.is_none_or(|m| m > 1)), "{at}: repeatable of anzahl {}", occ.anzahl);
     if occ.kind == "group" {
         let children: Vec<&Occ> = occ.children.iter().collect();
         assert_elements(what, &children, &element["elements"]);
@@ -643,9 +531,7 @@ fn assert_element(what: &str, occ: &Occ, element: &Value, kind: &str) {
 }
 
 fn assert_elements(what: &str, occs: &[&Occ], elements: &Value) {
-    let elements = elements
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: elements"));
+    let elements = elements.as_array().unwrap_or_else(|| panic!("{what}: elements"));
     let ids = |v: &[Value]| v.iter().map(|e| e["id"].to_string()).collect::<Vec<_>>();
     assert_eq!(
         elements.len(),
@@ -680,24 +566,13 @@ fn assert_structure(what: &str, input: &El, document: &Value) {
     let mut rest = sections.as_slice();
     if !fields.is_empty() {
         let general = &rest[0];
-        assert_eq!(
-            general["id"], "allgemeine-angaben",
-            "{what}: top-level fields first"
-        );
+        assert_eq!(general["id"], "allgemeine-angaben", "{what}: top-level fields first");
         assert_eq!(general["generated"], true, "{what}");
-        assert_eq!(
-            (&general["min"], &general["max"]),
-            (&json!(1), &json!(1)),
-            "{what}"
-        );
+        assert_eq!((&general["min"], &general["max"]), (&json!(1), &json!(1)), "{what}");
         assert_elements(what, &fields, &general["elements"]);
         rest = &rest[1..];
     }
-    assert_eq!(
-        rest.len(),
-        groups.len(),
-        "{what}: one section per top-level datenfeldgruppe"
-    );
+    assert_eq!(rest.len(), groups.len(), "{what}: one section per top-level datenfeldgruppe");
     for (occ, section) in groups.iter().zip(rest) {
         assert_eq!(section["generated"], false, "{what}: section {}", occ.id);
         assert_element(what, occ, section, "section");
@@ -706,24 +581,12 @@ fn assert_structure(what: &str, input: &El, document: &Value) {
     let mut elements = Vec::new();
     output_elements(document, &mut elements);
     let fields_out = elements.iter().filter(|e| e["kind"] == "field").count();
-    let groups_out = elements
-        .iter()
-        .filter(|e| e["kind"] == "group" || (e["kind"] == "section" && e["generated"] == false))
-        .count();
+    let groups_out =
+        elements.iter().filter(|e| e["kind"] == "group" || (e["kind"] == "section" && e["generated"] == false)).count();
     let (fields_in, groups_in) = (input.count("datenfeld"), input.count("datenfeldgruppe"));
-    assert_eq!(
-        fields_out, fields_in,
-        "{what}: datenfeld uses in = field elements out"
-    );
-    assert_eq!(
-        groups_out, groups_in,
-        "{what}: datenfeldgruppe uses in = groups out"
-    );
-    assert_eq!(
-        document["counts"],
-        json!({"fields": fields_in, "groups": groups_in}),
-        "{what}: counts"
-    );
+    assert_eq!(fields_out, fields_in, "{what}: datenfeld uses in = field elements out");
+    assert_eq!(groups_out, groups_in, "{what}: datenfeldgruppe uses in = groups out");
+    assert_eq!(document["counts"], json!({"fields": fields_in, "groups": groups_in}), "{what}: counts");
     let ids: HashSet<&str> = elements.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), elements.len(), "{what}: element ids are unique");
 }
@@ -731,10 +594,7 @@ fn assert_structure(what: &str, input: &El, document: &Value) {
 fn elements_by_id(document: &Value) -> HashMap<String, &Value> {
     let mut elements = Vec::new();
     output_elements(document, &mut elements);
-    elements
-        .into_iter()
-        .map(|e| (e["id"].as_str().unwrap().to_owned(), e))
-        .collect()
+    elements.into_iter().map(|e| (e["id"].as_str().unwrap().to_owned(), e)).collect()
 }
 
 // ------------------------------------------------------------------ genericode, read independently
@@ -771,33 +631,15 @@ fn genericode_index(dir: &Path) -> HashMap<String, Arc<List>> {
                 .map(|v| v.text_of("SimpleValue"))
                 .unwrap_or_default()
         };
-        let rows: Vec<&El> = list
-            .child("SimpleCodeList")
-            .map(|l| l.all("Row").collect())
-            .unwrap_or_default();
+        let rows: Vec<&El> = list.child("SimpleCodeList").map(|l| l.all("Row").collect()).unwrap_or_default();
         let parsed = Arc::new(List {
             codes: rows.iter().map(|r| value(r, &key)).collect(),
-            names: rows
-                .iter()
-                .map(|r| {
-                    name_column
-                        .as_deref()
-                        .map(|c| value(r, c))
-                        .unwrap_or_default()
-                })
-                .collect(),
+            names: rows.iter().map(|r| name_column.as_deref().map(|c| value(r, c)).unwrap_or_default()).collect(),
             file: file.clone(),
         });
         let ident = list.child("Identification").expect("Identification");
         index.insert(ident.text_of("CanonicalVersionUri"), parsed.clone());
-        index.insert(
-            format!(
-                "{}|{}",
-                ident.text_of("CanonicalUri"),
-                ident.text_of("Version")
-            ),
-            parsed,
-        );
+        index.insert(format!("{}|{}", ident.text_of("CanonicalUri"), ident.text_of("Version")), parsed);
     }
     index
 }
@@ -806,14 +648,8 @@ fn genericode_index(dir: &Path) -> HashMap<String, Arc<List>> {
 /// (canonicalIdentification, version, canonicalVersionUri); None when absent or empty.
 fn codelist_reference(field: &El) -> Option<(String, String, String)> {
     let reference = field.child("codelisteReferenz")?;
-    let g = reference
-        .child("genericodeIdentification")
-        .unwrap_or(reference);
-    let triple = (
-        g.text_of("canonicalIdentification"),
-        g.text_of("version"),
-        g.text_of("canonicalVersionUri"),
-    );
+    let g = reference.child("genericodeIdentification").unwrap_or(reference);
+    let triple = (g.text_of("canonicalIdentification"), g.text_of("version"), g.text_of("canonicalVersionUri"));
     (triple != Default::default()).then_some(triple)
 }
 
@@ -821,10 +657,7 @@ fn find_list<'a>(
     index: &'a HashMap<String, Arc<List>>,
     (uri, version, cvu): &(String, String, String),
 ) -> Option<&'a Arc<List>> {
-    index
-        .get(cvu)
-        .filter(|_| !cvu.is_empty())
-        .or_else(|| index.get(&format!("{uri}|{version}")))
+    index.get(cvu).filter(|_| !cvu.is_empty()).or_else(|| index.get(&format!("{uri}|{version}")))
 }
 
 /// Select fields with a codelist reference: (occurrence, reference).
@@ -842,63 +675,29 @@ fn codelist_selects<'a, 'b>(top: &'b [Occ<'a>]) -> Vec<(&'b Occ<'a>, (String, St
 /// else "warn".
 fn policy_for(input: &El, index: &HashMap<String, Arc<List>>) -> &'static str {
     let top = top_occurrences(input);
-    if codelist_selects(&top)
-        .iter()
-        .all(|(_, r)| find_list(index, r).is_some())
-    {
-        "quarantine"
-    } else {
-        "warn"
-    }
+    if codelist_selects(&top).iter().all(|(_, r)| find_list(index, r).is_some()) { "quarantine" } else { "warn" }
 }
 
 /// Every select with a codelist: resolved lists give exactly the genericode codes (and names) in
 /// order; missing ones give no options and a missing-codelist warning. Returns how many resolved.
-fn assert_codelists(
-    what: &str,
-    input: &El,
-    document: &Value,
-    index: &HashMap<String, Arc<List>>,
-) -> usize {
+fn assert_codelists(what: &str, input: &El, document: &Value, index: &HashMap<String, Arc<List>>) -> usize {
     let top = top_occurrences(input);
     let by_id = elements_by_id(document);
     let mut resolved = 0;
     for (occ, reference) in codelist_selects(&top) {
         let element = by_id[&occ.id];
         let at = format!("{what}: {} ({})", occ.id, reference.2);
-        let cvu = if reference.2.is_empty() {
-            Value::Null
-        } else {
-            json!(reference.2)
-        };
+        let cvu = if reference.2.is_empty() { Value::Null } else { json!(reference.2) };
         assert_eq!(element["codelist"]["canonicalVersionUri"], cvu, "{at}");
         match find_list(index, &reference) {
             Some(list) => {
                 resolved += 1;
                 assert_eq!(element["codelist"]["resolved"], true, "{at}");
-                let options = element["options"]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("{at}: options"));
-                let codes: Vec<&str> = options
-                    .iter()
-                    .map(|o| o["code"].as_str().unwrap())
-                    .collect();
-                assert_eq!(
-                    codes,
-                    list.codes,
-                    "{at}: the codes of {}",
-                    list.file.display()
-                );
-                let names: Vec<&str> = options
-                    .iter()
-                    .map(|o| o["name"].as_str().unwrap())
-                    .collect();
-                assert_eq!(
-                    names,
-                    list.names,
-                    "{at}: the names of {}",
-                    list.file.display()
-                );
+                let options = element["options"].as_array().unwrap_or_else(|| panic!("{at}: options"));
+                let codes: Vec<&str> = options.iter().map(|o| o["code"].as_str().unwrap()).collect();
+                assert_eq!(codes, list.codes, "{at}: the codes of {}", list.file.display());
+                let names: Vec<&str> = options.iter().map(|o| o["name"].as_str().unwrap()).collect();
+                assert_eq!(names, list.names, "{at}: the names of {}", list.file.display());
             }
             None => {
                 assert_eq!(element["codelist"]["resolved"], false, "{at}");
@@ -921,18 +720,11 @@ fn assert_codelists(
 /// codelist directory, else with "warn".
 fn map_form(env: &Env, name: &str, file: &Path, index: &HashMap<String, Arc<List>>) -> Document {
     let policy = policy_for(&El::read(file), index);
-    apply(env, name, file, policy)
-        .unwrap_or_else(|e| panic!("{name} {} ({policy}): {e}", file.display()))
+    apply(env, name, file, policy).unwrap_or_else(|e| panic!("{name} {} ({policy}): {e}", file.display()))
 }
 
 /// Checks a form document of a file: schema (independently and at runtime), structure, codelists.
-fn check_form(
-    env: &Env,
-    name: &str,
-    file: &Path,
-    index: &HashMap<String, Arc<List>>,
-    document: &Document,
-) {
+fn check_form(env: &Env, name: &str, file: &Path, index: &HashMap<String, Arc<List>>, document: &Document) {
     let what = format!("{name} {}", file.display());
     let input = El::read(file);
     assert_schema_valid(&what, &document.tree);
@@ -941,12 +733,7 @@ fn check_form(
     assert_codelists(&what, &input, &document.tree, index);
 }
 
-fn check_form_file(
-    env: &Env,
-    name: &str,
-    file: &Path,
-    index: &HashMap<String, Arc<List>>,
-) -> Document {
+fn check_form_file(env: &Env, name: &str, file: &Path, index: &HashMap<String, Arc<List>>) -> Document {
     let document = map_form(env, name, file, index);
     check_form(env, name, file, index, &document);
     document
@@ -961,33 +748,19 @@ fn every_xdatenfelder2_sample_maps_validates_and_keeps_every_element_with_its_ca
     let files = xml_files(&samples("xdatenfelder-2"));
     let names: Vec<String> = files.iter().map(|f| stem(f)).collect();
     assert!(files.len() >= 8, "2 real and 6 handmade samples: {names:?}");
-    for expected in [
-        "S00000009_Gewerbeanmeldung_xdf2",
-        "S05000058V1.0_Bewohnerparken_xdf2",
-        "flxbe_v2_select",
-        "flxbe_v2_simple",
-    ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} in {names:?}"
-        );
+    for expected in
+        ["S00000009_Gewerbeanmeldung_xdf2", "S05000058V1.0_Bewohnerparken_xdf2", "flxbe_v2_select", "flxbe_v2_simple"]
+    {
+        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
     }
     for file in &files {
         // S00000009 lacks its codelists here, so it maps in warn mode (mapped once for all tests).
-        let document = if *file == s00000009() {
-            s00000009_form().clone()
-        } else {
-            map_form(env, XDF2_TO_FORM, file, &index)
-        };
+        let document =
+            if *file == s00000009() { s00000009_form().clone() } else { map_form(env, XDF2_TO_FORM, file, &index) };
         check_form(env, XDF2_TO_FORM, file, &index, &document);
         let input = El::read(file);
         let schema = input.child("stammdatenschema").unwrap();
-        assert_eq!(
-            document.tree["id"],
-            json!(schema.id()),
-            "{}",
-            file.display()
-        );
+        assert_eq!(document.tree["id"], json!(schema.id()), "{}", file.display());
         assert_eq!(document.tree["provenance"]["standardVersion"], "2.0");
     }
 }
@@ -1012,27 +785,16 @@ fn every_xdatenfelder3_sample_and_group_message_maps_validates_and_keeps_every_e
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(|| group.text_of("name"));
             assert_eq!(tree["id"], json!(group.id()), "{}", file.display());
-            assert_eq!(
-                tree["version"],
-                json!(group.version()),
-                "{}",
-                file.display()
-            );
+            assert_eq!(tree["version"], json!(group.version()), "{}", file.display());
             assert_eq!(tree["title"], json!(title), "{}", file.display());
             assert_eq!(tree["sections"].as_array().unwrap().len(), 1);
             assert_eq!(tree["sections"][0]["fimId"], json!(group.id()));
-            assert_eq!(
-                tree["provenance"]["messageType"],
-                "xdatenfelder.datenfeldgruppe.0103"
-            );
+            assert_eq!(tree["provenance"]["messageType"], "xdatenfelder.datenfeldgruppe.0103");
         } else {
             assert!(tree["provenance"].get("messageType").is_none());
         }
     }
-    assert!(
-        groups >= 3,
-        "the 3.0.0 samples are datenfeldgruppe.0103 messages"
-    );
+    assert!(groups >= 3, "the 3.0.0 samples are datenfeldgruppe.0103 messages");
 
     // The 3.0.0 Stammdatenschema inputs (the mapping's fixtures) go through the same checks.
     let demo = demo_env();
@@ -1053,12 +815,7 @@ fn the_demo_forms_map_validate_and_keep_every_element() {
     let index = genericode_index(&repo().join("demo/codelists"));
     for file in demo_forms() {
         let input = El::read(&file);
-        assert_eq!(
-            policy_for(&input, &index),
-            "quarantine",
-            "{}: every demo codelist exists",
-            file.display()
-        );
+        assert_eq!(policy_for(&input, &index), "quarantine", "{}: every demo codelist exists", file.display());
         check_form_file(env, XDF2_TO_FORM, &file, &index);
     }
 }
@@ -1081,17 +838,10 @@ fn every_codelist_of_s05000058_resolves_to_exactly_the_genericode_codes_in_order
     let document = apply(env, XDF2_TO_FORM, &file, "quarantine").unwrap_or_else(|e| panic!("{e}"));
     let resolved = assert_codelists("S05000058", &input, &document.tree, &index);
     assert_eq!(resolved, references.len(), "every reference resolves");
-    let files: HashSet<&PathBuf> = references
-        .iter()
-        .map(|(_, r)| &find_list(&index, r).unwrap().file)
-        .collect();
+    let files: HashSet<&PathBuf> = references.iter().map(|(_, r)| &find_list(&index, r).unwrap().file).collect();
     assert_eq!(files.len(), 6, "all 6 genericode files are used: {files:?}");
     assert!(
-        !document.tree["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["code"] == "missing-codelist"),
+        !document.tree["warnings"].as_array().unwrap().iter().any(|w| w["code"] == "missing-codelist"),
         "{}",
         document.tree["warnings"]
     );
@@ -1109,28 +859,21 @@ fn s00000009_is_quarantined_for_missing_codelists_by_default_and_maps_with_warni
         .filter(|(_, r)| find_list(&index, r).is_none())
         .map(|(o, r)| (o, r.2))
         .collect();
-    assert!(
-        missing.len() >= 15,
-        "S00000009 has 15 codelist references: {}",
-        missing.len()
-    );
+    assert!(missing.len() >= 15, "S00000009 has 15 codelist references: {}", missing.len());
 
     // The default policy, as a configured source without on_missing_codelist passes it.
-    let source = env
-        .config
-        .source("fim-samples")
-        .expect("the source of the test config");
+    let source = env.config.source("fim-samples").expect("the source of the test config");
     let context = RecordContext {
         source: source.context(),
         item: json!({"key": "fim-samples/S00000009", "id": "S00000009", "origin": "S00000009"}),
     };
     assert_eq!(context.source["on_missing_codelist"], "quarantine");
-    let error = apply_with(env, XDF2_TO_FORM, &file, &context)
-        .expect_err("a missing codelist stops the form by default");
+    let error =
+        apply_with(env, XDF2_TO_FORM, &file, &context).expect_err("a missing codelist stops the form by default");
     assert!(
-        missing.iter().any(|(occ, urn)| error
-            .message
-            .contains(&format!("missing codelist {urn} for field {}", occ.fim_id))),
+        missing
+            .iter()
+            .any(|(occ, urn)| error.message.contains(&format!("missing codelist {urn} for field {}", occ.fim_id))),
         "the reason names a missing codelist URN and its field: {error}"
     );
 
@@ -1138,23 +881,13 @@ fn s00000009_is_quarantined_for_missing_codelists_by_default_and_maps_with_warni
     // assert_codelists), in the document and for the migration log.
     let document = s00000009_form();
     assert_codelists("S00000009", &input, &document.tree, &index);
-    let warned = document.tree["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|w| w["code"] == "missing-codelist")
-        .count();
+    let warned =
+        document.tree["warnings"].as_array().unwrap().iter().filter(|w| w["code"] == "missing-codelist").count();
     assert_eq!(warned, missing.len());
-    let logged = document
-        .warnings
-        .iter()
-        .filter(|w| w.starts_with("missing-codelist"))
-        .count();
+    let logged = document.warnings.iter().filter(|w| w.starts_with("missing-codelist")).count();
     assert_eq!(logged, missing.len(), "{:?}", document.warnings);
     assert!(
-        missing
-            .iter()
-            .all(|(_, urn)| document.warnings.iter().any(|w| w.contains(urn.as_str()))),
+        missing.iter().all(|(_, urn)| document.warnings.iter().any(|w| w.contains(urn.as_str()))),
         "each log warning names its URN: {:?}",
         document.warnings
     );
@@ -1167,14 +900,9 @@ fn a_prose_pattern_is_never_a_regex_but_a_note_and_a_warning() {
     let top = top_occurrences(&input);
     let mut all = Vec::new();
     flatten(&top, &mut all);
-    let prose: Vec<&Occ> = all
-        .into_iter()
-        .filter(|o| o.kind == "field" && o.node.text_of("praezisierung").contains(PROSE))
-        .collect();
-    assert!(
-        !prose.is_empty(),
-        "S00000009 has a field with the prose pattern"
-    );
+    let prose: Vec<&Occ> =
+        all.into_iter().filter(|o| o.kind == "field" && o.node.text_of("praezisierung").contains(PROSE)).collect();
+    assert!(!prose.is_empty(), "S00000009 has a field with the prose pattern");
 
     let document = s00000009_form();
     // Anywhere in the output, no "pattern" holds the prose (and every pattern looks like a regex).
@@ -1198,9 +926,7 @@ fn a_prose_pattern_is_never_a_regex_but_a_note_and_a_warning() {
     patterns(&document.tree, &mut found);
     assert!(!found.iter().any(|p| p.contains(PROSE)), "{found:?}");
     assert!(
-        found.iter().all(|p| p.contains([
-            '[', ']', '(', ')', '{', '}', '*', '+', '?', '\\', '^', '$', '|'
-        ])),
+        found.iter().all(|p| p.contains(['[', ']', '(', ')', '{', '}', '*', '+', '?', '\\', '^', '$', '|'])),
         "{found:?}"
     );
 
@@ -1208,18 +934,10 @@ fn a_prose_pattern_is_never_a_regex_but_a_note_and_a_warning() {
     let warnings = document.tree["warnings"].as_array().unwrap();
     for occ in prose {
         let element = by_id[&occ.id];
-        assert!(
-            element["validation"].get("pattern").is_none(),
-            "{}",
-            element["validation"]
-        );
+        assert!(element["validation"].get("pattern").is_none(), "{}", element["validation"]);
         let note = format!("pattern (prose, not a regular expression): {PROSE}");
         assert!(
-            element["notes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n == &json!(note)),
+            element["notes"].as_array().unwrap().iter().any(|n| n == &json!(note)),
             "{}: {}",
             occ.id,
             element["notes"]
@@ -1232,10 +950,7 @@ fn a_prose_pattern_is_never_a_regex_but_a_note_and_a_warning() {
             occ.id
         );
         assert!(
-            document
-                .warnings
-                .iter()
-                .any(|w| w.starts_with("pattern-not-regex") && w.contains(&occ.id)),
+            document.warnings.iter().any(|w| w.starts_with("pattern-not-regex") && w.contains(&occ.id)),
             "{:?}",
             document.warnings
         );
@@ -1247,10 +962,7 @@ fn a_prose_pattern_is_never_a_regex_but_a_note_and_a_warning() {
 /// The 2→3 id rule: a letter and 8 digits get `000` after the third character; other ids stay.
 fn id3(id: &str) -> String {
     let bytes = id.as_bytes();
-    if bytes.len() == 9
-        && bytes[0].is_ascii_uppercase()
-        && bytes[1..].iter().all(u8::is_ascii_digit)
-    {
+    if bytes.len() == 9 && bytes[0].is_ascii_uppercase() && bytes[1..].iter().all(u8::is_ascii_digit) {
         format!("{}000{}", &id[..3], &id[3..])
     } else {
         id.to_owned()
@@ -1283,10 +995,7 @@ fn assert_identity(at: &str, v2: &El, v3: &El) {
 
 /// The elements a struktur uses (the children of its enthaelt).
 fn used(struktur: &El) -> Vec<&El> {
-    struktur
-        .all("enthaelt")
-        .flat_map(|e| e.children.iter())
-        .collect()
+    struktur.all("enthaelt").flat_map(|e| e.children.iter()).collect()
 }
 
 /// Walks the 2.0 and the 3.0.0 tree in parallel, struktur by struktur.
@@ -1296,12 +1005,7 @@ fn assert_same_tree(at: &str, v2: &El, v3: &El) {
     let s3: Vec<&El> = v3.all("struktur").collect();
     assert_eq!(s3.len(), s2.len(), "{at}: number of struktur");
     for (i, (a, b)) in s2.iter().zip(&s3).enumerate() {
-        assert_eq!(
-            b.text_of("anzahl"),
-            a.text_of("anzahl"),
-            "{at}: struktur {} anzahl",
-            i + 1
-        );
+        assert_eq!(b.text_of("anzahl"), a.text_of("anzahl"), "{at}: struktur {} anzahl", i + 1);
         let (u2, u3) = (used(a), used(b));
         assert_eq!(u3.len(), u2.len(), "{at}: struktur {}", i + 1);
         for (x, y) in u2.iter().zip(&u3) {
@@ -1309,30 +1013,14 @@ fn assert_same_tree(at: &str, v2: &El, v3: &El) {
             assert_eq!(y.name, x.name, "{here}: element kind");
             if x.name == "datenfeld" {
                 assert_identity(&here, x, y);
-                assert_eq!(
-                    y.code_of("feldart"),
-                    x.code_of("feldart"),
-                    "{here}: feldart"
-                );
-                assert_eq!(
-                    y.code_of("datentyp"),
-                    x.code_of("datentyp"),
-                    "{here}: datentyp"
-                );
-                assert_eq!(
-                    codelist_reference(y),
-                    codelist_reference(x),
-                    "{here}: codelist"
-                );
+                assert_eq!(y.code_of("feldart"), x.code_of("feldart"), "{here}: feldart");
+                assert_eq!(y.code_of("datentyp"), x.code_of("datentyp"), "{here}: datentyp");
+                assert_eq!(codelist_reference(y), codelist_reference(x), "{here}: codelist");
                 let pattern = y.child("praezisierung").and_then(|p| p.attr("pattern"));
-                assert!(
-                    pattern.is_none_or(|p| !p.contains(PROSE)),
-                    "{here}: {pattern:?}"
-                );
+                assert!(pattern.is_none_or(|p| !p.contains(PROSE)), "{here}: {pattern:?}");
                 if x.text_of("praezisierung").contains(PROSE) {
                     assert!(
-                        y.text_of("beschreibung")
-                            .contains(&format!("pattern: {PROSE}")),
+                        y.text_of("beschreibung").contains(&format!("pattern: {PROSE}")),
                         "{here}: the prose pattern is kept in beschreibung"
                     );
                 }
@@ -1359,29 +1047,14 @@ fn check_upgrades(env: &Env, codelists: &Path, files: &[PathBuf]) {
         let what = format!("{XDF2_TO_XDF3} {}", file.display());
         let input = El::read(file);
         let policy = policy_for(&input, &index);
-        let document = apply(env, XDF2_TO_XDF3, file, policy)
-            .unwrap_or_else(|e| panic!("{what} ({policy}): {e}"));
+        let document = apply(env, XDF2_TO_XDF3, file, policy).unwrap_or_else(|e| panic!("{what} ({policy}): {e}"));
         assert_runtime_valid(env, XDF2_TO_XDF3, &what, &document);
         let output = El::parse(&document.bytes, &what);
         assert_eq!(output.name, "xdatenfelder.stammdatenschema.0102", "{what}");
-        for name in [
-            "datenfeld",
-            "datenfeldgruppe",
-            "regel",
-            "struktur",
-            "codelisteReferenz",
-        ] {
-            assert_eq!(
-                output.count(name),
-                input.count(name),
-                "{what}: {name} in = out"
-            );
+        for name in ["datenfeld", "datenfeldgruppe", "regel", "struktur", "codelisteReferenz"] {
+            assert_eq!(output.count(name), input.count(name), "{what}: {name} in = out");
         }
-        assert_same_tree(
-            &what,
-            input.child("stammdatenschema").unwrap(),
-            output.child("stammdatenschema").unwrap(),
-        );
+        assert_same_tree(&what, input.child("stammdatenschema").unwrap(), output.child("stammdatenschema").unwrap());
         let path = dir.path().join(format!("{}.xdf3.xml", stem(file)));
         std::fs::write(&path, &document.bytes).unwrap();
         written.push(path);
@@ -1409,10 +1082,7 @@ fn the_demo_forms_upgrade_to_3_0_0_valid_against_the_official_xsd_keeping_the_tr
 
 fn bridge() -> assert_cmd::Command {
     let mut command = assert_cmd::Command::cargo_bin("portal-bridge").unwrap();
-    command
-        .env_remove("PORTAL_BRIDGE_CONFIG")
-        .env_remove("PORTAL_BRIDGE_DATABASE_URL")
-        .env("NO_COLOR", "1");
+    command.env_remove("PORTAL_BRIDGE_CONFIG").env_remove("PORTAL_BRIDGE_DATABASE_URL").env("NO_COLOR", "1");
     command
 }
 
@@ -1427,96 +1097,46 @@ fn map_validate_prints_a_valid_document_for_s00000009_with_the_default_config() 
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let document: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("stdout is one JSON document: {e}"));
+    let document: Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("stdout is one JSON document: {e}"));
     assert_schema_valid("map --validate S00000009", &document);
     assert_structure("map --validate S00000009", &El::read(&file), &document);
 }
 
 #[test]
 fn test_mappings_passes_and_shows_a_diff_with_exit_3_when_an_expected_file_changes() {
-    let output = bridge()
-        .current_dir(repo())
-        .arg("test-mappings")
-        .output()
-        .unwrap();
+    let output = bridge().current_dir(repo()).arg("test-mappings").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains(", 0 failed"), "{stdout}");
-    assert!(
-        stdout.contains(&format!("ok    {XDF3_TO_FORM} / group-message\n")),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("ok    {XDF3_TO_FORM} / group-message\n")), "{stdout}");
 
     // A temp copy of the mappings (and the schemas they name), one expected file changed.
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo().join("mappings"), &dir.path().join("mappings"));
     copy_dir(&repo().join("schemas"), &dir.path().join("schemas"));
-    let expected = dir
-        .path()
-        .join("mappings/tests")
-        .join(XDF3_TO_FORM)
-        .join("group-message.expected.json");
+    let expected = dir.path().join("mappings/tests").join(XDF3_TO_FORM).join("group-message.expected.json");
     let text = std::fs::read_to_string(&expected).unwrap();
     let original = "  \"title\": \"Kontaktperson\",\n";
-    assert_eq!(
-        text.matches(original).count(),
-        1,
-        "the fixture changed; adjust the test"
-    );
-    std::fs::write(
-        &expected,
-        text.replace(original, "  \"title\": \"Kontaktperson (geändert)\",\n"),
-    )
-    .unwrap();
+    assert_eq!(text.matches(original).count(), 1, "the fixture changed; adjust the test");
+    std::fs::write(&expected, text.replace(original, "  \"title\": \"Kontaktperson (geändert)\",\n")).unwrap();
     let config = dir.path().join("bridge.toml");
-    let text = config_text(&repo().join("demo/codelists"), "", "").replace(
-        &format!("{:?}", repo().join("mappings").display().to_string()),
-        "\"mappings\"",
-    );
+    let text = config_text(&repo().join("demo/codelists"), "", "")
+        .replace(&format!("{:?}", repo().join("mappings").display().to_string()), "\"mappings\"");
     assert!(text.contains("mappings = \"mappings\""));
     std::fs::write(&config, text).unwrap();
 
-    let output = bridge()
-        .arg("--config")
-        .arg(&config)
-        .arg("test-mappings")
-        .output()
-        .unwrap();
+    let output = bridge().arg("--config").arg(&config).arg("test-mappings").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.contains(&format!("FAIL  {XDF3_TO_FORM} / group-message\n")),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("-  \"title\": \"Kontaktperson (geändert)\","),
-        "the expected line: {stdout}"
-    );
-    assert!(
-        stdout.contains("+  \"title\": \"Kontaktperson\","),
-        "the actual line: {stdout}"
-    );
+    assert_eq!(output.status.code(), Some(3), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("FAIL  {XDF3_TO_FORM} / group-message\n")), "{stdout}");
+    assert!(stdout.contains("-  \"title\": \"Kontaktperson (geändert)\","), "the expected line: {stdout}");
+    assert!(stdout.contains("+  \"title\": \"Kontaktperson\","), "the actual line: {stdout}");
     assert!(stdout.contains(", 1 failed"), "{stdout}");
     assert!(
-        !std::fs::read_to_string(
-            repo()
-                .join("mappings/tests")
-                .join(XDF3_TO_FORM)
-                .join("group-message.expected.json")
-        )
-        .unwrap()
-        .contains("geändert"),
+        !std::fs::read_to_string(repo().join("mappings/tests").join(XDF3_TO_FORM).join("group-message.expected.json"))
+            .unwrap()
+            .contains("geändert"),
         "the repository's fixture is untouched"
     );
 }
@@ -1539,39 +1159,22 @@ on_missing_codelist = "warn"
 "#,
         handmade.display().to_string()
     );
-    let input_xsd =
-        "[validation.input]\nxdatenfelder2-to-form = \"xdatenfelder-2.0/xdatenfelder.xsd\"\n";
+    let input_xsd = "[validation.input]\nxdatenfelder2-to-form = \"xdatenfelder-2.0/xdatenfelder.xsd\"\n";
     let text = config_text(&repo().join("demo/codelists"), input_xsd, &source);
     let app = TestApp::with_config(tempfile::tempdir().unwrap(), &text).await;
     let files = xml_files(&handmade);
     let report = app.migrate().await;
-    assert_eq!(
-        report.status,
-        RunStatus::Ok,
-        "{:?} {:?}",
-        report.problems,
-        report.errors
-    );
+    assert_eq!(report.status, RunStatus::Ok, "{:?} {:?}", report.problems, report.errors);
     assert_eq!(report.counts.new, files.len() as i64, "{:?}", report.counts);
     let delivered = app.outbox_files();
     assert_eq!(delivered.len(), files.len(), "{delivered:?}");
     for file in &delivered {
-        let document: Value = serde_json::from_str(
-            &std::fs::read_to_string(app.path("var/outbox").join(file)).unwrap(),
-        )
-        .unwrap();
+        let document: Value =
+            serde_json::from_str(&std::fs::read_to_string(app.path("var/outbox").join(file)).unwrap()).unwrap();
         assert_schema_valid(file, &document);
     }
 
-    let events = app
-        .deps
-        .store
-        .events(&EventFilter {
-            run_id: report.run_id,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let events = app.deps.store.events(&EventFilter { run_id: report.run_id, ..Default::default() }).await.unwrap();
     let deviations = |case: &str| -> Vec<String> {
         events
             .iter()
@@ -1591,30 +1194,18 @@ on_missing_codelist = "warn"
     ] {
         let found = deviations(case);
         assert!(
-            found
-                .iter()
-                .any(|m| m.contains(element) && m.contains("not expected")),
+            found.iter().any(|m| m.contains(element) && m.contains("not expected")),
             "{case}: a warning naming the deviation ({element}): {found:?}\nall events: {events:#?}"
         );
-        assert!(
-            delivered.iter().any(|f| f.contains(case)),
-            "{case} delivered: {delivered:?}"
-        );
+        assert!(delivered.iter().any(|f| f.contains(case)), "{case} delivered: {delivered:?}");
     }
     // Valid ones: no input-check warning at all (those start with the file they are about).
-    for case in [
-        "flxbe_v2_label",
-        "flxbe_v2_rule",
-        "flxbe_v2_data-group-rule",
-    ] {
+    for case in ["flxbe_v2_label", "flxbe_v2_rule", "flxbe_v2_data-group-rule"] {
         let about_the_file: Vec<&String> = events
             .iter()
             .filter(|e| e.level == "warn" && e.message.contains(&format!("{case}.xml:")))
             .map(|e| &e.message)
             .collect();
-        assert!(
-            about_the_file.is_empty(),
-            "{case} is valid against the XSD: {about_the_file:?}"
-        );
+        assert!(about_the_file.is_empty(), "{case} is valid against the XSD: {about_the_file:?}");
     }
 }

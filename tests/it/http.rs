@@ -39,10 +39,7 @@ async fn zustaendigkeiten(
     headers: HeaderMap,
 ) -> Response {
     let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
-    let if_none_match = headers
-        .get("if-none-match")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let if_none_match = headers.get("if-none-match").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (failure, delay) = {
         let mut up = state.lock().unwrap();
         up.seen.push((page, if_none_match.clone(), Instant::now()));
@@ -52,45 +49,23 @@ async fn zustaendigkeiten(
     if let Some((status, retry_after)) = failure {
         let mut response = (status, "{\"fehler\": \"upstream says no\"}").into_response();
         if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert("retry-after", seconds.parse().unwrap());
+            response.headers_mut().insert("retry-after", seconds.parse().unwrap());
         }
         return response;
     }
-    if headers.get("authorization").and_then(|v| v.to_str().ok())
-        != Some(&format!("Bearer {TOKEN}"))
-    {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "{\"fehler\": \"token missing or wrong\"}",
-        )
-            .into_response();
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+        return (StatusCode::UNAUTHORIZED, "{\"fehler\": \"token missing or wrong\"}").into_response();
     }
     let mut up = state.lock().unwrap();
     let start = (page - 1) * up.page_size;
-    let body: Vec<_> = up
-        .records
-        .iter()
-        .skip(start)
-        .take(up.page_size)
-        .cloned()
-        .collect();
+    let body: Vec<_> = up.records.iter().skip(start).take(up.page_size).cloned().collect();
     let body = serde_json::to_string(&body).unwrap();
-    let etag = format!(
-        "\"{}\"",
-        portal_bridge::domain::ContentHash::of(body.as_bytes()).short()
-    );
+    let etag = format!("\"{}\"", portal_bridge::domain::ContentHash::of(body.as_bytes()).short());
     if if_none_match.as_deref() == Some(etag.as_str()) {
         up.not_modified += 1;
         return (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
     }
-    (
-        StatusCode::OK,
-        [("etag", etag), ("content-type", "application/json".into())],
-        body,
-    )
-        .into_response()
+    (StatusCode::OK, [("etag", etag), ("content-type", "application/json".into())], body).into_response()
 }
 
 /// The same records, paged by `Link: rel="next"` headers with relative URLs.
@@ -102,20 +77,11 @@ async fn linked(
     let mut up = state.lock().unwrap();
     up.seen.push((page, None, Instant::now()));
     let start = (page - 1) * up.page_size;
-    let body: Vec<_> = up
-        .records
-        .iter()
-        .skip(start)
-        .take(up.page_size)
-        .cloned()
-        .collect();
+    let body: Vec<_> = up.records.iter().skip(start).take(up.page_size).cloned().collect();
     let more = start + up.page_size < up.records.len();
     let mut response = (StatusCode::OK, serde_json::to_string(&body).unwrap()).into_response();
     if more {
-        let link = format!(
-            "</linked?p={}>; rel=\"next\", </linked?p=1>; rel=\"first\"",
-            page + 1
-        );
+        let link = format!("</linked?p={}>; rel=\"next\", </linked?p=1>; rel=\"first\"", page + 1);
         response.headers_mut().insert("link", link.parse().unwrap());
     }
     response
@@ -137,9 +103,7 @@ struct Server {
 
 async fn serve(records: usize) -> Server {
     let state: Shared = Arc::new(Mutex::new(Upstream {
-        records: (0..records)
-            .map(|i| record(&format!("990120010010{i:02}"), &format!("Leistung Nr. {i}")))
-            .collect(),
+        records: (0..records).map(|i| record(&format!("990120010010{i:02}"), &format!("Leistung Nr. {i}"))).collect(),
         page_size: 2,
         ..Default::default()
     }));
@@ -148,18 +112,11 @@ async fn serve(records: usize) -> Server {
         .route("/linked", get(linked))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/zustaendigkeiten?regionalSchluessel=053340000000",
-        listener.local_addr().unwrap()
-    );
+    let url = format!("http://{}/zustaendigkeiten?regionalSchluessel=053340000000", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
-    Server {
-        state,
-        url,
-        _task: task,
-    }
+    Server { state, url, _task: task }
 }
 
 /// A bridge with one HTTP source (and, when `with_directory`, a directory source that must not be
@@ -168,19 +125,12 @@ async fn bridge(url: &str, http: &str, with_directory: bool) -> TestApp {
     // Defaults for the [source.http] table; lines in `http` replace them by key.
     let defaults = "pagination = \"page\"\npage_size_param = \"size\"\npage_size = 2\nretry_base_ms = 20\nretry_max_ms = 2000\nmax_retries = 3\nrequests_per_second = 50";
     let mut settings: Vec<(String, String)> = Vec::new();
-    for line in defaults
-        .lines()
-        .chain(http.lines())
-        .filter(|l| !l.trim().is_empty())
-    {
+    for line in defaults.lines().chain(http.lines()).filter(|l| !l.trim().is_empty()) {
         let (key, value) = line.split_once('=').expect("key = value");
         settings.retain(|(k, _)| k != key.trim());
         settings.push((key.trim().to_owned(), value.trim().to_owned()));
     }
-    let http: String = settings
-        .iter()
-        .map(|(k, v)| format!("{k} = {v}\n"))
-        .collect();
+    let http: String = settings.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
     let mappings = crate::support::repo().join("mappings");
@@ -209,10 +159,7 @@ token_file = "token"
 "#
     );
     if with_directory {
-        crate::support::copy_dir(
-            &crate::support::repo().join("demo/soest"),
-            &dir.path().join("soest"),
-        );
+        crate::support::copy_dir(&crate::support::repo().join("demo/soest"), &dir.path().join("soest"));
         config.push_str(
             r#"
 [[source]]
@@ -235,23 +182,10 @@ async fn pages_are_followed_and_a_304_costs_no_mapping_work() {
     let server = serve(5).await;
     let app = bridge(&server.url, "", false).await;
     let first = app.migrate().await;
-    assert_eq!(
-        first.status,
-        RunStatus::Ok,
-        "{:?} {:?}",
-        first.problems,
-        first.errors
-    );
+    assert_eq!(first.status, RunStatus::Ok, "{:?} {:?}", first.problems, first.errors);
     assert_eq!(first.counts.new, 5, "5 records on 3 pages of 2");
     assert_eq!(app.outbox_files().len(), 5);
-    let pages: Vec<usize> = server
-        .state
-        .lock()
-        .unwrap()
-        .seen
-        .iter()
-        .map(|s| s.0)
-        .collect();
+    let pages: Vec<usize> = server.state.lock().unwrap().seen.iter().map(|s| s.0).collect();
     assert_eq!(pages, vec![1, 2, 3]);
 
     let second = app.migrate().await;
@@ -260,33 +194,17 @@ async fn pages_are_followed_and_a_304_costs_no_mapping_work() {
     {
         let up = server.state.lock().unwrap();
         assert_eq!(up.not_modified, 3, "every page answered 304");
-        assert!(
-            up.seen[3..].iter().all(|s| s.1.is_some()),
-            "the second run sent If-None-Match"
-        );
+        assert!(up.seen[3..].iter().all(|s| s.1.is_some()), "the second run sent If-None-Match");
     }
-    let events = app
-        .deps
-        .store
-        .events(&EventFilter {
-            run_id: second.run_id,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(
-        events.iter().all(|e| e.item_key.is_none()),
-        "no item was mapped or delivered: {events:?}"
-    );
+    let events = app.deps.store.events(&EventFilter { run_id: second.run_id, ..Default::default() }).await.unwrap();
+    assert!(events.iter().all(|e| e.item_key.is_none()), "no item was mapped or delivered: {events:?}");
 }
 
 #[tokio::test]
 async fn a_503_is_retried_and_a_429_waits_for_retry_after() {
     let server = serve(2).await;
-    server.state.lock().unwrap().failures = VecDeque::from([
-        (StatusCode::SERVICE_UNAVAILABLE, None),
-        (StatusCode::TOO_MANY_REQUESTS, Some("1")),
-    ]);
+    server.state.lock().unwrap().failures =
+        VecDeque::from([(StatusCode::SERVICE_UNAVAILABLE, None), (StatusCode::TOO_MANY_REQUESTS, Some("1"))]);
     let app = bridge(&server.url, "", false).await;
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Ok, "{:?}", report.errors);
@@ -294,10 +212,7 @@ async fn a_503_is_retried_and_a_429_waits_for_retry_after() {
     let up = server.state.lock().unwrap();
     assert_eq!(up.seen.len(), 4, "503, 429, page 1, page 2");
     let waited = up.seen[2].2 - up.seen[1].2;
-    assert!(
-        waited >= Duration::from_millis(950),
-        "Retry-After: 1 was honoured, waited {waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(950), "Retry-After: 1 was honoured, waited {waited:?}");
 }
 
 #[tokio::test]
@@ -307,82 +222,40 @@ async fn a_401_fails_only_its_source_with_a_clear_message_and_no_secret() {
     let app = bridge(&server.url, "", true).await;
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Partial);
-    assert_eq!(
-        report.counts.new, 2,
-        "the directory source's two services are delivered"
-    );
-    assert_eq!(
-        server.state.lock().unwrap().seen.len(),
-        1,
-        "a permanent failure is not retried"
-    );
+    assert_eq!(report.counts.new, 2, "the directory source's two services are delivered");
+    assert_eq!(server.state.lock().unwrap().seen.len(), 1, "a permanent failure is not retried");
     let error = report.errors.join("\n");
     assert!(
-        error.contains("source zufi")
-            && error.contains("HTTP 401")
-            && error.contains("upstream says no"),
+        error.contains("source zufi") && error.contains("HTTP 401") && error.contains("upstream says no"),
         "{error}"
     );
-    let events = app
-        .deps
-        .store
-        .events(&EventFilter::default())
-        .await
-        .unwrap();
-    assert!(
-        events
-            .iter()
-            .any(|e| e.level == "error" && e.message.contains("401"))
-    );
-    assert!(
-        !format!("{report:?}{events:?}").contains(TOKEN),
-        "the token never appears"
-    );
+    let events = app.deps.store.events(&EventFilter::default()).await.unwrap();
+    assert!(events.iter().any(|e| e.level == "error" && e.message.contains("401")));
+    assert!(!format!("{report:?}{events:?}").contains(TOKEN), "the token never appears");
 }
 
 #[tokio::test]
 async fn a_response_slower_than_the_timeout_fails_the_source() {
     let server = serve(2).await;
     server.state.lock().unwrap().delay = Duration::from_secs(5);
-    let app = bridge(
-        &server.url,
-        "request_timeout_secs = 1\nmax_retries = 1",
-        true,
-    )
-    .await;
+    let app = bridge(&server.url, "request_timeout_secs = 1\nmax_retries = 1", true).await;
     let started = Instant::now();
     let report = app.migrate().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the bridge did not wait for the slow server"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "the bridge did not wait for the slow server");
     assert_eq!(report.status, RunStatus::Partial);
     assert_eq!(report.counts.new, 2, "the other source still went through");
     let error = report.errors.join("\n");
-    assert!(
-        error.contains("timed out") && error.contains("2 attempt"),
-        "{error}"
-    );
+    assert!(error.contains("timed out") && error.contains("2 attempt"), "{error}");
 }
 
 #[tokio::test]
 async fn link_headers_are_followed() {
     let server = serve(5).await;
-    let url = server.url.replace(
-        "/zustaendigkeiten?regionalSchluessel=053340000000",
-        "/linked",
-    );
+    let url = server.url.replace("/zustaendigkeiten?regionalSchluessel=053340000000", "/linked");
     let app = bridge(&url, "pagination = \"link\"", false).await;
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Ok, "{:?}", report.errors);
     assert_eq!(report.counts.new, 5);
-    let pages: Vec<usize> = server
-        .state
-        .lock()
-        .unwrap()
-        .seen
-        .iter()
-        .map(|s| s.0)
-        .collect();
+    let pages: Vec<usize> = server.state.lock().unwrap().seen.iter().map(|s| s.0).collect();
     assert_eq!(pages, vec![1, 2, 3]);
 }

@@ -13,44 +13,22 @@ const FORM_KEY: &str = "aachen-forms/S05000101@1.0";
 async fn first_run_delivers_one_document_per_item_and_target() {
     let app = TestApp::demo().await;
     let (forms, services) = demo_counts();
-    assert!(
-        forms >= 15 && services >= 10,
-        "demo data: {forms} forms, {services} services"
-    );
+    assert!(forms >= 15 && services >= 10, "demo data: {forms} forms, {services} services");
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Ok, "{:?}", report.problems);
     let expected = (forms * 2 + services) as i64; // forms → form-platform + portal-xml, services → portal-xml
     assert_eq!(report.counts.new, expected);
     let files = app.outbox_files();
     assert_eq!(files.len() as i64, expected, "{files:?}");
-    assert_eq!(
-        files
-            .iter()
-            .filter(|f| f.starts_with("form-platform/") && f.ends_with(".json"))
-            .count(),
-        forms
-    );
-    assert_eq!(
-        files
-            .iter()
-            .filter(|f| f.starts_with("portal-xml/") && f.ends_with(".xml"))
-            .count(),
-        forms + services
-    );
-    assert!(
-        files.contains(&"form-platform/aachen-forms%2FS05000101@1.0.json".to_string()),
-        "{files:?}"
-    );
+    assert_eq!(files.iter().filter(|f| f.starts_with("form-platform/") && f.ends_with(".json")).count(), forms);
+    assert_eq!(files.iter().filter(|f| f.starts_with("portal-xml/") && f.ends_with(".xml")).count(), forms + services);
+    assert!(files.contains(&"form-platform/aachen-forms%2FS05000101@1.0.json".to_string()), "{files:?}");
 
     let rows = app.deps.store.item(FORM_KEY).await.unwrap();
     assert_eq!(rows.len(), 2);
     for row in rows {
         assert_eq!(row.status, "delivered");
-        assert!(
-            row.output_hash.is_some()
-                && row.content_hash.is_some()
-                && row.mapping_version.is_some()
-        );
+        assert!(row.output_hash.is_some() && row.content_hash.is_some() && row.mapping_version.is_some());
         assert!(std::path::Path::new(row.output_path.as_deref().unwrap()).is_file());
     }
 }
@@ -64,11 +42,7 @@ async fn a_second_run_finds_everything_unchanged_and_writes_nothing() {
     assert_eq!(second.status, RunStatus::Ok);
     assert_eq!(second.counts.unchanged, first.counts.new);
     assert_eq!((second.counts.new, second.counts.updated), (0, 0));
-    assert!(
-        app.outbox_files().is_empty(),
-        "an unchanged run must not write: {:?}",
-        app.outbox_files()
-    );
+    assert!(app.outbox_files().is_empty(), "an unchanged run must not write: {:?}", app.outbox_files());
     let counts = app.deps.store.status_counts().await.unwrap();
     assert!(counts.iter().all(|c| c.status == "unchanged"), "{counts:?}");
 }
@@ -80,17 +54,10 @@ async fn changing_one_label_updates_exactly_that_item() {
     let path = app.path(FORM);
     let text = std::fs::read_to_string(&path).unwrap();
     let label = "<xdf:name>Antrag auf Bewohnerparkausweis Aachen</xdf:name>";
-    assert!(
-        text.contains(label),
-        "the demo form's name changed; adjust the test"
-    );
+    assert!(text.contains(label), "the demo form's name changed; adjust the test");
     std::fs::write(
         &path,
-        text.replacen(
-            label,
-            "<xdf:name>Antrag auf Bewohnerparkausweis der Stadt Aachen</xdf:name>",
-            1,
-        ),
+        text.replacen(label, "<xdf:name>Antrag auf Bewohnerparkausweis der Stadt Aachen</xdf:name>", 1),
     )
     .unwrap();
 
@@ -101,10 +68,7 @@ async fn changing_one_label_updates_exactly_that_item() {
     let updated = app
         .deps
         .store
-        .events(&EventFilter {
-            run_id: report.run_id,
-            ..Default::default()
-        })
+        .events(&EventFilter { run_id: report.run_id, ..Default::default() })
         .await
         .unwrap()
         .into_iter()
@@ -113,10 +77,8 @@ async fn changing_one_label_updates_exactly_that_item() {
         .collect::<Vec<_>>();
     assert_eq!(updated.len() as i64, report.counts.updated);
     assert!(updated.iter().all(|k| k == FORM_KEY), "{updated:?}");
-    let document = std::fs::read_to_string(
-        app.path("var/outbox/form-platform/aachen-forms%2FS05000101@1.0.json"),
-    )
-    .unwrap();
+    let document =
+        std::fs::read_to_string(app.path("var/outbox/form-platform/aachen-forms%2FS05000101@1.0.json")).unwrap();
     assert!(document.contains("der Stadt Aachen"));
 }
 
@@ -132,83 +94,42 @@ async fn a_truncated_form_is_quarantined_and_the_others_go_through() {
     let (forms, services) = demo_counts();
     assert_eq!(report.status, RunStatus::Partial);
     assert_eq!(report.counts.quarantined, 1);
-    assert_eq!(
-        report.counts.failed, 1,
-        "the service that links to the form is held back"
-    );
+    assert_eq!(report.counts.failed, 1, "the service that links to the form is held back");
     assert_eq!(report.counts.new as usize, (forms - 1) * 2 + services - 1);
-    let problem = report
-        .problems
-        .iter()
-        .find(|p| p.status == ItemStatus::Quarantined)
-        .unwrap();
+    let problem = report.problems.iter().find(|p| p.status == ItemStatus::Quarantined).unwrap();
     assert_eq!(problem.status, ItemStatus::Quarantined);
-    assert!(
-        problem
-            .message
-            .contains("S05000101_bewohnerparkausweis.xml"),
-        "{}",
-        problem.message
-    );
-    assert!(
-        problem.message.contains("XML") && problem.message.contains("truncated"),
-        "{}",
-        problem.message
-    );
+    assert!(problem.message.contains("S05000101_bewohnerparkausweis.xml"), "{}", problem.message);
+    assert!(problem.message.contains("XML") && problem.message.contains("truncated"), "{}", problem.message);
     let rows = app.deps.store.item(&problem.item_key).await.unwrap();
     assert_eq!(rows[0].status, "quarantined");
-    assert_eq!(
-        rows[0].last_error.as_deref(),
-        Some(problem.message.as_str())
-    );
+    assert_eq!(rows[0].last_error.as_deref(), Some(problem.message.as_str()));
 
     // Repaired, the file's record is delivered under its own key and the placeholder retires.
     std::fs::write(&path, &text).unwrap();
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Ok, "{:?}", report.problems);
-    assert_eq!(
-        report.counts.new, 3,
-        "the form at both targets, then its service"
-    );
-    assert_eq!(
-        app.deps.store.item(&problem.item_key).await.unwrap()[0].status,
-        "withdrawn"
-    );
+    assert_eq!(report.counts.new, 3, "the form at both targets, then its service");
+    assert_eq!(app.deps.store.item(&problem.item_key).await.unwrap()[0].status, "withdrawn");
 }
 
 #[tokio::test]
 async fn a_dry_run_maps_and_validates_but_delivers_and_records_nothing() {
     let app = TestApp::demo().await;
-    let report = app
-        .run(Job {
-            dry_run: true,
-            ..Job::all(Trigger::Cli)
-        })
-        .await;
+    let report = app.run(Job { dry_run: true, ..Job::all(Trigger::Cli) }).await;
     assert_eq!(report.run_id, None);
     assert_eq!(report.status, RunStatus::Ok);
     assert!(report.counts.new > 0);
     assert!(app.outbox_files().is_empty());
     assert!(app.deps.store.status_counts().await.unwrap().is_empty());
     assert!(app.deps.store.runs(10).await.unwrap().is_empty());
-    assert!(
-        app.deps
-            .store
-            .events(&EventFilter::default())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(app.deps.store.events(&EventFilter::default()).await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn one_item_can_be_migrated_alone_and_forced() {
     let app = TestApp::demo().await;
     let key = ItemKey::parse(FORM_KEY).unwrap();
-    let job = Job {
-        items: vec![key.clone()],
-        ..Job::all(Trigger::Cli)
-    };
+    let job = Job { items: vec![key.clone()], ..Job::all(Trigger::Cli) };
     let report = app.run(job.clone()).await;
     assert_eq!(report.counts.new, 2);
     assert_eq!(app.outbox_files().len(), 2);
@@ -220,17 +141,10 @@ async fn one_item_can_be_migrated_alone_and_forced() {
     assert_eq!((forced.counts.updated, forced.counts.unchanged), (2, 0));
     assert_eq!(app.outbox_files().len(), 2);
     let missing = app
-        .run(Job {
-            items: vec![ItemKey::parse("aachen-forms/S09999999@9.9").unwrap()],
-            ..Job::all(Trigger::Cli)
-        })
+        .run(Job { items: vec![ItemKey::parse("aachen-forms/S09999999@9.9").unwrap()], ..Job::all(Trigger::Cli) })
         .await;
     assert_eq!(missing.status, RunStatus::Partial);
-    assert!(
-        missing.errors[0].contains("not found"),
-        "{:?}",
-        missing.errors
-    );
+    assert!(missing.errors[0].contains("not found"), "{:?}", missing.errors);
 }
 
 #[tokio::test]
@@ -238,41 +152,19 @@ async fn the_item_story_is_in_the_log_in_order() {
     let app = TestApp::demo().await;
     app.migrate().await;
     app.migrate().await;
-    let events = app
-        .deps
-        .store
-        .events(&EventFilter {
-            item_key: Some(FORM_KEY.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        events.len(),
-        2,
-        "two deliveries (one per target); unchanged runs log per source: {events:?}"
-    );
+    let events =
+        app.deps.store.events(&EventFilter { item_key: Some(FORM_KEY.into()), ..Default::default() }).await.unwrap();
+    assert_eq!(events.len(), 2, "two deliveries (one per target); unchanged runs log per source: {events:?}");
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
-    assert!(
-        events
-            .iter()
-            .all(|e| e.stage == "deliver" && e.message.starts_with("new"))
-    );
+    assert!(events.iter().all(|e| e.stage == "deliver" && e.message.starts_with("new")));
     let summary = app
         .deps
         .store
-        .events(&EventFilter {
-            source: None,
-            item_key: None,
-            run_id: Some(2),
-            ..Default::default()
-        })
+        .events(&EventFilter { source: None, item_key: None, run_id: Some(2), ..Default::default() })
         .await
         .unwrap();
     assert!(
-        summary
-            .iter()
-            .any(|e| e.message.contains("aachen-forms") && e.message.contains("unchanged")),
+        summary.iter().any(|e| e.message.contains("aachen-forms") && e.message.contains("unchanged")),
         "{summary:?}"
     );
 }
@@ -281,12 +173,8 @@ async fn the_item_story_is_in_the_log_in_order() {
 async fn the_migration_log_is_append_only() {
     let app = TestApp::demo().await;
     app.migrate().await;
-    let portal_bridge::store::Store::Sqlite(pool) = &app.deps.store else {
-        panic!("sqlite expected")
-    };
-    let update = sqlx::query("UPDATE events SET message = 'x'")
-        .execute(pool)
-        .await;
+    let portal_bridge::store::Store::Sqlite(pool) = &app.deps.store else { panic!("sqlite expected") };
+    let update = sqlx::query("UPDATE events SET message = 'x'").execute(pool).await;
     assert!(update.unwrap_err().to_string().contains("append-only"));
     let delete = sqlx::query("DELETE FROM events").execute(pool).await;
     assert!(delete.unwrap_err().to_string().contains("append-only"));
@@ -326,11 +214,7 @@ mappings = ["echo"]
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Partial);
     assert_eq!(report.counts.new, 5, "{:?}", report.problems);
-    assert_eq!(
-        report.counts.quarantined, 4,
-        "NUL, empty and the two duplicates: {:?}",
-        report.problems
-    );
+    assert_eq!(report.counts.quarantined, 4, "NUL, empty and the two duplicates: {:?}", report.problems);
     let outbox = app.path("var/outbox/form-platform");
     for entry in std::fs::read_dir(&outbox).unwrap() {
         let path = entry.unwrap().path();
@@ -338,22 +222,8 @@ mappings = ["echo"]
         assert!(path.file_name().unwrap().len() < 255);
     }
     assert!(!app.path("etc").exists() && !app.path("var/etc").exists());
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.message.contains("occurs in 2 records")),
-        "{:?}",
-        report.problems
-    );
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.message.contains("control characters")),
-        "{:?}",
-        report.problems
-    );
+    assert!(report.problems.iter().any(|p| p.message.contains("occurs in 2 records")), "{:?}", report.problems);
+    assert!(report.problems.iter().any(|p| p.message.contains("control characters")), "{:?}", report.problems);
 }
 
 #[tokio::test]
@@ -372,13 +242,7 @@ async fn every_shipped_mapping_passes_its_fixtures() {
             mapping.name
         );
     }
-    let failures: Vec<String> = results
-        .iter()
-        .filter_map(|r| {
-            r.failure
-                .as_ref()
-                .map(|f| format!("{} / {}: {f}", r.mapping, r.case))
-        })
-        .collect();
+    let failures: Vec<String> =
+        results.iter().filter_map(|r| r.failure.as_ref().map(|f| format!("{} / {}: {f}", r.mapping, r.case))).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

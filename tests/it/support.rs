@@ -41,10 +41,7 @@ impl TestApp {
         let text = std::fs::read_to_string(repo().join("config/bridge.toml")).unwrap();
         let text = text.replace(
             "mappings = \"mappings\"",
-            &format!(
-                "mappings = {:?}",
-                repo().join("mappings").display().to_string()
-            ),
+            &format!("mappings = {:?}", repo().join("mappings").display().to_string()),
         );
         Self::with_config(dir, &text.replace("root = \"..\"", "root = \".\"")).await
     }
@@ -53,21 +50,12 @@ impl TestApp {
     pub async fn with_config(dir: tempfile::TempDir, text: &str) -> Self {
         let config_path = dir.path().join("bridge.toml");
         std::fs::write(&config_path, text).unwrap();
-        let config =
-            Config::resolve(&config_path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::resolve(&config_path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
         let store = Store::open(&config.database_url).await.unwrap();
         let validators = Validators::load(&config.mappings).unwrap_or_else(|e| panic!("{e:?}"));
-        let deps = Deps {
-            config: Arc::new(config),
-            store,
-            validators: Arc::new(validators),
-            clock: Arc::new(SystemClock),
-        };
-        Self {
-            dir,
-            config_path,
-            deps,
-        }
+        let deps =
+            Deps { config: Arc::new(config), store, validators: Arc::new(validators), clock: Arc::new(SystemClock) };
+        Self { dir, config_path, deps }
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -107,10 +95,7 @@ impl TestApp {
     /// A bridge command with this app's config, for CLI tests.
     pub fn command(&self) -> assert_cmd::Command {
         let mut cmd = assert_cmd::Command::cargo_bin("portal-bridge").unwrap();
-        cmd.arg("--config")
-            .arg(&self.config_path)
-            .env_remove("PORTAL_BRIDGE_DATABASE_URL")
-            .env("NO_COLOR", "1");
+        cmd.arg("--config").arg(&self.config_path).env_remove("PORTAL_BRIDGE_DATABASE_URL").env("NO_COLOR", "1");
         cmd
     }
 }
@@ -122,15 +107,7 @@ pub fn demo_counts() -> (usize, usize) {
     for region in std::fs::read_dir(repo().join("demo")).unwrap() {
         let region = region.unwrap().path();
         if let Ok(entries) = std::fs::read_dir(region.join("forms")) {
-            forms += entries
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .path()
-                        .extension()
-                        .is_some_and(|x| x == "xml")
-                })
-                .count();
+            forms += entries.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "xml")).count();
         }
         if let Ok(text) = std::fs::read_to_string(region.join("services.json")) {
             let records: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -143,10 +120,7 @@ pub fn demo_counts() -> (usize, usize) {
 /// Path of `xmllint` for independent XML checks. Missing: under `CI=true` the test fails;
 /// elsewhere it explains and returns `None`, and the caller skips the check.
 pub fn xmllint() -> Option<&'static str> {
-    let found = std::process::Command::new("xmllint")
-        .arg("--version")
-        .output()
-        .is_ok();
+    let found = std::process::Command::new("xmllint").arg("--version").output().is_ok();
     if found {
         return Some("xmllint");
     }
@@ -160,16 +134,7 @@ pub fn xmllint() -> Option<&'static str> {
 
 /// Validates an XML file against an XSD with xmllint; `Err` holds xmllint's complaint.
 pub fn xmllint_validate(xmllint: &str, xsd: &Path, file: &Path) -> Result<(), String> {
-    let output = std::process::Command::new(xmllint)
-        .arg("--noout")
-        .arg("--schema")
-        .arg(xsd)
-        .arg(file)
-        .output()
-        .unwrap();
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
+    let output =
+        std::process::Command::new(xmllint).arg("--noout").arg("--schema").arg(xsd).arg(file).output().unwrap();
+    if output.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&output.stderr).into_owned()) }
 }
