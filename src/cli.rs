@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::config::{CONFIG_ENV, Config, ConfigErrors, DEFAULT_CONFIG, Overrides};
-use crate::domain::{ItemKey, Level, RunStatus, SystemClock, Trigger};
+use crate::domain::{ItemKey, ItemStatus, Level, RunStatus, Stage, SystemClock, Trigger};
 use crate::mapping::fixtures;
 use crate::pipeline::{self, Deps, Job};
 use crate::store::Store;
@@ -60,6 +60,69 @@ pub enum Command {
     /// Adoptions (Nachnutzung): which municipality re-uses which service.
     #[command(subcommand)]
     Adopt(AdoptCommand),
+    /// Migrate items again now: the named ones, or all in a status.
+    Retry(RetryArgs),
+    /// Leave an item alone until its content changes (e.g. a form that is migrated by hand).
+    Skip(SkipArgs),
+    /// Settle a conflict (the portal's copy changed since our last write).
+    Resolve(ResolveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Operator {
+    /// Who does this (for the migration log) [default: $USER]
+    #[arg(long, value_name = "NAME")]
+    pub by: Option<String>,
+}
+
+impl Operator {
+    fn name(&self) -> String {
+        self.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "operator".into())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Item keys to migrate again.
+    #[arg(value_name = "KEY", required_unless_present = "status")]
+    pub keys: Vec<String>,
+    /// All items in this status: failed, quarantined or conflict.
+    #[arg(long, conflicts_with = "keys")]
+    pub status: Option<ItemStatus>,
+    /// With --status: only items of this source.
+    #[arg(long, value_name = "ID", requires = "status")]
+    pub source: Option<String>,
+    /// Why (for the migration log).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub operator: Operator,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SkipArgs {
+    pub key: String,
+    /// Why the item is skipped (required; it goes into the migration log).
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub operator: Operator,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    pub key: String,
+    /// Replace the portal's copy with ours.
+    #[arg(long, required = true)]
+    pub overwrite: bool,
+    /// Why (for the migration log).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub operator: Operator,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +289,9 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::TestMappings(args) => test_mappings(&config, args),
         Command::Map(args) => map_file(&config, args),
         Command::Adopt(command) => adopt(&config, command).await,
+        Command::Retry(args) => retry(config, args).await,
+        Command::Skip(args) => skip(&config, args).await,
+        Command::Resolve(args) => resolve(config, args).await,
         Command::Migrate(args) => migrate(config, args).await,
         Command::Status(args) => status(&config, args).await,
         Command::Log(args) => log(&config, args).await,
@@ -378,6 +444,108 @@ fn map_file(config: &Config, args: MapArgs) -> Result<Exit> {
         }
     }
     Ok(exit)
+}
+
+/// Appends an operator's action to the migration log.
+async fn log_operator(store: &Store, key: Option<&str>, target: Option<&str>, message: String) -> Result<()> {
+    let event = crate::store::log::NewEvent {
+        at: crate::store::timestamp(chrono::Utc::now()),
+        run_id: None,
+        item_key: key.map(str::to_owned),
+        target: target.map(str::to_owned),
+        stage: Stage::Operator,
+        level: Level::Info,
+        message,
+    };
+    store.append_event(&event).await?;
+    Ok(())
+}
+
+async fn retry(config: Arc<Config>, args: RetryArgs) -> Result<Exit> {
+    let store = open_store(&config).await?;
+    let keys: Vec<String> = match args.status {
+        Some(status) => {
+            if !matches!(status, ItemStatus::Failed | ItemStatus::Quarantined | ItemStatus::Conflict) {
+                eprintln!("retry --status takes failed, quarantined or conflict");
+                return Ok(Exit::Usage);
+            }
+            let rows = store.items(Some(status.as_str()), args.source.as_deref(), i64::MAX).await?;
+            let mut keys: Vec<String> =
+                rows.into_iter().filter(|r| r.target != crate::pipeline::ANY_TARGET).map(|r| r.item_key).collect();
+            keys.dedup();
+            keys
+        }
+        None => args.keys.clone(),
+    };
+    if keys.is_empty() {
+        println!("nothing to retry");
+        return Ok(Exit::Ok);
+    }
+    let by = args.operator.name();
+    let why = args.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    for key in &keys {
+        log_operator(&store, Some(key), None, format!("retry requested by {by}{why}")).await?;
+    }
+    let migrate_args = MigrateArgs {
+        sources: Vec::new(),
+        items: keys,
+        force: false,
+        dry_run: false,
+        json: args.json,
+        allow_withdrawals: false,
+    };
+    migrate(config, migrate_args).await
+}
+
+async fn skip(config: &Config, args: SkipArgs) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let now = crate::store::timestamp(chrono::Utc::now());
+    let by = args.operator.name();
+    if store.skip_item(&args.key, &format!("{} (by {by})", args.reason), &now).await? == 0 {
+        eprintln!("no item `{}` in the ledger", args.key);
+        return Ok(Exit::Fatal);
+    }
+    log_operator(&store, Some(&args.key), None, format!("skipped by {by}: {}", args.reason)).await?;
+    println!("{} is left alone until its content changes", args.key);
+    Ok(Exit::Ok)
+}
+
+async fn resolve(config: Arc<Config>, args: ResolveArgs) -> Result<Exit> {
+    let store = open_store(&config).await?;
+    let conflicts: Vec<_> = store.item(&args.key).await?.into_iter().filter(|r| r.status == "conflict").collect();
+    if conflicts.is_empty() {
+        eprintln!("`{}` has no conflict to resolve (see `portal-bridge show {}`)", args.key, args.key);
+        return Ok(Exit::Usage);
+    }
+    let Some(key) = ItemKey::parse(&args.key) else { return Ok(Exit::Usage) };
+    let by = args.operator.name();
+    let why = args.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    let now = crate::store::timestamp(chrono::Utc::now());
+    for row in &conflicts {
+        let Some(target) = config.target(&row.target) else { continue };
+        let version = match &target.delivery {
+            crate::config::Delivery::Http(http) => http.get(&target.id, &key).await?.map(|stored| stored.version),
+            crate::config::Delivery::Outbox { .. } => None,
+        };
+        store.take_over_version(&args.key, &row.target, version.as_deref(), &now).await?;
+        let from = version.as_deref().map(|v| format!(" (portal version {v})")).unwrap_or_default();
+        log_operator(
+            &store,
+            Some(&args.key),
+            Some(&row.target),
+            format!("conflict resolved by {by}: overwrite the portal's copy{from}{why}"),
+        )
+        .await?;
+    }
+    let migrate_args = MigrateArgs {
+        sources: Vec::new(),
+        items: vec![args.key.clone()],
+        force: true,
+        dry_run: false,
+        json: false,
+        allow_withdrawals: false,
+    };
+    migrate(config, migrate_args).await
 }
 
 async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {

@@ -98,6 +98,30 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await?))
     }
 
+    /// An operator's skip: the item is left alone while its content stays as it is now.
+    pub async fn skip_item(&self, item_key: &str, reason: &str, at: &str) -> Result<u64, StoreError> {
+        let sql = "UPDATE items SET skip_reason = $1, skip_hash = content_hash, updated_at = $2 WHERE item_key = $3";
+        Ok(
+            on_pool!(self, pool => sqlx::query(sql).bind(reason).bind(at).bind(item_key).execute(pool).await?.rows_affected()),
+        )
+    }
+
+    /// Prepares a conflict for overwriting: the portal's current version becomes the one we
+    /// replace (`If-Match`), and the item is due again.
+    pub async fn take_over_version(
+        &self,
+        item_key: &str,
+        target: &str,
+        version: Option<&str>,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        let sql = "UPDATE items SET target_version = $1, status = 'failed', updated_at = $2 WHERE item_key = $3 AND target = $4";
+        on_pool!(self, pool => {
+            sqlx::query(sql).bind(version).bind(at).bind(item_key).bind(target).execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// Upserts the rows and appends the events of a batch in one transaction.
     pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
