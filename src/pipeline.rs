@@ -1097,7 +1097,7 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
             }
             .into(),
             output_hash: action.output_hash().to_owned(),
-            idempotency_key: target::idempotency_key(&outcome.key, &outcome.target, &action),
+            idempotency_key: target::idempotency_key(&outcome.key, &outcome.target, &action, known_version.as_deref()),
             body,
             format: format.into(),
             known_version: known_version.clone(),

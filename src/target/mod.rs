@@ -56,10 +56,13 @@ impl Action {
     }
 }
 
-/// The idempotency key of an action: the same document for the same item and target always has
-/// the same key, so any repetition is recognised as a replay.
-pub fn idempotency_key(key: &ItemKey, target: &str, action: &Action) -> String {
-    hex::encode(Sha256::digest(format!("{key}\n{target}\n{}", action.output_hash()).as_bytes()))
+/// The idempotency key of an action: the same document for the same item and target on top of
+/// the same portal version always has the same key, so a repetition (after a lost response or a
+/// crash) is recognised as a replay; a later change back to an earlier document (A → B → A), or a
+/// second withdrawal after a re-creation, builds on another version and gets a new key.
+pub fn idempotency_key(key: &ItemKey, target: &str, action: &Action, known_version: Option<&str>) -> String {
+    let base = known_version.unwrap_or("-");
+    hex::encode(Sha256::digest(format!("{key}\n{target}\n{}\n{base}", action.output_hash()).as_bytes()))
 }
 
 /// Where a delivered document now lives and which version the target gave it.
@@ -89,7 +92,7 @@ pub async fn deliver(
             .map_err(|e| DeliverError::Transient(format!("the writer thread failed: {e}")))?
         }
         Delivery::Http(http) => {
-            let idempotency = idempotency_key(key, &target.id, action);
+            let idempotency = idempotency_key(key, &target.id, action, known_version);
             match action {
                 Action::Put { body, format, .. } => {
                     http.put(&target.id, key, body.clone(), *format, &idempotency, known_version).await
