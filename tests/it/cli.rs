@@ -139,3 +139,40 @@ fn the_database_url_comes_from_the_environment_when_set() {
     assert!(!dir.path().join("var/bridge.db").exists());
     let _ = repo();
 }
+
+#[tokio::test]
+async fn removing_a_third_of_a_regions_forms_holds_the_withdrawals_until_confirmed() {
+    let app = TestApp::demo().await;
+    app.command().args(["migrate"]).assert().success();
+    let gone = "demo/aachen/forms/S05000102_hundesteuer-anmeldung.xml";
+    std::fs::remove_file(app.path(gone)).unwrap();
+    let outbox_file = app.path("var/outbox/form-platform/aachen-forms%2FS05000102@1.1.json");
+    assert!(outbox_file.exists());
+
+    let out = app.command().args(["migrate", "--json"]).assert().code(3).get_output().stdout.clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["withdrawn"], 0);
+    assert!(outbox_file.exists(), "held by the guard");
+    app.command()
+        .args(["log", "--level", "error"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--allow-withdrawals"));
+
+    let out = app
+        .command()
+        .args(["migrate", "--source", "aachen-forms", "--allow-withdrawals", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["withdrawn"], 2, "the form at both targets");
+    assert!(!outbox_file.exists());
+    app.command()
+        .args(["show", "aachen-forms/S05000102@1.1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("withdrawn"));
+}

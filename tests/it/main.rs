@@ -2,6 +2,7 @@
 
 mod adoptions;
 mod cli;
+mod delivery;
 mod fim;
 mod http;
 mod pipeline;
