@@ -14,6 +14,7 @@
 //!   store::Store::write_batch    item status in the ledger + events in the migration log
 //! ```
 
+pub mod api;
 pub mod cli;
 pub mod codec;
 pub mod config;
