@@ -10,7 +10,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use crate::config::{CONFIG_ENV, Config, ConfigErrors, DEFAULT_CONFIG, Overrides};
 use crate::domain::{ItemKey, ItemStatus, Level, RunStatus, Stage, SystemClock, Trigger};
 use crate::mapping::fixtures;
-use crate::pipeline::{self, Deps, Job};
+use crate::pipeline::{self, Deps, Job, ProgressHandle};
 use crate::store::Store;
 use crate::store::log::EventFilter;
 use crate::validate::Validators;
@@ -582,6 +582,11 @@ async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
         force: args.force,
         dry_run: args.dry_run,
         allow_withdrawals: args.allow_withdrawals,
+        progress: if !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            ProgressHandle(Some(Arc::new(Bar::new())))
+        } else {
+            ProgressHandle::default()
+        },
     };
     let report = pipeline::run(job, &deps).await?;
     store.close().await;
@@ -747,6 +752,46 @@ async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// A progress bar on the terminal: items × targets done of the current source.
+struct Bar {
+    bar: indicatif::ProgressBar,
+}
+
+impl Bar {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>32} [{bar:30}] {pos}/{len} {elapsed}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        Self { bar }
+    }
+}
+
+impl pipeline::Progress for Bar {
+    fn source_started(&self, source: &str, pairs: u64) {
+        self.bar.reset();
+        self.bar.set_prefix(source.to_owned());
+        self.bar.set_length(pairs);
+    }
+    fn advance(&self) {
+        self.bar.inc(1);
+    }
+    fn source_finished(&self, source: &str, counts: &crate::store::runs::Counts) {
+        self.bar.println(format!(
+            "{source}: {} new, {} updated, {} unchanged, {} failed, {} quarantined",
+            counts.new, counts.updated, counts.unchanged, counts.failed, counts.quarantined
+        ));
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 fn table(header: &[&str]) -> Table {

@@ -43,6 +43,10 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub validation: RawValidation,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub daemon: RawDaemon,
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
     #[serde(default, rename = "source")]
@@ -102,6 +106,51 @@ fn default_mappings() -> Spanned<String> {
 
 fn default_outbox() -> Spanned<String> {
     Spanned::new(0..0, "var/outbox".into())
+}
+
+/// `[admin]`: the admin HTTP API and review pages of the daemon.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Listen address; loopback by default. Put a reverse proxy with TLS in front to reach it from elsewhere.
+    #[serde(default = "default_admin_listen")]
+    pub listen: Spanned<String>,
+    /// The bearer token for mutating calls: from an environment variable or a file.
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    /// Require the token for read calls and pages too.
+    #[serde(default)]
+    pub read_needs_token: bool,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self { listen: default_admin_listen(), token_env: None, token_file: None, read_needs_token: false }
+    }
+}
+
+fn default_admin_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8080".into())
+}
+
+/// `[daemon]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// On SIGTERM/SIGINT, how long runs in progress may take to finish before they are stopped
+    /// (safely: their deliveries are reconciled at the next start).
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        Self { shutdown_grace_secs: default_grace() }
+    }
+}
+
+fn default_grace() -> u64 {
+    30
 }
 
 /// `[validation]`: which schemas check inputs and outputs, beyond what the mapping files name.
@@ -239,6 +288,16 @@ pub struct RawSource {
     pub mappings: Spanned<Vec<String>>,
     /// Cron schedule (crontab syntax); without one the source only runs when triggered.
     pub schedule: Option<Spanned<String>>,
+    /// When a run is due while the previous one still runs: `forbid` (skip it), `replace` (stop
+    /// the old one, start anew) or `allow` (run both).
+    #[serde(default)]
+    pub overlap: crate::scheduler::Overlap,
+    /// Runs missed while the daemon was down: `catch-up-once` (run once at start) or `skip`.
+    #[serde(default)]
+    pub missed: crate::scheduler::Missed,
+    /// Up to this many seconds of random delay for each scheduled run (spreads load).
+    #[serde(default)]
+    pub jitter_secs: u64,
     /// What a mapping does when a referenced codelist is missing: `quarantine` the item (default)
     /// or `warn` (the document gets a warning element). Readable as `$source.on_missing_codelist`.
     #[serde(default)]
@@ -381,6 +440,16 @@ pub struct Config {
     pub mappings: Vec<Arc<Mapping>>,
     pub targets: Vec<Target>,
     pub sources: Vec<Arc<Source>>,
+    pub admin: Admin,
+    pub shutdown_grace: std::time::Duration,
+}
+
+/// The resolved `[admin]` settings.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: std::net::SocketAddr,
+    pub token: Option<secrecy::SecretString>,
+    pub read_needs_token: bool,
 }
 
 /// A resolved target.
@@ -410,6 +479,9 @@ pub struct Source {
     pub leika_key: Option<Program>,
     pub form_link: Option<FormLink>,
     pub max_withdrawal_share: f64,
+    pub overlap: crate::scheduler::Overlap,
+    pub missed: crate::scheduler::Missed,
+    pub jitter: std::time::Duration,
     pub mappings: Vec<Arc<Mapping>>,
     pub schedule: Option<Schedule>,
     pub on_missing_codelist: OnMissingCodelist,
@@ -747,12 +819,30 @@ impl Config {
                 leika_key,
                 form_link,
                 max_withdrawal_share: raw_source.max_withdrawal_share,
+                overlap: raw_source.overlap,
+                missed: raw_source.missed,
+                jitter: std::time::Duration::from_secs(raw_source.jitter_secs),
                 mappings: source_mappings,
                 schedule,
                 on_missing_codelist: raw_source.on_missing_codelist,
                 params: serde_json::to_value(&raw_source.params).expect("TOML is JSON"),
             }));
         }
+
+        let admin_listen = raw.admin.listen.get_ref().parse::<std::net::SocketAddr>().unwrap_or_else(|e| {
+            report.at(&raw.admin.listen, format!("admin.listen `{}`: {e}", raw.admin.listen.get_ref()));
+            ([127, 0, 0, 1], 8080).into()
+        });
+        let admin_token = match (&raw.admin.token_env, &raw.admin.token_file) {
+            (None, None) => None,
+            (env, file) => match read_secret(env, file, &root, "admin token") {
+                Ok(token) => Some(token),
+                Err(e) => {
+                    report.at(&raw.admin.listen, format!("admin: {e}"));
+                    None
+                }
+            },
+        };
 
         if !report.errors.is_empty() {
             return Err(ConfigErrors(report.errors));
@@ -770,6 +860,8 @@ impl Config {
             mappings,
             targets,
             sources,
+            admin: Admin { listen: admin_listen, token: admin_token, read_needs_token: raw.admin.read_needs_token },
+            shutdown_grace: std::time::Duration::from_secs(raw.daemon.shutdown_grace_secs),
         })
     }
 

@@ -41,11 +41,56 @@ pub struct Job {
     pub dry_run: bool,
     /// Send withdrawals even when more of a source vanished than its guard allows.
     pub allow_withdrawals: bool,
+    /// Who watches the run (a progress bar on a terminal); nobody by default.
+    pub progress: ProgressHandle,
 }
 
 impl Job {
     pub fn all(trigger: Trigger) -> Self {
-        Self { trigger, sources: Vec::new(), items: Vec::new(), force: false, dry_run: false, allow_withdrawals: false }
+        Self {
+            trigger,
+            sources: Vec::new(),
+            items: Vec::new(),
+            force: false,
+            dry_run: false,
+            allow_withdrawals: false,
+            progress: ProgressHandle::default(),
+        }
+    }
+}
+
+/// Receives a run's progress: per source the number of item × target pairs, then one step per pair.
+pub trait Progress: Send + Sync {
+    fn source_started(&self, source: &str, pairs: u64);
+    fn advance(&self);
+    fn source_finished(&self, source: &str, counts: &Counts);
+}
+
+/// An optional [`Progress`] receiver.
+#[derive(Clone, Default)]
+pub struct ProgressHandle(pub Option<Arc<dyn Progress>>);
+
+impl std::fmt::Debug for ProgressHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ProgressHandle(Some)" } else { "ProgressHandle(None)" })
+    }
+}
+
+impl ProgressHandle {
+    fn source_started(&self, source: &str, pairs: u64) {
+        if let Some(p) = &self.0 {
+            p.source_started(source, pairs);
+        }
+    }
+    fn advance(&self) {
+        if let Some(p) = &self.0 {
+            p.advance();
+        }
+    }
+    fn source_finished(&self, source: &str, counts: &Counts) {
+        if let Some(p) = &self.0 {
+            p.source_finished(source, counts);
+        }
     }
 }
 
@@ -275,6 +320,7 @@ struct SourceRun<'a> {
     force: bool,
     dry_run: bool,
     allow_withdrawals: bool,
+    progress: ProgressHandle,
     run_id: Option<i64>,
     items: BTreeSet<ItemKey>,
     work: Arc<Work>,
@@ -320,6 +366,7 @@ impl<'a> SourceRun<'a> {
             force: job.force,
             dry_run: job.dry_run,
             allow_withdrawals: job.allow_withdrawals,
+            progress: job.progress.clone(),
             run_id,
             items,
             work,
@@ -367,6 +414,8 @@ impl<'a> SourceRun<'a> {
             }
         }
         self.retire_placeholders(&readable_origins);
+        let pairs: usize = records.iter().map(|r| r.mappings.len().max(1)).sum();
+        self.progress.source_started(&self.source.id, pairs as u64);
         let vanished = self.vanished(&by_key);
         for wanted in &self.items {
             if !by_key.contains_key(wanted) {
@@ -411,9 +460,11 @@ impl<'a> SourceRun<'a> {
                 });
                 if skipped && !self.force {
                     self.counts.unchanged += 1;
+                    self.progress.advance();
                     self.settled.entry(key.clone()).or_insert(Ok(()));
                 } else if unchanged && !self.force {
                     self.counts.unchanged += 1;
+                    self.progress.advance();
                     self.settled.entry(key.clone()).or_insert(Ok(()));
                     let row = previous.expect("unchanged implies a row");
                     if row.status != ItemStatus::Unchanged.as_str() && !self.dry_run {
@@ -480,6 +531,7 @@ impl<'a> SourceRun<'a> {
         drop(stream);
         self.send_all(vanished).await?;
         let c = self.counts;
+        self.progress.source_finished(&self.source.id, &c);
         self.event(
             None,
             None,
@@ -783,6 +835,7 @@ impl<'a> SourceRun<'a> {
     }
 
     fn record_outcome(&mut self, outcome: Outcome) {
+        self.progress.advance();
         let now = self.now();
         let work = self.work.clone();
         let ledger = &work.ledger;

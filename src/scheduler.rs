@@ -3,11 +3,49 @@
 //! The `cron` crate numbers days of the week 1-7 from Sunday and ANDs day-of-month with
 //! day-of-week; crontab numbers them 0-7 (0 and 7 = Sunday) and ORs the two when both are
 //! restricted. We translate: numeric days become names, and an OR becomes two schedules.
+//!
+//! Daylight saving time follows crontab (cronie): the expression is evaluated on the local wall
+//! clock; a fire time that falls into the hour skipped in spring runs once, right after the gap;
+//! a fixed-time job in the hour repeated in autumn runs once (the first time), while a job whose
+//! hour field is a wildcard or a step runs in both repetitions, as every real hour passes.
 
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+
+/// What to do when a run of a source is due while its previous run is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// Skip the new run (default).
+    #[default]
+    Forbid,
+    /// Stop the running one (its deliveries are reconciled) and start anew.
+    Replace,
+    /// Run both.
+    Allow,
+}
+
+/// What to do at start about runs missed while the daemon was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Missed {
+    /// Run once right away if at least one scheduled run was missed (default).
+    #[default]
+    CatchUpOnce,
+    /// Wait for the next scheduled time.
+    Skip,
+}
+
+/// Whether a source missed a scheduled run: its last scheduled run started at `last_run`, and a
+/// fire time came after that and before `now`.
+pub fn missed_run(schedule: &Schedule, last_run: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    match last_run {
+        None => false,
+        Some(last) => schedule.upcoming(last, 1).first().is_some_and(|next| next.with_timezone(&Utc) < now),
+    }
+}
 
 /// A parsed schedule, ready to answer "when next?".
 #[derive(Debug, Clone)]
@@ -16,6 +54,8 @@ pub struct Schedule {
     pub timezone: Tz,
     /// One schedule, or two whose union is the crontab meaning (day-of-month OR day-of-week).
     parts: Vec<cron::Schedule>,
+    /// The hour field is `*` or a step: such a job runs in both repetitions of an autumn hour.
+    hourly: bool,
 }
 
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
@@ -56,15 +96,42 @@ impl Schedule {
         } else {
             vec![build(dom, &days)?]
         };
-        Ok(Self { expression: expression.trim().to_owned(), timezone, parts })
+        let hourly = hour.contains('*');
+        Ok(Self { expression: expression.trim().to_owned(), timezone, parts, hourly })
     }
 
     /// The next `n` fire times strictly after `after`.
     pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
-        let local = after.with_timezone(&self.timezone);
-        let mut times: Vec<DateTime<Tz>> = self.parts.iter().flat_map(|p| p.after(&local).take(n)).collect();
+        use chrono::{LocalResult, TimeZone};
+        // Evaluate the expression on the local wall clock (a naive timeline, written as UTC).
+        let wall = Utc.from_utc_datetime(&after.with_timezone(&self.timezone).naive_local());
+        let mut walls: Vec<DateTime<Utc>> = self.parts.iter().flat_map(|p| p.after(&wall).take(n + 2)).collect();
+        walls.sort();
+        walls.dedup();
+        let mut times: Vec<DateTime<Tz>> = Vec::new();
+        for wall in walls {
+            let naive = wall.naive_utc();
+            let candidates: Vec<DateTime<Tz>> = match self.timezone.from_local_datetime(&naive) {
+                LocalResult::Single(t) => vec![t],
+                LocalResult::Ambiguous(first, second) if self.hourly => vec![first, second],
+                LocalResult::Ambiguous(first, _) => vec![first],
+                // In the spring gap: run once, at the first instant after it.
+                LocalResult::None => (1..=180)
+                    .map(|m| naive + chrono::Duration::minutes(m))
+                    .find_map(|later| self.timezone.from_local_datetime(&later).earliest())
+                    .into_iter()
+                    .collect(),
+            };
+            for time in candidates {
+                if time.with_timezone(&Utc) > after && !times.contains(&time) {
+                    times.push(time);
+                }
+            }
+            if times.len() >= n {
+                break;
+            }
+        }
         times.sort();
-        times.dedup();
         times.truncate(n);
         times
     }
@@ -167,6 +234,34 @@ mod tests {
     }
 
     #[test]
+    fn spring_forward_runs_a_skipped_job_once_right_after_the_gap() {
+        // 2026-03-29: 02:00 CET jumps to 03:00 CEST; 02:30 does not exist that day.
+        let next = berlin("30 2 * * *").upcoming(at(2026, 3, 28, 12, 0), 3);
+        let local: Vec<String> = next.iter().map(|t| t.format("%m-%d %H:%M %Z").to_string()).collect();
+        assert_eq!(local, vec!["03-29 03:00 CEST", "03-30 02:30 CEST", "03-31 02:30 CEST"]);
+    }
+
+    #[test]
+    fn fall_back_runs_a_fixed_time_job_once_and_hourly_jobs_every_real_hour() {
+        // 2026-10-25: 03:00 CEST falls back to 02:00 CET; 02:30 happens twice.
+        let next = berlin("30 2 * * *").upcoming(at(2026, 10, 24, 12, 0), 2);
+        let local: Vec<String> = next.iter().map(|t| t.format("%m-%d %H:%M %Z").to_string()).collect();
+        assert_eq!(local, vec!["10-25 02:30 CEST", "10-26 02:30 CET"]);
+        let hourly = berlin("0 * * * *").upcoming(at(2026, 10, 24, 23, 30), 4);
+        let utc: Vec<u32> = hourly.iter().map(|t| t.with_timezone(&Utc).hour()).collect();
+        assert_eq!(utc, vec![0, 1, 2, 3], "02:00 CEST and 02:00 CET are both real hours");
+    }
+
+    #[test]
+    fn a_missed_run_is_one_that_should_have_started_since_the_last() {
+        let hourly = berlin("0 * * * *");
+        let now = at(2026, 11, 27, 12, 30);
+        assert!(missed_run(&hourly, Some(at(2026, 11, 27, 10, 0)), now), "11:00 was missed");
+        assert!(!missed_run(&hourly, Some(at(2026, 11, 27, 12, 0)), now), "13:00 is still ahead");
+        assert!(!missed_run(&hourly, None, now), "a source that never ran missed nothing");
+    }
+
+    #[test]
     fn bad_expressions_are_explained() {
         assert!(Schedule::parse("* * *", chrono_tz::UTC).unwrap_err().contains("expected 5 fields"));
         assert!(Schedule::parse("61 * * * *", chrono_tz::UTC).is_err());
@@ -174,3 +269,4 @@ mod tests {
         assert!(Schedule::parse("@daily", chrono_tz::UTC).is_ok());
     }
 }
+
