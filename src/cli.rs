@@ -43,6 +43,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run as a daemon: fire each source's schedule, serve the admin API and review pages.
+    /// SIGTERM/SIGINT stop it gracefully; SIGHUP reloads the configuration.
+    Run(RunArgs),
     /// Run one migration now: all sources, some sources, or just the named items.
     Migrate(MigrateArgs),
     /// Count items per source and status.
@@ -196,6 +199,13 @@ pub struct MapArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Listen address of the admin API [default: admin.listen of the config]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Only this source (repeatable).
     #[arg(long = "source", value_name = "ID")]
@@ -293,6 +303,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Skip(args) => skip(&config, args).await,
         Command::Resolve(args) => resolve(config, args).await,
         Command::Migrate(args) => migrate(config, args).await,
+        Command::Run(args) => run_daemon(config, config_path, args).await,
         Command::Status(args) => status(&config, args).await,
         Command::Log(args) => log(&config, args).await,
         Command::Show(args) => show(&config, args).await,
@@ -444,6 +455,41 @@ fn map_file(config: &Config, args: MapArgs) -> Result<Exit> {
         }
     }
     Ok(exit)
+}
+
+async fn run_daemon(config: Arc<Config>, config_path: PathBuf, args: RunArgs) -> Result<Exit> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let store = open_store(&config).await?;
+    let address = args.listen.unwrap_or(config.admin.listen);
+    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { tracing::info!("SIGTERM"); stop.cancel(); break; }
+                _ = interrupt.recv() => { tracing::info!("SIGINT"); stop.cancel(); break; }
+                _ = hangup.recv() => { tracing::info!("SIGHUP: reloading the configuration"); let _ = reload_tx.send(()).await; }
+            }
+        }
+    });
+    let parts = crate::daemon::DaemonParts {
+        config,
+        config_path,
+        overrides: Overrides::from_env(),
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        listener: Some(listener),
+        shutdown,
+        reload: reload_rx,
+    };
+    crate::daemon::run(parts).await?;
+    store.close().await;
+    Ok(Exit::Ok)
 }
 
 /// Appends an operator's action to the migration log.

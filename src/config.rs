@@ -170,7 +170,8 @@ pub struct RawValidation {
     pub input: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
-/// `[limits]`: bounds enforced while reading records.
+/// `[limits]`: bounds enforced while reading records (each checked while reading, not after;
+/// see docs/robustness.md). Defaults are far above real FIM and ZuFi records.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
@@ -180,11 +181,38 @@ pub struct RawLimits {
     /// Deepest nesting of elements or JSON values.
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
+    /// Most XML elements (JSON: values) in one record file.
+    #[serde(default = "default_max_elements")]
+    pub max_elements: usize,
+    /// Most XML attributes in one record file (all elements together, namespace declarations included).
+    #[serde(default = "default_max_attributes")]
+    pub max_attributes: usize,
+    /// Longest text of one element, attribute value or JSON string, in bytes.
+    #[serde(default = "default_max_text_bytes")]
+    pub max_text_bytes: usize,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
-        Self { max_record_bytes: default_max_record_bytes(), max_depth: default_max_depth() }
+        Self {
+            max_record_bytes: default_max_record_bytes(),
+            max_depth: default_max_depth(),
+            max_elements: default_max_elements(),
+            max_attributes: default_max_attributes(),
+            max_text_bytes: default_max_text_bytes(),
+        }
+    }
+}
+
+impl RawLimits {
+    /// The limits the codec enforces.
+    pub fn codec(&self) -> Limits {
+        Limits {
+            max_depth: self.max_depth,
+            max_elements: self.max_elements,
+            max_attributes: self.max_attributes,
+            max_text_bytes: self.max_text_bytes,
+        }
     }
 }
 
@@ -194,6 +222,18 @@ fn default_max_record_bytes() -> u64 {
 
 fn default_max_depth() -> usize {
     Limits::default().max_depth
+}
+
+fn default_max_elements() -> usize {
+    Limits::default().max_elements
+}
+
+fn default_max_attributes() -> usize {
+    Limits::default().max_attributes
+}
+
+fn default_max_text_bytes() -> usize {
+    Limits::default().max_text_bytes
 }
 
 /// `[[target]]`
@@ -853,7 +893,7 @@ impl Config {
             root,
             database_url,
             timezone,
-            limits: Limits { max_depth: raw.limits.max_depth },
+            limits: raw.limits.codec(),
             max_record_bytes: raw.limits.max_record_bytes,
             codelists: Arc::new(codelists),
             codelists_val,

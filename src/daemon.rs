@@ -16,8 +16,8 @@ use crate::api::{ApiState, SourceState, SourceStates};
 use crate::config::{Config, Overrides};
 use crate::domain::{Clock, RunStatus, Trigger};
 use crate::pipeline::{self, Deps, Job, RunReport};
-use crate::scheduler::{missed_run, Missed, Overlap};
-use crate::store::{timestamp, Store};
+use crate::scheduler::{Missed, Overlap, missed_run};
+use crate::store::{Store, timestamp};
 use crate::validate::Validators;
 
 /// What the daemon needs from outside; tests pass their own listener, clock, shutdown and reload.
@@ -127,14 +127,15 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("runs still going after the grace period are stopped; their deliveries are reconciled at the next start");
+        tracing::warn!(
+            "runs still going after the grace period are stopped; their deliveries are reconciled at the next start"
+        );
         daemon.tasks.abort_all();
         while daemon.tasks.join_next().await.is_some() {}
     }
     if let Some(api) = api_task {
         let _ = api.await;
     }
-    daemon.deps.store.close().await;
     tracing::info!("daemon stopped");
     Ok(())
 }
@@ -271,7 +272,10 @@ impl Daemon {
                     state.last_run_id = report.run_id;
                     state.last_status = Some(report.status.to_string());
                     let failure = report.errors.iter().find(|e| e.starts_with(&format!("source {id}:"))).cloned();
-                    if report.status == RunStatus::Ok || (failure.is_none() && report.problems.iter().all(|p| !p.item_key.starts_with(&format!("{id}/")))) {
+                    if report.status == RunStatus::Ok
+                        || (failure.is_none()
+                            && report.problems.iter().all(|p| !p.item_key.starts_with(&format!("{id}/"))))
+                    {
                         state.last_success_at = Some(now.clone());
                     }
                     state.last_error = failure;
@@ -312,7 +316,9 @@ impl Daemon {
                 }
                 tracing::info!(file = %self.config_path.display(), "configuration reloaded");
             }
-            Err(e) => tracing::error!(file = %self.config_path.display(), "reload refused; the previous configuration stays: {e}"),
+            Err(e) => {
+                tracing::error!(file = %self.config_path.display(), "reload refused; the previous configuration stays: {e}")
+            }
         }
     }
 }

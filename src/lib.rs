@@ -18,6 +18,7 @@ pub mod api;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod mapping;
 pub mod pipeline;

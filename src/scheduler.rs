@@ -269,4 +269,3 @@ mod tests {
         assert!(Schedule::parse("@daily", chrono_tz::UTC).is_ok());
     }
 }
-

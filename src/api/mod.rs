@@ -1,10 +1,41 @@
 //! The admin HTTP API: health, readiness, Prometheus metrics, JSON views of runs and items, triggers, and the review pages.
+//!
+//! ```text
+//! GET  /healthz                     200 "ok" while the process runs (no token)
+//! GET  /readyz                      200 {database, sources} when the database answers, else 503 (no token)
+//! GET  /metrics                     OpenMetrics text (read access)
+//! GET  /api/runs?limit=             recent runs, newest first (read access)
+//! POST /api/runs                    {"sources": [..], "items": [..], "force": false} → 202, a Job on `trigger` (write access)
+//! GET  /api/runs/{id}               the run and its events (read access)
+//! GET  /api/items?status=&source=   ledger rows (read access)
+//! GET  /api/items/{key}             rows per target and the item's log; key percent-encoded or with its `/` (read access)
+//! POST /api/items/{key}/retry       logs an operator event, a Job for the item → 202 (write access)
+//! GET  / and /runs, /runs/{id}, /items/{key}, /items/{key}/diff, /quarantine   review pages (read access)
+//! ```
+//!
+//! Write access needs `Authorization: Bearer <admin token>`; read access needs it (or HTTP Basic
+//! with the token as password, so a browser can open the pages) only with `read_needs_token`.
+
+mod auth;
+mod html;
+mod json;
+pub mod metrics;
+mod pages;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::pipeline::Job;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+pub use auth::token_matches;
 
 /// What the daemon knows about one source right now (the scheduler writes, the API reads).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -22,6 +53,9 @@ pub struct SourceState {
 }
 
 /// Shared state of the daemon's sources, by source id.
+///
+/// The daemon should insert an entry for every configured source at start: `POST /api/runs` then
+/// refuses unknown source ids with 400 (while the map is empty, any id is passed on).
 pub type SourceStates = Arc<RwLock<BTreeMap<String, SourceState>>>;
 
 /// Everything the router needs; cheap to clone.
@@ -38,10 +72,102 @@ pub struct ApiState {
     pub metrics: Arc<crate::api::metrics::Metrics>,
 }
 
-pub mod metrics {
-    //! Prometheus metrics the pipeline and the scheduler record into (filled in by the API work).
+impl ApiState {
+    /// A copy of the source states (never holds the lock across an await).
+    fn source_states(&self) -> BTreeMap<String, SourceState> {
+        match self.sources.read() {
+            Ok(states) => states.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
 
-    /// The registry and the instruments; see the methods for what is recorded.
-    #[derive(Debug, Default)]
-    pub struct Metrics {}
+/// The admin API and the review pages on `state`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/readyz", get(json::ready))
+        .route("/metrics", get(metrics::scrape))
+        .route("/api/runs", get(json::runs).post(json::start_run))
+        .route("/api/runs/{id}", get(json::run))
+        .route("/api/items", get(json::items))
+        // One wildcard serves `aachen-forms%2FS05000101@1.0` and `aachen-forms/S05000101@1.0` alike.
+        .route("/api/items/{*key}", get(json::item).post(json::retry))
+        .route("/", get(pages::runs))
+        .route("/runs", get(pages::runs))
+        .route("/runs/{id}", get(pages::run))
+        .route("/items/{*key}", get(pages::item_or_diff))
+        .route("/quarantine", get(pages::quarantine))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn not_found(uri: Uri) -> Response {
+    if uri.path().starts_with("/api/") || uri.path() == "/api" {
+        json::ApiError::new(StatusCode::NOT_FOUND, format!("no endpoint {}", uri.path())).into_response()
+    } else {
+        pages::not_found_page(&format!("Die Seite {} gibt es nicht (no such page).", uri.path()))
+    }
+}
+
+/// How long readiness and metrics wait for the database.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// True if the database answers within [`DATABASE_TIMEOUT`].
+async fn database_answers(store: &Store) -> bool {
+    tokio::time::timeout(DATABASE_TIMEOUT, store.ping()).await.unwrap_or(false)
+}
+
+/// An item key as one URL path segment (`/` and everything unusual percent-encoded).
+pub fn key_segment(key: &str) -> String {
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'@');
+    utf8_percent_encode(key, SEGMENT).to_string()
+}
+
+/// A value for a URL query string.
+fn query_value(value: &str) -> String {
+    const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    utf8_percent_encode(value, QUERY).to_string()
+}
+
+/// Logs a store failure and says what to show.
+fn store_failure(e: &StoreError) -> String {
+    tracing::error!(error = %e, "admin API: store query failed");
+    format!("the database query failed: {e}")
+}
+
+/// Timestamps as stored (RFC 3339) for people: `2024-05-01 12:00:03 UTC`.
+fn when(text: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| text.to_owned())
+}
+
+/// Unix seconds of an RFC 3339 timestamp.
+fn unix_seconds(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_become_one_segment() {
+        assert_eq!(key_segment("aachen-forms/S05000101@1.0"), "aachen-forms%2FS05000101@1.0");
+        assert_eq!(key_segment("a/file:x y.xml"), "a%2Ffile%3Ax%20y.xml");
+        assert_eq!(key_segment("a/<b>%"), "a%2F%3Cb%3E%25");
+        assert_eq!(query_value("owl forms&x"), "owl%20forms%26x");
+    }
+
+    #[test]
+    fn timestamps_are_shown_in_utc() {
+        assert_eq!(when("2024-05-01T12:00:03.123Z"), "2024-05-01 12:00:03 UTC");
+        assert_eq!(when("yesterday"), "yesterday");
+        assert_eq!(unix_seconds("1970-01-01T00:01:00Z"), Some(60));
+    }
 }

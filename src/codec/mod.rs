@@ -12,16 +12,40 @@ use serde_json::Value;
 use crate::domain::ContentHash;
 
 /// Limits enforced while decoding, so that a hostile record costs one error, not the process.
+///
+/// Every limit is checked while the record is read (the reader stops at the first element,
+/// attribute, value or text that goes over it), not on the finished tree. The config keys are the
+/// field names under `[limits]`; see docs/robustness.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Deepest element/array/object nesting accepted.
+    /// Deepest element/array/object nesting accepted (`limits.max_depth`).
     pub max_depth: usize,
+    /// Most XML elements, or JSON values (objects, arrays and scalars), in one record file
+    /// (`limits.max_elements`).
+    pub max_elements: usize,
+    /// Most XML attributes in one record file, over all its elements, namespace declarations
+    /// included (`limits.max_attributes`). JSON has no attributes.
+    pub max_attributes: usize,
+    /// Longest text in bytes (UTF-8): the text of one XML element (text, CDATA and references
+    /// together), one attribute value, one JSON string or object key (`limits.max_text_bytes`).
+    pub max_text_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_depth: 128 }
+        Self { max_depth: 128, max_elements: 1_000_000, max_attributes: 1_000_000, max_text_bytes: 1_048_576 }
     }
+}
+
+/// A record went over one of the [`Limits`]; names the limit by its config key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} (limit {limit}, limits.{key})")]
+pub struct LimitExceeded {
+    /// The config key under `[limits]`, e.g. `max_elements`.
+    pub key: &'static str,
+    pub limit: usize,
+    /// What went over it, e.g. `more than 1000000 elements in the record`.
+    pub what: String,
 }
 
 /// A decoded record: its tree, and for XML the root element's local name and namespace.

@@ -1,26 +1,40 @@
 //! XML ⇄ tree: a streaming quick-xml reader that builds the tree, and a writer that turns a tree back into XML.
+//!
+//! The reader is safe on hostile input: it processes no DTD (a DOCTYPE is an error), expands no
+//! entity but the five predefined ones and character references, never opens a file or a URL, and
+//! enforces [`Limits`] while it reads (depth, elements, attributes, text length).
 
-use quick_xml::NsReader;
+use quick_xml::Reader;
 use quick_xml::escape::{escape, resolve_predefined_entity};
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
 use serde_json::{Map, Value};
 
-use super::{Decoded, Limits, line_of};
+use super::{Decoded, LimitExceeded, Limits, line_of};
+
+/// The namespace the `xml` prefix is bound to by definition.
+const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
+/// The namespace of `xmlns` declarations, which no prefix may be bound to.
+const XMLNS_NAMESPACE: &str = "http://www.w3.org/2000/xmlns/";
 
 /// Why a document could not be read as XML.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum XmlError {
     #[error("not valid UTF-8 at byte {0} (the bridge reads UTF-8 XML only)")]
     Encoding(usize),
+    #[error("starts with a UTF-16 byte order mark (the bridge reads UTF-8 XML only)")]
+    Utf16,
+    #[error("line {line}: {}", control_message(*.code))]
+    ControlCharacter { line: usize, code: u32 },
     #[error("line {line}: {message}")]
     Syntax { line: usize, message: String },
     #[error("line {line}: DOCTYPE declarations are not accepted (no DTDs, no custom entities)")]
     Doctype { line: usize },
     #[error("line {line}: unknown entity `&{name};` (only the five predefined XML entities are allowed)")]
     Entity { line: usize, name: String },
-    #[error("line {line}: nesting deeper than {limit} levels")]
+    #[error("line {line}: nesting deeper than {limit} levels (limits.max_depth)")]
     TooDeep { line: usize, limit: usize },
+    #[error("line {line}: {limit}")]
+    Limit { line: usize, limit: LimitExceeded },
     #[error("document ends inside element <{open}> (truncated?)")]
     Truncated { open: String },
     #[error("no root element")]
@@ -29,162 +43,294 @@ pub enum XmlError {
     TrailingContent { line: usize },
 }
 
+fn control_message(code: u32) -> String {
+    let hint = if code == 0 { " (a UTF-16 file without byte order mark? the bridge reads UTF-8 XML only)" } else { "" };
+    format!("control character U+{code:04X} is not allowed in XML{hint}")
+}
+
+/// Whether XML 1.0 forbids `c` in a document, even as a character reference.
+fn forbidden_char(c: char) -> bool {
+    (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+}
+
+/// An element being read: its tree so far and its text.
 struct Open {
     name: String,
     map: Map<String, Value>,
-    text: Vec<String>,
+    /// Text kept so far. Beside child elements a run of text between two of them is kept only
+    /// if it is not blank (indentation is not content); `run` is where the current run starts.
+    text: String,
+    run: usize,
     has_children: bool,
+}
+
+impl Open {
+    /// Ends the current run of text because a child element starts (or the element ends).
+    fn end_run(&mut self) {
+        if self.text[self.run..].trim().is_empty() {
+            self.text.truncate(self.run);
+        }
+        self.run = self.text.len();
+    }
+}
+
+/// The tree under construction and the counts the limits apply to.
+struct Builder<'a> {
+    arrays: &'a [String],
+    limits: Limits,
+    stack: Vec<Open>,
+    root: Option<(String, Value)>,
+    namespace: Option<String>,
+    elements: usize,
+    attributes: usize,
 }
 
 /// Reads a whole XML document into a tree `{ "<root local name>": … }`.
 pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded, XmlError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(XmlError::Encoding(e.valid_up_to()));
-    }
-    let mut reader = NsReader::from_reader(bytes);
+    let bytes = check_characters(bytes)?;
+    // A plain reader, not quick-xml's NsReader: only the root's namespace is needed, and the
+    // resolver's linear lookups would make many namespace declarations a quadratic cost.
+    let mut reader = Reader::from_reader(bytes);
     let config = reader.config_mut();
     config.trim_text(false);
     config.check_end_names = true;
     config.expand_empty_elements = false;
 
-    let mut stack: Vec<Open> = Vec::new();
-    let mut root: Option<(String, Value)> = None;
-    let mut namespace = None;
-    let syntax = |reader: &NsReader<&[u8]>, message: String| XmlError::Syntax {
-        line: line_of(bytes, reader.buffer_position() as usize),
-        message,
-    };
+    let mut builder =
+        Builder { arrays, limits, stack: Vec::new(), root: None, namespace: None, elements: 0, attributes: 0 };
+    let line = |reader: &Reader<&[u8]>| line_of(bytes, reader.buffer_position() as usize);
+    let syntax = |reader: &Reader<&[u8]>, message: String| XmlError::Syntax { line: line(reader), message };
 
     loop {
-        let event = reader
-            .read_resolved_event()
-            .map(|(ns, ev)| {
-                let ns = match ns {
-                    ResolveResult::Bound(ns) => Some(String::from_utf8_lossy(ns.0).into_owned()),
-                    _ => None,
-                };
-                (ns, ev)
-            })
-            .map_err(|e| syntax(&reader, e.to_string()))?;
-        let line = || line_of(bytes, reader.buffer_position() as usize);
+        let event = reader.read_event().map_err(|e| XmlError::Syntax {
+            line: line_of(bytes, reader.error_position() as usize),
+            message: e.to_string(),
+        })?;
         match event {
-            (ns, Event::Start(start)) | (ns, Event::Empty(start)) if root.is_some() => {
-                let _ = (ns, start);
-                return Err(XmlError::TrailingContent { line: line() });
+            Event::Start(_) | Event::Empty(_) if builder.root.is_some() => {
+                return Err(XmlError::TrailingContent { line: line(&reader) });
             }
-            (ns, Event::Start(start)) => {
-                if stack.len() >= limits.max_depth {
-                    return Err(XmlError::TooDeep { line: line(), limit: limits.max_depth });
+            Event::Start(start) => {
+                builder.open(&start).map_err(|e| e.at(line(&reader)))?;
+            }
+            Event::Empty(start) => {
+                builder.open(&start).map_err(|e| e.at(line(&reader)))?;
+                builder.close();
+            }
+            Event::End(_) => {
+                if builder.stack.is_empty() {
+                    return Err(syntax(&reader, "unexpected end tag".into()));
                 }
-                if stack.is_empty() {
-                    namespace = ns;
-                }
-                stack.push(open_element(&start).map_err(|m| syntax(&reader, m))?);
+                builder.close();
             }
-            (ns, Event::Empty(start)) => {
-                if stack.is_empty() {
-                    namespace = ns;
-                }
-                let element = open_element(&start).map_err(|m| syntax(&reader, m))?;
-                close(element, &mut stack, &mut root, arrays);
-            }
-            (_, Event::End(_)) => {
-                let element = stack.pop().ok_or_else(|| syntax(&reader, "unexpected end tag".into()))?;
-                close(element, &mut stack, &mut root, arrays);
-            }
-            (_, Event::Text(text)) => {
+            Event::Text(text) => {
                 let text = text.xml_content().map_err(|e| syntax(&reader, e.to_string()))?;
-                push_text(&mut stack, &root, &text, line)?;
+                builder.text(&text).map_err(|e| e.at(line(&reader)))?;
             }
-            (_, Event::CData(data)) => {
-                let text = String::from_utf8_lossy(&data).into_owned();
-                push_text(&mut stack, &root, &text, line)?;
+            Event::CData(data) => {
+                let text = std::str::from_utf8(&data).map_err(|e| syntax(&reader, e.to_string()))?;
+                builder.text(text).map_err(|e| e.at(line(&reader)))?;
             }
-            (_, Event::GeneralRef(reference)) => {
-                let text = match reference.resolve_char_ref() {
+            Event::GeneralRef(reference) => {
+                let resolved = match reference.resolve_char_ref() {
+                    Ok(Some(c)) if forbidden_char(c) => {
+                        return Err(XmlError::ControlCharacter { line: line(&reader), code: c as u32 });
+                    }
                     Ok(Some(c)) => c.to_string(),
                     Ok(None) => {
                         let name = reference.decode().map_err(|e| syntax(&reader, e.to_string()))?;
                         match resolve_predefined_entity(&name) {
                             Some(resolved) => resolved.to_owned(),
-                            None => {
-                                return Err(XmlError::Entity { line: line(), name: name.into_owned() });
-                            }
+                            None => return Err(XmlError::Entity { line: line(&reader), name: name.into_owned() }),
                         }
                     }
                     Err(e) => return Err(syntax(&reader, e.to_string())),
                 };
-                push_text(&mut stack, &root, &text, line)?;
+                builder.text(&resolved).map_err(|e| e.at(line(&reader)))?;
             }
-            (_, Event::DocType(_)) => return Err(XmlError::Doctype { line: line() }),
-            (_, Event::Decl(_) | Event::PI(_) | Event::Comment(_)) => {}
-            (_, Event::Eof) => break,
+            Event::DocType(_) => return Err(XmlError::Doctype { line: line(&reader) }),
+            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+            Event::Eof => break,
         }
     }
-    if let Some(open) = stack.last() {
+    if let Some(open) = builder.stack.last() {
         return Err(XmlError::Truncated { open: open.name.clone() });
     }
-    let (name, value) = root.ok_or(XmlError::Empty)?;
+    let (name, value) = builder.root.ok_or(XmlError::Empty)?;
     let mut tree = Map::new();
     tree.insert(name.clone(), value);
-    Ok(Decoded { tree: Value::Object(tree), root: Some(name), namespace })
+    Ok(Decoded { tree: Value::Object(tree), root: Some(name), namespace: builder.namespace })
 }
 
-fn open_element(start: &BytesStart<'_>) -> Result<Open, String> {
-    let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
-    let mut map = Map::new();
-    for attr in start.attributes() {
-        let attr = attr.map_err(|e| e.to_string())?;
-        let key = format!("@{}", String::from_utf8_lossy(attr.key.as_ref()));
-        let value = attr.unescape_value().map_err(|e| format!("attribute {key} of <{name}>: {e}"))?;
-        if map.insert(key.clone(), Value::String(value.into_owned())).is_some() {
-            return Err(format!("duplicate attribute {key} on <{name}>"));
+/// Strips a UTF-8 byte order mark and refuses anything that is not UTF-8 or holds characters
+/// XML forbids (a NUL byte is the mark of UTF-16 without a byte order mark).
+fn check_characters(bytes: &[u8]) -> Result<&[u8], XmlError> {
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        return Err(XmlError::Utf16);
+    }
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes).map_err(|e| XmlError::Encoding(e.valid_up_to()))?;
+    let bad = bytes.iter().position(|&b| b < b' ' && !matches!(b, b'\t' | b'\n' | b'\r'));
+    if let Some(at) = bad {
+        return Err(XmlError::ControlCharacter { line: line_of(bytes, at), code: u32::from(bytes[at]) });
+    }
+    if let Some(at) = text.find(['\u{FFFE}', '\u{FFFF}']) {
+        let code = text[at..].chars().next().map_or(0, |c| c as u32);
+        return Err(XmlError::ControlCharacter { line: line_of(bytes, at), code });
+    }
+    Ok(bytes)
+}
+
+/// An error found while building, before its line is known.
+enum BuildError {
+    Syntax(String),
+    TooDeep(usize),
+    Limit(LimitExceeded),
+}
+
+impl BuildError {
+    fn at(self, line: usize) -> XmlError {
+        match self {
+            BuildError::Syntax(message) => XmlError::Syntax { line, message },
+            BuildError::TooDeep(limit) => XmlError::TooDeep { line, limit },
+            BuildError::Limit(limit) => XmlError::Limit { line, limit },
         }
     }
-    Ok(Open { name, map, text: Vec::new(), has_children: false })
 }
 
-fn push_text(
-    stack: &mut [Open],
-    root: &Option<(String, Value)>,
-    text: &str,
-    line: impl Fn() -> usize,
-) -> Result<(), XmlError> {
-    match stack.last_mut() {
-        Some(open) => {
-            open.text.push(text.to_owned());
-            Ok(())
+impl Builder<'_> {
+    /// Starts an element: counts it and its attributes against the limits and reads them.
+    fn open(&mut self, start: &BytesStart<'_>) -> Result<(), BuildError> {
+        let limits = self.limits;
+        if self.stack.len() >= limits.max_depth {
+            return Err(BuildError::TooDeep(limits.max_depth));
         }
-        None if text.trim().is_empty() => Ok(()),
-        None if root.is_some() => Err(XmlError::TrailingContent { line: line() }),
-        None => Err(XmlError::Syntax { line: line(), message: "text before the root element".into() }),
+        self.elements += 1;
+        if self.elements > limits.max_elements {
+            return Err(BuildError::Limit(LimitExceeded {
+                key: "max_elements",
+                limit: limits.max_elements,
+                what: "too many elements in the record".into(),
+            }));
+        }
+        let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+        let mut map = Map::new();
+        // quick-xml's own duplicate check compares every attribute with every earlier one; the
+        // map below finds duplicates in constant time.
+        for attr in start.attributes().with_checks(false) {
+            let attr = attr.map_err(|e| BuildError::Syntax(e.to_string()))?;
+            self.attributes += 1;
+            if self.attributes > limits.max_attributes {
+                return Err(BuildError::Limit(LimitExceeded {
+                    key: "max_attributes",
+                    limit: limits.max_attributes,
+                    what: "too many attributes in the record".into(),
+                }));
+            }
+            let key = format!("@{}", String::from_utf8_lossy(attr.key.as_ref()));
+            let value =
+                attr.unescape_value().map_err(|e| BuildError::Syntax(format!("attribute {key} of <{name}>: {e}")))?;
+            if value.len() > limits.max_text_bytes {
+                return Err(attribute_too_long(&key, &name, limits));
+            }
+            if let Some(c) = value.chars().find(|&c| forbidden_char(c)) {
+                return Err(BuildError::Syntax(format!("attribute {key} of <{name}>: {}", control_message(c as u32))));
+            }
+            check_namespace_declaration(&key, &value).map_err(BuildError::Syntax)?;
+            if map.insert(key.clone(), Value::String(value.into_owned())).is_some() {
+                return Err(BuildError::Syntax(format!("duplicate attribute {key} on <{name}>")));
+            }
+        }
+        match self.stack.last_mut() {
+            Some(parent) => {
+                parent.end_run();
+                parent.has_children = true;
+            }
+            None => self.namespace = root_namespace(start, &map),
+        }
+        self.stack.push(Open { name, map, text: String::new(), run: 0, has_children: false });
+        Ok(())
     }
-}
 
-fn close(element: Open, stack: &mut [Open], root: &mut Option<(String, Value)>, arrays: &[String]) {
-    let Open { name, mut map, text, has_children } = element;
-    let value = if map.is_empty() && !has_children {
-        Value::String(text.concat())
-    } else {
-        // Beside child elements only non-blank text is content; indentation is not.
-        let text: String = if has_children {
-            text.iter().filter(|t| !t.trim().is_empty()).map(String::as_str).collect()
+    /// Adds text to the open element (outside the root only blank text is allowed).
+    fn text(&mut self, text: &str) -> Result<(), BuildError> {
+        let limit = self.limits.max_text_bytes;
+        match self.stack.last_mut() {
+            Some(open) => {
+                if open.text.len() + text.len() > limit {
+                    return Err(BuildError::Limit(LimitExceeded {
+                        key: "max_text_bytes",
+                        limit,
+                        what: format!("text of <{}> too long", open.name),
+                    }));
+                }
+                open.text.push_str(text);
+                Ok(())
+            }
+            None if text.trim().is_empty() => Ok(()),
+            None if self.root.is_some() => Err(BuildError::Syntax("content after the root element".into())),
+            None => Err(BuildError::Syntax("text before the root element".into())),
+        }
+    }
+
+    /// Ends the innermost open element and puts its value into its parent (or makes it the root).
+    fn close(&mut self) {
+        let Some(mut element) = self.stack.pop() else { return };
+        if element.has_children {
+            element.end_run();
+        }
+        let Open { name, mut map, text, has_children, .. } = element;
+        let value = if map.is_empty() && !has_children {
+            Value::String(text)
         } else {
-            text.concat()
+            if !text.is_empty() {
+                map.insert("#text".into(), Value::String(text));
+            }
+            Value::Object(map)
         };
-        if !text.is_empty() {
-            map.insert("#text".into(), Value::String(text));
+        match self.stack.last_mut() {
+            Some(parent) => insert_child(&mut parent.map, name, value, self.arrays),
+            None => self.root = Some((name, value)),
         }
-        Value::Object(map)
-    };
-    match stack.last_mut() {
-        Some(parent) => {
-            parent.has_children = true;
-            insert_child(&mut parent.map, name, value, arrays);
-        }
-        None => *root = Some((name, value)),
     }
+}
+
+fn attribute_too_long(key: &str, element: &str, limits: Limits) -> BuildError {
+    BuildError::Limit(LimitExceeded {
+        key: "max_text_bytes",
+        limit: limits.max_text_bytes,
+        what: format!("attribute {key} of <{element}> too long"),
+    })
+}
+
+/// Refuses bindings that the XML namespaces recommendation forbids (as quick-xml's resolver does).
+fn check_namespace_declaration(key: &str, value: &str) -> Result<(), String> {
+    let prefix = match key.strip_prefix("@xmlns") {
+        Some("") => None,
+        Some(rest) => match rest.strip_prefix(':') {
+            Some(prefix) => Some(prefix),
+            None => return Ok(()),
+        },
+        None => return Ok(()),
+    };
+    let wrong = match prefix {
+        Some("xml") => value != XML_NAMESPACE,
+        Some("xmlns") => true,
+        _ => value == XML_NAMESPACE || value == XMLNS_NAMESPACE,
+    };
+    if wrong { Err(format!("forbidden namespace declaration {}=\"{value}\"", &key[1..])) } else { Ok(()) }
+}
+
+/// The namespace of the root element: its prefix (or the default namespace) must be declared on
+/// the root itself, as nothing encloses it.
+fn root_namespace(start: &BytesStart<'_>, attributes: &Map<String, Value>) -> Option<String> {
+    let name = start.name();
+    let declaration = match name.prefix() {
+        Some(prefix) if prefix.as_ref() == b"xml" => return Some(XML_NAMESPACE.into()),
+        Some(prefix) => format!("@xmlns:{}", String::from_utf8_lossy(prefix.as_ref())),
+        None => "@xmlns".to_owned(),
+    };
+    attributes.get(&declaration).and_then(Value::as_str).filter(|ns| !ns.is_empty()).map(str::to_owned)
 }
 
 fn insert_child(map: &mut Map<String, Value>, name: String, value: Value, arrays: &[String]) {
@@ -215,6 +361,8 @@ pub enum EncodeError {
     Attribute(String),
     #[error("element `{0}` holds a nested array; an element repeats, it cannot contain a bare list")]
     NestedArray(String),
+    #[error("`{0}` holds U+{1:04X}, a character XML does not allow")]
+    Character(String, u32),
 }
 
 /// Writes a tree `{ "<root>": … }` as an indented XML document with an XML declaration.
@@ -248,6 +396,14 @@ fn check_name(name: &str) -> Result<(), EncodeError> {
     let valid_start = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_');
     let valid_rest = chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
     if valid_start && valid_rest { Ok(()) } else { Err(EncodeError::Name(name.into())) }
+}
+
+/// Refuses text that no XML parser would read back (control characters other than tab and line breaks).
+fn check_text(name: &str, text: &str) -> Result<(), EncodeError> {
+    match text.chars().find(|&c| forbidden_char(c)) {
+        Some(c) => Err(EncodeError::Character(name.into(), c as u32)),
+        None => Ok(()),
+    }
 }
 
 fn scalar_text(value: &Value) -> Option<String> {
@@ -288,6 +444,7 @@ fn write_element(out: &mut String, name: &str, value: &Value, depth: usize) -> R
                 }
                 let text = scalar_text(attr).ok_or_else(|| EncodeError::Attribute(key.clone()))?;
                 check_name(&key[1..])?;
+                check_text(key, &text)?;
                 out.push(' ');
                 out.push_str(&key[1..]);
                 out.push_str("=\"");
@@ -300,6 +457,7 @@ fn write_element(out: &mut String, name: &str, value: &Value, depth: usize) -> R
             match (text, children.is_empty()) {
                 (None, true) => out.push_str("/>\n"),
                 (Some(text), true) => {
+                    check_text(name, &text)?;
                     out.push('>');
                     out.push_str(&escape_text(&text));
                     close_tag(out, name);
@@ -307,6 +465,7 @@ fn write_element(out: &mut String, name: &str, value: &Value, depth: usize) -> R
                 (text, false) => {
                     out.push_str(">\n");
                     if let Some(text) = text {
+                        check_text(name, &text)?;
                         indent(out, depth + 1);
                         out.push_str(&escape_text(&text));
                         out.push('\n');
@@ -324,6 +483,7 @@ fn write_element(out: &mut String, name: &str, value: &Value, depth: usize) -> R
             check_name(name)?;
             indent(out, depth);
             let text = scalar_text(scalar).expect("scalar");
+            check_text(name, &text)?;
             if text.is_empty() {
                 out.push('<');
                 out.push_str(name);
@@ -430,6 +590,113 @@ mod tests {
         assert!(matches!(decode(deep.as_bytes(), &[], Limits::default()), Err(XmlError::TooDeep { .. })));
     }
 
+    fn limited(max_elements: usize, max_attributes: usize, max_text_bytes: usize) -> Limits {
+        Limits { max_elements, max_attributes, max_text_bytes, ..Limits::default() }
+    }
+
+    fn limit_of(result: Result<Decoded, XmlError>) -> (&'static str, String) {
+        match result {
+            Err(e @ XmlError::Limit { .. }) => {
+                let XmlError::Limit { limit, .. } = &e else { unreachable!() };
+                (limit.key, e.to_string())
+            }
+            other => panic!("expected a limit error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn elements_attributes_and_text_are_limited_while_reading() {
+        let ok = "<r a=\"1\"><b c=\"2\">xyz</b></r>";
+        assert!(decode(ok.as_bytes(), &[], limited(2, 2, 3)).is_ok());
+
+        let (key, message) = limit_of(decode(ok.as_bytes(), &[], limited(1, 2, 3)));
+        assert_eq!(key, "max_elements");
+        assert!(message.contains("limits.max_elements") && message.starts_with("line 1:"), "{message}");
+        let (key, message) = limit_of(decode(ok.as_bytes(), &[], limited(2, 1, 3)));
+        assert_eq!(key, "max_attributes", "{message}");
+        let (key, message) = limit_of(decode(ok.as_bytes(), &[], limited(2, 2, 2)));
+        assert_eq!(key, "max_text_bytes");
+        assert!(message.contains("text of <b> too long"), "{message}");
+        let (_, message) = limit_of(decode(b"<r a=\"long\"/>", &[], limited(2, 2, 3)));
+        assert!(
+            message.contains("attribute @a of <r> too long") && message.contains("limits.max_text_bytes"),
+            "{message}"
+        );
+
+        // Text made of references counts as the text it stands for, CDATA too.
+        assert!(decode(b"<r>&lt;&#65;<![CDATA[x]]></r>", &[], limited(1, 0, 3)).is_ok());
+        assert!(decode(b"<r>&lt;&#65;<![CDATA[xy]]></r>", &[], limited(1, 0, 3)).is_err());
+        // Namespace declarations are attributes too.
+        assert!(decode(b"<r xmlns=\"urn:x\" xmlns:p=\"urn:p\"/>", &[], limited(1, 1, 10)).is_err());
+    }
+
+    #[test]
+    fn many_attributes_on_one_element_cost_linear_time() {
+        // quick-xml's duplicate check would compare each attribute with all earlier ones.
+        let attributes: String = (0..200_000).map(|i| format!(" a{i}=\"\"")).collect();
+        let xml = format!("<r{attributes}/>");
+        let started = std::time::Instant::now();
+        let decoded = decode(xml.as_bytes(), &[], Limits::default()).unwrap();
+        assert_eq!(decoded.tree["r"].as_object().unwrap().len(), 200_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+        let (key, _) = limit_of(decode(xml.as_bytes(), &[], limited(10, 1000, 10)));
+        assert_eq!(key, "max_attributes");
+        let duplicate = b"<r a=\"1\" b=\"2\" a=\"3\"/>";
+        let err = decode(duplicate, &[], Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("duplicate attribute @a on <r>"), "{err}");
+    }
+
+    #[test]
+    fn the_root_namespace_comes_from_its_own_declarations() {
+        let ns = |xml: &str| decode(xml.as_bytes(), &[], Limits::default()).unwrap().namespace;
+        assert_eq!(ns(r#"<p:r xmlns:p="urn:p" xmlns="urn:d"/>"#).as_deref(), Some("urn:p"));
+        assert_eq!(ns(r#"<r xmlns:p="urn:p" xmlns="urn:d"/>"#).as_deref(), Some("urn:d"));
+        assert_eq!(ns(r#"<r xmlns:p="urn:p"/>"#), None);
+        assert_eq!(ns(r#"<q:r xmlns:p="urn:p"/>"#), None);
+        assert_eq!(ns(r#"<r xmlns=""/>"#), None);
+        for bad in [
+            r#"<r xmlns:xml="urn:x"/>"#,
+            r#"<r xmlns:xmlns="urn:x"/>"#,
+            r#"<r xmlns:p="http://www.w3.org/XML/1998/namespace"/>"#,
+            r#"<r xmlns="http://www.w3.org/2000/xmlns/"/>"#,
+        ] {
+            let err = decode(bad.as_bytes(), &[], Limits::default()).unwrap_err();
+            assert!(err.to_string().contains("forbidden namespace declaration"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn utf16_nul_and_control_characters_are_rejected() {
+        assert_eq!(decode(b"\xFF\xFE<\0r\0/\0>\0", &[], Limits::default()), Err(XmlError::Utf16));
+        let err = decode(b"<\0r\0/\0>\0", &[], Limits::default()).unwrap_err();
+        assert_eq!(err, XmlError::ControlCharacter { line: 1, code: 0 });
+        assert!(err.to_string().contains("UTF-16"), "{err}");
+        let err = decode(b"<r>\n\x07</r>", &[], Limits::default()).unwrap_err();
+        assert_eq!(err, XmlError::ControlCharacter { line: 2, code: 7 });
+        assert!(matches!(decode(b"<r>&#1;</r>", &[], Limits::default()), Err(XmlError::ControlCharacter { .. })));
+        assert!(decode("<r a=\"&#27;\"/>".as_bytes(), &[], Limits::default()).is_err());
+        // Tabs, line breaks and their references are fine.
+        assert!(decode(b"<r a=\"&#9;&#10;&#13;\">\t\r\n&#9;</r>", &[], Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn entities_never_expand_beyond_the_predefined_ones() {
+        let external = b"<?xml version=\"1.0\"?>\n<!DOCTYPE r SYSTEM \"http://example.org/x.dtd\">\n<r/>";
+        assert_eq!(decode(external, &[], Limits::default()), Err(XmlError::Doctype { line: 2 }));
+        let err = decode(b"<r a=\"&xxe;\"/>", &[], Limits::default()).unwrap_err();
+        assert!(matches!(err, XmlError::Syntax { .. }), "{err:?}");
+        assert!(err.to_string().contains("xxe"), "{err}");
+        let t = tree("<r a=\"&lt;&gt;&amp;&apos;&quot;\">&lt;&gt;&amp;&apos;&quot;</r>", &[]);
+        assert_eq!(t, json!({"r": {"@a": "<>&'\"", "#text": "<>&'\""}}));
+    }
+
+    #[test]
+    fn a_blank_reference_beside_text_is_kept() {
+        // A run of text between child elements is dropped only when all of it is blank.
+        let t = tree("<r><a/>x&#32;<b/> \n <c/></r>", &[]);
+        assert_eq!(t, json!({"r": {"a": "", "b": "", "c": "", "#text": "x "}}));
+    }
+
     #[test]
     fn trees_round_trip_through_xml() {
         let original = json!({"p:r": {"@xmlns:p": "urn:p", "@a": "1 < 2", "p:x": ["a", "b"], "p:y": {"@k": "v", "#text": "t"}, "p:z": ""}});
@@ -455,5 +722,44 @@ mod tests {
         assert!(xml.contains("<b>1</b>") && xml.contains("<c>true</c>") && !xml.contains("<a"));
         assert_eq!(encode(&json!({"r": {"1x": "v"}})), Err(EncodeError::Name("1x".into())));
         assert!(matches!(encode(&json!({"a": 1, "b": 2})), Err(EncodeError::Root(_))));
+        assert_eq!(encode(&json!({"r": {"a": "x\u{7}"}})), Err(EncodeError::Character("a".into(), 7)));
+        assert_eq!(encode(&json!({"r": {"@k": "\u{0}"}})), Err(EncodeError::Character("@k".into(), 0)));
+    }
+}
+#[cfg(test)]
+mod tmp_measure {
+    fn hwm() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        s.lines().find(|l| l.starts_with("VmRSS")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+    #[test]
+    #[ignore]
+    fn measure() {
+        let limits = super::Limits { max_elements: 2_000_000, max_attributes: 2_000_000, ..Default::default() };
+        let xml = format!("<r>{}</r>", "<a/>".repeat(999_999));
+        let before = hwm();
+        let t = std::time::Instant::now();
+        let d = super::decode(xml.as_bytes(), &[], limits).unwrap();
+        println!("1M elements: {} kB, {:?}", hwm() - before, t.elapsed());
+        drop(d);
+        let attrs: String = (0..1_000_000).map(|i| format!(" a{i}=\"\"")).collect();
+        let xml = format!("<r{attrs}/>");
+        let before = hwm();
+        let t = std::time::Instant::now();
+        let d = super::decode(xml.as_bytes(), &[], limits).unwrap();
+        println!("1M attributes: {} kB, {:?}", hwm() - before, t.elapsed());
+        drop(d);
+        let xml = format!("<r>{}</r>", "<a><b/></a>".repeat(500_000));
+        let before = hwm();
+        let t = std::time::Instant::now();
+        let d = super::decode(xml.as_bytes(), &[], limits).unwrap();
+        println!("1M nested elements: {} kB, {:?}", hwm() - before, t.elapsed());
+        drop(d);
+        let json = format!("[{}1]", "{},".repeat(999_999));
+        let before = hwm();
+        let t = std::time::Instant::now();
+        let d = crate::codec::json::decode(json.as_bytes(), limits).unwrap();
+        println!("1M json values: {} kB, {:?}", hwm() - before, t.elapsed());
+        drop(d);
     }
 }

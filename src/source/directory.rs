@@ -28,13 +28,58 @@ pub fn list(dir: &Path, include: &GlobSet, root: &Path, format: Option<Format>) 
         .collect())
 }
 
-/// Reads a file, refusing (while reading, not after) anything longer than `max_bytes`.
+/// Reads a file, refusing (while reading, not after) anything longer than `max_bytes`: a file
+/// whose size says it is too long is not read at all, and any other is read at most up to one
+/// byte past the limit (a file can grow while it is read, and a FIFO has no size).
 pub fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    let size = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+    if let Some(size) = size.filter(|&size| size > max_bytes) {
+        return Err(too_large(max_bytes, Some(size)));
+    }
+    read_bounded(file, max_bytes, size.unwrap_or(0))
+}
+
+/// Reads `reader` to its end, stopping with an error as soon as it yields more than `max_bytes`.
+pub fn read_bounded(reader: impl Read, max_bytes: u64, size_hint: u64) -> Result<Vec<u8>, String> {
+    let capacity = usize::try_from(size_hint.min(max_bytes).saturating_add(1)).unwrap_or(usize::MAX);
+    let mut bytes = Vec::with_capacity(capacity.min(64 * 1024 * 1024));
+    reader.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() as u64 > max_bytes {
-        return Err(format!("larger than the limit of {max_bytes} bytes (limits.max_record_bytes)"));
+        return Err(too_large(max_bytes, None));
     }
     Ok(bytes)
+}
+
+fn too_large(max_bytes: u64, size: Option<u64>) -> String {
+    let size = size.map_or(String::new(), |size| format!(" ({size} bytes)"));
+    format!("larger than the limit of {max_bytes} bytes{size} (limits.max_record_bytes)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_stream_is_refused_after_the_limit() {
+        let err = read_bounded(std::io::repeat(b'a'), 1000, 0).unwrap_err();
+        assert!(err.contains("limits.max_record_bytes"), "{err}");
+        assert_eq!(read_bounded(&b"12345"[..], 5, 5).unwrap(), b"12345");
+        assert!(read_bounded(&b"123456"[..], 5, 6).is_err());
+    }
+
+    #[test]
+    fn a_file_larger_than_the_limit_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.xml");
+        // Sparse: 1 TB that takes no disk space and would take hours to read.
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(1 << 40).unwrap();
+        let started = std::time::Instant::now();
+        let err = read_limited(&path, 1024).unwrap_err();
+        assert!(err.contains("1099511627776 bytes") && err.contains("limits.max_record_bytes"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        std::fs::write(&path, b"<r/>").unwrap();
+        assert_eq!(read_limited(&path, 4).unwrap(), b"<r/>");
+    }
 }

@@ -2,7 +2,7 @@
 
 use predicates::prelude::*;
 
-use crate::support::{TestApp, repo};
+use crate::support::{PgDatabase, TestApp, postgres_server, repo};
 
 #[tokio::test]
 async fn migrate_json_reports_counts_and_exit_codes() {
@@ -121,21 +121,37 @@ schedule = "61 * * * *"
         .stderr(predicate::str::contains("bridge.toml:3:").and(predicate::str::contains("colour")));
 }
 
-#[test]
-fn the_database_url_comes_from_the_environment_when_set() {
+#[tokio::test]
+async fn the_database_url_comes_from_the_environment_when_set() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
     std::fs::write(dir.path().join("bridge.toml"), "[paths]\nmappings = \"mappings\"\n").unwrap();
     let db = dir.path().join("elsewhere.db");
+    let postgres = match postgres_server() {
+        Some(server) => Some(PgDatabase::create(&server).await),
+        None => None,
+    };
+    let url = match &postgres {
+        Some(database) => database.url.clone(),
+        None => format!("sqlite://{}", db.display()),
+    };
     assert_cmd::Command::cargo_bin("portal-bridge")
         .unwrap()
         .arg("--config")
         .arg(dir.path().join("bridge.toml"))
-        .env("PORTAL_BRIDGE_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("PORTAL_BRIDGE_DATABASE_URL", &url)
         .arg("status")
         .assert()
         .success();
-    assert!(db.exists());
+    if postgres.is_some() {
+        // The command created the schema in the database the variable names.
+        let store = portal_bridge::store::Store::open(&url).await.unwrap();
+        assert!(matches!(store, portal_bridge::store::Store::Postgres(_)));
+        assert!(store.runs(1).await.unwrap().is_empty());
+        store.close().await;
+    } else {
+        assert!(db.exists());
+    }
     assert!(!dir.path().join("var/bridge.db").exists());
     let _ = repo();
 }

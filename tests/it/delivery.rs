@@ -136,16 +136,8 @@ async fn faults_are_retried_and_every_document_takes_effect_exactly_once() {
 async fn killed_at_any_point_the_bridge_loses_nothing_and_repeats_no_effect() {
     let sim = sim(SimConfig { latency_ms: 30, seed: 3, ..Default::default() }).await;
     let app = bridge(&sim, 300, "").await;
-    let migrate = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_portal-bridge"))
-            .arg("--config")
-            .arg(&app.config_path)
-            .args(["migrate", "--json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let migrate =
+        || app.std_command().args(["migrate", "--json"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Kill points by the number of requests the portal has seen: before any delivery, during, and
     // after the last one (while the ledger catches up).
     let mut killed_mid_run = 0;

@@ -1,7 +1,9 @@
 //! Integration tests: the pipeline, the store and the command line, on throwaway copies of the demo data.
 
 mod adoptions;
+mod api;
 mod cli;
+mod daemon;
 mod delivery;
 mod fim;
 mod http;

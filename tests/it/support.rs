@@ -1,9 +1,13 @@
 //! TestApp: a throwaway copy of the demo data, a config pointing at it, and the pipeline's dependencies.
+//!
+//! The backend: SQLite (the config's `database.url`, a file in the test's temp dir) unless
+//! `PORTAL_BRIDGE_TEST_DATABASE_URL` names a PostgreSQL server; then every TestApp gets a fresh
+//! database on that server (`bridge_test_<random>`), dropped again with the TestApp.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use portal_bridge::config::{Config, Overrides};
+use portal_bridge::config::{Config, DATABASE_URL_ENV, Overrides};
 use portal_bridge::domain::{SystemClock, Trigger};
 use portal_bridge::pipeline::{self, Deps, Job, RunReport};
 use portal_bridge::store::Store;
@@ -27,10 +31,91 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Names a PostgreSQL server (e.g. `postgres://postgres@127.0.0.1:5432/postgres`) to run the tests on.
+pub const TEST_DATABASE_ENV: &str = "PORTAL_BRIDGE_TEST_DATABASE_URL";
+
+/// The PostgreSQL server the tests run on, if `PORTAL_BRIDGE_TEST_DATABASE_URL` is set.
+pub fn postgres_server() -> Option<String> {
+    std::env::var(TEST_DATABASE_ENV).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// A fresh database on the PostgreSQL server of `PORTAL_BRIDGE_TEST_DATABASE_URL`, dropped with this
+/// value. Once the variable is set, an unreachable server fails the test: it never falls back to SQLite.
+pub struct PgDatabase {
+    /// The URL of the new database, for the bridge.
+    pub url: String,
+    server: String,
+    name: String,
+}
+
+impl PgDatabase {
+    /// A new empty database `bridge_test_<random>` on `server`.
+    pub async fn create(server: &str) -> Self {
+        use sqlx::{Connection, Executor};
+        let mut connection = sqlx::PgConnection::connect(server).await.unwrap_or_else(|e| {
+            panic!(
+                "{TEST_DATABASE_ENV}={}: cannot connect to the PostgreSQL server: {e} \
+                 (start one, see docs/postgresql.md, or unset the variable to test on SQLite)",
+                portal_bridge::cli::redact(server)
+            )
+        });
+        let name = format!("bridge_test_{:016x}", fastrand::u64(..));
+        connection
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = connection.close().await;
+        Self { url: database_url(server, &name), server: server.to_owned(), name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Drop may run inside the test's runtime, so the DROP gets its own thread and runtime;
+        // WITH (FORCE) ends the connections the bridge's pool still holds. A failure only leaves an
+        // unused database on a throwaway server.
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            use sqlx::{Connection, Executor};
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut connection = sqlx::PgConnection::connect(&server).await.ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                let result = connection.execute(sql.as_str()).await;
+                let _ = connection.close().await;
+                result.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("note: test database {} was not dropped", self.name);
+        }
+    }
+}
+
+/// `server` (a `postgres://` URL) with its database replaced by `name`; query parameters are kept.
+pub fn database_url(server: &str, name: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
 pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub deps: Deps,
+    /// The PostgreSQL database of this app (after `deps`, so the pool goes first); `None` on SQLite.
+    pub database: Option<PgDatabase>,
 }
 
 impl TestApp {
@@ -50,12 +135,19 @@ impl TestApp {
     pub async fn with_config(dir: tempfile::TempDir, text: &str) -> Self {
         let config_path = dir.path().join("bridge.toml");
         std::fs::write(&config_path, text).unwrap();
-        let config = Config::resolve(&config_path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(&config.database_url).await.unwrap();
+        let database = match postgres_server() {
+            Some(server) => Some(PgDatabase::create(&server).await),
+            None => None,
+        };
+        let overrides = Overrides { database_url: database.as_ref().map(|d| d.url.clone()) };
+        let config = Config::resolve(&config_path, &overrides).unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(&config.database_url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", portal_bridge::cli::redact(&config.database_url)));
         let validators = Validators::load(&config.mappings).unwrap_or_else(|e| panic!("{e:?}"));
         let deps =
             Deps { config: Arc::new(config), store, validators: Arc::new(validators), clock: Arc::new(SystemClock) };
-        Self { dir, config_path, deps }
+        Self { dir, config_path, deps, database }
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -92,10 +184,25 @@ impl TestApp {
         files
     }
 
-    /// A bridge command with this app's config, for CLI tests.
+    /// A bridge command with this app's config and database, for CLI tests.
     pub fn command(&self) -> assert_cmd::Command {
         let mut cmd = assert_cmd::Command::cargo_bin("portal-bridge").unwrap();
-        cmd.arg("--config").arg(&self.config_path).env_remove("PORTAL_BRIDGE_DATABASE_URL").env("NO_COLOR", "1");
+        cmd.arg("--config").arg(&self.config_path).env("NO_COLOR", "1");
+        match &self.database {
+            Some(database) => cmd.env(DATABASE_URL_ENV, &database.url),
+            None => cmd.env_remove(DATABASE_URL_ENV),
+        };
+        cmd
+    }
+
+    /// The same as [`TestApp::command`] as a `std::process::Command`, for tests that spawn and kill it.
+    pub fn std_command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portal-bridge"));
+        cmd.arg("--config").arg(&self.config_path).env("NO_COLOR", "1");
+        match &self.database {
+            Some(database) => cmd.env(DATABASE_URL_ENV, &database.url),
+            None => cmd.env_remove(DATABASE_URL_ENV),
+        };
         cmd
     }
 }

@@ -1,0 +1,224 @@
+//! Per-stage throughput through the library API, on one core, on the same bytes the pipeline reads:
+//! raw quick-xml events (the ceiling), `codec::decode`, the scan of pass 1 (`source::read_entry`:
+//! decode + key + hash), `to_val`, `Mapping::apply` per mapping, `Validators::check` per document.
+//!
+//! MB/s is always megabytes of *input* (the record's XML or JSON) per second, so rows compare.
+//! Stages are timed item by item in one loop, so that the noise of a shared machine hits all of them
+//! alike and their ratios stay meaningful; each repeat gives one total per stage, the median is kept.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use portal_bridge::codec::{self, Format};
+use portal_bridge::config::{Config, Source};
+use portal_bridge::mapping::engine::to_val;
+use portal_bridge::mapping::{Mapping, RecordContext};
+use portal_bridge::source::{self, Entry, Inputs};
+use portal_bridge::validate::Validators;
+
+/// One measured stage: items and input bytes per pass, and the seconds of every repeat.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stage {
+    pub name: String,
+    pub items: u64,
+    pub bytes: u64,
+    pub secs: Vec<f64>,
+}
+
+impl Stage {
+    pub fn median(&self) -> f64 {
+        median(&self.secs)
+    }
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Everything a stage run needs, loaded once.
+pub struct Loaded {
+    pub config: Config,
+    pub validators: Validators,
+}
+
+pub fn load(config_file: &Path) -> Result<Loaded, String> {
+    let overrides = portal_bridge::config::Overrides { database_url: None };
+    let config = Config::resolve(config_file, &overrides).map_err(|e| e.to_string())?;
+    let validators = Validators::load(&config.mappings)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+    Ok(Loaded { config, validators })
+}
+
+/// The files of a directory source, in listing order, with their bytes.
+pub fn entries_of(source: &Source, root: &Path, limit: Option<usize>) -> Vec<(Entry, Bytes)> {
+    let portal_bridge::config::SourceKind::Directory { path, include, .. } = &source.kind else {
+        panic!("benchmarks read directory sources only")
+    };
+    let entries = source::directory::list(path, include, root, source.format).expect("the corpus lists");
+    entries
+        .into_iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|mut e| {
+            let bytes = Bytes::from(std::fs::read(&e.path).expect("the corpus reads"));
+            e.content = Some(bytes.clone());
+            (e, bytes)
+        })
+        .collect()
+}
+
+fn arrays_of(source: &Source) -> Vec<String> {
+    let mut arrays: Vec<String> = source.mappings.iter().flat_map(|m| m.input.arrays.iter().cloned()).collect();
+    arrays.sort();
+    arrays.dedup();
+    arrays
+}
+
+/// Accumulates the time of named stages within one repeat.
+#[derive(Default)]
+struct Clock {
+    totals: BTreeMap<String, (u64, u64, Duration)>,
+}
+
+impl Clock {
+    fn time<T>(&mut self, name: &str, bytes: usize, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        let elapsed = start.elapsed();
+        let e = self.totals.entry(name.to_owned()).or_default();
+        e.0 += 1;
+        e.1 += bytes as u64;
+        e.2 += elapsed;
+        out
+    }
+}
+
+/// Counts the events of a document with quick-xml's plain reader: no tree, no strings, no
+/// namespace resolution. This is the ceiling for any XML stage on these bytes.
+pub fn raw_events(bytes: &[u8]) -> usize {
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let mut n = 0;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => return n,
+            Ok(_) => n += 1,
+            Err(e) => panic!("corpus XML does not parse: {e}"),
+        }
+    }
+}
+
+/// The same with the namespace-resolving reader `codec::xml::decode` is built on.
+pub fn ns_events(bytes: &[u8]) -> usize {
+    let mut reader = quick_xml::NsReader::from_reader(bytes);
+    let mut n = 0;
+    loop {
+        match reader.read_resolved_event() {
+            Ok((_, quick_xml::events::Event::Eof)) => return n,
+            Ok(_) => n += 1,
+            Err(e) => panic!("corpus XML does not parse: {e}"),
+        }
+    }
+}
+
+/// Measures every stage over the given sources, `repeat` times.
+pub fn measure(loaded: &Loaded, source_ids: &[String], limit: Option<usize>, repeat: usize) -> Vec<Stage> {
+    let config = &loaded.config;
+    let sources: Vec<Arc<Source>> =
+        source_ids.iter().map(|id| config.source(id).unwrap_or_else(|| panic!("no source {id}")).clone()).collect();
+    let inputs: Vec<(Arc<Source>, Vec<(Entry, Bytes)>)> =
+        sources.iter().map(|s| (s.clone(), entries_of(s, &config.root, limit))).collect();
+    let mut runs: Vec<BTreeMap<String, (u64, u64, Duration)>> = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let mut clock = Clock::default();
+        for (source, entries) in &inputs {
+            let arrays = arrays_of(source);
+            let context_source = source.context();
+            for (entry, bytes) in entries {
+                measure_entry(&mut clock, loaded, source, &arrays, &context_source, entry, bytes);
+            }
+        }
+        runs.push(clock.totals);
+    }
+    let names: Vec<String> = runs[0].keys().cloned().collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let (items, bytes, _) = runs[0][&name];
+            Stage { secs: runs.iter().map(|r| r[&name].2.as_secs_f64()).collect(), name, items, bytes }
+        })
+        .collect()
+}
+
+fn measure_entry(
+    clock: &mut Clock,
+    loaded: &Loaded,
+    source: &Arc<Source>,
+    arrays: &[String],
+    context_source: &serde_json::Value,
+    entry: &Entry,
+    bytes: &Bytes,
+) {
+    let config = &loaded.config;
+    let format = entry.format.expect("corpus files have a format");
+    let len = bytes.len();
+    if format == Format::Xml {
+        std::hint::black_box(clock.time("parse: quick-xml Reader events", len, || raw_events(bytes)));
+        std::hint::black_box(clock.time("parse: quick-xml NsReader events", len, || ns_events(bytes)));
+    } else {
+        std::hint::black_box(clock.time("parse: serde_json IgnoredAny", len, || {
+            serde_json::from_slice::<serde::de::IgnoredAny>(bytes).expect("corpus JSON parses")
+        }));
+    }
+    let decoded = clock
+        .time("decode: codec::decode", len, || codec::decode(format, bytes, arrays, config.limits))
+        .expect("corpus decodes");
+    std::hint::black_box(&decoded);
+    drop(decoded);
+    let records = clock
+        .time("scan: source::read_entry (decode+key+hash)", len, || {
+            source::read_entry(source, entry, &Inputs::default(), arrays, config.limits, config.max_record_bytes)
+        })
+        .expect("corpus entries read");
+    // Input bytes per record: a feed's bytes are shared out evenly.
+    let per_record = len / records.len().max(1);
+    for record in records {
+        let record = record.expect("corpus records have keys");
+        let tree = clock.time("map: to_val (tree → jaq value)", per_record, || to_val(&record.decoded.tree));
+        let context = RecordContext {
+            source: context_source.clone(),
+            item: serde_json::json!({
+                "key": record.key.as_str(),
+                "id": record.key.external_id(),
+                "origin": record.origin,
+                "content_hash": record.hash.as_str(),
+                "adoptions": [],
+                "form": record.form.as_ref().map(|f| f.as_str()),
+            }),
+        };
+        for mapping in source.mappings.iter().filter(|m: &&Arc<Mapping>| m.accepts(record.format, &record.decoded)) {
+            let document = clock
+                .time(&format!("map: {}", mapping.name), per_record, || {
+                    mapping.apply(&tree, &context, &config.codelists_val)
+                })
+                .unwrap_or_else(|e| panic!("{}: {e}", record.origin));
+            let schema = mapping.output.schema.as_deref();
+            let kind = match document.format {
+                Format::Json => "JSON Schema",
+                Format::Xml => "XSD",
+            };
+            clock
+                .time(&format!("validate: {} ({kind})", mapping.name), per_record, || {
+                    loaded.validators.check(schema, &document)
+                })
+                .unwrap_or_else(|e| panic!("{}: {e}", record.origin));
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Who may call what: credentials checked against the admin token in constant time, as extractors.
+//!
+//! Write access needs `Authorization: Bearer <token>`. Read access (only checked with
+//! `read_needs_token`) also takes HTTP Basic with the token as password, so that a browser can open
+//! the review pages; mutating calls never take Basic, because a browser re-sends it on its own
+//! (cross-site requests included), while it never adds a bearer token by itself.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::ApiState;
+use super::json::ApiError;
+
+/// True if `given` is the admin token. Both are hashed first and the digests compared in constant
+/// time, so neither the content nor the length of the token leaks through timing. An empty
+/// configured token matches nothing.
+pub fn token_matches(expected: &SecretString, given: &str) -> bool {
+    let expected = expected.expose_secret();
+    if expected.is_empty() {
+        return false;
+    }
+    let a = Sha256::digest(expected.as_bytes());
+    let b = Sha256::digest(given.as_bytes());
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Denied {
+    NoTokenConfigured,
+    Missing,
+    Wrong,
+}
+
+impl Denied {
+    fn message(self) -> &'static str {
+        match self {
+            Denied::NoTokenConfigured => "no admin token is configured, so the admin API refuses this call",
+            Denied::Missing => "this call needs `Authorization: Bearer <admin token>`",
+            Denied::Wrong => "the admin token does not match",
+        }
+    }
+}
+
+fn check(state: &ApiState, headers: &HeaderMap, access: Access) -> Result<(), Denied> {
+    if access == Access::Read && !state.read_needs_token {
+        return Ok(());
+    }
+    let Some(expected) = &state.admin_token else {
+        return Err(Denied::NoTokenConfigured);
+    };
+    let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| credential(v, access));
+    match given {
+        None => Err(Denied::Missing),
+        Some(token) if token_matches(expected, &token) => Ok(()),
+        Some(_) => Err(Denied::Wrong),
+    }
+}
+
+/// The token in an `Authorization` value: a bearer token, or for reads the password of Basic.
+fn credential(value: &str, access: Access) -> Option<String> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.to_owned());
+    }
+    if access == Access::Read && scheme.eq_ignore_ascii_case("basic") {
+        let decoded = String::from_utf8(base64_decode(rest)?).ok()?;
+        let (_user, password) = decoded.split_once(':')?;
+        return Some(password.to_owned());
+    }
+    None
+}
+
+/// Standard base64 (with or without padding); `None` for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let text = text.trim_end_matches('=').as_bytes();
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        let mut bits = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            bits |= value(c)? << (18 - 6 * i);
+        }
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+fn challenge(access: Access) -> Vec<HeaderValue> {
+    let mut values = vec![HeaderValue::from_static("Bearer realm=\"portal-bridge\"")];
+    if access == Access::Read {
+        values.push(HeaderValue::from_static("Basic realm=\"portal-bridge\", charset=\"UTF-8\""));
+    }
+    values
+}
+
+fn refuse(mut response: Response, access: Access) -> Response {
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    for value in challenge(access) {
+        response.headers_mut().append(WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// Read access to a JSON endpoint (or the metrics); refuses with a JSON error.
+pub(crate) struct Read;
+
+/// Write access (bearer token only); refuses with a JSON error.
+pub(crate) struct Write;
+
+/// Read access to a review page; refuses with an HTML page.
+pub(crate) struct ReadPage;
+
+impl FromRequestParts<ApiState> for Read {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        check(state, &parts.headers, Access::Read)
+            .map(|()| Read)
+            .map_err(|d| refuse(ApiError::new(StatusCode::UNAUTHORIZED, d.message()).into_response(), Access::Read))
+    }
+}
+
+impl FromRequestParts<ApiState> for Write {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        check(state, &parts.headers, Access::Write)
+            .map(|()| Write)
+            .map_err(|d| refuse(ApiError::new(StatusCode::UNAUTHORIZED, d.message()).into_response(), Access::Write))
+    }
+}
+
+impl FromRequestParts<ApiState> for ReadPage {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        check(state, &parts.headers, Access::Read).map(|()| ReadPage).map_err(|d| {
+            let text = format!(
+                "Anmeldung nötig (sign-in needed): {}. Benutzername beliebig, Passwort = Admin-Token \
+                 (any user name, the admin token as password).",
+                d.message()
+            );
+            refuse(
+                super::pages::error_page(StatusCode::UNAUTHORIZED, "Anmeldung nötig (Sign-in needed)", &text),
+                Access::Read,
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_compared_by_digest() {
+        let token = SecretString::from("s3cret-token");
+        assert!(token_matches(&token, "s3cret-token"));
+        assert!(!token_matches(&token, "s3cret-tokeN"));
+        assert!(!token_matches(&token, "s3cret-toke"));
+        assert!(!token_matches(&token, "s3cret-token "));
+        assert!(!token_matches(&token, ""));
+        assert!(!token_matches(&SecretString::from(""), ""), "an empty configured token matches nothing");
+    }
+
+    #[test]
+    fn credentials_are_read_from_the_header() {
+        assert_eq!(credential("Bearer abc", Access::Write).as_deref(), Some("abc"));
+        assert_eq!(credential("bearer  abc ", Access::Read).as_deref(), Some("abc"));
+        // "ops:abc" in base64
+        assert_eq!(credential("Basic b3BzOmFiYw==", Access::Read).as_deref(), Some("abc"));
+        assert_eq!(credential("Basic b3BzOmFiYw==", Access::Write), None, "no Basic for mutating calls");
+        assert_eq!(credential("Basic !!!", Access::Read), None);
+        assert_eq!(credential("Token abc", Access::Read), None);
+        assert_eq!(credential("Bearer", Access::Read), None);
+    }
+
+    #[test]
+    fn base64_decodes_standard_text() {
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert_eq!(base64_decode("Zg==").unwrap(), b"f");
+        assert_eq!(base64_decode("Zm8=").unwrap(), b"fo");
+        assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
+        assert_eq!(base64_decode("Zm9vYmFy").unwrap(), b"foobar");
+        assert_eq!(base64_decode("w6TDtg==").unwrap(), "äö".as_bytes());
+        assert!(base64_decode("Zm9vY").is_none());
+        assert!(base64_decode("Zm9v-").is_none());
+    }
+}

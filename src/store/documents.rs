@@ -1,0 +1,91 @@
+//! Delivered documents: the last two versions per item and target, kept so that a person can see what changed.
+
+use serde::Serialize;
+
+use super::{Store, StoreError, on_pool};
+
+/// How many delivered versions are kept per item and target.
+pub const KEPT_VERSIONS: i64 = 2;
+
+/// One delivered document as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct DocumentRow {
+    pub item_key: String,
+    pub target: String,
+    pub output_hash: String,
+    /// The bytes delivered (JSON or XML text).
+    pub body: Vec<u8>,
+    pub delivered_at: String,
+}
+
+impl Store {
+    /// Keeps a delivered document; older versions beyond [`KEPT_VERSIONS`] of the same item and
+    /// target are removed in the same transaction. Delivering the newest version again (same
+    /// output hash, e.g. `migrate --force`) changes nothing, so the previous version stays for the diff.
+    pub async fn record_document(
+        &self,
+        item_key: &str,
+        target: &str,
+        output_hash: &str,
+        body: &[u8],
+        delivered_at: &str,
+    ) -> Result<(), StoreError> {
+        let latest = "SELECT output_hash FROM documents WHERE item_key = $1 AND target = $2 ORDER BY id DESC LIMIT 1";
+        let insert =
+            "INSERT INTO documents (item_key, target, output_hash, body, delivered_at) VALUES ($1, $2, $3, $4, $5)";
+        let prune = "DELETE FROM documents WHERE item_key = $1 AND target = $2 AND id NOT IN \
+                     (SELECT id FROM documents WHERE item_key = $1 AND target = $2 ORDER BY id DESC LIMIT $3)";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let newest: Option<String> =
+                sqlx::query_scalar(latest).bind(item_key).bind(target).fetch_optional(&mut *tx).await?;
+            if newest.as_deref() != Some(output_hash) {
+                sqlx::query(insert)
+                    .bind(item_key)
+                    .bind(target)
+                    .bind(output_hash)
+                    .bind(body)
+                    .bind(delivered_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(prune).bind(item_key).bind(target).bind(KEPT_VERSIONS).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The last `n` delivered documents of an item at a target, newest first.
+    pub async fn last_documents(&self, item_key: &str, target: &str, n: i64) -> Result<Vec<DocumentRow>, StoreError> {
+        let sql = "SELECT item_key, target, output_hash, body, delivered_at FROM documents \
+                   WHERE item_key = $1 AND target = $2 ORDER BY id DESC LIMIT $3";
+        Ok(on_pool!(self, pool => sqlx::query_as(sql).bind(item_key).bind(target).bind(n).fetch_all(pool).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_last_two_versions_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let key = "aachen-forms/S05000101@1.0";
+        for (i, hash) in ["h1", "h2", "h2", "h3"].iter().enumerate() {
+            let body = format!("version {hash}");
+            store
+                .record_document(key, "form-platform", hash, body.as_bytes(), &format!("2024-01-0{}T00:00:00Z", i + 1))
+                .await
+                .unwrap();
+        }
+        store.record_document(key, "portal-xml", "x1", b"<x/>", "2024-01-01T00:00:00Z").await.unwrap();
+        let docs = store.last_documents(key, "form-platform", 10).await.unwrap();
+        let hashes: Vec<&str> = docs.iter().map(|d| d.output_hash.as_str()).collect();
+        assert_eq!(hashes, ["h3", "h2"], "newest first, two kept, a repeated delivery is not a version");
+        assert_eq!(docs[1].body, b"version h2");
+        assert_eq!(docs[1].delivered_at, "2024-01-02T00:00:00Z");
+        assert_eq!(store.last_documents(key, "portal-xml", 2).await.unwrap().len(), 1);
+        assert!(store.last_documents("other/x", "portal-xml", 2).await.unwrap().is_empty());
+    }
+}

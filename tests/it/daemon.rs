@@ -1,0 +1,236 @@
+//! The daemon: schedules with overlap policies, catch-up of missed runs, reload on SIGHUP, and
+//! graceful shutdown on SIGTERM that leaves the next start a clean reconciliation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portal_bridge::config::{Config, Overrides};
+use portal_bridge::daemon::{self, DaemonParts};
+use portal_bridge::domain::SystemClock;
+use portal_bridge::portal_sim::{self, SimConfig, SimState};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::TestApp;
+
+async fn sim(latency_ms: u64) -> (SimState, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = SimState::new(SimConfig { latency_ms, ..Default::default() });
+    tokio::spawn(portal_sim::serve(listener, state.clone()));
+    (state, url)
+}
+
+/// A config with one feed of `count` records delivered over HTTP to the simulator, on a schedule.
+fn config_text(url: &str, count: usize, schedule: &str, overlap: &str, extra: &str) -> String {
+    let _ = count;
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "admin-token"
+[daemon]
+shutdown_grace_secs = 20
+[[target]]
+id = "portal"
+delivery = "http"
+[target.http]
+url = "{url}"
+token_file = "token"
+concurrency = 1
+max_retries = 2
+retry_base_ms = 10
+
+[[source]]
+id = "feed"
+region = "test"
+kind = "directory"
+path = "feed"
+split = "array"
+key = ".id"
+mappings = ["echo"]
+schedule = "{schedule}"
+overlap = "{overlap}"
+{extra}
+"#
+    )
+}
+
+fn prepare(dir: &std::path::Path, count: usize) {
+    std::fs::create_dir_all(dir.join("feed")).unwrap();
+    std::fs::create_dir_all(dir.join("mappings")).unwrap();
+    std::fs::write(dir.join("token"), "sim-token").unwrap();
+    std::fs::write(dir.join("admin-token"), "admin-secret").unwrap();
+    write_feed(dir, count, 0);
+    std::fs::write(
+        dir.join("mappings/echo.toml"),
+        "name = \"echo\"\nprogram = \"{id: .id, round: .round}\"\n[input]\nformat = \"json\"\n[output]\ntarget = \"portal\"\nformat = \"json\"\n",
+    )
+    .unwrap();
+}
+
+/// Rewrites the feed so that every record changes (each run then has deliveries to make).
+fn write_feed(dir: &std::path::Path, count: usize, round: usize) {
+    let records: Vec<_> = (0..count).map(|i| serde_json::json!({"id": format!("r{i:03}"), "round": round})).collect();
+    std::fs::write(dir.join("feed/records.json"), serde_json::to_string(&records).unwrap()).unwrap();
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    reload: mpsc::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+}
+
+async fn start(app: &TestApp) -> Running {
+    let config = Config::resolve(&app.config_path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let (reload, reload_rx) = mpsc::channel(4);
+    let parts = DaemonParts {
+        config: Arc::new(config),
+        config_path: app.config_path.clone(),
+        overrides: Overrides::default(),
+        store: app.deps.store.clone(),
+        clock: Arc::new(SystemClock),
+        listener: Some(listener),
+        shutdown: shutdown.clone(),
+        reload: reload_rx,
+    };
+    Running { shutdown, reload, task: tokio::spawn(daemon::run(parts)) }
+}
+
+/// (started, finished) of every run of the source, in order.
+async fn runs(app: &TestApp) -> Vec<(String, Option<String>)> {
+    let mut runs: Vec<_> =
+        app.deps.store.runs(1000).await.unwrap().into_iter().map(|r| (r.started_at, r.finished_at)).collect();
+    runs.reverse();
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_schedule_never_overlaps_a_slow_source_with_forbid() {
+    let (_sim, url) = sim(150).await;
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), 8);
+    let app = TestApp::with_config(dir, &config_text(&url, 8, "* * * * * *", "forbid", "")).await;
+    let daemon = start(&app).await;
+    // Each run delivers 8 changed records at 150 ms each: longer than the 1 s schedule.
+    for round in 1..=4 {
+        write_feed(app.dir.path(), 8, round);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    daemon.shutdown.cancel();
+    daemon.task.await.unwrap().unwrap();
+    let runs = runs(&app).await;
+    assert!(runs.len() >= 2, "the schedule fired repeatedly: {runs:?}");
+    for pair in runs.windows(2) {
+        let (first_end, second_start) = (pair[0].1.as_deref().expect("finished"), pair[1].0.as_str());
+        assert!(first_end <= second_start, "runs overlapped: {pair:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_run_is_caught_up_once_at_start_and_skip_waits() {
+    let (_sim, url) = sim(0).await;
+    for (missed, expect_run) in [("catch-up-once", true), ("skip", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path(), 2);
+        let extra = format!("missed = \"{missed}\"");
+        let app = TestApp::with_config(dir, &config_text(&url, 2, "0 0 * * * *", "forbid", &extra)).await;
+        // The last scheduled run started two hours ago: the hourly run in between was missed.
+        let two_hours_ago = portal_bridge::store::timestamp(chrono::Utc::now() - chrono::Duration::hours(2));
+        let id = app
+            .deps
+            .store
+            .start_run(portal_bridge::domain::Trigger::Schedule, &["feed".into()], &two_hours_ago)
+            .await
+            .unwrap();
+        app.deps
+            .store
+            .finish_run(id, portal_bridge::domain::RunStatus::Ok, Default::default(), None, &two_hours_ago)
+            .await
+            .unwrap();
+        let daemon = start(&app).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        daemon.shutdown.cancel();
+        daemon.task.await.unwrap().unwrap();
+        let ran = runs(&app).await.len() > 1;
+        assert_eq!(ran, expect_run, "missed = {missed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_on_reload_leaves_the_daemon_on_the_old_one() {
+    let (sim, url) = sim(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), 3);
+    let app = TestApp::with_config(dir, &config_text(&url, 3, "* * * * * *", "forbid", "")).await;
+    let daemon = start(&app).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::write(&app.config_path, "this is = not [valid toml").unwrap();
+    daemon.reload.send(()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Still scheduling on the old config: a new round of records is delivered.
+    write_feed(app.dir.path(), 3, 7);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sim.stats().await.total_effects() < 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!daemon.task.is_finished(), "the daemon kept running");
+    assert_eq!(sim.stats().await.total_effects(), 6, "two rounds of three records");
+    daemon.shutdown.cancel();
+    daemon.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_exits_zero_and_the_next_start_reconciles_cleanly() {
+    let (sim, url) = sim(100).await;
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), 30);
+    let app = TestApp::with_config(dir, &config_text(&url, 30, "* * * * * *", "forbid", "")).await;
+    let daemon = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portal-bridge"))
+            .arg("--config")
+            .arg(&app.config_path)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = daemon();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.stats().await.requests < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped_at = Instant::now();
+    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped_at.elapsed() < Duration::from_secs(25), "the daemon exits within its grace period");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit code 0 after SIGTERM: {status:?}");
+
+    // Started again, the daemon finishes the work (at least one more run); every record takes
+    // effect exactly once.
+    let runs_before = runs(&app).await.len();
+    let mut child = daemon();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (sim.stats().await.total_effects() < 30 || runs(&app).await.len() <= runs_before) && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let stats = sim.stats().await;
+    assert_eq!(
+        stats.total_effects(),
+        30,
+        "one effect per record: {:?}",
+        stats.effects.iter().filter(|e| e.count > 1).collect::<Vec<_>>()
+    );
+    assert!(app.deps.store.intents().await.unwrap().is_empty());
+}
