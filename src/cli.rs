@@ -486,6 +486,7 @@ async fn run_daemon(config: Arc<Config>, config_path: PathBuf, args: RunArgs) ->
         listener: Some(listener),
         shutdown,
         reload: reload_rx,
+        instance: None,
     };
     crate::daemon::run(parts).await?;
     store.close().await;
@@ -850,8 +851,9 @@ async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
     let store = open_store(config).await?;
     let counts = store.status_counts().await?;
     let runs = store.runs(1).await?;
+    let leases = store.leases().await?;
     if args.json {
-        println!("{}", serde_json::json!({ "items": counts, "last_run": runs.first() }));
+        println!("{}", serde_json::json!({ "items": counts, "last_run": runs.first(), "leases": leases }));
         return Ok(Exit::Ok);
     }
     let mut out = table(&["source", "status", "items × targets"]);
@@ -859,6 +861,13 @@ async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
         out.add_row(vec![row.source_id.clone(), row.status.clone(), row.count.to_string()]);
     }
     println!("{out}");
+    if !leases.is_empty() {
+        let mut out = table(&["lease", "held by instance", "until"]);
+        for lease in &leases {
+            out.add_row(vec![lease.name.clone(), lease.holder.clone(), lease.expires_at.clone()]);
+        }
+        println!("{out}");
+    }
     if let Some(run) = runs.first() {
         println!(
             "last run {}: {} ({}), started {}, {} new, {} updated, {} unchanged, {} failed, {} quarantined",

@@ -141,15 +141,23 @@ pub struct RawDaemon {
     /// (safely: their deliveries are reconciled at the next start).
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// How long a source's lease lasts without renewal: after a crash, another instance takes
+    /// the source over this long after the last renewal.
+    #[serde(default = "default_lease")]
+    pub lease_secs: u64,
 }
 
 impl Default for RawDaemon {
     fn default() -> Self {
-        Self { shutdown_grace_secs: default_grace() }
+        Self { shutdown_grace_secs: default_grace(), lease_secs: default_lease() }
     }
 }
 
 fn default_grace() -> u64 {
+    30
+}
+
+fn default_lease() -> u64 {
     30
 }
 
@@ -482,6 +490,7 @@ pub struct Config {
     pub sources: Vec<Arc<Source>>,
     pub admin: Admin,
     pub shutdown_grace: std::time::Duration,
+    pub lease: std::time::Duration,
 }
 
 /// The resolved `[admin]` settings.
@@ -902,6 +911,7 @@ impl Config {
             sources,
             admin: Admin { listen: admin_listen, token: admin_token, read_needs_token: raw.admin.read_needs_token },
             shutdown_grace: std::time::Duration::from_secs(raw.daemon.shutdown_grace_secs),
+            lease: std::time::Duration::from_secs(raw.daemon.lease_secs.max(1)),
         })
     }
 

@@ -33,6 +33,14 @@ pub struct DaemonParts {
     pub shutdown: CancellationToken,
     /// Each message asks for a configuration reload (SIGHUP).
     pub reload: mpsc::Receiver<()>,
+    /// This instance's name in leases (default: host, process id and a random suffix).
+    pub instance: Option<String>,
+}
+
+/// A name for this instance that no other running instance has.
+pub fn instance_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 /// Why the daemon could not start.
@@ -60,13 +68,16 @@ struct Daemon {
     tasks: JoinSet<(u64, Vec<String>, Result<RunReport, String>)>,
     running: HashMap<u64, Running>,
     next_task: u64,
-    /// Next fire time per scheduled source.
-    next: BTreeMap<String, DateTime<Utc>>,
+    /// Per scheduled source: the scheduled time (its slot) and when to fire (slot plus jitter).
+    next: BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    instance: Arc<str>,
+    lease: Duration,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; in-flight runs get the configured grace period.
 pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
-    let DaemonParts { config, config_path, overrides, store, clock, listener, shutdown, mut reload } = parts;
+    let DaemonParts { config, config_path, overrides, store, clock, listener, shutdown, mut reload, instance } = parts;
+    let instance: Arc<str> = instance.unwrap_or_else(instance_name).into();
     let validators = Validators::load(&config.mappings)
         .map_err(|e| DaemonError::Schemas(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
     let deps = Deps { config: config.clone(), store: store.clone(), validators: Arc::new(validators), clock };
@@ -102,12 +113,14 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
         running: HashMap::new(),
         next_task: 0,
         next: BTreeMap::new(),
+        lease: config.lease,
+        instance: instance.clone(),
     };
     daemon.schedule_all(true).await?;
-    tracing::info!(sources = daemon.next.len(), "daemon started");
+    tracing::info!(sources = daemon.next.len(), instance = %instance, "daemon started");
 
     loop {
-        let due = daemon.next.values().min().copied();
+        let due = daemon.next.values().map(|(_, fire)| *fire).min();
         let sleep = due.map_or(Duration::from_secs(3600), |at| (at - daemon.now()).to_std().unwrap_or_default());
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -162,14 +175,17 @@ impl Daemon {
             let catch_up = starting
                 && source.missed == Missed::CatchUpOnce
                 && missed_run(schedule, last_runs.get(&source.id).copied(), now);
-            let at = if catch_up {
+            let (slot, at) = if catch_up {
                 tracing::info!(source = %source.id, "a scheduled run was missed while the daemon was down; catching up once");
-                now
+                let missed = last_runs
+                    .get(&source.id)
+                    .and_then(|last| schedule.upcoming(*last, 1).first().map(|t| t.with_timezone(&Utc)));
+                (missed.unwrap_or(now), now)
             } else {
                 next_fire(schedule, now, source.jitter)
             };
             state.next_run_at = Some(timestamp(at));
-            self.next.insert(source.id.clone(), at);
+            self.next.insert(source.id.clone(), (slot, at));
         }
         Ok(())
     }
@@ -192,22 +208,29 @@ impl Daemon {
     /// Starts every source whose time has come, and schedules its next run.
     fn fire_due(&mut self) {
         let now = self.now();
-        let due: Vec<String> = self.next.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
-        for id in due {
+        let due: Vec<(String, DateTime<Utc>)> =
+            self.next.iter().filter(|(_, (_, at))| *at <= now).map(|(id, (slot, _))| (id.clone(), *slot)).collect();
+        for (id, slot) in due {
             let Some(source) = self.deps.config.source(&id).cloned() else { continue };
             let Some(schedule) = &source.schedule else { continue };
-            let at = next_fire(schedule, now, source.jitter);
-            self.next.insert(id.clone(), at);
+            let next = next_fire(schedule, now, source.jitter);
+            self.next.insert(id.clone(), next);
             if let Some(state) = self.states.write().expect("not poisoned").get_mut(&id) {
-                state.next_run_at = Some(timestamp(at));
+                state.next_run_at = Some(timestamp(next.1));
             }
             let job = Job { sources: vec![id], ..Job::all(Trigger::Schedule) };
-            self.start(job);
+            self.start_with_slot(job, Some(slot));
         }
     }
 
-    /// Starts a job, applying each source's overlap policy.
     fn start(&mut self, job: Job) {
+        self.start_with_slot(job, None);
+    }
+
+    /// Starts a job, applying each source's overlap policy. With several instances on one
+    /// database, a scheduled `slot` runs on the instance that claims it first, and a source runs
+    /// only on the instance that holds its lease.
+    fn start_with_slot(&mut self, job: Job, slot: Option<DateTime<Utc>>) {
         let mut sources: Vec<String> = job.sources.clone();
         sources.extend(job.items.iter().map(|k| k.source().to_owned()));
         sources.sort();
@@ -245,10 +268,12 @@ impl Daemon {
         let metrics = self.metrics.clone();
         let trigger = job.trigger;
         let ids = sources.clone();
+        let (instance, lease) = (self.instance.clone(), self.lease);
         let abort = self.tasks.spawn(async move {
-            let result = pipeline::run(job, &deps).await.map_err(|e| e.to_string());
-            let status = result.as_ref().map_or(RunStatus::Failed, |r| r.status);
-            metrics.observe_run(trigger, status, started.elapsed().as_secs_f64());
+            let result = leased_run(&deps, job, &ids, slot, &instance, lease).await;
+            if let Ok(report) = &result {
+                metrics.observe_run(trigger, report.status, started.elapsed().as_secs_f64());
+            }
             (task, ids, result)
         });
         let mut states = self.states.write().expect("not poisoned");
@@ -261,6 +286,15 @@ impl Daemon {
     fn finished(&mut self, done: Result<(u64, Vec<String>, Result<RunReport, String>), tokio::task::JoinError>) {
         let Ok((task, sources, result)) = done else { return }; // aborted (replaced or stopped)
         self.running.remove(&task);
+        if matches!(&result, Err(e) if e.starts_with(SKIPPED)) {
+            let mut states = self.states.write().expect("not poisoned");
+            for id in &sources {
+                let still_running = self.running.values().any(|r| r.sources.contains(id));
+                states.entry(id.clone()).or_default().running = still_running;
+            }
+            tracing::debug!(sources = ?sources, "{}", result.err().unwrap_or_default());
+            return;
+        }
         let now = timestamp(self.now());
         let mut states = self.states.write().expect("not poisoned");
         for id in &sources {
@@ -323,9 +357,73 @@ impl Daemon {
     }
 }
 
-/// The next fire time after `now`, plus up to `jitter` of random delay.
-fn next_fire(schedule: &crate::scheduler::Schedule, now: DateTime<Utc>, jitter: Duration) -> DateTime<Utc> {
-    let at = schedule.upcoming(now, 1).first().map_or(now + chrono::Duration::days(365), |t| t.with_timezone(&Utc));
+/// The next scheduled time after `now` and when to fire it (plus up to `jitter` of random delay).
+fn next_fire(
+    schedule: &crate::scheduler::Schedule,
+    now: DateTime<Utc>,
+    jitter: Duration,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let slot = schedule.upcoming(now, 1).first().map_or(now + chrono::Duration::days(365), |t| t.with_timezone(&Utc));
     let extra = jitter.mul_f64(fastrand::f64());
-    at + chrono::Duration::from_std(extra).unwrap_or_default()
+    (slot, slot + chrono::Duration::from_std(extra).unwrap_or_default())
+}
+
+/// Marks a run that this instance did not do because another one does (not an error).
+const SKIPPED: &str = "skipped: ";
+
+/// Runs a job under the leases of its sources, renewing them while it runs. A scheduled slot that
+/// another instance already claimed, or a source whose lease another instance holds, is skipped.
+async fn leased_run(
+    deps: &Deps,
+    job: Job,
+    sources: &[String],
+    slot: Option<DateTime<Utc>>,
+    instance: &str,
+    lease: Duration,
+) -> Result<RunReport, String> {
+    let store = &deps.store;
+    let now = || deps.clock.now();
+    if let Some(slot) = slot {
+        for id in sources {
+            if !store.claim_slot(id, &timestamp(slot), instance).await.map_err(|e| e.to_string())? {
+                return Err(format!("{SKIPPED}another instance runs the {} slot of {id}", timestamp(slot)));
+            }
+        }
+    }
+    let names: Vec<String> = sources.iter().map(|id| format!("source:{id}")).collect();
+    let ttl = chrono::Duration::from_std(lease).unwrap_or_default();
+    let mut held: Vec<String> = Vec::new();
+    for name in &names {
+        let acquired = store
+            .acquire_lease(name, instance, &timestamp(now() + ttl), &timestamp(now()))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !acquired {
+            for name in &held {
+                let _ = store.release_lease(name, instance).await;
+            }
+            return Err(format!("{SKIPPED}another instance holds the lease {name}"));
+        }
+        held.push(name.clone());
+    }
+    let renew = async {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            for name in &names {
+                match store.acquire_lease(name, instance, &timestamp(now() + ttl), &timestamp(now())).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::error!(lease = %name, "lost the lease to another instance"),
+                    Err(e) => tracing::warn!(lease = %name, "cannot renew the lease: {e}"),
+                }
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = pipeline::run(job, deps) => result.map_err(|e| e.to_string()),
+        () = renew => unreachable!("the renewal loop never ends"),
+    };
+    for name in &names {
+        let _ = store.release_lease(name, instance).await;
+    }
+    result
 }

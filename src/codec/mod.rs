@@ -33,7 +33,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_depth: 128, max_elements: 1_000_000, max_attributes: 1_000_000, max_text_bytes: 1_048_576 }
+        Self { max_depth: 128, max_elements: 500_000, max_attributes: 500_000, max_text_bytes: 1_048_576 }
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool, opt_text};
 
 /// One adoption as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -29,7 +29,7 @@ impl Store {
         let existing = self.adoption_exists(ars, service).await?;
         let sql = "INSERT INTO adoptions (ars, service, name, created_at) VALUES ($1, $2, $3, $4) \
                    ON CONFLICT (ars, service) DO UPDATE SET name = COALESCE(excluded.name, adoptions.name)";
-        on_pool!(self, pool => { sqlx::query(sql).bind(ars).bind(service).bind(name).bind(at).execute(pool).await?; });
+        on_pool!(self, pool => { sqlx::query(sql).bind(ars).bind(service).bind(opt_text(name)).bind(at).execute(pool).await?; });
         Ok(!existing)
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::log::{INSERT_EVENT, NewEvent};
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool, opt_text, text};
 
 /// One ledger row: an item at a target.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -102,7 +102,7 @@ impl Store {
     pub async fn skip_item(&self, item_key: &str, reason: &str, at: &str) -> Result<u64, StoreError> {
         let sql = "UPDATE items SET skip_reason = $1, skip_hash = content_hash, updated_at = $2 WHERE item_key = $3";
         Ok(
-            on_pool!(self, pool => sqlx::query(sql).bind(reason).bind(at).bind(item_key).execute(pool).await?.rows_affected()),
+            on_pool!(self, pool => sqlx::query(sql).bind(text(reason)).bind(at).bind(item_key).execute(pool).await?.rows_affected()),
         )
     }
 
@@ -151,14 +151,14 @@ impl Store {
                     .bind(&row.output_path)
                     .bind(&row.status)
                     .bind(row.attempts)
-                    .bind(&row.last_error)
+                    .bind(opt_text(row.last_error.as_deref()))
                     .bind(&row.first_seen_at)
                     .bind(&row.updated_at)
                     .bind(&row.delivered_at)
                     .bind(row.last_run_id)
                     .bind(&row.adoptions)
                     .bind(&row.target_version)
-                    .bind(&row.skip_reason)
+                    .bind(opt_text(row.skip_reason.as_deref()))
                     .bind(&row.skip_hash)
                     .execute(&mut *tx)
                     .await?;
@@ -171,7 +171,7 @@ impl Store {
                     .bind(&event.target)
                     .bind(event.stage.as_str())
                     .bind(event.level.as_str())
-                    .bind(&event.message)
+                    .bind(text(&event.message))
                     .execute(&mut *tx)
                     .await?;
             }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool, text};
 use crate::domain::{Level, Stage};
 
 /// An event to append.
@@ -53,7 +53,7 @@ impl Store {
             .bind(&event.target)
             .bind(event.stage.as_str())
             .bind(event.level.as_str())
-            .bind(&event.message)
+            .bind(text(&event.message))
             .execute(pool)
             .await?; });
         Ok(())
@@ -66,21 +66,27 @@ impl Store {
             .filter(|l| filter.level.is_none_or(|min| l.rank() >= min.rank()))
             .map(|l| l.as_str())
             .collect();
+        // A source's events are those whose item key starts with `source/`: the keys from `source/`
+        // up to (not including) `source0` ('0' follows '/'), compared bytewise on both backends
+        // (SQLite's BINARY collation, the columns' "C" collation on PostgreSQL). Unlike LIKE, this
+        // is case-sensitive on both and needs no escaping.
         let sql = "SELECT id, at, run_id, item_key, target, stage, level, message FROM ( \
                      SELECT * FROM events \
                      WHERE ($1 IS NULL OR run_id = $1) \
                        AND ($2 IS NULL OR item_key = $2) \
-                       AND ($3 IS NULL OR item_key LIKE $3 ESCAPE '\\') \
-                       AND level IN ($4, $5, $6, $7) \
-                     ORDER BY id DESC LIMIT $8) AS recent \
+                       AND ($3 IS NULL OR (item_key >= $3 AND item_key < $4)) \
+                       AND level IN ($5, $6, $7, $8) \
+                     ORDER BY id DESC LIMIT $9) AS recent \
                    ORDER BY id";
-        let source_pattern = filter.source.as_ref().map(|s| format!("{}/%", like_escape(s)));
+        let source_from = filter.source.as_ref().map(|s| format!("{s}/"));
+        let source_until = filter.source.as_ref().map(|s| format!("{s}0"));
         let level = |i: usize| levels.get(i).copied().unwrap_or("");
         let limit = if filter.limit > 0 { filter.limit } else { i64::MAX };
         Ok(on_pool!(self, pool => sqlx::query_as(sql)
             .bind(filter.run_id)
             .bind(&filter.item_key)
-            .bind(source_pattern)
+            .bind(source_from)
+            .bind(source_until)
             .bind(level(0))
             .bind(level(1))
             .bind(level(2))
@@ -89,8 +95,4 @@ impl Store {
             .fetch_all(pool)
             .await?))
     }
-}
-
-fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }

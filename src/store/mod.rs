@@ -4,6 +4,7 @@ pub mod adoptions;
 pub mod documents;
 pub mod http_cache;
 pub mod intents;
+pub mod lease;
 pub mod ledger;
 pub mod log;
 pub mod runs;
@@ -84,6 +85,17 @@ impl Store {
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
+}
+
+/// Free text (messages, errors, reasons, names) as stored: PostgreSQL text cannot hold NUL, SQLite
+/// can, so both backends store U+FFFD in its place and read back the same.
+pub(crate) fn text(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains('\0') { value.replace('\0', "\u{FFFD}").into() } else { value.into() }
+}
+
+/// [`text`] for an optional value.
+pub(crate) fn opt_text(value: Option<&str>) -> Option<std::borrow::Cow<'_, str>> {
+    value.map(text)
 }
 
 /// Timestamps are stored as RFC 3339 text in UTC, identical on both backends.

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool, opt_text};
 use crate::domain::{RunStatus, Trigger};
 
 /// Counts per item and target, as reported by `migrate --json`.
@@ -91,7 +91,7 @@ impl Store {
             .bind(counts.failed)
             .bind(counts.quarantined)
             .bind(counts.withdrawn)
-            .bind(message)
+            .bind(opt_text(message))
             .bind(id)
             .execute(pool)
             .await?; });

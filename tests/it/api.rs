@@ -614,7 +614,10 @@ async fn review_pages_show_runs_items_quarantine_and_the_diff() {
             )),
             "{diff}"
         );
-        assert!(diff.contains(&format!("<td class=\"sign\">+</td><td>  \"name\": \"{NEW_NAME}\",</td>")), "{diff}");
+        assert!(
+            diff.contains(&format!("<td class=\"sign\">+</td><td>  &quot;name&quot;: &quot;{NEW_NAME}&quot;,</td>")),
+            "{diff}"
+        );
         assert!(diff.contains("<tr class=\"hunk\"><td colspan=\"4\">@@ -"));
     }
     let no_versions = page(format!("/items/{}/diff", key_segment("owl-forms/S05000131@1.0"))).await;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portal_bridge::config::{Config, Overrides};
+use portal_bridge::config::Config;
 use portal_bridge::daemon::{self, DaemonParts};
 use portal_bridge::domain::SystemClock;
 use portal_bridge::portal_sim::{self, SimConfig, SimState};
@@ -82,19 +82,20 @@ struct Running {
 }
 
 async fn start(app: &TestApp) -> Running {
-    let config = Config::resolve(&app.config_path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::resolve(&app.config_path, &app.overrides()).unwrap_or_else(|e| panic!("{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shutdown = CancellationToken::new();
     let (reload, reload_rx) = mpsc::channel(4);
     let parts = DaemonParts {
         config: Arc::new(config),
         config_path: app.config_path.clone(),
-        overrides: Overrides::default(),
+        overrides: app.overrides(),
         store: app.deps.store.clone(),
         clock: Arc::new(SystemClock),
         listener: Some(listener),
         shutdown: shutdown.clone(),
         reload: reload_rx,
+        instance: None,
     };
     Running { shutdown, reload, task: tokio::spawn(daemon::run(parts)) }
 }
@@ -189,9 +190,7 @@ async fn sigterm_mid_run_exits_zero_and_the_next_start_reconciles_cleanly() {
     prepare(dir.path(), 30);
     let app = TestApp::with_config(dir, &config_text(&url, 30, "* * * * * *", "forbid", "")).await;
     let daemon = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_portal-bridge"))
-            .arg("--config")
-            .arg(&app.config_path)
+        app.std_command()
             .arg("run")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -233,4 +232,94 @@ async fn sigterm_mid_run_exits_zero_and_the_next_start_reconciles_cleanly() {
         stats.effects.iter().filter(|e| e.count > 1).collect::<Vec<_>>()
     );
     assert!(app.deps.store.intents().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_with_the_same_schedule_run_each_slot_once() {
+    let (_sim, url) = sim(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), 4);
+    let app = TestApp::with_config(dir, &config_text(&url, 4, "* * * * * *", "forbid", "")).await;
+    let (a, b) = (start(&app).await, start(&app).await);
+    for round in 1..=3 {
+        write_feed(app.dir.path(), 4, round);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    a.shutdown.cancel();
+    b.shutdown.cancel();
+    a.task.await.unwrap().unwrap();
+    b.task.await.unwrap().unwrap();
+    let runs = app.deps.store.runs(1000).await.unwrap();
+    assert!(runs.len() >= 2, "{runs:?}");
+    let mut seconds: Vec<&str> = runs.iter().map(|r| &r.started_at[..19]).collect();
+    let total = seconds.len();
+    seconds.dedup();
+    assert_eq!(seconds.len(), total, "no scheduled second ran twice: {runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_daemon_is_killed_the_other_takes_over_after_the_lease_and_nothing_repeats() {
+    let (sim, url) = sim(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), 500);
+    let app = TestApp::with_config(dir, &config_text(&url, 500, "* * * * * *", "forbid", "")).await;
+    let text = std::fs::read_to_string(&app.config_path)
+        .unwrap()
+        .replace("shutdown_grace_secs = 20", "shutdown_grace_secs = 20\nlease_secs = 3");
+    std::fs::write(&app.config_path, text).unwrap();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portal-bridge"))
+            .arg("--config")
+            .arg(&app.config_path)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut daemons = vec![spawn(), spawn()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sim.stats().await.requests < 100 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Kill the instance that holds the source's lease, mid-run.
+    let holder = app
+        .deps
+        .store
+        .leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.name == "source:feed")
+        .expect("a lease is held")
+        .holder;
+    let pid: u32 = holder.split(':').nth(1).unwrap().parse().unwrap();
+    let index = daemons.iter().position(|d| d.id() == pid).expect("the holder is one of ours");
+    let mut victim = daemons.remove(index);
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let mut survivor = daemons.remove(0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = app.deps.store.items(None, Some("feed"), i64::MAX).await.unwrap();
+        let done = rows.len() == 500 && rows.iter().all(|r| matches!(r.status.as_str(), "delivered" | "unchanged"));
+        if done && app.deps.store.intents().await.unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the survivor finished the work");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::process::Command::new("kill").arg("-TERM").arg(survivor.id().to_string()).status().unwrap();
+    assert!(survivor.wait().unwrap().success());
+    let stats = sim.stats().await;
+    assert_eq!(stats.total_effects(), 500, "{:?}", stats.effects.iter().filter(|e| e.count > 1).collect::<Vec<_>>());
+    let rows = app.deps.store.items(None, Some("feed"), i64::MAX).await.unwrap();
+    for row in rows {
+        assert_eq!(
+            stats.effect_count("portal", &row.item_key, row.output_hash.as_deref().unwrap()),
+            1,
+            "{}",
+            row.item_key
+        );
+    }
 }

@@ -2,6 +2,7 @@
 
 mod adoptions;
 mod api;
+mod browser;
 mod cli;
 mod daemon;
 mod delivery;

@@ -150,6 +150,12 @@ impl TestApp {
         Self { dir, config_path, deps, database }
     }
 
+    /// The overrides the app was resolved with (its PostgreSQL database, if any), for code that
+    /// resolves the config file again.
+    pub fn overrides(&self) -> Overrides {
+        Overrides { database_url: self.database.as_ref().map(|d| d.url.clone()) }
+    }
+
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
     }
