@@ -54,6 +54,9 @@ pub enum DaemonError {
     Api(std::io::Error),
 }
 
+/// What a run task returns: its number, its sources, and how it went.
+type TaskResult = (u64, Vec<String>, Result<RunReport, String>);
+
 struct Running {
     sources: Vec<String>,
     abort: AbortHandle,
@@ -65,7 +68,7 @@ struct Daemon {
     overrides: Overrides,
     states: SourceStates,
     metrics: Arc<crate::api::metrics::Metrics>,
-    tasks: JoinSet<(u64, Vec<String>, Result<RunReport, String>)>,
+    tasks: JoinSet<TaskResult>,
     running: HashMap<u64, Running>,
     next_task: u64,
     /// Per scheduled source: the scheduled time (its slot) and when to fire (slot plus jitter).
@@ -283,7 +286,7 @@ impl Daemon {
         self.running.insert(task, Running { sources, abort });
     }
 
-    fn finished(&mut self, done: Result<(u64, Vec<String>, Result<RunReport, String>), tokio::task::JoinError>) {
+    fn finished(&mut self, done: Result<TaskResult, tokio::task::JoinError>) {
         let Ok((task, sources, result)) = done else { return }; // aborted (replaced or stopped)
         self.running.remove(&task);
         if matches!(&result, Err(e) if e.starts_with(SKIPPED)) {

@@ -31,6 +31,22 @@ impl RetryPolicy {
     }
 }
 
+/// The HTTP client of a source or target: its timeouts and the bridge's user agent.
+pub fn client(connect_timeout: Duration, request_timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout)
+        .user_agent(concat!("portal-bridge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// A rate limiter of `per_second` requests (at least one).
+pub fn rate_limiter(per_second: u32) -> std::sync::Arc<governor::DefaultDirectRateLimiter> {
+    let rate = std::num::NonZeroU32::new(per_second.max(1)).expect("at least 1");
+    std::sync::Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate)))
+}
+
 /// `Retry-After` as seconds or an HTTP date.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     if let Ok(seconds) = value.trim().parse::<u64>() {

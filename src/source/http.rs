@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use backon::Retryable;
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use reqwest::header::{ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LINK, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
@@ -68,13 +68,7 @@ pub struct HttpSettings {
 
 impl HttpSource {
     pub fn new(settings: HttpSettings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            .user_agent(concat!("portal-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let rate = std::num::NonZeroU32::new(settings.requests_per_second.max(1)).expect("at least 1");
+        let client = crate::retry::client(settings.connect_timeout, settings.request_timeout)?;
         Ok(Self {
             url: settings.url,
             pagination: settings.pagination,
@@ -82,7 +76,7 @@ impl HttpSource {
             client,
             auth: settings.auth,
             retry: settings.retry,
-            limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate))),
+            limiter: crate::retry::rate_limiter(settings.requests_per_second),
             max_body_bytes: settings.max_body_bytes,
             fetch_timeout: settings.fetch_timeout,
         })

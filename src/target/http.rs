@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use backon::Retryable;
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
@@ -59,13 +59,7 @@ enum Failure {
 
 impl HttpTarget {
     pub fn new(settings: HttpTargetSettings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            .user_agent(concat!("portal-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let rate = std::num::NonZeroU32::new(settings.requests_per_second.max(1)).expect("at least 1");
+        let client = crate::retry::client(settings.connect_timeout, settings.request_timeout)?;
         let mut base = settings.base;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -75,7 +69,7 @@ impl HttpTarget {
             client,
             token: settings.token,
             retry: settings.retry,
-            limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate))),
+            limiter: crate::retry::rate_limiter(settings.requests_per_second),
             concurrency: Arc::new(Semaphore::new(settings.concurrency.max(1))),
         })
     }
