@@ -148,6 +148,13 @@ const DELIVERIES_IN_FLIGHT: usize = 16;
 
 /// Runs the pipeline once for `job`.
 pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("run", run_id = tracing::field::Empty, trigger = %job.trigger);
+    run_in(job, deps, span.clone()).instrument(span).await
+}
+
+/// [`run`] inside its tracing span, so every log line of the run carries the run id.
+async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport, PipelineError> {
     let config = &deps.config;
     let mut selected: Vec<Arc<Source>> = Vec::new();
     let wanted: BTreeSet<&str> =
@@ -165,6 +172,9 @@ pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
     } else {
         Some(deps.store.start_run(job.trigger, &source_ids, &timestamp(deps.clock.now())).await?)
     };
+    if let Some(id) = run_id {
+        span.record("run_id", id);
+    }
     tracing::info!(run_id, sources = ?source_ids, force = job.force, dry_run = job.dry_run, "run started");
 
     let mut report = RunReport {
