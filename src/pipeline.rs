@@ -1195,7 +1195,12 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
     };
     outcome.result = match (delivered, action) {
         (Ok(d), Action::Delete) => Ok(Done::Withdrawn { location: d.location }),
-        (Ok(d), Action::Put { output_hash, .. }) => {
+        (Ok(d), Action::Put { output_hash, body, .. }) => {
+            // Kept (the last two per item and target) for the review pages' diff.
+            let at = timestamp(deps.clock.now());
+            if let Err(e) = deps.store.record_document(outcome.key.as_str(), &outcome.target, &output_hash, &body, &at).await {
+                tracing::warn!(item = %outcome.key, "cannot keep the delivered document for the diff: {e}");
+            }
             Ok(Done::Delivered { output_hash, location: Some(d.location), version: d.version })
         }
         (Err(e), _) => Err(problem(&e, e.status())),

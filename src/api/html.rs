@@ -95,9 +95,34 @@ impl Html {
     pub fn head(&mut self, columns: &[&'static str]) -> &mut Self {
         self.raw("<thead><tr>");
         for column in columns {
-            self.raw("<th scope=\"col\">").raw(column).raw("</th>");
+            self.raw("<th scope=\"col\">");
+            self.label(column);
+            self.raw("</th>");
         }
         self.raw("</tr></thead>")
+    }
+
+    /// A row header (`<th scope="row">`), the English gloss on its own line like [`Html::head`].
+    pub fn row_head(&mut self, label: &'static str) -> &mut Self {
+        self.raw("<th scope=\"row\">");
+        self.label(label);
+        self.raw("</th>")
+    }
+
+    fn label(&mut self, label: &'static str) {
+        // "Versuche (attempts)": the English gloss goes on its own line, keeping columns narrow.
+        match label.split_once(" (") {
+            Some((german, english)) => self.raw(german).raw(" <span class=\"en\">(").raw(english).raw("</span>"),
+            None => self.raw(label),
+        };
+    }
+
+    /// Text in `<code>`, or a dash for nothing.
+    pub fn maybe_code(&mut self, text: Option<&str>) -> &mut Self {
+        match text {
+            Some(t) if !t.is_empty() => self.tag("<code>", "</code>", t),
+            _ => self.raw("<span class=\"none\">–</span>"),
+        }
     }
 
     /// A cell holding escaped text.
@@ -167,9 +192,18 @@ p.intro { max-width: 62rem; margin: .3rem 0 1rem; color: #333; }
 p.hint { max-width: 62rem; color: #444; font-size: .92rem; }
 table { border-collapse: collapse; background: #fff; margin: .4rem 0 1.2rem; }
 th, td { border: 1px solid var(--line); padding: .3rem .55rem; text-align: left; vertical-align: top; }
-th { background: #e9eef5; font-weight: 600; white-space: nowrap; }
+th { background: #e9eef5; font-weight: 600; }
+th .en { display: block; font-weight: 400; font-size: .85em; color: #4a5565; white-space: nowrap; }
+table.wide { width: 100%; }
+td.key { max-width: 24rem; overflow-wrap: anywhere; }
+td.sources { max-width: 14rem; font-size: .88em; }
+td.when { white-space: nowrap; }
+table.fields th[scope=row] { width: 14rem; }
+table.fields td { width: 40%; }
+table.runs { font-size: .93em; }
+tr.message td { border-top: none; font-size: .9em; color: #41536b; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.reason { max-width: 46rem; overflow-wrap: anywhere; }
+td.reason { min-width: 16rem; max-width: 46rem; overflow-wrap: anywhere; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 .status { display: inline-block; font-weight: 600; padding: 0 .4rem; border-radius: 3px; white-space: nowrap; }
 .good { color: var(--good); background: var(--good-bg); }

@@ -66,6 +66,21 @@ fn quarantine_href(source: &str) -> String {
     format!("/quarantine?source={}", query_value(source))
 }
 
+/// The ledger's target `*` (a file that yielded no record) in words.
+fn target_label(target: &str) -> &str {
+    if target == ANY_TARGET { "* (Datei, file)" } else { target }
+}
+
+/// A cell linking an item key (long keys wrap), or `none` markup.
+fn key_cell(h: &mut Html, key: Option<&str>, none: &'static str) {
+    h.raw("<td class=\"key\">");
+    match key {
+        Some(key) => h.link(&item_href(key), key),
+        None => h.raw(none),
+    };
+    h.raw("</td>");
+}
+
 fn clamp(limit: Option<i64>, default: i64) -> i64 {
     limit.unwrap_or(default).clamp(1, MAX_ROWS)
 }
@@ -89,7 +104,7 @@ pub(crate) struct PageQuery {
     source: Option<String>,
 }
 
-/// `/` and `/runs`: the sources, the items per status, and the recent runs.
+/// `/` and `/runs`: the sources (as the daemon sees them), the recent runs, and the items per status.
 pub(crate) async fn runs(
     _: ReadPage,
     State(state): State<ApiState>,
@@ -148,6 +163,34 @@ pub(crate) async fn runs(
         h.raw("</tbody></table>");
     }
 
+    h.raw("<h2>Letzte Läufe (Recent runs)</h2>");
+    if runs.is_empty() {
+        h.raw("<p class=\"empty\">Noch keine Läufe (no runs yet).</p>");
+    } else {
+        h.raw(
+            "<p class=\"hint\">Zahlen je Element und Ziel, wie bei <code>migrate --json</code>; eine Meldung des Laufs \
+             steht in der Zeile darunter. (Counts per item and target; a run's message is shown below it.)</p>",
+        );
+        h.raw("<table class=\"wide runs\">").head(&[
+            "Lauf (run)",
+            "Status",
+            "Auslöser (trigger)",
+            "Quellen (sources)",
+            "Beginn (started)",
+            "Dauer (duration)",
+            "new",
+            "updated",
+            "unchanged",
+            "failed",
+            "quarantined",
+            "withdrawn",
+        ]);
+        h.raw("<tbody>");
+        for run in &runs {
+            run_row(&mut h, run);
+        }
+        h.raw("</tbody></table>");
+    }
     h.raw("<h2>Bestand (Items per target)</h2>");
     h.raw(
         "<p class=\"hint\">Elemente je Quelle und Status, je Ziel gezählt. Zahlen bei <em>failed</em>, \
@@ -187,31 +230,6 @@ pub(crate) async fn runs(
         h.raw("</tbody></table>");
     }
 
-    h.raw("<h2>Letzte Läufe (Recent runs)</h2>");
-    if runs.is_empty() {
-        h.raw("<p class=\"empty\">Noch keine Läufe (no runs yet).</p>");
-    } else {
-        h.raw("<table>").head(&[
-            "Lauf (run)",
-            "Status",
-            "Auslöser (trigger)",
-            "Quellen (sources)",
-            "Beginn (started)",
-            "Dauer (duration)",
-            "neu (new)",
-            "aktualisiert (updated)",
-            "unverändert (unchanged)",
-            "fehlgeschlagen (failed)",
-            "Quarantäne (quarantined)",
-            "zurückgezogen (withdrawn)",
-            "Meldung (message)",
-        ]);
-        h.raw("<tbody>");
-        for run in &runs {
-            run_row(&mut h, run);
-        }
-        h.raw("</tbody></table>");
-    }
     Ok(page(StatusCode::OK, "Läufe (Runs)", Nav::Runs, h))
 }
 
@@ -222,7 +240,15 @@ fn run_row(h: &mut Html, run: &RunRow) {
     h.cell(|h| {
         h.status(Kind::Run, &run.status);
     });
-    h.td(&run.trigger).td(&run.sources.replace(',', ", ")).td(&when(&run.started_at));
+    h.td(&run.trigger);
+    // Up to three sources by name; the whole list is the tooltip and on the run's page.
+    let sources: Vec<&str> = run.sources.split(',').filter(|s| !s.is_empty()).collect();
+    let shown = match sources.len() {
+        0..=3 => sources.join(", "),
+        n => format!("{}, … (+{})", sources[..2].join(", "), n - 2),
+    };
+    h.raw("<td class=\"sources\" title=\"").text(&sources.join(", ")).raw("\">").text(&shown).raw("</td>");
+    h.tag("<td class=\"when\">", "</td>", &when(&run.started_at));
     h.cell(|h| {
         h.maybe(duration(&run.started_at, run.finished_at.as_deref()).as_deref());
     });
@@ -236,7 +262,11 @@ fn run_row(h: &mut Html, run: &RunRow) {
     ] {
         h.td_num(n);
     }
-    h.raw("<td class=\"reason\">").maybe(run.message.as_deref()).raw("</td></tr>");
+    h.raw("</tr>");
+    if let Some(message) = run.message.as_deref().filter(|m| !m.is_empty()) {
+        h.raw("<tr class=\"message\"><td></td><td colspan=\"11\" class=\"reason\">Meldung (message): ");
+        h.text(message).raw("</td></tr>");
+    }
 }
 
 /// `/runs/{id}`: a run's problems with their reasons, and its event log.
@@ -315,7 +345,7 @@ pub(crate) async fn run(
              (Items that failed, were quarantined or hit a conflict in this run, with the reason; <em>now</em> \
              tells whether the problem is still open.)</p>",
         );
-        h.raw("<table>").head(&[
+        h.raw("<table class=\"wide\">").head(&[
             "Element (item)",
             "Ziel (target)",
             "Phase (stage)",
@@ -324,16 +354,10 @@ pub(crate) async fn run(
         ]);
         h.raw("<tbody>");
         for e in &errors {
-            h.raw("<tr>").cell(|h| match &e.item_key {
-                Some(key) => {
-                    h.link(&item_href(key), key);
-                }
-                None => {
-                    h.raw("<span class=\"none\">ganze Quelle (whole source)</span>");
-                }
-            });
+            h.raw("<tr>");
+            key_cell(&mut h, e.item_key.as_deref(), "<span class=\"none\">ganze Quelle (whole source)</span>");
             h.cell(|h| {
-                h.maybe(e.target.as_deref());
+                h.maybe(e.target.as_deref().map(target_label));
             });
             h.td(&e.stage);
             h.raw("<td class=\"reason\">").text(&e.message).raw("</td>");
@@ -373,7 +397,7 @@ fn event_table(h: &mut Html, events: &[EventRow], with_run: bool) {
         h.raw("<p class=\"empty\">Keine Ereignisse (no events).</p>");
         return;
     }
-    h.raw("<table>");
+    h.raw("<table class=\"wide\">");
     if with_run {
         h.head(&["Zeit (time)", "Stufe (level)", "Phase (stage)", "Lauf (run)", "Ziel (target)", "Meldung (message)"]);
     } else {
@@ -403,17 +427,10 @@ fn event_table(h: &mut Html, events: &[EventRow], with_run: bool) {
                 }
             });
         } else {
-            h.cell(|h| match &e.item_key {
-                Some(key) => {
-                    h.link(&item_href(key), key);
-                }
-                None => {
-                    h.raw("<span class=\"none\">–</span>");
-                }
-            });
+            key_cell(h, e.item_key.as_deref(), "<span class=\"none\">–</span>");
         }
         h.cell(|h| {
-            h.maybe(e.target.as_deref());
+            h.maybe(e.target.as_deref().map(target_label));
         });
         h.raw("<td class=\"reason\">").text(&e.message).raw("</td></tr>");
     }
@@ -465,23 +482,7 @@ async fn item(state: &ApiState, key: &str, limit: i64) -> PageResult {
     if rows.is_empty() {
         h.raw("<p class=\"empty\">Keine Zeile im Ledger (not in the ledger), nur Protokolleinträge.</p>");
     } else {
-        h.raw("<table>").head(&[
-            "Ziel (target)",
-            "Status",
-            "Inhalt (content hash)",
-            "Mapping",
-            "Dokument (output hash)",
-            "Ausgabepfad (output path)",
-            "Versuche (attempts)",
-            "Geliefert (delivered)",
-            "Letzter Lauf (last run)",
-            "Letzter Fehler (last error)",
-        ]);
-        h.raw("<tbody>");
-        for row in &rows {
-            target_row(&mut h, row);
-        }
-        h.raw("</tbody></table>");
+        targets_table(&mut h, &rows);
         for row in rows.iter().filter(|r| r.skip_reason.is_some()) {
             h.raw("<p class=\"hint\"><strong>Übersprungen (skipped)</strong> bei ").text(&row.target).raw(": ");
             h.maybe(row.skip_reason.as_deref()).raw(" – bis sich der Inhalt ändert (until its content changes).</p>");
@@ -507,34 +508,70 @@ async fn item(state: &ApiState, key: &str, limit: i64) -> PageResult {
     Ok(page(StatusCode::OK, &format!("Element (Item) {key}"), Nav::None, h))
 }
 
-fn target_row(h: &mut Html, row: &LedgerRow) {
-    h.raw("<tr>").td(&row.target);
-    h.cell(|h| {
-        h.status(Kind::Item, &row.status);
-    });
-    h.cell(|h| {
-        h.hash(row.content_hash.as_deref());
-    });
-    h.cell(|h| {
-        h.maybe(row.mapping.as_deref());
-    });
-    h.cell(|h| {
-        h.hash(row.output_hash.as_deref());
-    });
-    h.raw("<td class=\"reason\"><code>").maybe(row.output_path.as_deref()).raw("</code></td>");
-    h.td_num(row.attempts);
-    h.cell(|h| {
-        h.maybe(row.delivered_at.as_deref().map(when).as_deref());
-    });
-    h.cell(|h| match row.last_run_id {
-        Some(id) => {
-            h.link(&run_href(id), &format!("#{id}"));
+/// The item's ledger rows side by side: one column per target, one row per field.
+fn targets_table(h: &mut Html, rows: &[LedgerRow]) {
+    type Field = fn(&mut Html, &LedgerRow);
+    let fields: [(&'static str, Field); 13] = [
+        ("Status", |h, r| {
+            h.status(Kind::Item, &r.status);
+        }),
+        ("Letzter Fehler (last error)", |h, r| {
+            h.maybe(r.last_error.as_deref());
+        }),
+        ("Versuche (attempts)", |h, r| {
+            h.show(r.attempts);
+        }),
+        ("Inhalt (content hash)", |h, r| {
+            h.maybe_code(r.content_hash.as_deref());
+        }),
+        ("Mapping", |h, r| {
+            h.maybe(r.mapping.as_deref());
+        }),
+        ("Mapping-Version (mapping version)", |h, r| {
+            h.maybe_code(r.mapping_version.as_deref());
+        }),
+        ("Dokument (output hash)", |h, r| {
+            h.maybe_code(r.output_hash.as_deref());
+        }),
+        ("Ausgabepfad (output path)", |h, r| {
+            h.maybe_code(r.output_path.as_deref());
+        }),
+        ("Version beim Ziel (target version)", |h, r| {
+            h.maybe_code(r.target_version.as_deref());
+        }),
+        ("Geliefert (delivered)", |h, r| {
+            h.maybe(r.delivered_at.as_deref().map(when).as_deref());
+        }),
+        ("Aktualisiert (updated)", |h, r| {
+            h.text(&when(&r.updated_at));
+        }),
+        ("Letzter Lauf (last run)", |h, r| match r.last_run_id {
+            Some(id) => {
+                h.link(&run_href(id), &format!("#{id}"));
+            }
+            None => {
+                h.raw("<span class=\"none\">–</span>");
+            }
+        }),
+        ("Nachnutzungen (adoptions, ARS)", |h, r| {
+            h.maybe(r.adoptions.as_deref());
+        }),
+    ];
+    h.raw("<table class=\"wide fields\"><thead><tr><th scope=\"col\">Ziel <span class=\"en\">(target)</span></th>");
+    for row in rows {
+        h.raw("<th scope=\"col\">").text(target_label(&row.target)).raw("</th>");
+    }
+    h.raw("</tr></thead><tbody>");
+    for (label, field) in fields {
+        h.raw("<tr>").row_head(label);
+        for row in rows {
+            h.raw("<td class=\"reason\">");
+            field(h, row);
+            h.raw("</td>");
         }
-        None => {
-            h.raw("<span class=\"none\">–</span>");
-        }
-    });
-    h.raw("<td class=\"reason\">").maybe(row.last_error.as_deref()).raw("</td></tr>");
+        h.raw("</tr>");
+    }
+    h.raw("</tbody></table>");
 }
 
 /// `/quarantine?source=`: everything that needs a person, with the reason.
@@ -590,7 +627,7 @@ pub(crate) async fn quarantine(
         }
         h.raw(".</p>");
     } else {
-        h.raw("<table>").head(&[
+        h.raw("<table class=\"wide\">").head(&[
             "Element (item)",
             "Ziel (target)",
             "Status",
@@ -601,10 +638,9 @@ pub(crate) async fn quarantine(
         ]);
         h.raw("<tbody>");
         for row in &rows {
-            h.raw("<tr>").cell(|h| {
-                h.link(&item_href(&row.item_key), &row.item_key);
-            });
-            h.td(if row.target == ANY_TARGET { "* (Datei, file)" } else { &row.target });
+            h.raw("<tr>");
+            key_cell(&mut h, Some(&row.item_key), "");
+            h.td(target_label(&row.target));
             h.cell(|h| {
                 h.status(Kind::Item, &row.status);
             });
@@ -683,11 +719,8 @@ fn render_diff(h: &mut Html, old: &str, new: &str) {
             ChangeTag::Equal => {}
         }
     }
-    h.raw("<p class=\"hint\">")
-        .show(removed)
-        .raw(" Zeilen entfernt, ")
-        .show(added)
-        .raw(" hinzugefügt (lines removed, added).</p>");
+    h.raw("<p class=\"hint\">Zeilen entfernt (lines removed): ").show(removed);
+    h.raw(", hinzugefügt (added): ").show(added).raw("</p>");
     h.raw("<table class=\"diff\">").head(&["alt (old)", "neu (new)", "", "Zeile (line)"]).raw("<tbody>");
     for group in &groups {
         h.raw("<tr class=\"hunk\"><td colspan=\"4\">")
@@ -737,6 +770,6 @@ mod tests {
         assert!(text.contains("@@ -1,3 +1,4 @@"), "{text}");
         assert!(text.contains("<tr class=\"del\"><td class=\"ln\">2</td><td class=\"ln\"></td><td class=\"sign\">−</td><td>&lt;b&gt;</td></tr>"), "{text}");
         assert!(text.contains("<tr class=\"ins\"><td class=\"ln\"></td><td class=\"ln\">4</td><td class=\"sign\">+</td><td>d</td></tr>"), "{text}");
-        assert!(text.contains("1 Zeilen entfernt, 2 hinzugefügt"), "{text}");
+        assert!(text.contains("Zeilen entfernt (lines removed): 1, hinzugefügt (added): 2"), "{text}");
     }
 }

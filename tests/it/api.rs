@@ -558,7 +558,7 @@ async fn review_pages_show_runs_items_quarantine_and_the_diff() {
         assert!(runs.contains(&format!("<a href=\"/runs/{first}\">#{first}</a>")), "links each run");
         assert!(runs.contains(&format!("<a href=\"/runs/{second}\">#{second}</a>")));
         assert!(runs.contains("<span class=\"status warn\">partial</span>"), "status in colour");
-        assert!(runs.contains("<th scope=\"col\">Auslöser (trigger)</th>"));
+        assert!(runs.contains("<th scope=\"col\">Auslöser <span class=\"en\">(trigger)</span></th>"));
         assert!(runs.contains("href=\"/quarantine?source=aachen-forms\""), "problem counts link to the quarantine");
     }
     assert!(page("/runs?limit=1".into()).await.contains(&format!("#{second}")));
@@ -575,7 +575,7 @@ async fn review_pages_show_runs_items_quarantine_and_the_diff() {
     for uri in [format!("/items/{}", key_segment(CHANGED)), format!("/items/{CHANGED}")] {
         let item = page(uri).await;
         assert!(item.contains(&format!("<h1>Element (Item) {CHANGED}</h1>")));
-        assert!(item.contains("<td>form-platform</td>") && item.contains("<td>portal-xml</td>"));
+        assert!(item.contains("<th scope=\"col\">form-platform</th><th scope=\"col\">portal-xml</th>"));
         assert!(item.contains("<span class=\"status good\">delivered</span>"));
         assert!(item.contains("form-platform/aachen-forms%2FS05000101@1.0.json"), "the output path");
         assert!(item.contains(&format!("href=\"/items/{}/diff\"", key_segment(CHANGED))), "links the diff");

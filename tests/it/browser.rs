@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use portal_bridge::api::{key_segment, router};
+use portal_bridge::api::{SourceState, key_segment, router};
 
 use crate::api::{BROKEN_KEY, CHANGED, NEW_NAME, OLD_NAME, Review, Server, TOKEN};
 use crate::support::repo;
@@ -150,6 +150,25 @@ async fn a_person_sees_runs_problems_items_and_the_diff_in_chromium() {
     let review = Review::new().await;
     // Reads open (as on a trusted admin network); the token only guards the mutating calls.
     let (state, _rx) = review.state(Some(TOKEN), false);
+    state.sources.write().unwrap().extend([
+        (
+            "aachen-forms".to_string(),
+            SourceState {
+                next_run_at: Some("2030-01-01T08:00:00Z".into()),
+                last_run_id: review.second.run_id,
+                last_status: Some(review.second.status.to_string()),
+                ..SourceState::default()
+            },
+        ),
+        (
+            "owl-services".to_string(),
+            SourceState {
+                running: true,
+                last_error: Some("HTTP 503 from https://zufi.example/leistungen: Service Unavailable".into()),
+                ..SourceState::default()
+            },
+        ),
+    ]);
     let server = Server::start(router(state)).await;
     let reason = review.first.problems.iter().find(|p| p.item_key == BROKEN_KEY).unwrap().message.clone();
     let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -161,6 +180,10 @@ async fn a_person_sees_runs_problems_items_and_the_diff_in_chromium() {
             "/runs".into(),
             vec![
                 "Läufe (Runs)".into(),
+                "Quellen (Sources)".into(),
+                "aachen-forms bereit (idle) 2030-01-01 08:00:00 UTC".into(),
+                "owl-services running".into(),
+                "HTTP 503 from https://zufi.example/leistungen".into(),
                 "Letzte Läufe (Recent runs)".into(),
                 "Bestand (Items per target)".into(),
                 format!("#{first} partial cli"),
@@ -183,8 +206,8 @@ async fn a_person_sees_runs_problems_items_and_the_diff_in_chromium() {
             format!("/items/{}", key_segment(CHANGED)),
             vec![
                 format!("Element (Item) {CHANGED}"),
-                "form-platform delivered".into(),
-                "portal-xml delivered".into(),
+                "Ziel (target) form-platform portal-xml Status delivered delivered".into(),
+                "/var/outbox/form-platform/aachen-forms%2FS05000101@1.0.json".into(),
                 "Änderungen der letzten zwei Lieferungen ansehen".into(),
                 "Migrationsprotokoll (Migration log)".into(),
             ],
