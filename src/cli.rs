@@ -634,6 +634,7 @@ async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
         } else {
             ProgressHandle::default()
         },
+        metrics: None,
     };
     let report = pipeline::run(job, &deps).await?;
     store.close().await;

@@ -273,6 +273,7 @@ impl Daemon {
         let ids = sources.clone();
         let (instance, lease) = (self.instance.clone(), self.lease);
         let abort = self.tasks.spawn(async move {
+            let job = Job { metrics: Some(metrics.clone()), ..job };
             let result = leased_run(&deps, job, &ids, slot, &instance, lease).await;
             if let Ok(report) = &result {
                 metrics.observe_run(trigger, report.status, started.elapsed().as_secs_f64());

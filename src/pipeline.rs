@@ -43,6 +43,8 @@ pub struct Job {
     pub allow_withdrawals: bool,
     /// Who watches the run (a progress bar on a terminal); nobody by default.
     pub progress: ProgressHandle,
+    /// Where stage durations and upstream latencies are recorded (the daemon's metrics).
+    pub metrics: Option<Arc<crate::api::metrics::Metrics>>,
 }
 
 impl Job {
@@ -55,6 +57,7 @@ impl Job {
             dry_run: false,
             allow_withdrawals: false,
             progress: ProgressHandle::default(),
+            metrics: None,
         }
     }
 }
@@ -322,6 +325,15 @@ struct Work {
     inputs: source::Inputs,
     dry_run: bool,
     force: bool,
+    metrics: Option<Arc<crate::api::metrics::Metrics>>,
+}
+
+impl Work {
+    fn observe(&self, stage: Stage, since: std::time::Instant) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_stage(stage, since.elapsed().as_secs_f64());
+        }
+    }
 }
 
 struct SourceRun<'a> {
@@ -368,6 +380,7 @@ impl<'a> SourceRun<'a> {
             inputs,
             dry_run: job.dry_run,
             force: job.force,
+            metrics: job.metrics.clone(),
         });
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         Ok(Self {
@@ -398,7 +411,9 @@ impl<'a> SourceRun<'a> {
             now: self.now(),
             record_cache: !self.dry_run,
         };
+        let fetch_started = std::time::Instant::now();
         let entries = source::list(&self.source, &context).await.map_err(|e| SourceFailure::Source(e.to_string()))?;
+        self.work.observe(Stage::Fetch, fetch_started);
 
         // Pass 1: scan every entry for keys and hashes.
         let scans = self.scan(&entries).await?;
@@ -1085,14 +1100,20 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
                 format!("{}: {message}", record.origin),
             )
         };
-        let document = match mapping.apply(tree, &context, &config.codelists_val) {
+        let mapping_started = std::time::Instant::now();
+        let mapped = mapping.apply(tree, &context, &config.codelists_val);
+        work.observe(Stage::Map, mapping_started);
+        let document = match mapped {
             Ok(document) => document,
             Err(e) => {
                 outcomes.push(fail(ItemStatus::Quarantined, Stage::Map, e.to_string()));
                 continue;
             }
         };
-        if let Err(e) = deps.validators.check(mapping.output.schema.as_deref(), &document) {
+        let validation_started = std::time::Instant::now();
+        let validated = deps.validators.check(mapping.output.schema.as_deref(), &document);
+        work.observe(Stage::Validate, validation_started);
+        if let Err(e) = validated {
             outcomes.push(fail(ItemStatus::Quarantined, Stage::Validate, e));
             continue;
         }
@@ -1189,16 +1210,20 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
     } else {
         None
     };
+    let delivery_started = std::time::Instant::now();
     let delivered = match already {
         Some(delivered) => Ok(delivered),
         None => target::deliver(target, &outcome.key, &action, known_version.as_deref()).await,
     };
+    work.observe(Stage::Deliver, delivery_started);
     outcome.result = match (delivered, action) {
         (Ok(d), Action::Delete) => Ok(Done::Withdrawn { location: d.location }),
         (Ok(d), Action::Put { output_hash, body, .. }) => {
             // Kept (the last two per item and target) for the review pages' diff.
             let at = timestamp(deps.clock.now());
-            if let Err(e) = deps.store.record_document(outcome.key.as_str(), &outcome.target, &output_hash, &body, &at).await {
+            if let Err(e) =
+                deps.store.record_document(outcome.key.as_str(), &outcome.target, &output_hash, &body, &at).await
+            {
                 tracing::warn!(item = %outcome.key, "cannot keep the delivered document for the diff: {e}");
             }
             Ok(Done::Delivered { output_hash, location: Some(d.location), version: d.version })

@@ -78,7 +78,7 @@ impl State {
             return Err(self.fail(Exceeded::Limit(LimitExceeded {
                 key: "max_text_bytes",
                 limit,
-                what: format!("{what} too long"),
+                what: format!("{what} longer than {limit} bytes"),
             })));
         }
         Ok(())
@@ -111,7 +111,7 @@ impl<'de> DeserializeSeed<'de> for Strict<'_> {
             return Err(self.state.fail(Exceeded::Limit(LimitExceeded {
                 key: "max_elements",
                 limit,
-                what: "too many values in the record".into(),
+                what: format!("more than {limit} values in the record"),
             })));
         }
         deserializer.deserialize_any(self)
@@ -227,9 +227,9 @@ mod tests {
         assert!(err.to_string().contains("limits.max_elements"), "{err}");
         let err = decode(b"[\n\"abcd\"]", limits).unwrap_err();
         assert!(matches!(&err, JsonError::Limit { line: 2, limit } if limit.key == "max_text_bytes"), "{err:?}");
-        assert!(err.to_string().contains("string too long"), "{err}");
+        assert!(err.to_string().contains("string longer than 3 bytes (limits.max_text_bytes)"), "{err}");
         let err = decode(br#"{"abcd": 1}"#, limits).unwrap_err();
-        assert!(err.to_string().contains("object key too long"), "{err}");
+        assert!(err.to_string().contains("object key longer than 3 bytes"), "{err}");
         let err = decode(b"[[[[1]]]]", Limits { max_depth: 3, ..Limits::default() }).unwrap_err();
         assert!(err.to_string().contains("limits.max_depth"), "{err}");
     }

@@ -39,12 +39,12 @@ impl Default for Limits {
 
 /// A record went over one of the [`Limits`]; names the limit by its config key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} (limit {limit}, limits.{key})")]
+#[error("{what} (limits.{key})")]
 pub struct LimitExceeded {
     /// The config key under `[limits]`, e.g. `max_elements`.
     pub key: &'static str,
     pub limit: usize,
-    /// What went over it, e.g. `more than 1000000 elements in the record`.
+    /// What went over it, with the limit's value, e.g. `more than 500000 elements in the record`.
     pub what: String,
 }
 

@@ -98,10 +98,12 @@ pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded
 
     let mut builder =
         Builder { arrays, limits, stack: Vec::new(), root: None, namespace: None, elements: 0, attributes: 0 };
-    let line = |reader: &Reader<&[u8]>| line_of(bytes, reader.buffer_position() as usize);
-    let syntax = |reader: &Reader<&[u8]>, message: String| XmlError::Syntax { line: line(reader), message };
 
     loop {
+        // Errors about an event name the line where it starts (a DOCTYPE or a start tag can span lines).
+        let event_start = reader.buffer_position() as usize;
+        let line = |_: &Reader<&[u8]>| line_of(bytes, event_start);
+        let syntax = |reader: &Reader<&[u8]>, message: String| XmlError::Syntax { line: line(reader), message };
         let event = reader.read_event().map_err(|e| XmlError::Syntax {
             line: line_of(bytes, reader.error_position() as usize),
             message: e.to_string(),
@@ -124,7 +126,8 @@ pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded
                 builder.close();
             }
             Event::Text(text) => {
-                let text = text.xml_content().map_err(|e| syntax(&reader, e.to_string()))?;
+                // XML 1.0 line ends only: xml_content() would also turn U+0085 and U+2028 into line feeds (XML 1.1).
+                let text = text.xml10_content().map_err(|e| syntax(&reader, e.to_string()))?;
                 builder.text(&text).map_err(|e| e.at(line(&reader)))?;
             }
             Event::CData(data) => {
@@ -210,7 +213,7 @@ impl Builder<'_> {
             return Err(BuildError::Limit(LimitExceeded {
                 key: "max_elements",
                 limit: limits.max_elements,
-                what: "too many elements in the record".into(),
+                what: format!("more than {} elements in the record", limits.max_elements),
             }));
         }
         let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
@@ -224,7 +227,7 @@ impl Builder<'_> {
                 return Err(BuildError::Limit(LimitExceeded {
                     key: "max_attributes",
                     limit: limits.max_attributes,
-                    what: "too many attributes in the record".into(),
+                    what: format!("more than {} attributes in the record", limits.max_attributes),
                 }));
             }
             let key = format!("@{}", String::from_utf8_lossy(attr.key.as_ref()));
@@ -261,7 +264,7 @@ impl Builder<'_> {
                     return Err(BuildError::Limit(LimitExceeded {
                         key: "max_text_bytes",
                         limit,
-                        what: format!("text of <{}> too long", open.name),
+                        what: format!("text of <{}> longer than {limit} bytes", open.name),
                     }));
                 }
                 open.text.push_str(text);
@@ -299,7 +302,7 @@ fn attribute_too_long(key: &str, element: &str, limits: Limits) -> BuildError {
     BuildError::Limit(LimitExceeded {
         key: "max_text_bytes",
         limit: limits.max_text_bytes,
-        what: format!("attribute {key} of <{element}> too long"),
+        what: format!("attribute {key} of <{element}> longer than {} bytes", limits.max_text_bytes),
     })
 }
 
@@ -616,12 +619,9 @@ mod tests {
         assert_eq!(key, "max_attributes", "{message}");
         let (key, message) = limit_of(decode(ok.as_bytes(), &[], limited(2, 2, 2)));
         assert_eq!(key, "max_text_bytes");
-        assert!(message.contains("text of <b> too long"), "{message}");
+        assert!(message.contains("text of <b> longer than 2 bytes (limits.max_text_bytes)"), "{message}");
         let (_, message) = limit_of(decode(b"<r a=\"long\"/>", &[], limited(2, 2, 3)));
-        assert!(
-            message.contains("attribute @a of <r> too long") && message.contains("limits.max_text_bytes"),
-            "{message}"
-        );
+        assert!(message.contains("attribute @a of <r> longer than 3 bytes (limits.max_text_bytes)"), "{message}");
 
         // Text made of references counts as the text it stands for, CDATA too.
         assert!(decode(b"<r>&lt;&#65;<![CDATA[x]]></r>", &[], limited(1, 0, 3)).is_ok());
