@@ -69,7 +69,8 @@ impl Store {
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+            // Fail within seconds (with the real cause) when the server cannot be reached.
+            let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
             Ok(Store::Postgres(pool))
         } else {

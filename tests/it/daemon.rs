@@ -268,9 +268,7 @@ async fn when_a_daemon_is_killed_the_other_takes_over_after_the_lease_and_nothin
         .replace("shutdown_grace_secs = 20", "shutdown_grace_secs = 20\nlease_secs = 3");
     std::fs::write(&app.config_path, text).unwrap();
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_portal-bridge"))
-            .arg("--config")
-            .arg(&app.config_path)
+        app.std_command()
             .arg("run")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -1,0 +1,237 @@
+//! The store on its own: the same answers from SQLite and PostgreSQL (run with
+//! `PORTAL_BRIDGE_TEST_DATABASE_URL` for the latter) where the two engines differ by default:
+//! text order, prefix filters, NUL in text, binary bodies, NULL parameters, the append-only log.
+
+use portal_bridge::domain::{Level, Stage, Trigger};
+use portal_bridge::store::Store;
+use portal_bridge::store::http_cache::CachedPage;
+use portal_bridge::store::intents::Intent;
+use portal_bridge::store::ledger::{Batch, LedgerRow};
+use portal_bridge::store::log::{EventFilter, NewEvent};
+
+use crate::support::{TestApp, postgres_server};
+
+/// An app on an empty store (no sources).
+async fn empty_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    TestApp::with_config(dir, "[paths]\nmappings = \"mappings\"\n").await
+}
+
+fn row(item_key: &str, status: &str) -> LedgerRow {
+    LedgerRow {
+        item_key: item_key.into(),
+        target: "t".into(),
+        source_id: item_key.split('/').next().unwrap().into(),
+        origin: "records.json#0".into(),
+        content_hash: Some("c1".into()),
+        mapping: None,
+        mapping_version: None,
+        output_hash: None,
+        output_path: None,
+        status: status.into(),
+        attempts: 0,
+        last_error: None,
+        first_seen_at: "2024-01-01T00:00:00.000Z".into(),
+        updated_at: "2024-01-01T00:00:00.000Z".into(),
+        delivered_at: None,
+        last_run_id: None,
+        adoptions: None,
+        target_version: None,
+        skip_reason: None,
+        skip_hash: None,
+    }
+}
+
+fn event(run_id: Option<i64>, item_key: Option<&str>, level: Level, message: &str) -> NewEvent {
+    NewEvent {
+        at: "2024-01-01T00:00:00.000Z".into(),
+        run_id,
+        item_key: item_key.map(Into::into),
+        target: None,
+        stage: Stage::Deliver,
+        level,
+        message: message.into(),
+    }
+}
+
+#[tokio::test]
+async fn the_test_database_is_the_one_the_environment_names() {
+    let app = empty_app().await;
+    match (&app.deps.store, postgres_server()) {
+        (Store::Postgres(_), Some(_)) => {
+            let database = app.database.as_ref().expect("a database of its own");
+            assert!(database.url.contains("/bridge_test_"), "{}", database.url);
+        }
+        (Store::Sqlite(_), None) => assert!(app.path("var/bridge.db").exists()),
+        (store, server) => panic!("{store:?} with PORTAL_BRIDGE_TEST_DATABASE_URL = {server:?}"),
+    }
+    assert!(app.deps.store.ping().await);
+}
+
+#[tokio::test]
+async fn text_sorts_bytewise_and_a_source_filter_is_an_exact_prefix() {
+    let app = empty_app().await;
+    let store = &app.deps.store;
+    // In a German or English locale these would sort a-b, a/b, A/c, a0, aa, ab, B, Z.
+    let keys = ["feed/a-b", "feed/B", "feed/a/b", "feed/aa", "feed/Z", "feed/a0", "feed/A/c", "feed/ab"];
+    let others = ["Feed/x", "feed-x/y", "feedx/z", "fe_d/w", "fe%d/v"];
+    let mut batch = Batch::default();
+    for (i, key) in keys.iter().chain(&others).enumerate() {
+        batch.rows.push(row(key, if i % 2 == 0 { "delivered" } else { "failed" }));
+        batch.events.push(event(None, Some(key), Level::Info, key));
+    }
+    store.write_batch(&batch).await.unwrap();
+
+    let mut sorted: Vec<&str> = keys.to_vec();
+    sorted.sort(); // bytewise, as SQLite's BINARY collation
+    let listed: Vec<String> =
+        store.items(None, Some("feed"), 100).await.unwrap().into_iter().map(|r| r.item_key).collect();
+    assert_eq!(listed, sorted);
+    let failed = store.items(Some("failed"), None, 100).await.unwrap();
+    assert_eq!(failed.len(), (keys.len() + others.len()) / 2);
+    assert!(failed.iter().all(|r| r.status == "failed"));
+    assert_eq!(store.items(None, None, 3).await.unwrap().len(), 3);
+    assert!(store.items(Some("new"), Some("feed"), 100).await.unwrap().is_empty());
+
+    let of_source = |source: &str| EventFilter { source: Some(source.into()), ..Default::default() };
+    let messages = |events: Vec<portal_bridge::store::log::EventRow>| -> Vec<String> {
+        let mut m: Vec<String> = events.into_iter().map(|e| e.message).collect();
+        m.sort();
+        m
+    };
+    assert_eq!(messages(store.events(&of_source("feed")).await.unwrap()), sorted, "not Feed/, feed-x/, feedx/");
+    assert_eq!(messages(store.events(&of_source("Feed")).await.unwrap()), ["Feed/x"], "case-sensitive");
+    assert_eq!(messages(store.events(&of_source("fe_d")).await.unwrap()), ["fe_d/w"], "_ is no wildcard");
+    assert_eq!(messages(store.events(&of_source("fe%d")).await.unwrap()), ["fe%d/v"], "% is no wildcard");
+    assert!(store.events(&of_source("fee")).await.unwrap().is_empty());
+
+    let counts = store.status_counts().await.unwrap();
+    let order: Vec<(&str, &str)> = counts.iter().map(|c| (c.source_id.as_str(), c.status.as_str())).collect();
+    let mut expected = order.clone();
+    expected.sort();
+    assert_eq!(order, expected);
+    assert_eq!(order.first(), Some(&("Feed", "delivered")));
+}
+
+#[tokio::test]
+async fn null_parameters_levels_limits_and_runs_behave_alike() {
+    let app = empty_app().await;
+    let store = &app.deps.store;
+    let run = store.start_run(Trigger::Cli, &["a".into(), "b".into()], "2024-01-01T00:00:00.000Z").await.unwrap();
+    let other = store.start_run(Trigger::Api, &[], "2024-01-01T00:00:01.000Z").await.unwrap();
+    assert!(other > run);
+    let mut batch = Batch::default();
+    for (i, level) in [Level::Debug, Level::Info, Level::Warn, Level::Error].into_iter().enumerate() {
+        batch.events.push(event(Some(run), Some("a/1"), level, &format!("run {i}")));
+        batch.events.push(event(Some(other), None, level, &format!("other {i}")));
+    }
+    store.write_batch(&batch).await.unwrap();
+
+    assert_eq!(store.events(&EventFilter::default()).await.unwrap().len(), 8);
+    let of_run = store.events(&EventFilter { run_id: Some(run), ..Default::default() }).await.unwrap();
+    assert_eq!(of_run.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["run 0", "run 1", "run 2", "run 3"]);
+    let warn = store
+        .events(&EventFilter { level: Some(Level::Warn), item_key: Some("a/1".into()), ..Default::default() })
+        .await;
+    assert_eq!(warn.unwrap().iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["run 2", "run 3"]);
+    let last_two = store.events(&EventFilter { limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(last_two.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["run 3", "other 3"], "oldest first");
+
+    store
+        .finish_run(
+            run,
+            portal_bridge::domain::RunStatus::Partial,
+            Default::default(),
+            Some("x"),
+            "2024-01-01T00:00:02.000Z",
+        )
+        .await
+        .unwrap();
+    let runs = store.runs(10).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), [other, run], "newest first");
+    let finished = store.run(run).await.unwrap().unwrap();
+    assert_eq!((finished.status.as_str(), finished.sources.as_str()), ("partial", "a,b"));
+    assert_eq!(finished.message.as_deref(), Some("x"));
+    assert!(store.run(other + 100).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn nul_in_text_and_any_bytes_in_bodies_are_stored_alike() {
+    let app = empty_app().await;
+    let store = &app.deps.store;
+    let mut failed = row("feed/1", "failed");
+    failed.last_error = Some("portal said \u{0}bad\u{0}".into());
+    let batch = Batch {
+        rows: vec![failed],
+        events: vec![event(None, Some("feed/1"), Level::Error, "body: \u{0}")],
+        settled_intents: vec![],
+    };
+    store.write_batch(&batch).await.unwrap();
+    let stored = &store.item("feed/1").await.unwrap()[0];
+    assert_eq!(stored.last_error.as_deref(), Some("portal said \u{FFFD}bad\u{FFFD}"));
+    let events = store.events(&EventFilter::default()).await.unwrap();
+    assert_eq!(events[0].message, "body: \u{FFFD}");
+    assert!(store.add_adoption("053150000000", "99012001001000", Some("K\u{0}ln"), "2024").await.unwrap());
+    assert_eq!(store.adoptions().await.unwrap()[0].name.as_deref(), Some("K\u{FFFD}ln"));
+    assert!(!store.add_adoption("053150000000", "99012001001000", None, "2024").await.unwrap());
+    assert_eq!(
+        store.adoptions().await.unwrap()[0].name.as_deref(),
+        Some("K\u{FFFD}ln"),
+        "a missing name keeps the old"
+    );
+
+    let bytes: Vec<u8> = (0..=255).collect();
+    let page = CachedPage { etag: Some("\"e1\"".into()), last_modified: None, body: bytes.clone() };
+    store.store_page("src", "http://x/a?b=1", &page, "2024").await.unwrap();
+    assert_eq!(store.cached_page("src", "http://x/a?b=1").await.unwrap(), Some(page));
+    assert_eq!(store.cached_page("src", "http://x/a?b=2").await.unwrap(), None);
+
+    let intent = Intent {
+        item_key: "feed/1".into(),
+        target: "t".into(),
+        source_id: "feed".into(),
+        origin: "records.json#0".into(),
+        action: "put".into(),
+        output_hash: "o1".into(),
+        idempotency_key: "k1".into(),
+        body: bytes,
+        format: "json".into(),
+        known_version: None,
+        content_hash: Some("c1".into()),
+        mapping: None,
+        mapping_version: None,
+        adoptions: None,
+        run_id: None,
+        created_at: "2024-01-01T00:00:00.000Z".into(),
+    };
+    store.record_intent(&intent).await.unwrap();
+    store.record_intent(&Intent { idempotency_key: "k2".into(), ..intent.clone() }).await.unwrap();
+    assert_eq!(store.intents().await.unwrap(), [Intent { idempotency_key: "k2".into(), ..intent }]);
+    let settle = Batch { settled_intents: vec![("feed/1".into(), "t".into())], ..Default::default() };
+    store.write_batch(&settle).await.unwrap();
+    assert!(store.intents().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_log_cannot_be_changed_or_emptied_on_either_backend() {
+    let app = empty_app().await;
+    let store = &app.deps.store;
+    store.append_event(&event(None, None, Level::Info, "kept")).await.unwrap();
+    let attempts = ["UPDATE events SET message = 'x'", "DELETE FROM events"];
+    for sql in attempts {
+        let result = match store {
+            Store::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+            Store::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+        };
+        let error = result.expect_err(sql).to_string();
+        assert!(error.contains("append-only"), "{sql}: {error}");
+    }
+    if let Store::Postgres(pool) = store {
+        // TRUNCATE skips row triggers; a statement trigger refuses it too.
+        let error = sqlx::query("TRUNCATE events").execute(pool).await.expect_err("TRUNCATE").to_string();
+        assert!(error.contains("append-only"), "{error}");
+    }
+    let events = store.events(&EventFilter::default()).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["kept"]);
+}
