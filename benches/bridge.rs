@@ -77,6 +77,9 @@ enum Command {
         /// Only the first L files of each source.
         #[arg(long)]
         limit: Option<usize>,
+        /// Every K-th file of each source (a sample spread over the corpus).
+        #[arg(long, default_value_t = 1)]
+        stride: usize,
         /// `forms`, `services` or `all`.
         #[arg(long, default_value = "all")]
         sources: String,
@@ -113,7 +116,9 @@ fn main() {
         Some(Command::Change { corpus: dir, percent, round }) => corpus::change_forms(&dir, percent, round)
             .map(|n| println!("{{\"changed\": {n}}}"))
             .map_err(|e| e.to_string()),
-        Some(Command::Stages { config, n, repeat, limit, sources }) => run_stages(&config, n, repeat, limit, &sources),
+        Some(Command::Stages { config, n, repeat, limit, stride, sources }) => {
+            run_stages(&config, n, repeat, limit, stride, &sources)
+        }
         Some(Command::Report { results }) => report(&results),
     };
     if let Err(e) = result {
@@ -161,7 +166,14 @@ fn gen_corpus(out: &Path, spec: corpus::Spec) -> Result<(), String> {
     Ok(())
 }
 
-fn run_stages(config: &Path, n: u64, repeat: usize, limit: Option<usize>, which: &str) -> Result<(), String> {
+fn run_stages(
+    config: &Path,
+    n: u64,
+    repeat: usize,
+    limit: Option<usize>,
+    stride: usize,
+    which: &str,
+) -> Result<(), String> {
     let loaded = stages::load(config)?;
     let mut ids = Vec::new();
     if which == "forms" || which == "all" {
@@ -171,7 +183,7 @@ fn run_stages(config: &Path, n: u64, repeat: usize, limit: Option<usize>, which:
         ids.push(("services", corpus::service_sources()));
     }
     for (group, sources) in ids {
-        for stage in stages::measure(&loaded, &sources, limit, repeat) {
+        for stage in stages::measure(&loaded, &sources, limit, stride, repeat) {
             println!(
                 "{}",
                 serde_json::json!({
@@ -197,7 +209,7 @@ fn smoke() -> Result<(), String> {
     let results = dir.join("results.jsonl");
     let mut lines = String::new();
     for (group, sources) in [("forms", corpus::form_sources()), ("services", corpus::service_sources())] {
-        for stage in stages::measure(&loaded, &sources, None, 1) {
+        for stage in stages::measure(&loaded, &sources, None, 1, 1) {
             lines.push_str(
                 &serde_json::json!({"kind": "stage", "n": 100, "group": group, "name": stage.name,
                     "items": stage.items, "bytes": stage.bytes, "secs": stage.median()})
@@ -242,7 +254,7 @@ fn report(results: &Path) -> Result<(), String> {
     let mut ns: Vec<u64> = lines.iter().map(|l| l.n).collect();
     ns.sort_unstable();
     ns.dedup();
-    // Row order: first appearance.
+    // Row order: stages in pipeline order (forms, then services), then runs as they first appear.
     let mut rows: Vec<(String, String, String)> = Vec::new();
     for l in &lines {
         let key = (l.kind.clone(), l.group.clone(), l.name.clone());
@@ -250,6 +262,20 @@ fn report(results: &Path) -> Result<(), String> {
             rows.push(key);
         }
     }
+    const STAGE_ORDER: [&str; 8] = [
+        "parse: quick-xml Reader",
+        "parse: quick-xml NsReader",
+        "parse: serde",
+        "decode",
+        "scan",
+        "map: to_val",
+        "map",
+        "validate",
+    ];
+    rows.sort_by_key(|(kind, group, name)| {
+        let rank = STAGE_ORDER.iter().position(|p| name.starts_with(p)).unwrap_or(99);
+        (kind != "stage", group != "forms", if kind == "stage" { rank } else { 0 })
+    });
     let mut header = String::from("| stage / run |");
     let mut rule = String::from("|---|");
     for n in &ns {
@@ -257,11 +283,16 @@ fn report(results: &Path) -> Result<(), String> {
         rule.push_str("---:|---:|---:|---:|");
     }
     println!("{header}\n{rule}");
+    let find = |n: u64, kind: &str, group: &str, name: &str| -> Option<Line> {
+        let same: Vec<&Line> =
+            lines.iter().filter(|l| l.n == n && l.kind == kind && l.group == group && l.name == name).collect();
+        median_line(&same)
+    };
     for (kind, group, name) in &rows {
         let label = if kind == "stage" { format!("{group}: {name}") } else { name.clone() };
         let mut row = format!("| {label} |");
         for n in &ns {
-            match lines.iter().find(|l| l.n == *n && &l.kind == kind && &l.group == group && &l.name == name) {
+            match find(*n, kind, group, name) {
                 None => row.push_str(" – | – | – | – |"),
                 Some(l) => {
                     let items = l.items as f64 / l.secs;
@@ -273,15 +304,10 @@ fn report(results: &Path) -> Result<(), String> {
         }
         println!("{row}");
     }
-    // Ratios measured within one run (same process, same bytes).
+    // Ratios measured within one process on the same bytes.
     println!();
     for n in &ns {
-        let stage = |name: &str| {
-            lines
-                .iter()
-                .find(|l| l.n == *n && l.kind == "stage" && l.group == "forms" && l.name == name)
-                .map(|l| l.secs)
-        };
+        let stage = |name: &str| find(*n, "stage", "forms", name).map(|l| l.secs);
         if let (Some(parse), Some(to_val), Some(form), Some(xdf3)) = (
             stage("parse: quick-xml Reader events"),
             stage("map: to_val (tree → jaq value)"),
@@ -290,8 +316,8 @@ fn report(results: &Path) -> Result<(), String> {
         ) {
             let both = to_val + form + xdf3;
             println!(
-                "N={n}: map stage (to_val + both mappings) runs at {:.1} % of the raw quick-xml throughput on the same bytes \
-                 (to_val + xdatenfelder2-to-form alone: {:.1} %, to_val + xdatenfelder2-to-xdf3 alone: {:.1} %)",
+                "N={n}: map stage (to_val + both mappings) runs at {:.2} % of the raw quick-xml throughput on the same bytes \
+                 (to_val + xdatenfelder2-to-form alone: {:.2} %, to_val + xdatenfelder2-to-xdf3 alone: {:.2} %)",
                 100.0 * parse / both,
                 100.0 * parse / (to_val + form),
                 100.0 * parse / (to_val + xdf3),
@@ -300,8 +326,29 @@ fn report(results: &Path) -> Result<(), String> {
         for l in lines.iter().filter(|l| l.n == *n && l.note.is_some()) {
             println!("N={n}: {}: {}", l.name, l.note.as_deref().unwrap_or_default());
         }
+        let repeats: Vec<String> = rows
+            .iter()
+            .filter(|(kind, _, _)| kind == "run")
+            .map(|(_, _, name)| {
+                (name, lines.iter().filter(|l| l.n == *n && l.kind == "run" && &l.name == name).count())
+            })
+            .filter(|(_, count)| *count > 0)
+            .map(|(name, count)| format!("{name} ×{count}"))
+            .collect();
+        if !repeats.is_empty() {
+            println!("N={n}: runs (medians of): {}", repeats.join(", "));
+        }
     }
     Ok(())
+}
+
+/// The repeats of one row: median wall time, median peak RSS.
+fn median_line(same: &[&Line]) -> Option<Line> {
+    let first = (*same.first()?).clone();
+    let secs = stages::median(&same.iter().map(|l| l.secs).collect::<Vec<_>>());
+    let rss: Vec<f64> = same.iter().filter_map(|l| l.rss_kb.map(|kb| kb as f64)).collect();
+    let rss_kb = (!rss.is_empty()).then(|| stages::median(&rss) as u64);
+    Some(Line { secs, rss_kb, ..first })
 }
 
 fn fmt_rate(per_sec: f64) -> String {

@@ -40,7 +40,7 @@ fn benches(c: &mut Criterion) {
     let (dir, loaded) = setup();
     let config = &loaded.config;
     let forms_source = config.source("aachen-forms").expect("source").clone();
-    let mut entries = stages::entries_of(&forms_source, &config.root, None);
+    let mut entries = stages::entries_of(&forms_source, &config.root, None, 1);
     entries.sort_by_key(|(_, bytes)| bytes.len());
     // Smallest, median and largest of 60 generated forms.
     let picks = [("small", 0), ("typical", entries.len() / 2), ("large", entries.len() - 1)];

@@ -18,7 +18,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Region id, display name, municipalities (name, ARS).
-pub const REGIONS: [(&str, &str, &[(&str, &str)]); 5] = [
+/// A region: id, display name, and its services (slug, title).
+pub type Region = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+pub const REGIONS: [Region; 5] = [
     ("aachen", "Aachen", &[("Stadt Aachen", "053340002002")]),
     (
         "bergisches-staedtedreieck",
@@ -878,37 +881,35 @@ fn toml_quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// Changes `percent` % of the forms of the corpus (every (100/percent)-th form of each region,
-/// starting at `round`): a new nachrichtID and a changed schema name, as a re-export would.
+/// Changes `percent` % of the forms of the corpus (every (100/percent)-th form over all regions,
+/// shifted by `round`): a new nachrichtID and a changed schema name, as a re-export would.
 /// Returns the number of files changed.
 pub fn change_forms(corpus: &Path, percent: f64, round: u32) -> std::io::Result<usize> {
     let step = (100.0 / percent).round().max(1.0) as usize;
-    let mut changed = 0;
+    let mut files: Vec<PathBuf> = Vec::new();
     for (region, _, _) in REGIONS {
         let dir = corpus.join(region).join("forms");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        let mut region_files: Vec<PathBuf> = std::fs::read_dir(&dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "xml"))
             .collect();
-        files.sort();
-        for (i, file) in files.iter().enumerate() {
-            if (i + round as usize) % step != 0 {
-                continue;
-            }
-            let text = std::fs::read_to_string(file)?;
-            let text = replace_first_between(
-                &text,
-                "<xdf:nachrichtID>",
-                "</xdf:nachrichtID>",
-                &format!("{:016X}", 0xC0FFEE_u64 + u64::from(round) * 1_000_003 + i as u64),
-            );
-            let marker = "<xdf:stammdatenschema>";
-            let at = text.find(marker).map_or(0, |a| a + marker.len());
-            let (head, body) = text.split_at(at);
-            let body = body.replacen("</xdf:name>", &format!(" – überarbeitet {round}</xdf:name>"), 1);
-            std::fs::write(file, format!("{head}{body}"))?;
-            changed += 1;
+        region_files.sort();
+        files.extend(region_files);
+    }
+    let mut changed = 0;
+    for (i, file) in files.iter().enumerate() {
+        if (i + round as usize * 7) % step != 0 {
+            continue;
         }
+        let text = std::fs::read_to_string(file)?;
+        let id = format!("{:016X}", 0xC0FFEE_u64 + u64::from(round) * 1_000_003 + i as u64);
+        let text = replace_first_between(&text, "<xdf:nachrichtID>", "</xdf:nachrichtID>", &id);
+        let marker = "<xdf:stammdatenschema>";
+        let at = text.find(marker).map_or(0, |a| a + marker.len());
+        let (head, body) = text.split_at(at);
+        let body = body.replacen("</xdf:name>", &format!(" – überarbeitet {round}</xdf:name>"), 1);
+        std::fs::write(file, format!("{head}{body}"))?;
+        changed += 1;
     }
     Ok(changed)
 }

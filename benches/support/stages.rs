@@ -19,6 +19,9 @@ use portal_bridge::mapping::{Mapping, RecordContext};
 use portal_bridge::source::{self, Entry, Inputs};
 use portal_bridge::validate::Validators;
 
+/// A source with its entries and their bytes, read before timing starts.
+type SourceInputs = (Arc<Source>, Vec<(Entry, Bytes)>);
+
 /// One measured stage: items and input bytes per pass, and the seconds of every repeat.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stage {
@@ -59,13 +62,14 @@ pub fn load(config_file: &Path) -> Result<Loaded, String> {
 }
 
 /// The files of a directory source, in listing order, with their bytes.
-pub fn entries_of(source: &Source, root: &Path, limit: Option<usize>) -> Vec<(Entry, Bytes)> {
+pub fn entries_of(source: &Source, root: &Path, limit: Option<usize>, stride: usize) -> Vec<(Entry, Bytes)> {
     let portal_bridge::config::SourceKind::Directory { path, include, .. } = &source.kind else {
         panic!("benchmarks read directory sources only")
     };
     let entries = source::directory::list(path, include, root, source.format).expect("the corpus lists");
     entries
         .into_iter()
+        .step_by(stride.max(1))
         .take(limit.unwrap_or(usize::MAX))
         .map(|mut e| {
             let bytes = Bytes::from(std::fs::read(&e.path).expect("the corpus reads"));
@@ -129,12 +133,20 @@ pub fn ns_events(bytes: &[u8]) -> usize {
 }
 
 /// Measures every stage over the given sources, `repeat` times.
-pub fn measure(loaded: &Loaded, source_ids: &[String], limit: Option<usize>, repeat: usize) -> Vec<Stage> {
+/// `stride` takes every stride-th file of a source (a sample spread over a large corpus), `limit`
+/// at most that many of them.
+pub fn measure(
+    loaded: &Loaded,
+    source_ids: &[String],
+    limit: Option<usize>,
+    stride: usize,
+    repeat: usize,
+) -> Vec<Stage> {
     let config = &loaded.config;
     let sources: Vec<Arc<Source>> =
         source_ids.iter().map(|id| config.source(id).unwrap_or_else(|| panic!("no source {id}")).clone()).collect();
-    let inputs: Vec<(Arc<Source>, Vec<(Entry, Bytes)>)> =
-        sources.iter().map(|s| (s.clone(), entries_of(s, &config.root, limit))).collect();
+    let inputs: Vec<SourceInputs> =
+        sources.iter().map(|s| (s.clone(), entries_of(s, &config.root, limit, stride))).collect();
     let mut runs: Vec<BTreeMap<String, (u64, u64, Duration)>> = Vec::new();
     for _ in 0..repeat.max(1) {
         let mut clock = Clock::default();

@@ -236,9 +236,9 @@ mod tests {
 
     #[test]
     fn utf16_and_nul_bytes_are_named() {
-        let err = decode(b"\xFF\xFE[\01\0]\0", Limits::default()).unwrap_err();
+        let err = decode(b"\xFF\xFE[\x001\x00]\x00", Limits::default()).unwrap_err();
         assert!(err.to_string().contains("UTF-16 byte order mark"), "{err}");
-        let err = decode(b"[\01\0]\0", Limits::default()).unwrap_err();
+        let err = decode(b"[\x001\x00]\x00", Limits::default()).unwrap_err();
         assert!(err.to_string().contains("NUL byte at line 1"), "{err}");
     }
 

@@ -2,6 +2,7 @@
 
 mod adoptions;
 mod api;
+mod bad_input;
 mod browser;
 mod cli;
 mod daemon;
@@ -10,4 +11,6 @@ mod fim;
 mod http;
 mod pipeline;
 mod portal_sim;
+mod properties;
+mod store;
 mod support;
