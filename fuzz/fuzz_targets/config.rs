@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
             for error in &errors.0 {
                 assert!(!error.message.is_empty());
                 if let Some(line) = error.line.filter(|_| error.file == file) {
-                    assert!(line >= 1 && line <= text.lines().count().max(1) + 1, "line {line} is outside the file: {error}");
+                    assert!(
+                        line >= 1 && line <= text.lines().count().max(1) + 1,
+                        "line {line} is outside the file: {error}"
+                    );
                 }
             }
         }

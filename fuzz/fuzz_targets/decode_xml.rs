@@ -12,9 +12,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = tree_hash(&decoded.tree);
     let root = decoded.root.as_deref().expect("an accepted document has a root");
     assert!(decoded.tree.get(root).is_some(), "the tree is keyed by its root");
-    if let Ok(text) = xml::encode(&decoded.tree) {
-        if let Err(e) = xml::decode(text.as_bytes(), &arrays, Limits::default()) {
-            panic!("the writer's output does not read again: {e}\n{text}");
-        }
+    if let Ok(text) = xml::encode(&decoded.tree)
+        && let Err(e) = xml::decode(text.as_bytes(), &arrays, Limits::default())
+    {
+        panic!("the writer's output does not read again: {e}\n{text}");
     }
 });

@@ -102,56 +102,56 @@ pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded
     loop {
         // Errors about an event name the line where it starts (a DOCTYPE or a start tag can span lines).
         let event_start = reader.buffer_position() as usize;
-        let line = |_: &Reader<&[u8]>| line_of(bytes, event_start);
-        let syntax = |reader: &Reader<&[u8]>, message: String| XmlError::Syntax { line: line(reader), message };
+        let line = || line_of(bytes, event_start);
+        let syntax = |message: String| XmlError::Syntax { line: line(), message };
         let event = reader.read_event().map_err(|e| XmlError::Syntax {
             line: line_of(bytes, reader.error_position() as usize),
             message: e.to_string(),
         })?;
         match event {
             Event::Start(_) | Event::Empty(_) if builder.root.is_some() => {
-                return Err(XmlError::TrailingContent { line: line(&reader) });
+                return Err(XmlError::TrailingContent { line: line() });
             }
             Event::Start(start) => {
-                builder.open(&start).map_err(|e| e.at(line(&reader)))?;
+                builder.open(&start).map_err(|e| e.at(line()))?;
             }
             Event::Empty(start) => {
-                builder.open(&start).map_err(|e| e.at(line(&reader)))?;
+                builder.open(&start).map_err(|e| e.at(line()))?;
                 builder.close();
             }
             Event::End(_) => {
                 if builder.stack.is_empty() {
-                    return Err(syntax(&reader, "unexpected end tag".into()));
+                    return Err(syntax("unexpected end tag".into()));
                 }
                 builder.close();
             }
             Event::Text(text) => {
                 // XML 1.0 line ends only: xml_content() would also turn U+0085 and U+2028 into line feeds (XML 1.1).
-                let text = text.xml10_content().map_err(|e| syntax(&reader, e.to_string()))?;
-                builder.text(&text).map_err(|e| e.at(line(&reader)))?;
+                let text = text.xml10_content().map_err(|e| syntax(e.to_string()))?;
+                builder.text(&text).map_err(|e| e.at(line()))?;
             }
             Event::CData(data) => {
-                let text = std::str::from_utf8(&data).map_err(|e| syntax(&reader, e.to_string()))?;
-                builder.text(text).map_err(|e| e.at(line(&reader)))?;
+                let text = std::str::from_utf8(&data).map_err(|e| syntax(e.to_string()))?;
+                builder.text(text).map_err(|e| e.at(line()))?;
             }
             Event::GeneralRef(reference) => {
                 let resolved = match reference.resolve_char_ref() {
                     Ok(Some(c)) if forbidden_char(c) => {
-                        return Err(XmlError::ControlCharacter { line: line(&reader), code: c as u32 });
+                        return Err(XmlError::ControlCharacter { line: line(), code: c as u32 });
                     }
                     Ok(Some(c)) => c.to_string(),
                     Ok(None) => {
-                        let name = reference.decode().map_err(|e| syntax(&reader, e.to_string()))?;
+                        let name = reference.decode().map_err(|e| syntax(e.to_string()))?;
                         match resolve_predefined_entity(&name) {
                             Some(resolved) => resolved.to_owned(),
-                            None => return Err(XmlError::Entity { line: line(&reader), name: name.into_owned() }),
+                            None => return Err(XmlError::Entity { line: line(), name: name.into_owned() }),
                         }
                     }
-                    Err(e) => return Err(syntax(&reader, e.to_string())),
+                    Err(e) => return Err(syntax(e.to_string())),
                 };
-                builder.text(&resolved).map_err(|e| e.at(line(&reader)))?;
+                builder.text(&resolved).map_err(|e| e.at(line()))?;
             }
-            Event::DocType(_) => return Err(XmlError::Doctype { line: line(&reader) }),
+            Event::DocType(_) => return Err(XmlError::Doctype { line: line() }),
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
             Event::Eof => break,
         }
