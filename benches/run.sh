@@ -24,8 +24,8 @@ STAGE_REPEATS="${BENCH_STAGE_REPEATS:-3}"
 REPEATS="${BENCH_REPEATS:-3}"
 FRESH_REPEATS_LARGE="${BENCH_FRESH_REPEATS_LARGE:-1}"
 # The stage measurement runs on a sample of this many forms per region, spread evenly over the
-# corpus (every 2nd at N = 1,000, every 20th at N = 10,000).
-STAGE_LIMIT="${BENCH_STAGE_LIMIT:-100}"
+# corpus (every 4th at N = 1,000, every 34th at N = 10,000).
+STAGE_LIMIT="${BENCH_STAGE_LIMIT:-60}"
 
 mkdir -p "$WORK"
 RESULTS="$WORK/results.jsonl"
