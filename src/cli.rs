@@ -635,6 +635,8 @@ async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
             ProgressHandle::default()
         },
         metrics: None,
+        // A one-off run works alone; the daemons share their scheduled and triggered runs.
+        share: None,
     };
     let report = pipeline::run(job, &deps).await?;
     store.close().await;
@@ -853,8 +855,10 @@ async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
     let counts = store.status_counts().await?;
     let runs = store.runs(1).await?;
     let leases = store.leases().await?;
+    let claims = store.batch_claims().await?;
     if args.json {
-        println!("{}", serde_json::json!({ "items": counts, "last_run": runs.first(), "leases": leases }));
+        let status = serde_json::json!({ "items": counts, "last_run": runs.first(), "leases": leases, "shared_batches": claims });
+        println!("{status}");
         return Ok(Exit::Ok);
     }
     let mut out = table(&["source", "status", "items × targets"]);
@@ -866,6 +870,13 @@ async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
         let mut out = table(&["lease", "held by instance", "until"]);
         for lease in &leases {
             out.add_row(vec![lease.name.clone(), lease.holder.clone(), lease.expires_at.clone()]);
+        }
+        println!("{out}");
+    }
+    if !claims.is_empty() {
+        let mut out = table(&["shared batches of source", "worked on by instance", "batches"]);
+        for claim in &claims {
+            out.add_row(vec![claim.source_id.clone(), claim.holder.clone(), claim.batches.to_string()]);
         }
         println!("{out}");
     }

@@ -145,11 +145,16 @@ pub struct RawDaemon {
     /// the source over this long after the last renewal.
     #[serde(default = "default_lease")]
     pub lease_secs: u64,
+    /// A scheduled or triggered run with more (item, target) pairs of work than this splits its
+    /// work into batches of this size that every instance on the same database claims and works
+    /// on (the instance holding the source's lease included); 0 keeps every run on one instance.
+    #[serde(default = "default_share_batch")]
+    pub share_batch: usize,
 }
 
 impl Default for RawDaemon {
     fn default() -> Self {
-        Self { shutdown_grace_secs: default_grace(), lease_secs: default_lease() }
+        Self { shutdown_grace_secs: default_grace(), lease_secs: default_lease(), share_batch: default_share_batch() }
     }
 }
 
@@ -159,6 +164,10 @@ fn default_grace() -> u64 {
 
 fn default_lease() -> u64 {
     30
+}
+
+fn default_share_batch() -> usize {
+    100
 }
 
 /// `[validation]`: which schemas check inputs and outputs, beyond what the mapping files name.
@@ -491,6 +500,8 @@ pub struct Config {
     pub admin: Admin,
     pub shutdown_grace: std::time::Duration,
     pub lease: std::time::Duration,
+    /// Pairs per shared batch (`[daemon] share_batch`); 0 means runs are not shared.
+    pub share_batch: usize,
 }
 
 /// The resolved `[admin]` settings.
@@ -912,6 +923,7 @@ impl Config {
             admin: Admin { listen: admin_listen, token: admin_token, read_needs_token: raw.admin.read_needs_token },
             shutdown_grace: std::time::Duration::from_secs(raw.daemon.shutdown_grace_secs),
             lease: std::time::Duration::from_secs(raw.daemon.lease_secs.max(1)),
+            share_batch: raw.daemon.share_batch,
         })
     }
 

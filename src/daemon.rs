@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiState, SourceState, SourceStates};
 use crate::config::{Config, Overrides};
 use crate::domain::{Clock, RunStatus, Trigger};
-use crate::pipeline::{self, Deps, Job, RunReport};
+use crate::pipeline::{self, Deps, Job, RunReport, Share};
 use crate::scheduler::{Missed, Overlap, missed_run};
 use crate::store::{Store, timestamp};
 use crate::validate::Validators;
@@ -75,6 +75,8 @@ struct Daemon {
     next: BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
     instance: Arc<str>,
     lease: Duration,
+    /// The current dependencies, for the task that works on shared batches.
+    helper_deps: watch::Sender<Deps>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; in-flight runs get the configured grace period.
@@ -106,6 +108,8 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
             }))
         }
     };
+    let (helper_deps, helper_rx) = watch::channel(deps.clone());
+    let helper = tokio::spawn(help_others(helper_rx, instance.clone(), shutdown.clone(), metrics.clone()));
     let mut daemon = Daemon {
         deps,
         config_path,
@@ -118,6 +122,7 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
         next: BTreeMap::new(),
         lease: config.lease,
         instance: instance.clone(),
+        helper_deps,
     };
     daemon.schedule_all(true).await?;
     tracing::info!(sources = daemon.next.len(), instance = %instance, "daemon started");
@@ -136,10 +141,12 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
 
     tracing::info!(running = daemon.running.len(), grace = ?daemon.deps.config.shutdown_grace, "shutting down");
     let grace = daemon.deps.config.shutdown_grace;
+    let helper_abort = helper.abort_handle();
     let drained = tokio::time::timeout(grace, async {
         while let Some(done) = daemon.tasks.join_next().await {
             daemon.finished(done);
         }
+        let _ = helper.await;
     })
     .await;
     if drained.is_err() {
@@ -147,6 +154,7 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
             "runs still going after the grace period are stopped; their deliveries are reconciled at the next start"
         );
         daemon.tasks.abort_all();
+        helper_abort.abort();
         while daemon.tasks.join_next().await.is_some() {}
     }
     if let Some(api) = api_task {
@@ -349,6 +357,7 @@ impl Daemon {
                 }
                 self.deps.config = Arc::new(config);
                 self.deps.validators = Arc::new(validators);
+                self.helper_deps.send_replace(self.deps.clone());
                 if let Err(e) = self.schedule_all(false).await {
                     tracing::error!("after reload: {e}");
                 }
@@ -370,6 +379,46 @@ fn next_fire(
     let slot = schedule.upcoming(now, 1).first().map_or(now + chrono::Duration::days(365), |t| t.with_timezone(&Utc));
     let extra = jitter.mul_f64(fastrand::f64());
     (slot, slot + chrono::Duration::from_std(extra).unwrap_or_default())
+}
+
+/// How runs of this instance share their work, if they do (`[daemon] share_batch` > 0).
+fn share_of(config: &Config, instance: &Arc<str>) -> Option<Share> {
+    (config.share_batch > 0).then(|| Share {
+        instance: instance.clone(),
+        claim: config.lease,
+        batch_pairs: config.share_batch,
+    })
+}
+
+/// Works on the batches that large runs (of any instance on the database, this one included)
+/// share, until shutdown; a batch in progress is finished first, within the shutdown grace.
+async fn help_others(
+    deps: watch::Receiver<Deps>,
+    instance: Arc<str>,
+    shutdown: CancellationToken,
+    metrics: Arc<crate::api::metrics::Metrics>,
+) {
+    while !shutdown.is_cancelled() {
+        let deps = deps.borrow().clone();
+        let pause = match share_of(&deps.config, &instance) {
+            None => pipeline::share::POLL * 4,
+            Some(share) => {
+                let job = Job { metrics: Some(metrics.clone()), ..Job::all(Trigger::Schedule) };
+                match pipeline::help(&deps, &share, &job).await {
+                    Ok(true) => continue,
+                    Ok(false) => pipeline::share::POLL,
+                    Err(e) => {
+                        tracing::warn!("cannot work on shared batches: {e}");
+                        pipeline::share::POLL * 8
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
 }
 
 /// Marks a run that this instance did not do because another one does (not an error).
@@ -423,7 +472,7 @@ async fn leased_run(
         }
     };
     let result = tokio::select! {
-        result = pipeline::run(job, deps) => result.map_err(|e| e.to_string()),
+        result = pipeline::run(Job { share: share_of(&deps.config, &instance.into()), ..job }, deps) => result.map_err(|e| e.to_string()),
         () = renew => unreachable!("the renewal loop never ends"),
     };
     for name in &names {

@@ -5,13 +5,16 @@
 //! record's key and content hash and keeps only those; comparing them with the ledger tells which
 //! (item, mapping) pairs need work. The *work* pass decodes only the entries that have work and
 //! maps, validates and delivers. CPU-bound passes run on blocking threads, several entries at once;
-//! memory holds the keys of a source, not its documents.
+//! memory holds the keys of a source, not its documents. A daemon shares the work pass of a large
+//! run with the other instances on its database (see [`share`]).
+
+pub mod share;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Source};
 use crate::domain::{Clock, ItemKey, ItemStatus, Level, RunStatus, Stage, Trigger};
@@ -45,7 +48,11 @@ pub struct Job {
     pub progress: ProgressHandle,
     /// Where stage durations and upstream latencies are recorded (the daemon's metrics).
     pub metrics: Option<Arc<crate::api::metrics::Metrics>>,
+    /// Share the work pass of a large source with the other instances on the database.
+    pub share: Option<Share>,
 }
+
+pub use share::{Share, help};
 
 impl Job {
     pub fn all(trigger: Trigger) -> Self {
@@ -58,6 +65,7 @@ impl Job {
             allow_withdrawals: false,
             progress: ProgressHandle::default(),
             metrics: None,
+            share: None,
         }
     }
 }
@@ -120,7 +128,7 @@ pub struct RunReport {
 }
 
 /// One item at one target that did not go through.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Problem {
     pub item_key: String,
     pub target: String,
@@ -148,6 +156,24 @@ const BATCH_ROWS: usize = 500;
 
 /// Deliveries sent at once per source (each HTTP target bounds itself further).
 const DELIVERIES_IN_FLIGHT: usize = 16;
+
+/// At most this many (item, mapping) pairs of one entry go to one worker task; a feed with many
+/// records is worked on in several tasks (each decodes the entry again, which costs far less than
+/// mapping its records).
+const CHUNK_PAIRS: usize = 32;
+
+/// Splits each entry's pairs into chunks of at most `size`.
+fn chunked(jobs: Vec<(Entry, Vec<Pair>)>, size: usize) -> Vec<(Entry, Vec<Pair>)> {
+    let mut chunks = Vec::with_capacity(jobs.len());
+    for (entry, pairs) in jobs {
+        if pairs.len() <= size {
+            chunks.push((entry, pairs));
+        } else {
+            chunks.extend(pairs.chunks(size).map(|chunk| (entry.clone(), chunk.to_vec())));
+        }
+    }
+    chunks
+}
 
 /// Runs the pipeline once for `job`.
 pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
@@ -189,7 +215,12 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
     };
     let mut failed_sources = 0;
     if !job.dry_run {
-        reconcile(&job, deps, run_id, &mut report).await?;
+        if job.share.is_some() {
+            for id in &source_ids {
+                share::clear_earlier(deps, id).await?;
+            }
+        }
+        reconcile(&job, deps, &source_ids, run_id, &mut report).await?;
     }
     // What this run settled per item so far, for sources that depend on others (form links).
     let mut settled: HashMap<ItemKey, Result<(), String>> = HashMap::new();
@@ -231,10 +262,21 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
     Ok(report)
 }
 
-/// Reconciles every intent left by an interrupted run, source by source, before new work starts.
-async fn reconcile(job: &Job, deps: &Deps, run_id: Option<i64>, report: &mut RunReport) -> Result<(), PipelineError> {
+/// Reconciles every intent an interrupted run left for the run's sources, source by source,
+/// before new work starts. Intents of other sources are left to whoever runs those (another
+/// instance may be delivering them right now).
+async fn reconcile(
+    job: &Job,
+    deps: &Deps,
+    sources: &[String],
+    run_id: Option<i64>,
+    report: &mut RunReport,
+) -> Result<(), PipelineError> {
     let mut by_source: BTreeMap<String, Vec<Intent>> = BTreeMap::new();
     for intent in deps.store.intents().await? {
+        if !sources.contains(&intent.source_id) {
+            continue;
+        }
         by_source.entry(intent.source_id.clone()).or_default().push(intent);
     }
     for (source_id, intents) in by_source {
@@ -351,6 +393,7 @@ struct SourceRun<'a> {
     problems: Vec<Problem>,
     missing_items: Vec<String>,
     workers: usize,
+    share: Option<Share>,
     /// Items of earlier sources in this run: went through (`Ok`) or why not.
     earlier: HashMap<ItemKey, Result<(), String>>,
     /// Items of this source in this run: went through (`Ok`) or why not.
@@ -398,6 +441,7 @@ impl<'a> SourceRun<'a> {
             problems: Vec::new(),
             missing_items: Vec::new(),
             workers,
+            share: job.share.clone(),
             earlier: HashMap::new(),
             settled: HashMap::new(),
         })
@@ -518,17 +562,45 @@ impl<'a> SourceRun<'a> {
         }
         self.flush().await?;
 
-        // Pass 2: map, validate and deliver where there is work.
+        // Pass 2: map, validate and deliver where there is work, shared with other instances
+        // when the run is large and the daemon shares.
         let jobs: Vec<(Entry, Vec<Pair>)> =
             entries.into_iter().filter_map(|entry| work.remove(&entry.origin).map(|w| (entry, w))).collect();
+        let pairs: usize = jobs.iter().map(|(_, pairs)| pairs.len()).sum();
+        match self.share.clone() {
+            Some(share) if share.applies(pairs) && !self.dry_run && self.run_id.is_some() => {
+                self.deliver_shared(jobs, &share).await?
+            }
+            _ => self.deliver(jobs).await?,
+        }
+        self.send_all(vanished).await?;
+        let c = self.counts;
+        self.progress.source_finished(&self.source.id, &c);
+        self.event(
+            None,
+            None,
+            Stage::Run,
+            Level::Info,
+            format!(
+                "source {}: {} new, {} updated, {} unchanged, {} failed, {} quarantined",
+                self.source.id, c.new, c.updated, c.unchanged, c.failed, c.quarantined
+            ),
+        );
+        Ok(())
+    }
+
+    /// Pass 2 on this instance: maps, validates and delivers `jobs`, recording every outcome.
+    async fn deliver(&mut self, jobs: Vec<(Entry, Vec<Pair>)>) -> Result<(), SourceFailure> {
         let (work, sender) = (self.work.clone(), self.work.clone());
         let run_id = self.run_id;
-        let mut stream = futures::stream::iter(jobs)
+        // Entries with many records are split so that both cores stay busy; outcomes are keyed,
+        // so the order in which chunks finish does not matter.
+        let mut stream = futures::stream::iter(chunked(jobs, CHUNK_PAIRS))
             .map(move |(entry, pairs)| {
                 let work = work.clone();
                 tokio::task::spawn_blocking(move || work_entry(&work, &entry, &pairs))
             })
-            .buffered(self.workers)
+            .buffer_unordered(2 * self.workers)
             .flat_map(|joined| {
                 let items: Vec<Result<Outcome, String>> = match joined {
                     Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
@@ -553,20 +625,6 @@ impl<'a> SourceRun<'a> {
                 self.flush().await?;
             }
         }
-        drop(stream);
-        self.send_all(vanished).await?;
-        let c = self.counts;
-        self.progress.source_finished(&self.source.id, &c);
-        self.event(
-            None,
-            None,
-            Stage::Run,
-            Level::Info,
-            format!(
-                "source {}: {} new, {} updated, {} unchanged, {} failed, {} quarantined",
-                self.source.id, c.new, c.updated, c.unchanged, c.failed, c.quarantined
-            ),
-        );
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError, on_pool};
+use super::{BeginWrite, Store, StoreError, on_pool};
 
 /// How many delivered versions are kept per item and target.
 pub const KEPT_VERSIONS: i64 = 2;
@@ -36,7 +36,7 @@ impl Store {
         let prune = "DELETE FROM documents WHERE item_key = $1 AND target = $2 AND id NOT IN \
                      (SELECT id FROM documents WHERE item_key = $1 AND target = $2 ORDER BY id DESC LIMIT $3)";
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let newest: Option<String> =
                 sqlx::query_scalar(latest).bind(item_key).bind(target).fetch_optional(&mut *tx).await?;
             if newest.as_deref() != Some(output_hash) {

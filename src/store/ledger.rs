@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::log::{INSERT_EVENT, NewEvent};
-use super::{Store, StoreError, on_pool, opt_text, text};
+use super::{BeginWrite, Store, StoreError, on_pool, opt_text, text};
 
 /// One ledger row: an item at a target.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -137,7 +137,7 @@ impl Store {
              target_version = excluded.target_version, skip_reason = excluded.skip_reason, skip_hash = excluded.skip_hash"
         );
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for row in &batch.rows {
                 sqlx::query(&upsert)
                     .bind(&row.item_key)

@@ -1,6 +1,7 @@
 //! The store: one SQL text for SQLite (embedded default, WAL) and PostgreSQL, migrations applied on open.
 
 pub mod adoptions;
+pub mod batches;
 pub mod documents;
 pub mod http_cache;
 pub mod intents;
@@ -86,6 +87,29 @@ impl Store {
 
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// Opening a transaction that writes.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    /// On SQLite the write lock is taken up front (`BEGIN IMMEDIATE`): a transaction that reads
+    /// first and then writes would otherwise fail at once with SQLITE_BUSY_SNAPSHOT when another
+    /// connection wrote in between, instead of waiting its turn within `busy_timeout`.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
     }
 }
 

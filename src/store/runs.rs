@@ -6,7 +6,7 @@ use super::{Store, StoreError, on_pool, opt_text};
 use crate::domain::{RunStatus, Trigger};
 
 /// Counts per item and target, as reported by `migrate --json`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counts {
     pub new: i64,
     pub updated: i64,

@@ -192,3 +192,35 @@ async fn removing_a_third_of_a_regions_forms_holds_the_withdrawals_until_confirm
         .success()
         .stdout(predicate::str::contains("withdrawn"));
 }
+
+#[tokio::test]
+async fn status_shows_which_instance_holds_which_lease_and_shared_batch() {
+    let app = TestApp::demo().await;
+    let store = &app.deps.store;
+    assert!(
+        store
+            .acquire_lease("source:aachen-forms", "host-a:41:beef", "2999-01-01T00:00:00Z", "2024-01-01T00:00:00Z")
+            .await
+            .unwrap()
+    );
+    store
+        .add_batches(1, "koeln-services", &[(25, "[]".into()), (25, "[]".into())], "2024-01-01T00:00:00Z")
+        .await
+        .unwrap();
+    let claimed =
+        store.claim_batch("koeln-services", None, "host-b:42:cafe", "2999-01-01T00:00:00Z", "2024-01-01T00:00:00Z");
+    assert!(claimed.await.unwrap().is_some());
+    let out = app.command().arg("status").assert().success().get_output().stdout.clone();
+    let text = String::from_utf8(out).unwrap();
+    let line =
+        |needle: &str| text.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} in:\n{text}"));
+    assert!(line("source:aachen-forms").contains("host-a:41:beef"), "{text}");
+    assert!(line("host-b:42:cafe").contains("koeln-services"), "{text}");
+    let out = app.command().args(["status", "--json"]).assert().success().get_output().stdout.clone();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["leases"][0]["holder"], "host-a:41:beef");
+    assert_eq!(
+        json["shared_batches"][0],
+        serde_json::json!({"holder": "host-b:42:cafe", "source_id": "koeln-services", "batches": 1})
+    );
+}

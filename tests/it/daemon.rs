@@ -321,3 +321,82 @@ async fn when_a_daemon_is_killed_the_other_takes_over_after_the_lease_and_nothin
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_run_is_shared_and_a_killed_helpers_batches_are_taken_over() {
+    let (sim, url) = sim(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), 500);
+    let app = TestApp::with_config(dir, &config_text(&url, 500, "* * * * * *", "forbid", "")).await;
+    let text = std::fs::read_to_string(&app.config_path)
+        .unwrap()
+        .replace("shutdown_grace_secs = 20", "shutdown_grace_secs = 20\nlease_secs = 3\nshare_batch = 25");
+    std::fs::write(&app.config_path, text).unwrap();
+    let spawn = || {
+        app.std_command()
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut daemons = vec![spawn(), spawn()];
+    let pid_of = |holder: &str| -> u32 { holder.split(':').nth(1).unwrap().parse().unwrap() };
+    let store = &app.deps.store;
+
+    // Wait until the instance that does not coordinate has finished a batch and holds another.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (run_id, helper) = loop {
+        assert!(Instant::now() < deadline, "the other instance helped with the shared run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some(lease) = store.leases().await.unwrap().into_iter().find(|l| l.name == "source:feed") else { continue };
+        let Some(run) = store.runs(10).await.unwrap().into_iter().last() else { continue };
+        let batches = store.batches_of_run(run.id, "feed").await.unwrap();
+        let helped = batches.iter().any(|b| b.done_at.is_some() && b.holder.as_deref() != Some(&lease.holder));
+        let claims = store.batch_claims().await.unwrap();
+        if let Some(claim) = claims.iter().find(|c| c.holder != lease.holder).filter(|_| helped) {
+            break (run.id, claim.holder.clone());
+        }
+    };
+    let index = daemons.iter().position(|d| d.id() == pid_of(&helper)).expect("the helper is one of ours");
+    let mut victim = daemons.remove(index);
+    victim.kill().unwrap(); // SIGKILL, mid-batch
+    victim.wait().unwrap();
+
+    // The coordinator takes the dead helper's batch over once its claim expires and finishes the run.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let run = store.runs(10).await.unwrap().into_iter().find(|r| r.id == run_id).unwrap();
+        if run.finished_at.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shared run finished without its helper");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut survivor = daemons.remove(0);
+    std::process::Command::new("kill").arg("-TERM").arg(survivor.id().to_string()).status().unwrap();
+    assert!(survivor.wait().unwrap().success());
+
+    let rows = store.items(None, Some("feed"), i64::MAX).await.unwrap();
+    assert_eq!(rows.len(), 500);
+    assert!(rows.iter().all(|r| r.status == "delivered"), "every item delivered by the one run");
+    let stats = sim.stats().await;
+    assert_eq!(stats.total_effects(), 500, "{:?}", stats.effects.iter().filter(|e| e.count > 1).collect::<Vec<_>>());
+    for row in &rows {
+        assert_eq!(
+            stats.effect_count("portal", &row.item_key, row.output_hash.as_deref().unwrap()),
+            1,
+            "{}",
+            row.item_key
+        );
+    }
+    let run = store.runs(10).await.unwrap().into_iter().find(|r| r.id == run_id).unwrap();
+    assert_eq!((run.status.as_str(), run.new_count), ("ok", 500), "the helpers' counts are added up: {run:?}");
+    let filter = portal_bridge::store::log::EventFilter { run_id: Some(run_id), limit: 1000, ..Default::default() };
+    let events = store.events(&filter).await.unwrap();
+    let shared = events.iter().find(|e| e.message.starts_with("shared work done by")).expect("the run says who helped");
+    assert!(shared.message.contains(&helper), "{}", shared.message);
+    assert_eq!(shared.message.matches(", ").count(), 1, "two instances worked: {}", shared.message);
+    assert!(store.intents().await.unwrap().is_empty());
+    assert!(store.batch_claims().await.unwrap().is_empty());
+}

@@ -1,0 +1,269 @@
+//! Sharing a large run's work pass between the instances on one database: the instance that
+//! holds the source's lease scans and decides, writes the work as batches, and every instance
+//! (itself included) claims batches, works on them and records the result; the coordinator
+//! waits for the last batch and adds up what the others did.
+//!
+//! A claim lasts [`Share::claim`] and is renewed while its holder works; the batch of an instance
+//! that died is claimed again once its claim expired. Deliveries are idempotent (intents and
+//! idempotency keys), so a batch worked on twice still has one effect per item.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Deps, Job, Pair, PipelineError, Problem, SourceFailure, SourceRun};
+use crate::codec::Format;
+use crate::domain::{ItemKey, Level, Stage, Trigger};
+use crate::source::Entry;
+use crate::store::batches::ClaimedBatch;
+use crate::store::runs::Counts;
+use crate::store::timestamp;
+
+/// How a run shares its work pass with the other instances on the database.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// This instance's name, as its claims carry it.
+    pub instance: Arc<str>,
+    /// How long a claim lasts without renewal; renewed every third of it while working.
+    pub claim: Duration,
+    /// (item, mapping) pairs per batch; a run with no more pairs of work than this is not shared.
+    pub batch_pairs: usize,
+}
+
+impl Share {
+    /// True if a work pass of `pairs` pairs is worth sharing.
+    pub(super) fn applies(&self, pairs: usize) -> bool {
+        self.batch_pairs > 0 && pairs > self.batch_pairs
+    }
+
+    fn until(&self, deps: &Deps) -> String {
+        timestamp(deps.clock.now() + chrono::Duration::from_std(self.claim).unwrap_or_default())
+    }
+}
+
+/// How often a waiting coordinator looks at its batches, and how long [`help`] callers should
+/// pause when there was nothing to claim.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// One entry of a batch as stored: where to read it and which pairs to work on.
+#[derive(Debug, Serialize, Deserialize)]
+struct SharedEntry {
+    origin: String,
+    path: PathBuf,
+    format: Option<Format>,
+    /// The body of an entry that is not a file (a fetched page), hex-encoded.
+    content: Option<String>,
+    /// (item key, mapping name)
+    pairs: Vec<(ItemKey, String)>,
+}
+
+/// What a claimant reports for a batch it finished.
+#[derive(Debug, Serialize, Deserialize)]
+struct BatchResult {
+    holder: String,
+    pairs: usize,
+    counts: Counts,
+    problems: Vec<Problem>,
+    /// Items that went through (`None`) or why not.
+    settled: Vec<(ItemKey, Option<String>)>,
+}
+
+/// Groups chunks into batches of about `size` pairs, as stored.
+fn batches(jobs: Vec<(Entry, Vec<Pair>)>, size: usize) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut current: Vec<SharedEntry> = Vec::new();
+    let mut pairs = 0;
+    let mut close = |current: &mut Vec<SharedEntry>, pairs: &mut usize| {
+        if !current.is_empty() {
+            let work = serde_json::to_string(&current).expect("batches serialise");
+            out.push((*pairs as i64, work));
+            current.clear();
+            *pairs = 0;
+        }
+    };
+    for (entry, chunk) in super::chunked(jobs, size) {
+        if pairs + chunk.len() > size {
+            close(&mut current, &mut pairs);
+        }
+        pairs += chunk.len();
+        current.push(SharedEntry {
+            origin: entry.origin,
+            path: entry.path,
+            format: entry.format,
+            content: entry.content.map(hex::encode),
+            pairs: chunk.into_iter().map(|(key, mapping)| (key, mapping.name.clone())).collect(),
+        });
+    }
+    close(&mut current, &mut pairs);
+    out
+}
+
+impl SourceRun<'_> {
+    /// Pass 2, shared: writes the work as batches, works on them alongside the other instances,
+    /// waits for the last one and adds up their results.
+    pub(super) async fn deliver_shared(
+        &mut self,
+        jobs: Vec<(Entry, Vec<Pair>)>,
+        share: &Share,
+    ) -> Result<(), SourceFailure> {
+        let run_id = self.run_id.expect("shared runs are recorded");
+        let store = self.deps.store.clone();
+        let batches = batches(jobs, share.batch_pairs);
+        let pairs: i64 = batches.iter().map(|(pairs, _)| pairs).sum();
+        store.add_batches(run_id, &self.source.id, &batches, &self.now()).await?;
+        self.event(
+            None,
+            None,
+            Stage::Run,
+            Level::Info,
+            format!("{pairs} pairs of work shared in {} batches of up to {}", batches.len(), share.batch_pairs),
+        );
+        loop {
+            let (until, now) = (share.until(self.deps), self.now());
+            match store.claim_batch(&self.source.id, Some(run_id), &share.instance, &until, &now).await? {
+                Some(batch) => self.work_batch(batch, share).await?,
+                None if store.batches_of_run(run_id, &self.source.id).await?.iter().all(|b| b.done_at.is_some()) => {
+                    break;
+                }
+                None => tokio::time::sleep(POLL).await,
+            }
+        }
+        let mut helpers = BTreeSet::new();
+        for batch in store.batches_of_run(run_id, &self.source.id).await? {
+            let text = batch.result.unwrap_or_default();
+            let result: BatchResult = serde_json::from_str(&text).map_err(|e| {
+                SourceFailure::Source(format!("the result of shared batch {} is unreadable: {e}", batch.id))
+            })?;
+            self.counts.add(result.counts);
+            self.problems.extend(result.problems);
+            for (key, why) in result.settled {
+                match why {
+                    None => {
+                        self.settled.entry(key).or_insert(Ok(()));
+                    }
+                    Some(why) => {
+                        self.settled.insert(key, Err(why));
+                    }
+                }
+            }
+            if result.holder != *share.instance {
+                (0..result.pairs).for_each(|_| self.progress.advance());
+            }
+            helpers.insert(result.holder);
+        }
+        store.clear_batches(&self.source.id, &self.now()).await?;
+        let helpers: Vec<String> = helpers.into_iter().collect();
+        self.event(None, None, Stage::Run, Level::Info, format!("shared work done by {}", helpers.join(", ")));
+        Ok(())
+    }
+
+    /// Works on a claimed batch (renewing the claim meanwhile) and records its result. The
+    /// counts, problems and settled items of the batch go into the result, not into this run.
+    async fn work_batch(&mut self, batch: ClaimedBatch, share: &Share) -> Result<(), SourceFailure> {
+        let jobs = self
+            .decode_batch(&batch.work)
+            .map_err(|e| SourceFailure::Source(format!("shared batch {} of run {}: {e}", batch.id, batch.run_id)))?;
+        let pairs = jobs.iter().map(|(_, pairs)| pairs.len()).sum();
+        let saved =
+            (std::mem::take(&mut self.counts), std::mem::take(&mut self.problems), std::mem::take(&mut self.settled));
+        let (store, deps) = (self.deps.store.clone(), self.deps);
+        let renew = async {
+            loop {
+                tokio::time::sleep(share.claim / 3).await;
+                match store.renew_batch(batch.id, &share.instance, &share.until(deps)).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(batch = batch.id, "the claim on a shared batch was lost"),
+                    Err(e) => tracing::warn!(batch = batch.id, "cannot renew the claim on a shared batch: {e}"),
+                }
+            }
+        };
+        let worked = tokio::select! {
+            worked = self.deliver(jobs) => worked,
+            () = renew => unreachable!("the renewal loop never ends"),
+        };
+        let flushed = self.flush().await;
+        let counts = std::mem::replace(&mut self.counts, saved.0);
+        let problems = std::mem::replace(&mut self.problems, saved.1);
+        let settled = std::mem::replace(&mut self.settled, saved.2);
+        worked?;
+        flushed?;
+        let result = BatchResult {
+            holder: share.instance.to_string(),
+            pairs,
+            counts,
+            problems,
+            settled: settled.into_iter().map(|(key, outcome)| (key, outcome.err())).collect(),
+        };
+        let text = serde_json::to_string(&result).expect("results serialise");
+        if !self.deps.store.finish_batch(batch.id, &share.instance, &text, &self.now()).await? {
+            tracing::warn!(batch = batch.id, "another instance finished this shared batch first");
+        }
+        Ok(())
+    }
+
+    /// The work of a stored batch, with the mappings of this instance's configuration.
+    fn decode_batch(&self, work: &str) -> Result<Vec<(Entry, Vec<Pair>)>, String> {
+        let entries: Vec<SharedEntry> = serde_json::from_str(work).map_err(|e| format!("unreadable work: {e}"))?;
+        entries
+            .into_iter()
+            .map(|shared| {
+                let content = match shared.content {
+                    Some(text) => Some(bytes::Bytes::from(hex::decode(text).map_err(|e| format!("bad body: {e}"))?)),
+                    None => None,
+                };
+                let pairs = shared
+                    .pairs
+                    .into_iter()
+                    .map(|(key, name)| {
+                        let mapping = self.source.mappings.iter().find(|m| m.name == name).ok_or_else(|| {
+                            format!("mapping `{name}` is not configured for source {} here", self.source.id)
+                        })?;
+                        Ok((key, mapping.clone()))
+                    })
+                    .collect::<Result<Vec<Pair>, String>>()?;
+                let entry = Entry { origin: shared.origin, path: shared.path, format: shared.format, content };
+                Ok((entry, pairs))
+            })
+            .collect()
+    }
+}
+
+/// Before a source's run starts on the instance holding its lease: drops the batches an earlier,
+/// interrupted run left (the new scan redoes their work) and waits until batches that another
+/// instance is still working on are done or their claims expire.
+pub(super) async fn clear_earlier(deps: &Deps, source_id: &str) -> Result<(), PipelineError> {
+    let mut waited = false;
+    while deps.store.clear_batches(source_id, &timestamp(deps.clock.now())).await? > 0 {
+        if !waited {
+            tracing::info!(source = %source_id, "waiting for other instances to finish batches of an earlier run");
+            waited = true;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
+}
+
+/// Claims one batch of any shared run of a configured source and works on it. Returns whether
+/// there was one; callers pause for [`POLL`] when there was not.
+pub async fn help(deps: &Deps, share: &Share, job: &Job) -> Result<bool, PipelineError> {
+    let now = timestamp(deps.clock.now());
+    for source_id in deps.store.sources_with_open_batches(&now).await? {
+        let Some(source) = deps.config.source(&source_id) else { continue };
+        let claimed = deps.store.claim_batch(&source_id, None, &share.instance, &share.until(deps), &now).await?;
+        let Some(batch) = claimed else { continue };
+        let (id, run_id) = (batch.id, batch.run_id);
+        let job = Job { trigger: Trigger::Schedule, share: Some(share.clone()), ..job.clone() };
+        let mut run = SourceRun::new(deps, source.clone(), &job, Some(run_id), BTreeSet::new()).await?;
+        match run.work_batch(batch, share).await {
+            Ok(()) => tracing::info!(batch = id, run_id, source = %source_id, "worked on a shared batch"),
+            Err(SourceFailure::Fatal(e)) => return Err(e),
+            // Left to its claim's expiry: an instance configured for it takes it over.
+            Err(SourceFailure::Source(message)) => tracing::warn!(batch = id, run_id, "{message}"),
+        }
+        return Ok(true);
+    }
+    Ok(false)
+}
