@@ -546,6 +546,10 @@ pub struct Source {
     pub schedule: Option<Schedule>,
     pub on_missing_codelist: OnMissingCodelist,
     pub params: serde_json::Value,
+    /// What, besides an entry's bytes, decides what the scan makes of it (record settings, key
+    /// expression, parameters, mappings, the bridge's version). The scan's result for an entry is
+    /// reused while its bytes and this fingerprint stay the same.
+    pub scan_fingerprint: crate::domain::ContentHash,
 }
 
 /// A resolved form link.
@@ -868,6 +872,21 @@ impl Config {
                     None
                 }
             });
+            let params = serde_json::to_value(&raw_source.params).expect("TOML is JSON");
+            let scan_fingerprint = {
+                let mappings: Vec<String> =
+                    source_mappings.iter().map(|m| format!("{}={}", m.name, m.version)).collect();
+                let parts = [
+                    env!("CARGO_PKG_VERSION").to_owned(),
+                    id.clone(),
+                    raw_source.region.clone(),
+                    format!("{:?} {:?} {:?}", raw_source.format, raw_source.split, raw_source.records),
+                    raw_source.key.as_ref().map(|k| k.get_ref().clone()).unwrap_or_default(),
+                    params.to_string(),
+                    mappings.join(","),
+                ];
+                crate::domain::ContentHash::of_parts(parts.iter().map(|p| p.as_bytes()))
+            };
             sources.push(Arc::new(Source {
                 id: id.clone(),
                 region: raw_source.region.clone(),
@@ -885,7 +904,8 @@ impl Config {
                 mappings: source_mappings,
                 schedule,
                 on_missing_codelist: raw_source.on_missing_codelist,
-                params: serde_json::to_value(&raw_source.params).expect("TOML is JSON"),
+                params,
+                scan_fingerprint,
             }));
         }
 

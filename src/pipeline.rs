@@ -8,6 +8,7 @@
 //! memory holds the keys of a source, not its documents. A daemon shares the work pass of a large
 //! run with the other instances on its database (see [`share`]).
 
+mod scan_cache;
 pub mod share;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -368,6 +369,7 @@ struct Work {
     dry_run: bool,
     force: bool,
     metrics: Option<Arc<crate::api::metrics::Metrics>>,
+    scan_cache: scan_cache::ScanCache,
 }
 
 impl Work {
@@ -394,6 +396,8 @@ struct SourceRun<'a> {
     missing_items: Vec<String>,
     workers: usize,
     share: Option<Share>,
+    /// Entries whose records pass 1 took from the scan cache.
+    cached_entries: usize,
     /// Items of earlier sources in this run: went through (`Ok`) or why not.
     earlier: HashMap<ItemKey, Result<(), String>>,
     /// Items of this source in this run: went through (`Ok`) or why not.
@@ -421,6 +425,7 @@ impl<'a> SourceRun<'a> {
             source: source.clone(),
             ledger,
             inputs,
+            scan_cache: Default::default(),
             dry_run: job.dry_run,
             force: job.force,
             metrics: job.metrics.clone(),
@@ -442,6 +447,7 @@ impl<'a> SourceRun<'a> {
             missing_items: Vec::new(),
             workers,
             share: job.share.clone(),
+            cached_entries: 0,
             earlier: HashMap::new(),
             settled: HashMap::new(),
         })
@@ -460,7 +466,10 @@ impl<'a> SourceRun<'a> {
         self.work.observe(Stage::Fetch, fetch_started);
 
         // Pass 1: scan every entry for keys and hashes.
+        let cache = scan_cache::ScanCache::load(&config, &self.source, &self.deps.store).await?;
+        Arc::get_mut(&mut self.work).expect("no pass has started yet").scan_cache = cache;
         let scans = self.scan(&entries).await?;
+        let listed = entries.len();
         let mut by_key: BTreeMap<ItemKey, Vec<usize>> = BTreeMap::new();
         let mut records: Vec<Scanned> = Vec::new();
         let mut readable_origins = BTreeSet::new();
@@ -582,8 +591,17 @@ impl<'a> SourceRun<'a> {
             Stage::Run,
             Level::Info,
             format!(
-                "source {}: {} new, {} updated, {} unchanged, {} failed, {} quarantined",
-                self.source.id, c.new, c.updated, c.unchanged, c.failed, c.quarantined
+                "source {}: {} new, {} updated, {} unchanged, {} failed, {} quarantined{}",
+                self.source.id,
+                c.new,
+                c.updated,
+                c.unchanged,
+                c.failed,
+                c.quarantined,
+                match self.work.scan_cache.fingerprint {
+                    Some(_) => format!("; {} of {listed} entries unchanged since the last scan", self.cached_entries),
+                    None => String::new(),
+                }
             ),
         );
         Ok(())
@@ -628,36 +646,28 @@ impl<'a> SourceRun<'a> {
         Ok(())
     }
 
-    async fn scan(&self, entries: &[Entry]) -> Result<Vec<EntryScan>, SourceFailure> {
+    /// Pass 1 over every entry (several at once, results in entry order), keeping the scan cache
+    /// up to date.
+    async fn scan(&mut self, entries: &[Entry]) -> Result<Vec<EntryScan>, SourceFailure> {
         let mut stream = futures::stream::iter(entries.iter().cloned())
             .map(|entry| {
                 let work = self.work.clone();
-                tokio::task::spawn_blocking(move || {
-                    let source = &work.source;
-                    let records = read_records(&work, &entry)?;
-                    Ok(records
-                        .into_iter()
-                        .map(|record| {
-                            record.map(|r| Scanned {
-                                mappings: source
-                                    .mappings
-                                    .iter()
-                                    .filter(|m| m.accepts(r.format, &r.decoded))
-                                    .cloned()
-                                    .collect(),
-                                origin: r.origin,
-                                key: r.key,
-                                hash: r.hash,
-                                form: r.form,
-                            })
-                        })
-                        .collect())
-                })
+                tokio::task::spawn_blocking(move || scan_cache::scan_entry(&work, entry))
             })
-            .buffered(self.workers);
+            .buffered(2 * self.workers);
         let mut scans = Vec::with_capacity(entries.len());
+        let mut fresh = Vec::new();
         while let Some(result) = stream.next().await {
-            scans.push(result.map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e.to_string())))?);
+            let scanned = result.map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e.to_string())))?;
+            scans.push(scanned.scan);
+            fresh.extend(scanned.fresh);
+            self.cached_entries += usize::from(scanned.cached);
+        }
+        if !self.dry_run && self.work.scan_cache.fingerprint.is_some() {
+            let listed: BTreeSet<&str> = entries.iter().map(|e| e.origin.as_str()).collect();
+            let gone: Vec<String> =
+                self.work.scan_cache.entries.keys().filter(|o| !listed.contains(o.as_str())).cloned().collect();
+            self.deps.store.update_scan_cache(&self.source.id, &fresh, &gone).await?;
         }
         Ok(scans)
     }

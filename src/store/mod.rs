@@ -9,6 +9,7 @@ pub mod lease;
 pub mod ledger;
 pub mod log;
 pub mod runs;
+pub mod scan_cache;
 
 use std::path::Path;
 use std::str::FromStr;

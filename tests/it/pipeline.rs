@@ -255,3 +255,77 @@ async fn every_shipped_mapping_passes_its_fixtures() {
         results.iter().filter_map(|r| r.failure.as_ref().map(|f| format!("{} / {}: {f}", r.mapping, r.case))).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The summary line of the last run for `source`, from the migration log.
+async fn summary(app: &TestApp, run_id: i64, source: &str) -> String {
+    let filter = EventFilter { run_id: Some(run_id), limit: 1000, ..Default::default() };
+    let events = app.deps.store.events(&filter).await.unwrap();
+    let prefix = format!("source {source}: ");
+    events.into_iter().find(|e| e.message.starts_with(&prefix)).map(|e| e.message).expect("a summary line")
+}
+
+#[tokio::test]
+async fn unchanged_files_are_not_decoded_again_until_their_bytes_or_the_source_settings_change() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("feed")).unwrap();
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    for (id, name) in [("a", "x"), ("b", "y"), ("c", "z")] {
+        std::fs::write(dir.path().join(format!("feed/{id}.json")), format!(r#"{{"id": "{id}", "name": "{name}"}}"#))
+            .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("mappings/echo.toml"),
+        "name = \"echo\"\nprogram = \"{id: .id, name: .name}\"\n[input]\nformat = \"json\"\n[output]\ntarget = \"form-platform\"\nformat = \"json\"\n",
+    )
+    .unwrap();
+    let config = r#"
+[[target]]
+id = "form-platform"
+[[source]]
+id = "feed"
+region = "test"
+kind = "directory"
+path = "feed"
+key = ".id"
+mappings = ["echo"]
+"#;
+    let app = TestApp::with_config(dir, config).await;
+    let run = |args: &'static [&'static str]| {
+        let out = app.command().args(["migrate", "--json"]).args(args).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["run_id"].as_i64().unwrap()
+    };
+    let first = run(&[]);
+    assert!(summary(&app, first, "feed").await.ends_with(
+        "3 new, 0 updated, 0 unchanged, 0 failed, 0 quarantined; 0 of 3 entries unchanged since the last scan"
+    ));
+    let second = run(&[]);
+    assert!(summary(&app, second, "feed").await.ends_with(
+        "0 new, 0 updated, 3 unchanged, 0 failed, 0 quarantined; 3 of 3 entries unchanged since the last scan"
+    ));
+    // New bytes: that file is read again (and its item updated); the others come from the cache.
+    std::fs::write(app.path("feed/b.json"), r#"{"id": "b", "name": "changed"}"#).unwrap();
+    let third = run(&[]);
+    assert!(summary(&app, third, "feed").await.ends_with(
+        "0 new, 1 updated, 2 unchanged, 0 failed, 0 quarantined; 2 of 3 entries unchanged since the last scan"
+    ));
+    // New settings: a different key expression must see every file again, so the keys follow it.
+    let text =
+        std::fs::read_to_string(&app.config_path).unwrap().replace("key = \".id\"", "key = \"\\\"k-\\\" + .id\"");
+    std::fs::write(&app.config_path, text).unwrap();
+    let fourth = run(&["--allow-withdrawals"]);
+    assert!(summary(&app, fourth, "feed").await.contains(
+        "3 new, 0 updated, 0 unchanged, 0 failed, 0 quarantined; 0 of 3 entries unchanged since the last scan"
+    ));
+    let keys: Vec<String> = app
+        .deps
+        .store
+        .items(None, Some("feed"), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.status == "delivered")
+        .map(|r| r.item_key)
+        .collect();
+    assert_eq!(keys, ["feed/k-a", "feed/k-b", "feed/k-c"]);
+}
