@@ -684,13 +684,15 @@ impl Config {
 
         let codelists = match &raw.paths.codelists {
             None => Codelists::empty(),
-            Some(dir) => match Codelists::load(&resolve(dir.get_ref()), raw.limits.max_codelist_bytes, raw.limits.codec()) {
-                Ok(lists) => lists,
-                Err(e) => {
-                    report.at(dir, format!("codelist directory {}: {e}", resolve(dir.get_ref()).display()));
-                    Codelists::empty()
+            Some(dir) => {
+                match Codelists::load(&resolve(dir.get_ref()), raw.limits.max_codelist_bytes, raw.limits.codec()) {
+                    Ok(lists) => lists,
+                    Err(e) => {
+                        report.at(dir, format!("codelist directory {}: {e}", resolve(dir.get_ref()).display()));
+                        Codelists::empty()
+                    }
                 }
-            },
+            }
         };
 
         let mappings_dir = resolve(raw.paths.mappings.get_ref());

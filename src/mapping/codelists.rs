@@ -106,16 +106,14 @@ pub fn explain(broken: &[BrokenCodelist], message: &str) -> Option<String> {
             return None;
         }
         let describe = |b: &BrokenCodelist| format!("{}: {}", file_name(&b.path), b.reason);
-        let declaring: Vec<String> = broken
-            .iter()
-            .filter(|b| b.uris.iter().any(|uri| mentions(message, uri)))
-            .map(describe)
-            .collect();
+        let declaring: Vec<String> =
+            broken.iter().filter(|b| b.uris.iter().any(|uri| mentions(message, uri))).map(describe).collect();
         if !declaring.is_empty() {
             return Some(format!("the codelist file that declares it is broken ({})", declaring.join("; ")));
         }
         let unknown: Vec<String> = broken.iter().filter(|b| b.uris.is_empty()).map(describe).collect();
-        (!unknown.is_empty()).then(|| format!("codelist files that cannot be read might hold it ({})", unknown.join("; ")))
+        (!unknown.is_empty())
+            .then(|| format!("codelist files that cannot be read might hold it ({})", unknown.join("; ")))
     }
 }
 
@@ -123,7 +121,10 @@ pub fn explain(broken: &[BrokenCodelist], message: &str) -> Option<String> {
 /// `urn:a` does not match `urn:a_2024`).
 fn mentions(message: &str, uri: &str) -> bool {
     message.match_indices(uri).any(|(at, _)| {
-        message[at + uri.len()..].chars().next().is_none_or(|c| c.is_whitespace() || matches!(c, ')' | ',' | ';' | ':' | '"'))
+        message[at + uri.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| c.is_whitespace() || matches!(c, ')' | ',' | ';' | ':' | '"'))
     })
 }
 
@@ -300,7 +301,8 @@ mod tests {
     fn the_real_fim_codelists_load() {
         let dir =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fim/samples/xdatenfelder-2/codelists-genericode");
-        let lists = Codelists::load(&dir, MAX, Limits::default()).expect("../shared/fim is part of the test environment");
+        let lists =
+            Codelists::load(&dir, MAX, Limits::default()).expect("../shared/fim is part of the test environment");
         assert!(lists.broken.is_empty(), "{:?}", lists.broken);
         assert_eq!(lists.table.as_object().unwrap().len(), 12, "6 files, two keys each");
     }
