@@ -13,7 +13,7 @@ use portal_bridge::domain::{ItemKey, ItemStatus, RunStatus};
 use portal_bridge::pipeline::{Problem, RunReport};
 use portal_bridge::target::outbox::safe_stem;
 
-use crate::corpus::{CORPUS, Case, PARTS, load_cases, materialise};
+use crate::corpus::{CORPUS, Case, PARTS, form_key, load_cases, materialise};
 use crate::support::{TestApp, copy_dir, repo};
 
 /// Peak resident memory the whole test process may reach (VmHWM), in bytes. Generous: the
@@ -40,12 +40,8 @@ fn class_signature(class: &str) -> Option<&'static str> {
     })
 }
 
-pub fn config_text() -> String {
-    let bridge = std::fs::read_to_string(repo().join("config/bridge.toml")).unwrap();
-    // The form key expression of the shipped config, so that ids are read as in production.
-    let start = bridge.find("key = '''").expect("config/bridge.toml has a form key expression");
-    let end = start + 9 + bridge[start + 9..].find("'''").unwrap() + 3;
-    let form_key = &bridge[start..end];
+fn config_text() -> String {
+    let form_key = form_key();
     let mappings = repo().join("mappings").display().to_string();
     format!(
         r#"root = "."
@@ -93,7 +89,7 @@ mappings = ["zufi-to-xzufi"]
 }
 
 /// Peak resident set size of this process so far (VmHWM), in bytes.
-pub fn peak_memory() -> u64 {
+fn peak_memory() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
     let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -142,7 +138,7 @@ async fn every_bad_input_is_quarantined_with_its_own_error_and_the_rest_is_deliv
     let dir = tempfile::tempdir().unwrap();
     // The demo codelists plus the corpus's broken ones; forms/, services/ as the two sources.
     copy_dir(&repo().join("demo/codelists"), &dir.path().join("codelists"));
-    materialise(&cases, |file| dir.path().join(file));
+    materialise(&cases, |file| vec![dir.path().join(file)]);
     let big = dir.path().join("forms/generated-1gb.xml");
     assert_eq!(std::fs::metadata(&big).map(|m| m.len()).ok(), Some(1 << 30), "the 1 GB case is generated");
 

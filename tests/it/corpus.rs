@@ -154,25 +154,39 @@ pub fn generate(name: &str, path: &Path) {
     out.flush().unwrap();
 }
 
+/// The form key expression of the shipped config (`key = '''…'''`, as a TOML line), so that ids
+/// are read as in production.
+pub fn form_key() -> String {
+    let bridge = std::fs::read_to_string(repo().join("config/bridge.toml")).unwrap();
+    let start = bridge.find("key = '''").expect("config/bridge.toml has a form key expression");
+    let end = start + 9 + bridge[start + 9..].find("'''").unwrap() + 3;
+    bridge[start..end].to_owned()
+}
+
 /// The corpus's subdirectories: forms (XML), services (JSON feeds), codelists (genericode).
 pub const PARTS: [&str; 3] = ["forms", "services", "codelists"];
 
-/// Puts every corpus file, committed or generated, at `place(path under tests/bad-input/)`.
-/// Generated files are streamed to disk (the 1 GiB ones are sparse).
-pub fn materialise(cases: &[Case], place: impl Fn(&str) -> PathBuf) {
+/// Puts every corpus file, committed or generated, at each path `place(path under tests/bad-input/)`
+/// gives (none: left out). Generated files are streamed to disk (the 1 GiB ones are sparse), and
+/// made anew for each place rather than copied, so they stay sparse.
+pub fn materialise(cases: &[Case], place: impl Fn(&str) -> Vec<PathBuf>) {
     for part in PARTS {
         for entry in std::fs::read_dir(repo().join(CORPUS).join(part)).unwrap() {
             let entry = entry.unwrap();
-            let to = place(&format!("{part}/{}", entry.file_name().to_string_lossy()));
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(entry.path(), to).unwrap();
+            for to in place(&format!("{part}/{}", entry.file_name().to_string_lossy())) {
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                assert!(!to.exists(), "{} is placed twice", to.display());
+                std::fs::copy(entry.path(), to).unwrap();
+            }
         }
     }
     for case in cases {
         if let Some(generator) = &case.generated {
-            let to = place(&case.file);
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            generate(generator, &to);
+            for to in place(&case.file) {
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                assert!(!to.exists(), "{} is placed twice", to.display());
+                generate(generator, &to);
+            }
         }
     }
 }

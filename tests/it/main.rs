@@ -9,6 +9,7 @@ mod corpus;
 mod daemon;
 mod delivery;
 mod fim;
+mod hostile_source;
 mod http;
 mod pipeline;
 mod portal_sim;
