@@ -272,7 +272,8 @@ mod tests {
     /// parameter entity, and billion laughs.
     fn hostile(trap: &Trap, secret: &std::path::Path) -> Vec<String> {
         let (url, file) = (&trap.url, secret.display());
-        let lol: String = (1..=9).map(|i| format!("<!ENTITY l{i} \"{}\">", format!("&l{};", i - 1).repeat(10))).collect();
+        let lol: String =
+            (1..=9).map(|i| format!("<!ENTITY l{i} \"{}\">", format!("&l{};", i - 1).repeat(10))).collect();
         vec![
             format!("<!DOCTYPE r [<!ENTITY x SYSTEM \"file://{file}\">]><r>&x;</r>"),
             format!("<!DOCTYPE r [<!ENTITY x SYSTEM \"{url}/entity\">]><r>&x;</r>"),

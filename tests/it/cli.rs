@@ -74,7 +74,8 @@ async fn check_names_each_broken_codelist_file_with_its_reason_and_migrate_goes_
     std::fs::File::create(codelists.join("riesig.xml")).unwrap().set_len(1 << 30).unwrap();
     let out = app.command().arg("check").assert().success().get_output().stdout.clone();
     let text = String::from_utf8(out).unwrap();
-    let line = |name: &str| text.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name}: {text}")).to_owned();
+    let line =
+        |name: &str| text.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name}: {text}")).to_owned();
     let kaputt = line("kaputt.xml");
     assert!(kaputt.starts_with("warning: codelist file "), "{kaputt}");
     assert!(
