@@ -291,8 +291,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             return Ok(Exit::Usage);
         }
     };
-    for (file, reason) in &config.codelists.broken {
-        tracing::warn!(file = %file.display(), "codelist cannot be read: {reason}");
+    for broken in &config.codelists.broken {
+        tracing::warn!(file = %broken.path.display(), "{broken}");
     }
     match cli.command {
         Command::Check => check(&config),
@@ -365,8 +365,8 @@ fn check(config: &Config) -> Result<Exit> {
             }
         }
     }
-    for (file, reason) in &config.codelists.broken {
-        println!("warning: codelist {} cannot be read: {reason}", file.display());
+    for broken in &config.codelists.broken {
+        println!("warning: {broken}; items that need it are mapped without it (missing codelist), with this reason");
     }
     Ok(Exit::Ok)
 }

@@ -207,6 +207,13 @@ pub struct RawLimits {
     /// Longest text of one element, attribute value or JSON string, in bytes.
     #[serde(default = "default_max_text_bytes")]
     pub max_text_bytes: usize,
+    /// Longest external id of a record, in characters (Unicode scalar values); a longer id makes
+    /// the record fail with an error naming the file and this limit.
+    #[serde(default = "default_max_id_chars")]
+    pub max_id_chars: usize,
+    /// Largest codelist file read, in bytes; a larger one is reported as broken without being read.
+    #[serde(default = "default_max_codelist_bytes")]
+    pub max_codelist_bytes: u64,
 }
 
 impl Default for RawLimits {
@@ -217,6 +224,8 @@ impl Default for RawLimits {
             max_elements: default_max_elements(),
             max_attributes: default_max_attributes(),
             max_text_bytes: default_max_text_bytes(),
+            max_id_chars: default_max_id_chars(),
+            max_codelist_bytes: default_max_codelist_bytes(),
         }
     }
 }
@@ -251,6 +260,16 @@ fn default_max_attributes() -> usize {
 
 fn default_max_text_bytes() -> usize {
     Limits::default().max_text_bytes
+}
+
+/// Far above FIM ids with version (`S05000101@1.0`), LeiKa keys (14 digits) and URLs as ids.
+fn default_max_id_chars() -> usize {
+    200
+}
+
+/// The largest real codelists (e.g. every municipality of Germany) are a few MB.
+fn default_max_codelist_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 
 /// `[[target]]`
@@ -550,6 +569,8 @@ pub struct Source {
     /// expression, parameters, mappings, the bridge's version). The scan's result for an entry is
     /// reused while its bytes and this fingerprint stay the same.
     pub scan_fingerprint: crate::domain::ContentHash,
+    /// Longest external id accepted (`limits.max_id_chars`).
+    pub max_id_chars: usize,
 }
 
 /// A resolved form link.
@@ -678,13 +699,15 @@ impl Config {
 
         let codelists = match &raw.paths.codelists {
             None => Codelists::empty(),
-            Some(dir) => match Codelists::load(&resolve(dir.get_ref())) {
-                Ok(lists) => lists,
-                Err(e) => {
-                    report.at(dir, format!("codelist directory {}: {e}", resolve(dir.get_ref()).display()));
-                    Codelists::empty()
+            Some(dir) => {
+                match Codelists::load(&resolve(dir.get_ref()), raw.limits.max_codelist_bytes, raw.limits.codec()) {
+                    Ok(lists) => lists,
+                    Err(e) => {
+                        report.at(dir, format!("codelist directory {}: {e}", resolve(dir.get_ref()).display()));
+                        Codelists::empty()
+                    }
                 }
-            },
+            }
         };
 
         let mappings_dir = resolve(raw.paths.mappings.get_ref());
@@ -906,6 +929,7 @@ impl Config {
                 on_missing_codelist: raw_source.on_missing_codelist,
                 params,
                 scan_fingerprint,
+                max_id_chars: raw.limits.max_id_chars,
             }));
         }
 

@@ -204,6 +204,19 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
     };
     if let Some(id) = run_id {
         span.record("run_id", id);
+        // A broken codelist fails the items that need it; the log names it even if none does.
+        for broken in &config.codelists.broken {
+            let event = NewEvent {
+                at: timestamp(deps.clock.now()),
+                run_id,
+                item_key: None,
+                target: None,
+                stage: Stage::Run,
+                level: Level::Warn,
+                message: format!("{broken}; items that need it fail"),
+            };
+            deps.store.append_event(&event).await?;
+        }
     }
     tracing::info!(run_id, sources = ?source_ids, force = job.force, dry_run = job.dry_run, "run started");
 

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use libxml::parser::ParserOptions;
+use libxml::tree::NodeType;
+
 use crate::codec::Format;
 use crate::mapping::{Document, Mapping};
 
@@ -149,9 +152,72 @@ impl XsdValidator {
 }
 
 fn validate_bytes(context: &mut libxml::schemas::SchemaValidationContext, bytes: &[u8]) -> Result<(), String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    let document = libxml::parser::Parser::default().parse_string(text).map_err(|e| format!("{e:?}"))?;
+    let document = parse_safely(bytes)?;
     context.validate_document(&document).map_err(|errors| describe(&errors))
+}
+
+/// Why a document is not handed to libxml2 (the same wording as the XML reader's).
+const DOCTYPE_REFUSED: &str =
+    "DOCTYPE declarations are not accepted (no DTD, entity declaration or external entity is processed)";
+
+/// Parses a document for validation without letting it reach anything outside its own bytes.
+///
+/// A document with a DOCTYPE is refused before libxml2 sees it. libxml2 then parses with
+/// [`parser_options`]: no network (`XML_PARSE_NONET`; libxml2 2.9 does try to load an external DTD
+/// or parameter entity otherwise), no recovery; and without the options that would load a DTD
+/// (`XML_PARSE_DTDLOAD`, `XML_PARSE_DTDATTR`, `XML_PARSE_DTDVALID`), substitute entities
+/// (`XML_PARSE_NOENT`), process XIncludes (`XML_PARSE_XINCLUDE`) or lift the parser's size limits
+/// (`XML_PARSE_HUGE`), none of which the `libxml` crate's `ParserOptions` sets. Should a DTD still end
+/// up in the tree, the document is refused after parsing too.
+fn parse_safely(bytes: &[u8]) -> Result<libxml::tree::Document, String> {
+    if has_doctype(bytes) {
+        return Err(DOCTYPE_REFUSED.into());
+    }
+    let document = libxml_parse(bytes)?;
+    let dtd = document.as_node().get_child_nodes().iter().any(|n| n.get_type() == Some(NodeType::DTDNode));
+    if dtd {
+        return Err(DOCTYPE_REFUSED.into());
+    }
+    Ok(document)
+}
+
+/// The libxml2 parser options for documents to validate (see [`parse_safely`]).
+fn parser_options() -> ParserOptions<'static> {
+    ParserOptions {
+        recover: false,
+        no_net: true,
+        no_def_dtd: true,
+        no_error: true,
+        no_warning: true,
+        huge: false,
+        ..ParserOptions::default()
+    }
+}
+
+/// libxml2's parse with [`parser_options`], nothing else.
+fn libxml_parse(bytes: &[u8]) -> Result<libxml::tree::Document, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    libxml::parser::Parser::default()
+        .parse_string_with_options(text, parser_options())
+        .map_err(|e| format!("not well-formed XML ({e:?})"))
+}
+
+/// True if the document has a DOCTYPE declaration: a quick search for `<!DOCTYPE`, then, only if
+/// it occurs, a read of the markup (so that the text in a comment or CDATA section does not count).
+/// A document that cannot be read that far counts as having one.
+fn has_doctype(bytes: &[u8]) -> bool {
+    const MARK: &[u8] = b"<!DOCTYPE";
+    if !bytes.windows(MARK.len()).any(|w| w == MARK) {
+        return false;
+    }
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::DocType(_)) | Err(_) => return true,
+            Ok(quick_xml::events::Event::Eof) => return false,
+            Ok(_) => {}
+        }
+    }
 }
 
 fn describe(errors: &[libxml::error::StructuredError]) -> String {
@@ -167,4 +233,99 @@ fn describe(errors: &[libxml::error::StructuredError]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    const XSD: &str =
+        r#"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="r" type="xs:string"/></xs:schema>"#;
+
+    /// A loopback listener that counts the connections made to it.
+    struct Trap {
+        listener: std::net::TcpListener,
+        url: String,
+    }
+
+    impl Trap {
+        fn new() -> Self {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            Self { listener, url }
+        }
+
+        fn connections(&self) -> usize {
+            let mut count = 0;
+            while let Ok((mut stream, _)) = self.listener.accept() {
+                let _ = stream.set_nonblocking(true);
+                let _ = stream.read(&mut [0; 64]);
+                count += 1;
+            }
+            count
+        }
+    }
+
+    /// Hostile documents: external entities to a local file and to a URL, an external DTD, a
+    /// parameter entity, and billion laughs.
+    fn hostile(trap: &Trap, secret: &std::path::Path) -> Vec<String> {
+        let (url, file) = (&trap.url, secret.display());
+        let lol: String =
+            (1..=9).map(|i| format!("<!ENTITY l{i} \"{}\">", format!("&l{};", i - 1).repeat(10))).collect();
+        vec![
+            format!("<!DOCTYPE r [<!ENTITY x SYSTEM \"file://{file}\">]><r>&x;</r>"),
+            format!("<!DOCTYPE r [<!ENTITY x SYSTEM \"{url}/entity\">]><r>&x;</r>"),
+            format!("<!DOCTYPE r SYSTEM \"{url}/dtd\"><r>a</r>"),
+            format!("<!DOCTYPE r [<!ENTITY % p SYSTEM \"{url}/parameter\"> %p;]><r>a</r>"),
+            format!("<!DOCTYPE r [<!ENTITY l0 \"lol\">{lol}]><r>&l9;</r>"),
+        ]
+    }
+
+    #[test]
+    fn a_document_with_a_doctype_is_refused_and_nothing_is_fetched_or_expanded() {
+        let dir = tempfile::tempdir().unwrap();
+        let xsd = dir.path().join("r.xsd");
+        std::fs::write(&xsd, XSD).unwrap();
+        let secret = dir.path().join("secret.txt");
+        std::fs::write(&secret, "TOP-SECRET-MARKER").unwrap();
+        let validator = XsdValidator::load(&xsd).unwrap();
+        assert_eq!(validator.check(b"<r>a</r>"), Ok(()));
+        let trap = Trap::new();
+        for document in hostile(&trap, &secret) {
+            let started = std::time::Instant::now();
+            let err = validator.check(document.as_bytes()).unwrap_err();
+            assert!(err.contains("DOCTYPE declarations are not accepted"), "{document}: {err}");
+            assert!(!err.contains("TOP-SECRET-MARKER"), "{err}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(1), "{document}");
+        }
+        // `<!DOCTYPE` as text is no declaration.
+        assert_eq!(validator.check(b"<r><![CDATA[<!DOCTYPE r>]]></r>"), Ok(()));
+        assert_eq!(validator.check(b"<!-- <!DOCTYPE r> --><r>a</r>"), Ok(()));
+        assert_eq!(trap.connections(), 0, "nothing was fetched");
+    }
+
+    /// Below the DOCTYPE check: the parser options alone keep libxml2 from reaching out. (Without
+    /// `no_net`, libxml2 2.9 connects for the external DTD and the parameter entity.)
+    #[test]
+    fn libxml2_itself_neither_fetches_nor_substitutes_entities() {
+        let options = parser_options();
+        assert!(options.no_net && !options.recover && !options.huge);
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.txt");
+        std::fs::write(&secret, "TOP-SECRET-MARKER").unwrap();
+        let trap = Trap::new();
+        for document in hostile(&trap, &secret) {
+            let started = std::time::Instant::now();
+            if let Ok(parsed) = libxml_parse(document.as_bytes()) {
+                let text = parsed.to_string();
+                assert!(!text.contains("TOP-SECRET-MARKER"), "the file entity was substituted: {text}");
+                assert!(!text.contains("lollollol"), "the entities were expanded: {} bytes", text.len());
+                assert!(text.len() < 2 * document.len(), "{text}");
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(1), "{document}");
+            assert_eq!(trap.connections(), 0, "libxml2 fetched something for {document}");
+        }
+    }
 }

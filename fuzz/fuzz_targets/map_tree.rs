@@ -25,7 +25,8 @@ fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let codelists = Codelists::load(&repo.join("demo/codelists")).expect("demo codelists");
+        let codelists =
+            Codelists::load(&repo.join("demo/codelists"), u64::MAX, Limits::default()).expect("demo codelists");
         let mut mappings = mapping::load_dir(&repo.join("mappings"), &codelists)
             .unwrap_or_else(|e| panic!("the shipped mappings do not load: {e:?}"));
         mappings.sort_by(|a, b| a.name.cmp(&b.name));

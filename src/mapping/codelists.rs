@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::codec::{Limits, xml};
 use crate::domain::ContentHash;
+use crate::source::directory::read_limited_by;
 
 /// All codelists of one directory, keyed by `canonicalVersionUri` and by `canonicalUri|version`.
 #[derive(Debug, Clone)]
@@ -13,17 +14,45 @@ pub struct Codelists {
     pub table: Value,
     /// Hash over every file's name and bytes; part of each mapping's version.
     pub fingerprint: ContentHash,
-    /// Files that could not be read, with the reason. Items that need them fail with "missing codelist".
-    pub broken: Vec<(PathBuf, String)>,
+    /// Files that could not be read, with the reason. They are left out; items that need one of
+    /// them fail with "missing codelist" plus [`Codelists::explain`]'s note naming the file.
+    pub broken: Vec<BrokenCodelist>,
 }
+
+/// A codelist file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenCodelist {
+    pub path: PathBuf,
+    pub reason: String,
+    /// The `CanonicalVersionUri` and `CanonicalUri` the file seems to declare, read leniently from
+    /// its first [`SNIFF_BYTES`] bytes (empty if none can be found), to name the file in the errors
+    /// of items that need it.
+    pub uris: Vec<String>,
+}
+
+impl std::fmt::Display for BrokenCodelist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "codelist file {} cannot be used: {}", self.path.display(), self.reason)?;
+        if let Some(uri) = self.uris.first() {
+            write!(f, " (it declares {uri})")?;
+        }
+        Ok(())
+    }
+}
+
+/// How much of a broken codelist file is searched for the URIs it declares.
+pub const SNIFF_BYTES: u64 = 64 * 1024;
 
 impl Codelists {
     pub fn empty() -> Self {
         Self { table: Value::Object(Map::new()), fingerprint: ContentHash::of(b""), broken: Vec::new() }
     }
 
-    /// Reads every `*.xml` file in `dir` (not recursive), in file-name order.
-    pub fn load(dir: &Path) -> std::io::Result<Self> {
+    /// Reads every `*.xml` file in `dir` (not recursive), in file-name order. A file larger than
+    /// `max_bytes` (`limits.max_codelist_bytes`) is not read, and one that cannot be read or parsed
+    /// (within `limits`) is reported in `broken`; the other files are used. Only a directory that
+    /// cannot be listed is an error.
+    pub fn load(dir: &Path, max_bytes: u64, limits: Limits) -> std::io::Result<Self> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")))
@@ -33,9 +62,17 @@ impl Codelists {
         let mut broken = Vec::new();
         let mut parts: Vec<Vec<u8>> = Vec::new();
         for file in files {
-            let bytes = std::fs::read(&file)?;
             parts.push(file.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default());
-            match parse_genericode(&bytes) {
+            let bytes = match read_limited_by(&file, max_bytes, "max_codelist_bytes") {
+                Ok(bytes) => bytes,
+                Err(reason) => {
+                    // What is known of the file takes part in the fingerprint, so that fixing it re-maps.
+                    parts.push(reason.as_bytes().to_vec());
+                    broken.push(BrokenCodelist { uris: sniff_uris(&file), path: file, reason });
+                    continue;
+                }
+            };
+            match parse_genericode(&bytes, limits) {
                 Ok(list) => {
                     let by_version = list["canonicalVersionUri"].as_str().map(str::to_owned);
                     let by_pair = match (list["canonicalUri"].as_str(), list["version"].as_str()) {
@@ -46,21 +83,87 @@ impl Codelists {
                         table.insert(key, list.clone());
                     }
                 }
-                Err(reason) => broken.push((file, reason)),
+                Err(reason) => broken.push(BrokenCodelist { uris: sniff_uris(&file), path: file, reason }),
             }
             parts.push(bytes);
         }
         let fingerprint = ContentHash::of_parts(parts.iter().map(Vec::as_slice));
         Ok(Self { table: Value::Object(table), fingerprint, broken })
     }
+
+    /// For a mapping error about a missing codelist: which broken file declares it and why it
+    /// cannot be used, or, if no broken file is known to declare it, the broken files that might.
+    /// `None` if the message is not about a codelist or no codelist file is broken.
+    pub fn explain(&self, message: &str) -> Option<String> {
+        explain(&self.broken, message)
+    }
+}
+
+/// [`Codelists::explain`] over a list of broken files.
+pub fn explain(broken: &[BrokenCodelist], message: &str) -> Option<String> {
+    {
+        if broken.is_empty() || !message.contains("codelist") {
+            return None;
+        }
+        let describe = |b: &BrokenCodelist| format!("{}: {}", file_name(&b.path), b.reason);
+        let declaring: Vec<String> =
+            broken.iter().filter(|b| b.uris.iter().any(|uri| mentions(message, uri))).map(describe).collect();
+        if !declaring.is_empty() {
+            return Some(format!("the codelist file that declares it is broken ({})", declaring.join("; ")));
+        }
+        let unknown: Vec<String> = broken.iter().filter(|b| b.uris.is_empty()).map(describe).collect();
+        (!unknown.is_empty())
+            .then(|| format!("codelist files that cannot be read might hold it ({})", unknown.join("; ")))
+    }
+}
+
+/// True if `message` names `uri` as a whole (followed by a blank, punctuation or the end, so that
+/// `urn:a` does not match `urn:a_2024`).
+fn mentions(message: &str, uri: &str) -> bool {
+    message.match_indices(uri).any(|(at, _)| {
+        message[at + uri.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| c.is_whitespace() || matches!(c, ')' | ',' | ';' | ':' | '"'))
+    })
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The URIs a (broken) genericode file seems to declare: the text of its first `CanonicalVersionUri`
+/// and `CanonicalUri` elements within the first [`SNIFF_BYTES`] bytes. Lenient on purpose: the file
+/// is broken, so it is searched as text, never parsed or expanded.
+fn sniff_uris(path: &Path) -> Vec<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(SNIFF_BYTES).read_to_end(&mut head));
+    if read.is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut uris = Vec::new();
+    for element in ["CanonicalVersionUri>", "CanonicalUri>"] {
+        let Some(at) = text.find(element) else { continue };
+        let rest = &text[at + element.len()..];
+        let value = rest[..rest.find('<').unwrap_or(rest.len())].trim();
+        let plausible = !value.is_empty()
+            && value.len() <= 500
+            && value.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != '&');
+        if plausible {
+            uris.push(value.to_owned());
+        }
+    }
+    uris
 }
 
 /// Reads one genericode `CodeList` into `{name, canonicalUri, version, canonicalVersionUri, key, columns, codes}`,
 /// where `codes` holds one object per row with `code` (the key column) and `name` (the first other column)
 /// plus every column by its id.
-pub fn parse_genericode(bytes: &[u8]) -> Result<Value, String> {
+pub fn parse_genericode(bytes: &[u8], limits: Limits) -> Result<Value, String> {
     let arrays = ["Row", "Value", "Column", "Key"].map(String::from);
-    let decoded = xml::decode(bytes, &arrays, Limits::default()).map_err(|e| e.to_string())?;
+    let decoded = xml::decode(bytes, &arrays, limits).map_err(|e| e.to_string())?;
     let list = decoded.tree.get("CodeList").ok_or("root element is not a genericode CodeList")?;
     let ident = &list["Identification"];
     let text = |v: &Value| v.as_str().map(str::to_owned);
@@ -129,9 +232,11 @@ mod tests {
   </SimpleCodeList>
 </gc:CodeList>"#;
 
+    const MAX: u64 = 16 * 1024 * 1024;
+
     #[test]
     fn reads_rows_by_key_and_name_column() {
-        let list = parse_genericode(LIST.as_bytes()).unwrap();
+        let list = parse_genericode(LIST.as_bytes(), Limits::default()).unwrap();
         assert_eq!(list["canonicalVersionUri"], "urn:x:anrede_2024-03-01");
         assert_eq!(list["codes"][1]["code"], "02");
         assert_eq!(list["codes"][1]["name"], "Herr");
@@ -143,18 +248,61 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("anrede.xml"), LIST).unwrap();
         std::fs::write(dir.path().join("broken.xml"), "<gc:CodeList><Identification>").unwrap();
-        let lists = Codelists::load(dir.path()).unwrap();
+        let lists = Codelists::load(dir.path(), MAX, Limits::default()).unwrap();
         assert!(lists.table.get("urn:x:anrede_2024-03-01").is_some());
         assert!(lists.table.get("urn:x:anrede|2024-03-01").is_some());
         assert_eq!(lists.broken.len(), 1);
-        assert!(lists.broken[0].0.ends_with("broken.xml"));
+        assert!(lists.broken[0].path.ends_with("broken.xml"));
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_broken_unread_and_the_others_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("anrede.xml"), LIST).unwrap();
+        // 1 GiB, sparse: its head declares a URI, the rest is never read.
+        let head = LIST.replace("anrede", "riesig");
+        let path = dir.path().join("riesig.xml");
+        std::fs::write(&path, &head[..head.find("<ColumnSet>").unwrap()]).unwrap();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(1 << 30).unwrap();
+        let started = std::time::Instant::now();
+        let lists = Codelists::load(dir.path(), 1024 * 1024, Limits::default()).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(lists.table.get("urn:x:anrede_2024-03-01").is_some(), "the good list is still there");
+        let [broken] = lists.broken.as_slice() else { panic!("{:?}", lists.broken) };
+        assert!(broken.path.ends_with("riesig.xml"));
+        assert_eq!(
+            broken.reason,
+            "larger than the limit of 1048576 bytes (1073741824 bytes) (limits.max_codelist_bytes)"
+        );
+        assert_eq!(broken.uris, ["urn:x:riesig_2024-03-01", "urn:x:riesig"]);
+        assert!(broken.to_string().contains("riesig.xml cannot be used: larger than the limit"), "{broken}");
+    }
+
+    #[test]
+    fn a_missing_codelist_is_traced_to_the_broken_file_that_declares_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let broken = LIST.replace("anrede", "kaputt");
+        std::fs::write(dir.path().join("kaputt.xml"), &broken[..broken.find("<Row>").unwrap() + 8]).unwrap();
+        let lists = Codelists::load(dir.path(), MAX, Limits::default()).unwrap();
+        let note = lists.explain("missing codelist urn:x:kaputt_2024-03-01 for field F1 (element e)").unwrap();
+        assert!(note.starts_with("the codelist file that declares it is broken (kaputt.xml: "), "{note}");
+        assert!(note.contains("syntax error: tag not closed"), "{note}");
+        // Another codelist: the broken file does not declare it (`urn:x:kaputt` is only a prefix).
+        assert_eq!(lists.explain("missing codelist urn:x:kaputt2_2024 for field F1"), None);
+        assert_eq!(lists.explain("the key expression failed"), None);
+        // A broken file whose URIs cannot be found might hold any codelist.
+        std::fs::write(dir.path().join("leer.xml"), "<gc:CodeList").unwrap();
+        let lists = Codelists::load(dir.path(), MAX, Limits::default()).unwrap();
+        let note = lists.explain("missing codelist urn:y for field F2").unwrap();
+        assert!(note.starts_with("codelist files that cannot be read might hold it (leer.xml: "), "{note}");
     }
 
     #[test]
     fn the_real_fim_codelists_load() {
         let dir =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fim/samples/xdatenfelder-2/codelists-genericode");
-        let lists = Codelists::load(&dir).expect("../shared/fim is part of the test environment");
+        let lists =
+            Codelists::load(&dir, MAX, Limits::default()).expect("../shared/fim is part of the test environment");
         assert!(lists.broken.is_empty(), "{:?}", lists.broken);
         assert_eq!(lists.table.as_object().unwrap().len(), 12, "6 files, two keys each");
     }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::codec::{Decoded, Format, xml};
 use crate::domain::ContentHash;
-pub use codelists::Codelists;
+pub use codelists::{BrokenCodelist, Codelists};
 use engine::{Program, to_val};
 
 /// Bumped when the engine changes in a way that can change outputs; part of every mapping version.
@@ -90,6 +90,8 @@ pub struct Mapping {
     pub version: ContentHash,
     program: Program,
     lookups: Val,
+    /// The codelist files that could not be used, to name them when the program misses a codelist.
+    broken_codelists: Vec<BrokenCodelist>,
 }
 
 /// Why a mapping file could not be loaded.
@@ -210,6 +212,7 @@ impl Mapping {
             version,
             program,
             lookups: to_val(&lookups),
+            broken_codelists: codelists.broken.clone(),
         })
     }
 
@@ -224,7 +227,13 @@ impl Mapping {
     pub fn apply(&self, tree: &Val, context: &RecordContext, codelists: &Val) -> Result<Document, MapError> {
         let fail = |message: String| MapError { mapping: self.name.clone(), message };
         let globals = [self.lookups.clone(), codelists.clone(), to_val(&context.source), to_val(&context.item)];
-        let mut tree = self.program.run(tree.clone(), globals).map_err(fail)?;
+        let mut tree = self.program.run(tree.clone(), globals).map_err(|message| {
+            // A codelist the program misses may be in a broken file: name the file and the reason.
+            match codelists::explain(&self.broken_codelists, &message) {
+                Some(note) => fail(format!("{message}; {note}")),
+                None => fail(message),
+            }
+        })?;
         let warnings = match tree.as_object_mut().and_then(|o| o.shift_remove(WARNINGS_KEY)) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items

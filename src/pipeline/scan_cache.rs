@@ -43,7 +43,7 @@ impl ScanCache {
             return Ok(Self::default());
         }
         // The limits decide what is readable at all, so they are part of the fingerprint.
-        let limits = format!("{:?} {}", config.limits, config.max_record_bytes);
+        let limits = format!("{:?} {} {}", config.limits, config.max_record_bytes, source.max_id_chars);
         let fingerprint = ContentHash::of_parts([source.scan_fingerprint.as_str().as_bytes(), limits.as_bytes()]);
         Ok(Self { fingerprint: Some(fingerprint.to_string()), entries: store.scan_cache(&source.id).await? })
     }

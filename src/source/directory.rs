@@ -32,28 +32,38 @@ pub fn list(dir: &Path, include: &GlobSet, root: &Path, format: Option<Format>) 
 /// whose size says it is too long is not read at all, and any other is read at most up to one
 /// byte past the limit (a file can grow while it is read, and a FIFO has no size).
 pub fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+    read_limited_by(path, max_bytes, "max_record_bytes")
+}
+
+/// [`read_limited`] for a limit of another name under `[limits]` (`key`, e.g. `max_codelist_bytes`),
+/// which the error names.
+pub fn read_limited_by(path: &Path, max_bytes: u64, key: &str) -> Result<Vec<u8>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let size = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
     if let Some(size) = size.filter(|&size| size > max_bytes) {
-        return Err(too_large(max_bytes, Some(size)));
+        return Err(too_large(max_bytes, Some(size), key));
     }
-    read_bounded(file, max_bytes, size.unwrap_or(0))
+    read_bounded_by(file, max_bytes, size.unwrap_or(0), key)
 }
 
 /// Reads `reader` to its end, stopping with an error as soon as it yields more than `max_bytes`.
 pub fn read_bounded(reader: impl Read, max_bytes: u64, size_hint: u64) -> Result<Vec<u8>, String> {
+    read_bounded_by(reader, max_bytes, size_hint, "max_record_bytes")
+}
+
+fn read_bounded_by(reader: impl Read, max_bytes: u64, size_hint: u64, key: &str) -> Result<Vec<u8>, String> {
     let capacity = usize::try_from(size_hint.min(max_bytes).saturating_add(1)).unwrap_or(usize::MAX);
     let mut bytes = Vec::with_capacity(capacity.min(64 * 1024 * 1024));
     reader.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() as u64 > max_bytes {
-        return Err(too_large(max_bytes, None));
+        return Err(too_large(max_bytes, None, key));
     }
     Ok(bytes)
 }
 
-fn too_large(max_bytes: u64, size: Option<u64>) -> String {
+fn too_large(max_bytes: u64, size: Option<u64>, key: &str) -> String {
     let size = size.map_or(String::new(), |size| format!(" ({size} bytes)"));
-    format!("larger than the limit of {max_bytes} bytes{size} (limits.max_record_bytes)")
+    format!("larger than the limit of {max_bytes} bytes{size} (limits.{key})")
 }
 
 #[cfg(test)]

@@ -183,9 +183,7 @@ fn make_record(
             .map_err(|e| key_error(format!("the key expression {e}")))?
             .unwrap_or_default(),
     };
-    if external_id.chars().any(char::is_control) {
-        return Err(key_error(format!("the id {external_id:?} contains control characters")));
-    }
+    check_id(&external_id, source.max_id_chars).map_err(key_error)?;
     let mut hash = codec::tree_hash(&decoded.tree);
     let mut adoptions = Vec::new();
     if let Some(program) = &source.leika_key {
@@ -206,7 +204,40 @@ fn make_record(
     Ok(Record { key: ItemKey::new(&source.id, &external_id), hash, origin, format, decoded, adoptions, form })
 }
 
+/// Refuses ids an operator could not read or a target could not store: control characters, and
+/// more than `max_chars` characters (`limits.max_id_chars`). A long id is shown shortened.
+fn check_id(id: &str, max_chars: usize) -> Result<(), String> {
+    let chars = id.chars().count();
+    if chars > max_chars {
+        let start: String = id.chars().take(32).collect();
+        return Err(format!(
+            "the id {start:?}… has {chars} characters, more than the limit of {max_chars} (limits.max_id_chars)"
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(format!("the id {id:?} contains control characters"));
+    }
+    Ok(())
+}
+
 /// The key under which a file that yields no record is tracked, so an operator sees it.
 pub fn placeholder_key(source: &Source, origin: &str) -> ItemKey {
     ItemKey::new(&source.id, &format!("file:{origin}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_refused_when_too_long_or_with_control_characters() {
+        assert_eq!(check_id("S05000101@1.0", 200), Ok(()));
+        assert_eq!(check_id(&"ä".repeat(200), 200), Ok(()), "the limit counts characters, not bytes");
+        let err = check_id(&"9".repeat(10_000), 200).unwrap_err();
+        assert!(err.contains("has 10000 characters, more than the limit of 200 (limits.max_id_chars)"), "{err}");
+        assert!(err.len() < 200, "the message shows the id shortened: {err}");
+        let err = check_id(&format!("a\n{}", "b".repeat(300)), 200).unwrap_err();
+        assert!(err.contains("limits.max_id_chars"), "{err}");
+        assert!(check_id("a\tb", 200).unwrap_err().contains("contains control characters"));
+    }
 }

@@ -6,71 +6,19 @@
 //! test's temp dir, never committed; the 1 GB file is sparse and must be refused without being read.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use portal_bridge::domain::{ItemKey, ItemStatus, RunStatus};
 use portal_bridge::pipeline::{Problem, RunReport};
 use portal_bridge::target::outbox::safe_stem;
-use serde::Deserialize;
 
+use crate::corpus::{CORPUS, Case, PARTS, form_key, load_cases, materialise};
 use crate::support::{TestApp, copy_dir, repo};
 
 /// Peak resident memory the whole test process may reach (VmHWM), in bytes. Generous: the
 /// largest case is a 51 MB file read into memory and decoded up to the attribute limit.
 const MAX_PEAK_BYTES: u64 = 512 * 1024 * 1024;
-
-/// Where the case files live, and where the test puts them (each directory is one source).
-const CORPUS: &str = "tests/bad-input";
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Manifest {
-    case: Vec<Case>,
-}
-
-/// One case of `cases.toml`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    /// Path under `tests/bad-input/` (`forms/…` or `services/…`).
-    file: String,
-    /// Made at test time by the generator of this name instead of read from the corpus.
-    generated: Option<String>,
-    /// For a feed: the index of the record the case is about.
-    record: Option<usize>,
-    /// What is wrong with the input.
-    what: String,
-    /// `quarantined` (every problem of the file or record has it) or `delivered`.
-    status: String,
-    /// Pipeline stage of the problem: `decode`, `map` or `validate`.
-    stage: Option<String>,
-    /// Kind of error, see the head of cases.toml.
-    class: String,
-    /// A fragment every problem message of the case contains.
-    message: Option<String>,
-    /// For delivered cases: the record's external id, to find its outbox files.
-    id: Option<String>,
-    /// For long ids: `id` is followed by this text repeated until the id is `id_length` bytes long.
-    id_repeat: Option<String>,
-    id_length: Option<usize>,
-}
-
-impl Case {
-    /// The origin the pipeline names in its messages: the path relative to the config root, plus
-    /// `#index` for a record of a feed.
-    fn origin(&self) -> String {
-        match self.record {
-            Some(index) => format!("{}#{index}", self.file),
-            None => self.file.clone(),
-        }
-    }
-
-    fn source(&self) -> &'static str {
-        if self.file.starts_with("forms/") { "bad-forms" } else { "bad-services" }
-    }
-}
 
 /// A fragment each message of a class carries, so that the class is checked, not only the case text.
 fn class_signature(class: &str) -> Option<&'static str> {
@@ -93,11 +41,7 @@ fn class_signature(class: &str) -> Option<&'static str> {
 }
 
 fn config_text() -> String {
-    let bridge = std::fs::read_to_string(repo().join("config/bridge.toml")).unwrap();
-    // The form key expression of the shipped config, so that ids are read as in production.
-    let start = bridge.find("key = '''").expect("config/bridge.toml has a form key expression");
-    let end = start + 9 + bridge[start + 9..].find("'''").unwrap() + 3;
-    let form_key = &bridge[start..end];
+    let form_key = form_key();
     let mappings = repo().join("mappings").display().to_string();
     format!(
         r#"root = "."
@@ -144,81 +88,6 @@ mappings = ["zufi-to-xzufi"]
     )
 }
 
-/// Writes a generated case file: large inputs are streamed to disk, never held in memory whole.
-fn generate(name: &str, path: &Path) {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    match name {
-        "xml-deep-nesting" => {
-            // 100,000 nested elements inside an otherwise plausible root.
-            write!(
-                out,
-                "<xdf:xdatenfelder.stammdatenschema.0102 xmlns:xdf=\"urn:xoev-de:fim:standard:xdatenfelder_2\">"
-            )
-            .unwrap();
-            for _ in 0..100_000 {
-                out.write_all(b"<g>").unwrap();
-            }
-            for _ in 0..100_000 {
-                out.write_all(b"</g>").unwrap();
-            }
-            out.write_all(b"</xdf:xdatenfelder.stammdatenschema.0102>\n").unwrap();
-        }
-        "xml-1gb" | "json-1gb" => {
-            // Sparse: 1 GiB that costs no disk space; reading it all would take seconds and 1 GiB of memory.
-            out.write_all(if name == "xml-1gb" { b"<r>" } else { b"[\"" }).unwrap();
-            out.flush().unwrap();
-            out.get_ref().set_len(1 << 30).unwrap();
-        }
-        "xml-10-million-attributes" => {
-            // 10,000,000 attributes, 52 per element (one-letter names, so each element is well-formed): 51 MB.
-            let names: Vec<char> = ('a'..='z').chain('A'..='Z').collect();
-            let attributes: String = names.iter().map(|c| format!(" {c}=\"\"")).collect();
-            out.write_all(b"<r>").unwrap();
-            let mut written = 0;
-            while written < 10_000_000 {
-                write!(out, "<e{attributes}/>").unwrap();
-                written += names.len();
-            }
-            out.write_all(b"</r>\n").unwrap();
-        }
-        "xml-many-elements" => {
-            out.write_all(b"<r>").unwrap();
-            for _ in 0..600_000 {
-                out.write_all(b"<e/>").unwrap();
-            }
-            out.write_all(b"</r>\n").unwrap();
-        }
-        "xml-long-text" => {
-            out.write_all(b"<r><t>").unwrap();
-            out.write_all(&vec![b'x'; 2 << 20]).unwrap();
-            out.write_all(b"</t></r>\n").unwrap();
-        }
-        "xml-long-attribute" => {
-            out.write_all(b"<r><t a=\"").unwrap();
-            out.write_all(&vec![b'x'; 2 << 20]).unwrap();
-            out.write_all(b"\"/></r>\n").unwrap();
-        }
-        "json-deep-nesting" => {
-            out.write_all(&vec![b'['; 100_000]).unwrap();
-            out.write_all(&vec![b']'; 100_000]).unwrap();
-        }
-        "json-many-values" => {
-            out.write_all(b"[0").unwrap();
-            for _ in 0..600_000 {
-                out.write_all(b",0").unwrap();
-            }
-            out.write_all(b"]\n").unwrap();
-        }
-        "json-long-string" => {
-            out.write_all(b"[{\"leistung\": {\"schluessel\": \"99089001000050\", \"bezeichnung\": \"").unwrap();
-            out.write_all(&vec![b'x'; 2 << 20]).unwrap();
-            out.write_all(b"\"}}]\n").unwrap();
-        }
-        other => panic!("unknown generator `{other}` in cases.toml"),
-    }
-    out.flush().unwrap();
-}
-
 /// Peak resident set size of this process so far (VmHWM), in bytes.
 fn peak_memory() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -240,19 +109,13 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn load_cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(repo().join(CORPUS).join("cases.toml")).unwrap();
-    let manifest: Manifest = toml::from_str(&text).unwrap_or_else(|e| panic!("cases.toml: {e}"));
-    manifest.case
-}
-
 #[test]
 fn the_manifest_lists_every_corpus_file_and_only_those() {
     let cases = load_cases();
     assert!(cases.len() >= 40, "the corpus has {} cases, the issue asks for at least 40", cases.len());
     let listed: std::collections::BTreeSet<&str> =
         cases.iter().filter(|c| c.generated.is_none()).map(|c| c.file.as_str()).collect();
-    for dir in ["forms", "services"] {
+    for dir in PARTS {
         for file in std::fs::read_dir(repo().join(CORPUS).join(dir)).unwrap() {
             let name = format!("{dir}/{}", file.unwrap().file_name().to_string_lossy());
             assert!(listed.contains(name.as_str()), "{name} is in the corpus but not in cases.toml");
@@ -273,26 +136,15 @@ async fn every_bad_input_is_quarantined_with_its_own_error_and_the_rest_is_deliv
     let started = Instant::now();
     let cases = load_cases();
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["forms", "services"] {
-        copy_dir(&repo().join(CORPUS).join(sub), &dir.path().join(sub));
-    }
-    // The demo codelists plus the corpus's broken ones.
+    // The demo codelists plus the corpus's broken ones; forms/, services/ as the two sources.
     copy_dir(&repo().join("demo/codelists"), &dir.path().join("codelists"));
-    copy_dir(&repo().join(CORPUS).join("codelists"), &dir.path().join("codelists"));
-    for case in &cases {
-        if let Some(generator) = &case.generated {
-            generate(generator, &dir.path().join(&case.file));
-        }
-    }
+    materialise(&cases, |file| vec![dir.path().join(file)]);
     let big = dir.path().join("forms/generated-1gb.xml");
     assert_eq!(std::fs::metadata(&big).map(|m| m.len()).ok(), Some(1 << 30), "the 1 GB case is generated");
 
     let app = TestApp::with_config(dir, &config_text()).await;
-    // The hostile codelists are reported as broken, not expanded.
-    let broken: Vec<String> =
-        app.deps.config.codelists.broken.iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
-    assert_eq!(broken.len(), 2, "{broken:?}");
-    assert!(broken.iter().any(|b| b.contains("billion-laughs-codelist.xml") && b.contains("DOCTYPE")), "{broken:?}");
+    let broken = &app.deps.config.codelists.broken;
+    assert_eq!(broken.len(), cases.iter().filter(|c| c.status == "broken").count(), "{broken:#?}");
 
     let report = app.migrate().await;
     let elapsed = started.elapsed();
@@ -358,12 +210,7 @@ fn check_case(app: &TestApp, case: &Case, problems: &[&Problem]) -> Result<(), S
             if !problems.is_empty() {
                 return Err("expected no problem".into());
             }
-            let mut id = case.id.clone().ok_or("a delivered case needs `id`")?;
-            if let (Some(repeat), Some(length)) = (&case.id_repeat, case.id_length) {
-                while id.len() < length {
-                    id.push_str(repeat);
-                }
-            }
+            let id = case.id.clone().ok_or("a delivered case needs `id`")?;
             let key = ItemKey::new(case.source(), &id);
             let targets: &[(&str, &str)] = if case.source() == "bad-forms" {
                 &[("form-platform", "json"), ("portal-xml", "xml")]
@@ -396,6 +243,23 @@ fn check_case(app: &TestApp, case: &Case, problems: &[&Problem]) -> Result<(), S
                 }
             }
             Ok(())
+        }
+        "broken" => {
+            // A codelist file: reported by Config::resolve (and so by `check` and in the errors of
+            // the items that need it), never a problem of its own.
+            if !problems.is_empty() {
+                return Err("a codelist file is no record".into());
+            }
+            let fragment = case.message.as_deref().ok_or("a broken case needs `message`")?;
+            let signature = class_signature(&case.class).unwrap_or_default();
+            let broken = app.deps.config.codelists.broken.iter().find(|b| b.path.ends_with(&case.file));
+            match broken {
+                None => Err("not reported as a broken codelist".into()),
+                Some(b) if !b.reason.contains(fragment) || !b.reason.contains(signature) => {
+                    Err(format!("reported as `{}`, without `{fragment}` or `{signature}`", b.reason))
+                }
+                Some(_) => Ok(()),
+            }
         }
         other => Err(format!("unknown status `{other}`")),
     }

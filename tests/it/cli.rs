@@ -65,6 +65,33 @@ async fn check_prints_the_next_fire_times() {
     assert_eq!(line.matches("CE").count(), 3, "three fire times in Europe/Berlin: {line}");
 }
 
+#[tokio::test]
+async fn check_names_each_broken_codelist_file_with_its_reason_and_migrate_goes_on() {
+    let app = TestApp::demo().await;
+    let codelists = app.path("demo/codelists");
+    std::fs::copy(repo().join("tests/bad-input/codelists/broken-codelist.xml"), codelists.join("kaputt.xml")).unwrap();
+    // 1 GiB, sparse: over limits.max_codelist_bytes, and never read.
+    std::fs::File::create(codelists.join("riesig.xml")).unwrap().set_len(1 << 30).unwrap();
+    let out = app.command().arg("check").assert().success().get_output().stdout.clone();
+    let text = String::from_utf8(out).unwrap();
+    let line =
+        |name: &str| text.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name}: {text}")).to_owned();
+    let kaputt = line("kaputt.xml");
+    assert!(kaputt.starts_with("warning: codelist file "), "{kaputt}");
+    assert!(
+        kaputt.contains("kaputt.xml cannot be used: line 13: syntax error")
+            && kaputt.contains("(it declares urn:de:nrw:modellregion:codeliste:kaputt_2024-03-01)"),
+        "{kaputt}"
+    );
+    let riesig = line("riesig.xml");
+    assert!(
+        riesig.contains("larger than the limit of 16777216 bytes (1073741824 bytes) (limits.max_codelist_bytes)"),
+        "{riesig}"
+    );
+    // The demo needs neither: every item goes through.
+    app.command().args(["migrate"]).assert().success();
+}
+
 #[test]
 fn every_command_has_help() {
     for command in ["migrate", "status", "log", "show", "check", "test-mappings", "map"] {

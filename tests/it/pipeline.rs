@@ -193,10 +193,12 @@ async fn the_migration_log_is_append_only() {
 async fn hostile_ids_stay_inside_the_outbox_and_bad_ones_are_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("feed")).unwrap();
-    let long = "x".repeat(300);
+    // As long as limits.max_id_chars allows (600 bytes, far over a file name's 255), and one over.
+    let long = "€".repeat(200);
+    let too_long = "x".repeat(201);
     let records = serde_json::json!([
         {"id": "../../etc/passwd"}, {"id": "a/b"}, {"id": long}, {"id": "..\\windows"},
-        {"id": "nul\u{0}byte"}, {"id": ""}, {"id": "dup"}, {"id": "dup"}, {"id": "fine"}
+        {"id": "nul\u{0}byte"}, {"id": ""}, {"id": "dup"}, {"id": "dup"}, {"id": "fine"}, {"id": too_long}
     ]);
     std::fs::write(dir.path().join("feed/records.json"), records.to_string()).unwrap();
     std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
@@ -223,7 +225,7 @@ mappings = ["echo"]
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Partial);
     assert_eq!(report.counts.new, 5, "{:?}", report.problems);
-    assert_eq!(report.counts.quarantined, 4, "NUL, empty and the two duplicates: {:?}", report.problems);
+    assert_eq!(report.counts.quarantined, 5, "NUL, empty, too long and the two duplicates: {:?}", report.problems);
     let outbox = app.path("var/outbox/form-platform");
     for entry in std::fs::read_dir(&outbox).unwrap() {
         let path = entry.unwrap().path();
@@ -233,6 +235,12 @@ mappings = ["echo"]
     assert!(!app.path("etc").exists() && !app.path("var/etc").exists());
     assert!(report.problems.iter().any(|p| p.message.contains("occurs in 2 records")), "{:?}", report.problems);
     assert!(report.problems.iter().any(|p| p.message.contains("control characters")), "{:?}", report.problems);
+    assert!(
+        report.problems.iter().any(|p| p.message.starts_with("feed/records.json#9: the id ")
+            && p.message.ends_with("has 201 characters, more than the limit of 200 (limits.max_id_chars)")),
+        "{:?}",
+        report.problems
+    );
 }
 
 #[tokio::test]
