@@ -73,31 +73,20 @@ impl Store {
         until: &str,
         now: &str,
     ) -> Result<Option<ClaimedBatch>, StoreError> {
+        let lock = match self {
+            Store::Sqlite(_) => "",
+            Store::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        };
+        let sql = CLAIM.replace("{lock}", lock);
         let run = run_id.unwrap_or(0);
-        Ok(match self {
-            Store::Sqlite(pool) => {
-                let sql = CLAIM.replace("{lock}", "");
-                sqlx::query_as(&sql)
-                    .bind(holder)
-                    .bind(until)
-                    .bind(source_id)
-                    .bind(now)
-                    .bind(run)
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Store::Postgres(pool) => {
-                let sql = CLAIM.replace("{lock}", "FOR UPDATE SKIP LOCKED");
-                sqlx::query_as(&sql)
-                    .bind(holder)
-                    .bind(until)
-                    .bind(source_id)
-                    .bind(now)
-                    .bind(run)
-                    .fetch_optional(pool)
-                    .await?
-            }
-        })
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(holder)
+            .bind(until)
+            .bind(source_id)
+            .bind(now)
+            .bind(run)
+            .fetch_optional(pool)
+            .await?))
     }
 
     /// Extends `holder`'s claim on a batch; false if the claim was lost (taken over after it

@@ -257,15 +257,16 @@ async fn two_daemons_with_the_same_schedule_run_each_slot_once() {
     assert_eq!(seconds.len(), total, "no scheduled second ran twice: {runs:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_a_daemon_is_killed_the_other_takes_over_after_the_lease_and_nothing_repeats() {
+/// Two daemon processes on one database with a feed of 500 records delivered to a simulator on
+/// a one-second schedule; `daemon` is added to their `[daemon]` section.
+async fn two_daemons_on_500_records(daemon: &str) -> (SimState, TestApp, Vec<std::process::Child>) {
     let (sim, url) = sim(10).await;
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path(), 500);
     let app = TestApp::with_config(dir, &config_text(&url, 500, "* * * * * *", "forbid", "")).await;
     let text = std::fs::read_to_string(&app.config_path)
         .unwrap()
-        .replace("shutdown_grace_secs = 20", "shutdown_grace_secs = 20\nlease_secs = 3");
+        .replace("shutdown_grace_secs = 20", &format!("shutdown_grace_secs = 20\n{daemon}"));
     std::fs::write(&app.config_path, text).unwrap();
     let spawn = || {
         app.std_command()
@@ -275,7 +276,13 @@ async fn when_a_daemon_is_killed_the_other_takes_over_after_the_lease_and_nothin
             .spawn()
             .unwrap()
     };
-    let mut daemons = vec![spawn(), spawn()];
+    let daemons = vec![spawn(), spawn()];
+    (sim, app, daemons)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_daemon_is_killed_the_other_takes_over_after_the_lease_and_nothing_repeats() {
+    let (sim, app, mut daemons) = two_daemons_on_500_records("lease_secs = 3").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while sim.stats().await.requests < 100 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -324,23 +331,7 @@ async fn when_a_daemon_is_killed_the_other_takes_over_after_the_lease_and_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_run_is_shared_and_a_killed_helpers_batches_are_taken_over() {
-    let (sim, url) = sim(10).await;
-    let dir = tempfile::tempdir().unwrap();
-    prepare(dir.path(), 500);
-    let app = TestApp::with_config(dir, &config_text(&url, 500, "* * * * * *", "forbid", "")).await;
-    let text = std::fs::read_to_string(&app.config_path)
-        .unwrap()
-        .replace("shutdown_grace_secs = 20", "shutdown_grace_secs = 20\nlease_secs = 3\nshare_batch = 25");
-    std::fs::write(&app.config_path, text).unwrap();
-    let spawn = || {
-        app.std_command()
-            .arg("run")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut daemons = vec![spawn(), spawn()];
+    let (sim, app, mut daemons) = two_daemons_on_500_records("lease_secs = 3\nshare_batch = 25").await;
     let pid_of = |holder: &str| -> u32 { holder.split(':').nth(1).unwrap().parse().unwrap() };
     let store = &app.deps.store;
 

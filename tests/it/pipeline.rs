@@ -201,27 +201,7 @@ async fn hostile_ids_stay_inside_the_outbox_and_bad_ones_are_quarantined() {
         {"id": "nul\u{0}byte"}, {"id": ""}, {"id": "dup"}, {"id": "dup"}, {"id": "fine"}, {"id": too_long}
     ]);
     std::fs::write(dir.path().join("feed/records.json"), records.to_string()).unwrap();
-    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
-    std::fs::write(
-        dir.path().join("mappings/echo.toml"),
-        "name = \"echo\"\nprogram = \"{id: .id, key: $item.key}\"\n[input]\nformat = \"json\"\n[output]\ntarget = \"form-platform\"\nformat = \"json\"\n",
-    )
-    .unwrap();
-    let config = r#"
-[database]
-url = "sqlite://var/bridge.db"
-[[target]]
-id = "form-platform"
-[[source]]
-id = "feed"
-region = "test"
-kind = "directory"
-path = "feed"
-split = "array"
-key = ".id"
-mappings = ["echo"]
-"#;
-    let app = TestApp::with_config(dir, config).await;
+    let app = echo_feed(dir, "{id: .id, key: $item.key}", "split = \"array\"").await;
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Partial);
     assert_eq!(report.counts.new, 5, "{:?}", report.problems);
@@ -264,6 +244,20 @@ async fn every_shipped_mapping_passes_its_fixtures() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// An app with one directory source `feed` (keyed by `.id`, plus `source_extra` lines) whose
+/// records the jq `program` maps to the outbox target `form-platform`.
+async fn echo_feed(dir: tempfile::TempDir, program: &str, source_extra: &str) -> TestApp {
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    let mapping = format!(
+        "name = \"echo\"\nprogram = {program:?}\n[input]\nformat = \"json\"\n[output]\ntarget = \"form-platform\"\nformat = \"json\"\n"
+    );
+    std::fs::write(dir.path().join("mappings/echo.toml"), mapping).unwrap();
+    let config = format!(
+        "[[target]]\nid = \"form-platform\"\n[[source]]\nid = \"feed\"\nregion = \"test\"\nkind = \"directory\"\npath = \"feed\"\nkey = \".id\"\nmappings = [\"echo\"]\n{source_extra}\n"
+    );
+    TestApp::with_config(dir, &config).await
+}
+
 /// The summary line of the last run for `source`, from the migration log.
 async fn summary(app: &TestApp, run_id: i64, source: &str) -> String {
     let filter = EventFilter { run_id: Some(run_id), limit: 1000, ..Default::default() };
@@ -276,28 +270,11 @@ async fn summary(app: &TestApp, run_id: i64, source: &str) -> String {
 async fn unchanged_files_are_not_decoded_again_until_their_bytes_or_the_source_settings_change() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("feed")).unwrap();
-    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
     for (id, name) in [("a", "x"), ("b", "y"), ("c", "z")] {
         std::fs::write(dir.path().join(format!("feed/{id}.json")), format!(r#"{{"id": "{id}", "name": "{name}"}}"#))
             .unwrap();
     }
-    std::fs::write(
-        dir.path().join("mappings/echo.toml"),
-        "name = \"echo\"\nprogram = \"{id: .id, name: .name}\"\n[input]\nformat = \"json\"\n[output]\ntarget = \"form-platform\"\nformat = \"json\"\n",
-    )
-    .unwrap();
-    let config = r#"
-[[target]]
-id = "form-platform"
-[[source]]
-id = "feed"
-region = "test"
-kind = "directory"
-path = "feed"
-key = ".id"
-mappings = ["echo"]
-"#;
-    let app = TestApp::with_config(dir, config).await;
+    let app = echo_feed(dir, "{id: .id, name: .name}", "").await;
     let run = |args: &'static [&'static str]| {
         let out = app.command().args(["migrate", "--json"]).args(args).output().unwrap();
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
