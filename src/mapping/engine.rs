@@ -29,8 +29,8 @@ type Filter = jaq_core::Filter<Data>;
 
 /// Native built-ins of the engine: deterministic helpers jq lacks.
 fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
-    use jaq_core::native::{Filter as Native, bome, run, v};
-    let natives: [Native<jaq_core::RunPtr<Data>>; 1] = [
+    use jaq_core::native::{Filter as Native, bome, run, unary, v};
+    let natives: [Native<jaq_core::RunPtr<Data>>; 2] = [
         // `sha256`: hex SHA-256 of a string's UTF-8 bytes, e.g. for ids derived from content.
         ("sha256", v(0), |cv| {
             bome(match &cv.1 {
@@ -40,8 +40,33 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
                 other => Err(jaq_json::Error::str(format!("sha256 needs a string, got {other}"))),
             })
         }),
+        // `count_elements($name)`: over the whole input, the number of `$name` elements of every object
+        // that has the key (null 0, an array its length, anything else 1); the same as
+        // `[.. | objects | select(has($name)) | .[$name] | as_array | length] | add // 0`, in one pass.
+        ("count_elements", v(1), |cv| {
+            unary(cv, |input, name| match &name {
+                Val::TStr(_) => Ok(Val::Num(Num::Int(count_elements(&input, &name) as isize))),
+                other => Err(jaq_json::Error::str(format!("count_elements needs a string name, got {other}"))),
+            })
+        }),
     ];
     natives.into_iter().map(run::<Data>)
+}
+
+/// See `count_elements` in [`bridge_funs`]. Recursion depth is bounded by the decoder's `max_depth`.
+fn count_elements(value: &Val, name: &Val) -> usize {
+    match value {
+        Val::Arr(items) => items.iter().map(|item| count_elements(item, name)).sum(),
+        Val::Obj(map) => {
+            let own = match map.get(name) {
+                None | Some(Val::Null) => 0,
+                Some(Val::Arr(items)) => items.len(),
+                Some(_) => 1,
+            };
+            own + map.values().map(|item| count_elements(item, name)).sum::<usize>()
+        }
+        _ => 0,
+    }
 }
 
 /// A compiled jq program.
@@ -222,6 +247,25 @@ mod tests {
         assert_eq!(run(r#".a | as_array | length"#, json!({"a": {"x": 1}})), Ok(json!(1)));
         assert_eq!(run(r#""Straße für Größe" | slug"#, json!(null)), Ok(json!("strasse-fuer-groesse")));
         assert_eq!(run(r#"{s: $source.id, k: $item.key}"#, json!(null)), Ok(json!({"s": "s", "k": "s/x"})));
+    }
+
+    #[test]
+    fn count_elements_counts_every_use_of_a_name_anywhere() {
+        let tree = json!({
+            "s": {"datenfeld": [{"id": 1}, {"id": 2}],
+                  "struktur": [{"enthaelt": {"datenfeld": {"id": 3}}},
+                               {"enthaelt": {"datenfeldgruppe": {"struktur": {"enthaelt": {"datenfeld": null}}}}}]},
+            "a": [[{"datenfeld": "x"}]]
+        });
+        let walk = r#"[.. | objects | select(has($n)) | .[$n] | as_array | length] | add // 0"#;
+        for name in ["datenfeld", "datenfeldgruppe", "struktur", "nothing"] {
+            let native = run(&format!(r#"count_elements("{name}")"#), tree.clone()).unwrap();
+            let jq = run(&format!(r#""{name}" as $n | {walk}"#), tree.clone()).unwrap();
+            assert_eq!(native, jq, "{name}");
+        }
+        assert_eq!(run(r#"count_elements("datenfeld")"#, tree.clone()), Ok(json!(4)));
+        assert_eq!(run(r#"count_elements("datenfeld")"#, json!("text")), Ok(json!(0)));
+        assert!(run("count_elements(1)", tree).unwrap_err().contains("string name"));
     }
 
     #[test]
