@@ -70,33 +70,40 @@ def digits_value: reduce explode[] as $c (0; . * 10 + $c - 48);
 
 def cardinality($element):
   (txt) as $a
-  | ($a | split(":")) as $p
-  # The same strings as `test("^[0-9]{1,9}:([0-9]{1,9}|[*])$")`.
-  | if ($p | length) == 2 and ($p[0] | digits(9)) and ($p[1] == "*" or ($p[1] | digits(9))) then
-      ($p[0] | digits_value) as $min
-      | (if $p[1] == "*" then null else ($p[1] | digits_value) end) as $written
-      | (if $written != null and $written < $min then $min else $written end) as $max
-      | { min: $min, max: $max, required: ($min >= 1), repeatable: ($max == null or $max > 1),
-          warnings: (if $written != null and $written < $min
-                     then [warning("anzahl-invalid"; $element; "anzahl \"\($a)\": the maximum is below the minimum; taken as \($min):\($min)")]
-                     elif $written == 0
-                     then [warning("anzahl-invalid"; $element; "anzahl \"\($a)\": the element may never occur")]
-                     else [] end) }
+  # the two values nearly every struktur has, without parsing
+  | if $a == "1:1" then {min: 1, max: 1, required: true, repeatable: false, warnings: []}
+    elif $a == "0:1" then {min: 0, max: 1, required: false, repeatable: false, warnings: []}
     else
-      { min: 0, max: 1, required: false, repeatable: false,
-        warnings: [warning("anzahl-invalid"; $element; "anzahl \"\($a)\" is not min:max; the element is taken as optional (0:1)")] }
+      ($a | split(":")) as $p
+      # The same strings as `test("^[0-9]{1,9}:([0-9]{1,9}|[*])$")`.
+      | if ($p | length) == 2 and ($p[0] | digits(9)) and ($p[1] == "*" or ($p[1] | digits(9))) then
+          ($p[0] | digits_value) as $min
+          | (if $p[1] == "*" then null else ($p[1] | digits_value) end) as $written
+          | (if $written != null and $written < $min then $min else $written end) as $max
+          | { min: $min, max: $max, required: ($min >= 1), repeatable: ($max == null or $max > 1),
+              warnings: (if $written != null and $written < $min
+                         then [warning("anzahl-invalid"; $element; "anzahl \"\($a)\": the maximum is below the minimum; taken as \($min):\($min)")]
+                         elif $written == 0
+                         then [warning("anzahl-invalid"; $element; "anzahl \"\($a)\": the element may never occur")]
+                         else [] end) }
+        else
+          { min: 0, max: 1, required: false, repeatable: false,
+            warnings: [warning("anzahl-invalid"; $element; "anzahl \"\($a)\" is not min:max; the element is taken as optional (0:1)")] }
+        end
     end;
 
 # ---------------------------------------------------------------- rules (kept as reviewer notes)
 
 def rules_of:
+  if .regel == null then [] else
   [ .regel // [] | as_array | .[] | select(type == "object")
     | { id: (.identifikation | get("id") | opt),
         version: (.identifikation | get("version") | opt),
         name: (.name | opt),
         text: ((.freitextRegel | opt) // (.beschreibung | opt)),
         script: (.skript | opt),
-        type: (.typ | code | if . == "" then null else . end) } ];
+        type: (.typ | code | if . == "" then null else . end) } ]
+  end;
 
 # ---------------------------------------------------------------- praezisierung
 
@@ -169,8 +176,9 @@ def constraints($element; $datentyp):
 
 # The fixed key order of `validation`; absent constraints are left out.
 def validation_order:
-  { minLength, maxLength, minValue, maxValue, pattern, decimals, charset, maxSize, mediaTypes }
-  | with_entries(select(.value != null));
+  . as $v
+  | reduce ("minLength", "maxLength", "minValue", "maxValue", "pattern", "decimals", "charset", "maxSize", "mediaTypes") as $k
+      ({}; if $v[$k] != null then .[$k] = $v[$k] else . end);
 
 # ---------------------------------------------------------------- element type (feldart × datentyp)
 
@@ -192,6 +200,8 @@ def element_type($feldart; $datentyp):
 # → {codelist, options, warnings}. Only select fields resolve their options: inline werte first,
 # else the genericode codelist of codelisteReferenz (columns chosen by codeKey/nameKey/helpKey).
 def select_options($element; $fimId; $type):
+  # (most fields: no select, no reference)
+  if $type != "select" and .codelisteReferenz == null then {codelist: null, options: null, warnings: []} else
   . as $n
   | ($n.codelisteReferenz | get("canonicalVersionUri") | opt) as $cvu
   | ($n.codelisteReferenz | get("canonicalIdentification") | opt) as $cu
@@ -232,7 +242,8 @@ def select_options($element; $fimId; $type):
         else
           error("missing codelist \($urn) for field \($fimId) (element \($element))")
         end
-    end;
+    end
+  end;
 
 # maxSize and mediaType of file fields → {validation, notes, warnings}.
 def file_constraints($element):
@@ -270,8 +281,9 @@ def uses:
       end)
   | .out;
 
+# The warnings for the "empty" uses in a list made by `uses`.
 def empty_uses_warnings($element):
-  [ uses[] | select(.kind == "empty")
+  [ .[] | select(.kind == "empty")
     | warning("empty-struktur"; $element; "a struktur (anzahl \(.anzahl | txt | tojson)) contains neither a datenfeld nor a datenfeldgruppe") ];
 
 def join_path($prefix; $segment): if $prefix == "" then $segment else "\($prefix)/\($segment)" end;
@@ -290,7 +302,8 @@ def element($prefix):
   | ($use.anzahl | cardinality($id)) as $card
   | if $use.kind == "group" then
       ($n.art | code) as $art
-      | [ $n | uses[] | select(.kind != "empty") | element($id) ] as $children
+      | ($n | uses) as $uses
+      | [ $uses[] | select(.kind != "empty") | element($id) ] as $children
       | { element:
             { id: $id, kind: "group",
               fimId: (if $use.fimId == "" then null else $use.fimId end),
@@ -306,7 +319,7 @@ def element($prefix):
           warnings: (missing_id_warnings($use; $id) + $card.warnings
                      + (if $art == "" or $art == "X" then []
                         else [warning("unsupported-gruppenart"; $id; "Gruppenart \($art | tojson) is not supported; shown as a plain group")] end)
-                     + ($n | empty_uses_warnings($id))
+                     + ($uses | empty_uses_warnings($id))
                      + [ $children[].warnings[] ]),
           fields: ([ $children[].fields ] | add // 0),
           groups: (([ $children[].groups ] | add // 0) + 1) }
@@ -314,7 +327,8 @@ def element($prefix):
       ($n.feldart | code) as $feldart
       | ($n.datentyp | code) as $datentyp
       | element_type($feldart; $datentyp) as $et
-      | ($n.praezisierung | praezisierung_object | constraints($id; $datentyp)) as $c
+      | (if $n.praezisierung == null then {validation: {}, notes: [], warnings: []}
+         else $n.praezisierung | praezisierung_object | constraints($id; $datentyp) end) as $c
       | ($n | select_options($id; (if $use.fimId == "" then $id else $use.fimId end); $et.type)) as $o
       | ($n.inhalt | opt) as $inhalt
       | ($n | file_constraints($id)) as $f
@@ -436,7 +450,7 @@ def message_types: ["xdatenfelder.stammdatenschema.0102", "xdatenfelder.datenfel
       # Only a group message says what it is; a document without messageType is a Stammdatenschema.
       + (if $is_group then {messageType: $type} else {} end)),
     warnings: ((if $fields_in == 0 then [warning("schema-empty"; null; "the \($kind) contains no datenfeld")] else [] end)
-               + ($schema | empty_uses_warnings(null))
+               + ($top | empty_uses_warnings(null))
                + $element_warnings) }
 # The same warnings once more for the bridge's migration log (the engine takes "#warnings" out of the
 # document and logs each entry as a warning event of the item; the document itself is unchanged).

@@ -10,12 +10,15 @@ use serde_json::Value;
 const IMPURE: &[&str] = &["now", "env", "input", "inputs", "localtime", "strflocaltime"];
 
 /// Definitions the engine adds to every program. `$__lookups` and `$__codelists` are bound per run.
+/// `type` replaces jaq's definition (a chain of up to six comparisons, called for nearly every value
+/// a mapping touches) by the native `bridge_type` with the same result.
 const PRELUDE: &str = r#"
 def lookup($table): . as $k | $__lookups[$table][$k | tostring];
 def lookup($table; $default): lookup($table) // $default;
 def codelist($uri): $__codelists[$uri];
 def codelist($canonical; $version): $__codelists[$canonical + "|" + $version];
 def as_array: if . == null then [] elif type == "array" then . else [.] end;
+def type: bridge_type;
 def slug: ascii_downcase
   | gsub("ä"; "ae") | gsub("ö"; "oe") | gsub("ü"; "ue") | gsub("ß"; "ss")
   | gsub("[^a-z0-9]+"; "-") | ltrimstr("-") | rtrimstr("-");
@@ -30,7 +33,19 @@ type Filter = jaq_core::Filter<Data>;
 /// Native built-ins of the engine: deterministic helpers jq lacks.
 fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
     use jaq_core::native::{Filter as Native, bome, run, unary, v};
-    let natives: [Native<jaq_core::RunPtr<Data>>; 2] = [
+    let natives: [Native<jaq_core::RunPtr<Data>>; 3] = [
+        // `bridge_type`: what jaq's `type` gives, in one step (the prelude defines `type` as this).
+        ("bridge_type", v(0), |cv| {
+            bome(Ok(Val::from(match &cv.1 {
+                Val::Null => "null",
+                Val::Bool(_) => "boolean",
+                Val::Num(_) => "number",
+                Val::TStr(_) | Val::BStr(_) => "string",
+                Val::Arr(_) => "array",
+                Val::Obj(_) => "object",
+            }
+            .to_string())))
+        }),
         // `sha256`: hex SHA-256 of a string's UTF-8 bytes, e.g. for ids derived from content.
         ("sha256", v(0), |cv| {
             bome(match &cv.1 {
@@ -247,6 +262,21 @@ mod tests {
         assert_eq!(run(r#".a | as_array | length"#, json!({"a": {"x": 1}})), Ok(json!(1)));
         assert_eq!(run(r#""Straße für Größe" | slug"#, json!(null)), Ok(json!("strasse-fuer-groesse")));
         assert_eq!(run(r#"{s: $source.id, k: $item.key}"#, json!(null)), Ok(json!({"s": "s", "k": "s/x"})));
+    }
+
+    #[test]
+    fn type_is_native_and_agrees_with_jaqs_definition() {
+        // jaq's own definition, as in jaq-std's defs.jq.
+        let jaq_type = r#"def jaq_type:
+            if . == null then "null" elif (. == true or . == false) then "boolean"
+            elif . < "" then "number" elif . < [] then "string" elif . < {} then "array" else "object" end;"#;
+        let values = json!([null, true, false, 0, -1.5, 1e300, "", "ü", [], [1], {}, {"a": null}]);
+        let native = run("[.[] | type]", values.clone()).unwrap();
+        let defined = run(&format!("{jaq_type} [.[] | jaq_type]"), values).unwrap();
+        assert_eq!(native, defined);
+        assert_eq!(native[0], json!("null"));
+        assert_eq!(native[11], json!("object"));
+        assert_eq!(run("nan | type", json!(null)), Ok(json!("number")));
     }
 
     #[test]
