@@ -135,7 +135,9 @@ def regel($stand):
     "xdf:typ": coded("urn:xoev-de:fim:codeliste:xdatenfelder.regeltyp"; "1.0"; "K"),
     "xdf:skript": (.script | nonblank) };
 
-def regeln($stand): .regel // [] | each(regel($stand)) | if type == "array" then nonempty else . end;
+def regeln($stand):
+  if .regel == null then null  # (most elements: no rule)
+  else .regel // [] | each(regel($stand)) | if type == "array" then nonempty else . end end;
 
 # ---- Datenfeld ----------------------------------------------------------------------------------
 
@@ -147,6 +149,7 @@ def regex_like: any(explode[]; . as $c | any("[](){}*+?|\\^$" | explode[]; . == 
 # Returns {attrs, notes}: the attributes that are valid in 3.0.0, and a note for everything else
 # (prose patterns, unknown keys, values of the wrong type, text that is not a JSON object).
 def praezisierung:
+  if . == null then { attrs: null, notes: [] } else  # (most fields: none)
   (text | trim) as $raw
   | if $raw == "" then { attrs: null, notes: [] }
     else
@@ -169,11 +172,13 @@ def praezisierung:
         end
     end
   | .notes |= (if length == 0 then [] else
-      ["Präzisierung aus XDatenfelder 2.0, in 3.0.0 nicht als Attribut darstellbar: " + join("; ")] end);
+      ["Präzisierung aus XDatenfelder 2.0, in 3.0.0 nicht als Attribut darstellbar: " + join("; ")] end)
+  end;
 
 # codelisteReferenz 3.0.0 is the genericode identification alone (the 2.0 C-id has no place in it).
 # codeKey/nameKey come from the codelist directory when the list is there: key column and first other column.
 def codeliste:
+  if .codelisteReferenz == null then { ref: null, list: null } else  # (most fields: none)
   (.codelisteReferenz.genericodeIdentification // {}) as $g
   | ($g.canonicalIdentification | nonblank | opt(trim)) as $canonical
   | ($g.version | nonblank | opt(trim)) as $version
@@ -187,7 +192,8 @@ def codeliste:
       else . end
       | { ref: { "xdf:canonicalIdentification": $canonical, "xdf:version": $version, "xdf:canonicalVersionUri": $uri },
           list: $list }
-    end;
+    end
+  end;
 
 # Datenfeld 3.0.0: AllgemeineAngaben, Schemaelementangaben, feldart datentyp praezisierung? inhalt?
 # vorbefuellung werte? codelisteReferenz? codeKey? nameKey? helpKey? regel* maxSize? mediaType*.
