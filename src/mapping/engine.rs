@@ -62,8 +62,11 @@ type Filter = jaq_core::Filter<Data>;
 /// come from the data) a regex is compiled for its call only.
 #[derive(Default)]
 struct RegexCache {
-    compiled: Mutex<HashMap<(Box<str>, Box<str>), Arc<regex_bites::bytes::Regex>>>,
+    compiled: Mutex<HashMap<RegexKey, Arc<regex_bites::bytes::Regex>>>,
 }
+
+/// (regex, flags) as written in the program or the data.
+type RegexKey = (Box<str>, Box<str>);
 
 impl RegexCache {
     const MAX: usize = 256;
