@@ -19,6 +19,11 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 use support::{corpus, stages};
 
+/// The allocator of the `portal-bridge` binary (src/main.rs), so that the stage timings are those of
+/// the product.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "bridge-bench")]
 struct Cli {

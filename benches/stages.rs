@@ -18,6 +18,10 @@ use portal_bridge::mapping::engine::to_val;
 use portal_bridge::source::{self, Inputs};
 use support::{corpus, stages};
 
+/// The allocator of the `portal-bridge` binary (src/main.rs), so that the timings are those of the product.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Generates a tiny corpus whose first forms cover the three size classes.
 fn setup() -> (PathBuf, stages::Loaded) {
     let dir = std::env::temp_dir().join(format!("portal-bridge-criterion-{}", std::process::id()));

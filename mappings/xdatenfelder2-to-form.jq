@@ -36,11 +36,22 @@ def uniq: reduce .[] as $x ([]; if any(.[]; . == $x) then . else . + [$x] end);
 # A decimal number written as text (or already a number) → number; anything else → null.
 # Deliberately strict: jaq's tonumber accepts JSON streams ("1,5" gives 1 and then an error)
 # and huge exponents (infinity is not JSON).
+#
+# The checks below run for every element, so they use no regular expression (jaq compiles the regex of
+# every `test` call anew): `digits($n)` is true for a string of 1 to $n ASCII digits.
+def digits($n): length >= 1 and length <= $n and all(explode[]; . >= 48 and . <= 57);
+
+# Same as `test("^-?[0-9]{1,15}([.][0-9]{1,15})?$")`.
+def decimal_text:
+  (if startswith("-") then .[1:] else . end | split(".")) as $p
+  | ($p | length) as $n
+  | ($n == 1 or $n == 2) and ($p[0] | digits(15)) and ($n == 1 or ($p[1] | digits(15)));
+
 def number_of:
   if type == "number" then .
   elif type == "string" then
     (trim) as $t
-    | if ($t | test("^-?[0-9]{1,15}([.][0-9]{1,15})?$")) then ($t | tonumber) else null end
+    | if ($t | decimal_text) then ($t | tonumber) else null end
   else null end;
 
 # A non-negative integer written as text (or a number) → number; anything else → null.
@@ -49,34 +60,45 @@ def length_of:
 
 # ---------------------------------------------------------------- cardinality (struktur/anzahl)
 
+# 1 to 9 ASCII digits → their number (as `tonumber` would give), without a regex.
+def digits_value: reduce explode[] as $c (0; . * 10 + $c - 48);
+
 def cardinality($element):
   (txt) as $a
-  | if ($a | test("^[0-9]{1,9}:([0-9]{1,9}|[*])$")) then
-      ($a | split(":")) as $p
-      | ($p[0] | tonumber) as $min
-      | (if $p[1] == "*" then null else ($p[1] | tonumber) end) as $written
-      | (if $written != null and $written < $min then $min else $written end) as $max
-      | { min: $min, max: $max, required: ($min >= 1), repeatable: ($max == null or $max > 1),
-          warnings: (if $written != null and $written < $min
-                     then [warning("anzahl-invalid"; $element; "anzahl \"\($a)\": the maximum is below the minimum; taken as \($min):\($min)")]
-                     elif $written == 0
-                     then [warning("anzahl-invalid"; $element; "anzahl \"\($a)\": the element may never occur")]
-                     else [] end) }
+  # the two values nearly every struktur has, without parsing
+  | if $a == "1:1" then {min: 1, max: 1, required: true, repeatable: false, warnings: []}
+    elif $a == "0:1" then {min: 0, max: 1, required: false, repeatable: false, warnings: []}
     else
-      { min: 0, max: 1, required: false, repeatable: false,
-        warnings: [warning("anzahl-invalid"; $element; "anzahl \"\($a)\" is not min:max; the element is taken as optional (0:1)")] }
+      ($a | split(":")) as $p
+      # The same strings as `test("^[0-9]{1,9}:([0-9]{1,9}|[*])$")`.
+      | if ($p | length) == 2 and ($p[0] | digits(9)) and ($p[1] == "*" or ($p[1] | digits(9))) then
+          ($p[0] | digits_value) as $min
+          | (if $p[1] == "*" then null else ($p[1] | digits_value) end) as $written
+          | (if $written != null and $written < $min then $min else $written end) as $max
+          | { min: $min, max: $max, required: ($min >= 1), repeatable: ($max == null or $max > 1),
+              warnings: (if $written != null and $written < $min
+                         then [warning("anzahl-invalid"; $element; "anzahl \"\($a)\": the maximum is below the minimum; taken as \($min):\($min)")]
+                         elif $written == 0
+                         then [warning("anzahl-invalid"; $element; "anzahl \"\($a)\": the element may never occur")]
+                         else [] end) }
+        else
+          { min: 0, max: 1, required: false, repeatable: false,
+            warnings: [warning("anzahl-invalid"; $element; "anzahl \"\($a)\" is not min:max; the element is taken as optional (0:1)")] }
+        end
     end;
 
 # ---------------------------------------------------------------- rules (kept as reviewer notes)
 
 def rules_of:
+  if .regel == null then [] else
   [ .regel // [] | as_array | .[] | select(type == "object")
     | { id: (.identifikation | get("id") | opt),
         version: (.identifikation | get("version") | opt),
         name: (.name | opt),
         text: ((.definition | opt) // (.beschreibung | opt)),
         script: (.script | opt),
-        type: null } ];
+        type: null } ]
+  end;
 
 # ---------------------------------------------------------------- praezisierung
 
@@ -85,7 +107,8 @@ def rules_of:
 # letters) is never emitted as a regex. jaq's regex engine lacks Unicode classes, so \p{…} is replaced by
 # a plain letter for the syntax check only; the pattern itself is emitted unchanged.
 def pattern_kind:
-  if (test("[\\[\\](){}*+?\\\\^$|]") | not) then "prose"
+  # (the first check is `test("[\\[\\](){}*+?\\\\^$|]") | not` without compiling a regex)
+  if (any(explode[]; . as $c | any("[](){}*+?\\^$|" | explode[]; . == $c)) | not) then "prose"
   elif test("[A-Za-zÄÖÜäöüß]{4,} [A-Za-zÄÖÜäöüß]{4,}") then "prose"
   elif (try (gsub("\\\\[pP](\\{[^}]*\\}|[A-Za-z])"; "a") as $re | "" | test($re) | true) catch false) then "regex"
   else "invalid" end;
@@ -149,8 +172,9 @@ def constraints($element; $datentyp):
 
 # The fixed key order of `validation`; absent constraints are left out.
 def validation_order:
-  { minLength, maxLength, minValue, maxValue, pattern, decimals, charset, maxSize, mediaTypes }
-  | with_entries(select(.value != null));
+  . as $v
+  | reduce ("minLength", "maxLength", "minValue", "maxValue", "pattern", "decimals", "charset", "maxSize", "mediaTypes") as $k
+      ({}; if $v[$k] != null then .[$k] = $v[$k] else . end);
 
 # ---------------------------------------------------------------- element type (feldart × datentyp)
 
@@ -171,6 +195,8 @@ def element_type($feldart; $datentyp):
 
 # → {codelist, options, warnings}. Only select fields resolve their options.
 def select_options($element; $fimId; $type):
+  # (most fields: no select, no reference)
+  if $type != "select" and .codelisteReferenz == null then {codelist: null, options: null, warnings: []} else
   (.codelisteReferenz | get("genericodeIdentification")) as $g
   | ($g | get("canonicalVersionUri") | opt) as $cvu
   | ($g | get("canonicalIdentification") | opt) as $cu
@@ -197,7 +223,8 @@ def select_options($element; $fimId; $type):
         else
           error("missing codelist \($urn) for field \($fimId) (element \($element))")
         end
-    end;
+    end
+  end;
 
 # ---------------------------------------------------------------- structure
 
@@ -223,8 +250,9 @@ def uses:
       end)
   | .out;
 
+# The warnings for the "empty" uses in a list made by `uses`.
 def empty_uses_warnings($element):
-  [ uses[] | select(.kind == "empty")
+  [ .[] | select(.kind == "empty")
     | warning("empty-struktur"; $element; "a struktur (anzahl \(.anzahl | txt | tojson)) contains neither a datenfeld nor a datenfeldgruppe") ];
 
 def join_path($prefix; $segment): if $prefix == "" then $segment else "\($prefix)/\($segment)" end;
@@ -232,54 +260,66 @@ def join_path($prefix; $segment): if $prefix == "" then $segment else "\($prefix
 def missing_id_warnings($use; $element):
   if $use.fimId == "" then [warning("missing-id"; $element; "the \($use.kind) has no identifikation/id; its element id is generated")] else [] end;
 
-# One use (from `uses`) → one element. Group uses recurse into their own uses.
+# One use (from `uses`) → {element, warnings, fields, groups}: the element, the warnings of it and of
+# everything in it (in document order, the element's own first), and how many field and group elements
+# it is and holds. Group uses recurse into their own uses; the sums are made on the way up, so the
+# document is never walked again.
 def element($prefix):
   . as $use
   | join_path($prefix; $use.segment) as $id
   | ($use.node | if type == "object" then . else {} end) as $n
   | ($use.anzahl | cardinality($id)) as $card
   | if $use.kind == "group" then
-      { id: $id, kind: "group",
-        fimId: (if $use.fimId == "" then null else $use.fimId end),
-        fimVersion: ($n.identifikation | get("version") | opt),
-        name: ($n.name | opt),
-        label: (($n.bezeichnungEingabe | opt) // ($n.name | opt) // $id),
-        help: ($n.hilfetextEingabe | opt),
-        min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable,
-        choice: false,
-        rules: ($n | rules_of),
-        notes: [],
-        elements: [ $n | uses[] | select(.kind != "empty") | element($id) ],
-        "#warnings": (missing_id_warnings($use; $id) + $card.warnings + ($n | empty_uses_warnings($id))) }
+      ($n | uses) as $uses
+      | [ $uses[] | select(.kind != "empty") | element($id) ] as $children
+      | { element:
+            { id: $id, kind: "group",
+              fimId: (if $use.fimId == "" then null else $use.fimId end),
+              fimVersion: ($n.identifikation | get("version") | opt),
+              name: ($n.name | opt),
+              label: (($n.bezeichnungEingabe | opt) // ($n.name | opt) // $id),
+              help: ($n.hilfetextEingabe | opt),
+              min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable,
+              choice: false,
+              rules: ($n | rules_of),
+              notes: [],
+              elements: [ $children[].element ] },
+          warnings: (missing_id_warnings($use; $id) + $card.warnings + ($uses | empty_uses_warnings($id))
+                     + [ $children[].warnings[] ]),
+          fields: ([ $children[].fields ] | add // 0),
+          groups: (([ $children[].groups ] | add // 0) + 1) }
     else
       ($n.feldart | code) as $feldart
       | ($n.datentyp | code) as $datentyp
       | element_type($feldart; $datentyp) as $et
-      | ($n.praezisierung | praezisierung_object | constraints($id; $datentyp)) as $c
+      | (if $n.praezisierung == null then {validation: {}, notes: [], warnings: []}
+         else $n.praezisierung | praezisierung_object | constraints($id; $datentyp) end) as $c
       | ($n | select_options($id; (if $use.fimId == "" then $id else $use.fimId end); $et.type)) as $o
       | ($n.inhalt | opt) as $inhalt
-      | { id: $id, kind: "field",
-          fimId: (if $use.fimId == "" then null else $use.fimId end),
-          fimVersion: ($n.identifikation | get("version") | opt),
-          name: ($n.name | opt),
-          label: (($n.bezeichnungEingabe | opt) // ($n.name | opt) // $id),
-          help: ($n.hilfetextEingabe | opt),
-          type: $et.type,
-          feldart: $feldart,
-          datentyp: $datentyp,
-          min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable,
-          readOnly: false,
-          prefill: null,
-          default: (if $et.type == "info" then null else $inhalt end),
-          text: (if $et.type == "info" then $inhalt else null end),
-          validation: ($c.validation + {decimals: ($et.type | lookup("decimals"))} | validation_order),
-          options: $o.options,
-          codelist: $o.codelist,
-          rules: ($n | rules_of),
-          notes: ((if $et.problem == null then [] else [$et.problem[1]] end) + $c.notes),
-          "#warnings": (missing_id_warnings($use; $id) + $card.warnings
-                        + (if $et.problem == null then [] else [warning($et.problem[0]; $id; $et.problem[1])] end)
-                        + $c.warnings + $o.warnings) }
+      | { element:
+            { id: $id, kind: "field",
+              fimId: (if $use.fimId == "" then null else $use.fimId end),
+              fimVersion: ($n.identifikation | get("version") | opt),
+              name: ($n.name | opt),
+              label: (($n.bezeichnungEingabe | opt) // ($n.name | opt) // $id),
+              help: ($n.hilfetextEingabe | opt),
+              type: $et.type,
+              feldart: $feldart,
+              datentyp: $datentyp,
+              min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable,
+              readOnly: false,
+              prefill: null,
+              default: (if $et.type == "info" then null else $inhalt end),
+              text: (if $et.type == "info" then $inhalt else null end),
+              validation: ($c.validation + {decimals: ($et.type | lookup("decimals"))} | validation_order),
+              options: $o.options,
+              codelist: $o.codelist,
+              rules: ($n | rules_of),
+              notes: ((if $et.problem == null then [] else [$et.problem[1]] end) + $c.notes) },
+          warnings: (missing_id_warnings($use; $id) + $card.warnings
+                     + (if $et.problem == null then [] else [warning($et.problem[0]; $id; $et.problem[1])] end)
+                     + $c.warnings + $o.warnings),
+          fields: 1, groups: 0 }
     end;
 
 # ---------------------------------------------------------------- document
@@ -290,9 +330,9 @@ def legal_references:
 def leika_keys:
   [ .[] | .text | [scan("[0-9]+")] | .[] | select(length == 14) ] | uniq;
 
-# Independent of `uses`: every datenfeld / datenfeldgruppe element anywhere in the tree. If one sits
-# where `uses` does not look, the counts differ and the item is quarantined instead of losing it.
-def count_uses($name): [ .. | objects | select(has($name)) | .[$name] | as_array | length ] | add // 0;
+# Independent of `uses`: every datenfeld / datenfeldgruppe element anywhere in the tree, counted by the
+# engine's native `count_elements` (one pass in Rust instead of a jq `..` walk). If one sits where
+# `uses` does not look, the counts differ and the item is quarantined instead of losing it.
 
 # The pipeline only hands this mapping records whose root and namespace match the TOML; `map` and the
 # fixture runner do not check, so the program does (an XDatenfelder 3.0.0 file must not pass as this version).
@@ -307,21 +347,21 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
 | if ($schema.identifikation | get("id") | txt) == "" then error("the stammdatenschema has no identifikation/id") else . end
 | ($schema | uses) as $top
 | [ $top[] | select(.kind == "field") | element("") ] as $general
-| [ $top[] | select(.kind == "group") | element("") | {id, kind: "section", generated: false} + with_entries(select(.key != "id" and .key != "kind")) ] as $groups
+| [ $top[] | select(.kind == "group") | element("") ] as $top_groups
+| [ $top_groups[] | .element | {id, kind: "section", generated: false} + with_entries(select(.key != "id" and .key != "kind")) ] as $groups
 | (if ($general | length) > 0 then
      [ { id: "allgemeine-angaben", kind: "section", generated: true,
          fimId: null, fimVersion: null, name: null, label: "Allgemeine Angaben", help: null,
          min: 1, max: 1, required: true, repeatable: false, choice: false,
-         rules: [], notes: [], elements: $general } ]
+         rules: [], notes: [], elements: [ $general[].element ] } ]
    else [] end) + $groups
-| . as $raw_sections
+| . as $sections
 | ($schema | legal_references) as $refs
-| ($schema | count_uses("datenfeld")) as $fields_in
-| ($schema | count_uses("datenfeldgruppe")) as $groups_in
-| ([ $raw_sections | .. | objects | select(has("#warnings")) | .["#warnings"][] ]) as $element_warnings
-| ($raw_sections | walk(if type == "object" and has("#warnings") then with_entries(select(.key != "#warnings")) else . end)) as $sections
-| ([ $sections | .. | objects | select(.kind == "field") ] | length) as $fields_out
-| ([ $sections | .. | objects | select(.kind == "group" or (.kind == "section" and .generated == false)) ] | length) as $groups_out
+| ($schema | count_elements("datenfeld")) as $fields_in
+| ($schema | count_elements("datenfeldgruppe")) as $groups_in
+| ([ $general[], $top_groups[] | .warnings[] ]) as $element_warnings
+| ([ $general[], $top_groups[] | .fields ] | add // 0) as $fields_out
+| ([ $general[], $top_groups[] | .groups ] | add // 0) as $groups_out
 | if $fields_out != $fields_in or $groups_out != $groups_in then
     error("\($fields_in) datenfeld and \($groups_in) datenfeldgruppe elements in the input, but \($fields_out) field and \($groups_out) group elements mapped: an element outside struktur/enthaelt?")
   else . end
@@ -351,7 +391,7 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
       legalReferences: $refs,
       leikaKeys: ($refs | leika_keys) },
     warnings: ((if $fields_in == 0 then [warning("schema-empty"; null; "the schema contains no datenfeld")] else [] end)
-               + ($schema | empty_uses_warnings(null))
+               + ($top | empty_uses_warnings(null))
                + $element_warnings) }
 # The same warnings once more for the bridge's migration log (the engine takes "#warnings" out of the
 # document and logs each entry as a warning event of the item; the document itself is unchanged).

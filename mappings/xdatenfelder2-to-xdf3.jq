@@ -26,14 +26,25 @@ def nonempty: if length == 0 then null else . end;
 # f on each item when the element repeats (invalid in 2.0, but never dropped), else f.
 def each(f): if type == "array" then map(f) else f end;
 
+# The checks below run for every element, so they use no regular expression where a plain test does
+# (jaq compiles the regex of every `test` call anew). A string of ASCII digits, at least one:
+def all_digits: length >= 1 and all(explode[]; . >= 48 and . <= 57);
+
 # ---- the FIM 2→3 id and version rule ------------------------------------------------------------
 
 # S00000121 → S00000000121: the Unternummernkreis 000 goes after the first 3 characters.
 # Ids that are not letter + 8 digits (local ids such as F00-<uuid>) stay as they are.
-def xdf3_id: trim | if test("^[A-Z][0-9]{8}$") then .[0:3] + "000" + .[3:] else . end;
+def xdf3_id:
+  trim
+  # `test("^[A-Z][0-9]{8}$")`
+  | if length == 9 and (explode[0] | . >= 65 and . <= 90) and (.[1:] | all_digits)
+    then .[0:3] + "000" + .[3:] else . end;
 
 # 1.0 → 1.0.0; anything else (already x.y.z, or broken) is kept and left to the XSD to judge.
-def xdf3_version: trim | if test("^[0-9]+\\.[0-9]+$") then . + ".0" else . end;
+def xdf3_version:
+  trim
+  # `test("^[0-9]+\\.[0-9]+$")`
+  | if (split(".") | length == 2 and (.[0] | all_digits) and (.[1] | all_digits)) then . + ".0" else . end;
 
 # Element ids quoted in the prose of a rule ("F00001028 Krankenversicherungsträger") get the same rule.
 def xdf3_ids_in_text: gsub("\\b(?<k>[FG][0-9]{2})(?<n>[0-9]{6})\\b"; "\(.k)000\(.n)");
@@ -45,8 +56,9 @@ def identifikation:
 # ---- shared parts -------------------------------------------------------------------------------
 
 # 2.0 bezug is one string; 3.0.0 has repeated Rechtsbezug. Split at ";" and line breaks, drop empty ones.
+# (Blank text gives null at once: most elements have no bezug, and the regexes are compiled per call.)
 def rechtsbezuege:
-  text | [splits("[;\r\n]+") | gsub("\\s+"; " ") | trim | select(. != "")] | nonempty;
+  text | if trim == "" then null else [splits("[;\r\n]+") | gsub("\\s+"; " ") | trim | select(. != "")] | nonempty end;
 
 def freigabestatus:
   (.status | code) as $status
@@ -123,18 +135,21 @@ def regel($stand):
     "xdf:typ": coded("urn:xoev-de:fim:codeliste:xdatenfelder.regeltyp"; "1.0"; "K"),
     "xdf:skript": (.script | nonblank) };
 
-def regeln($stand): .regel // [] | each(regel($stand)) | if type == "array" then nonempty else . end;
+def regeln($stand):
+  if .regel == null then null  # (most elements: no rule)
+  else .regel // [] | each(regel($stand)) | if type == "array" then nonempty else . end end;
 
 # ---- Datenfeld ----------------------------------------------------------------------------------
 
 # Does a 2.0 "pattern" look like a regular expression? Prose such as "Codeliste Regionalschlüssel" or
 # "Mehrfachauswahl" has none of the regex metacharacters and is not one.
-def regex_like: test("[\\[\\](){}*+?|\\\\^$]");
+def regex_like: any(explode[]; . as $c | any("[](){}*+?|\\^$" | explode[]; . == $c));
 
 # 2.0 praezisierung is a JSON string ({"minLength":"1","maxLength":"50"}); 3.0.0 has attributes.
 # Returns {attrs, notes}: the attributes that are valid in 3.0.0, and a note for everything else
 # (prose patterns, unknown keys, values of the wrong type, text that is not a JSON object).
 def praezisierung:
+  if . == null then { attrs: null, notes: [] } else  # (most fields: none)
   (text | trim) as $raw
   | if $raw == "" then { attrs: null, notes: [] }
     else
@@ -144,8 +159,9 @@ def praezisierung:
           reduce ($json | to_entries[]) as $e ({ a: {}, notes: [] };
             ($e.value | if type == "string" then trim elif . == null then "" else tojson end) as $v
             | if $v == "" then .
-              elif $e.key == "minLength" and ($v | test("^[0-9]+$")) then .a.minLength = $v
-              elif $e.key == "maxLength" and ($v | test("^[0-9]*[1-9][0-9]*$")) then .a.maxLength = $v
+              elif $e.key == "minLength" and ($v | all_digits) then .a.minLength = $v
+              # `test("^[0-9]*[1-9][0-9]*$")`: digits, not all zero
+              elif $e.key == "maxLength" and ($v | all_digits and any(explode[]; . != 48)) then .a.maxLength = $v
               elif $e.key == "minValue" or $e.key == "maxValue" then .a[$e.key] = $v
               elif $e.key == "pattern" and ($v | regex_like) then .a.pattern = $v
               else .notes += ["\($e.key): \($v)"] end)
@@ -156,11 +172,13 @@ def praezisierung:
         end
     end
   | .notes |= (if length == 0 then [] else
-      ["Präzisierung aus XDatenfelder 2.0, in 3.0.0 nicht als Attribut darstellbar: " + join("; ")] end);
+      ["Präzisierung aus XDatenfelder 2.0, in 3.0.0 nicht als Attribut darstellbar: " + join("; ")] end)
+  end;
 
 # codelisteReferenz 3.0.0 is the genericode identification alone (the 2.0 C-id has no place in it).
 # codeKey/nameKey come from the codelist directory when the list is there: key column and first other column.
 def codeliste:
+  if .codelisteReferenz == null then { ref: null, list: null } else  # (most fields: none)
   (.codelisteReferenz.genericodeIdentification // {}) as $g
   | ($g.canonicalIdentification | nonblank | opt(trim)) as $canonical
   | ($g.version | nonblank | opt(trim)) as $version
@@ -174,7 +192,8 @@ def codeliste:
       else . end
       | { ref: { "xdf:canonicalIdentification": $canonical, "xdf:version": $version, "xdf:canonicalVersionUri": $uri },
           list: $list }
-    end;
+    end
+  end;
 
 # Datenfeld 3.0.0: AllgemeineAngaben, Schemaelementangaben, feldart datentyp praezisierung? inhalt?
 # vorbefuellung werte? codelisteReferenz? codeKey? nameKey? helpKey? regel* maxSize? mediaType*.

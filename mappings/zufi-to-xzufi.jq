@@ -55,22 +55,12 @@ def isodate:
 def bridge_id($class; $value):
   {"@schemeAgencyID": bridge_agency, "@schemeID": bridge_scheme($class), "#text": $value};
 
-# Deterministic content fingerprint: four polynomial hashes mod 2^31-1 over the code points of a
-# string (all intermediate values stay below 2^53, so integer and float arithmetic agree).
-def fingerprint:
-  reduce explode[] as $c ([7, 11, 13, 17];
-    [ ((.[0] * 257 + $c) % 2147483647), ((.[1] * 65537 + $c) % 2147483647),
-      ((.[2] * 1000003 + $c) % 2147483647), ((.[3] * 786433 + $c) % 2147483647) ]);
-def hex8:
-  . as $n
-  | reduce range(8) as $i ({n: $n, s: ""};
-      (.n % 16) as $d | {n: (.n / 16 | floor), s: ("0123456789abcdef"[$d:$d + 1] + .s)})
-  | .s;
-# Name-based UUID (RFC 9562 version 8, "custom") from the fingerprint of a string.
+# Name-based UUID (RFC 9562 version 8, "custom") from a string: the first 128 bits of the engine's
+# native `sha256` of its UTF-8 bytes, with the version nibble set to 8 and the variant bits to 10.
 def uuid_v8:
-  fingerprint as $h
-  | ($h | map(hex8) | join("")) as $x
-  | ("89ab"[($h[3] % 4):($h[3] % 4) + 1]) as $variant
+  sha256 as $x
+  | ("0123456789abcdef" | index($x[16:17])) as $d
+  | ("89ab"[($d % 4):($d % 4) + 1]) as $variant
   | "\($x[0:8])-\($x[8:12])-8\($x[13:16])-\($variant)\($x[17:20])-\($x[20:32])";
 
 # ---- the record --------------------------------------------------------------------------------

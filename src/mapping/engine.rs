@@ -1,8 +1,12 @@
 //! The jq engine: compiles a mapping program once (jaq) and runs it as a pure function of its inputs.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{Compiler, Ctx, Vars, data};
+use jaq_core::{Compiler, Ctx, DataT, Vars};
 use jaq_json::{Num, Val};
+use jaq_std::ValT as _;
 use serde_json::Value;
 
 /// jq built-ins that would make a mapping depend on something other than its inputs.
@@ -10,12 +14,18 @@ use serde_json::Value;
 const IMPURE: &[&str] = &["now", "env", "input", "inputs", "localtime", "strflocaltime"];
 
 /// Definitions the engine adds to every program. `$__lookups` and `$__codelists` are bound per run.
+/// `type` replaces jaq's definition (a chain of up to six comparisons, called for nearly every value
+/// a mapping touches) by the native `bridge_type` with the same result; `test` is the native
+/// `bridge_test`, which keeps the program's compiled regexes instead of compiling one per call.
 const PRELUDE: &str = r#"
 def lookup($table): . as $k | $__lookups[$table][$k | tostring];
 def lookup($table; $default): lookup($table) // $default;
 def codelist($uri): $__codelists[$uri];
 def codelist($canonical; $version): $__codelists[$canonical + "|" + $version];
 def as_array: if . == null then [] elif type == "array" then . else [.] end;
+def type: bridge_type;
+def test(re): bridge_test(re; "");
+def test(re; flags): bridge_test(re; flags);
 def slug: ascii_downcase
   | gsub("ä"; "ae") | gsub("ö"; "oe") | gsub("ü"; "ue") | gsub("ß"; "ss")
   | gsub("[^a-z0-9]+"; "-") | ltrimstr("-") | rtrimstr("-");
@@ -24,13 +34,124 @@ def slug: ascii_downcase
 /// Names of the variables every program can read, in the order `run` binds them.
 pub const GLOBALS: [&str; 4] = ["$__lookups", "$__codelists", "$source", "$item"];
 
-type Data = data::JustLut<Val>;
+/// What the engine's filters run on: jaq values, and per run the data of [`Run`].
+struct Data;
+
+impl DataT for Data {
+    type V<'a> = Val;
+    type Data<'a> = &'a Run<'a>;
+}
+
+/// The data a run gives the native filters: the look-up table of the compiled program and the
+/// program's regex cache.
+struct Run<'a> {
+    lut: &'a jaq_core::Lut<Data>,
+    regexes: &'a RegexCache,
+}
+
+impl<'a> jaq_core::data::HasLut<'a, Data> for &'a Run<'a> {
+    fn lut(&self) -> &'a jaq_core::Lut<Data> {
+        self.lut
+    }
+}
+
 type Filter = jaq_core::Filter<Data>;
+
+/// The compiled regexes of one program, by (regex, flags). The regexes of a mapping are nearly all
+/// literals of the program, so the cache stays small; past [`RegexCache::MAX`] entries (patterns that
+/// come from the data) a regex is compiled for its call only.
+#[derive(Default)]
+struct RegexCache {
+    compiled: Mutex<HashMap<RegexKey, Arc<regex_bites::bytes::Regex>>>,
+}
+
+/// (regex, flags) as written in the program or the data.
+type RegexKey = (Box<str>, Box<str>);
+
+impl RegexCache {
+    const MAX: usize = 256;
+
+    /// jq's `test(re; flags)` as jaq-std implements it (same flags, same regex engine, same
+    /// errors, checked in the same order), with the compiled regex kept for the next call.
+    fn test(&self, input: &Val, re: &Val, flags: &Val) -> jaq_core::ValR<Val> {
+        let as_str = |v: &Val| -> Result<String, jaq_core::Error<Val>> {
+            let bytes = v.try_as_utf8_bytes()?;
+            std::str::from_utf8(bytes).map(str::to_owned).map_err(jaq_core::Error::str)
+        };
+        let flags = as_str(flags)?;
+        let mut builder_flags = [false; 5]; // i, m, s, l, x
+        let mut ignore_empty = false;
+        for flag in flags.chars() {
+            match flag {
+                'g' => {}
+                'n' => ignore_empty = true,
+                'i' => builder_flags[0] = true,
+                'm' => builder_flags[1] = true,
+                's' => builder_flags[2] = true,
+                'l' => builder_flags[3] = true,
+                'x' => builder_flags[4] = true,
+                'p' => (builder_flags[1], builder_flags[2]) = (true, true),
+                c => return Err(jaq_core::Error::str(format_args!("invalid regex flag: {c}"))),
+            }
+        }
+        let re = as_str(re)?;
+        let key = (Box::from(re.as_str()), Box::from(flags.as_str()));
+        let cached = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).cloned();
+        let regex = match cached {
+            Some(regex) => regex,
+            None => {
+                let [i, m, s, l, x] = builder_flags;
+                let regex = regex_bites::bytes::RegexBuilder::new(&re)
+                    .case_insensitive(i)
+                    .multi_line(m)
+                    .dot_matches_new_line(s)
+                    .swap_greed(l)
+                    .ignore_whitespace(x)
+                    .build()
+                    .map_err(|e| jaq_core::Error::str(format_args!("invalid regex: {e}")))?;
+                let regex = Arc::new(regex);
+                let mut compiled = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if compiled.len() < Self::MAX {
+                    compiled.insert(key, Arc::clone(&regex));
+                }
+                regex
+            }
+        };
+        let haystack = input.try_as_utf8_bytes()?;
+        let found = if ignore_empty {
+            regex.find_iter(haystack).any(|m| !m.as_bytes().is_empty())
+        } else {
+            regex.is_match(haystack)
+        };
+        Ok(Val::Bool(found))
+    }
+}
 
 /// Native built-ins of the engine: deterministic helpers jq lacks.
 fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
-    use jaq_core::native::{Filter as Native, bome, run, v};
-    let natives: [Native<jaq_core::RunPtr<Data>>; 1] = [
+    use jaq_core::native::{Filter as Native, bome, run, unary, v};
+    let natives: [Native<jaq_core::RunPtr<Data>>; 4] = [
+        // `bridge_test(re; flags)`: `test` with the program's regex cache (the prelude defines `test` as this).
+        ("bridge_test", v(2), |mut cv| {
+            let flags = cv.0.pop_var();
+            let re = cv.0.pop_var();
+            let regexes = cv.0.data().regexes;
+            bome(regexes.test(&cv.1, &re, &flags))
+        }),
+        // `bridge_type`: what jaq's `type` gives, in one step (the prelude defines `type` as this).
+        ("bridge_type", v(0), |cv| {
+            bome(Ok(Val::from(
+                match &cv.1 {
+                    Val::Null => "null",
+                    Val::Bool(_) => "boolean",
+                    Val::Num(_) => "number",
+                    Val::TStr(_) | Val::BStr(_) => "string",
+                    Val::Arr(_) => "array",
+                    Val::Obj(_) => "object",
+                }
+                .to_string(),
+            )))
+        }),
         // `sha256`: hex SHA-256 of a string's UTF-8 bytes, e.g. for ids derived from content.
         ("sha256", v(0), |cv| {
             bome(match &cv.1 {
@@ -40,13 +161,39 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
                 other => Err(jaq_json::Error::str(format!("sha256 needs a string, got {other}"))),
             })
         }),
+        // `count_elements($name)`: over the whole input, the number of `$name` elements of every object
+        // that has the key (null 0, an array its length, anything else 1); the same as
+        // `[.. | objects | select(has($name)) | .[$name] | as_array | length] | add // 0`, in one pass.
+        ("count_elements", v(1), |cv| {
+            unary(cv, |input, name| match &name {
+                Val::TStr(_) => Ok(Val::Num(Num::Int(count_elements(&input, &name) as isize))),
+                other => Err(jaq_json::Error::str(format!("count_elements needs a string name, got {other}"))),
+            })
+        }),
     ];
     natives.into_iter().map(run::<Data>)
+}
+
+/// See `count_elements` in [`bridge_funs`]. Recursion depth is bounded by the decoder's `max_depth`.
+fn count_elements(value: &Val, name: &Val) -> usize {
+    match value {
+        Val::Arr(items) => items.iter().map(|item| count_elements(item, name)).sum(),
+        Val::Obj(map) => {
+            let own = match map.get(name) {
+                None | Some(Val::Null) => 0,
+                Some(Val::Arr(items)) => items.len(),
+                Some(_) => 1,
+            };
+            own + map.values().map(|item| count_elements(item, name)).sum::<usize>()
+        }
+        _ => 0,
+    }
 }
 
 /// A compiled jq program.
 pub struct Program {
     filter: Filter,
+    regexes: RegexCache,
 }
 
 impl std::fmt::Debug for Program {
@@ -118,13 +265,14 @@ impl Program {
                     })
                     .collect::<Vec<_>>()
             })?;
-        Ok(Self { filter })
+        Ok(Self { filter, regexes: RegexCache::default() })
     }
 
     /// Runs the program on `input` with the globals bound in [`GLOBALS`] order. It must yield
     /// exactly one value, and that value must be plain JSON.
     pub fn run(&self, input: Val, globals: [Val; 4]) -> Result<Value, String> {
-        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new(globals));
+        let run = Run { lut: &self.filter.lut, regexes: &self.regexes };
+        let ctx = Ctx::<Data>::new(&run, Vars::new(globals));
         let mut outputs = self.filter.id.run((ctx, input));
         let first = match outputs.next() {
             None => {
@@ -210,7 +358,12 @@ mod tests {
     }
 
     fn run(code: &str, input: Value) -> Result<Value, String> {
-        Program::compile(code).expect("compiles").run(to_val(&input), globals())
+        // `bridge_jaq_test`: jaq-std's own definition of `test`, to compare the engine's with.
+        let code = format!(
+            "def bridge_jaq_test(re; flags): matches(re; flags) | any; \
+             def bridge_jaq_test(re): bridge_jaq_test(re; \"\"); {code}"
+        );
+        Program::compile(&code).expect("compiles").run(to_val(&input), globals())
     }
 
     #[test]
@@ -222,6 +375,90 @@ mod tests {
         assert_eq!(run(r#".a | as_array | length"#, json!({"a": {"x": 1}})), Ok(json!(1)));
         assert_eq!(run(r#""Straße für Größe" | slug"#, json!(null)), Ok(json!("strasse-fuer-groesse")));
         assert_eq!(run(r#"{s: $source.id, k: $item.key}"#, json!(null)), Ok(json!({"s": "s", "k": "s/x"})));
+    }
+
+    #[test]
+    fn type_is_native_and_agrees_with_jaqs_definition() {
+        // jaq's own definition, as in jaq-std's defs.jq.
+        let jaq_type = r#"def jaq_type:
+            if . == null then "null" elif (. == true or . == false) then "boolean"
+            elif . < "" then "number" elif . < [] then "string" elif . < {} then "array" else "object" end;"#;
+        let values = json!([null, true, false, 0, -1.5, 1e300, "", "ü", [], [1], {}, {"a": null}]);
+        let native = run("[.[] | type]", values.clone()).unwrap();
+        let defined = run(&format!("{jaq_type} [.[] | jaq_type]"), values).unwrap();
+        assert_eq!(native, defined);
+        assert_eq!(native[0], json!("null"));
+        assert_eq!(native[11], json!("object"));
+        assert_eq!(run("nan | type", json!(null)), Ok(json!("number")));
+    }
+
+    #[test]
+    fn test_is_cached_and_agrees_with_jaqs_definition() {
+        // jaq-std defines `test(re; flags)` as `matches(re; flags) | any`; `matches` is still there.
+        let cases = json!([
+            ["abc", "b", ""],
+            ["abc", "^b", ""],
+            ["ABC", "b", "i"],
+            ["a\nb", "^b$", ""],
+            ["a\nb", "^b$", "m"],
+            ["a\nb", "a.b", "s"],
+            ["a\nb", "a.b", "p"],
+            ["", "x*", ""],
+            ["", "x*", "n"],
+            ["yy", "x*", "gn"],
+            ["Straße 1", "[0-9]+", "g"],
+            ["ä", "^.$", ""],
+            ["a b", "a b", "x"],
+            ["ab", "a+?", "l"]
+        ]);
+        let program = Program::compile(
+            r#"[.[] | . as [$s, $re, $flags] | ($s | test($re; $flags)) == ($s | matches($re; $flags) | any)] | all"#,
+        )
+        .unwrap();
+        assert_eq!(program.run(to_val(&cases), globals()), Ok(json!(true)));
+        assert_eq!(run(r#"[.[] | test("^[0-9]+$")]"#, json!(["12", "1a", ""])), Ok(json!([true, false, false])));
+
+        // Same errors as jaq's: bad flag, bad regex, non-string input.
+        for (code, error) in [
+            (r#""a" | test("a"; "q")"#, "invalid regex flag: q"),
+            (r#""a" | test("(")"#, "invalid regex"),
+            (r#"1 | test("a")"#, "cannot use 1 as string"),
+        ] {
+            let ours = run(code, json!(null)).unwrap_err();
+            let jaqs = run(&code.replace("test(", "bridge_jaq_test("), json!(null));
+            assert!(ours.contains(error), "{code}: {ours}");
+            assert_eq!(Err(ours), jaqs, "{code}");
+        }
+
+        // One compiled regex per (regex, flags) and program, however many calls; bounded for data patterns.
+        let program = Program::compile(r#"[.[] | test("^[a-z]+$"), test("x"; "i")]"#).unwrap();
+        for _ in 0..3 {
+            program.run(to_val(&json!(["ab", "X1", "c"])), globals()).unwrap();
+        }
+        assert_eq!(program.regexes.compiled.lock().unwrap().len(), 2);
+        let patterns: Vec<String> = (0..RegexCache::MAX + 10).map(|i| format!("^{i}$")).collect();
+        let program = Program::compile(r#"[.[] as $re | "7" | test($re)] | map(select(.)) | length"#).unwrap();
+        assert_eq!(program.run(to_val(&json!(patterns)), globals()), Ok(json!(1)));
+        assert_eq!(program.regexes.compiled.lock().unwrap().len(), RegexCache::MAX);
+    }
+
+    #[test]
+    fn count_elements_counts_every_use_of_a_name_anywhere() {
+        let tree = json!({
+            "s": {"datenfeld": [{"id": 1}, {"id": 2}],
+                  "struktur": [{"enthaelt": {"datenfeld": {"id": 3}}},
+                               {"enthaelt": {"datenfeldgruppe": {"struktur": {"enthaelt": {"datenfeld": null}}}}}]},
+            "a": [[{"datenfeld": "x"}]]
+        });
+        let walk = r#"[.. | objects | select(has($n)) | .[$n] | as_array | length] | add // 0"#;
+        for name in ["datenfeld", "datenfeldgruppe", "struktur", "nothing"] {
+            let native = run(&format!(r#"count_elements("{name}")"#), tree.clone()).unwrap();
+            let jq = run(&format!(r#""{name}" as $n | {walk}"#), tree.clone()).unwrap();
+            assert_eq!(native, jq, "{name}");
+        }
+        assert_eq!(run(r#"count_elements("datenfeld")"#, tree.clone()), Ok(json!(4)));
+        assert_eq!(run(r#"count_elements("datenfeld")"#, json!("text")), Ok(json!(0)));
+        assert!(run("count_elements(1)", tree).unwrap_err().contains("string name"));
     }
 
     #[test]
