@@ -11,6 +11,32 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    run().await
+}
+
+/// mimalloc's defaults commit whole arenas up front and keep freed memory committed for a while:
+/// a fresh migration's peak resident memory was 1.9× that of glibc malloc. Committing on demand
+/// and purging freed memory at once brings it below glibc's at the same speed (docs/performance.md).
+/// This must happen before the first allocation, which the Rust runtime makes before `main`: the
+/// function runs as an ELF constructor (Linux).
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
+#[cfg(target_os = "linux")]
+extern "C" fn tune_allocator() {
+    // Positions in mimalloc v3's `mi_option_e` (libmimalloc-sys 0.1.49, c_src/mimalloc/v3/include/mimalloc.h).
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: plain option setters of the allocator, called once before any thread is started.
+    unsafe {
+        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+    }
+}
+
+async fn run() {
     let cli = Cli::parse();
     let default_level = match cli.verbose {
         0 => "info",

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Source};
+use crate::config::{Config, Delivery, Source};
 use crate::domain::{Clock, ItemKey, ItemStatus, Level, RunStatus, Stage, Trigger};
 use crate::mapping::engine::to_val;
 use crate::mapping::{Mapping, RecordContext};
 use crate::source::{self, Entry, Record, RecordError};
+use crate::store::documents::NewDocument;
 use crate::store::intents::Intent;
 use crate::store::ledger::{Batch, LedgerRow};
 use crate::store::log::NewEvent;
@@ -154,6 +155,9 @@ pub const ANY_TARGET: &str = "*";
 
 /// Ledger rows written per transaction.
 const BATCH_ROWS: usize = 500;
+
+/// A batch is written early once the documents it keeps for the diff reach this many bytes.
+const BATCH_DOCUMENT_BYTES: usize = 8 << 20;
 
 /// Deliveries sent at once per source (each HTTP target bounds itself further).
 const DELIVERIES_IN_FLIGHT: usize = 16;
@@ -365,8 +369,9 @@ struct Outcome {
 enum Done {
     /// Ready to be sent; [`send`] records the intent, delivers and turns it into one of the others.
     Pending { action: Action, known_version: Option<String> },
-    /// Delivered (or, in a dry run, would be delivered) with this output hash.
-    Delivered { output_hash: String, location: Option<String>, version: Option<String> },
+    /// Delivered (or, in a dry run, would be delivered) with this output hash; `body` is kept
+    /// for the diff with the ledger row.
+    Delivered { output_hash: String, location: Option<String>, version: Option<String>, body: Option<bytes::Bytes> },
     /// Mapped, and the output equals what the target already holds.
     Same { output_hash: String },
     /// Gone upstream, and withdrawn from the target.
@@ -639,20 +644,26 @@ impl<'a> SourceRun<'a> {
                 };
                 futures::stream::iter(items)
             })
+            // Each delivery is a task of its own: a delivery holding a database connection must
+            // go on while this loop waits for the database in `flush`, or the two wait for each
+            // other until the pool gives up.
             .map(move |item| {
                 let work = sender.clone();
-                async move {
+                tokio::spawn(async move {
                     match item {
                         Ok(outcome) => Ok(send(&work, run_id, outcome).await),
                         Err(e) => Err(e),
                     }
-                }
+                })
             })
             .buffer_unordered(DELIVERIES_IN_FLIGHT);
         while let Some(result) = stream.next().await {
-            let outcome = result.map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e)))?;
+            let outcome = result
+                .map_err(|e| e.to_string())
+                .and_then(|sent| sent)
+                .map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e)))?;
             self.record_outcome(outcome);
-            if self.batch.rows.len() >= BATCH_ROWS {
+            if self.batch.rows.len() >= BATCH_ROWS || self.batch.document_bytes() >= BATCH_DOCUMENT_BYTES {
                 self.flush().await?;
             }
         }
@@ -749,6 +760,25 @@ impl<'a> SourceRun<'a> {
         let mut outcomes = Vec::new();
         for intent in intents {
             let Some(key) = ItemKey::parse(&intent.item_key) else { continue };
+            let target = self.deps.config.target(&intent.target).expect("orphaned intents are filtered out");
+            if intent.action == "put" && intent.body.is_empty() && matches!(target.delivery, Delivery::Outbox { .. }) {
+                // The outbox keeps no body in the intent: if the file is not there, the write never
+                // happened and this run's scan maps and delivers the item again.
+                let format =
+                    if intent.format == "xml" { crate::codec::Format::Xml } else { crate::codec::Format::Json };
+                let action = Action::Put { body: bytes::Bytes::new(), format, output_hash: intent.output_hash.clone() };
+                if let Ok(None) = target::check_delivered(target, &key, &action).await {
+                    self.event(
+                        Some(&key),
+                        Some(&intent.target),
+                        Stage::Deliver,
+                        Level::Warn,
+                        "an interrupted run did not write this document; it is mapped and delivered again".into(),
+                    );
+                    self.batch.settled_intents.push((intent.item_key, intent.target));
+                    continue;
+                }
+            }
             let action = match intent.action.as_str() {
                 "delete" => Action::Delete,
                 _ => Action::Put {
@@ -1012,7 +1042,17 @@ impl<'a> SourceRun<'a> {
                 row.attempts = 0;
                 row.last_error = None;
             }
-            Ok(Done::Delivered { output_hash, location, version }) => {
+            Ok(Done::Delivered { output_hash, location, version, body }) => {
+                // Kept (the last two per item and target) for the review pages' diff.
+                if let Some(body) = body {
+                    self.batch.documents.push(NewDocument {
+                        item_key: key.to_string(),
+                        target: target.to_owned(),
+                        output_hash: output_hash.clone(),
+                        body,
+                        delivered_at: now.clone(),
+                    });
+                }
                 let first = previous.is_none_or(|p| p.output_hash.is_none());
                 if first {
                     self.counts.new += 1;
@@ -1209,7 +1249,7 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
         let done = if target_holds_it {
             Ok(Done::Same { output_hash })
         } else if *dry_run {
-            Ok(Done::Delivered { output_hash, location: None, version: None })
+            Ok(Done::Delivered { output_hash, location: None, version: None, body: None })
         } else {
             let action = Action::Put { body: document.bytes.into(), format: document.format, output_hash };
             Ok(Done::Pending { action, known_version: previous.and_then(|row| row.target_version.clone()) })
@@ -1248,6 +1288,11 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
     };
     if !outcome.intent {
         let (body, format) = match &action {
+            // An outbox holds the document itself: reconciling needs to know only what was to
+            // be written (the output hash), not the bytes again.
+            Action::Put { format, .. } if matches!(target.delivery, Delivery::Outbox { .. }) => {
+                (Vec::new(), format.extension())
+            }
             Action::Put { body, format, .. } => (body.to_vec(), format.extension()),
             Action::Delete => (Vec::new(), "none"),
         };
@@ -1300,14 +1345,7 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
     outcome.result = match (delivered, action) {
         (Ok(d), Action::Delete) => Ok(Done::Withdrawn { location: d.location }),
         (Ok(d), Action::Put { output_hash, body, .. }) => {
-            // Kept (the last two per item and target) for the review pages' diff.
-            let at = timestamp(deps.clock.now());
-            if let Err(e) =
-                deps.store.record_document(outcome.key.as_str(), &outcome.target, &output_hash, &body, &at).await
-            {
-                tracing::warn!(item = %outcome.key, "cannot keep the delivered document for the diff: {e}");
-            }
-            Ok(Done::Delivered { output_hash, location: Some(d.location), version: d.version })
+            Ok(Done::Delivered { output_hash, location: Some(d.location), version: d.version, body: Some(body) })
         }
         (Err(e), _) => Err(problem(&e, e.status())),
     };

@@ -7,6 +7,44 @@ use super::{BeginWrite, Store, StoreError, on_pool};
 /// How many delivered versions are kept per item and target.
 pub const KEPT_VERSIONS: i64 = 2;
 
+/// A delivered document to keep.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    pub item_key: String,
+    pub target: String,
+    pub output_hash: String,
+    pub body: bytes::Bytes,
+    pub delivered_at: String,
+}
+
+pub(crate) const LATEST: &str =
+    "SELECT output_hash FROM documents WHERE item_key = $1 AND target = $2 ORDER BY id DESC LIMIT 1";
+pub(crate) const INSERT: &str =
+    "INSERT INTO documents (item_key, target, output_hash, body, delivered_at) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const PRUNE: &str = "DELETE FROM documents WHERE item_key = $1 AND target = $2 AND id NOT IN \
+                     (SELECT id FROM documents WHERE item_key = $1 AND target = $2 ORDER BY id DESC LIMIT $3)";
+
+/// Keeps `doc` inside the transaction `tx`: see [`Store::record_document`].
+macro_rules! keep_document {
+    ($tx:expr, $doc:expr) => {{
+        let doc = $doc;
+        let newest: Option<String> =
+            sqlx::query_scalar(LATEST).bind(&doc.item_key).bind(&doc.target).fetch_optional(&mut *$tx).await?;
+        if newest.as_deref() != Some(doc.output_hash.as_str()) {
+            sqlx::query(INSERT)
+                .bind(&doc.item_key)
+                .bind(&doc.target)
+                .bind(&doc.output_hash)
+                .bind(&doc.body[..])
+                .bind(&doc.delivered_at)
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query(PRUNE).bind(&doc.item_key).bind(&doc.target).bind(KEPT_VERSIONS).execute(&mut *$tx).await?;
+        }
+    }};
+}
+pub(crate) use keep_document;
+
 /// One delivered document as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct DocumentRow {
@@ -22,6 +60,8 @@ impl Store {
     /// Keeps a delivered document; older versions beyond [`KEPT_VERSIONS`] of the same item and
     /// target are removed in the same transaction. Delivering the newest version again (same
     /// output hash, e.g. `migrate --force`) changes nothing, so the previous version stays for the diff.
+    /// Runs hand the documents they delivered to [`Store::write_batch`] instead, which keeps
+    /// them in the batch's transaction.
     pub async fn record_document(
         &self,
         item_key: &str,
@@ -30,26 +70,16 @@ impl Store {
         body: &[u8],
         delivered_at: &str,
     ) -> Result<(), StoreError> {
-        let latest = "SELECT output_hash FROM documents WHERE item_key = $1 AND target = $2 ORDER BY id DESC LIMIT 1";
-        let insert =
-            "INSERT INTO documents (item_key, target, output_hash, body, delivered_at) VALUES ($1, $2, $3, $4, $5)";
-        let prune = "DELETE FROM documents WHERE item_key = $1 AND target = $2 AND id NOT IN \
-                     (SELECT id FROM documents WHERE item_key = $1 AND target = $2 ORDER BY id DESC LIMIT $3)";
+        let doc = &NewDocument {
+            item_key: item_key.into(),
+            target: target.into(),
+            output_hash: output_hash.into(),
+            body: bytes::Bytes::copy_from_slice(body),
+            delivered_at: delivered_at.into(),
+        };
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let newest: Option<String> =
-                sqlx::query_scalar(latest).bind(item_key).bind(target).fetch_optional(&mut *tx).await?;
-            if newest.as_deref() != Some(output_hash) {
-                sqlx::query(insert)
-                    .bind(item_key)
-                    .bind(target)
-                    .bind(output_hash)
-                    .bind(body)
-                    .bind(delivered_at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(prune).bind(item_key).bind(target).bind(KEPT_VERSIONS).execute(&mut *tx).await?;
-            }
+            keep_document!(tx, doc);
             tx.commit().await?;
         });
         Ok(())

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::documents::{INSERT, LATEST, PRUNE};
+use super::documents::{KEPT_VERSIONS, NewDocument, keep_document};
 use super::log::{INSERT_EVENT, NewEvent};
 use super::{BeginWrite, Store, StoreError, on_pool, opt_text, text};
 
@@ -56,11 +58,18 @@ pub struct Batch {
     pub events: Vec<NewEvent>,
     /// Intents whose outcome the rows record: removed in the same transaction.
     pub settled_intents: Vec<(String, String)>,
+    /// Delivered documents to keep for the diff (the last two per item and target).
+    pub documents: Vec<NewDocument>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.events.is_empty() && self.settled_intents.is_empty()
+        self.rows.is_empty() && self.events.is_empty() && self.settled_intents.is_empty() && self.documents.is_empty()
+    }
+
+    /// Bytes of the documents the batch holds.
+    pub fn document_bytes(&self) -> usize {
+        self.documents.iter().map(|d| d.body.len()).sum()
     }
 }
 
@@ -174,6 +183,9 @@ impl Store {
                     .bind(text(&event.message))
                     .execute(&mut *tx)
                     .await?;
+            }
+            for doc in &batch.documents {
+                keep_document!(tx, doc);
             }
             for (item_key, target) in &batch.settled_intents {
                 sqlx::query("DELETE FROM intents WHERE item_key = $1 AND target = $2")

@@ -314,3 +314,50 @@ async fn unchanged_files_are_not_decoded_again_until_their_bytes_or_the_source_s
         .collect();
     assert_eq!(keys, ["feed/k-a", "feed/k-b", "feed/k-c"]);
 }
+
+#[tokio::test]
+async fn an_interrupted_outbox_write_is_reconciled_without_writing_twice() {
+    let app = TestApp::demo().await;
+    app.migrate().await;
+    let store = &app.deps.store;
+    let row = store.item(FORM_KEY).await.unwrap().into_iter().find(|r| r.target == "form-platform").unwrap();
+    let file = app.path("var/outbox/form-platform/aachen-forms%2FS05000101@1.0.json");
+    let written = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let intent = |output_hash: &str| portal_bridge::store::intents::Intent {
+        item_key: FORM_KEY.into(),
+        target: "form-platform".into(),
+        source_id: "aachen-forms".into(),
+        origin: row.origin.clone(),
+        action: "put".into(),
+        output_hash: output_hash.into(),
+        idempotency_key: "k".into(),
+        body: Vec::new(), // what the pipeline records for an outbox
+        format: "json".into(),
+        known_version: None,
+        content_hash: row.content_hash.clone(),
+        mapping: row.mapping.clone(),
+        mapping_version: row.mapping_version.clone(),
+        adoptions: None,
+        run_id: None,
+        created_at: "2024-01-01T00:00:00Z".into(),
+    };
+
+    // Interrupted after the file reached the outbox: recorded as delivered, not written again.
+    store.record_intent(&intent(row.output_hash.as_deref().unwrap())).await.unwrap();
+    let report = app.migrate().await;
+    assert_eq!(report.status, RunStatus::Ok, "{:?}", report.problems);
+    assert!(store.intents().await.unwrap().is_empty());
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), written, "the file was not written again");
+
+    // Interrupted before the write: the intent is dropped and the run maps and delivers the item.
+    store.record_intent(&intent(&"0".repeat(64))).await.unwrap();
+    let text = std::fs::read_to_string(app.path(FORM)).unwrap();
+    let label = "<xdf:name>Antrag auf Bewohnerparkausweis Aachen</xdf:name>";
+    std::fs::write(app.path(FORM), text.replacen(label, "<xdf:name>Bewohnerparkausweis, neu</xdf:name>", 1)).unwrap();
+    let report = app.migrate().await;
+    assert_eq!(report.status, RunStatus::Ok, "{:?}", report.problems);
+    assert!(store.intents().await.unwrap().is_empty());
+    assert!(std::fs::read_to_string(&file).unwrap().contains("Bewohnerparkausweis, neu"));
+    let events = store.events(&EventFilter { run_id: report.run_id, ..Default::default() }).await.unwrap();
+    assert!(events.iter().any(|e| e.message.starts_with("an interrupted run did not write this document")));
+}

@@ -166,8 +166,17 @@ async fn nul_in_text_and_any_bytes_in_bodies_are_stored_alike() {
         rows: vec![failed],
         events: vec![event(None, Some("feed/1"), Level::Error, "body: \u{0}")],
         settled_intents: vec![],
+        documents: vec![portal_bridge::store::documents::NewDocument {
+            item_key: "feed/1".into(),
+            target: "t".into(),
+            output_hash: "h1".into(),
+            body: (0..=255u8).collect::<Vec<u8>>().into(),
+            delivered_at: "2024-01-01T00:00:00Z".into(),
+        }],
     };
     store.write_batch(&batch).await.unwrap();
+    let kept = store.last_documents("feed/1", "t", 2).await.unwrap();
+    assert_eq!(kept[0].body, (0..=255u8).collect::<Vec<u8>>(), "documents of a batch are kept with it, byte for byte");
     let stored = &store.item("feed/1").await.unwrap()[0];
     assert_eq!(stored.last_error.as_deref(), Some("portal said \u{FFFD}bad\u{FFFD}"));
     let events = store.events(&EventFilter::default()).await.unwrap();
