@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark of issue "Benchmarks: how fast, how big, how close to the limit": prints ONE table.
 #
-#   benches/run.sh                 N = 1,000 and 10,000 forms (about 12 minutes on 2 cores)
+#   benches/run.sh                 N = 1,000 and 10,000 forms (about 5 minutes on 2 cores, plus the build)
 #   BENCH_NS="1000" benches/run.sh only N = 1,000
 #
 # For each N: a deterministic corpus (N forms and N/5 services over the five regions, see
