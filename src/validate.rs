@@ -116,8 +116,17 @@ pub struct XsdValidator {
     jobs: Mutex<mpsc::Sender<XsdJob>>,
 }
 
+/// Initialises libxml2 once per process. Its lazy initialisation is not thread-safe: two
+/// validators loading their schemas at the same moment deadlocked in `xmlDictCreate`.
+fn init_libxml2() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    // SAFETY: libxml2's documented process-wide initialiser, called exactly once, before any other use.
+    INIT.call_once(|| unsafe { libxml::bindings::xmlInitParser() });
+}
+
 impl XsdValidator {
     pub fn load(path: &Path) -> Result<Self, String> {
+        init_libxml2();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (jobs_tx, jobs_rx) = mpsc::channel::<XsdJob>();
         let path = path.to_path_buf();
@@ -196,6 +205,7 @@ fn parser_options() -> ParserOptions<'static> {
 
 /// libxml2's parse with [`parser_options`], nothing else.
 fn libxml_parse(bytes: &[u8]) -> Result<libxml::tree::Document, String> {
+    init_libxml2();
     let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
     libxml::parser::Parser::default()
         .parse_string_with_options(text, parser_options())
