@@ -1,15 +1,9 @@
 //! The daemon: schedules with overlap policies, catch-up of missed runs, reload on SIGHUP, and
 //! graceful shutdown on SIGTERM that leaves the next start a clean reconciliation.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portal_bridge::config::Config;
-use portal_bridge::daemon::{self, DaemonParts};
-use portal_bridge::domain::SystemClock;
 use portal_bridge::portal_sim::{self, SimConfig, SimState};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::TestApp;
 
@@ -75,31 +69,6 @@ fn write_feed(dir: &std::path::Path, count: usize, round: usize) {
     std::fs::write(dir.join("feed/records.json"), serde_json::to_string(&records).unwrap()).unwrap();
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    reload: mpsc::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
-}
-
-async fn start(app: &TestApp) -> Running {
-    let config = Config::resolve(&app.config_path, &app.overrides()).unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let (reload, reload_rx) = mpsc::channel(4);
-    let parts = DaemonParts {
-        config: Arc::new(config),
-        config_path: app.config_path.clone(),
-        overrides: app.overrides(),
-        store: app.deps.store.clone(),
-        clock: Arc::new(SystemClock),
-        listener: Some(listener),
-        shutdown: shutdown.clone(),
-        reload: reload_rx,
-        instance: None,
-    };
-    Running { shutdown, reload, task: tokio::spawn(daemon::run(parts)) }
-}
-
 /// (started, finished) of every run of the source, in order.
 async fn runs(app: &TestApp) -> Vec<(String, Option<String>)> {
     let mut runs: Vec<_> =
@@ -114,7 +83,7 @@ async fn a_one_second_schedule_never_overlaps_a_slow_source_with_forbid() {
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path(), 8);
     let app = TestApp::with_config(dir, &config_text(&url, 8, "* * * * * *", "forbid", "")).await;
-    let daemon = start(&app).await;
+    let daemon = app.start_daemon().await;
     // Each run delivers 8 changed records at 150 ms each: longer than the 1 s schedule.
     for round in 1..=4 {
         write_feed(app.dir.path(), 8, round);
@@ -151,7 +120,7 @@ async fn a_missed_run_is_caught_up_once_at_start_and_skip_waits() {
             .finish_run(id, portal_bridge::domain::RunStatus::Ok, Default::default(), None, &two_hours_ago)
             .await
             .unwrap();
-        let daemon = start(&app).await;
+        let daemon = app.start_daemon().await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         daemon.shutdown.cancel();
         daemon.task.await.unwrap().unwrap();
@@ -166,7 +135,7 @@ async fn a_bad_config_on_reload_leaves_the_daemon_on_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path(), 3);
     let app = TestApp::with_config(dir, &config_text(&url, 3, "* * * * * *", "forbid", "")).await;
-    let daemon = start(&app).await;
+    let daemon = app.start_daemon().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     std::fs::write(&app.config_path, "this is = not [valid toml").unwrap();
     daemon.reload.send(()).await.unwrap();
@@ -189,14 +158,7 @@ async fn sigterm_mid_run_exits_zero_and_the_next_start_reconciles_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path(), 30);
     let app = TestApp::with_config(dir, &config_text(&url, 30, "* * * * * *", "forbid", "")).await;
-    let daemon = || {
-        app.std_command()
-            .arg("run")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let daemon = || app.spawn_daemon();
     let mut child = daemon();
     let deadline = Instant::now() + Duration::from_secs(30);
     while sim.stats().await.requests < 5 && Instant::now() < deadline {
@@ -240,7 +202,7 @@ async fn two_daemons_with_the_same_schedule_run_each_slot_once() {
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path(), 4);
     let app = TestApp::with_config(dir, &config_text(&url, 4, "* * * * * *", "forbid", "")).await;
-    let (a, b) = (start(&app).await, start(&app).await);
+    let (a, b) = (app.start_daemon().await, app.start_daemon().await);
     for round in 1..=3 {
         write_feed(app.dir.path(), 4, round);
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -268,15 +230,7 @@ async fn two_daemons_on_500_records(daemon: &str) -> (SimState, TestApp, Vec<std
         .unwrap()
         .replace("shutdown_grace_secs = 20", &format!("shutdown_grace_secs = 20\n{daemon}"));
     std::fs::write(&app.config_path, text).unwrap();
-    let spawn = || {
-        app.std_command()
-            .arg("run")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let daemons = vec![spawn(), spawn()];
+    let daemons = vec![app.spawn_daemon(), app.spawn_daemon()];
     (sim, app, daemons)
 }
 

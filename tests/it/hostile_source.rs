@@ -14,14 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use portal_bridge::config::Config;
-use portal_bridge::daemon::{self, DaemonParts};
-use portal_bridge::domain::SystemClock;
 use portal_bridge::store::log::EventFilter;
-use tokio_util::sync::CancellationToken;
 
 use crate::corpus::{form_key, load_cases, materialise};
-use crate::support::{TestApp, copy_dir, repo};
+use crate::support::{RunningDaemon, TestApp, copy_dir, repo};
 
 /// Longest a `/healthz` answer may take while the corpus is being read. Generous for a loaded
 /// 2-core CI machine; the answer does not wait for anything but the runtime.
@@ -133,22 +129,7 @@ async fn a_daemon_fed_the_whole_corpus_as_one_source_stays_healthy_delivers_the_
     let generated = started.elapsed();
 
     let app = TestApp::with_config(dir, &config_text()).await;
-    let config = Config::resolve(&app.config_path, &app.overrides()).unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(daemon::run(DaemonParts {
-        config: Arc::new(config),
-        config_path: app.config_path.clone(),
-        overrides: app.overrides(),
-        store: app.deps.store.clone(),
-        clock: Arc::new(SystemClock),
-        listener: Some(listener),
-        shutdown: shutdown.clone(),
-        reload: reload_rx,
-        instance: None,
-    }));
+    let RunningDaemon { base, shutdown, task, .. } = app.start_daemon().await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let healthz = format!("{base}/healthz");
     // The API answers before anything runs.

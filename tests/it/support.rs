@@ -213,6 +213,48 @@ impl TestApp {
     }
 }
 
+/// The daemon running in-process on a loopback listener.
+pub struct RunningDaemon {
+    /// Base URL of its admin API.
+    pub base: String,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub reload: tokio::sync::mpsc::Sender<()>,
+    pub task: tokio::task::JoinHandle<Result<(), portal_bridge::daemon::DaemonError>>,
+}
+
+impl TestApp {
+    /// Starts the daemon in-process with this app's configuration and store.
+    pub async fn start_daemon(&self) -> RunningDaemon {
+        let config = Config::resolve(&self.config_path, &self.overrides()).unwrap_or_else(|e| panic!("{e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (reload, reload_rx) = tokio::sync::mpsc::channel(4);
+        let parts = portal_bridge::daemon::DaemonParts {
+            config: Arc::new(config),
+            config_path: self.config_path.clone(),
+            overrides: self.overrides(),
+            store: self.deps.store.clone(),
+            clock: Arc::new(SystemClock),
+            listener: Some(listener),
+            shutdown: shutdown.clone(),
+            reload: reload_rx,
+            instance: None,
+        };
+        RunningDaemon { base, shutdown, reload, task: tokio::spawn(portal_bridge::daemon::run(parts)) }
+    }
+
+    /// Starts the daemon (`run`) as a child process, its output discarded.
+    pub fn spawn_daemon(&self) -> std::process::Child {
+        self.std_command()
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
 /// Number of demo forms and service records, counted from the files.
 pub fn demo_counts() -> (usize, usize) {
     let mut forms = 0;
