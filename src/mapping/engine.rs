@@ -13,10 +13,17 @@ use serde_json::Value;
 /// (`halt` stays: the engine turns it into an error instead of exiting the process.)
 const IMPURE: &[&str] = &["now", "env", "input", "inputs", "localtime", "strflocaltime"];
 
+/// jaq-std's regex natives, which the engine replaces by ones that keep the compiled regexes.
+const REGEX_NATIVES: &[&str] = &["matches", "split_matches", "split_"];
+
 /// Definitions the engine adds to every program. `$__lookups` and `$__codelists` are bound per run.
-/// `type` replaces jaq's definition (a chain of up to six comparisons, called for nearly every value
-/// a mapping touches) by the native `bridge_type` with the same result; `test` is the native
-/// `bridge_test`, which keeps the program's compiled regexes instead of compiling one per call.
+/// Some replace jaq's own definitions of things a mapping does at nearly every step by natives with
+/// the same results (`replaced_definitions_and_regex_natives_agree_with_stock_jaq`): `type` (a chain
+/// of up to six comparisons in jaq), the constants `null`, `true` and `false` and `not` (filters in
+/// jaq: `null` is `[][0]`), `join` on arrays (two path updates and a reduction in jaq) and
+/// `to_entries` on objects; `test` is the native `bridge_test`, which keeps the program's compiled
+/// regexes instead of compiling one per call (as do the engine's `matches`, `split_matches` and
+/// `split_`, on which jaq defines `match`, `capture`, `scan`, `split/2`, `sub` and `gsub`).
 const PRELUDE: &str = r#"
 def lookup($table): . as $k | $__lookups[$table][$k | tostring];
 def lookup($table; $default): lookup($table) // $default;
@@ -24,6 +31,12 @@ def codelist($uri): $__codelists[$uri];
 def codelist($canonical; $version): $__codelists[$canonical + "|" + $version];
 def as_array: if . == null then [] elif type == "array" then . else [.] end;
 def type: bridge_type;
+def null: bridge_null;
+def true: bridge_true;
+def false: bridge_false;
+def not: bridge_not;
+def join($s): if type == "array" then bridge_join($s) else .[] |= tostring | .[:-1][] += $s | reduce .[] as $x (""; . + $x) end;
+def to_entries: if type == "object" then bridge_to_entries else [keys_unsorted[] as $key | {$key, value: .[$key]}] end;
 def test(re): bridge_test(re; "");
 def test(re; flags): bridge_test(re; flags);
 def slug: ascii_downcase
@@ -57,33 +70,46 @@ impl<'a> jaq_core::data::HasLut<'a, Data> for &'a Run<'a> {
 
 type Filter = jaq_core::Filter<Data>;
 
-/// The compiled regexes of one program, by (regex, flags). The regexes of a mapping are nearly all
+/// The compiled regexes of one program, by flags and regex. The regexes of a mapping are nearly all
 /// literals of the program, so the cache stays small; past [`RegexCache::MAX`] entries (patterns that
 /// come from the data) a regex is compiled for its call only.
 #[derive(Default)]
 struct RegexCache {
-    compiled: Mutex<HashMap<RegexKey, Arc<regex_bites::bytes::Regex>>>,
+    compiled: Mutex<HashMap<Box<str>, ByRegex>>,
 }
 
-/// (regex, flags) as written in the program or the data.
-type RegexKey = (Box<str>, Box<str>);
+/// The compiled regexes of one set of flags, by regex.
+type ByRegex = HashMap<Box<str>, Arc<Compiled>>;
+
+/// A regex compiled with its flags, and the flags that act on how it is applied.
+struct Compiled {
+    regex: regex_bites::bytes::Regex,
+    /// `g`: every match, not only the first.
+    global: bool,
+    /// `n`: empty matches are skipped.
+    ignore_empty: bool,
+}
 
 impl RegexCache {
     const MAX: usize = 256;
 
-    /// jq's `test(re; flags)` as jaq-std implements it (same flags, same regex engine, same
-    /// errors, checked in the same order), with the compiled regex kept for the next call.
-    fn test(&self, input: &Val, re: &Val, flags: &Val) -> jaq_core::ValR<Val> {
-        let as_str = |v: &Val| -> Result<String, jaq_core::Error<Val>> {
-            let bytes = v.try_as_utf8_bytes()?;
-            std::str::from_utf8(bytes).map(str::to_owned).map_err(jaq_core::Error::str)
-        };
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.compiled.lock().unwrap().values().map(HashMap::len).sum()
+    }
+
+    /// The compiled regex for `re` with `flags`, checked as jaq-std checks them (flags first, then
+    /// the regex; same messages), compiled once per program.
+    fn get(&self, re: &Val, flags: &Val) -> Result<Arc<Compiled>, jaq_core::Error<Val>> {
+        fn as_str(v: &Val) -> Result<&str, jaq_core::Error<Val>> {
+            std::str::from_utf8(v.try_as_utf8_bytes()?).map_err(jaq_core::Error::str)
+        }
         let flags = as_str(flags)?;
         let mut builder_flags = [false; 5]; // i, m, s, l, x
-        let mut ignore_empty = false;
+        let (mut global, mut ignore_empty) = (false, false);
         for flag in flags.chars() {
             match flag {
-                'g' => {}
+                'g' => global = true,
                 'n' => ignore_empty = true,
                 'i' => builder_flags[0] = true,
                 'm' => builder_flags[1] = true,
@@ -95,42 +121,167 @@ impl RegexCache {
             }
         }
         let re = as_str(re)?;
-        let key = (Box::from(re.as_str()), Box::from(flags.as_str()));
-        let cached = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).cloned();
-        let regex = match cached {
-            Some(regex) => regex,
-            None => {
-                let [i, m, s, l, x] = builder_flags;
-                let regex = regex_bites::bytes::RegexBuilder::new(&re)
-                    .case_insensitive(i)
-                    .multi_line(m)
-                    .dot_matches_new_line(s)
-                    .swap_greed(l)
-                    .ignore_whitespace(x)
-                    .build()
-                    .map_err(|e| jaq_core::Error::str(format_args!("invalid regex: {e}")))?;
-                let regex = Arc::new(regex);
-                let mut compiled = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if compiled.len() < Self::MAX {
-                    compiled.insert(key, Arc::clone(&regex));
-                }
-                regex
-            }
-        };
+        let lock = || self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(compiled) = lock().get(flags).and_then(|by_regex| by_regex.get(re)) {
+            return Ok(Arc::clone(compiled));
+        }
+        let [i, m, s, l, x] = builder_flags;
+        let regex = regex_bites::bytes::RegexBuilder::new(re)
+            .case_insensitive(i)
+            .multi_line(m)
+            .dot_matches_new_line(s)
+            .swap_greed(l)
+            .ignore_whitespace(x)
+            .build()
+            .map_err(|e| jaq_core::Error::str(format_args!("invalid regex: {e}")))?;
+        let compiled = Arc::new(Compiled { regex, global, ignore_empty });
+        let mut cache = lock();
+        if cache.values().map(HashMap::len).sum::<usize>() < Self::MAX {
+            cache.entry(flags.into()).or_default().insert(re.into(), Arc::clone(&compiled));
+        }
+        Ok(compiled)
+    }
+
+    /// jq's `test(re; flags)` as jaq-std implements it (`matches(re; flags) | any`), with the
+    /// compiled regex kept for the next call.
+    fn test(&self, input: &Val, re: &Val, flags: &Val) -> jaq_core::ValR<Val> {
+        let compiled = self.get(re, flags)?;
         let haystack = input.try_as_utf8_bytes()?;
-        let found = if ignore_empty {
-            regex.find_iter(haystack).any(|m| !m.as_bytes().is_empty())
+        let found = if compiled.ignore_empty {
+            compiled.regex.find_iter(haystack).any(|m| !m.as_bytes().is_empty())
         } else {
-            regex.is_match(haystack)
+            compiled.regex.is_match(haystack)
         };
         Ok(Val::Bool(found))
+    }
+
+    /// jaq-std's natives `matches` (`parts` = false, true), `split_matches` (true, true) and
+    /// `split_` (true, false), on which `match`, `capture`, `scan`, `split/2`, `splits`, `sub` and
+    /// `gsub` are defined: the same array of parts (the text between matches as strings, each match
+    /// as an array of its groups' {offset, length, string, name}), with the compiled regex kept.
+    fn parts(&self, input: &Val, re: &Val, flags: &Val, (between, matches): (bool, bool)) -> jaq_core::ValR<Val> {
+        let compiled = self.get(re, flags)?;
+        let text = input.try_as_utf8_bytes()?;
+        let mut chars = CharOffsets { text, byte: 0, char: 0 };
+        let (key_offset, key_length, key_string, key_name) = (
+            Val::from("offset".to_string()),
+            Val::from("length".to_string()),
+            Val::from("string".to_string()),
+            Val::from("name".to_string()),
+        );
+        let mut out = Vec::new();
+        let mut last = 0;
+        for captures in compiled.regex.captures_iter(text) {
+            let whole = captures.get(0).expect("group 0 is the whole match");
+            if compiled.ignore_empty && whole.as_bytes().is_empty() {
+                continue;
+            }
+            if between {
+                out.push(input.as_sub_str(&text[last..whole.start()]));
+                last = whole.end();
+            }
+            if matches {
+                let groups = captures.iter().zip(compiled.regex.capture_names());
+                let groups = groups.filter_map(|(group, name)| Some((group?, name)));
+                out.push(
+                    groups
+                        .map(|(group, name)| {
+                            let mut fields = vec![
+                                (key_offset.clone(), Val::from(chars.at(group.start()))),
+                                (key_length.clone(), Val::from(bstr::ByteSlice::chars(group.as_bytes()).count())),
+                                (key_string.clone(), input.as_sub_str(group.as_bytes())),
+                            ];
+                            if let Some(name) = name {
+                                fields.push((key_name.clone(), Val::from(name.to_string())));
+                            }
+                            Val::obj(fields.into_iter().collect())
+                        })
+                        .collect(),
+                );
+            }
+            if !compiled.global {
+                break;
+            }
+        }
+        if between {
+            out.push(input.as_sub_str(&text[last..]));
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+/// Character offsets of byte offsets in a text (jq counts offsets in characters), counted
+/// incrementally: offsets mostly come in increasing order.
+struct CharOffsets<'a> {
+    text: &'a [u8],
+    byte: usize,
+    char: usize,
+}
+
+impl CharOffsets<'_> {
+    fn at(&mut self, byte: usize) -> usize {
+        if byte < self.byte {
+            (self.byte, self.char) = (0, 0);
+        }
+        self.char += bstr::ByteSlice::chars(&self.text[self.byte..byte]).count();
+        self.byte = byte;
+        self.char
     }
 }
 
 /// Native built-ins of the engine: deterministic helpers jq lacks.
 fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
     use jaq_core::native::{Filter as Native, bome, run, unary, v};
-    let natives: [Native<jaq_core::RunPtr<Data>>; 4] = [
+    // jaq-std's regex natives compile their regex on every call; these replace them (same names, so
+    // jaq-std's `match`, `capture`, `scan`, `split/2`, `splits`, `sub` and `gsub` use them).
+    fn parts<const BETWEEN: bool, const MATCHES: bool>(mut cv: jaq_core::Cv<'_, Data>) -> jaq_core::ValXs<'_, Val> {
+        let flags = cv.0.pop_var();
+        let re = cv.0.pop_var();
+        let regexes = cv.0.data().regexes;
+        jaq_core::native::bome(regexes.parts(&cv.1, &re, &flags, (BETWEEN, MATCHES)))
+    }
+    let natives: [Native<jaq_core::RunPtr<Data>>; 13] = [
+        ("matches", v(2), parts::<false, true>),
+        ("split_matches", v(2), parts::<true, true>),
+        ("split_", v(2), parts::<true, false>),
+        // jaq defines the constants as filters (`def null: [][0]`, `def true: 0 == 0`, …), which a
+        // mapping pays for at nearly every step; the prelude defines them as these, with the same values.
+        ("bridge_null", v(0), |_| bome(Ok(Val::Null))),
+        ("bridge_true", v(0), |_| bome(Ok(Val::Bool(true)))),
+        ("bridge_false", v(0), |_| bome(Ok(Val::Bool(false)))),
+        ("bridge_not", v(0), |cv| bome(Ok(Val::Bool(matches!(cv.1, Val::Null | Val::Bool(false)))))),
+        // `bridge_join($s)`: jaq's `join` on an array (every item as by `tostring`, `$s` between), in one
+        // step instead of two path updates and a reduction.
+        ("bridge_join", v(1), |cv| {
+            unary(cv, |input, separator| {
+                let Val::Arr(items) = &input else {
+                    return Err(jaq_json::Error::str(format!("bridge_join needs an array, got {input}")));
+                };
+                let separator = separator.try_as_utf8_bytes()?.to_vec();
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(&separator);
+                    }
+                    match item {
+                        Val::TStr(bytes) => out.extend_from_slice(bytes),
+                        other => out.extend_from_slice(other.to_string().as_bytes()),
+                    }
+                }
+                Ok(Val::utf8_str(bytes::Bytes::from(out)))
+            })
+        }),
+        // `bridge_to_entries`: `to_entries` of an object ([{key, value}, …] in key order), in one step.
+        ("bridge_to_entries", v(0), |cv| {
+            let Val::Obj(map) = &cv.1 else {
+                return bome(Err(jaq_json::Error::str(format!("bridge_to_entries needs an object, got {}", cv.1))));
+            };
+            let (key, value) = (Val::from("key".to_string()), Val::from("value".to_string()));
+            let entries = map
+                .iter()
+                .map(|(k, v)| Val::obj([(key.clone(), k.clone()), (value.clone(), v.clone())].into_iter().collect()));
+            bome(Ok(entries.collect()))
+        }),
         // `bridge_test(re; flags)`: `test` with the program's regex cache (the prelude defines `test` as this).
         ("bridge_test", v(2), |mut cv| {
             let flags = cv.0.pop_var();
@@ -236,7 +387,7 @@ impl Program {
         let funs = jaq_core::funs()
             .chain(jaq_std::funs())
             .chain(jaq_json::funs())
-            .filter(|(name, _, _)| !IMPURE.contains(name))
+            .filter(|(name, _, _)| !IMPURE.contains(name) && !REGEX_NATIVES.contains(name))
             .chain(bridge_funs());
         let loader = Loader::new(defs);
         let arena = Arena::default();
@@ -392,6 +543,66 @@ mod tests {
         assert_eq!(run("nan | type", json!(null)), Ok(json!("number")));
     }
 
+    /// `code` run by stock jaq (its own definitions and natives, no prelude): what the engine's
+    /// replacements must agree with.
+    fn stock_jaq(code: &str, input: Value) -> Result<Value, String> {
+        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
+        let arena = Arena::default();
+        let modules = Loader::new(defs).load(&arena, File { code, path: () }).expect("parses");
+        let filter = Compiler::default().with_funs(funs).compile(modules).expect("compiles");
+        let ctx = Ctx::<jaq_core::data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
+        let outputs: Result<Vec<Val>, String> =
+            filter.id.run((ctx, to_val(&input))).map(|r| r.map_err(describe_exception)).collect();
+        let values = outputs?.iter().map(to_json).collect::<Result<Vec<_>, _>>();
+        values.map(Value::Array).map_err(|e| format!("the program produced a value that is not JSON: {e}"))
+    }
+
+    #[test]
+    fn replaced_definitions_and_regex_natives_agree_with_stock_jaq() {
+        // Each program over each input, wrapped in `[…]` so that streams and `empty` compare too.
+        let inputs = [
+            json!(null),
+            json!("Straße 12; Weg 3\nÄrger  über ÜBER; ;x"),
+            json!("F00001028 und G01000123, S00000009; F0000102"),
+            json!(""),
+            json!(["a", 1, null, true, 2.5, {"k": "v"}, ["x"]]),
+            json!({"minLength": "1", "maxLength": 50, "pattern": null}),
+            json!([]),
+            json!({}),
+            json!(7),
+        ];
+        let programs = [
+            "null, true, false, (null | not), (false | not), (0 | not), (\"\" | not), ([] | not)",
+            "[.[]? | not]",
+            "join(\", \")",
+            "join(\"\")",
+            "to_entries",
+            "with_entries(.value |= tostring)",
+            "if . == null then 1 elif . == true then 2 else 3 end",
+            "[match(\"(?<d>[0-9]+)|(?<w>[A-Za-zÄÖÜäöüß]+)\"; \"g\")]",
+            "[match(\"\"; \"g\")]",
+            "[match(\"x*\"; \"gn\")]",
+            "[capture(\"(?<id>[FGS])(?<n>[0-9]{2})\"; \"g\")]",
+            "[scan(\"[0-9]+\")], [scan(\"([a-z])([a-z])\"; \"i\")]",
+            "split(\"[;,]\\\\s*\"; null), [splits(\"[;\\r\\n]+\")]",
+            "sub(\"ü\"; \"ue\"), gsub(\"ü\"; \"ue\"; \"i\"), gsub(\"\\\\s+\"; \" \")",
+            "gsub(\"\\\\b(?<k>[FG][0-9]{2})(?<n>[0-9]{6})\\\\b\"; \"\\(.k)000\\(.n)\")",
+            "gsub(\"(?<a>.)\"; \"\\(.a)\\(.a)\"), gsub(\"\"; \"-\")",
+            "test(\"über\"; \"i\"), test(\"^$\"), test(\"a\"; \"q\")",
+            "match(\"(\")",
+            "ascii_downcase | gsub(\"[^a-z0-9]+\"; \"-\")",
+        ];
+        for program in programs {
+            for input in &inputs {
+                let wrapped = format!("[{program}]");
+                let ours = run(&format!("try {wrapped} catch \"error: \\(.)\""), input.clone());
+                let stock = stock_jaq(&format!("try {wrapped} catch \"error: \\(.)\""), input.clone());
+                assert_eq!(ours.map(|v| json!([v])), stock, "{program} on {input}");
+            }
+        }
+    }
+
     #[test]
     fn test_is_cached_and_agrees_with_jaqs_definition() {
         // jaq-std defines `test(re; flags)` as `matches(re; flags) | any`; `matches` is still there.
@@ -435,11 +646,11 @@ mod tests {
         for _ in 0..3 {
             program.run(to_val(&json!(["ab", "X1", "c"])), globals()).unwrap();
         }
-        assert_eq!(program.regexes.compiled.lock().unwrap().len(), 2);
+        assert_eq!(program.regexes.len(), 2);
         let patterns: Vec<String> = (0..RegexCache::MAX + 10).map(|i| format!("^{i}$")).collect();
         let program = Program::compile(r#"[.[] as $re | "7" | test($re)] | map(select(.)) | length"#).unwrap();
         assert_eq!(program.run(to_val(&json!(patterns)), globals()), Ok(json!(1)));
-        assert_eq!(program.regexes.compiled.lock().unwrap().len(), RegexCache::MAX);
+        assert_eq!(program.regexes.len(), RegexCache::MAX);
     }
 
     #[test]
