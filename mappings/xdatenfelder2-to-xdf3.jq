@@ -26,9 +26,8 @@ def nonempty: if length == 0 then null else . end;
 # f on each item when the element repeats (invalid in 2.0, but never dropped), else f.
 def each(f): if type == "array" then map(f) else f end;
 
-# The checks below run for every element, so they use no regular expression where a plain test does
-# (jaq compiles the regex of every `test` call anew). A string of ASCII digits, at least one:
-def all_digits: length >= 1 and all(explode[]; . >= 48 and . <= 57);
+# A string of ASCII digits, at least one. (The engine compiles each regex of the program once.)
+def all_digits: test("^[0-9]+$");
 
 # ---- the FIM 2→3 id and version rule ------------------------------------------------------------
 
@@ -36,15 +35,12 @@ def all_digits: length >= 1 and all(explode[]; . >= 48 and . <= 57);
 # Ids that are not letter + 8 digits (local ids such as F00-<uuid>) stay as they are.
 def xdf3_id:
   trim
-  # `test("^[A-Z][0-9]{8}$")`
-  | if length == 9 and (explode[0] | . >= 65 and . <= 90) and (.[1:] | all_digits)
+  | if test("^[A-Z][0-9]{8}$")
     then .[0:3] + "000" + .[3:] else . end;
 
 # 1.0 → 1.0.0; anything else (already x.y.z, or broken) is kept and left to the XSD to judge.
 def xdf3_version:
-  trim
-  # `test("^[0-9]+\\.[0-9]+$")`
-  | if (split(".") | length == 2 and (.[0] | all_digits) and (.[1] | all_digits)) then . + ".0" else . end;
+  trim | if test("^[0-9]+\\.[0-9]+$") then . + ".0" else . end;
 
 # Element ids quoted in the prose of a rule ("F00001028 Krankenversicherungsträger") get the same rule.
 def xdf3_ids_in_text: gsub("\\b(?<k>[FG][0-9]{2})(?<n>[0-9]{6})\\b"; "\(.k)000\(.n)");
@@ -143,7 +139,7 @@ def regeln($stand):
 
 # Does a 2.0 "pattern" look like a regular expression? Prose such as "Codeliste Regionalschlüssel" or
 # "Mehrfachauswahl" has none of the regex metacharacters and is not one.
-def regex_like: any(explode[]; . as $c | any("[](){}*+?|\\^$" | explode[]; . == $c));
+def regex_like: test("[\\[\\](){}*+?|\\\\^$]");
 
 # 2.0 praezisierung is a JSON string ({"minLength":"1","maxLength":"50"}); 3.0.0 has attributes.
 # Returns {attrs, notes}: the attributes that are valid in 3.0.0, and a note for everything else
@@ -160,8 +156,8 @@ def praezisierung:
             ($e.value | if type == "string" then trim elif . == null then "" else tojson end) as $v
             | if $v == "" then .
               elif $e.key == "minLength" and ($v | all_digits) then .a.minLength = $v
-              # `test("^[0-9]*[1-9][0-9]*$")`: digits, not all zero
-              elif $e.key == "maxLength" and ($v | all_digits and any(explode[]; . != 48)) then .a.maxLength = $v
+              # digits, not all zero
+              elif $e.key == "maxLength" and ($v | test("^[0-9]*[1-9][0-9]*$")) then .a.maxLength = $v
               elif $e.key == "minValue" or $e.key == "maxValue" then .a[$e.key] = $v
               elif $e.key == "pattern" and ($v | regex_like) then .a.pattern = $v
               else .notes += ["\($e.key): \($v)"] end)
