@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Delivery, Source};
 use crate::domain::{Clock, ItemKey, ItemStatus, Level, RunStatus, Stage, Trigger};
-use crate::mapping::engine::to_val;
 use crate::mapping::{Mapping, RecordContext};
 use crate::source::{self, Entry, Record, RecordError};
 use crate::store::documents::NewDocument;
@@ -1181,7 +1180,6 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
     let records: HashMap<ItemKey, Record> =
         records.into_iter().filter_map(Result::ok).map(|r| (r.key.clone(), r)).collect();
     let mut outcomes = Vec::with_capacity(pairs.len());
-    let mut trees = HashMap::new();
     for (key, mapping) in pairs {
         let Some(record) = records.get(key) else {
             outcomes.push(problem_outcome(
@@ -1195,7 +1193,7 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
             ));
             continue;
         };
-        let tree = trees.entry(key.clone()).or_insert_with(|| to_val(&record.decoded.tree));
+        let tree = record.val();
         let context = RecordContext {
             source: source.context(),
             item: serde_json::json!({

@@ -292,17 +292,15 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
         }),
         // `bridge_type`: what jaq's `type` gives, in one step (the prelude defines `type` as this).
         ("bridge_type", v(0), |cv| {
-            bome(Ok(Val::from(
-                match &cv.1 {
-                    Val::Null => "null",
-                    Val::Bool(_) => "boolean",
-                    Val::Num(_) => "number",
-                    Val::TStr(_) | Val::BStr(_) => "string",
-                    Val::Arr(_) => "array",
-                    Val::Obj(_) => "object",
-                }
-                .to_string(),
-            )))
+            let name: &'static str = match &cv.1 {
+                Val::Null => "null",
+                Val::Bool(_) => "boolean",
+                Val::Num(_) => "number",
+                Val::TStr(_) | Val::BStr(_) => "string",
+                Val::Arr(_) => "array",
+                Val::Obj(_) => "object",
+            };
+            bome(Ok(Val::utf8_str(bytes::Bytes::from_static(name.as_bytes()))))
         }),
         // `sha256`: hex SHA-256 of a string's UTF-8 bytes, e.g. for ids derived from content.
         ("sha256", v(0), |cv| {

@@ -89,6 +89,15 @@ pub struct Record {
     pub adoptions: Vec<Adoption>,
     /// The item key of the form the record's online service uses (sources with `form_link`).
     pub form: Option<ItemKey>,
+    /// The tree as a jq value, made once for the key expressions and the mappings (see [`Record::val`]).
+    val: std::sync::OnceLock<Val>,
+}
+
+impl Record {
+    /// The decoded tree as a jq value, converted on first use.
+    pub fn val(&self) -> &Val {
+        self.val.get_or_init(|| to_val(&self.decoded.tree))
+    }
 }
 
 /// What records draw on besides their own bytes.
@@ -158,9 +167,9 @@ pub fn read_entry(
 
 /// Runs one of the source's jq expressions on a record; it must give a non-empty string (or null
 /// where `optional`).
-fn evaluate(program: &Program, source: &Source, tree: &Value, optional: bool) -> Result<Option<String>, String> {
+fn evaluate(program: &Program, source: &Source, tree: &Val, optional: bool) -> Result<Option<String>, String> {
     let globals = [Val::Null, Val::Null, to_val(&source.context()), Val::Null];
-    match program.run(to_val(tree), globals) {
+    match program.run(tree.clone(), globals) {
         Ok(Value::String(text)) if !text.trim().is_empty() => Ok(Some(text)),
         Ok(Value::Null) if optional => Ok(None),
         Ok(other) => Err(format!("gave {other}, not a non-empty string")),
@@ -177,9 +186,11 @@ fn make_record(
     decoded: Decoded,
 ) -> Result<Record, RecordError> {
     let key_error = |message: String| RecordError::Key { origin: origin.clone(), message };
+    let val = std::sync::OnceLock::new();
+    let tree = || val.get_or_init(|| to_val(&decoded.tree));
     let external_id = match &source.key {
         None => stem.to_owned(),
-        Some(program) => evaluate(program, source, &decoded.tree, false)
+        Some(program) => evaluate(program, source, tree(), false)
             .map_err(|e| key_error(format!("the key expression {e}")))?
             .unwrap_or_default(),
     };
@@ -187,7 +198,7 @@ fn make_record(
     let mut hash = codec::tree_hash(&decoded.tree);
     let mut adoptions = Vec::new();
     if let Some(program) = &source.leika_key {
-        let leika = evaluate(program, source, &decoded.tree, false)
+        let leika = evaluate(program, source, tree(), false)
             .map_err(|e| key_error(format!("the leika_key expression {e}")))?
             .unwrap_or_default();
         adoptions = inputs.adoptions.get(&leika).cloned().unwrap_or_default();
@@ -197,11 +208,11 @@ fn make_record(
     }
     let form = match &source.form_link {
         None => None,
-        Some(link) => evaluate(&link.id, source, &decoded.tree, true)
+        Some(link) => evaluate(&link.id, source, tree(), true)
             .map_err(|e| key_error(format!("the form_link.id expression {e}")))?
             .map(|id| ItemKey::new(&link.source, &id)),
     };
-    Ok(Record { key: ItemKey::new(&source.id, &external_id), hash, origin, format, decoded, adoptions, form })
+    Ok(Record { key: ItemKey::new(&source.id, &external_id), hash, origin, format, decoded, adoptions, form, val })
 }
 
 /// Refuses ids an operator could not read or a target could not store: control characters, and
