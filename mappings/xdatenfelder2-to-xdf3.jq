@@ -14,6 +14,9 @@ def text:
 # The text, or null if the element is absent or blank (2.0 requires many elements that are empty).
 def nonblank: text | if trim == "" then null else . end;
 
+# The trimmed text, or null if it is blank.
+def trimmed: text | trim | if . == "" then null else . end;
+
 # Applies f unless the value is null.
 def opt(f): if . == null then null else f end;
 
@@ -47,7 +50,7 @@ def xdf3_ids_in_text: gsub("\\b(?<k>[FG][0-9]{2})(?<n>[0-9]{6})\\b"; "\(.k)000\(
 
 def identifikation:
   { "xdf:id": (.id | text | xdf3_id),
-    "xdf:version": (.version | nonblank | opt(xdf3_version)) };
+    "xdf:version": (.version | trimmed | opt(xdf3_version)) };
 
 # ---- shared parts -------------------------------------------------------------------------------
 
@@ -96,12 +99,12 @@ def allgemein($stand; $notes):
     "xdf:definition": (.definition | nonblank),
     "xdf:bezug": (.bezug | rechtsbezuege),
     "xdf:freigabestatus": freigabestatus,
-    "xdf:statusGesetztAm": (.freigabedatum | nonblank | opt(trim)),
+    "xdf:statusGesetztAm": (.freigabedatum | trimmed),
     "xdf:statusGesetztDurch": (.fachlicherErsteller | nonblank),
-    "xdf:gueltigAb": (.gueltigAb | nonblank | opt(trim)),
-    "xdf:gueltigBis": (.gueltigBis | nonblank | opt(trim)),
+    "xdf:gueltigAb": (.gueltigAb | trimmed),
+    "xdf:gueltigBis": (.gueltigBis | trimmed),
     "xdf:versionshinweis": (.versionshinweis | nonblank),
-    "xdf:veroeffentlichungsdatum": (.veroeffentlichungsdatum | nonblank | opt(trim)),
+    "xdf:veroeffentlichungsdatum": (.veroeffentlichungsdatum | trimmed),
     "xdf:letzteAenderung": $stand };
 
 # Schemaelementangaben 3.0.0: bezeichnungEingabe bezeichnungAusgabe? schemaelementart hilfetextEingabe? hilfetextAusgabe?
@@ -176,9 +179,9 @@ def praezisierung:
 def codeliste:
   if .codelisteReferenz == null then { ref: null, list: null } else  # (most fields: none)
   (.codelisteReferenz.genericodeIdentification // {}) as $g
-  | ($g.canonicalIdentification | nonblank | opt(trim)) as $canonical
-  | ($g.version | nonblank | opt(trim)) as $version
-  | ($g.canonicalVersionUri | nonblank | opt(trim)) as $uri
+  | ($g.canonicalIdentification | trimmed) as $canonical
+  | ($g.version | trimmed) as $version
+  | ($g.canonicalVersionUri | trimmed) as $uri
   | ((if $uri != null then codelist($uri) else null end)
      // (if $canonical != null and $version != null then codelist($canonical; $version) else null end)) as $list
   | if .codelisteReferenz == null then { ref: null, list: null }
@@ -231,7 +234,7 @@ def strukturen($stand; $owner):
 # ---- the message --------------------------------------------------------------------------------
 
 .["xdatenfelder.stammdatenschema.0102"] as $msg
-| ($msg.header.erstellungszeitpunkt | nonblank | opt(trim)
+| ($msg.header.erstellungszeitpunkt | trimmed
    // error("the 2.0 header has no erstellungszeitpunkt (needed for header and letzteAenderung)")) as $stand
 | $msg.stammdatenschema
 | (.identifikation.id | text | xdf3_id) as $id
@@ -240,7 +243,7 @@ def strukturen($stand; $owner):
       "xdf:header": {
         "xdf:nachrichtID": ($msg.header.nachrichtID | text | trim),
         "xdf:erstellungszeitpunkt": $stand,
-        "xdf:referenzID": ($msg.header.referenzID | nonblank | opt(trim)) },
+        "xdf:referenzID": ($msg.header.referenzID | trimmed) },
       "xdf:stammdatenschema": (
         allgemein($stand; carried(fields(["bezeichnungAusgabe"])))
         + { "xdf:bezeichnung": (.bezeichnungEingabe | text),
