@@ -8,8 +8,8 @@
 # - the output is a pure function of the record, $source, $item, the lookups and the codelists.
 
 # ---------------------------------------------------------------- helpers
-# (jaq's `del` does not keep the order of the remaining keys; this program filters with
-# `with_entries(select(…))` instead, so the output key order is always the documented one.)
+# (jaq's `del` does not keep the order of the remaining keys; this program lists the keys it keeps
+# instead, so the output key order is always the documented one.)
 
 # `.[$k]` on objects, null on anything else (an empty element is "", never an object).
 def get($k): if type == "object" then .[$k] else null end;
@@ -26,7 +26,10 @@ def txt:
 def opt: txt | if . == "" then null else . end;
 
 # The value of a code element (<x listURI="…"><code>v</code></x>).
-def code: if type == "object" then (.code | txt) else txt end;
+def code: if type == "object" then .code else . end | txt;
+
+# The sum of the numbers f yields (0 for none).
+def sum(f): reduce f as $x (0; . + $x);
 
 def warning($code; $element; $message): {code: $code, elementId: $element, message: $message};
 
@@ -42,8 +45,7 @@ def decimal_text: test("^-?[0-9]{1,15}([.][0-9]{1,15})?$");
 def number_of:
   if type == "number" then .
   elif type == "string" then
-    (trim) as $t
-    | if ($t | decimal_text) then ($t | tonumber) else null end
+    trim | if decimal_text then tonumber else null end
   else null end;
 
 # A non-negative integer written as text (or a number) → number; anything else → null.
@@ -100,71 +102,86 @@ def rules_of:
 def pattern_kind:
   if (test("[\\[\\](){}*+?\\\\^$|]") | not) then "prose"
   elif test("[A-Za-zÄÖÜäöüß]{4,} [A-Za-zÄÖÜäöüß]{4,}") then "prose"
-  elif (try (gsub("\\\\[pP](\\{[^}]*\\}|[A-Za-z])"; "a") as $re | "" | test($re) | true) catch false) then "regex"
+  elif (try ((if test("\\\\[pP]") then gsub("\\\\[pP](\\{[^}]*\\}|[A-Za-z])"; "a") else . end) as $re | "" | test($re) | true)
+        catch false) then "regex"
   else "invalid" end;
 
 # praezisierung in 2.0 is a JSON object inside the XML text, with string values. It may be empty, a bare
 # number ("5") or not JSON at all ("1..31"): everything that is not one JSON object is kept as a note.
+# (Input: the trimmed, non-empty text.)
 def praezisierung_object:
-  (txt) as $t
-  | if $t == "" then {}
-    else (try [$t | fromjson] catch null) as $parsed
-      | if ($parsed | type) == "array" and ($parsed | length) == 1 and ($parsed[0] | type) == "object"
-        then $parsed[0]
-        else {"#unparsed": $t} end
-    end;
+  . as $t
+  | (try [fromjson] catch null) as $parsed
+  | if ($parsed | type) == "array" and ($parsed | length) == 1 and ($parsed[0] | type) == "object"
+    then $parsed[0]
+    else {"#unparsed": $t} end;
 
 # Bounds are numbers; for date and time types a date/time text is kept as text.
 def bound_of($datentyp):
   (number_of) as $n
   | if $n != null then $n
-    elif ($datentyp == "date" or $datentyp == "datetime" or $datentyp == "time") and type == "string"
+    elif type == "string" and ($datentyp == "date" or $datentyp == "datetime" or $datentyp == "time")
          and (trim | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+Z?)?$|^[0-9]{2}:[0-9]{2}(:[0-9]{2})?$"))
     then trim
     else null end;
 
-# {validation, notes, warnings} from the constraint object.
-def constraints($element; $datentyp):
-  reduce to_entries[] as $e ({validation: {}, notes: [], warnings: []};
-    ($e.key) as $k | ($e.value) as $v
-    | if $k == "#unparsed" then
-        .notes += ["praezisierung (not understood, kept as written): \($v)"]
-        | .warnings += [warning("praezisierung-unparsed"; $element; "praezisierung \($v | tojson) is not a JSON object of constraints; kept as a note")]
-      elif $k == "minLength" or $k == "maxLength" then
-        ($v | length_of) as $n
-        | if $n != null then .validation[$k] = $n
-          else .notes += ["\($k) (not a length, kept as written): \($v | tojson)"]
-             | .warnings += [warning("praezisierung-invalid-value"; $element; "\($k) \($v | tojson) is not a non-negative integer; kept as a note")]
-          end
-      elif $k == "minValue" or $k == "maxValue" then
-        ($v | bound_of($datentyp)) as $n
-        | if $n != null then .validation[$k] = $n
-          else .notes += ["\($k) (not a number, kept as written): \($v | tojson)"]
-             | .warnings += [warning("praezisierung-invalid-value"; $element; "\($k) \($v | tojson) is not a number; kept as a note")]
-          end
-      elif $k == "pattern" then
-        ($v | txt) as $p
-        | if $p == "" then .
-          else ($p | pattern_kind) as $kind
-            | if $kind == "regex" then .validation.pattern = $p
-              elif $kind == "prose" then
-                .notes += ["pattern (prose, not a regular expression): \($p)"]
-                | .warnings += [warning("pattern-not-regex"; $element; "pattern \($p | tojson) is prose, not a regular expression; kept as a note")]
-              else
-                .notes += ["pattern (invalid regular expression): \($p)"]
-                | .warnings += [warning("pattern-invalid"; $element; "pattern \($p | tojson) is not a valid regular expression; kept as a note")]
+# The praezisierung element → {validation, notes, warnings}; $decimals (or null) is the element type's
+# validation.decimals. Each constraint is read once by its key; `validation` has the fixed key order
+# minLength, maxLength, minValue, maxValue, pattern, decimals, and absent constraints are left out.
+# Every key that does not give a constraint becomes a note and a warning, in the order of the keys.
+def constraints($element; $datentyp; $decimals):
+  (txt) as $t
+  | if $t == "" then
+      # (no praezisierung)
+      {validation: (if $decimals == null then {} else {decimals: $decimals} end), notes: [], warnings: []}
+    else
+      ($t | praezisierung_object) as $p
+      | ($p.minLength | length_of) as $minLength
+      | ($p.maxLength | length_of) as $maxLength
+      | ($p.minValue | bound_of($datentyp)) as $minValue
+      | ($p.maxValue | bound_of($datentyp)) as $maxValue
+      | ($p.pattern | txt) as $pattern
+      # an empty pattern is no constraint and no note
+      | (if $pattern == "" then null else $pattern | pattern_kind end) as $pattern_kind
+      | (if $minLength == null then {} else {minLength: $minLength} end)
+        + (if $maxLength == null then {} else {maxLength: $maxLength} end)
+        + (if $minValue == null then {} else {minValue: $minValue} end)
+        + (if $maxValue == null then {} else {maxValue: $maxValue} end)
+        + (if $pattern_kind == "regex" then {pattern: $pattern} else {} end) as $validation
+      # (when every key gave a constraint, the usual case, there is nothing to note)
+      | (if ($validation | length) == ($p | length) then [] else
+        [ $p | to_entries[] | .key as $k | .value as $v
+          | if $k == "#unparsed" then
+              ["praezisierung (not understood, kept as written): \($v)",
+               warning("praezisierung-unparsed"; $element; "praezisierung \($v | tojson) is not a JSON object of constraints; kept as a note")]
+            elif $k == "minLength" or $k == "maxLength" then
+              if (if $k == "minLength" then $minLength else $maxLength end) != null then empty
+              else ["\($k) (not a length, kept as written): \($v | tojson)",
+                    warning("praezisierung-invalid-value"; $element; "\($k) \($v | tojson) is not a non-negative integer; kept as a note")]
               end
-          end
-      else
-        .notes += ["praezisierung \($k): \($v | tojson)"]
-        | .warnings += [warning("praezisierung-unknown-key"; $element; "praezisierung key \($k | tojson) is not supported; kept as a note")]
-      end);
-
-# The fixed key order of `validation`; absent constraints are left out.
-def validation_order:
-  . as $v
-  | reduce ("minLength", "maxLength", "minValue", "maxValue", "pattern", "decimals", "charset", "maxSize", "mediaTypes") as $k
-      ({}; if $v[$k] != null then .[$k] = $v[$k] else . end);
+            elif $k == "minValue" or $k == "maxValue" then
+              if (if $k == "minValue" then $minValue else $maxValue end) != null then empty
+              else ["\($k) (not a number, kept as written): \($v | tojson)",
+                    warning("praezisierung-invalid-value"; $element; "\($k) \($v | tojson) is not a number; kept as a note")]
+              end
+            elif $k == "pattern" then
+              if $pattern_kind == null or $pattern_kind == "regex" then empty
+              elif $pattern_kind == "prose" then
+                ["pattern (prose, not a regular expression): \($pattern)",
+                 warning("pattern-not-regex"; $element; "pattern \($pattern | tojson) is prose, not a regular expression; kept as a note")]
+              else
+                ["pattern (invalid regular expression): \($pattern)",
+                 warning("pattern-invalid"; $element; "pattern \($pattern | tojson) is not a valid regular expression; kept as a note")]
+              end
+            else
+              ["praezisierung \($k): \($v | tojson)",
+               warning("praezisierung-unknown-key"; $element; "praezisierung key \($k | tojson) is not supported; kept as a note")]
+            end ]
+        end) as $problems
+      | { validation: ($validation + (if $decimals == null then {} else {decimals: $decimals} end)),
+          notes: [ $problems[][0] ],
+          warnings: [ $problems[][1] ] }
+    end;
 
 # ---------------------------------------------------------------- element type (feldart × datentyp)
 
@@ -222,23 +239,31 @@ def select_options($element; $fimId; $type):
 # suffixed "~2", "~3" … when the same id occurs again among the same siblings. An enthaelt that holds
 # neither a datenfeld nor a datenfeldgruppe yields a use of kind "empty" (reported, not an element).
 def uses:
-  [ .struktur // [] | as_array | .[] | select(type == "object") | . as $s
-    | [ $s.enthaelt | as_array | .[] | get("datenfeldgruppe") | as_array | .[] ] as $groups
-    | [ $s.enthaelt | as_array | .[] | get("datenfeld") | as_array | .[] ] as $fields
-    | if ($groups | length) == 0 and ($fields | length) == 0 then {kind: "empty", anzahl: $s.anzahl}
-      else ($groups[] | {kind: "group", node: ., anzahl: $s.anzahl}),
-           ($fields[] | {kind: "field", node: ., anzahl: $s.anzahl})
-      end ]
-  | reduce .[] as $use ({seen: {}, out: []};
-      if $use.kind == "empty" then .out += [$use]
-      else
-        ($use.node | get("identifikation") | get("id") | txt) as $fimId
-        | (if $fimId == "" then "unidentified-\(.out | length + 1)" else $fimId end) as $base
-        | ((.seen[$base] // 0) + 1) as $k
-        | .seen[$base] = $k
-        | .out += [$use + {fimId: $fimId, segment: (if $k == 1 then $base else "\($base)~\($k)" end)}]
-      end)
-  | .out;
+  [ .struktur // [] | as_array | .[] | select(type == "object")
+    | .anzahl as $anzahl
+    | def use($kind):
+        (get("identifikation") | get("id") | txt) as $fimId
+        | {kind: $kind, node: ., anzahl: $anzahl, fimId: $fimId, segment: $fimId};
+      [ .enthaelt | as_array | .[] | select(type == "object") ] as $enthaelt
+    | [ ($enthaelt[] | .datenfeldgruppe | as_array | .[] | use("group")),
+        ($enthaelt[] | .datenfeld | as_array | .[] | use("field")) ]
+    | if length == 0 then {kind: "empty", anzahl: $anzahl} else .[] end ]
+  # The segment is the id, unless an id is missing or occurs again among the siblings (rare):
+  # then a use without an id is "unidentified-" and its position among all uses of the node,
+  # and a repeated one gets its "~k".
+  | [ .[] | select(.kind != "empty") | .fimId ] as $ids
+  | if ($ids | unique | length) == ($ids | length) and all($ids[]; . != "") then .
+    else
+      reduce .[] as $use ({seen: {}, out: []};
+        if $use.kind == "empty" then .out += [$use]
+        else
+          (if $use.fimId == "" then "unidentified-\(.out | length + 1)" else $use.fimId end) as $base
+          | ((.seen[$base] // 0) + 1) as $k
+          | .seen[$base] = $k
+          | .out += [$use + {segment: (if $k == 1 then $base else "\($base)~\($k)" end)}]
+        end)
+      | .out
+    end;
 
 # The warnings for the "empty" uses in a list made by `uses`.
 def empty_uses_warnings($element):
@@ -259,15 +284,17 @@ def element($prefix):
   | join_path($prefix; $use.segment) as $id
   | ($use.node | if type == "object" then . else {} end) as $n
   | ($use.anzahl | cardinality($id)) as $card
+  | (if $use.fimId == "" then null else $use.fimId end) as $fimId
+  | ($n.name | opt) as $name
   | if $use.kind == "group" then
       ($n | uses) as $uses
       | [ $uses[] | select(.kind != "empty") | element($id) ] as $children
       | { element:
             { id: $id, kind: "group",
-              fimId: (if $use.fimId == "" then null else $use.fimId end),
+              fimId: $fimId,
               fimVersion: ($n.identifikation | get("version") | opt),
-              name: ($n.name | opt),
-              label: (($n.bezeichnungEingabe | opt) // ($n.name | opt) // $id),
+              name: $name,
+              label: (($n.bezeichnungEingabe | opt) // $name // $id),
               help: ($n.hilfetextEingabe | opt),
               min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable,
               choice: false,
@@ -276,22 +303,21 @@ def element($prefix):
               elements: [ $children[].element ] },
           warnings: (missing_id_warnings($use; $id) + $card.warnings + ($uses | empty_uses_warnings($id))
                      + [ $children[].warnings[] ]),
-          fields: ([ $children[].fields ] | add // 0),
-          groups: (([ $children[].groups ] | add // 0) + 1) }
+          fields: sum($children[].fields),
+          groups: (sum($children[].groups) + 1) }
     else
       ($n.feldart | code) as $feldart
       | ($n.datentyp | code) as $datentyp
       | element_type($feldart; $datentyp) as $et
-      | (if $n.praezisierung == null then {validation: {}, notes: [], warnings: []}
-         else $n.praezisierung | praezisierung_object | constraints($id; $datentyp) end) as $c
-      | ($n | select_options($id; (if $use.fimId == "" then $id else $use.fimId end); $et.type)) as $o
+      | ($n.praezisierung | constraints($id; $datentyp; $et.type | lookup("decimals"))) as $c
+      | ($n | select_options($id; $fimId // $id; $et.type)) as $o
       | ($n.inhalt | opt) as $inhalt
       | { element:
             { id: $id, kind: "field",
-              fimId: (if $use.fimId == "" then null else $use.fimId end),
+              fimId: $fimId,
               fimVersion: ($n.identifikation | get("version") | opt),
-              name: ($n.name | opt),
-              label: (($n.bezeichnungEingabe | opt) // ($n.name | opt) // $id),
+              name: $name,
+              label: (($n.bezeichnungEingabe | opt) // $name // $id),
               help: ($n.hilfetextEingabe | opt),
               type: $et.type,
               feldart: $feldart,
@@ -301,7 +327,7 @@ def element($prefix):
               prefill: null,
               default: (if $et.type == "info" then null else $inhalt end),
               text: (if $et.type == "info" then $inhalt else null end),
-              validation: ($c.validation + {decimals: ($et.type | lookup("decimals"))} | validation_order),
+              validation: $c.validation,
               options: $o.options,
               codelist: $o.codelist,
               rules: ($n | rules_of),
@@ -338,7 +364,10 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
 | ($schema | uses) as $top
 | [ $top[] | select(.kind == "field") | element("") ] as $general
 | [ $top[] | select(.kind == "group") | element("") ] as $top_groups
-| [ $top_groups[] | .element | {id, kind: "section", generated: false} + with_entries(select(.key != "id" and .key != "kind")) ] as $groups
+# (a section is its group element with kind "section" and generated: false, the keys in the same order)
+| [ $top_groups[] | .element
+    | {id, kind: "section", generated: false, fimId, fimVersion, name, label, help,
+       min, max, required, repeatable, choice, rules, notes, elements} ] as $groups
 | (if ($general | length) > 0 then
      [ { id: "allgemeine-angaben", kind: "section", generated: true,
          fimId: null, fimVersion: null, name: null, label: "Allgemeine Angaben", help: null,
@@ -350,8 +379,8 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
 | ($schema | count_elements("datenfeld")) as $fields_in
 | ($schema | count_elements("datenfeldgruppe")) as $groups_in
 | ([ $general[], $top_groups[] | .warnings[] ]) as $element_warnings
-| ([ $general[], $top_groups[] | .fields ] | add // 0) as $fields_out
-| ([ $general[], $top_groups[] | .groups ] | add // 0) as $groups_out
+| sum($general[], $top_groups[] | .fields) as $fields_out
+| sum($general[], $top_groups[] | .groups) as $groups_out
 | if $fields_out != $fields_in or $groups_out != $groups_in then
     error("\($fields_in) datenfeld and \($groups_in) datenfeldgruppe elements in the input, but \($fields_out) field and \($groups_out) group elements mapped: an element outside struktur/enthaelt?")
   else . end

@@ -25,12 +25,8 @@ const REGEX_NATIVES: &[&str] = &["matches", "split_matches", "split_"];
 /// `to_entries` on objects; `test` is the native `bridge_test`, which keeps the program's compiled
 /// regexes instead of compiling one per call (as do the engine's `matches`, `split_matches` and
 /// `split_`, on which jaq defines `match`, `capture`, `scan`, `split/2`, `sub` and `gsub`).
+/// A definition only sees the ones before it, so the replacements come first.
 const PRELUDE: &str = r#"
-def lookup($table): . as $k | $__lookups[$table][$k | tostring];
-def lookup($table; $default): lookup($table) // $default;
-def codelist($uri): $__codelists[$uri];
-def codelist($canonical; $version): $__codelists[$canonical + "|" + $version];
-def as_array: if . == null then [] elif type == "array" then . else [.] end;
 def type: bridge_type;
 def null: bridge_null;
 def true: bridge_true;
@@ -40,6 +36,11 @@ def join($s): if type == "array" then bridge_join($s) else .[] |= tostring | .[:
 def to_entries: if type == "object" then bridge_to_entries else [keys_unsorted[] as $key | {$key, value: .[$key]}] end;
 def test(re): bridge_test(re; "");
 def test(re; flags): bridge_test(re; flags);
+def lookup($table): . as $k | $__lookups[$table][$k | tostring];
+def lookup($table; $default): lookup($table) // $default;
+def codelist($uri): $__codelists[$uri];
+def codelist($canonical; $version): $__codelists[$canonical + "|" + $version];
+def as_array: if . == null then [] elif type == "array" then . else [.] end;
 def slug: ascii_downcase
   | gsub("ä"; "ae") | gsub("ö"; "oe") | gsub("ü"; "ue") | gsub("ß"; "ss")
   | gsub("[^a-z0-9]+"; "-") | ltrimstr("-") | rtrimstr("-");
@@ -728,6 +729,7 @@ mod tests {
             r#"{a: 1, b: 2} as {a: $x, b: $y} | {x: $x, y: $y} | .x += 1 | .y |= . * 2"#,
             r#"[{a: 1, b: 2}, {c: 3, d: 4}][{i: 0, j: 1}.j] | {k: (to_entries | map(.key)), l: (try {a: 1, b: (null | error)} catch "caught")}"#,
             r#"if {a: 1, b: 2}.b == 2 then {yes: true, no: false} else {} end"#,
+            r#"try path({a: 1, b: 2}) catch "not a path: \(.)""#,
         ];
         for program in programs {
             let ours = run(&format!("[{program}]"), input.clone());
