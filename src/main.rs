@@ -30,13 +30,10 @@ extern "C" fn tune_allocator() {
     const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: plain option setters of the allocator, called once before any thread is started.
+    // `set_default`: mimalloc's own environment variables (MIMALLOC_PURGE_DELAY, …) still win.
     unsafe {
-        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
-            libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
-        }
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
-        }
+        libmimalloc_sys::mi_option_set_default(ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set_default(PURGE_DELAY, 0);
     }
 }
 

@@ -32,7 +32,7 @@ def null: bridge_null;
 def true: bridge_true;
 def false: bridge_false;
 def not: bridge_not;
-def join($s): if type == "array" then bridge_join($s) else .[] |= tostring | .[:-1][] += $s | reduce .[] as $x (""; . + $x) end;
+def join($s): if type == "array" and ($s | type) == "string" then bridge_join($s) else .[] |= tostring | .[:-1][] += $s | reduce .[] as $x (""; . + $x) end;
 def to_entries: if type == "object" then bridge_to_entries else [keys_unsorted[] as $key | {$key, value: .[$key]}] end;
 def test(re): bridge_test(re; "");
 def test(re; flags): bridge_test(re; flags);
@@ -73,8 +73,8 @@ impl<'a> jaq_core::data::HasLut<'a, Data> for &'a Run<'a> {
 type Filter = jaq_core::Filter<Data>;
 
 /// The compiled regexes of one program, by flags and regex. The regexes of a mapping are nearly all
-/// literals of the program, so the cache stays small; past [`RegexCache::MAX`] entries (patterns that
-/// come from the data) a regex is compiled for its call only.
+/// literals of the program, so the cache stays small; at [`RegexCache::MAX`] entries (patterns that
+/// come from the data) it is emptied and fills again.
 #[derive(Default)]
 struct RegexCache {
     compiled: Mutex<HashMap<Box<str>, ByRegex>>,
@@ -137,10 +137,13 @@ impl RegexCache {
             .build()
             .map_err(|e| jaq_core::Error::str(format_args!("invalid regex: {e}")))?;
         let compiled = Arc::new(Compiled { regex, global, ignore_empty });
+        // Past MAX regexes (patterns from the data, e.g. each form's praezisierung pattern tested for
+        // validity) the cache starts again, so the program's own regexes are not shut out for good.
         let mut cache = lock();
-        if cache.values().map(HashMap::len).sum::<usize>() < Self::MAX {
-            cache.entry(flags.into()).or_default().insert(re.into(), Arc::clone(&compiled));
+        if cache.values().map(HashMap::len).sum::<usize>() >= Self::MAX {
+            cache.clear();
         }
+        cache.entry(flags.into()).or_default().insert(re.into(), Arc::clone(&compiled));
         Ok(compiled)
     }
 
@@ -213,7 +216,8 @@ impl RegexCache {
 }
 
 /// Character offsets of byte offsets in a text (jq counts offsets in characters), counted
-/// incrementally: offsets mostly come in increasing order.
+/// incrementally: offsets mostly come in increasing order. A group that starts before the one before
+/// it (`"ba" | match("(?:(a)|(b))+")`) is counted from the start; stock jaq would panic there.
 struct CharOffsets<'a> {
     text: &'a [u8],
     byte: usize,
@@ -231,7 +235,8 @@ impl CharOffsets<'_> {
     }
 }
 
-/// Native built-ins of the engine: deterministic helpers jq lacks.
+/// Native built-ins of the engine: deterministic helpers jq lacks, and faster versions of jaq's own
+/// (see [`PRELUDE`] and [`REGEX_NATIVES`]).
 fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
     use jaq_core::native::{Filter as Native, bome, run, unary, v};
     // jaq-std's regex natives compile their regex on every call; these replace them (same names, so
@@ -252,8 +257,8 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
         ("bridge_true", v(0), |_| bome(Ok(Val::Bool(true)))),
         ("bridge_false", v(0), |_| bome(Ok(Val::Bool(false)))),
         ("bridge_not", v(0), |cv| bome(Ok(Val::Bool(matches!(cv.1, Val::Null | Val::Bool(false)))))),
-        // `bridge_join($s)`: jaq's `join` on an array (every item as by `tostring`, `$s` between), in one
-        // step instead of two path updates and a reduction.
+        // `bridge_join($s)`: jaq's `join` of an array with a string (every item as by `tostring`, `$s`
+        // between), in one step instead of two path updates and a reduction.
         ("bridge_join", v(1), |cv| {
             unary(cv, |input, separator| {
                 let Val::Arr(items) = &input else {
@@ -412,7 +417,8 @@ impl Program {
         // directives), it runs with its object constructions as left-nested sums (see
         // `nest_objects_left`), compiled as definitions of the prelude; if that does not compile
         // (which no valid program is known to do), it runs as written.
-        let parsed = jaq_core::load::parse(code, |p| Ok((p.defs()?, p.term()?)));
+        // (A program that names `bridge_main` itself runs as written: it would call the main term.)
+        let parsed = jaq_core::load::parse(code, |p| Ok((p.defs()?, p.term()?))).filter(|_| !code.contains(MAIN));
         if let Some((mut program, mut main)) = parsed {
             for def in &mut program {
                 nest_objects_left(&mut def.body);
@@ -685,6 +691,7 @@ mod tests {
             "[.[]? | not]",
             "join(\", \")",
             "join(\"\")",
+            "join(null), join(1)",
             "to_entries",
             "with_entries(.value |= tostring)",
             "if . == null then 1 elif . == true then 2 else 3 end",
@@ -736,6 +743,8 @@ mod tests {
             let stock = stock_jaq(&format!("[{program}]"), input.clone());
             assert_eq!(ours.map(|v| json!([v])), stock, "{program}");
         }
+        // A program may define `bridge_main` itself (it then runs as written).
+        assert_eq!(run("def bridge_main: 1; bridge_main + 1", json!(null)), Ok(json!(2)));
         // Errors in the program still point at the place in the text.
         let errors = Program::compile("{a: 1,\n b: undefined_filter}").unwrap_err();
         assert_eq!((errors[0].line, errors[0].column), (2, 5), "{errors:?}");
@@ -785,10 +794,17 @@ mod tests {
             program.run(to_val(&json!(["ab", "X1", "c"])), globals()).unwrap();
         }
         assert_eq!(program.regexes.len(), 2);
+        // Patterns from the data fill the cache; when it is full it starts again, so the program's own
+        // regexes are cached again afterwards.
         let patterns: Vec<String> = (0..RegexCache::MAX + 10).map(|i| format!("^{i}$")).collect();
-        let program = Program::compile(r#"[.[] as $re | "7" | test($re)] | map(select(.)) | length"#).unwrap();
-        assert_eq!(program.run(to_val(&json!(patterns)), globals()), Ok(json!(1)));
-        assert_eq!(program.regexes.len(), RegexCache::MAX);
+        let program = Program::compile(
+            r#"([.[] as $re | "7" | test($re)] | map(select(.)) | length), ("x" | test("^literal$"))"#,
+        )
+        .unwrap();
+        let outputs = program.run(to_val(&json!(patterns)), globals());
+        assert!(outputs.unwrap_err().contains("more than one document"));
+        assert_eq!(program.regexes.len(), 11, "10 data patterns after the clearing, and the literal");
+        assert!(program.regexes.compiled.lock().unwrap().get("").is_some_and(|by| by.contains_key("^literal$")));
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub struct Record {
     pub adoptions: Vec<Adoption>,
     /// The item key of the form the record's online service uses (sources with `form_link`).
     pub form: Option<ItemKey>,
-    /// The tree as a jq value, made once for the key expressions and the mappings (see [`Record::val`]).
+    /// The tree as a jq value, made once for the key expressions and the mappings of a file's single
+    /// record, on demand for a feed's records (see [`Record::val`]).
     val: std::sync::OnceLock<Val>,
 }
 
@@ -142,7 +143,7 @@ pub fn read_entry(
     let decoded = codec::decode(format, &bytes, arrays, limits).map_err(|e| read_error(e.to_string()))?;
     let stem = entry.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     match source.split {
-        Split::None => Ok(vec![make_record(source, inputs, entry.origin.clone(), &stem, format, decoded)]),
+        Split::None => Ok(vec![make_record(source, inputs, entry.origin.clone(), &stem, format, decoded, true)]),
         Split::Array => {
             let tree = match &source.records {
                 None => decoded.tree,
@@ -158,7 +159,7 @@ pub fn read_entry(
                 .map(|(i, tree)| {
                     let origin = format!("{}#{i}", entry.origin);
                     let decoded = Decoded { tree, root: None, namespace: None };
-                    make_record(source, inputs, origin, &stem, format, decoded)
+                    make_record(source, inputs, origin, &stem, format, decoded, false)
                 })
                 .collect())
         }
@@ -184,6 +185,7 @@ fn make_record(
     stem: &str,
     format: Format,
     decoded: Decoded,
+    keep_val: bool,
 ) -> Result<Record, RecordError> {
     let key_error = |message: String| RecordError::Key { origin: origin.clone(), message };
     let val = std::sync::OnceLock::new();
@@ -212,6 +214,9 @@ fn make_record(
             .map_err(|e| key_error(format!("the form_link.id expression {e}")))?
             .map(|id| ItemKey::new(&link.source, &id)),
     };
+    // A file's single record keeps the jq value for its mappings; the records of a feed do not (they all
+    // live until the feed is done, and most are unchanged: keeping two trees each would double their memory).
+    let val = if keep_val { val } else { std::sync::OnceLock::new() };
     Ok(Record { key: ItemKey::new(&source.id, &external_id), hash, origin, format, decoded, adoptions, form, val })
 }
 
