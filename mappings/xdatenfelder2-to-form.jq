@@ -364,7 +364,8 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
 | ($schema | uses) as $top
 | [ $top[] | select(.kind == "field") | element("") ] as $general
 | [ $top[] | select(.kind == "group") | element("") ] as $top_groups
-# (a section is its group element with kind "section" and generated: false, the keys in the same order)
+# (a section is its group element with kind "section" and generated: false, the keys in the same order;
+# a key added to the group element in `element` must be added here too)
 | [ $top_groups[] | .element
     | {id, kind: "section", generated: false, fimId, fimVersion, name, label, help,
        min, max, required, repeatable, choice, rules, notes, elements} ] as $groups
