@@ -168,12 +168,8 @@ impl RegexCache {
         let compiled = self.get(re, flags)?;
         let text = input.try_as_utf8_bytes()?;
         let mut chars = CharOffsets { text, byte: 0, char: 0 };
-        let (key_offset, key_length, key_string, key_name) = (
-            Val::from("offset".to_string()),
-            Val::from("length".to_string()),
-            Val::from("string".to_string()),
-            Val::from("name".to_string()),
-        );
+        let (key_offset, key_length, key_string, key_name) =
+            (static_str("offset"), static_str("length"), static_str("string"), static_str("name"));
         let mut out = Vec::new();
         let mut last = 0;
         for captures in compiled.regex.captures_iter(text) {
@@ -213,6 +209,11 @@ impl RegexCache {
         }
         Ok(out.into_iter().collect())
     }
+}
+
+/// A jq string of a text the program has built in, without copying it.
+fn static_str(text: &'static str) -> Val {
+    Val::utf8_str(bytes::Bytes::from_static(text.as_bytes()))
 }
 
 /// Character offsets of byte offsets in a text (jq counts offsets in characters), counted
@@ -264,11 +265,11 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
                 let Val::Arr(items) = &input else {
                     return Err(jaq_json::Error::str(format!("bridge_join needs an array, got {input}")));
                 };
-                let separator = separator.try_as_utf8_bytes()?.to_vec();
+                let separator = separator.try_as_utf8_bytes()?;
                 let mut out = Vec::new();
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
-                        out.extend_from_slice(&separator);
+                        out.extend_from_slice(separator);
                     }
                     match item {
                         Val::TStr(bytes) => out.extend_from_slice(bytes),
@@ -283,7 +284,7 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
             let Val::Obj(map) = &cv.1 else {
                 return bome(Err(jaq_json::Error::str(format!("bridge_to_entries needs an object, got {}", cv.1))));
             };
-            let (key, value) = (Val::from("key".to_string()), Val::from("value".to_string()));
+            let (key, value) = (static_str("key"), static_str("value"));
             let entries = map
                 .iter()
                 .map(|(k, v)| Val::obj([(key.clone(), k.clone()), (value.clone(), v.clone())].into_iter().collect()));
@@ -306,7 +307,7 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
                 Val::Arr(_) => "array",
                 Val::Obj(_) => "object",
             };
-            bome(Ok(Val::utf8_str(bytes::Bytes::from_static(name.as_bytes()))))
+            bome(Ok(static_str(name)))
         }),
         // `sha256`: hex SHA-256 of a string's UTF-8 bytes, e.g. for ids derived from content.
         ("sha256", v(0), |cv| {
