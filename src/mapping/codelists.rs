@@ -8,7 +8,8 @@ use crate::codec::{Limits, xml};
 use crate::domain::ContentHash;
 use crate::source::directory::read_limited_by;
 
-/// All codelists of one directory, keyed by `canonicalVersionUri` and by `canonicalUri|version`.
+/// All codelists of one directory, keyed by `canonicalVersionUri`, by `canonicalUri|version`, and by
+/// `canonicalUri|` for the newest version at hand (a reference without a version, see [`newer_version`]).
 #[derive(Debug, Clone)]
 pub struct Codelists {
     pub table: Value,
@@ -59,6 +60,7 @@ impl Codelists {
             .collect();
         files.sort();
         let mut table = Map::new();
+        let mut newest: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
         let mut broken = Vec::new();
         let mut parts: Vec<Vec<u8>> = Vec::new();
         for file in files {
@@ -79,6 +81,14 @@ impl Codelists {
                         (Some(uri), Some(version)) => Some(format!("{uri}|{version}")),
                         _ => None,
                     };
+                    if let (Some(uri), Some(version)) = (list["canonicalUri"].as_str(), list["version"].as_str()) {
+                        let newer = newest.get(uri).is_none_or(|held| {
+                            newer_version(version, held["version"].as_str().unwrap_or_default())
+                        });
+                        if newer {
+                            newest.insert(uri.to_owned(), list.clone());
+                        }
+                    }
                     for key in [by_version, by_pair].into_iter().flatten() {
                         table.insert(key, list.clone());
                     }
@@ -86,6 +96,9 @@ impl Codelists {
                 Err(reason) => broken.push(BrokenCodelist { uris: sniff_uris(&file), path: file, reason }),
             }
             parts.push(bytes);
+        }
+        for (uri, list) in newest {
+            table.insert(format!("{uri}|"), list);
         }
         let fingerprint = ContentHash::of_parts(parts.iter().map(Vec::as_slice));
         Ok(Self { table: Value::Object(table), fingerprint, broken })
@@ -97,6 +110,37 @@ impl Codelists {
     pub fn explain(&self, message: &str) -> Option<String> {
         explain(&self.broken, message)
     }
+}
+
+/// True if codelist version `a` is newer than `b`. Versions are compared as runs of digits (by
+/// number) and runs of other characters (as text), so dates (`2021-01-11`), plain numbers (`3` > `1`,
+/// `10` > `9`) and dotted versions (`1.10` > `1.9`) all order as an operator expects; equal versions
+/// under that rule are ordered as plain text, so the choice never depends on file order.
+pub fn newer_version(a: &str, b: &str) -> bool {
+    fn runs(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for (i, c) in s.char_indices().skip(1) {
+            let prev = s[..i].chars().next_back().is_some_and(|p| p.is_ascii_digit());
+            if prev != c.is_ascii_digit() {
+                out.push((prev, &s[start..i]));
+                start = i;
+            }
+        }
+        if !s.is_empty() {
+            out.push((s[start..].starts_with(|c: char| c.is_ascii_digit()), &s[start..]));
+        }
+        out
+    }
+    let order = runs(a).iter().zip(runs(b).iter()).map(|(x, y)| match (x, y) {
+        ((true, x), (true, y)) => {
+            let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+            x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+        }
+        ((_, x), (_, y)) => x.cmp(y),
+    });
+    let order = order.fold(std::cmp::Ordering::Equal, std::cmp::Ordering::then);
+    order.then_with(|| runs(a).len().cmp(&runs(b).len())).then_with(|| a.cmp(b)) == std::cmp::Ordering::Greater
 }
 
 /// [`Codelists::explain`] over a list of broken files.
@@ -256,6 +300,29 @@ mod tests {
     }
 
     #[test]
+    fn versions_order_by_number_and_date() {
+        assert!(newer_version("2021-01-11", "2020-12-31"));
+        assert!(newer_version("10", "9"));
+        assert!(newer_version("3", "1"));
+        assert!(newer_version("1.10", "1.9"));
+        assert!(newer_version("1.0.1", "1.0"));
+        assert!(!newer_version("1", "1"));
+        assert!(!newer_version("2020", "2021-01-01"));
+        assert!(newer_version("01", "1") != newer_version("1", "01"), "equal numbers still order one way");
+    }
+
+    #[test]
+    fn a_reference_without_version_finds_the_newest_version_at_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        for (file, version) in [("a.xml", "2024-03-01"), ("b.xml", "2025-01-15"), ("c.xml", "2023-12-31")] {
+            std::fs::write(dir.path().join(file), LIST.replace("2024-03-01", version)).unwrap();
+        }
+        let lists = Codelists::load(dir.path(), MAX, Limits::default()).unwrap();
+        assert_eq!(lists.table["urn:x:anrede|"]["version"], "2025-01-15");
+        assert_eq!(lists.table["urn:x:anrede|2023-12-31"]["version"], "2023-12-31");
+    }
+
+    #[test]
     fn a_file_over_the_limit_is_broken_unread_and_the_others_load() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("anrede.xml"), LIST).unwrap();
@@ -304,6 +371,6 @@ mod tests {
         let lists =
             Codelists::load(&dir, MAX, Limits::default()).expect("../shared/fim is part of the test environment");
         assert!(lists.broken.is_empty(), "{:?}", lists.broken);
-        assert_eq!(lists.table.as_object().unwrap().len(), 12, "6 files, two keys each");
+        assert_eq!(lists.table.as_object().unwrap().len(), 18, "6 files of 6 lists: two keys each, one for the newest of each list");
     }
 }

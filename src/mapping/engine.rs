@@ -39,7 +39,7 @@ def test(re; flags): bridge_test(re; flags);
 def lookup($table): . as $k | $__lookups[$table][$k | tostring];
 def lookup($table; $default): lookup($table) // $default;
 def codelist($uri): $__codelists[$uri];
-def codelist($canonical; $version): $__codelists[$canonical + "|" + $version];
+def codelist($canonical; $version): $__codelists[$canonical + "|" + ($version // "")];
 def as_array: if . == null then [] elif type == "array" then . else [.] end;
 def slug: ascii_downcase
   | gsub("ä"; "ae") | gsub("ö"; "oe") | gsub("ü"; "ue") | gsub("ß"; "ss")
