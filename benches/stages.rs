@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the per-item stages on three generated forms (small, typical, large)
-//! and one service record: raw quick-xml parse, `codec::decode`, the scan of pass 1, `to_val`,
+//! and one service record: raw quick-xml parse, `codec::decode`, the scan of pass 1, `Mapping::read` (the tree as a mapping reads it),
 //! `Mapping::apply` per mapping and `Validators::check` per document. Throughput is in bytes of the
 //! input record, so criterion's MB/s of every stage compare with the raw parse.
 //!
@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use portal_bridge::codec::{self, Format};
 use portal_bridge::mapping::RecordContext;
-use portal_bridge::mapping::engine::to_val;
 use portal_bridge::source::{self, Inputs};
 use support::{corpus, stages};
 
@@ -48,9 +47,6 @@ fn benches(c: &mut Criterion) {
     entries.sort_by_key(|(_, bytes)| bytes.len());
     // Smallest, median and largest of 60 generated forms.
     let picks = [("small", 0), ("typical", entries.len() / 2), ("large", entries.len() - 1)];
-    let mut arrays: Vec<String> = forms_source.mappings.iter().flat_map(|m| m.input.arrays.iter().cloned()).collect();
-    arrays.sort();
-    arrays.dedup();
     for (label, index) in picks {
         let (entry, bytes) = &entries[index];
         let kb = bytes.len() / 1024;
@@ -59,26 +55,27 @@ fn benches(c: &mut Criterion) {
         group.sample_size(if bytes.len() > 150_000 { 10 } else { 30 });
         group.bench_function("parse: quick-xml Reader events", |b| b.iter(|| stages::raw_events(black_box(bytes))));
         group.bench_function("decode: codec::decode", |b| {
-            b.iter(|| codec::decode(Format::Xml, black_box(bytes), &arrays, config.limits).expect("decodes"))
+            b.iter(|| codec::decode(Format::Xml, black_box(bytes), &[], config.limits).expect("decodes"))
         });
         group.bench_function("scan: source::read_entry", |b| {
             b.iter(|| {
-                source::read_entry(&forms_source, entry, &Inputs::default(), &arrays, config.limits, u64::MAX)
-                    .expect("reads")
+                source::read_entry(&forms_source, entry, &Inputs::default(), config.limits, u64::MAX).expect("reads")
             })
         });
-        let record = source::read_entry(&forms_source, entry, &Inputs::default(), &arrays, config.limits, u64::MAX)
+        let record = source::read_entry(&forms_source, entry, &Inputs::default(), config.limits, u64::MAX)
             .expect("reads")
             .remove(0)
             .expect("a record");
-        group.bench_function("map: to_val", |b| b.iter(|| to_val(black_box(&record.decoded.tree))));
-        let tree = to_val(&record.decoded.tree);
         let context = RecordContext {
             source: forms_source.context(),
             item: serde_json::json!({"key": record.key.as_str(), "id": record.key.external_id(),
                 "origin": record.origin, "content_hash": record.hash.as_str(), "adoptions": [], "form": null}),
         };
         for mapping in &forms_source.mappings {
+            group.bench_function(format!("map: {} Mapping::read", mapping.name), |b| {
+                b.iter(|| mapping.read(record.format, black_box(&record.decoded)).expect("reads"))
+            });
+            let tree = mapping.read(record.format, &record.decoded).expect("reads");
             group.bench_function(format!("map: {}", mapping.name), |b| {
                 b.iter(|| mapping.apply(black_box(&tree), &context, &config.codelists_val).expect("maps"))
             });

@@ -5,10 +5,14 @@
 # ---- text helpers -------------------------------------------------------------------------------
 
 # The text of an element: a string as is, the #text of an element with attributes, "" if absent.
+# An element that XDatenfelder allows once but that occurs several times (an array) stops the item:
+# its text is never written as JSON text into an XML element.
 def text:
   if type == "string" then .
   elif type == "object" then (."#text" // "" | if type == "string" then . else tostring end)
   elif . == null then ""
+  elif type == "array" then
+    error("an element that XDatenfelder 2.0 allows once occurs \(length) times (\(map(tostring | .[0:40]) | join(" | ")))")
   else tostring end;
 
 # The text, or null if the element is absent or blank (2.0 requires many elements that are empty).
@@ -54,10 +58,15 @@ def identifikation:
 
 # ---- shared parts -------------------------------------------------------------------------------
 
-# 2.0 bezug is one string; 3.0.0 has repeated Rechtsbezug. Split at ";" and line breaks, drop empty ones.
-# (Blank text gives null at once: most elements have no bezug, and the regexes are compiled per call.)
+# 2.0 has one bezug string per element; 3.0.0 has bezug[0..n] (Rechtsbezug). Each 2.0 bezug becomes one
+# 3.0.0 bezug with its text as written (trimmed): nothing is split, so no reference is cut in two
+# (a line break or ";" may sit inside one reference). A blank bezug writes nothing. An invalid repeated
+# 2.0 bezug keeps every occurrence.
 def rechtsbezuege:
-  text | if trim == "" then null else [splits("[;\r\n]+") | gsub("\\s+"; " ") | trim | select(. != "")] | nonempty end;
+  [as_array[] | trimmed | select(. != null)] | nonempty;
+
+# A script that is no rule: blank, or an empty stub such as `function script() {}`.
+def stub_script: text | trim == "" or test("^\\s*function\\s+script\\s*\\(\\s*\\)\\s*\\{\\s*\\}\\s*;?\\s*$");
 
 def freigabestatus:
   (.status | code) as $status
@@ -132,7 +141,7 @@ def regel($stand):
     "xdf:fachlicherErsteller": (.fachlicherErsteller | nonblank),
     "xdf:letzteAenderung": $stand,
     "xdf:typ": coded("urn:xoev-de:fim:codeliste:xdatenfelder.regeltyp"; "1.0"; "K"),
-    "xdf:skript": (.script | nonblank) };
+    "xdf:skript": (.script | if stub_script then null else text end) };
 
 def regeln($stand):
   if .regel == null then null  # (most elements: no rule)
@@ -174,24 +183,29 @@ def praezisierung:
       ["Präzisierung aus XDatenfelder 2.0, in 3.0.0 nicht als Attribut darstellbar: " + join("; ")] end)
   end;
 
-# codelisteReferenz 3.0.0 is the genericode identification alone (the 2.0 C-id has no place in it).
-# codeKey/nameKey come from the codelist directory when the list is there: key column and first other column.
-def codeliste:
-  if .codelisteReferenz == null then { ref: null, list: null } else  # (most fields: none)
+# The genericode identification of a field's codelisteReferenz and the list it resolves to: by
+# canonicalVersionUri, else by canonicalIdentification and version; a reference with neither version
+# nor canonicalVersionUri takes the newest version at hand (the pre-pass below warns with the version).
+def codelist_ref:
   (.codelisteReferenz.genericodeIdentification // {}) as $g
   | ($g.canonicalIdentification | trimmed) as $canonical
   | ($g.version | trimmed) as $version
   | ($g.canonicalVersionUri | trimmed) as $uri
-  | ((if $uri != null then codelist($uri) else null end)
-     // (if $canonical != null and $version != null then codelist($canonical; $version) else null end)) as $list
-  | if .codelisteReferenz == null then { ref: null, list: null }
-    else
-      if $list == null and $source.on_missing_codelist == "quarantine" then
-        error("\(.identifikation.id | text): codelist \($uri // $canonical // "(no identification)") is not in the codelist directory (on_missing_codelist = quarantine)")
-      else . end
-      | { ref: { "xdf:canonicalIdentification": $canonical, "xdf:version": $version, "xdf:canonicalVersionUri": $uri },
-          list: $list }
-    end
+  | { canonical: $canonical, version: $version, uri: $uri,
+      list: ((if $uri != null then codelist($uri) else null end)
+             // (if $canonical == null then null
+                 elif $version != null then codelist($canonical; $version)
+                 elif $uri == null then codelist($canonical; null)
+                 else null end)) };
+
+# codelisteReferenz 3.0.0 is the genericode identification alone (the 2.0 C-id has no place in it).
+# codeKey/nameKey come from the codelist directory when the list is there: key column and first other column.
+# A missing list is handled once for the whole form (see the message below).
+def codeliste:
+  if .codelisteReferenz == null then { ref: null, list: null } else  # (most fields: none)
+  codelist_ref as $r
+  | { ref: { "xdf:canonicalIdentification": $r.canonical, "xdf:version": $r.version, "xdf:canonicalVersionUri": $r.uri },
+      list: $r.list }
   end;
 
 # Datenfeld 3.0.0: AllgemeineAngaben, Schemaelementangaben, feldart datentyp praezisierung? inhalt?
@@ -231,6 +245,37 @@ def strukturen($stand; $owner):
                     "xdf:struktur": ((.identifikation.id | text) as $id | .struktur | nonempty_of($id) | map(go)) }))) }) };
   .struktur | nonempty_of($owner) | map(go);
 
+# ---- what the whole form needs ------------------------------------------------------------------
+
+# The schema and every element in it, each use once (the same element can be used several times).
+def elements:
+  ., (.struktur | as_array[] | .enthaelt | (.datenfeld | as_array[]), (.datenfeldgruppe | as_array[] | elements));
+
+# Every codelist the form needs that is not at hand, grouped by list, with the fields that need it:
+# [{urn, version, fields: [id, …]}], in the order of the list's URN.
+def missing_codelists($refs):
+  [ $refs[] | select(.ref.list == null) ]
+  | group_by(.ref.uri // .ref.canonical // "")
+  | map(.[0].ref as $r
+        | { urn: ($r.uri // $r.canonical // "(no identification)"),
+            # a canonicalVersionUri names its version itself
+            version: (if $r.uri != null or $r.canonical == null then null else $r.version // "" end),
+            fields: (map(.id) | unique) });
+
+def missing_text:
+  "\(.urn)\(if .version == null then "" elif .version == "" then ", no version" else " version \(.version)" end) (field\(if (.fields | length) > 1 then "s" else "" end) \(.fields | join(", ")))";
+
+# Warnings for what the form's source got wrong and the output cannot show: stub scripts, codelist
+# references without a version (the newest list at hand is used), missing codelists (with `warn`).
+def form_warnings($refs; $missing):
+  [ elements | .regel | as_array[] | select(.script != null and (.script | nonblank) != null and (.script | stub_script))
+    | (.identifikation.id | text | trim) ] | unique
+  | map("rule \(.): its script is an empty stub (function script() {}); no skript is written")
+  + ([ $refs[] | select(.ref.list != null and .ref.version == null and .ref.uri == null) ]
+     | group_by(.ref.canonical)
+     | map("codelist \(.[0].ref.canonical) is referenced without a version (field\(if length > 1 then "s" else "" end) \(map(.id) | unique | join(", "))): used the newest version at hand, \(.[0].ref.list.version)"))
+  + ($missing | map("missing codelist \(missing_text): the reference is written without codeKey and nameKey"));
+
 # ---- the message --------------------------------------------------------------------------------
 
 .["xdatenfelder.stammdatenschema.0102"] as $msg
@@ -238,7 +283,13 @@ def strukturen($stand; $owner):
    // error("the 2.0 header has no erstellungszeitpunkt (needed for header and letzteAenderung)")) as $stand
 | $msg.stammdatenschema
 | (.identifikation.id | text | xdf3_id) as $id
-| { "xdf:xdatenfelder.stammdatenschema.0102": {
+| [ elements | select(.codelisteReferenz != null) | { id: (.identifikation.id | text | trim), ref: codelist_ref } ] as $refs
+| missing_codelists($refs) as $missing
+| if ($missing | length) > 0 and $source.on_missing_codelist == "quarantine" then
+    error("missing codelists (\($missing | length)): \($missing | map(missing_text) | join("; ")) — none of them is in the codelist directory (on_missing_codelist = quarantine)")
+  else . end
+| { "#warnings": form_warnings($refs; $missing),
+    "xdf:xdatenfelder.stammdatenschema.0102": {
       "@xmlns:xdf": "urn:xoev-de:fim:standard:xdatenfelder_3.0.0",
       "xdf:header": {
         "xdf:nachrichtID": ($msg.header.nachrichtID | text | trim),

@@ -426,7 +426,8 @@ fn map_file(config: &Config, args: MapArgs) -> Result<Exit> {
             context.item["key"] = serde_json::Value::String(format!("{}/{case}", source.id));
         }
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let decoded = match crate::codec::decode(mapping.input.format, &bytes, &mapping.input.arrays, config.limits) {
+        // Read as `migrate` reads it: decoded without forced arrays, then as the mapping declares.
+        let decoded = match crate::codec::decode(mapping.input.format, &bytes, &[], config.limits) {
             Ok(decoded) => decoded,
             Err(e) => {
                 eprintln!("{}: {e}", file.display());
@@ -434,8 +435,10 @@ fn map_file(config: &Config, args: MapArgs) -> Result<Exit> {
                 continue;
             }
         };
-        let tree = crate::mapping::engine::to_val(&decoded.tree);
-        let document = match mapping.apply(&tree, &context, &config.codelists_val) {
+        let mapped = mapping
+            .read(mapping.input.format, &decoded)
+            .and_then(|tree| mapping.apply(&tree, &context, &config.codelists_val));
+        let document = match mapped {
             Ok(document) => document,
             Err(e) => {
                 eprintln!("{}: {e}", file.display());

@@ -341,6 +341,8 @@ struct Scanned {
     mappings: Vec<Arc<Mapping>>,
     /// The form the record's online service uses, if the source links forms.
     form: Option<ItemKey>,
+    /// Why each mapping of the source refuses the record, when none takes it.
+    refusals: Option<String>,
 }
 
 /// The result of working on one (item, mapping) pair.
@@ -536,10 +538,11 @@ impl<'a> SourceRun<'a> {
             }
             let record = &records[indices[0]];
             if record.mappings.is_empty() {
+                let reasons = record.refusals.as_deref().unwrap_or("root element or namespace differ");
                 self.quarantine_all(
                     record,
                     Stage::Map,
-                    "no mapping of this source accepts the record (root element or namespace differ)".into(),
+                    format!("no mapping of this source takes the record: {reasons}"),
                 );
                 continue;
             }
@@ -1121,13 +1124,11 @@ impl<'a> SourceRun<'a> {
     }
 }
 
-/// Reads one entry into records using the union of the `arrays` lists of the source's mappings.
+/// Reads one entry into records, decoded without forced arrays: keys, hashes and the scan see that
+/// tree, and each mapping shapes it by its own `arrays` when it reads the record ([`Mapping::read`]).
 fn read_records(work: &Work, entry: &Entry) -> Result<Vec<Result<Record, RecordError>>, RecordError> {
-    let mut arrays: Vec<String> = work.source.mappings.iter().flat_map(|m| m.input.arrays.iter().cloned()).collect();
-    arrays.sort();
-    arrays.dedup();
     let config = &work.deps.config;
-    source::read_entry(&work.source, entry, &work.inputs, &arrays, config.limits, config.max_record_bytes)
+    source::read_entry(&work.source, entry, &work.inputs, config.limits, config.max_record_bytes)
 }
 
 /// Pass 2 for one entry: decode again, and map, validate and deliver the requested pairs.
@@ -1193,7 +1194,6 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
             ));
             continue;
         };
-        let tree = record.val();
         let context = RecordContext {
             source: source.context(),
             item: serde_json::json!({
@@ -1220,7 +1220,13 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
             )
         };
         let mapping_started = std::time::Instant::now();
-        let mapped = mapping.apply(tree, &context, &config.codelists_val);
+        let mapped = if mapping.input.arrays.is_empty() {
+            mapping.apply(record.val(), &context, &config.codelists_val)
+        } else {
+            mapping
+                .read(record.format, &record.decoded)
+                .and_then(|tree| mapping.apply(&tree, &context, &config.codelists_val))
+        };
         work.observe(Stage::Map, mapping_started);
         let document = match mapped {
             Ok(document) => document,

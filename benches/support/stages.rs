@@ -1,6 +1,6 @@
 //! Per-stage throughput through the library API, on one core, on the same bytes the pipeline reads:
 //! raw quick-xml events (the ceiling), `codec::decode`, the scan of pass 1 (`source::read_entry`:
-//! decode + key + hash), `to_val`, `Mapping::apply` per mapping, `Validators::check` per document.
+//! decode + key + hash), `Mapping::read`, `Mapping::apply` per mapping, `Validators::check` per document.
 //!
 //! MB/s is always megabytes of *input* (the record's XML or JSON) per second, so rows compare.
 //! Stages are timed item by item in one loop, so that the noise of a shared machine hits all of them
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use portal_bridge::codec::{self, Format};
 use portal_bridge::config::{Config, Source};
-use portal_bridge::mapping::engine::to_val;
 use portal_bridge::mapping::{Mapping, RecordContext};
 use portal_bridge::source::{self, Entry, Inputs};
 use portal_bridge::validate::Validators;
@@ -77,13 +76,6 @@ pub fn entries_of(source: &Source, root: &Path, limit: Option<usize>, stride: us
             (e, bytes)
         })
         .collect()
-}
-
-fn arrays_of(source: &Source) -> Vec<String> {
-    let mut arrays: Vec<String> = source.mappings.iter().flat_map(|m| m.input.arrays.iter().cloned()).collect();
-    arrays.sort();
-    arrays.dedup();
-    arrays
 }
 
 /// Accumulates the time of named stages within one repeat.
@@ -151,10 +143,9 @@ pub fn measure(
     for _ in 0..repeat.max(1) {
         let mut clock = Clock::default();
         for (source, entries) in &inputs {
-            let arrays = arrays_of(source);
             let context_source = source.context();
             for (entry, bytes) in entries {
-                measure_entry(&mut clock, loaded, source, &arrays, &context_source, entry, bytes);
+                measure_entry(&mut clock, loaded, source, &context_source, entry, bytes);
             }
         }
         runs.push(clock.totals);
@@ -173,7 +164,6 @@ fn measure_entry(
     clock: &mut Clock,
     loaded: &Loaded,
     source: &Arc<Source>,
-    arrays: &[String],
     context_source: &serde_json::Value,
     entry: &Entry,
     bytes: &Bytes,
@@ -190,20 +180,19 @@ fn measure_entry(
         }));
     }
     let decoded = clock
-        .time("decode: codec::decode", len, || codec::decode(format, bytes, arrays, config.limits))
+        .time("decode: codec::decode", len, || codec::decode(format, bytes, &[], config.limits))
         .expect("corpus decodes");
     std::hint::black_box(&decoded);
     drop(decoded);
     let records = clock
         .time("scan: source::read_entry (decode+key+hash)", len, || {
-            source::read_entry(source, entry, &Inputs::default(), arrays, config.limits, config.max_record_bytes)
+            source::read_entry(source, entry, &Inputs::default(), config.limits, config.max_record_bytes)
         })
         .expect("corpus entries read");
     // Input bytes per record: a feed's bytes are shared out evenly.
     let per_record = len / records.len().max(1);
     for record in records {
         let record = record.expect("corpus records have keys");
-        let tree = clock.time("map: to_val (tree → jaq value)", per_record, || to_val(&record.decoded.tree));
         let context = RecordContext {
             source: context_source.clone(),
             item: serde_json::json!({
@@ -216,6 +205,11 @@ fn measure_entry(
             }),
         };
         for mapping in source.mappings.iter().filter(|m: &&Arc<Mapping>| m.accepts(record.format, &record.decoded)) {
+            let tree = clock
+                .time("map: Mapping::read (tree → jaq value, shaped by the mapping's arrays)", per_record, || {
+                    mapping.read(record.format, &record.decoded)
+                })
+                .unwrap_or_else(|e| panic!("{}: {e}", record.origin));
             let document = clock
                 .time(&format!("map: {}", mapping.name), per_record, || {
                     mapping.apply(&tree, &context, &config.codelists_val)

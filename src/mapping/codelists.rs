@@ -82,9 +82,9 @@ impl Codelists {
                         _ => None,
                     };
                     if let (Some(uri), Some(version)) = (list["canonicalUri"].as_str(), list["version"].as_str()) {
-                        let newer = newest.get(uri).is_none_or(|held| {
-                            newer_version(version, held["version"].as_str().unwrap_or_default())
-                        });
+                        let newer = newest
+                            .get(uri)
+                            .is_none_or(|held| newer_version(version, held["version"].as_str().unwrap_or_default()));
                         if newer {
                             newest.insert(uri.to_owned(), list.clone());
                         }
@@ -372,6 +372,10 @@ mod tests {
         let lists =
             Codelists::load(&dir, MAX, Limits::default()).expect("../shared/fim is part of the test environment");
         assert!(lists.broken.is_empty(), "{:?}", lists.broken);
-        assert_eq!(lists.table.as_object().unwrap().len(), 18, "6 files of 6 lists: two keys each, one for the newest of each list");
+        assert_eq!(
+            lists.table.as_object().unwrap().len(),
+            18,
+            "6 files of 6 lists: two keys each, one for the newest of each list"
+        );
     }
 }

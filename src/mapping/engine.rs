@@ -577,6 +577,36 @@ pub fn to_val(value: &Value) -> Val {
     }
 }
 
+/// Converts a decoded XML tree into a jq value the way a mapping declares its input: every element
+/// named in `arrays` is an array, even where it occurs once. The tree must have been decoded without
+/// forced arrays (`arrays = []`), where only repeated elements are arrays; the result is then exactly
+/// what decoding with `arrays` gives (`a_tree_shaped_by_arrays_is_the_tree_decoded_with_them`). The root
+/// element, attributes (`@name`) and text (`#text`) are never wrapped.
+pub fn to_val_with_arrays(tree: &Value, arrays: &[String]) -> Val {
+    fn element(value: &Value, arrays: &[String]) -> Val {
+        match value {
+            Value::Array(items) => items.iter().map(|v| element(v, arrays)).collect(),
+            Value::Object(map) => Val::obj(
+                map.iter()
+                    .map(|(k, v)| {
+                        let inner = element(v, arrays);
+                        let wrap = !v.is_array() && !k.starts_with(['@', '#']) && arrays.iter().any(|a| a == k);
+                        (Val::from(k.clone()), if wrap { std::iter::once(inner).collect() } else { inner })
+                    })
+                    .collect(),
+            ),
+            other => to_val(other),
+        }
+    }
+    match tree {
+        _ if arrays.is_empty() => to_val(tree),
+        Value::Object(roots) => {
+            Val::obj(roots.iter().map(|(k, v)| (Val::from(k.clone()), element(v, arrays))).collect())
+        }
+        other => to_val(other),
+    }
+}
+
 /// Converts a jq value back into a tree; NaN, infinities, byte strings and non-string keys are errors.
 pub fn to_json(val: &Val) -> Result<Value, String> {
     Ok(match val {

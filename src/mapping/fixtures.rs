@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::{Mapping, RecordContext};
 use crate::codec::{self, Format, Limits};
-use crate::mapping::engine::to_val;
 
 /// One fixture's result.
 #[derive(Debug)]
@@ -81,10 +80,13 @@ fn run_one(
     codelists: &jaq_json::Val,
 ) -> Result<(), String> {
     let bytes = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
-    let decoded = codec::decode(mapping.input.format, &bytes, &mapping.input.arrays, Limits::default())
+    let decoded = codec::decode(mapping.input.format, &bytes, &[], Limits::default())
         .map_err(|e| format!("{}: {e}", input.display()))?;
-    let document =
-        mapping.apply(&to_val(&decoded.tree), &context_for(input, case)?, codelists).map_err(|e| e.to_string())?;
+    let context = context_for(input, case)?;
+    let document = mapping
+        .read(mapping.input.format, &decoded)
+        .and_then(|tree| mapping.apply(&tree, &context, codelists))
+        .map_err(|e| e.to_string())?;
     let actual = String::from_utf8_lossy(&document.bytes);
     let wanted = std::fs::read_to_string(expected).map_err(|e| {
         format!("{}: {e} (write the expected output there; the actual output was:\n{actual})", expected.display())

@@ -3,6 +3,7 @@
 pub mod codelists;
 pub mod engine;
 pub mod fixtures;
+pub mod latin;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,9 +48,14 @@ pub struct InputSpec {
     /// XML only: the root element's local name the mapping expects (one name or a list).
     #[serde(default, deserialize_with = "one_or_many")]
     pub root: Vec<String>,
-    /// XML only: element names that are always arrays in the tree.
+    /// XML only: element names that are always arrays in the tree this mapping reads, even where
+    /// the element occurs once. Only this mapping's own list applies to what it reads.
     #[serde(default)]
     pub arrays: Vec<String>,
+    /// XML only: XSD the records are checked against before mapping (e.g. the official
+    /// XDatenfelder 2.0 XSD). Deviations are warnings, the record is still mapped. `[validation.input]`
+    /// in the configuration replaces it.
+    pub schema: Option<PathBuf>,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -74,6 +80,11 @@ pub struct OutputSpec {
     pub format: Format,
     /// JSON Schema (for JSON) or XSD (for XML) the document must satisfy before delivery.
     pub schema: Option<PathBuf>,
+    /// XML only: local names of the output elements whose text is XÖV `String.Latin` (DIN SPEC 91379).
+    /// Their text is normalised to what the type allows before the document is written, with a
+    /// warning per change ([`latin`]); other elements are written as the program made them.
+    #[serde(default)]
+    pub string_latin: Vec<String>,
 }
 
 /// A loaded, compiled mapping.
@@ -83,8 +94,8 @@ pub struct Mapping {
     pub file: PathBuf,
     pub input: InputSpec,
     pub output: OutputSpec,
-    /// XSD that records are checked against before mapping (from the config's `[validation.input]`);
-    /// deviations are warnings, not errors.
+    /// XSD that records are checked against before mapping (`input.schema` of the mapping file, or
+    /// the config's `[validation.input]`); deviations are warnings, not errors.
     pub input_schema: Option<PathBuf>,
     /// Hash of the mapping file, its program, the codelists and the engine: when it changes, items are re-mapped.
     pub version: ContentHash,
@@ -179,12 +190,27 @@ impl Mapping {
             }
         };
         let output = OutputSpec { schema: spec.output.schema.as_ref().map(|s| dir.join(s)), ..spec.output.clone() };
-        if let Some(schema) = &output.schema
-            && !schema.is_file()
-        {
+        let input = InputSpec { schema: spec.input.schema.as_ref().map(|s| dir.join(s)), ..spec.input.clone() };
+        for (which, schema) in [("output", &output.schema), ("input", &input.schema)] {
+            if let Some(schema) = schema
+                && !schema.is_file()
+            {
+                errors.push(LoadError::Invalid {
+                    file: file.into(),
+                    message: format!("{which} schema {} does not exist", schema.display()),
+                });
+            }
+        }
+        if spec.input.format == Format::Json && spec.input.schema.is_some() {
             errors.push(LoadError::Invalid {
                 file: file.into(),
-                message: format!("output schema {} does not exist", schema.display()),
+                message: "input.schema (an XSD) only applies to XML input".into(),
+            });
+        }
+        if spec.output.format == Format::Json && !spec.output.string_latin.is_empty() {
+            errors.push(LoadError::Invalid {
+                file: file.into(),
+                message: "output.string_latin only applies to XML output (JSON keeps the original text)".into(),
             });
         }
         if spec.input.format == Format::Json && (!spec.input.root.is_empty() || spec.input.namespace.is_some()) {
@@ -206,9 +232,9 @@ impl Mapping {
         Ok(Self {
             name: spec.name,
             file: file.into(),
-            input: spec.input,
+            input_schema: input.schema.clone(),
+            input,
             output,
-            input_schema: None,
             version,
             program,
             lookups: to_val(&lookups),
@@ -218,9 +244,38 @@ impl Mapping {
 
     /// True if this mapping takes records of this shape.
     pub fn accepts(&self, format: Format, decoded: &Decoded) -> bool {
-        self.input.format == format
-            && (self.input.root.is_empty() || decoded.root.as_ref().is_some_and(|r| self.input.root.contains(r)))
-            && self.input.namespace.as_ref().is_none_or(|n| decoded.namespace.as_ref() == Some(n))
+        self.refusal(format, decoded).is_none()
+    }
+
+    /// Why this mapping does not take a record (format, root element or namespace differ from its
+    /// `[input]`), or `None` if it does. `map` and `migrate` refuse a record with this same text.
+    pub fn refusal(&self, format: Format, decoded: &Decoded) -> Option<String> {
+        let (wanted, found) = (self.input.format.extension(), format.extension());
+        if wanted != found {
+            return Some(format!("the record is {found}, the mapping takes {wanted}"));
+        }
+        let root = decoded.root.as_deref().unwrap_or("(none)");
+        if !self.input.root.is_empty() && !self.input.root.iter().any(|r| r == root) {
+            let wanted: Vec<String> = self.input.root.iter().map(|r| format!("`{r}`")).collect();
+            return Some(format!("the record's root element is `{root}`, the mapping takes {}", wanted.join(" or ")));
+        }
+        match &self.input.namespace {
+            Some(wanted) if decoded.namespace.as_ref() != Some(wanted) => Some(format!(
+                "the record's root `{root}` is in {}, the mapping takes {wanted}",
+                decoded.namespace.as_deref().map_or("no namespace".to_owned(), |n| format!("namespace {n}"))
+            )),
+            _ => None,
+        }
+    }
+
+    /// The record as this mapping reads it: the tree decoded without forced arrays, shaped by this
+    /// mapping's own `arrays` (so what other mappings of the same source declare never matters).
+    /// Refuses a record the mapping does not take, with [`Mapping::refusal`]'s reason.
+    pub fn read(&self, format: Format, decoded: &Decoded) -> Result<Val, MapError> {
+        if let Some(message) = self.refusal(format, decoded) {
+            return Err(MapError { mapping: self.name.clone(), message });
+        }
+        Ok(engine::to_val_with_arrays(&decoded.tree, &self.input.arrays))
     }
 
     /// Runs the mapping; the result depends only on the tree, the context, the mapping and the codelists.
@@ -234,7 +289,7 @@ impl Mapping {
                 None => fail(message),
             }
         })?;
-        let warnings = match tree.as_object_mut().and_then(|o| o.shift_remove(WARNINGS_KEY)) {
+        let mut warnings = match tree.as_object_mut().and_then(|o| o.shift_remove(WARNINGS_KEY)) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
                 .into_iter()
@@ -245,6 +300,9 @@ impl Mapping {
                 .collect(),
             Some(other) => vec![other.to_string()],
         };
+        if !self.output.string_latin.is_empty() {
+            warnings.extend(latin::normalise_tree(&mut tree, &self.output.string_latin));
+        }
         let bytes = match self.output.format {
             Format::Json => {
                 let mut bytes = serde_json::to_vec_pretty(&tree).expect("a tree serialises");

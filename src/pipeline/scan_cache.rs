@@ -14,6 +14,9 @@ use crate::domain::{ContentHash, ItemKey};
 use crate::source::Entry;
 use crate::store::scan_cache::CachedScan;
 
+/// How pass 1 reads records; part of the fingerprint, so that a change re-reads every entry.
+const RECORD_TREE: &str = "record-tree/2";
+
 /// A record as the cache keeps it.
 #[derive(Serialize, Deserialize)]
 struct CachedRecord {
@@ -22,6 +25,9 @@ struct CachedRecord {
     hash: ContentHash,
     /// Names of the mappings that accept the record.
     mappings: Vec<String>,
+    /// Why the source's mappings refuse the record, when none takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refusals: Option<String>,
 }
 
 /// The scan cache of one source, as loaded at the start of its run.
@@ -44,6 +50,8 @@ impl ScanCache {
         }
         // The limits decide what is readable at all, so they are part of the fingerprint.
         let limits = format!("{:?} {} {}", config.limits, config.max_record_bytes, source.max_id_chars);
+        // How records are read (decoded without forced arrays since 0.2) decides their hashes.
+        let limits = format!("{RECORD_TREE} {limits}");
         let fingerprint = ContentHash::of_parts([source.scan_fingerprint.as_str().as_bytes(), limits.as_bytes()]);
         Ok(Self { fingerprint: Some(fingerprint.to_string()), entries: store.scan_cache(&source.id).await? })
     }
@@ -85,6 +93,7 @@ pub(super) fn scan_entry(work: &Work, entry: Entry) -> EntryScanned {
                     key: r.key.clone(),
                     hash: r.hash.clone(),
                     mappings: r.mappings.iter().map(|m| m.name.clone()).collect(),
+                    refusals: r.refusals.clone(),
                 })
                 .collect();
             let records = serde_json::to_string(&records).expect("records serialise");
@@ -106,7 +115,7 @@ fn from_cache(work: &Work, text: &str) -> Option<Vec<Scanned>> {
                 .iter()
                 .map(|name| work.source.mappings.iter().find(|m| &m.name == name).cloned())
                 .collect::<Option<Vec<_>>>()?;
-            Some(Scanned { origin: r.origin, key: r.key, hash: r.hash, mappings, form: None })
+            Some(Scanned { origin: r.origin, key: r.key, hash: r.hash, mappings, form: None, refusals: r.refusals })
         })
         .collect()
 }
@@ -118,12 +127,16 @@ fn decode(work: &Work, entry: &Entry) -> EntryScan {
     Ok(records
         .into_iter()
         .map(|record| {
-            record.map(|r| Scanned {
-                mappings: source.mappings.iter().filter(|m| m.accepts(r.format, &r.decoded)).cloned().collect(),
-                origin: r.origin,
-                key: r.key,
-                hash: r.hash,
-                form: r.form,
+            record.map(|r| {
+                let mappings: Vec<_> =
+                    source.mappings.iter().filter(|m| m.accepts(r.format, &r.decoded)).cloned().collect();
+                let refusals = mappings.is_empty().then(|| {
+                    let reasons = source.mappings.iter().filter_map(|m| {
+                        m.refusal(r.format, &r.decoded).map(|reason| format!("mapping {}: {reason}", m.name))
+                    });
+                    reasons.collect::<Vec<_>>().join("; ")
+                });
+                Scanned { mappings, origin: r.origin, key: r.key, hash: r.hash, form: r.form, refusals }
             })
         })
         .collect())

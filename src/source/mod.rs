@@ -131,7 +131,6 @@ pub fn read_entry(
     source: &Source,
     entry: &Entry,
     inputs: &Inputs,
-    arrays: &[String],
     limits: Limits,
     max_bytes: u64,
 ) -> Result<Vec<Result<Record, RecordError>>, RecordError> {
@@ -140,7 +139,8 @@ pub fn read_entry(
         .format
         .ok_or_else(|| read_error("cannot tell the format from the file name; set `format` on the source".into()))?;
     let bytes = entry.bytes(max_bytes).map_err(read_error)?;
-    let decoded = codec::decode(format, &bytes, arrays, limits).map_err(|e| read_error(e.to_string()))?;
+    // No forced arrays: every mapping shapes the tree by its own `arrays` when it reads the record.
+    let decoded = codec::decode(format, &bytes, &[], limits).map_err(|e| read_error(e.to_string()))?;
     let stem = entry.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     match source.split {
         Split::None => Ok(vec![make_record(source, inputs, entry.origin.clone(), &stem, format, decoded, true)]),

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use portal_bridge::codec::{self, Decoded, Format, Limits};
 use portal_bridge::config::{Config, Overrides};
 use portal_bridge::domain::RunStatus;
-use portal_bridge::mapping::engine::to_val;
 use portal_bridge::mapping::fixtures::fixture_context;
 use portal_bridge::mapping::{Document, MapError, Mapping, RecordContext};
 use portal_bridge::store::log::EventFilter;
@@ -176,31 +175,16 @@ fn mapping<'a>(env: &'a Env, name: &str) -> &'a Arc<Mapping> {
     env.config.mappings.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("no mapping {name}"))
 }
 
-/// The element names a record is decoded with. For 2.0 the union of both 2.0 mappings' `arrays`, as
-/// the pipeline decodes a source that feeds both (every demo forms source does).
-fn arrays_for(env: &Env, name: &str) -> Vec<String> {
-    let names: &[&str] = if name.starts_with("xdatenfelder2") { &[XDF2_TO_FORM, XDF2_TO_XDF3] } else { &[name] };
-    let mut arrays: Vec<String> = names.iter().flat_map(|n| mapping(env, n).input.arrays.clone()).collect();
-    arrays.sort();
-    arrays.dedup();
-    arrays
-}
-
-/// Decodes a file once per set of array names (S00000009 takes seconds in a debug build).
-fn decoded(file: &Path, arrays: &[String]) -> Arc<Decoded> {
+/// Decodes a file once, without forced arrays, as the pipeline reads records (S00000009 takes
+/// seconds in a debug build); each mapping shapes it with its own `arrays` ([`Mapping::read`]).
+fn decoded(file: &Path) -> Arc<Decoded> {
     type Cell = Arc<OnceLock<Arc<Decoded>>>;
-    type Cache = Mutex<HashMap<(PathBuf, Vec<String>), Cell>>;
+    type Cache = Mutex<HashMap<PathBuf, Cell>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cell = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry((file.to_path_buf(), arrays.to_vec()))
-        .or_default()
-        .clone();
+    let cell = CACHE.get_or_init(Default::default).lock().unwrap().entry(file.to_path_buf()).or_default().clone();
     cell.get_or_init(|| {
         let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let decoded = codec::decode(Format::Xml, &bytes, arrays, Limits::default())
+        let decoded = codec::decode(Format::Xml, &bytes, &[], Limits::default())
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         Arc::new(decoded)
     })
@@ -217,15 +201,9 @@ fn context(file: &Path, policy: &str) -> RecordContext {
 /// Maps one file with one mapping; the mapping must accept the record (root and namespace).
 fn apply_with(env: &Env, name: &str, file: &Path, context: &RecordContext) -> Result<Document, MapError> {
     let mapping = mapping(env, name);
-    let decoded = decoded(file, &arrays_for(env, name));
-    assert!(
-        mapping.accepts(Format::Xml, &decoded),
-        "{name} does not accept {} (root {:?}, namespace {:?})",
-        file.display(),
-        decoded.root,
-        decoded.namespace
-    );
-    mapping.apply(&to_val(&decoded.tree), context, &env.config.codelists_val)
+    let decoded = decoded(file);
+    let tree = mapping.read(Format::Xml, &decoded).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    mapping.apply(&tree, context, &env.config.codelists_val)
 }
 
 fn apply(env: &Env, name: &str, file: &Path, policy: &str) -> Result<Document, MapError> {

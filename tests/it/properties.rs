@@ -1,4 +1,5 @@
-//! Property tests: the XML tree conventions round-trip, outbox file names are safe and injective,
+//! Property tests: the XML tree conventions round-trip, a mapping's `arrays` shape a tree as decoding
+//! with them would, outbox file names are safe and injective,
 //! and the content hash ignores whitespace between elements and nothing else.
 
 use std::collections::BTreeMap;
@@ -6,6 +7,7 @@ use std::path::{Component, Path};
 
 use portal_bridge::codec::{Limits, tree_hash, xml};
 use portal_bridge::domain::ItemKey;
+use portal_bridge::mapping::engine::{to_json, to_val_with_arrays};
 use portal_bridge::target::outbox::safe_stem;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -301,6 +303,22 @@ proptest! {
         prop_assert_eq!(&back, &tree, "{}", xml);
         // The same order too, so the same content hash.
         prop_assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&tree).unwrap());
+    }
+
+    #[test]
+    fn a_tree_shaped_by_arrays_is_the_tree_decoded_with_them(
+        root in name(),
+        el in element(),
+        arrays in prop::collection::vec(name(), 0..6),
+    ) {
+        // Every mapping reads a record with its own `arrays`; the pipeline decodes once without any
+        // and shapes the tree per mapping, which must give exactly what decoding with them gives.
+        let xml = xml::encode(&tree(&root, &el)).unwrap();
+        let mut arrays = arrays;
+        arrays.push(root.clone()); // the root element is never an array
+        let direct = xml::decode(xml.as_bytes(), &arrays, Limits::default()).unwrap().tree;
+        let shaped = to_json(&to_val_with_arrays(&decode(&xml), &arrays)).unwrap();
+        prop_assert_eq!(serde_json::to_string(&shaped).unwrap(), serde_json::to_string(&direct).unwrap(), "{}", xml);
     }
 
     #[test]
