@@ -286,7 +286,9 @@ def form_warnings($refs; $missing):
 | [ elements | select(.codelisteReferenz != null) | { id: (.identifikation.id | text | trim), ref: codelist_ref } ] as $refs
 | missing_codelists($refs) as $missing
 | if ($missing | length) > 0 and $source.on_missing_codelist == "quarantine" then
-    error("missing codelists (\($missing | length)): \($missing | map(missing_text) | join("; ")) — none of them is in the codelist directory (on_missing_codelist = quarantine)")
+    error(if ($missing | length) == 1 then "missing codelist \($missing[0] | missing_text)"
+          else "missing codelists (\($missing | length)): \($missing | map(missing_text) | join("; "))" end
+          + ": not in the codelist directory (on_missing_codelist = quarantine)")
   else . end
 | { "#warnings": form_warnings($refs; $missing),
     "xdf:xdatenfelder.stammdatenschema.0102": {

@@ -1136,10 +1136,11 @@ fn work_entry(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
     let deps = &work.deps;
     let mut outcomes = work_pairs(work, entry, pairs);
     // Lenient reading: deviations from a configured input XSD are warnings on every outcome.
-    let mut deviations: HashMap<&str, Option<String>> = HashMap::new();
+    // Checked once per schema: the mappings of one standard share their input XSD.
+    let mut deviations: HashMap<&std::path::Path, Option<String>> = HashMap::new();
     for (_, mapping) in pairs {
         if let Some(schema) = &mapping.input_schema {
-            deviations.entry(mapping.name.as_str()).or_insert_with(|| {
+            deviations.entry(schema.as_path()).or_insert_with(|| {
                 entry
                     .bytes(deps.config.max_record_bytes)
                     .and_then(|bytes| deps.validators.check_input(schema, &bytes))
@@ -1148,7 +1149,9 @@ fn work_entry(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
         }
     }
     for outcome in &mut outcomes {
-        if let Some(Some(deviation)) = outcome.mapping.as_deref().and_then(|m| deviations.get(m)) {
+        let schema = outcome.mapping.as_deref().and_then(|m| pairs.iter().find(|(_, p)| p.name == m));
+        let schema = schema.and_then(|(_, mapping)| mapping.input_schema.as_deref());
+        if let Some(Some(deviation)) = schema.and_then(|s| deviations.get(s)) {
             outcome.warnings.insert(0, format!("{}: {deviation}", entry.origin));
         }
     }

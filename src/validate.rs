@@ -98,8 +98,14 @@ impl Validators {
     }
 }
 
+/// A schema named by its directory and file (`xdatenfelder-3.0.0/xdatenfelder.xsd`): the official
+/// XSDs of several standards share file names.
 fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    let parent = path.parent().and_then(Path::file_name).map(|p| p.to_string_lossy());
+    match (parent, path.file_name()) {
+        (Some(parent), Some(name)) => format!("{parent}/{}", name.to_string_lossy()),
+        _ => path.display().to_string(),
+    }
 }
 
 fn load_json_schema(path: &Path) -> Result<jsonschema::Validator, String> {

@@ -28,7 +28,7 @@ fn class_signature(class: &str) -> Option<&'static str> {
         "dtd" => "DOCTYPE declarations are not accepted",
         "entity" => "only the five predefined XML entities are allowed",
         "encoding" => "UTF-",
-        "not-accepted" => "no mapping of this source accepts the record",
+        "not-accepted" => "no mapping of this source takes the record",
         "duplicate-id" => "the id occurs in",
         "codelist" => "codelist urn:",
         "schema" => "does not accept the document",

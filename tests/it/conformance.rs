@@ -1,0 +1,492 @@
+//! Conformance: `migrate` with the shipped mappings and defaults over every real FIM export in
+//! ../shared/fim, each delivered document checked against the official standards and for completeness.
+//!
+//! The expectations come from an independent reading of each input (quick-xml here, not the bridge's
+//! decoder): the datenfeld and datenfeldgruppe uses, and the codelist references with whether a
+//! genericode file is at hand for them. For each form: delivered if every codelist it needs is at hand,
+//! else quarantined naming every missing one; every use kept in both documents; every XDatenfelder
+//! 3.0.0 document valid against the official XSD (by xmllint, not only the bridge's own libxml2 check);
+//! every JSON document valid against its schema; every codelist reference with a file resolved; no JSON
+//! text inside XML text; `map` gives the same bytes as `migrate`; a second run gives the same bytes.
+//! The table of results is docs/conformance.md (`UPDATE_CONFORMANCE=1` rewrites it).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use portal_bridge::domain::{ItemKey, RunStatus};
+use portal_bridge::store::log::EventFilter;
+use portal_bridge::target::outbox::safe_stem;
+use quick_xml::events::Event;
+use serde_json::Value;
+
+use crate::support::{TestApp, repo, xmllint, xmllint_validate};
+
+fn fim() -> PathBuf {
+    repo().join("../shared/fim")
+}
+
+/// Every real export: XDatenfelder 2.0 Stammdatenschemata and 3.0.0 Stammdatenschemata and group messages.
+fn real_exports() -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let list = |dir: &str, prefix: &str| -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(fim().join(dir))
+            .unwrap_or_else(|e| {
+                panic!("../shared/fim/{dir}: {e} (the real FIM exports are part of the test environment)")
+            })
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.ends_with(".xml") && name.starts_with(prefix)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let xdf2 = [list("samples/xdatenfelder-2", "S"), list("samples/xdatenfelder-2/more", "S")].concat();
+    let xdf3 = [list("samples/xdatenfelder-3", "G"), list("samples/xdatenfelder-3/real", "S")].concat();
+    assert!(xdf2.len() >= 4 && xdf3.len() >= 13, "{xdf2:?} {xdf3:?}");
+    (xdf2, xdf3)
+}
+
+/// A codelist reference as the input writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Reference {
+    canonical: String,
+    version: String,
+    uri: String,
+}
+
+impl Reference {
+    /// The URN a message about it names.
+    fn urn(&self) -> &str {
+        if self.uri.is_empty() { &self.canonical } else { &self.uri }
+    }
+}
+
+/// What the independent reading finds in an input.
+#[derive(Debug, Default)]
+struct Input {
+    fields: usize,
+    groups: usize,
+    group_message: bool,
+    /// References of fields without inline `werte` (those need the list).
+    references: Vec<Reference>,
+}
+
+fn local(name: &[u8]) -> String {
+    let name = String::from_utf8_lossy(name);
+    name.rsplit_once(':').map_or(name.to_string(), |(_, l)| l.to_owned())
+}
+
+fn read_input(file: &Path) -> Input {
+    let bytes = std::fs::read(file).unwrap();
+    let mut reader = quick_xml::Reader::from_reader(bytes.as_slice());
+    let mut stack: Vec<String> = Vec::new();
+    let mut input = Input::default();
+    let (mut current, mut field_refs, mut has_werte) = (Reference::default(), Vec::new(), false);
+    loop {
+        match reader.read_event().unwrap_or_else(|e| panic!("{}: {e}", file.display())) {
+            Event::Start(start) => {
+                let name = local(start.local_name().as_ref());
+                if stack.is_empty() {
+                    input.group_message = name.starts_with("xdatenfelder.datenfeldgruppe");
+                }
+                let parent = stack.last().map(String::as_str);
+                match (parent, name.as_str()) {
+                    (Some("enthaelt"), "datenfeld") => input.fields += 1,
+                    (Some("enthaelt"), "datenfeldgruppe") => input.groups += 1,
+                    _ => {}
+                }
+                if name == "datenfeld" {
+                    field_refs.clear();
+                    has_werte = false;
+                }
+                if name == "werte" {
+                    has_werte = true;
+                }
+                stack.push(name);
+            }
+            Event::Empty(start) => {
+                let name = local(start.local_name().as_ref());
+                let parent = stack.last().map(String::as_str);
+                match (parent, name.as_str()) {
+                    (Some("enthaelt"), "datenfeld") => input.fields += 1,
+                    (Some("enthaelt"), "datenfeldgruppe") => input.groups += 1,
+                    _ => {}
+                }
+            }
+            Event::Text(text) => {
+                let text = text.xml10_content().unwrap().trim().to_owned();
+                if stack.iter().any(|s| s == "codelisteReferenz") {
+                    match stack.last().map(String::as_str) {
+                        Some("canonicalIdentification") => current.canonical = text,
+                        Some("version") => current.version = text,
+                        Some("canonicalVersionUri") => current.uri = text,
+                        _ => {}
+                    }
+                }
+            }
+            Event::End(_) => {
+                let name = stack.pop().unwrap();
+                if name == "codelisteReferenz" {
+                    let reference = std::mem::take(&mut current);
+                    if !(reference.canonical.is_empty() && reference.uri.is_empty()) {
+                        field_refs.push(reference);
+                    }
+                }
+                if name == "datenfeld" && !has_werte {
+                    input.references.append(&mut field_refs);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    input
+}
+
+/// The genericode lists at hand: canonicalVersionUri, canonicalUri|version and canonicalUri.
+fn codelist_index(dir: &Path) -> HashSet<String> {
+    let mut index = HashSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let mut reader = quick_xml::Reader::from_reader(bytes.as_slice());
+        let (mut element, mut ident) = (String::new(), BTreeMap::new());
+        loop {
+            match reader.read_event().unwrap() {
+                Event::Start(start) => element = local(start.local_name().as_ref()),
+                Event::Text(text) => {
+                    if ["CanonicalUri", "Version", "CanonicalVersionUri"].contains(&element.as_str()) {
+                        ident.entry(element.clone()).or_insert_with(|| text.xml10_content().unwrap().trim().to_owned());
+                    }
+                }
+                Event::End(end) if local(end.local_name().as_ref()) == "Identification" => break,
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        let get = |k: &str| ident.get(k).cloned().unwrap_or_default();
+        index.insert(get("CanonicalVersionUri"));
+        index.insert(format!("{}|{}", get("CanonicalUri"), get("Version")));
+        index.insert(get("CanonicalUri"));
+    }
+    index
+}
+
+fn at_hand(index: &HashSet<String>, r: &Reference) -> bool {
+    (!r.uri.is_empty() && index.contains(&r.uri))
+        || (!r.canonical.is_empty()
+            && !r.version.is_empty()
+            && index.contains(&format!("{}|{}", r.canonical, r.version)))
+        || (!r.canonical.is_empty() && r.version.is_empty() && r.uri.is_empty() && index.contains(&r.canonical))
+}
+
+/// Counts `kind: field` elements, `kind: group` elements and non-generated sections of a form
+/// document, and the elements with a codelist that is not resolved.
+fn form_counts(document: &Value) -> (usize, usize, usize) {
+    fn walk(elements: &Value, counts: &mut (usize, usize, usize)) {
+        for element in elements.as_array().into_iter().flatten() {
+            match element["kind"].as_str() {
+                Some("group") => counts.1 += 1,
+                Some("section") if element["generated"] != Value::Bool(true) => counts.1 += 1,
+                Some("section") => {}
+                _ => counts.0 += 1,
+            }
+            if element["codelist"].is_object() && element["codelist"]["resolved"] != Value::Bool(true) {
+                counts.2 += 1;
+            }
+            walk(&element["elements"], counts);
+        }
+    }
+    let mut counts = (0, 0, 0);
+    walk(&document["sections"], &mut counts);
+    counts
+}
+
+/// Counts datenfeld and datenfeldgruppe uses in an XDatenfelder 3.0.0 output, and finds text that
+/// looks like JSON (an array or object written as text).
+fn xdf3_counts(file: &Path) -> (usize, usize, Vec<String>) {
+    let bytes = std::fs::read(file).unwrap();
+    let mut reader = quick_xml::Reader::from_reader(bytes.as_slice());
+    let (mut stack, mut fields, mut groups, mut json) = (Vec::<String>::new(), 0, 0, Vec::new());
+    loop {
+        match reader.read_event().unwrap() {
+            Event::Start(start) => {
+                let name = local(start.local_name().as_ref());
+                match (stack.last().map(String::as_str), name.as_str()) {
+                    (Some("enthaelt"), "datenfeld") => fields += 1,
+                    (Some("enthaelt"), "datenfeldgruppe") => groups += 1,
+                    _ => {}
+                }
+                stack.push(name);
+            }
+            Event::End(_) => {
+                stack.pop();
+            }
+            Event::Text(text) => {
+                let text = text.xml10_content().unwrap();
+                let t = text.trim();
+                if (t.starts_with('[') || t.starts_with('{')) && serde_json::from_str::<Value>(t).is_ok() {
+                    json.push(format!("{}: {t}", stack.last().cloned().unwrap_or_default()));
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    (fields, groups, json)
+}
+
+fn config(codelists: &Path, xdf2: &Path, xdf3: &Path) -> String {
+    // The shipped mappings with their defaults: no [validation] section, on_missing_codelist as default.
+    format!(
+        r#"root = "."
+[database]
+url = "sqlite://var/bridge.db"
+[paths]
+mappings = {mappings:?}
+codelists = {codelists:?}
+outbox = "var/outbox"
+[[target]]
+id = "form-platform"
+delivery = "outbox"
+[[target]]
+id = "portal-xml"
+delivery = "outbox"
+[[source]]
+id = "real-xdf2"
+region = "aachen"
+kind = "directory"
+path = {xdf2:?}
+include = ["*.xml"]
+mappings = ["xdatenfelder2-to-form", "xdatenfelder2-to-xdf3"]
+[[source]]
+id = "real-xdf3"
+region = "soest"
+kind = "directory"
+path = {xdf3:?}
+include = ["*.xml"]
+mappings = ["xdatenfelder3-to-form"]
+"#,
+        mappings = repo().join("mappings").display().to_string(),
+        codelists = codelists.display().to_string(),
+        xdf2 = xdf2.display().to_string(),
+        xdf3 = xdf3.display().to_string(),
+    )
+}
+
+/// A fresh app over copies of the real exports and their codelists.
+async fn fresh_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let (xdf2, xdf3) = real_exports();
+    for (files, sub) in [(&xdf2, "in/xdf2"), (&xdf3, "in/xdf3")] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for file in files {
+            std::fs::copy(file, dir.path().join(sub).join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let codelists = dir.path().join("codelists");
+    std::fs::create_dir_all(&codelists).unwrap();
+    let lists = ["samples/xdatenfelder-2/codelists-genericode", "samples/xdatenfelder-2/more/codelists-genericode"];
+    let mut n = 0;
+    for list_dir in lists {
+        for entry in std::fs::read_dir(fim().join(list_dir)).unwrap() {
+            n += 1;
+            std::fs::copy(entry.unwrap().path(), codelists.join(format!("list-{n:03}.xml"))).unwrap();
+        }
+    }
+    let text = config(Path::new("codelists"), Path::new("in/xdf2"), Path::new("in/xdf3"));
+    TestApp::with_config(dir, &text).await
+}
+
+/// One row of docs/conformance.md.
+struct Row {
+    file: String,
+    standard: &'static str,
+    uses: String,
+    codelists: String,
+    form: String,
+    xdf3: String,
+    warnings: usize,
+}
+
+#[tokio::test]
+async fn every_real_export_is_delivered_complete_and_valid_against_the_official_standards() {
+    let app = fresh_app().await;
+    let report = app.migrate().await;
+    assert!(matches!(report.status, RunStatus::Ok | RunStatus::Partial), "{:?} {:?}", report.problems, report.errors);
+    let events = app.deps.store.events(&EventFilter { limit: 100_000, ..Default::default() }).await.unwrap();
+    let index = codelist_index(&app.path("codelists"));
+    let form_schema = {
+        let schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(repo().join("schemas/form-platform.schema.json")).unwrap())
+                .unwrap();
+        jsonschema::options().should_validate_formats(true).build(&schema).unwrap()
+    };
+    let official_xsd = repo().join("schemas/xdatenfelder-3.0.0/xdatenfelder.xsd");
+    let xmllint = xmllint();
+    let (xdf2, xdf3) = real_exports();
+    let mut failures = Vec::new();
+    let mut rows = Vec::new();
+    let mut delivered_pairs = Vec::new();
+    let inputs = xdf2.iter().map(|f| (f, "real-xdf2", "2.0")).chain(xdf3.iter().map(|f| (f, "real-xdf3", "3.0.0")));
+    for (file, source, standard) in inputs {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let key = ItemKey::new(source, &stem);
+        let mut fail = |message: String| failures.push(format!("{name}: {message}"));
+        let input = read_input(file);
+        let missing: Vec<&Reference> = input.references.iter().filter(|r| !at_hand(&index, r)).collect();
+        let distinct: std::collections::BTreeSet<&str> = input.references.iter().map(Reference::urn).collect();
+        let missing_urns: std::collections::BTreeSet<&str> = missing.iter().map(|r| r.urn()).collect();
+        let item_events: Vec<_> = events.iter().filter(|e| e.item_key.as_deref() == Some(key.as_str())).collect();
+        let warnings = item_events.iter().filter(|e| e.level == "warn").count();
+        let form_file = app.path("var/outbox/form-platform").join(format!("{}.json", safe_stem(&key)));
+        let xml_file = app.path("var/outbox/portal-xml").join(format!("{}.xml", safe_stem(&key)));
+        let groups_in = input.groups + usize::from(input.group_message);
+        let mut row = Row {
+            file: name.clone(),
+            standard: if input.group_message { "3.0.0 (group)" } else { standard },
+            uses: format!("{} / {}", input.fields, input.groups),
+            codelists: format!("{} / {}", distinct.len() - missing_urns.len(), distinct.len()),
+            form: String::new(),
+            xdf3: String::new(),
+            warnings,
+        };
+        if !missing.is_empty() {
+            // Quarantined, naming every missing list, and nothing delivered.
+            let errors: Vec<&str> =
+                item_events.iter().filter(|e| e.level == "error").map(|e| e.message.as_str()).collect();
+            for urn in &missing_urns {
+                if !errors.iter().any(|m| m.contains(urn)) {
+                    fail(format!("quarantine message does not name missing codelist {urn}: {errors:?}"));
+                }
+            }
+            if errors.is_empty() {
+                fail("codelists are missing but the item was not quarantined".into());
+            }
+            if form_file.exists() || xml_file.exists() {
+                fail("delivered although codelists are missing".into());
+            }
+            row.form = format!("quarantined: {} codelist(s) missing", missing_urns.len());
+            row.xdf3 = if standard == "2.0" { "quarantined".into() } else { "–".into() };
+            rows.push(row);
+            continue;
+        }
+        // Delivered: the form document, complete and valid.
+        let Ok(text) = std::fs::read_to_string(&form_file) else {
+            fail(format!(
+                "no form document delivered; log: {:?}",
+                item_events.iter().map(|e| &e.message).collect::<Vec<_>>()
+            ));
+            rows.push(row);
+            continue;
+        };
+        let document: Value = serde_json::from_str(&text).unwrap();
+        let errors: Vec<String> =
+            form_schema.iter_errors(&document).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        if !errors.is_empty() {
+            fail(format!("form document invalid against its schema: {errors:?}"));
+        }
+        let (fields, groups, unresolved) = form_counts(&document);
+        if (fields, groups) != (input.fields, groups_in) {
+            fail(format!("form: {} fields / {groups_in} groups in, {fields} / {groups} out", input.fields));
+        }
+        if unresolved > 0 {
+            fail(format!("form: {unresolved} codelist(s) with a file at hand not resolved"));
+        }
+        row.form = format!("delivered, {fields} fields, {groups} groups");
+        let form_mapping = if standard == "2.0" { "xdatenfelder2-to-form" } else { "xdatenfelder3-to-form" };
+        delivered_pairs.push((file.clone(), source, form_mapping, form_file.clone()));
+        if standard == "2.0" {
+            let Ok(_) = std::fs::metadata(&xml_file) else {
+                fail("no XDatenfelder 3.0.0 document delivered".into());
+                rows.push(row);
+                continue;
+            };
+            let (fields, groups, json) = xdf3_counts(&xml_file);
+            if (fields, groups) != (input.fields, input.groups) {
+                fail(format!("XDF 3.0.0: {} / {} uses in, {fields} / {groups} out", input.fields, input.groups));
+            }
+            if !json.is_empty() {
+                fail(format!("JSON text inside XML elements: {json:?}"));
+            }
+            let valid = match xmllint {
+                Some(xmllint) => match xmllint_validate(xmllint, &official_xsd, &xml_file) {
+                    Ok(()) => "valid (official XSD)".to_owned(),
+                    Err(e) => {
+                        fail(format!(
+                            "XDF 3.0.0 invalid against the official XSD: {}",
+                            e.lines().take(3).collect::<Vec<_>>().join(" | ")
+                        ));
+                        "INVALID".to_owned()
+                    }
+                },
+                None => "not checked (no xmllint)".to_owned(),
+            };
+            row.xdf3 = format!("{valid}, {fields} fields, {groups} groups");
+            delivered_pairs.push((file.clone(), source, "xdatenfelder2-to-xdf3", xml_file.clone()));
+        } else {
+            row.xdf3 = "–".into();
+        }
+        rows.push(row);
+    }
+
+    // `map` gives what `migrate` delivered, byte for byte.
+    for (file, source, mapping, delivered) in &delivered_pairs {
+        let output = app.command().args(["map", "--mapping", mapping, "--source", source]).arg(file).output().unwrap();
+        if output.stdout != std::fs::read(delivered).unwrap() {
+            failures.push(format!(
+                "{}: `map --mapping {mapping}` differs from what migrate delivered ({}); stderr: {}",
+                file.display(),
+                delivered.display(),
+                String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+            ));
+        }
+    }
+
+    // A second run from scratch delivers the same bytes.
+    let again = fresh_app().await;
+    again.migrate().await;
+    assert_eq!(again.outbox_files(), app.outbox_files());
+    for file in app.outbox_files() {
+        let (a, b) = (app.path("var/outbox").join(&file), again.path("var/outbox").join(&file));
+        if std::fs::read(&a).unwrap() != std::fs::read(&b).unwrap() {
+            failures.push(format!("{file}: a second run delivered different bytes"));
+        }
+    }
+
+    assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
+    check_table(&rows);
+}
+
+/// docs/conformance.md must hold the table this run produced (so it cannot go stale); with
+/// `UPDATE_CONFORMANCE=1` the test writes it.
+fn check_table(rows: &[Row]) {
+    let mut table = String::from(
+        "| file | XDatenfelder | datenfeld / datenfeldgruppe uses | codelists at hand / referenced | form-platform JSON | XDatenfelder 3.0.0 | warnings |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.file, r.standard, r.uses, r.codelists, r.form, r.xdf3, r.warnings
+        ));
+    }
+    let path = repo().join("docs/conformance.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_default();
+    let (start, end) = ("<!-- table: begin -->\n", "<!-- table: end -->");
+    let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) else {
+        panic!("docs/conformance.md needs the markers {start:?} and {end:?}");
+    };
+    let current = &doc[a + start.len()..b];
+    if current == table {
+        return;
+    }
+    if std::env::var("UPDATE_CONFORMANCE").as_deref() == Ok("1") {
+        std::fs::write(&path, format!("{}{table}{}", &doc[..a + start.len()], &doc[b..])).unwrap();
+        return;
+    }
+    panic!(
+        "docs/conformance.md is not what this run found (UPDATE_CONFORMANCE=1 cargo test --test it conformance rewrites it):\n{}",
+        similar::TextDiff::from_lines(current, table.as_str()).unified_diff().header("docs", "this run")
+    );
+}
