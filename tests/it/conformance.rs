@@ -490,3 +490,36 @@ fn check_table(rows: &[Row]) {
         similar::TextDiff::from_lines(current, table.as_str()).unified_diff().header("docs", "this run")
     );
 }
+
+#[tokio::test]
+async fn the_demo_forms_delivered_by_migrate_are_valid_against_the_official_xdatenfelder_3_xsd() {
+    let app = TestApp::demo().await;
+    let report = app.migrate().await;
+    assert_eq!(report.status, RunStatus::Ok, "{:?} {:?}", report.problems, report.errors);
+    let official_xsd = repo().join("schemas/xdatenfelder-3.0.0/xdatenfelder.xsd");
+    let xmllint = xmllint();
+    let mut checked = 0;
+    for file in app.outbox_files().iter().filter(|f| f.starts_with("portal-xml/")) {
+        let path = app.path("var/outbox").join(file);
+        if !std::fs::read_to_string(&path).unwrap().contains("urn:xoev-de:fim:standard:xdatenfelder_3.0.0") {
+            continue; // a service (XZuFi profile), checked in adoptions.rs
+        }
+        checked += 1;
+        let (fields, _, json) = xdf3_counts(&path);
+        assert!(fields > 0, "{file}: no datenfeld");
+        assert!(json.is_empty(), "{file}: JSON text inside XML elements: {json:?}");
+        if let Some(xmllint) = xmllint {
+            xmllint_validate(xmllint, &official_xsd, &path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+    // One per demo form in XDatenfelder 2.0 (those are the ones upgraded for the XML import).
+    let mut xdf2_forms = 0;
+    for region in std::fs::read_dir(repo().join("demo")).unwrap() {
+        for form in std::fs::read_dir(region.unwrap().path().join("forms")).into_iter().flatten() {
+            let text = std::fs::read_to_string(form.unwrap().path()).unwrap_or_default();
+            xdf2_forms += usize::from(text.contains("urn:xoev-de:fim:standard:xdatenfelder_2\""));
+        }
+    }
+    assert!(xdf2_forms > 0);
+    assert_eq!(checked, xdf2_forms, "an XDatenfelder 3.0.0 document for every 2.0 demo form");
+}
