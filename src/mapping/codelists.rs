@@ -132,7 +132,8 @@ pub fn newer_version(a: &str, b: &str) -> bool {
         }
         out
     }
-    let order = runs(a).iter().zip(runs(b).iter()).map(|(x, y)| match (x, y) {
+    let (runs_a, runs_b) = (runs(a), runs(b));
+    let order = runs_a.iter().zip(runs_b.iter()).map(|(x, y)| match (x, y) {
         ((true, x), (true, y)) => {
             let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
             x.len().cmp(&y.len()).then_with(|| x.cmp(y))
@@ -140,7 +141,7 @@ pub fn newer_version(a: &str, b: &str) -> bool {
         ((_, x), (_, y)) => x.cmp(y),
     });
     let order = order.fold(std::cmp::Ordering::Equal, std::cmp::Ordering::then);
-    order.then_with(|| runs(a).len().cmp(&runs(b).len())).then_with(|| a.cmp(b)) == std::cmp::Ordering::Greater
+    order.then_with(|| runs_a.len().cmp(&runs_b.len())).then_with(|| a.cmp(b)) == std::cmp::Ordering::Greater
 }
 
 /// [`Codelists::explain`] over a list of broken files.
