@@ -1,4 +1,4 @@
-# XDatenfelder 2.0 Stammdatenschema → form-platform JSON (formatVersion 1.0).
+# XDatenfelder 2.0 Stammdatenschema → form-platform JSON (formatVersion 1.1).
 # The format is documented in docs/form-platform.md and fixed by schemas/form-platform.schema.json.
 #
 # Rules this program keeps (see the docs for the why):
@@ -82,6 +82,12 @@ def cardinality($element):
 
 # ---------------------------------------------------------------- rules (kept as reviewer notes)
 
+# A script or a stub of one: the editors' default `function script() {}` (any name, any parameters,
+# a body of nothing but white space, as FIM tools write it) is no script, so it is null.
+def script_text:
+  opt
+  | if . != null and test("^function\\s*[A-Za-z_$][A-Za-z0-9_$]*\\s*\\([^)]*\\)\\s*[{]\\s*[}]$") then null else . end;
+
 def rules_of:
   if .regel == null then [] else
   [ .regel // [] | as_array | .[] | select(type == "object")
@@ -89,7 +95,7 @@ def rules_of:
         version: (.identifikation | get("version") | opt),
         name: (.name | opt),
         text: ((.definition | opt) // (.beschreibung | opt)),
-        script: (.script | opt),
+        script: (.script | script_text),
         type: null } ]
   end;
 
@@ -200,10 +206,14 @@ def element_type($feldart; $datentyp):
 
 # ---------------------------------------------------------------- codelists
 
-# → {codelist, options, warnings}. Only select fields resolve their options.
+# → {codelist, options, warnings, missing}. Only select fields resolve their options.
+# A reference without any version (canonicalIdentification only) resolves to the newest version at
+# hand (`codelist($uri; null)`), named in `codelist.resolvedVersion` and in a warning.
+# A missing list gives a warning (policy "warn") or an entry in `missing` {urn, field}: the program
+# collects them all and stops once at the end, naming each.
 def select_options($element; $fimId; $type):
   # (most fields: no select, no reference)
-  if $type != "select" and .codelisteReferenz == null then {codelist: null, options: null, warnings: []} else
+  if $type != "select" and .codelisteReferenz == null then {codelist: null, options: null, warnings: [], missing: []} else
   (.codelisteReferenz | get("genericodeIdentification")) as $g
   | ($g | get("canonicalVersionUri") | opt) as $cvu
   | ($g | get("canonicalIdentification") | opt) as $cu
@@ -212,23 +222,34 @@ def select_options($element; $fimId; $type):
   | (if $cvu == null and $cu == null then null
      else {id: $cid, canonicalUri: $cu, version: $cv, canonicalVersionUri: $cvu} end) as $ref
   | if $type != "select" then
-      {codelist: (if $ref == null then null else $ref + {resolved: false} end), options: null, warnings: []}
+      {codelist: (if $ref == null then null else $ref + {resolved: false, resolvedVersion: null} end), options: null,
+       warnings: [], missing: []}
     elif $ref == null then
       {codelist: null, options: [],
-       warnings: [warning("select-without-options"; $element; "select field without a codelisteReferenz: it has no options")]}
+       warnings: [warning("select-without-options"; $element; "select field without a codelisteReferenz: it has no options")],
+       missing: []}
     else
-      ((if $cvu != null then codelist($cvu) else null end)
-       // (if $cu != null and $cv != null then codelist($cu; $cv) else null end)) as $list
-      | ($cvu // (if $cv != null then "\($cu)_\($cv)" else $cu end)) as $urn
+      # (no version at all: the newest version at hand)
+      ($cvu == null and $cv == null) as $unversioned
+      | (if $cvu != null then codelist($cvu) // (if $cu != null and $cv != null then codelist($cu; $cv) else null end)
+         elif $cu != null then codelist($cu; $cv)
+         else null end) as $list
+      | ($cvu // (if $cv != null then "\($cu)_\($cv)" elif $unversioned then "\($cu), no version" else $cu end)) as $urn
       | if $list != null then
-          {codelist: ($ref + {resolved: true}),
-           options: [ $list.codes // [] | .[] | {code: (.code | txt), name: ((.name | opt) // (.code | txt)), help: null} ],
-           warnings: []}
+          ($list.version | opt) as $version
+          | {codelist: ($ref + {resolved: true, resolvedVersion: $version}),
+             options: [ $list.codes // [] | .[] | {code: (.code | txt), name: ((.name | opt) // (.code | txt)), help: null} ],
+             warnings: (if $unversioned
+                        then [warning("codelist-newest-version"; $element; "codelist \($cu) has no version in the form; used the newest at hand, \($version // "(no version)")")]
+                        else [] end),
+             missing: []}
         elif $source.on_missing_codelist == "warn" then
-          {codelist: ($ref + {resolved: false}), options: [],
-           warnings: [warning("missing-codelist"; $element; "missing codelist \($urn) for field \($fimId): the select has no options")]}
+          {codelist: ($ref + {resolved: false, resolvedVersion: null}), options: [],
+           warnings: [warning("missing-codelist"; $element; "missing codelist \($urn) for field \($fimId): the select has no options")],
+           missing: []}
         else
-          error("missing codelist \($urn) for field \($fimId) (element \($element))")
+          {codelist: ($ref + {resolved: false, resolvedVersion: null}), options: [], warnings: [],
+           missing: [{urn: $urn, field: $fimId}]}
         end
     end
   end;
@@ -241,9 +262,10 @@ def select_options($element; $fimId; $type):
 def uses:
   [ .struktur // [] | as_array | .[] | select(type == "object")
     | .anzahl as $anzahl
+    | .bezug as $bezug
     | def use($kind):
         (get("identifikation") | get("id") | txt) as $fimId
-        | {kind: $kind, node: ., anzahl: $anzahl, fimId: $fimId, segment: $fimId};
+        | {kind: $kind, node: ., anzahl: $anzahl, bezug: $bezug, fimId: $fimId, segment: $fimId};
       [ .enthaelt | as_array | .[] | select(type == "object") ] as $enthaelt
     | [ ($enthaelt[] | .datenfeldgruppe | as_array | .[] | use("group")),
         ($enthaelt[] | .datenfeld | as_array | .[] | use("field")) ]
@@ -269,6 +291,22 @@ def uses:
 def empty_uses_warnings($element):
   [ .[] | select(.kind == "empty")
     | warning("empty-struktur"; $element; "a struktur (anzahl \(.anzahl | txt | tojson)) contains neither a datenfeld nor a datenfeldgruppe") ];
+
+# ---------------------------------------------------------------- faithful detail (formatVersion 1.1)
+
+# The bezug entries of a node as [{text, link}], in order. 2.0 has one bezug text per element: it is
+# kept whole (line breaks and semicolons included); a blank one gives []. (`link` is 3.0.0's @link.)
+def legal_references:
+  [ .bezug // [] | as_array | .[] | {text: (. | txt), link: (. | get("@link") | opt)} | select(.text != "") ];
+
+# A code element (status) → {code, list, listVersion}, or null without a code. listURI and
+# listVersionID as written, else the values the 2.0 XSD fixes for xdatenfelder.status.
+def status_of:
+  (code) as $c
+  | if $c == "" then null
+    else {code: $c,
+          list: ((get("@listURI") | opt) // "urn:xoev-de:fim:codeliste:xdatenfelder.status"),
+          listVersion: ((get("@listVersionID") | opt) // "1.0")} end;
 
 def join_path($prefix; $segment): if $prefix == "" then $segment else "\($prefix)/\($segment)" end;
 
@@ -296,6 +334,13 @@ def element($prefix):
               name: $name,
               label: (($n.bezeichnungEingabe | opt) // $name // $id),
               help: ($n.hilfetextEingabe | opt),
+              outputLabel: ($n.bezeichnungAusgabe | opt),
+              outputHelp: ($n.hilfetextAusgabe | opt),
+              description: ($n.beschreibung | opt),
+              definition: ($n.definition | opt),
+              status: ($n.status | status_of),
+              legalReferences: ($n | legal_references),
+              useLegalReferences: ({bezug: $use.bezug} | legal_references),
               min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable,
               choice: false,
               rules: ($n | rules_of),
@@ -303,6 +348,7 @@ def element($prefix):
               elements: [ $children[].element ] },
           warnings: (missing_id_warnings($use; $id) + $card.warnings + ($uses | empty_uses_warnings($id))
                      + [ $children[].warnings[] ]),
+          missing: [ $children[].missing[] ],
           fields: sum($children[].fields),
           groups: (sum($children[].groups) + 1) }
     else
@@ -319,6 +365,13 @@ def element($prefix):
               name: $name,
               label: (($n.bezeichnungEingabe | opt) // $name // $id),
               help: ($n.hilfetextEingabe | opt),
+              outputLabel: ($n.bezeichnungAusgabe | opt),
+              outputHelp: ($n.hilfetextAusgabe | opt),
+              description: ($n.beschreibung | opt),
+              definition: ($n.definition | opt),
+              status: ($n.status | status_of),
+              legalReferences: ($n | legal_references),
+              useLegalReferences: ({bezug: $use.bezug} | legal_references),
               type: $et.type,
               feldart: $feldart,
               datentyp: $datentyp,
@@ -335,13 +388,22 @@ def element($prefix):
           warnings: (missing_id_warnings($use; $id) + $card.warnings
                      + (if $et.problem == null then [] else [warning($et.problem[0]; $id; $et.problem[1])] end)
                      + $c.warnings + $o.warnings),
+          missing: $o.missing,
           fields: 1, groups: 0 }
     end;
 
 # ---------------------------------------------------------------- document
 
-def legal_references:
-  [ .bezug // [] | as_array | .[] | {text: (. | txt), link: (. | get("@link") | opt)} | select(.text != "") ];
+# [{urn, field}] → "missing codelists (2): urn:a_1 (fields F1, F7); urn:b, no version (field F9)"
+# ("missing codelist urn:a_1 (field F1)" for one): each list once, in the order first needed, with
+# the FIM ids of the fields that need it.
+def missing_codelists_message:
+  . as $m
+  | ([ $m[].urn ] | uniq) as $urns
+  | (if ($urns | length) == 1 then "missing codelist " else "missing codelists (\($urns | length)): " end)
+    + ([ $urns[] as $u
+         | ([ $m[] | select(.urn == $u) | .field ] | uniq) as $f
+         | "\($u) (field\(if ($f | length) > 1 then "s" else "" end) \($f | join(", ")))" ] | join("; "));
 
 def leika_keys:
   [ .[] | .text | [scan("[0-9]+")] | .[] | select(length == 14) ] | uniq;
@@ -368,10 +430,13 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
 # a key added to the group element in `element` must be added here too)
 | [ $top_groups[] | .element
     | {id, kind: "section", generated: false, fimId, fimVersion, name, label, help,
+       outputLabel, outputHelp, description, definition, status, legalReferences, useLegalReferences,
        min, max, required, repeatable, choice, rules, notes, elements} ] as $groups
 | (if ($general | length) > 0 then
      [ { id: "allgemeine-angaben", kind: "section", generated: true,
          fimId: null, fimVersion: null, name: null, label: "Allgemeine Angaben", help: null,
+         outputLabel: null, outputHelp: null, description: null, definition: null, status: null,
+         legalReferences: [], useLegalReferences: [],
          min: 1, max: 1, required: true, repeatable: false, choice: false,
          rules: [], notes: [], elements: [ $general[].element ] } ]
    else [] end) + $groups
@@ -385,12 +450,17 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
 | if $fields_out != $fields_in or $groups_out != $groups_in then
     error("\($fields_in) datenfeld and \($groups_in) datenfeldgruppe elements in the input, but \($fields_out) field and \($groups_out) group elements mapped: an element outside struktur/enthaelt?")
   else . end
-| { formatVersion: "1.0",
+# Every missing codelist at once (policy "quarantine"), each with the fields that need it.
+| [ $general[], $top_groups[] | .missing[] ] as $missing
+| if ($missing | length) > 0 then error($missing | missing_codelists_message) else . end
+| { formatVersion: "1.1",
     id: ($schema.identifikation | get("id") | txt),
     version: ($schema.identifikation | get("version") | opt),
     title: (($schema.bezeichnungEingabe | opt) // ($schema.name | opt) // ($schema.identifikation | get("id") | txt)),
+    outputTitle: ($schema.bezeichnungAusgabe | opt),
     name: ($schema.name | opt),
     description: ($schema.beschreibung | opt),
+    definition: ($schema.definition | opt),
     helpText: ($schema.hilfetext | opt),
     counts: {fields: $fields_in, groups: $groups_in},
     sections: $sections,

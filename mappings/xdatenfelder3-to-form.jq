@@ -1,4 +1,4 @@
-# XDatenfelder 3.0.0 Stammdatenschema → form-platform JSON (formatVersion 1.0). A datenfeldgruppe.0103
+# XDatenfelder 3.0.0 Stammdatenschema → form-platform JSON (formatVersion 1.1). A datenfeldgruppe.0103
 # message (one FIM building block) is taken too: it becomes a form whose one section is the group.
 # Same document as xdatenfelder2-to-form; what differs in 3.0.0: praezisierung as attributes, inline
 # werte, codelisteReferenz = genericodeIdentification with codeKey/nameKey/helpKey, feldart hidden and
@@ -85,6 +85,12 @@ def cardinality($element):
 
 # ---------------------------------------------------------------- rules (kept as reviewer notes)
 
+# A script or a stub of one: the editors' default `function script() {}` (any name, any parameters,
+# a body of nothing but white space, as FIM tools write it) is no script, so it is null.
+def script_text:
+  opt
+  | if . != null and test("^function\\s*[A-Za-z_$][A-Za-z0-9_$]*\\s*\\([^)]*\\)\\s*[{]\\s*[}]$") then null else . end;
+
 def rules_of:
   if .regel == null then [] else
   [ .regel // [] | as_array | .[] | select(type == "object")
@@ -92,7 +98,7 @@ def rules_of:
         version: (.identifikation | get("version") | opt),
         name: (.name | opt),
         text: ((.freitextRegel | opt) // (.beschreibung | opt)),
-        script: (.skript | opt),
+        script: (.skript | script_text),
         type: (.typ | code | if . == "" then null else . end) } ]
   end;
 
@@ -187,11 +193,15 @@ def element_type($feldart; $datentyp):
 
 # ---------------------------------------------------------------- codelists
 
-# → {codelist, options, warnings}. Only select fields resolve their options: inline werte first,
+# → {codelist, options, warnings, missing}. Only select fields resolve their options: inline werte first,
 # else the genericode codelist of codelisteReferenz (columns chosen by codeKey/nameKey/helpKey).
+# A reference without any version (canonicalIdentification only) resolves to the newest version at
+# hand (`codelist($uri; null)`), named in `codelist.resolvedVersion` and in a warning.
+# A missing list gives a warning (policy "warn") or an entry in `missing` {urn, field}: the program
+# collects them all and stops once at the end, naming each.
 def select_options($element; $fimId; $type):
   # (most fields: no select, no reference)
-  if $type != "select" and .codelisteReferenz == null then {codelist: null, options: null, warnings: []} else
+  if $type != "select" and .codelisteReferenz == null then {codelist: null, options: null, warnings: [], missing: []} else
   . as $n
   | ($n.codelisteReferenz | get("canonicalVersionUri") | opt) as $cvu
   | ($n.codelisteReferenz | get("canonicalIdentification") | opt) as $cu
@@ -204,33 +214,46 @@ def select_options($element; $fimId; $type):
   | ($n.nameKey | opt) as $nk
   | ($n.helpKey | opt) as $hk
   | if $type != "select" then
-      {codelist: (if $ref == null then null else $ref + {resolved: false} end), options: null, warnings: []}
+      {codelist: (if $ref == null then null else $ref + {resolved: false, resolvedVersion: null} end), options: null,
+       warnings: [], missing: []}
     elif ($werte | length) > 0 then
-      {codelist: (if $ref == null then null else $ref + {resolved: false} end), options: $werte, warnings: []}
+      {codelist: (if $ref == null then null else $ref + {resolved: false, resolvedVersion: null} end), options: $werte,
+       warnings: [], missing: []}
     elif $ref == null then
       {codelist: null, options: [],
-       warnings: [warning("select-without-options"; $element; "select field with neither werte nor a codelisteReferenz: it has no options")]}
+       warnings: [warning("select-without-options"; $element; "select field with neither werte nor a codelisteReferenz: it has no options")],
+       missing: []}
     else
-      ((if $cvu != null then codelist($cvu) else null end)
-       // (if $cu != null and $cv != null then codelist($cu; $cv) else null end)) as $list
-      | ($cvu // (if $cv != null then "\($cu)_\($cv)" else $cu end)) as $urn
+      # (no version at all: the newest version at hand)
+      ($cvu == null and $cv == null) as $unversioned
+      | (if $cvu != null then codelist($cvu) // (if $cu != null and $cv != null then codelist($cu; $cv) else null end)
+         elif $cu != null then codelist($cu; $cv)
+         else null end) as $list
+      | ($cvu // (if $cv != null then "\($cu)_\($cv)" elif $unversioned then "\($cu), no version" else $cu end)) as $urn
       | if $list != null then
           ($list.columns // []) as $columns
           | [ ["codeKey", $ck, "the key column is used"], ["nameKey", $nk, "the first non-key column is used"],
               ["helpKey", $hk, "the options have no help text"]
               | select(.[1] != null) | select(.[1] as $c | any($columns[]; . == $c) | not) ] as $missing
+          | ($list.version | opt) as $version
           | def column($key; $fallback): if $key != null and any($columns[]; . == $key) then .[$key] else $fallback end;
-          {codelist: ($ref + {resolved: true}),
+          {codelist: ($ref + {resolved: true, resolvedVersion: $version}),
            options: [ $list.codes // [] | .[]
                       | {code: (column($ck; .code) | txt),
                          name: ((column($nk; .name) | opt) // (column($ck; .code) | txt)),
                          help: (if $hk == null then null else column($hk; null) | opt end)} ],
-           warnings: [ $missing[] | warning("codelist-column-missing"; $element; "codelist \($urn) has no column \(.[1] | tojson) (\(.[0])); \(.[2])") ]}
+           warnings: ((if $unversioned
+                       then [warning("codelist-newest-version"; $element; "codelist \($cu) has no version in the form; used the newest at hand, \($version // "(no version)")")]
+                       else [] end)
+                      + [ $missing[] | warning("codelist-column-missing"; $element; "codelist \($urn) has no column \(.[1] | tojson) (\(.[0])); \(.[2])") ]),
+           missing: []}
         elif $source.on_missing_codelist == "warn" then
-          {codelist: ($ref + {resolved: false}), options: [],
-           warnings: [warning("missing-codelist"; $element; "missing codelist \($urn) for field \($fimId): the select has no options")]}
+          {codelist: ($ref + {resolved: false, resolvedVersion: null}), options: [],
+           warnings: [warning("missing-codelist"; $element; "missing codelist \($urn) for field \($fimId): the select has no options")],
+           missing: []}
         else
-          error("missing codelist \($urn) for field \($fimId) (element \($element))")
+          {codelist: ($ref + {resolved: false, resolvedVersion: null}), options: [], warnings: [],
+           missing: [{urn: $urn, field: $fimId}]}
         end
     end
   end;
@@ -257,8 +280,8 @@ def uses:
     | [ $s.enthaelt | as_array | .[] | get("datenfeldgruppe") | as_array | .[] ] as $groups
     | [ $s.enthaelt | as_array | .[] | get("datenfeld") | as_array | .[] ] as $fields
     | if ($groups | length) == 0 and ($fields | length) == 0 then {kind: "empty", anzahl: $s.anzahl}
-      else ($groups[] | {kind: "group", node: ., anzahl: $s.anzahl}),
-           ($fields[] | {kind: "field", node: ., anzahl: $s.anzahl})
+      else ($groups[] | {kind: "group", node: ., anzahl: $s.anzahl, bezug: $s.bezug}),
+           ($fields[] | {kind: "field", node: ., anzahl: $s.anzahl, bezug: $s.bezug})
       end ]
   | reduce .[] as $use ({seen: {}, out: []};
       if $use.kind == "empty" then .out += [$use]
@@ -275,6 +298,22 @@ def uses:
 def empty_uses_warnings($element):
   [ .[] | select(.kind == "empty")
     | warning("empty-struktur"; $element; "a struktur (anzahl \(.anzahl | txt | tojson)) contains neither a datenfeld nor a datenfeldgruppe") ];
+
+# ---------------------------------------------------------------- faithful detail (formatVersion 1.1)
+
+# The bezug entries (Rechtsbezug, bezug[0..n]) of a node as [{text, link}], in order: the text
+# content (`#text` beside the attribute) and @link; blank entries are left out.
+def legal_references:
+  [ .bezug // [] | as_array | .[] | {text: (. | txt), link: (. | get("@link") | opt)} | select(.text != "") ];
+
+# freigabestatus → {code, list, listVersion}, or null without a code. listURI as written, else the
+# value the 3.0.0 XSD fixes; listVersionID as written (required by the XSD, no default).
+def status_of:
+  (code) as $c
+  | if $c == "" then null
+    else {code: $c,
+          list: ((get("@listURI") | opt) // "urn:xoev-de:xprozess:codeliste:status"),
+          listVersion: (get("@listVersionID") | opt)} end;
 
 def join_path($prefix; $segment): if $prefix == "" then $segment else "\($prefix)/\($segment)" end;
 
@@ -301,6 +340,13 @@ def element($prefix):
               name: ($n.name | opt),
               label: (($n.bezeichnungEingabe | opt) // ($n.name | opt) // $id),
               help: ($n.hilfetextEingabe | opt),
+              outputLabel: ($n.bezeichnungAusgabe | opt),
+              outputHelp: ($n.hilfetextAusgabe | opt),
+              description: ($n.beschreibung | opt),
+              definition: ($n.definition | opt),
+              status: ($n.freigabestatus | status_of),
+              legalReferences: ($n | legal_references),
+              useLegalReferences: ({bezug: $use.bezug} | legal_references),
               min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable,
               choice: ($art == "X"),
               rules: ($n | rules_of),
@@ -311,6 +357,7 @@ def element($prefix):
                         else [warning("unsupported-gruppenart"; $id; "Gruppenart \($art | tojson) is not supported; shown as a plain group")] end)
                      + ($uses | empty_uses_warnings($id))
                      + [ $children[].warnings[] ]),
+          missing: [ $children[].missing[] ],
           fields: ([ $children[].fields ] | add // 0),
           groups: (([ $children[].groups ] | add // 0) + 1) }
     else
@@ -329,6 +376,13 @@ def element($prefix):
               name: ($n.name | opt),
               label: (($n.bezeichnungEingabe | opt) // ($n.name | opt) // $id),
               help: ($n.hilfetextEingabe | opt),
+              outputLabel: ($n.bezeichnungAusgabe | opt),
+              outputHelp: ($n.hilfetextAusgabe | opt),
+              description: ($n.beschreibung | opt),
+              definition: ($n.definition | opt),
+              status: ($n.freigabestatus | status_of),
+              legalReferences: ($n | legal_references),
+              useLegalReferences: ({bezug: $use.bezug} | legal_references),
               type: $et.type,
               feldart: $feldart,
               datentyp: $datentyp,
@@ -347,13 +401,22 @@ def element($prefix):
           warnings: (missing_id_warnings($use; $id) + $card.warnings
                      + (if $et.problem == null then [] else [warning($et.problem[0]; $id; $et.problem[1])] end)
                      + $c.warnings + $f.warnings + $o.warnings),
+          missing: $o.missing,
           fields: 1, groups: 0 }
     end;
 
 # ---------------------------------------------------------------- document
 
-def legal_references:
-  [ .bezug // [] | as_array | .[] | {text: (. | txt), link: (. | get("@link") | opt)} | select(.text != "") ];
+# [{urn, field}] → "missing codelists (2): urn:a_1 (fields F1, F7); urn:b, no version (field F9)"
+# ("missing codelist urn:a_1 (field F1)" for one): each list once, in the order first needed, with
+# the FIM ids of the fields that need it.
+def missing_codelists_message:
+  . as $m
+  | ([ $m[].urn ] | uniq) as $urns
+  | (if ($urns | length) == 1 then "missing codelist " else "missing codelists (\($urns | length)): " end)
+    + ([ $urns[] as $u
+         | ([ $m[] | select(.urn == $u) | .field ] | uniq) as $f
+         | "\($u) (field\(if ($f | length) > 1 then "s" else "" end) \($f | join(", ")))" ] | join("; "));
 
 def leika_keys:
   [ .[] | .text | [scan("[0-9]+")] | .[] | select(length == 14) ] | uniq;
@@ -393,6 +456,8 @@ def message_types: ["xdatenfelder.stammdatenschema.0102", "xdatenfelder.datenfel
 | (if ($general | length) > 0 then
      [ { id: "allgemeine-angaben", kind: "section", generated: true,
          fimId: null, fimVersion: null, name: null, label: "Allgemeine Angaben", help: null,
+         outputLabel: null, outputHelp: null, description: null, definition: null, status: null,
+         legalReferences: [], useLegalReferences: [],
          min: 1, max: 1, required: true, repeatable: false, choice: false,
          rules: [], notes: [], elements: [ $general[].element ] } ]
    else [] end) + $groups
@@ -407,14 +472,20 @@ def message_types: ["xdatenfelder.stammdatenschema.0102", "xdatenfelder.datenfel
 | if $fields_out != $fields_in or $groups_out != $groups_in then
     error("\($fields_in) datenfeld and \($groups_in) datenfeldgruppe elements in the input, but \($fields_out) field and \($groups_out) group elements mapped: an element outside struktur/enthaelt?")
   else . end
-| { formatVersion: "1.0",
+# Every missing codelist at once (policy "quarantine"), each with the fields that need it.
+| [ $general[], $top_groups[] | .missing[] ] as $missing
+| if ($missing | length) > 0 then error($missing | missing_codelists_message) else . end
+| { formatVersion: "1.1",
     id: ($root.identifikation | get("id") | txt),
     version: ($root.identifikation | get("version") | opt),
     # A Stammdatenschema has `bezeichnung`, a Datenfeldgruppe `bezeichnungEingabe`.
     title: (($root | if $is_group then .bezeichnungEingabe else .bezeichnung end | opt)
             // ($root.name | opt) // ($root.identifikation | get("id") | txt)),
+    # (a Stammdatenschema has no bezeichnungAusgabe in 3.0.0; a Datenfeldgruppe has)
+    outputTitle: ($root.bezeichnungAusgabe | opt),
     name: ($root.name | opt),
     description: ($root.beschreibung | opt),
+    definition: ($root.definition | opt),
     # A group's hilfetextEingabe and rules belong to the group: they are on its section.
     helpText: (if $is_group then null else $root.hilfetext | opt end),
     counts: {fields: $fields_in, groups: $groups_in},

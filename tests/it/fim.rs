@@ -3,7 +3,10 @@
 //! What is checked, always against an independent reading of the input (quick-xml into a small
 //! element tree here, not the bridge's decoder): every sample maps and validates; every datenfeld and
 //! datenfeldgruppe use becomes exactly one element with the cardinality of its `anzahl`; codelists
-//! resolve to exactly the genericode codes; a missing codelist quarantines by default; prose patterns
+//! resolve to exactly the genericode codes (a reference without a version to the newest version at
+//! hand); missing codelists quarantine by default, all named in one error; every element carries its
+//! output texts, beschreibung, definition, status and bezug (its own and its use's, formatVersion 1.1);
+//! stub scripts are no rule script; prose patterns
 //! never become regular expressions; the 2.0 → 3.0.0 upgrade is valid against the official XSD and
 //! keeps the tree; the CLI and the fixture runner; lenient reading of element-order deviations.
 
@@ -418,6 +421,8 @@ struct Occ<'a> {
     fim_id: String,
     anzahl: String,
     node: &'a El,
+    /// The struktur of this use (None for the group of a group message).
+    struktur: Option<&'a El>,
     children: Vec<Occ<'a>>,
 }
 
@@ -446,7 +451,7 @@ fn occurrences<'a>(container: &'a El, prefix: &str) -> Vec<Occ<'a>> {
             let id = if prefix.is_empty() { segment } else { format!("{prefix}/{segment}") };
             let kind = if node.name == "datenfeld" { "field" } else { "group" };
             let children = if kind == "group" { occurrences(node, &id) } else { Vec::new() };
-            out.push(Occ { id, kind, fim_id, anzahl: anzahl.clone(), node, children });
+            out.push(Occ { id, kind, fim_id, anzahl: anzahl.clone(), node, struktur: Some(struktur), children });
         }
     }
     out
@@ -464,6 +469,7 @@ fn top_occurrences(message: &El) -> Vec<Occ<'_>> {
             fim_id: id,
             anzahl: "1:1".into(),
             node: group,
+            struktur: None,
         }]
     } else {
         occurrences(message.child("stammdatenschema").expect("a stammdatenschema"), "")
@@ -491,8 +497,89 @@ fn cardinality(anzahl: &str) -> (u64, Option<u64>) {
     }
 }
 
+/// A trimmed text or null, as the document writes optional texts.
+fn text_or_null(text: &str) -> Value {
+    let text = text.trim();
+    if text.is_empty() { Value::Null } else { json!(text) }
+}
+
+/// The bezug children of a node as the documented [{text, link}] (blank ones left out; 2.0 has one
+/// text per element, never split).
+fn legal_references(node: Option<&El>) -> Value {
+    let references: Vec<Value> = node
+        .into_iter()
+        .flat_map(|n| n.all("bezug"))
+        .filter(|b| !b.text().is_empty())
+        .map(|b| json!({"text": b.text(), "link": text_or_null(b.attr("link").unwrap_or(""))}))
+        .collect();
+    Value::Array(references)
+}
+
+/// formatVersion 1.1: the output texts, beschreibung, definition, status and legal references of an
+/// element (and of its use), read from the input.
+fn assert_details(at: &str, occ: &Occ, element: &Value) {
+    let node = occ.node;
+    assert_eq!(element["outputLabel"], text_or_null(&node.text_of("bezeichnungAusgabe")), "{at}: outputLabel");
+    assert_eq!(element["outputHelp"], text_or_null(&node.text_of("hilfetextAusgabe")), "{at}: outputHelp");
+    assert_eq!(element["description"], text_or_null(&node.text_of("beschreibung")), "{at}: description");
+    assert_eq!(element["definition"], text_or_null(&node.text_of("definition")), "{at}: definition");
+    assert_eq!(element["legalReferences"], legal_references(Some(node)), "{at}: legalReferences");
+    assert_eq!(element["useLegalReferences"], legal_references(occ.struktur), "{at}: useLegalReferences");
+    // 2.0 status, 3.0.0 freigabestatus
+    let code = [node.code_of("status"), node.code_of("freigabestatus")].concat();
+    if code.is_empty() {
+        assert_eq!(element["status"], Value::Null, "{at}: status");
+    } else {
+        assert_eq!(element["status"]["code"], json!(code), "{at}: status");
+    }
+}
+
+/// True for the stub a FIM editor writes when a rule has no script: `function name(…) {` white space `}`.
+fn is_stub_script(script: &str) -> bool {
+    let Some(rest) = script.trim().strip_prefix("function") else { return false };
+    let Some((name, rest)) = rest.split_once('(') else { return false };
+    let name = name.trim();
+    let Some((_, rest)) = rest.split_once(')') else { return false };
+    let Some(body) = rest.trim_start().strip_prefix('{') else { return false };
+    !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$') && body.trim() == "}"
+}
+
+/// Every rule of the input is a rule of the output with its script, unless the script is empty or a
+/// stub: then the rule's script is null.
+fn assert_rule_scripts(what: &str, input: &El, document: &Value) {
+    let mut rules = Vec::new();
+    input.descendants("regel", &mut rules);
+    let expected: Vec<Value> = rules
+        .iter()
+        .map(|r| {
+            let script = [r.text_of("script"), r.text_of("skript")].concat();
+            if script.is_empty() || is_stub_script(&script) { Value::Null } else { json!(script) }
+        })
+        .collect();
+    fn walk(value: &Value, out: &mut Vec<Value>) {
+        match value {
+            Value::Object(object) => {
+                if let Some(Value::Array(rules)) = object.get("rules") {
+                    out.extend(rules.iter().map(|r| r["script"].clone()));
+                }
+                object.iter().filter(|(k, _)| *k != "rules").for_each(|(_, v)| walk(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut actual = Vec::new();
+    walk(document, &mut actual);
+    let mut expected_sorted: Vec<String> = expected.iter().map(Value::to_string).collect();
+    let mut actual_sorted: Vec<String> = actual.iter().map(Value::to_string).collect();
+    expected_sorted.sort();
+    actual_sorted.sort();
+    assert_eq!(actual_sorted, expected_sorted, "{what}: the rules' scripts (stubs are null)");
+}
+
 fn assert_element(what: &str, occ: &Occ, element: &Value, kind: &str) {
     let at = format!("{what}: element {}", occ.id);
+    assert_details(&at, occ, element);
     assert_eq!(element["id"], json!(occ.id), "{at}: id");
     assert_eq!(element["kind"], json!(kind), "{at}: kind");
     let fim_id = if occ.fim_id.is_empty() { Value::Null } else { json!(occ.fim_id) };
@@ -579,8 +666,27 @@ fn elements_by_id(document: &Value) -> HashMap<String, &Value> {
 
 struct List {
     file: PathBuf,
+    version: String,
     codes: Vec<String>,
     names: Vec<String>,
+}
+
+/// Orders codelist versions as an operator expects: runs of digits by number, other runs as text
+/// (`2025-01-15` > `2024-12-31`, `10` > `9`, `1.10` > `1.9`).
+fn version_order(version: &str) -> Vec<Result<u128, String>> {
+    let mut runs: Vec<Result<u128, String>> = Vec::new();
+    let mut current = String::new();
+    for c in version.chars() {
+        if !current.is_empty() && current.chars().next().unwrap().is_ascii_digit() != c.is_ascii_digit() {
+            runs.push(current.parse::<u128>().map_err(|_| current.clone()));
+            current.clear();
+        }
+        current.push(c);
+    }
+    if !current.is_empty() {
+        runs.push(current.parse::<u128>().map_err(|_| current.clone()));
+    }
+    runs
 }
 
 /// Every genericode file of a directory by CanonicalVersionUri and by "CanonicalUri|Version".
@@ -610,14 +716,20 @@ fn genericode_index(dir: &Path) -> HashMap<String, Arc<List>> {
                 .unwrap_or_default()
         };
         let rows: Vec<&El> = list.child("SimpleCodeList").map(|l| l.all("Row").collect()).unwrap_or_default();
+        let ident = list.child("Identification").expect("Identification");
         let parsed = Arc::new(List {
+            version: ident.text_of("Version"),
             codes: rows.iter().map(|r| value(r, &key)).collect(),
             names: rows.iter().map(|r| name_column.as_deref().map(|c| value(r, c)).unwrap_or_default()).collect(),
             file: file.clone(),
         });
-        let ident = list.child("Identification").expect("Identification");
         index.insert(ident.text_of("CanonicalVersionUri"), parsed.clone());
-        index.insert(format!("{}|{}", ident.text_of("CanonicalUri"), ident.text_of("Version")), parsed);
+        index.insert(format!("{}|{}", ident.text_of("CanonicalUri"), ident.text_of("Version")), parsed.clone());
+        // "uri|": the newest version of the list (for references without a version)
+        let newest = index.entry(format!("{}|", ident.text_of("CanonicalUri"))).or_insert_with(|| parsed.clone());
+        if version_order(&parsed.version) > version_order(&newest.version) {
+            *newest = parsed;
+        }
     }
     index
 }
@@ -635,7 +747,13 @@ fn find_list<'a>(
     index: &'a HashMap<String, Arc<List>>,
     (uri, version, cvu): &(String, String, String),
 ) -> Option<&'a Arc<List>> {
-    index.get(cvu).filter(|_| !cvu.is_empty()).or_else(|| index.get(&format!("{uri}|{version}")))
+    if cvu.is_empty() && version.is_empty() {
+        return index.get(&format!("{uri}|"));
+    }
+    index
+        .get(cvu)
+        .filter(|_| !cvu.is_empty())
+        .or_else(|| index.get(&format!("{uri}|{version}")).filter(|_| !version.is_empty()))
 }
 
 /// Select fields with a codelist reference: (occurrence, reference).
@@ -671,6 +789,20 @@ fn assert_codelists(what: &str, input: &El, document: &Value, index: &HashMap<St
             Some(list) => {
                 resolved += 1;
                 assert_eq!(element["codelist"]["resolved"], true, "{at}");
+                assert_eq!(element["codelist"]["resolvedVersion"], json!(list.version), "{at}: resolvedVersion");
+                if reference.1.is_empty() && reference.2.is_empty() {
+                    // no version in the form: the newest at hand, named in a warning
+                    assert!(
+                        document["warnings"].as_array().unwrap().iter().any(|w| w["code"] == "codelist-newest-version"
+                            && w["elementId"] == json!(occ.id)
+                            && w["message"]
+                                .as_str()
+                                .unwrap()
+                                .ends_with(&format!("used the newest at hand, {}", list.version))),
+                        "{at}: a codelist-newest-version warning naming {}",
+                        list.version
+                    );
+                }
                 let options = element["options"].as_array().unwrap_or_else(|| panic!("{at}: options"));
                 let codes: Vec<&str> = options.iter().map(|o| o["code"].as_str().unwrap()).collect();
                 assert_eq!(codes, list.codes, "{at}: the codes of {}", list.file.display());
@@ -679,6 +811,7 @@ fn assert_codelists(what: &str, input: &El, document: &Value, index: &HashMap<St
             }
             None => {
                 assert_eq!(element["codelist"]["resolved"], false, "{at}");
+                assert_eq!(element["codelist"]["resolvedVersion"], Value::Null, "{at}");
                 assert_eq!(element["options"], json!([]), "{at}");
                 assert!(
                     document["warnings"]
@@ -709,6 +842,7 @@ fn check_form(env: &Env, name: &str, file: &Path, index: &HashMap<String, Arc<Li
     assert_runtime_valid(env, name, &what, document);
     assert_structure(&what, &input, &document.tree);
     assert_codelists(&what, &input, &document.tree, index);
+    assert_rule_scripts(&what, &input, &document.tree);
 }
 
 fn check_form_file(env: &Env, name: &str, file: &Path, index: &HashMap<String, Arc<List>>) -> Document {
@@ -848,12 +982,7 @@ fn s00000009_is_quarantined_for_missing_codelists_by_default_and_maps_with_warni
     assert_eq!(context.source["on_missing_codelist"], "quarantine");
     let error =
         apply_with(env, XDF2_TO_FORM, &file, &context).expect_err("a missing codelist stops the form by default");
-    assert!(
-        missing
-            .iter()
-            .any(|(occ, urn)| error.message.contains(&format!("missing codelist {urn} for field {}", occ.fim_id))),
-        "the reason names a missing codelist URN and its field: {error}"
-    );
+    assert_missing_codelists_named(&error.message, &missing);
 
     // warn: delivered, with options [] and a missing-codelist warning per select (checked by
     // assert_codelists), in the document and for the migration log.
@@ -869,6 +998,121 @@ fn s00000009_is_quarantined_for_missing_codelists_by_default_and_maps_with_warni
         "each log warning names its URN: {:?}",
         document.warnings
     );
+}
+
+/// The error names every missing list once, with the count, and after each the FIM ids of all the
+/// fields that need it: "missing codelists (2): urn:a_1 (fields F1, F7); urn:b_2 (field F9)".
+fn assert_missing_codelists_named(message: &str, missing: &[(&Occ, String)]) {
+    let mut urns: Vec<&str> = Vec::new();
+    for (_, urn) in missing {
+        if !urns.contains(&urn.as_str()) {
+            urns.push(urn);
+        }
+    }
+    assert!(!urns.is_empty());
+    let expected_start =
+        if urns.len() == 1 { "missing codelist ".to_owned() } else { format!("missing codelists ({}): ", urns.len()) };
+    assert!(message.contains(&expected_start), "{expected_start:?} in: {message}");
+    let entries: Vec<&str> =
+        message[message.find(&expected_start).unwrap() + expected_start.len()..].split("; ").collect();
+    assert_eq!(entries.len(), urns.len(), "one entry per missing list: {message}");
+    for urn in urns {
+        let mut fields: Vec<&str> = Vec::new();
+        for (occ, u) in missing {
+            if u == urn && !fields.contains(&occ.fim_id.as_str()) {
+                fields.push(&occ.fim_id);
+            }
+        }
+        let label = if fields.len() == 1 { "field" } else { "fields" };
+        let entry = format!("{urn} ({label} {})", fields.join(", "));
+        assert!(entries.iter().any(|e| e.starts_with(&entry)), "{entry:?} in: {message}");
+    }
+}
+
+/// A codelist directory made of the demo lists minus `without`, plus `extra` files (name, text).
+fn codelist_dir(name: &str, without: &[&str], extra: &[(&str, String)]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fim-codelists-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&repo().join("demo/codelists"), &dir);
+    for file in without {
+        std::fs::remove_file(dir.join(file)).unwrap();
+    }
+    for (file, text) in extra {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    dir
+}
+
+fn fixture(mapping: &str, case: &str) -> PathBuf {
+    repo().join("mappings/tests").join(mapping).join(format!("{case}.xml"))
+}
+
+#[test]
+fn a_form_missing_two_codelists_is_quarantined_naming_both_with_all_their_fields() {
+    let codelists = codelist_dir("missing-two", &["anrede.xml", "zustimmung.xml"], &[]);
+    let env = build_env("missing-two", &codelists);
+    let index = genericode_index(&codelists);
+    let file = repo().join("demo/aachen/forms/S05000101_bewohnerparkausweis.xml");
+    let input = El::read(&file);
+    let top = top_occurrences(&input);
+    let missing: Vec<(&Occ, String)> = codelist_selects(&top)
+        .into_iter()
+        .filter(|(_, r)| find_list(&index, r).is_none())
+        .map(|(o, r)| (o, r.2))
+        .collect();
+    let urns: HashSet<&str> = missing.iter().map(|(_, u)| u.as_str()).collect();
+    assert_eq!(urns.len(), 2, "S05000101 needs anrede and zustimmung: {urns:?}");
+    let error = apply(&env, XDF2_TO_FORM, &file, "quarantine").expect_err("quarantined");
+    assert_missing_codelists_named(&error.message, &missing);
+    // (the message is the program's error value, a JSON string)
+    assert!(error.message.trim_matches('"').starts_with("missing codelists (2): urn:"), "{error}");
+    // With "warn" the form is delivered with one missing-codelist warning per select, as before.
+    let document = apply(&env, XDF2_TO_FORM, &file, "warn").unwrap_or_else(|e| panic!("{e}"));
+    check_form(&env, XDF2_TO_FORM, &file, &index, &document);
+
+    // A reference without a version is named as such, in both versions of XDatenfelder.
+    for (mapping_name, field) in [(XDF2_TO_FORM, "F05009070"), (XDF3_TO_FORM, "F05000009070")] {
+        let file = fixture(mapping_name, "faithful-detail");
+        let error = apply(&env, mapping_name, &file, "quarantine").expect_err("quarantined");
+        let expected = format!("missing codelist urn:de:nrw:modellregion:codeliste:anrede, no version (field {field})");
+        assert_eq!(error.message.trim_matches('"'), expected, "{mapping_name}");
+    }
+}
+
+#[test]
+fn a_codelist_reference_without_a_version_takes_the_newest_version_at_hand() {
+    let anrede = std::fs::read_to_string(repo().join("demo/codelists/anrede.xml")).unwrap();
+    assert_eq!(anrede.matches("2024-03-01").count(), 2, "the demo list changed; adjust the test");
+    let version = |v: &str, name: &str| anrede.replace("2024-03-01", v).replace("ohne Anrede", name);
+    // In file-name order the newest comes neither first nor last.
+    let codelists = codelist_dir(
+        "newest",
+        &[],
+        &[
+            ("anrede-a.xml", version("2024-12-31", "keine (Dezember)")),
+            ("anrede-b.xml", version("2025-01-15", "keine Anrede")),
+            ("anrede-c.xml", version("2024-9-30", "keine (September)")),
+        ],
+    );
+    let env = build_env("newest", &codelists);
+    let index = genericode_index(&codelists);
+    assert_eq!(index["urn:de:nrw:modellregion:codeliste:anrede|"].version, "2025-01-15");
+    for mapping_name in [XDF2_TO_FORM, XDF3_TO_FORM] {
+        let file = fixture(mapping_name, "faithful-detail");
+        // The default policy: the list must resolve.
+        let document = apply(&env, mapping_name, &file, "quarantine").unwrap_or_else(|e| panic!("{mapping_name}: {e}"));
+        check_form(&env, mapping_name, &file, &index, &document);
+        let field = &document.tree["sections"][0]["elements"][0];
+        assert_eq!(field["codelist"]["version"], Value::Null, "{mapping_name}: the reference as written");
+        assert_eq!(field["codelist"]["resolvedVersion"], "2025-01-15", "{mapping_name}");
+        assert_eq!(field["options"][2]["name"], "keine Anrede", "{mapping_name}: {}", field["options"]);
+        assert!(
+            document.warnings.iter().any(|w| w.starts_with("codelist-newest-version")
+                && w.contains("urn:de:nrw:modellregion:codeliste:anrede has no version in the form; used the newest at hand, 2025-01-15")),
+            "{mapping_name}: {:?}",
+            document.warnings
+        );
+    }
 }
 
 #[test]
