@@ -237,6 +237,11 @@ fn xdf3_counts(file: &Path) -> (usize, usize, Vec<String>) {
 }
 
 fn config(codelists: &Path, xdf2: &Path, xdf3: &Path) -> String {
+    config_with(codelists, xdf2, xdf3, "")
+}
+
+/// `source_extra` goes into both sources (e.g. `on_missing_codelist = "warn"`).
+fn config_with(codelists: &Path, xdf2: &Path, xdf3: &Path, source_extra: &str) -> String {
     // The shipped mappings with their defaults: no [validation] section, on_missing_codelist as default.
     format!(
         r#"root = "."
@@ -259,6 +264,7 @@ kind = "directory"
 path = {xdf2:?}
 include = ["*.xml"]
 mappings = ["xdatenfelder2-to-form", "xdatenfelder2-to-xdf3"]
+{source_extra}
 [[source]]
 id = "real-xdf3"
 region = "soest"
@@ -266,6 +272,7 @@ kind = "directory"
 path = {xdf3:?}
 include = ["*.xml"]
 mappings = ["xdatenfelder3-to-form"]
+{source_extra}
 "#,
         mappings = repo().join("mappings").display().to_string(),
         codelists = codelists.display().to_string(),
@@ -276,12 +283,19 @@ mappings = ["xdatenfelder3-to-form"]
 
 /// A fresh app over copies of the real exports and their codelists.
 async fn fresh_app() -> TestApp {
+    app_with(|_, bytes| bytes, "").await
+}
+
+/// A fresh app over the real exports, each passed through `change` (file name, bytes) on the way.
+async fn app_with(change: impl Fn(&str, Vec<u8>) -> Vec<u8>, source_extra: &str) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let (xdf2, xdf3) = real_exports();
     for (files, sub) in [(&xdf2, "in/xdf2"), (&xdf3, "in/xdf3")] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         for file in files {
-            std::fs::copy(file, dir.path().join(sub).join(file.file_name().unwrap())).unwrap();
+            let name = file.file_name().unwrap();
+            let bytes = change(&name.to_string_lossy(), std::fs::read(file).unwrap());
+            std::fs::write(dir.path().join(sub).join(name), bytes).unwrap();
         }
     }
     let codelists = dir.path().join("codelists");
@@ -294,7 +308,7 @@ async fn fresh_app() -> TestApp {
             std::fs::copy(entry.unwrap().path(), codelists.join(format!("list-{n:03}.xml"))).unwrap();
         }
     }
-    let text = config(Path::new("codelists"), Path::new("in/xdf2"), Path::new("in/xdf3"));
+    let text = config_with(Path::new("codelists"), Path::new("in/xdf2"), Path::new("in/xdf3"), source_extra);
     TestApp::with_config(dir, &text).await
 }
 
@@ -522,4 +536,89 @@ async fn the_demo_forms_delivered_by_migrate_are_valid_against_the_official_xdat
     }
     assert!(xdf2_forms > 0);
     assert_eq!(checked, xdf2_forms, "an XDatenfelder 3.0.0 document for every 2.0 demo form");
+}
+
+/// Text that real exports put where XÖV String.Latin is required, and worse: typographic quotes, `≤`,
+/// a no-break space, a dash, an emoji, a zero-width space, decomposed umlauts, a C1 control, a line
+/// separator.
+const HOSTILE: &str = " „x“ ≤ y\u{a0}– 😀\u{200b} Mu\u{308}ller \u{85}\u{2028}∑";
+
+#[tokio::test]
+async fn hostile_text_in_every_text_element_of_the_real_exports_still_gives_valid_complete_documents() {
+    // Every free-text element of every real 2.0 export gets HOSTILE appended (empty ones too), so
+    // that every element the 3.0.0 document writes from a 2.0 text is exercised, whether or not the
+    // samples happen to break String.Latin there. The documents must stay valid against the official
+    // XSD and complete, and each change must be a warning.
+    let texts = [
+        "name",
+        "bezeichnungEingabe",
+        "bezeichnungAusgabe",
+        "beschreibung",
+        "definition",
+        "bezug",
+        "hilfetext",
+        "hilfetextEingabe",
+        "hilfetextAusgabe",
+        "inhalt",
+        "fachlicherErsteller",
+        "versionshinweis",
+        "script",
+    ];
+    let change = |name: &str, bytes: Vec<u8>| -> Vec<u8> {
+        if !name.contains("xdf2") {
+            return bytes;
+        }
+        let mut text = String::from_utf8(bytes).unwrap();
+        for element in texts {
+            let empty = format!("<xdf:{element}/>");
+            text = text.replace(&empty, &format!("<xdf:{element}></xdf:{element}>"));
+            text = text.replace(&format!("</xdf:{element}>"), &format!("{HOSTILE}</xdf:{element}>"));
+        }
+        text.into_bytes()
+    };
+    let app = app_with(change, "on_missing_codelist = \"warn\"").await;
+    let report = app.migrate().await;
+    assert!(matches!(report.status, RunStatus::Ok | RunStatus::Partial), "{:?}", report.errors);
+    let (xdf2, _) = real_exports();
+    let official_xsd = repo().join("schemas/xdatenfelder-3.0.0/xdatenfelder.xsd");
+    let events = app.deps.store.events(&EventFilter { limit: 100_000, ..Default::default() }).await.unwrap();
+    let xmllint = xmllint();
+    for file in &xdf2 {
+        let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let key = ItemKey::new("real-xdf2", &stem);
+        let xml = app.path("var/outbox/portal-xml").join(format!("{}.xml", safe_stem(&key)));
+        let errors: Vec<&str> = events
+            .iter()
+            .filter(|e| e.item_key.as_deref() == Some(key.as_str()) && e.level == "error")
+            .map(|e| e.message.as_str())
+            .collect();
+        assert!(xml.exists(), "{stem}: no XDatenfelder 3.0.0 document: {errors:?}");
+        let input = read_input(&app.path("in/xdf2").join(file.file_name().unwrap()));
+        let (fields, groups, json) = xdf3_counts(&xml);
+        assert_eq!((fields, groups), (input.fields, input.groups), "{stem}");
+        assert!(json.is_empty(), "{stem}: {json:?}");
+        // skript is xs:string, not String.Latin: a script is written as it is.
+        let mut text = std::fs::read_to_string(&xml).unwrap();
+        while let (Some(a), Some(b)) = (text.find("<xdf:skript>"), text.find("</xdf:skript>")) {
+            text.replace_range(a..b + "</xdf:skript>".len(), "");
+        }
+        for bad in ['„', '≤', '\u{a0}', '😀', '\u{200b}', '\u{85}', '\u{2028}', '∑'] {
+            assert!(!text.contains(bad), "{stem}: U+{:04X} reached the 3.0.0 document", bad as u32);
+        }
+        assert!(text.contains("Müller"), "{stem}: decomposed umlauts are composed, not replaced");
+        if let Some(xmllint) = xmllint {
+            xmllint_validate(xmllint, &official_xsd, &xml).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        }
+        let latin_warnings = events
+            .iter()
+            .filter(|e| e.item_key.as_deref() == Some(key.as_str()) && e.message.starts_with("String.Latin"))
+            .count();
+        assert!(latin_warnings >= input.fields, "{stem}: {latin_warnings} String.Latin warnings");
+        // The form document keeps the original text.
+        let form = app.path("var/outbox/form-platform").join(format!("{}.json", safe_stem(&key)));
+        assert!(
+            std::fs::read_to_string(&form).unwrap().contains("„x“ ≤ y"),
+            "{stem}: the JSON keeps the original text"
+        );
+    }
 }
