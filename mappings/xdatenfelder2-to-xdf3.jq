@@ -273,7 +273,7 @@ def form_warnings($refs; $missing):
   | map("rule \(.): its script is an empty stub (function script() {}); no skript is written")
   + ([ $refs[] | select(.ref.list != null and .ref.version == null and .ref.uri == null) ]
      | group_by(.ref.canonical)
-     | map("codelist \(.[0].ref.canonical) is referenced without a version (field\(if length > 1 then "s" else "" end) \(map(.id) | unique | join(", "))): used the newest version at hand, \(.[0].ref.list.version)"))
+     | map("codelist \(.[0].ref.canonical) has no version in the form (field\(if length > 1 then "s" else "" end) \(map(.id) | unique | join(", "))); used the newest at hand, \(.[0].ref.list.version)"))
   + ($missing | map("missing codelist \(missing_text): the reference is written without codeKey and nameKey"));
 
 # ---- the message --------------------------------------------------------------------------------

@@ -1066,6 +1066,18 @@ fn a_form_missing_two_codelists_is_quarantined_naming_both_with_all_their_fields
     assert_missing_codelists_named(&error.message, &missing);
     // (the message is the program's error value, a JSON string)
     assert!(error.message.trim_matches('"').starts_with("missing codelists (2): urn:"), "{error}");
+    // The XDatenfelder 3.0.0 upgrade names them the same way.
+    let error = apply(&env, XDF2_TO_XDF3, &file, "quarantine").expect_err("quarantined");
+    assert_missing_codelists_named(&error.message, &missing);
+    assert!(error.message.contains("not in the codelist directory (on_missing_codelist = quarantine)"), "{error}");
+    let upgraded = apply(&env, XDF2_TO_XDF3, &file, "warn").unwrap_or_else(|e| panic!("{e}"));
+    for urn in &urns {
+        assert!(
+            upgraded.warnings.iter().any(|w| w.starts_with(&format!("missing codelist {urn} ("))),
+            "{urn}: {:?}",
+            upgraded.warnings
+        );
+    }
     // With "warn" the form is delivered with one missing-codelist warning per select, as before.
     let document = apply(&env, XDF2_TO_FORM, &file, "warn").unwrap_or_else(|e| panic!("{e}"));
     check_form(&env, XDF2_TO_FORM, &file, &index, &document);
@@ -1077,6 +1089,14 @@ fn a_form_missing_two_codelists_is_quarantined_naming_both_with_all_their_fields
         let expected = format!("missing codelist urn:de:nrw:modellregion:codeliste:anrede, no version (field {field})");
         assert_eq!(error.message.trim_matches('"'), expected, "{mapping_name}");
     }
+    let error =
+        apply(&env, XDF2_TO_XDF3, &fixture(XDF2_TO_FORM, "faithful-detail"), "quarantine").expect_err("quarantined");
+    assert!(
+        error
+            .message
+            .contains("missing codelist urn:de:nrw:modellregion:codeliste:anrede, no version (field F05009070): "),
+        "{error}"
+    );
 }
 
 #[test]
@@ -1113,6 +1133,19 @@ fn a_codelist_reference_without_a_version_takes_the_newest_version_at_hand() {
             document.warnings
         );
     }
+    // The XDatenfelder 3.0.0 upgrade keeps the reference as written, takes codeKey/nameKey from the
+    // newest list and says which version it used.
+    let upgraded = apply(&env, XDF2_TO_XDF3, &fixture(XDF2_TO_FORM, "faithful-detail"), "quarantine")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let xml = String::from_utf8(upgraded.bytes.clone()).unwrap();
+    assert!(xml.contains("<xdf:codeKey>"), "{xml}");
+    assert!(!xml.contains("<xdf:version>2025-01-15</xdf:version>"), "the reference stays as written: {xml}");
+    assert!(
+        upgraded.warnings.iter().any(|w| w
+            == "codelist urn:de:nrw:modellregion:codeliste:anrede has no version in the form (field F05009070); used the newest at hand, 2025-01-15"),
+        "{:?}",
+        upgraded.warnings
+    );
 }
 
 #[test]
@@ -1323,6 +1356,44 @@ fn map_validate_prints_a_valid_document_for_s00000009_with_the_default_config() 
         serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("stdout is one JSON document: {e}"));
     assert_schema_valid("map --validate S00000009", &document);
     assert_structure("map --validate S00000009", &El::read(&file), &document);
+}
+
+#[tokio::test]
+async fn map_and_migrate_refuse_a_file_the_mapping_does_not_take_with_the_same_reason() {
+    // An XDatenfelder 1 file: the 2.0 structure in the 1.0 namespace.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    let text = std::fs::read_to_string(s05000058()).unwrap();
+    assert!(text.contains("urn:xoev-de:fim:standard:xdatenfelder_2\""));
+    let file = dir.path().join("in/old.xml");
+    std::fs::write(
+        &file,
+        text.replace("urn:xoev-de:fim:standard:xdatenfelder_2\"", "urn:xoev-de:fim:standard:xdatenfelder_1\""),
+    )
+    .unwrap();
+    let reason = "the record's root `xdatenfelder.stammdatenschema.0102` is in namespace \
+                  urn:xoev-de:fim:standard:xdatenfelder_1, the mapping takes urn:xoev-de:fim:standard:xdatenfelder_2";
+    let output = bridge().current_dir(repo()).args(["map", "--mapping", XDF2_TO_XDF3]).arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert!(stderr.contains(&format!("mapping {XDF2_TO_XDF3}: {reason}")), "{stderr}");
+    assert!(!stderr.contains("erstellungszeitpunkt"), "{stderr}");
+
+    let source = "[[source]]\nid = \"old\"\nregion = \"test\"\nkind = \"directory\"\npath = \"in\"\n\
+                  include = [\"*.xml\"]\nmappings = [\"xdatenfelder2-to-xdf3\"]\n";
+    let app = TestApp::with_config(dir, &config_text(&repo().join("demo/codelists"), "", source)).await;
+    let report = app.migrate().await;
+    assert_eq!(report.counts.quarantined, 1, "{:?}", report.counts);
+    let events = app.deps.store.events(&EventFilter { run_id: report.run_id, ..Default::default() }).await.unwrap();
+    let quarantined: Vec<&str> = events.iter().filter(|e| e.level == "error").map(|e| e.message.as_str()).collect();
+    assert!(
+        quarantined
+            .iter()
+            .any(|m| m
+                .contains(&format!("no mapping of this source takes the record: mapping {XDF2_TO_XDF3}: {reason}"))),
+        "{quarantined:?}"
+    );
 }
 
 #[test]
