@@ -19,10 +19,14 @@ const XMLNS_NAMESPACE: &str = "http://www.w3.org/2000/xmlns/";
 /// Why a document could not be read as XML.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum XmlError {
-    #[error("not valid UTF-8 at byte {0} (the bridge reads UTF-8 XML only)")]
+    #[error("not valid UTF-8 at byte {0} (an XML document without encoding declaration or byte order mark is UTF-8)")]
     Encoding(usize),
-    #[error("starts with a UTF-16 byte order mark (the bridge reads UTF-8 XML only)")]
-    Utf16,
+    #[error("not valid {0} (as its byte order mark or XML declaration says)")]
+    Malformed(&'static str),
+    #[error(
+        "declares encoding `{0}`, which the bridge cannot read (UTF-8, UTF-16 with byte order mark, ISO-8859-x and windows-125x can be read)"
+    )]
+    UnknownEncoding(String),
     #[error("line {line}: {}", control_message(*.code))]
     ControlCharacter { line: usize, code: u32 },
     #[error("line {line}: {message}")]
@@ -87,7 +91,8 @@ struct Builder<'a> {
 
 /// Reads a whole XML document into a tree `{ "<root local name>": … }`.
 pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded, XmlError> {
-    let bytes = check_characters(bytes)?;
+    let utf8 = to_utf8(bytes)?;
+    let bytes = check_characters(&utf8)?;
     // A plain reader, not quick-xml's NsReader: only the root's namespace is needed, and the
     // resolver's linear lookups would make many namespace declarations a quadratic cost.
     let mut reader = Reader::from_reader(bytes);
@@ -165,12 +170,47 @@ pub fn decode(bytes: &[u8], arrays: &[String], limits: Limits) -> Result<Decoded
     Ok(Decoded { tree: Value::Object(tree), root: Some(name), namespace: builder.namespace })
 }
 
+/// A document in another encoding than UTF-8, as XML lets a document say so, as UTF-8: UTF-16 with a
+/// byte order mark, or the `encoding` of the XML declaration (ISO-8859-1, windows-1252 …, any label
+/// encoding_rs knows for an ASCII-compatible encoding). Without either the document must be UTF-8
+/// (checked by [`check_characters`]); UTF-16 without byte order mark is refused there.
+fn to_utf8(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, XmlError> {
+    use encoding_rs::{Encoding, UTF_8};
+    use std::borrow::Cow;
+    let (encoding, skip) = match Encoding::for_bom(bytes) {
+        Some((encoding, _)) if encoding == UTF_8 => return Ok(Cow::Borrowed(bytes)),
+        Some((encoding, bom)) => (encoding, bom),
+        None => match declared_encoding(bytes) {
+            None => return Ok(Cow::Borrowed(bytes)),
+            Some(label) => match Encoding::for_label(label.as_bytes()) {
+                Some(encoding) if encoding == UTF_8 => return Ok(Cow::Borrowed(bytes)),
+                Some(encoding) if encoding.is_ascii_compatible() => (encoding, 0),
+                _ => return Err(XmlError::UnknownEncoding(label)),
+            },
+        },
+    };
+    let (text, malformed) = encoding.decode_without_bom_handling(&bytes[skip..]);
+    if malformed {
+        return Err(XmlError::Malformed(encoding.name()));
+    }
+    Ok(Cow::Owned(text.into_owned().into_bytes()))
+}
+
+/// The `encoding` of an XML declaration at the very start of the document, if there is one.
+fn declared_encoding(bytes: &[u8]) -> Option<String> {
+    let head = bytes.strip_prefix(b"<?xml")?;
+    let end = head.iter().take(256).position(|&b| b == b'>')?;
+    let declaration = std::str::from_utf8(&head[..end]).ok()?;
+    let rest = declaration[declaration.find("encoding")? + "encoding".len()..].trim_start();
+    let rest = rest.strip_prefix('=')?.trim_start();
+    let quote = rest.chars().next().filter(|c| matches!(c, '"' | '\''))?;
+    let value = &rest[1..];
+    Some(value[..value.find(quote)?].to_owned())
+}
+
 /// Strips a UTF-8 byte order mark and refuses anything that is not UTF-8 or holds characters
 /// XML forbids (a NUL byte is the mark of UTF-16 without a byte order mark).
 fn check_characters(bytes: &[u8]) -> Result<&[u8], XmlError> {
-    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
-        return Err(XmlError::Utf16);
-    }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = std::str::from_utf8(bytes).map_err(|e| XmlError::Encoding(e.valid_up_to()))?;
     let bad = bytes.iter().position(|&b| b < b' ' && !matches!(b, b'\t' | b'\n' | b'\r'));
@@ -666,8 +706,36 @@ mod tests {
     }
 
     #[test]
-    fn utf16_nul_and_control_characters_are_rejected() {
-        assert_eq!(decode(b"\xFF\xFE<\0r\0/\0>\0", &[], Limits::default()), Err(XmlError::Utf16));
+    fn a_declared_encoding_is_read_and_an_unknown_one_refused() {
+        let latin1 = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<r a=\"\xe4\">Gr\xf6\xdfe</r>";
+        assert_eq!(
+            decode(latin1, &[], Limits::default()).unwrap().tree,
+            serde_json::json!({"r": {"@a": "ä", "#text": "Größe"}})
+        );
+        let single = b"<?xml version='1.0' encoding='windows-1252'?><r>\x80</r>";
+        assert_eq!(decode(single, &[], Limits::default()).unwrap().tree, serde_json::json!({"r": "€"}));
+        let utf8 = "<?xml version=\"1.0\" encoding=\"utf-8\"?><r>ä</r>";
+        assert_eq!(decode(utf8.as_bytes(), &[], Limits::default()).unwrap().tree, serde_json::json!({"r": "ä"}));
+        let unknown = b"<?xml version=\"1.0\" encoding=\"EBCDIC-XY\"?><r/>";
+        assert_eq!(decode(unknown, &[], Limits::default()), Err(XmlError::UnknownEncoding("EBCDIC-XY".into())));
+        // Undeclared Latin-1 is not UTF-8.
+        assert_eq!(decode(b"<r>\xe4</r>", &[], Limits::default()), Err(XmlError::Encoding(3)));
+    }
+
+    #[test]
+    fn utf16_without_byte_order_mark_nul_and_control_characters_are_rejected() {
+        // UTF-16 with a byte order mark is XML too (both byte orders).
+        let le: Vec<u8> =
+            b"\xFF\xFE".iter().copied().chain("<r>ä</r>".encode_utf16().flat_map(u16::to_le_bytes)).collect();
+        let be: Vec<u8> =
+            b"\xFE\xFF".iter().copied().chain("<r>ä</r>".encode_utf16().flat_map(u16::to_be_bytes)).collect();
+        for bytes in [le, be] {
+            assert_eq!(decode(&bytes, &[], Limits::default()).unwrap().tree, serde_json::json!({"r": "ä"}));
+        }
+        assert_eq!(
+            decode(b"\xFF\xFE<\0r\0>\0\x00\xD8<\0/\0r\0>\0", &[], Limits::default()),
+            Err(XmlError::Malformed("UTF-16LE"))
+        );
         let err = decode(b"<\0r\0/\0>\0", &[], Limits::default()).unwrap_err();
         assert_eq!(err, XmlError::ControlCharacter { line: 1, code: 0 });
         assert!(err.to_string().contains("UTF-16"), "{err}");

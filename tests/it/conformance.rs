@@ -236,10 +236,6 @@ fn xdf3_counts(file: &Path) -> (usize, usize, Vec<String>) {
     (fields, groups, json)
 }
 
-fn config(codelists: &Path, xdf2: &Path, xdf3: &Path) -> String {
-    config_with(codelists, xdf2, xdf3, "")
-}
-
 /// `source_extra` goes into both sources (e.g. `on_missing_codelist = "warn"`).
 fn config_with(codelists: &Path, xdf2: &Path, xdf3: &Path, source_extra: &str) -> String {
     // The shipped mappings with their defaults: no [validation] section, on_missing_codelist as default.
