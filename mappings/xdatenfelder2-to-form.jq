@@ -416,13 +416,26 @@ def leika_keys:
 # fixture runner do not check, so the program does (an XDatenfelder 3.0.0 file must not pass as this version).
 def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("@xmlns:"))) | .value ];
 
-(.["xdatenfelder.stammdatenschema.0102"]
- | if type != "object" then error("not an xdatenfelder.stammdatenschema.0102 message")
-   elif (namespaces | any(.[]; . == "urn:xoev-de:fim:standard:xdatenfelder_2") | not)
-   then error("not an XDatenfelder message in namespace urn:xoev-de:fim:standard:xdatenfelder_2 (declared: \(namespaces | join(", ")))")
-   else . end) as $message
-| ($message.stammdatenschema | if type == "object" then . else error("the message has no stammdatenschema") end) as $schema
-| if ($schema.identifikation | get("id") | txt) == "" then error("the stammdatenschema has no identifikation/id") else . end
+# The two messages this mapping takes: a Stammdatenschema (a whole form) or a single Datenfeldgruppe
+# (a FIM building block), which becomes a form of one section, as in xdatenfelder3-to-form.
+def message_types: ["xdatenfelder.stammdatenschema.0102", "xdatenfelder.datenfeldgruppe.0103"];
+
+(if type == "object" then [ message_types[] as $t | select(has($t)) | $t ] | first // null else null end) as $type
+| (if $type == null then error("not an \(message_types | join(" or ")) message") else . end)
+| (.[$type]
+   | if type != "object" then error("not an \($type) message")
+     elif (namespaces | any(.[]; . == "urn:xoev-de:fim:standard:xdatenfelder_2") | not)
+     then error("not an XDatenfelder message in namespace urn:xoev-de:fim:standard:xdatenfelder_2 (declared: \(namespaces | join(", ")))")
+     else . end) as $message
+| ($type == "xdatenfelder.datenfeldgruppe.0103") as $is_group
+| (if $is_group then "datenfeldgruppe" else "stammdatenschema" end) as $kind
+# $root: the element that describes the form (its id, title, provenance).
+| ($message[$kind] | if type == "object" then . else error("the message has no \($kind)") end) as $root
+| if ($root.identifikation | get("id") | txt) == "" then error("the \($kind) has no identifikation/id") else . end
+# $schema: the node whose struktur lists the form's sections. A group message is read as a schema
+# with one struktur 1:1 holding the group, so the group becomes the form's one section and every
+# element id starts with the group's id (as it would if the group were used in a Stammdatenschema).
+| (if $is_group then {struktur: [{anzahl: "1:1", enthaelt: {datenfeldgruppe: $root}}]} else $root end) as $schema
 | ($schema | uses) as $top
 | [ $top[] | select(.kind == "field") | element("") ] as $general
 | [ $top[] | select(.kind == "group") | element("") ] as $top_groups
@@ -441,9 +454,10 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
          rules: [], notes: [], elements: [ $general[].element ] } ]
    else [] end) + $groups
 | . as $sections
-| ($schema | legal_references) as $refs
-| ($schema | count_elements("datenfeld")) as $fields_in
-| ($schema | count_elements("datenfeldgruppe")) as $groups_in
+| ($root | legal_references) as $refs
+# Counted on the whole message (for a group message this includes the group itself).
+| ($message | count_elements("datenfeld")) as $fields_in
+| ($message | count_elements("datenfeldgruppe")) as $groups_in
 | ([ $general[], $top_groups[] | .warnings[] ]) as $element_warnings
 | sum($general[], $top_groups[] | .fields) as $fields_out
 | sum($general[], $top_groups[] | .groups) as $groups_out
@@ -454,18 +468,19 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
 | [ $general[], $top_groups[] | .missing[] ] as $missing
 | if ($missing | length) > 0 then error($missing | missing_codelists_message) else . end
 | { formatVersion: "1.1",
-    id: ($schema.identifikation | get("id") | txt),
-    version: ($schema.identifikation | get("version") | opt),
-    title: (($schema.bezeichnungEingabe | opt) // ($schema.name | opt) // ($schema.identifikation | get("id") | txt)),
-    outputTitle: ($schema.bezeichnungAusgabe | opt),
-    name: ($schema.name | opt),
-    description: ($schema.beschreibung | opt),
-    definition: ($schema.definition | opt),
-    helpText: ($schema.hilfetext | opt),
+    id: ($root.identifikation | get("id") | txt),
+    version: ($root.identifikation | get("version") | opt),
+    title: (($root.bezeichnungEingabe | opt) // ($root.name | opt) // ($root.identifikation | get("id") | txt)),
+    outputTitle: ($root.bezeichnungAusgabe | opt),
+    name: ($root.name | opt),
+    description: ($root.beschreibung | opt),
+    definition: ($root.definition | opt),
+    # A group's hilfetextEingabe and rules belong to the group: they are on its section.
+    helpText: (if $is_group then null else $root.hilfetext | opt end),
     counts: {fields: $fields_in, groups: $groups_in},
     sections: $sections,
-    rules: ($schema | rules_of),
-    provenance: {
+    rules: (if $is_group then [] else $root | rules_of end),
+    provenance: ({
       source: ($source.id // null),
       region: ($source.region // null),
       itemKey: ($item.key // null),
@@ -473,14 +488,16 @@ def namespaces: [ to_entries[] | select(.key == "@xmlns" or (.key | startswith("
       standardVersion: "2.0",
       messageId: ($message.header | get("nachrichtID") | opt),
       createdAt: ($message.header | get("erstellungszeitpunkt") | opt),
-      status: ($schema.status | code | if . == "" then null else . end),
+      status: ($root.status | code | if . == "" then null else . end),
       freigabestatus: null,
       dokumentsteckbrief: null,
-      publishedAt: ($schema.veroeffentlichungsdatum | opt),
+      publishedAt: ($root.veroeffentlichungsdatum | opt),
       lastChangedAt: null,
       legalReferences: $refs,
-      leikaKeys: ($refs | leika_keys) },
-    warnings: ((if $fields_in == 0 then [warning("schema-empty"; null; "the schema contains no datenfeld")] else [] end)
+      leikaKeys: ($refs | leika_keys) }
+      # Only a group message says what it is; a document without messageType is a Stammdatenschema.
+      + (if $is_group then {messageType: $type} else {} end)),
+    warnings: ((if $fields_in == 0 then [warning("schema-empty"; null; if $is_group then "the datenfeldgruppe contains no datenfeld" else "the schema contains no datenfeld" end)] else [] end)
                + ($top | empty_uses_warnings(null))
                + $element_warnings) }
 # The same warnings once more for the bridge's migration log (the engine takes "#warnings" out of the

@@ -278,10 +278,17 @@ def form_warnings($refs; $missing):
 
 # ---- the message --------------------------------------------------------------------------------
 
-.["xdatenfelder.stammdatenschema.0102"] as $msg
+# A Stammdatenschema becomes a 3.0.0 Stammdatenschema; a Datenfeldgruppe message (a FIM building block)
+# a 3.0.0 Datenfeldgruppe message. (The pipeline and `map` only hand over records whose root element
+# and namespace the mapping file names.)
+(if has("xdatenfelder.datenfeldgruppe.0103") then "xdatenfelder.datenfeldgruppe.0103"
+ else "xdatenfelder.stammdatenschema.0102" end) as $type
+| .[$type] as $msg
+| ($type == "xdatenfelder.datenfeldgruppe.0103") as $is_group
 | ($msg.header.erstellungszeitpunkt | trimmed
    // error("the 2.0 header has no erstellungszeitpunkt (needed for header and letzteAenderung)")) as $stand
-| $msg.stammdatenschema
+| (if $is_group then $msg.datenfeldgruppe else $msg.stammdatenschema end)
+| if type != "object" then error("the message has no \(if $is_group then "datenfeldgruppe" else "stammdatenschema" end)") else . end
 | (.identifikation.id | text | xdf3_id) as $id
 | [ elements | select(.codelisteReferenz != null) | { id: (.identifikation.id | text | trim), ref: codelist_ref } ] as $refs
 | missing_codelists($refs) as $missing
@@ -290,22 +297,31 @@ def form_warnings($refs; $missing):
           else "missing codelists (\($missing | length)): \($missing | map(missing_text) | join("; "))" end
           + ": not in the codelist directory (on_missing_codelist = quarantine)")
   else . end
-| { "#warnings": form_warnings($refs; $missing),
-    "xdf:xdatenfelder.stammdatenschema.0102": {
-      "@xmlns:xdf": "urn:xoev-de:fim:standard:xdatenfelder_3.0.0",
-      "xdf:header": {
-        "xdf:nachrichtID": ($msg.header.nachrichtID | text | trim),
-        "xdf:erstellungszeitpunkt": $stand,
-        "xdf:referenzID": ($msg.header.referenzID | trimmed) },
-      "xdf:stammdatenschema": (
-        allgemein($stand; carried(fields(["bezeichnungAusgabe"])))
-        + { "xdf:bezeichnung": (.bezeichnungEingabe | text),
-            "xdf:hilfetext": (.hilfetext | nonblank),
-            "xdf:ableitungsmodifikationenStruktur": coded("urn:xoev-de:fim:codeliste:xdatenfelder.ableitungsmodifikationenStruktur"; "1.0";
-                (.ableitungsmodifikationenStruktur | code)),
-            "xdf:ableitungsmodifikationenRepraesentation": coded("urn:xoev-de:fim:codeliste:xdatenfelder.ableitungsmodifikationenRepraesentation"; "1.0";
-                (.ableitungsmodifikationenRepraesentation | code)),
-            # Required reference; 2.0 has none. Derived: the converted S-id with D for S (S05000000101 → D05000000101).
-            "xdf:dokumentsteckbrief": { "xdf:id": ("D" + $id[1:]) },
-            "xdf:regel": regeln($stand),
-            "xdf:struktur": strukturen($stand; $id) }) } }
+| { "xdf:nachrichtID": ($msg.header.nachrichtID | text | trim),
+    "xdf:erstellungszeitpunkt": $stand,
+    "xdf:referenzID": ($msg.header.referenzID | trimmed) } as $header
+| { "#warnings": form_warnings($refs; $missing) }
++ if $is_group then
+    { "xdf:xdatenfelder.datenfeldgruppe.0103": {
+        "@xmlns:xdf": "urn:xoev-de:fim:standard:xdatenfelder_3.0.0",
+        "xdf:header": $header,
+        # The group converted as if it were used once in a schema (the same rules as for every group).
+        "xdf:datenfeldgruppe": ({ struktur: [{ anzahl: "1:1", enthaelt: { datenfeldgruppe: . } }] }
+                                | strukturen($stand; $id) | .[0]["xdf:enthaelt"]["xdf:datenfeldgruppe"]) } }
+  else
+    { "xdf:xdatenfelder.stammdatenschema.0102": {
+        "@xmlns:xdf": "urn:xoev-de:fim:standard:xdatenfelder_3.0.0",
+        "xdf:header": $header,
+        "xdf:stammdatenschema": (
+          allgemein($stand; carried(fields(["bezeichnungAusgabe"])))
+          + { "xdf:bezeichnung": (.bezeichnungEingabe | text),
+              "xdf:hilfetext": (.hilfetext | nonblank),
+              "xdf:ableitungsmodifikationenStruktur": coded("urn:xoev-de:fim:codeliste:xdatenfelder.ableitungsmodifikationenStruktur"; "1.0";
+                  (.ableitungsmodifikationenStruktur | code)),
+              "xdf:ableitungsmodifikationenRepraesentation": coded("urn:xoev-de:fim:codeliste:xdatenfelder.ableitungsmodifikationenRepraesentation"; "1.0";
+                  (.ableitungsmodifikationenRepraesentation | code)),
+              # Required reference; 2.0 has none. Derived: the converted S-id with D for S (S05000000101 → D05000000101).
+              "xdf:dokumentsteckbrief": { "xdf:id": ("D" + $id[1:]) },
+              "xdf:regel": regeln($stand),
+              "xdf:struktur": strukturen($stand; $id) }) } }
+  end

@@ -29,6 +29,7 @@ fn class_signature(class: &str) -> Option<&'static str> {
         "entity" => "only the five predefined XML entities are allowed",
         "encoding" => "UTF-",
         "not-accepted" => "no mapping of this source takes the record",
+        "structure" => "the message has no ",
         "duplicate-id" => "the id occurs in",
         "codelist" => "codelist urn:",
         "schema" => "does not accept the document",
