@@ -29,3 +29,4 @@ pub mod source;
 pub mod store;
 pub mod target;
 pub mod validate;
+pub mod xrepository;

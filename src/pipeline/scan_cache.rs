@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{EntryScan, Scanned, Work, read_records};
 use crate::config::Config;
 use crate::domain::{ContentHash, ItemKey};
+use crate::mapping::references::{Reference, references};
 use crate::source::Entry;
 use crate::store::scan_cache::CachedScan;
 
@@ -22,7 +23,14 @@ struct CachedRecord {
     hash: ContentHash,
     /// Names of the mappings that accept the record.
     mappings: Vec<String>,
+    /// The codelists the record refers to, so that a list still missing is fetched even while
+    /// the entry is not decoded again.
+    #[serde(default)]
+    codelists: Vec<Reference>,
 }
+
+/// Bumped when what the cache keeps of a record changes: older rows are then not used.
+const RECORDS_FORMAT: &str = "scan-records/2 (with codelist references)";
 
 /// The scan cache of one source, as loaded at the start of its run.
 #[derive(Debug, Default)]
@@ -44,7 +52,11 @@ impl ScanCache {
         }
         // The limits decide what is readable at all, so they are part of the fingerprint.
         let limits = format!("{:?} {} {}", config.limits, config.max_record_bytes, source.max_id_chars);
-        let fingerprint = ContentHash::of_parts([source.scan_fingerprint.as_str().as_bytes(), limits.as_bytes()]);
+        let fingerprint = ContentHash::of_parts([
+            source.scan_fingerprint.as_str().as_bytes(),
+            limits.as_bytes(),
+            RECORDS_FORMAT.as_bytes(),
+        ]);
         Ok(Self { fingerprint: Some(fingerprint.to_string()), entries: store.scan_cache(&source.id).await? })
     }
 }
@@ -85,6 +97,7 @@ pub(super) fn scan_entry(work: &Work, entry: Entry) -> EntryScanned {
                     key: r.key.clone(),
                     hash: r.hash.clone(),
                     mappings: r.mappings.iter().map(|m| m.name.clone()).collect(),
+                    codelists: r.codelists.clone(),
                 })
                 .collect();
             let records = serde_json::to_string(&records).expect("records serialise");
@@ -106,7 +119,7 @@ fn from_cache(work: &Work, text: &str) -> Option<Vec<Scanned>> {
                 .iter()
                 .map(|name| work.source.mappings.iter().find(|m| &m.name == name).cloned())
                 .collect::<Option<Vec<_>>>()?;
-            Some(Scanned { origin: r.origin, key: r.key, hash: r.hash, mappings, form: None })
+            Some(Scanned { origin: r.origin, key: r.key, hash: r.hash, mappings, form: None, codelists: r.codelists })
         })
         .collect()
 }
@@ -120,6 +133,7 @@ fn decode(work: &Work, entry: &Entry) -> EntryScan {
         .map(|record| {
             record.map(|r| Scanned {
                 mappings: source.mappings.iter().filter(|m| m.accepts(r.format, &r.decoded)).cloned().collect(),
+                codelists: references(&r.decoded.tree),
                 origin: r.origin,
                 key: r.key,
                 hash: r.hash,
