@@ -72,7 +72,7 @@ pub fn references(tree: &Value) -> Vec<Reference> {
                     let field = text(&map.get("identifikation").and_then(|i| i.get("id")).cloned().unwrap_or_default());
                     for reference in as_slice(reference) {
                         let ident = reference.get("genericodeIdentification").unwrap_or(reference);
-                        let get = |name: &str| ident.get(name).and_then(|v| text(v));
+                        let get = |name: &str| ident.get(name).and_then(text);
                         let identity = (get("canonicalIdentification"), get("version"), get("canonicalVersionUri"));
                         if identity.0.is_none() && identity.2.is_none() {
                             continue;

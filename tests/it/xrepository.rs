@@ -317,6 +317,28 @@ async fn a_failed_fetch_is_a_warning_naming_the_urn_and_the_item_is_quarantined_
     assert_eq!(asked.iter().filter(|r| r.ends_with(REGISTERGERICHTE)).count(), 2, "a timeout is: {asked:?}");
     assert!(app.deps.store.cached_codelists().await.unwrap().is_empty());
     assert!(started.elapsed() < Duration::from_secs(30), "timeouts bound the run: {:?}", started.elapsed());
+
+    // XRepository recovers. The files did not change, so the scan takes their records from the scan
+    // cache, which remembers their references: the lists are fetched and both forms go through.
+    {
+        let mut state = sim.sim.lock().unwrap();
+        state.slow.clear();
+        state
+            .lists
+            .insert(KREIS.into(), list(KREIS.trim_end_matches("_2021-07-31"), "2021-07-31", &[("05334", "Aachen")]));
+    }
+    let again = app.migrate().await;
+    assert_eq!(again.status, RunStatus::Ok, "{:?} {:?}", again.problems, again.warnings);
+    assert_eq!(again.counts.new, 2);
+    let summary =
+        app.deps.store.events(&EventFilter { run_id: again.run_id, limit: 100, ..Default::default() }).await.unwrap();
+    assert!(
+        summary.iter().any(|e| e.message.contains("2 of 2 entries unchanged since the last scan")),
+        "the references came from the scan cache: {:?}",
+        summary.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+    let options = options_of(&outbox_document(&app, "forms/S07000000248_xdf3"), KREIS);
+    assert!(!options.is_empty() && options.iter().all(|codes| codes == &["05334"]), "{options:?}");
     sim.stop().await;
 }
 
@@ -378,4 +400,27 @@ format = "json"
     let check = check_output(&app);
     assert!(check.contains(&format!("{STAAT} (no version): in the database cache")), "{check}");
     sim.stop().await;
+}
+
+#[test]
+fn the_xrepository_settings_are_checked_up_front_with_file_and_line() {
+    use portal_bridge::config::{Config, Overrides};
+    let dir = workspace(&[], false);
+    let path = dir.path().join("bridge.toml");
+    let mappings = repo().join("mappings");
+    let text = config(&mappings, r#""xdatenfelder3-to-form""#, "ftp://xrepository.example", 0, 3);
+    std::fs::write(&path, &text).unwrap();
+    let errors = Config::resolve(&path, &Overrides::default()).expect_err("an ftp URL is refused");
+    let line = text.lines().position(|l| l.starts_with("url = \"ftp:")).unwrap() + 1;
+    let shown = errors.to_string();
+    assert!(
+        shown.contains(&format!("bridge.toml:{}: codelists.xrepository: url `ftp://xrepository.example`", line - 1)),
+        "{shown}"
+    );
+    std::fs::write(&path, text.replace("retries = 3", "retries = 3\nattempts = 9")).unwrap();
+    let errors = Config::resolve(&path, &Overrides::default()).expect_err("unknown keys are refused");
+    assert!(errors.to_string().contains("unknown field `attempts`"), "{errors}");
+    // Off by default: the shipped configuration fetches nothing.
+    let shipped = Config::resolve(&repo().join("config/bridge.toml"), &Overrides::default()).unwrap();
+    assert!(shipped.xrepository.is_none());
 }
