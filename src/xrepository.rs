@@ -53,6 +53,9 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub canonical_version_uri: String,
+    /// The list's `CanonicalUri` and `Version`.
+    pub canonical: Option<String>,
+    pub version: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -81,22 +84,25 @@ impl XRepository {
     }
 
     /// Fetches the list `reference` names (for a reference without version: the valid version).
+    /// A list that does not declare what the reference names is refused (it would never resolve it).
     pub async fn fetch(&self, reference: &Reference) -> Result<Fetched, FetchError> {
-        let version_uri = match (&reference.canonical_version_uri, &reference.canonical, &reference.version) {
-            (Some(uri), _, _) => uri.clone(),
-            (None, Some(canonical), Some(version)) => format!("{canonical}_{version}"),
+        let (url, fetched) = match (&reference.canonical_version_uri, &reference.canonical, &reference.version) {
+            (Some(uri), _, _) => self.version(uri).await?,
+            (None, Some(canonical), Some(version)) => self.version(&format!("{canonical}_{version}")).await?,
             (None, Some(canonical), None) => match self.valid_version(canonical).await? {
-                Valid::Uri(uri) => uri,
-                Valid::List(fetched) => return Ok(fetched),
+                (url, Valid::List(fetched)) => (url, fetched),
+                (_, Valid::Uri(uri)) => self.version(&uri).await?,
             },
             (None, None, _) => return Err(FetchError::Unnamed),
         };
-        let url = format!("{}/api/version_codeliste/{}/genericode", self.base, encode(&version_uri));
-        let body = self.get(&url).await?;
-        let fetched = self.accept(&url, body)?;
-        let declared_elsewhere = fetched.canonical_version_uri != version_uri;
-        let fits_pair = reference.canonical_version_uri.is_none(); // `<canonical>_<version>` is a guess
-        if declared_elsewhere && !fits_pair {
+        let declares = |list: &Fetched| {
+            let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+            same(&reference.canonical_version_uri, &Some(list.canonical_version_uri.clone()))
+                || (reference.canonical_version_uri.is_none()
+                    && same(&reference.canonical, &list.canonical)
+                    && (reference.version.is_none() || reference.version == list.version))
+        };
+        if !declares(&fetched) {
             return Err(FetchError::Invalid {
                 url,
                 message: format!("the list declares {} instead", fetched.canonical_version_uri),
@@ -105,23 +111,33 @@ impl XRepository {
         Ok(fetched)
     }
 
+    /// `version_codeliste/{uri}/genericode`.
+    async fn version(&self, version_uri: &str) -> Result<(String, Fetched), FetchError> {
+        let url = format!("{}/api/version_codeliste/{}/genericode", self.base, encode(version_uri));
+        let body = self.get(&url).await?;
+        let fetched = self.accept(&url, body)?;
+        Ok((url, fetched))
+    }
+
     /// `gueltigeVersion` of a canonical URI: the valid version's URI, or the list itself.
-    async fn valid_version(&self, canonical: &str) -> Result<Valid, FetchError> {
+    async fn valid_version(&self, canonical: &str) -> Result<(String, Valid), FetchError> {
         let url = format!("{}/api/codeliste/{}/gueltigeVersion", self.base, encode(canonical));
         let body = self.get(&url).await?;
         let text = String::from_utf8_lossy(&body);
         if text.trim_start().starts_with('<') {
-            return self.accept(&url, body).map(Valid::List);
+            let fetched = self.accept(&url, body)?;
+            return Ok((url, Valid::List(fetched)));
         }
         let invalid = |message: String| FetchError::Invalid { url: url.clone(), message };
         let json: Value = serde_json::from_slice(&body)
             .map_err(|e| invalid(format!("the answer is neither JSON nor genericode: {e}")))?;
-        version_uri_of(&json, canonical).map(Valid::Uri).ok_or_else(|| {
+        let uri = version_uri_of(&json, canonical).ok_or_else(|| {
             invalid(format!(
                 "the answer names no version (expected canonicalVersionUri, kennung or version): {}",
                 crate::retry::excerpt(&body)
             ))
-        })
+        })?;
+        Ok((url, Valid::Uri(uri)))
     }
 
     async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
@@ -147,7 +163,13 @@ impl XRepository {
         let list = parse_genericode(&body, self.limits).map_err(|e| invalid(format!("not a genericode list: {e}")))?;
         let uri = list["canonicalVersionUri"].as_str().filter(|u| !u.is_empty());
         let uri = uri.ok_or_else(|| invalid("the list declares no CanonicalVersionUri".into()))?;
-        Ok(Fetched { canonical_version_uri: uri.to_owned(), body })
+        let text = |name: &str| list[name].as_str().map(str::to_owned);
+        Ok(Fetched {
+            canonical_version_uri: uri.to_owned(),
+            canonical: text("canonicalUri"),
+            version: text("version"),
+            body,
+        })
     }
 }
 
