@@ -95,14 +95,7 @@ impl XRepository {
             },
             (None, None, _) => return Err(FetchError::Unnamed),
         };
-        let declares = |list: &Fetched| {
-            let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
-            same(&reference.canonical_version_uri, &Some(list.canonical_version_uri.clone()))
-                || (reference.canonical_version_uri.is_none()
-                    && same(&reference.canonical, &list.canonical)
-                    && (reference.version.is_none() || reference.version == list.version))
-        };
-        if !declares(&fetched) {
+        if !declares(&fetched, reference) {
             return Err(FetchError::Invalid {
                 url,
                 message: format!("the list declares {} instead", fetched.canonical_version_uri),
@@ -178,6 +171,19 @@ enum Valid {
     List(Fetched),
 }
 
+/// True if the fetched list is the one `reference` names: the same `canonicalVersionUri`, or,
+/// for a reference without one, the same canonical URI and (if the reference names one) version.
+fn declares(list: &Fetched, reference: &Reference) -> bool {
+    match &reference.canonical_version_uri {
+        Some(uri) => *uri == list.canonical_version_uri,
+        None => {
+            reference.canonical.is_some()
+                && reference.canonical == list.canonical
+                && (reference.version.is_none() || reference.version == list.version)
+        }
+    }
+}
+
 /// The valid version's URI in a `gueltigeVersion` answer (see the module's documentation).
 fn version_uri_of(json: &Value, canonical: &str) -> Option<String> {
     let objects = [Some(json), json.get("value"), json.get("codeliste")];
@@ -208,6 +214,28 @@ pub fn encode(urn: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_list_must_declare_what_the_reference_names() {
+        let list = Fetched {
+            canonical_version_uri: "urn:c_2".into(),
+            canonical: Some("urn:c".into()),
+            version: Some("2".into()),
+            body: Vec::new(),
+        };
+        let reference = |canonical: Option<&str>, version: Option<&str>, uri: Option<&str>| Reference {
+            canonical: canonical.map(Into::into),
+            version: version.map(Into::into),
+            canonical_version_uri: uri.map(Into::into),
+            fields: Vec::new(),
+        };
+        assert!(declares(&list, &reference(None, None, Some("urn:c_2"))));
+        assert!(!declares(&list, &reference(Some("urn:c"), Some("2"), Some("urn:c_3"))));
+        assert!(declares(&list, &reference(Some("urn:c"), Some("2"), None)));
+        assert!(!declares(&list, &reference(Some("urn:c"), Some("1"), None)));
+        assert!(declares(&list, &reference(Some("urn:c"), None, None)), "no version: the valid one");
+        assert!(!declares(&list, &reference(Some("urn:d"), None, None)));
+    }
 
     #[test]
     fn urns_are_one_encoded_path_segment() {
