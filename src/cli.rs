@@ -295,7 +295,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         tracing::warn!(file = %broken.path.display(), "{broken}");
     }
     match cli.command {
-        Command::Check => check(&config),
+        Command::Check => check(&config).await,
         Command::TestMappings(args) => test_mappings(&config, args),
         Command::Map(args) => map_file(&config, args),
         Command::Adopt(command) => adopt(&config, command).await,
@@ -344,7 +344,7 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-fn check(config: &Config) -> Result<Exit> {
+async fn check(config: &Config) -> Result<Exit> {
     if load_validators(config)?.is_none() {
         return Ok(Exit::Usage);
     }
@@ -368,7 +368,48 @@ fn check(config: &Config) -> Result<Exit> {
     for broken in &config.codelists.broken {
         println!("warning: {broken}; items that need it are mapped without it (missing codelist), with this reason");
     }
+    missing_codelists(config).await;
     Ok(Exit::Ok)
+}
+
+/// `check`'s warning section: every codelist the directory sources' records refer to that the
+/// codelist directory lacks, and, with XRepository configured, whether the database cache has it.
+async fn missing_codelists(config: &Config) {
+    let store = match &config.xrepository {
+        None => None,
+        Some(_) => match Store::open(&config.database_url).await {
+            Ok(store) => Some(store),
+            Err(e) => {
+                println!("warning: cannot open the database to look at the codelist cache: {e}");
+                None
+            }
+        },
+    };
+    let missing = match pipeline::codelists::missing(config, store.as_ref()).await {
+        Ok(missing) => missing,
+        Err(e) => {
+            println!("warning: cannot read the codelist cache: {e}");
+            return;
+        }
+    };
+    if let Some(store) = store {
+        store.close().await;
+    }
+    if missing.is_empty() {
+        return;
+    }
+    println!("warning: {} codelist(s) referenced by the records are not in the codelist directory:", missing.len());
+    for list in &missing {
+        let place = match (&config.xrepository, list.cached) {
+            (None, _) => "missing",
+            (Some(_), true) => "in the database cache (fetched from XRepository)",
+            (Some(_), false) => "not cached yet: fetched from XRepository at the next run",
+        };
+        println!("  {} ({}): {place}", list.reference.urn(), list.reference.version_text());
+        for needed in &list.needed_by {
+            println!("    needed by {needed}");
+        }
+    }
 }
 
 fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
@@ -671,6 +712,9 @@ async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
         }
         for error in &report.errors {
             println!("  error: {error}");
+        }
+        for warning in &report.warnings {
+            println!("  warning: {warning}");
         }
     }
     Ok(match report.status {

@@ -42,6 +42,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub codelists: RawCodelists,
+    #[serde(default)]
     pub validation: RawValidation,
     #[serde(default)]
     pub admin: RawAdmin,
@@ -106,6 +108,47 @@ fn default_mappings() -> Spanned<String> {
 
 fn default_outbox() -> Spanned<String> {
     Spanned::new(0..0, "var/outbox".into())
+}
+
+/// `[codelists]`: where codelists come from besides the directory of `[paths] codelists`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCodelists {
+    /// Fetch the codelists that records refer to but the directory lacks from XRepository (default:
+    /// off). Fetched lists are kept in the database, so later runs work offline.
+    pub xrepository: Option<Spanned<RawXRepository>>,
+}
+
+/// `[codelists.xrepository]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawXRepository {
+    /// Base URL of XRepository, e.g. `https://www.xrepository.de`.
+    pub url: String,
+    /// Bound on each request (connect, answer and body), in seconds.
+    #[serde(default = "default_xrepository_timeout")]
+    pub timeout_secs: u64,
+    /// Retries of a request after a transient failure (connect error, timeout, 429, 5xx).
+    #[serde(default = "default_xrepository_retries")]
+    pub retries: usize,
+    /// First retry delay (exponential backoff with full jitter; Retry-After is honoured).
+    #[serde(default = "default_retry_base")]
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    #[serde(default = "default_xrepository_retry_max")]
+    pub retry_max_ms: u64,
+}
+
+fn default_xrepository_timeout() -> u64 {
+    10
+}
+
+fn default_xrepository_retries() -> usize {
+    3
+}
+
+fn default_xrepository_retry_max() -> u64 {
+    10_000
 }
 
 /// `[admin]`: the admin HTTP API and review pages of the daemon.
@@ -513,6 +556,8 @@ pub struct Config {
     pub codelists: Arc<Codelists>,
     /// The codelists table as a jq value, shared by every mapping run.
     pub codelists_val: Val,
+    /// Where codelists missing from the directory are fetched (`[codelists.xrepository]`), if anywhere.
+    pub xrepository: Option<crate::xrepository::XRepository>,
     pub mappings: Vec<Arc<Mapping>>,
     pub targets: Vec<Target>,
     pub sources: Vec<Arc<Source>>,
@@ -546,16 +591,16 @@ pub enum Delivery {
 }
 
 /// A resolved source.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Source {
     pub id: String,
     pub region: String,
     pub kind: SourceKind,
     pub format: Option<Format>,
     pub split: Split,
-    pub key: Option<Program>,
+    pub key: Option<Arc<Program>>,
     pub records: Option<String>,
-    pub leika_key: Option<Program>,
+    pub leika_key: Option<Arc<Program>>,
     pub form_link: Option<FormLink>,
     pub max_withdrawal_share: f64,
     pub overlap: crate::scheduler::Overlap,
@@ -574,14 +619,14 @@ pub struct Source {
 }
 
 /// A resolved form link.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FormLink {
     pub source: String,
-    pub id: Program,
+    pub id: Arc<Program>,
 }
 
 /// Where a source reads from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum SourceKind {
     Http(crate::source::http::HttpSource),
     Directory { path: PathBuf, include: GlobSet, patterns: Vec<String> },
@@ -828,7 +873,7 @@ impl Config {
                 }
             };
             let key = raw_source.key.as_ref().and_then(|key| match Program::compile(key.get_ref()) {
-                Ok(program) => Some(program),
+                Ok(program) => Some(Arc::new(program)),
                 Err(errors) => {
                     for e in errors {
                         report.at(key, format!("source `{id}`: key expression: {e}"));
@@ -837,7 +882,7 @@ impl Config {
                 }
             });
             let mut compile = |what: &str, spanned: &Spanned<String>| match Program::compile(spanned.get_ref()) {
-                Ok(program) => Some(program),
+                Ok(program) => Some(Arc::new(program)),
                 Err(errors) => {
                     for e in errors {
                         report.at(spanned, format!("source `{id}`: {what}: {e}"));
@@ -948,6 +993,35 @@ impl Config {
             },
         };
 
+        let xrepository = raw.codelists.xrepository.as_ref().and_then(|spanned| {
+            let xr = spanned.get_ref();
+            let url = match reqwest::Url::parse(&xr.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+                _ => {
+                    report.at(spanned, format!("codelists.xrepository: url `{}` is not an http(s) URL", xr.url));
+                    return None;
+                }
+            };
+            if xr.timeout_secs == 0 {
+                report.at(spanned, "codelists.xrepository: timeout_secs must be at least 1");
+                return None;
+            }
+            let settings = crate::xrepository::Settings {
+                url,
+                timeout: std::time::Duration::from_secs(xr.timeout_secs),
+                retry: crate::retry::RetryPolicy {
+                    max_retries: xr.retries,
+                    base_delay: std::time::Duration::from_millis(xr.retry_base_ms),
+                    max_delay: std::time::Duration::from_millis(xr.retry_max_ms),
+                },
+                max_bytes: raw.limits.max_codelist_bytes,
+                limits: raw.limits.codec(),
+            };
+            crate::xrepository::XRepository::new(settings)
+                .map_err(|e| report.at(spanned, format!("codelists.xrepository: {e}")))
+                .ok()
+        });
+
         if !report.errors.is_empty() {
             return Err(ConfigErrors(report.errors));
         }
@@ -961,6 +1035,7 @@ impl Config {
             max_record_bytes: raw.limits.max_record_bytes,
             codelists: Arc::new(codelists),
             codelists_val,
+            xrepository,
             mappings,
             targets,
             sources,
@@ -969,6 +1044,48 @@ impl Config {
             lease: std::time::Duration::from_secs(raw.daemon.lease_secs.max(1)),
             share_batch: raw.daemon.share_batch,
         })
+    }
+
+    /// This configuration with other codelists (the directory's joined by fetched ones): every
+    /// mapping's version, and so every source's scan fingerprint, follows their fingerprint.
+    pub fn with_codelists(&self, codelists: Codelists) -> Config {
+        let mappings: Vec<Arc<Mapping>> =
+            self.mappings.iter().map(|m| Arc::new(m.with_codelists(&codelists))).collect();
+        let sources = self
+            .sources
+            .iter()
+            .map(|source| {
+                let own: Vec<Arc<Mapping>> = source
+                    .mappings
+                    .iter()
+                    .filter_map(|m| mappings.iter().find(|n| n.name == m.name).cloned())
+                    .collect();
+                let versions: Vec<String> = own.iter().map(|m| format!("{}={}", m.name, m.version)).collect();
+                let scan_fingerprint = crate::domain::ContentHash::of_parts([
+                    source.scan_fingerprint.as_str().as_bytes(),
+                    versions.join(",").as_bytes(),
+                ]);
+                Arc::new(Source { mappings: own, scan_fingerprint, ..(**source).clone() })
+            })
+            .collect();
+        Config {
+            file: self.file.clone(),
+            root: self.root.clone(),
+            database_url: self.database_url.clone(),
+            timezone: self.timezone,
+            limits: self.limits,
+            max_record_bytes: self.max_record_bytes,
+            codelists_val: to_val(&codelists.table),
+            codelists: Arc::new(codelists),
+            xrepository: self.xrepository.clone(),
+            mappings,
+            targets: self.targets.clone(),
+            sources,
+            admin: self.admin.clone(),
+            shutdown_grace: self.shutdown_grace,
+            lease: self.lease,
+            share_batch: self.share_batch,
+        }
     }
 
     pub fn source(&self, id: &str) -> Option<&Arc<Source>> {

@@ -6,6 +6,7 @@
 //! config::Config::resolve()      sources, mappings, targets, schedules — all checked up front
 //! pipeline::run(job, deps)
 //!   source::list / read_entry    files of a source, split into records with key and content hash
+//!   pipeline::codelists          lists the records refer to that nobody has: fetched (XRepository), cached
 //!   store ledger                 unchanged hash + unchanged mapping version ⇒ skip
 //!   codec::decode                XML → tree (quick-xml) | JSON → tree
 //!   mapping::Mapping::apply      jq program (jaq) + lookups + codelists ⇒ one document per target
@@ -29,3 +30,4 @@ pub mod source;
 pub mod store;
 pub mod target;
 pub mod validate;
+pub mod xrepository;

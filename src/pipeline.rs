@@ -8,6 +8,7 @@
 //! memory holds the keys of a source, not its documents. A daemon shares the work pass of a large
 //! run with the other instances on its database (see [`share`]).
 
+pub mod codelists;
 mod scan_cache;
 pub mod share;
 
@@ -126,6 +127,8 @@ pub struct RunReport {
     pub problems: Vec<Problem>,
     /// Sources that could not be processed at all, and requested items that were not found.
     pub errors: Vec<String>,
+    /// What went wrong without failing an item by itself (e.g. a codelist that could not be fetched).
+    pub warnings: Vec<String>,
 }
 
 /// One item at one target that did not go through.
@@ -188,6 +191,9 @@ pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
 
 /// [`run`] inside its tracing span, so every log line of the run carries the run id.
 async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport, PipelineError> {
+    // The directory's codelists joined by those fetched before (with XRepository configured).
+    let (deps, mut run_codelists) = codelists::for_run(deps).await?;
+    let deps = &deps;
     let config = &deps.config;
     let mut selected: Vec<Arc<Source>> = Vec::new();
     let wanted: BTreeSet<&str> =
@@ -229,6 +235,7 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
         counts: Counts::default(),
         problems: Vec::new(),
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let mut failed_sources = 0;
     if !job.dry_run {
@@ -241,10 +248,14 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
     }
     // What this run settled per item so far, for sources that depend on others (form links).
     let mut settled: HashMap<ItemKey, Result<(), String>> = HashMap::new();
+    // Codelists fetched for one source serve the sources after it.
+    let mut run_deps = deps.clone();
     for source in &selected {
         let items: BTreeSet<ItemKey> = job.items.iter().filter(|k| k.source() == source.id).cloned().collect();
-        let mut run = SourceRun::new(deps, source.clone(), &job, run_id, items).await?;
+        let source = run_deps.config.source(&source.id).expect("the same sources").clone();
+        let mut run = SourceRun::new(&run_deps, source.clone(), &job, run_id, items).await?;
         run.earlier = std::mem::take(&mut settled);
+        run.codelists = run_codelists.take();
         match run.execute().await {
             Ok(()) => {}
             Err(SourceFailure::Fatal(e)) => return Err(e),
@@ -258,8 +269,11 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
         report.counts.add(run.counts);
         report.problems.extend(run.problems);
         report.errors.extend(run.missing_items);
+        report.warnings.extend(run.warnings);
         settled = run.earlier;
         settled.extend(run.settled);
+        run_codelists = run.codelists.take();
+        run_deps = run.deps.clone();
     }
 
     report.status = if failed_sources > 0 && failed_sources == selected.len() {
@@ -343,6 +357,8 @@ struct Scanned {
     form: Option<ItemKey>,
     /// Why each mapping of the source refuses the record, when none takes it.
     refusals: Option<String>,
+    /// The codelists the record refers to.
+    codelists: Vec<crate::mapping::references::Reference>,
 }
 
 /// The result of working on one (item, mapping) pair.
@@ -399,8 +415,8 @@ impl Work {
     }
 }
 
-struct SourceRun<'a> {
-    deps: &'a Deps,
+struct SourceRun {
+    deps: Deps,
     source: Arc<Source>,
     force: bool,
     dry_run: bool,
@@ -421,11 +437,15 @@ struct SourceRun<'a> {
     earlier: HashMap<ItemKey, Result<(), String>>,
     /// Items of this source in this run: went through (`Ok`) or why not.
     settled: HashMap<ItemKey, Result<(), String>>,
+    /// The run's codelists, to fetch missing ones (with XRepository configured).
+    codelists: Option<codelists::RunCodelists>,
+    /// Warnings of the run that belong to no item.
+    warnings: Vec<String>,
 }
 
-impl<'a> SourceRun<'a> {
+impl SourceRun {
     async fn new(
-        deps: &'a Deps,
+        deps: &Deps,
         source: Arc<Source>,
         job: &Job,
         run_id: Option<i64>,
@@ -451,7 +471,7 @@ impl<'a> SourceRun<'a> {
         });
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         Ok(Self {
-            deps,
+            deps: deps.clone(),
             source,
             force: job.force,
             dry_run: job.dry_run,
@@ -469,6 +489,8 @@ impl<'a> SourceRun<'a> {
             cached_entries: 0,
             earlier: HashMap::new(),
             settled: HashMap::new(),
+            codelists: None,
+            warnings: Vec::new(),
         })
     }
 
@@ -511,6 +533,8 @@ impl<'a> SourceRun<'a> {
             }
         }
         self.retire_placeholders(&readable_origins);
+        // Codelists the records refer to that nobody has yet: fetched before anything is mapped.
+        self.fetch_codelists(&mut records).await?;
         let pairs: usize = records.iter().map(|r| r.mappings.len().max(1)).sum();
         self.progress.source_started(&self.source.id, pairs as u64);
         let vanished = self.vanished(&by_key);

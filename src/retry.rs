@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use backon::ExponentialBuilder;
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 /// How transient failures (connect errors, timeouts, 429, 5xx) are retried.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +42,81 @@ pub fn client(connect_timeout: Duration, request_timeout: Duration) -> Result<re
         .user_agent(concat!("portal-bridge/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// The result of one attempt, before retry classification.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Worth another try: connect errors, timeouts, a body that broke off, 429 and 5xx.
+    Transient { message: String, retry_after: Option<Duration> },
+    /// Any other answer that is not a success.
+    Permanent { status: u16, excerpt: String },
+    /// The body is larger than the limit (not read further).
+    TooLarge(u64),
+}
+
+/// A response whose body was read within the limit.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends `request` and reads the body, at most `max_body` bytes, classifying the outcome:
+/// success and 304 are a [`Response`], everything else an [`Attempt`] error.
+pub async fn send(request: reqwest::RequestBuilder, max_body: u64) -> Result<Response, Attempt> {
+    let transient = |e: reqwest::Error| Attempt::Transient { message: describe(e), retry_after: None };
+    let mut response = request.send().await.map_err(transient)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    if let Some(length) = response.content_length()
+        && length > max_body
+    {
+        return Err(Attempt::TooLarge(max_body));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transient)? {
+        if (body.len() + chunk.len()) as u64 > max_body {
+            return Err(Attempt::TooLarge(max_body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+        return Ok(Response { status, headers, body: Bytes::from(body) });
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        return Err(Attempt::Transient { message: format!("HTTP {}", status.as_u16()), retry_after });
+    }
+    Err(Attempt::Permanent { status: status.as_u16(), excerpt: excerpt(&body) })
+}
+
+/// Runs `attempt` until it succeeds, fails for good or `policy` allows no more retries (transient
+/// failures only, waiting per [`RetryPolicy::delay`]); returns the result and the number of attempts.
+/// `shown` names the request in the log (never with credentials).
+pub async fn retried<F, Fut>(policy: RetryPolicy, shown: &str, mut attempt: F) -> (Result<Response, Attempt>, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Response, Attempt>>,
+{
+    let mut attempts = 0;
+    let result = (|| {
+        attempts += 1;
+        attempt()
+    })
+    .retry(policy.backoff())
+    .when(|e: &Attempt| matches!(e, Attempt::Transient { .. }))
+    .adjust(move |e, delay| {
+        let retry_after = match e {
+            Attempt::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        policy.delay(retry_after, delay)
+    })
+    .notify(|e, delay| tracing::warn!(url = %shown, ?delay, "retrying: {e:?}"))
+    .await;
+    (result, attempts)
 }
 
 /// A rate limiter of `per_second` requests (at least one).

@@ -76,11 +76,6 @@ impl Codelists {
             };
             match parse_genericode(&bytes, limits) {
                 Ok(list) => {
-                    let by_version = list["canonicalVersionUri"].as_str().map(str::to_owned);
-                    let by_pair = match (list["canonicalUri"].as_str(), list["version"].as_str()) {
-                        (Some(uri), Some(version)) => Some(format!("{uri}|{version}")),
-                        _ => None,
-                    };
                     if let (Some(uri), Some(version)) = (list["canonicalUri"].as_str(), list["version"].as_str()) {
                         let newer = newest
                             .get(uri)
@@ -89,7 +84,7 @@ impl Codelists {
                             newest.insert(uri.to_owned(), list.clone());
                         }
                     }
-                    for key in [by_version, by_pair].into_iter().flatten() {
+                    for key in keys(&list) {
                         table.insert(key, list.clone());
                     }
                 }
@@ -104,12 +99,67 @@ impl Codelists {
         Ok(Self { table: Value::Object(table), fingerprint, broken })
     }
 
+    /// These lists joined by lists fetched from elsewhere (XRepository, via the database cache):
+    /// `fetched` holds each list's genericode bytes. A key the directory already has stays the
+    /// directory's; a fetched list becomes the newest version at hand of its canonical URI only
+    /// if it is newer than the directory's. The fetched bytes take part in the fingerprint, so
+    /// that a new list re-maps the items. A fetched list that cannot be parsed (within `limits`)
+    /// is left out and returned with the reason. Without fetched lists, nothing changes.
+    pub fn with_fetched(&self, fetched: &[Vec<u8>], limits: Limits) -> (Self, Vec<String>) {
+        if fetched.is_empty() {
+            return (self.clone(), Vec::new());
+        }
+        let mut table = self.table.as_object().cloned().unwrap_or_default();
+        let mut problems = Vec::new();
+        let mut parts: Vec<&[u8]> = vec![self.fingerprint.as_str().as_bytes()];
+        let mut sorted: Vec<&Vec<u8>> = fetched.iter().collect();
+        sorted.sort();
+        for bytes in sorted {
+            let list = match parse_genericode(bytes, limits) {
+                Ok(list) => list,
+                Err(reason) => {
+                    problems.push(reason);
+                    continue;
+                }
+            };
+            parts.push(bytes);
+            for key in keys(&list) {
+                table.entry(key).or_insert_with(|| list.clone());
+            }
+            if let (Some(uri), Some(version)) = (list["canonicalUri"].as_str(), list["version"].as_str()) {
+                let key = format!("{uri}|");
+                let newer = table
+                    .get(&key)
+                    .is_none_or(|held| newer_version(version, held["version"].as_str().unwrap_or_default()));
+                if newer {
+                    table.insert(key, list.clone());
+                }
+            }
+        }
+        let lists = Self {
+            table: Value::Object(table),
+            fingerprint: ContentHash::of_parts(parts),
+            broken: self.broken.clone(),
+        };
+        (lists, problems)
+    }
+
     /// For a mapping error about a missing codelist: which broken file declares it and why it
     /// cannot be used, or, if no broken file is known to declare it, the broken files that might.
     /// `None` if the message is not about a codelist or no codelist file is broken.
     pub fn explain(&self, message: &str) -> Option<String> {
         explain(&self.broken, message)
     }
+}
+
+/// The keys a list is found by: its `canonicalVersionUri` and `canonicalUri|version`.
+fn keys(list: &Value) -> Vec<String> {
+    let by_version = list["canonicalVersionUri"].as_str().map(str::to_owned);
+    let by_pair = match (list["canonicalUri"].as_str(), list["version"].as_str()) {
+        (Some(uri), Some(version)) => Some(format!("{uri}|{version}")),
+        _ => None,
+    };
+    [by_version, by_pair].into_iter().flatten().collect()
 }
 
 /// True if codelist version `a` is newer than `b`. Versions are compared as runs of digits (by
@@ -298,6 +348,27 @@ mod tests {
         assert!(lists.table.get("urn:x:anrede|2024-03-01").is_some());
         assert_eq!(lists.broken.len(), 1);
         assert!(lists.broken[0].path.ends_with("broken.xml"));
+    }
+
+    #[test]
+    fn fetched_lists_join_the_directory_which_wins_and_change_the_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("anrede.xml"), LIST).unwrap();
+        let lists = Codelists::load(dir.path(), MAX, Limits::default()).unwrap();
+        let (same, problems) = lists.with_fetched(&[], Limits::default());
+        assert_eq!(same.fingerprint, lists.fingerprint, "nothing fetched, nothing changes");
+        assert!(problems.is_empty());
+        let other = LIST.replace("Herr", "Divers").into_bytes();
+        let newer = LIST.replace("2024-03-01", "2025-01-01").into_bytes();
+        let fetched = [other, newer, b"<nope/>".to_vec()];
+        let (joined, problems) = lists.with_fetched(&fetched, Limits::default());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_ne!(joined.fingerprint, lists.fingerprint);
+        assert_eq!(joined.table["urn:x:anrede_2024-03-01"]["codes"][1]["name"], "Herr", "the directory wins");
+        assert_eq!(joined.table["urn:x:anrede_2025-01-01"]["version"], "2025-01-01");
+        assert_eq!(joined.table["urn:x:anrede|"]["version"], "2025-01-01", "a newer fetched version is the newest");
+        let (again, _) = lists.with_fetched(&[fetched[1].clone(), fetched[0].clone()], Limits::default());
+        assert_eq!(again.fingerprint, joined.with_fetched(&[], Limits::default()).0.fingerprint);
     }
 
     #[test]

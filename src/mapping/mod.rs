@@ -4,9 +4,11 @@ pub mod codelists;
 pub mod engine;
 pub mod fixtures;
 pub mod latin;
+pub mod references;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jaq_json::Val;
 use serde::Deserialize;
@@ -99,8 +101,10 @@ pub struct Mapping {
     pub input_schema: Option<PathBuf>,
     /// Hash of the mapping file, its program, the codelists and the engine: when it changes, items are re-mapped.
     pub version: ContentHash,
-    program: Program,
+    program: Arc<Program>,
     lookups: Val,
+    /// The mapping file's text and its program's, from which (with the codelists) the version is made.
+    version_inputs: Arc<(String, String)>,
     /// The codelist files that could not be used, to name them when the program misses a codelist.
     broken_codelists: Vec<BrokenCodelist>,
 }
@@ -223,23 +227,36 @@ impl Mapping {
         let Some(program) = program.filter(|_| errors.is_empty()) else {
             return Err(errors);
         };
-        let version = ContentHash::of_parts([
-            ENGINE_VERSION.as_bytes(),
-            text.as_bytes(),
-            code.as_bytes(),
-            codelists.fingerprint.as_str().as_bytes(),
-        ]);
+        let version_inputs = Arc::new((text, code));
         Ok(Self {
             name: spec.name,
             file: file.into(),
             input_schema: input.schema.clone(),
             input,
             output,
-            version,
-            program,
+            version: version_of(&version_inputs, codelists),
+            program: Arc::new(program),
             lookups: to_val(&lookups),
+            version_inputs,
             broken_codelists: codelists.broken.clone(),
         })
+    }
+
+    /// The same mapping over other codelists (e.g. the directory's joined by fetched ones): the
+    /// version follows their fingerprint, so that items are re-mapped when a list arrives.
+    pub fn with_codelists(&self, codelists: &Codelists) -> Mapping {
+        Mapping {
+            name: self.name.clone(),
+            file: self.file.clone(),
+            input: self.input.clone(),
+            output: self.output.clone(),
+            input_schema: self.input_schema.clone(),
+            version: version_of(&self.version_inputs, codelists),
+            program: self.program.clone(),
+            lookups: self.lookups.clone(),
+            version_inputs: self.version_inputs.clone(),
+            broken_codelists: codelists.broken.clone(),
+        }
     }
 
     /// True if this mapping takes records of this shape.
@@ -321,6 +338,16 @@ impl Mapping {
             warnings,
         })
     }
+}
+
+/// A mapping's version: the engine, the mapping file, the program and the codelists.
+fn version_of(inputs: &(String, String), codelists: &Codelists) -> ContentHash {
+    ContentHash::of_parts([
+        ENGINE_VERSION.as_bytes(),
+        inputs.0.as_bytes(),
+        inputs.1.as_bytes(),
+        codelists.fingerprint.as_str().as_bytes(),
+    ])
 }
 
 /// Loads every `*.toml` mapping in `dir`; names must be unique.

@@ -11,11 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::{EntryScan, Scanned, Work, read_records};
 use crate::config::Config;
 use crate::domain::{ContentHash, ItemKey};
+use crate::mapping::references::{Reference, references};
 use crate::source::Entry;
 use crate::store::scan_cache::CachedScan;
-
-/// How pass 1 reads records; part of the fingerprint, so that a change re-reads every entry.
-const RECORD_TREE: &str = "record-tree/2";
 
 /// A record as the cache keeps it.
 #[derive(Serialize, Deserialize)]
@@ -28,7 +26,15 @@ struct CachedRecord {
     /// Why the source's mappings refuse the record, when none takes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refusals: Option<String>,
+    /// The codelists the record refers to, so that a list still missing is fetched even while
+    /// the entry is not decoded again.
+    #[serde(default)]
+    codelists: Vec<Reference>,
 }
+
+/// Bumped when what the cache keeps of a record, or how a record is read, changes: older rows are
+/// then not used (3: trees decoded without forced arrays, refusal reasons, codelist references).
+const RECORDS_FORMAT: &str = "scan-records/3";
 
 /// The scan cache of one source, as loaded at the start of its run.
 #[derive(Debug, Default)]
@@ -50,9 +56,11 @@ impl ScanCache {
         }
         // The limits decide what is readable at all, so they are part of the fingerprint.
         let limits = format!("{:?} {} {}", config.limits, config.max_record_bytes, source.max_id_chars);
-        // How records are read (decoded without forced arrays since 0.2) decides their hashes.
-        let limits = format!("{RECORD_TREE} {limits}");
-        let fingerprint = ContentHash::of_parts([source.scan_fingerprint.as_str().as_bytes(), limits.as_bytes()]);
+        let fingerprint = ContentHash::of_parts([
+            source.scan_fingerprint.as_str().as_bytes(),
+            limits.as_bytes(),
+            RECORDS_FORMAT.as_bytes(),
+        ]);
         Ok(Self { fingerprint: Some(fingerprint.to_string()), entries: store.scan_cache(&source.id).await? })
     }
 }
@@ -94,6 +102,7 @@ pub(super) fn scan_entry(work: &Work, entry: Entry) -> EntryScanned {
                     hash: r.hash.clone(),
                     mappings: r.mappings.iter().map(|m| m.name.clone()).collect(),
                     refusals: r.refusals.clone(),
+                    codelists: r.codelists.clone(),
                 })
                 .collect();
             let records = serde_json::to_string(&records).expect("records serialise");
@@ -115,7 +124,15 @@ fn from_cache(work: &Work, text: &str) -> Option<Vec<Scanned>> {
                 .iter()
                 .map(|name| work.source.mappings.iter().find(|m| &m.name == name).cloned())
                 .collect::<Option<Vec<_>>>()?;
-            Some(Scanned { origin: r.origin, key: r.key, hash: r.hash, mappings, form: None, refusals: r.refusals })
+            Some(Scanned {
+                origin: r.origin,
+                key: r.key,
+                hash: r.hash,
+                mappings,
+                form: None,
+                refusals: r.refusals,
+                codelists: r.codelists,
+            })
         })
         .collect()
 }
@@ -136,7 +153,8 @@ fn decode(work: &Work, entry: &Entry) -> EntryScan {
                     });
                     reasons.collect::<Vec<_>>().join("; ")
                 });
-                Scanned { mappings, origin: r.origin, key: r.key, hash: r.hash, form: r.form, refusals }
+                let codelists = references(&r.decoded.tree);
+                Scanned { mappings, origin: r.origin, key: r.key, hash: r.hash, form: r.form, refusals, codelists }
             })
         })
         .collect())

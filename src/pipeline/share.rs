@@ -101,7 +101,7 @@ fn batches(jobs: Vec<(Entry, Vec<Pair>)>, size: usize) -> Vec<(i64, String)> {
     out
 }
 
-impl SourceRun<'_> {
+impl SourceRun {
     /// Pass 2, shared: writes the work as batches, works on them alongside the other instances,
     /// waits for the last one and adds up their results.
     pub(super) async fn deliver_shared(
@@ -122,7 +122,7 @@ impl SourceRun<'_> {
             format!("{pairs} pairs of work shared in {} batches of up to {}", batches.len(), share.batch_pairs),
         );
         loop {
-            let (until, now) = (share.until(self.deps), self.now());
+            let (until, now) = (share.until(&self.deps), self.now());
             match store.claim_batch(&self.source.id, Some(run_id), &share.instance, &until, &now).await? {
                 Some(batch) => self.work_batch(batch, share).await?,
                 None if store.batches_of_run(run_id, &self.source.id).await?.iter().all(|b| b.done_at.is_some()) => {
@@ -169,11 +169,11 @@ impl SourceRun<'_> {
         let pairs = jobs.iter().map(|(_, pairs)| pairs.len()).sum();
         let saved =
             (std::mem::take(&mut self.counts), std::mem::take(&mut self.problems), std::mem::take(&mut self.settled));
-        let (store, deps) = (self.deps.store.clone(), self.deps);
+        let (store, deps) = (self.deps.store.clone(), self.deps.clone());
         let renew = async {
             loop {
                 tokio::time::sleep(share.claim / 3).await;
-                match store.renew_batch(batch.id, &share.instance, &share.until(deps)).await {
+                match store.renew_batch(batch.id, &share.instance, &share.until(&deps)).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!(batch = batch.id, "the claim on a shared batch was lost"),
                     Err(e) => tracing::warn!(batch = batch.id, "cannot renew the claim on a shared batch: {e}"),
@@ -251,12 +251,17 @@ pub(super) async fn clear_earlier(deps: &Deps, source_id: &str) -> Result<(), Pi
 pub async fn help(deps: &Deps, share: &Share, job: &Job) -> Result<bool, PipelineError> {
     let now = timestamp(deps.clock.now());
     for source_id in deps.store.sources_with_open_batches(&now).await? {
-        let Some(source) = deps.config.source(&source_id) else { continue };
+        if deps.config.source(&source_id).is_none() {
+            continue;
+        }
         let claimed = deps.store.claim_batch(&source_id, None, &share.instance, &share.until(deps), &now).await?;
         let Some(batch) = claimed else { continue };
         let (id, run_id) = (batch.id, batch.run_id);
         let job = Job { trigger: Trigger::Schedule, share: Some(share.clone()), ..job.clone() };
-        let mut run = SourceRun::new(deps, source.clone(), &job, Some(run_id), BTreeSet::new()).await?;
+        // The codelists the run's holder mapped with: the directory's and the database cache's.
+        let (deps, _) = super::codelists::for_run(deps).await?;
+        let source = deps.config.source(&source_id).expect("the same sources").clone();
+        let mut run = SourceRun::new(&deps, source, &job, Some(run_id), BTreeSet::new()).await?;
         match run.work_batch(batch, share).await {
             Ok(()) => tracing::info!(batch = id, run_id, source = %source_id, "worked on a shared batch"),
             Err(SourceFailure::Fatal(e)) => return Err(e),

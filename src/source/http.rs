@@ -5,15 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::Retryable;
 use bytes::Bytes;
 use governor::DefaultDirectRateLimiter;
-use reqwest::header::{ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LINK, RETRY_AFTER};
+use reqwest::header::{ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LINK};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 
 pub use crate::retry::RetryPolicy;
-use crate::retry::{describe, excerpt, parse_retry_after};
+use crate::retry::{Attempt, Response, retried, send};
 use crate::store::http_cache::CachedPage;
 use crate::store::{Store, StoreError};
 
@@ -105,20 +104,6 @@ pub enum FetchError {
     Timeout(Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The result of one attempt, before retry classification.
-#[derive(Debug)]
-enum Attempt {
-    Transient { message: String, retry_after: Option<Duration> },
-    Permanent { status: u16, excerpt: String },
-    TooLarge(u64),
-}
-
-struct Response {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
 }
 
 /// Fetches every page of the source. Validators and bodies are kept in the store, so that a 304
@@ -257,23 +242,7 @@ pub fn next_link(header: &str) -> Option<&str> {
 /// full jitter, honouring `Retry-After`.
 async fn get(http: &HttpSource, url: &Url, cached: Option<&CachedPage>) -> Result<Response, FetchError> {
     let shown = url.to_string();
-    let mut attempts = 0;
-    let policy = http.retry;
-    let result = (|| {
-        attempts += 1;
-        attempt(http, url, cached)
-    })
-    .retry(policy.backoff())
-    .when(|e: &Attempt| matches!(e, Attempt::Transient { .. }))
-    .adjust(move |e, delay| {
-        let retry_after = match e {
-            Attempt::Transient { retry_after, .. } => *retry_after,
-            _ => None,
-        };
-        policy.delay(retry_after, delay)
-    })
-    .notify(|e, delay| tracing::warn!(url = %shown, ?delay, "retrying: {e:?}"))
-    .await;
+    let (result, attempts) = retried(http.retry, &shown, || attempt(http, url, cached)).await;
     result.map_err(|e| match e {
         Attempt::Transient { message, .. } => FetchError::Transient { url: shown.clone(), message, attempts },
         Attempt::Permanent { status, excerpt } => FetchError::Permanent { url: shown.clone(), status, excerpt },
@@ -300,30 +269,7 @@ async fn attempt(http: &HttpSource, url: &Url, cached: Option<&CachedPage>) -> R
         Some(Auth::Bearer(token)) => request.bearer_auth(token.expose_secret()),
         Some(Auth::Basic { username, password }) => request.basic_auth(username, Some(password.expose_secret())),
     };
-    let transient = |e: reqwest::Error| Attempt::Transient { message: describe(e), retry_after: None };
-    let mut response = request.send().await.map_err(transient)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    if let Some(length) = response.content_length()
-        && length > http.max_body_bytes
-    {
-        return Err(Attempt::TooLarge(http.max_body_bytes));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transient)? {
-        if (body.len() + chunk.len()) as u64 > http.max_body_bytes {
-            return Err(Attempt::TooLarge(http.max_body_bytes));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    if status.is_success() || status == StatusCode::NOT_MODIFIED {
-        return Ok(Response { status, headers, body: Bytes::from(body) });
-    }
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        return Err(Attempt::Transient { message: format!("HTTP {}", status.as_u16()), retry_after });
-    }
-    Err(Attempt::Permanent { status: status.as_u16(), excerpt: excerpt(&body) })
+    send(request, http.max_body_bytes).await
 }
 
 #[cfg(test)]

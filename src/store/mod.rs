@@ -2,6 +2,7 @@
 
 pub mod adoptions;
 pub mod batches;
+pub mod codelist_cache;
 pub mod documents;
 pub mod http_cache;
 pub mod intents;

@@ -17,3 +17,4 @@ mod portal_sim;
 mod properties;
 mod store;
 mod support;
+mod xrepository;
