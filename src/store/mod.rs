@@ -3,6 +3,7 @@
 pub mod adoptions;
 pub mod batches;
 pub mod documents;
+pub mod findings;
 pub mod http_cache;
 pub mod intents;
 pub mod lease;
