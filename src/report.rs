@@ -20,6 +20,8 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Category {
+    /// The item was not delivered (an error in its last run).
+    Quarantine,
     /// The record deviates from its standard's XSD (XDatenfelder 2.0 or 3.0.0).
     XsdDeviation,
     /// Text outside DIN SPEC 91379 String.Latin, replaced in the XDatenfelder 3.0.0 document.
@@ -34,14 +36,14 @@ pub enum Category {
     Unsupported,
     /// Something the form mapping had to keep as a note instead of mapping it.
     NotedNotMapped,
-    /// The item was not delivered (an error in its last run).
-    Quarantine,
     /// Anything else the log says about the item (never dropped).
     Other,
 }
 
 impl Category {
+    /// In the order reports list them: what was not delivered first.
     pub const ALL: [Category; 9] = [
+        Category::Quarantine,
         Category::XsdDeviation,
         Category::StringLatin,
         Category::CodelistMissing,
@@ -49,7 +51,6 @@ impl Category {
         Category::StubScript,
         Category::Unsupported,
         Category::NotedNotMapped,
-        Category::Quarantine,
         Category::Other,
     ];
 
@@ -258,42 +259,45 @@ pub fn build(sources: Vec<String>, rows: &[FindingRow]) -> QualityReport {
             .map(|&category| {
                 let counts = items.iter().map(|i| i.findings.iter().filter(|f| f.categories().any(|c| c == category)));
                 let per_item: Vec<usize> = counts.map(Iterator::count).collect();
-                Count {
-                    category,
-                    findings: per_item.iter().sum(),
-                    items: per_item.iter().filter(|n| **n > 0).count(),
-                }
+                Count { category, findings: per_item.iter().sum(), items: per_item.iter().filter(|n| **n > 0).count() }
             })
             .collect(),
     );
     QualityReport { sources, items, summary }
 }
 
-/// One item's rows: statuses per target, and its messages merged across targets.
+/// One item's rows: statuses per target, and its messages merged across targets. Findings are
+/// ordered by category, then by where they first occur: the first of their targets by name, and
+/// their place in that target's events (the order the mapping wrote them). Not by event id, since
+/// the targets of an item are mapped in parallel and their events interleave differently each run.
 fn item(rows: &[FindingRow]) -> ItemFindings {
-    struct Merged {
+    struct Merged<'a> {
         classified: Classified,
-        first_event: i64,
+        first: (&'a str, usize),
         per_target: BTreeMap<String, usize>,
     }
     let mut statuses = BTreeMap::new();
     let mut merged: BTreeMap<&str, Merged> = BTreeMap::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for row in rows {
         statuses.insert(row.target.clone(), row.status.clone());
-        let (Some(id), Some(level), Some(message)) = (row.event_id, &row.level, &row.message) else { continue };
+        let (Some(level), Some(message)) = (&row.level, &row.message) else { continue };
+        let place = seen.entry(row.target.as_str()).or_default();
+        let at = (row.target.as_str(), *place);
+        *place += 1;
         let entry = merged.entry(message.as_str()).or_insert_with(|| Merged {
             classified: classify(level, message),
-            first_event: id,
+            first: at,
             per_target: BTreeMap::new(),
         });
         // The same text as a warning for one target and an error for another: the error wins.
         if level == Level::Error.as_str() {
             entry.classified = classify(level, message);
         }
-        entry.first_event = entry.first_event.min(id);
+        entry.first = entry.first.min(at);
         *entry.per_target.entry(row.target.clone()).or_default() += 1;
     }
-    let mut findings: Vec<(i64, Finding)> = merged
+    let mut findings: Vec<((&str, usize), Finding)> = merged
         .into_iter()
         .map(|(message, m)| {
             let finding = Finding {
@@ -303,10 +307,10 @@ fn item(rows: &[FindingRow]) -> ItemFindings {
                 targets: m.per_target.into_keys().collect(),
                 message: message.to_owned(),
             };
-            (m.first_event, finding)
+            (m.first, finding)
         })
         .collect();
-    findings.sort_by_key(|(first, f)| (f.category, *first));
+    findings.sort_by(|(a, f), (b, g)| (f.category, a).cmp(&(g.category, b)));
     ItemFindings {
         item: rows[0].item_key.clone(),
         source: rows[0].source_id.clone(),

@@ -21,11 +21,8 @@ pub fn statuses(item: &ItemFindings) -> String {
 
 /// The status of a finding's targets: one word if they agree, else `target: status` each.
 pub fn finding_status(item: &ItemFindings, finding: &Finding) -> String {
-    let words: Vec<(&str, &str)> = finding
-        .targets
-        .iter()
-        .map(|t| (t.as_str(), item.statuses.get(t).map(String::as_str).unwrap_or("")))
-        .collect();
+    let words: Vec<(&str, &str)> =
+        finding.targets.iter().map(|t| (t.as_str(), item.statuses.get(t).map(String::as_str).unwrap_or(""))).collect();
     match words.as_slice() {
         [(_, first), rest @ ..] if rest.iter().all(|(_, s)| s == first) => (*first).to_owned(),
         _ => words.iter().map(|(t, s)| format!("{t}: {s}")).collect::<Vec<_>>().join("; "),
@@ -50,10 +47,7 @@ pub fn text(report: &QualityReport) -> String {
     for source in report.shown_sources() {
         let items: Vec<&ItemFindings> = report.items_of(source).collect();
         let with = items.iter().filter(|i| !i.findings.is_empty()).count();
-        out.push_str(&format!(
-            "\nQuelle (source) {source}: {} item(s), {with} with findings\n",
-            items.len()
-        ));
+        out.push_str(&format!("\nQuelle (source) {source}: {} item(s), {with} with findings\n", items.len()));
         for item in items {
             out.push_str(&format!("\n{}  [{}]\n", item.item, statuses(item)));
             if item.findings.is_empty() {

@@ -38,8 +38,14 @@ fn input_xsd_deviations_of_both_standards() {
 
 #[test]
 fn string_latin_replacements() {
-    assert_eq!(warn("String.Latin (DIN SPEC 91379): F00000000123 beschreibung: 2× „ (U+201E) → \"\\\"\""), Category::StringLatin);
-    assert_eq!(warn("String.Latin (DIN SPEC 91379): F60000000247 beschreibung: ≤ (U+2264) → \"<=\""), Category::StringLatin);
+    assert_eq!(
+        warn("String.Latin (DIN SPEC 91379): F00000000123 beschreibung: 2× „ (U+201E) → \"\\\"\""),
+        Category::StringLatin
+    );
+    assert_eq!(
+        warn("String.Latin (DIN SPEC 91379): F60000000247 beschreibung: ≤ (U+2264) → \"<=\""),
+        Category::StringLatin
+    );
     assert_eq!(
         warn("String.Latin (DIN SPEC 91379): R00000002264 freitextRegel: \u{a0} (U+00A0) → space"),
         Category::StringLatin
@@ -91,7 +97,10 @@ fn stub_scripts() {
 #[test]
 fn the_form_mappings_codes() {
     let cases = [
-        ("unsupported-gruppenart (G60000000001): Gruppenart \"X\" is not supported; shown as a plain group", Category::Unsupported),
+        (
+            "unsupported-gruppenart (G60000000001): Gruppenart \"X\" is not supported; shown as a plain group",
+            Category::Unsupported,
+        ),
         (
             "unsupported-datentyp (G1/F1): datentyp \"blob\" (feldart \"input\") is not supported; shown as an unsupported element",
             Category::Unsupported,
@@ -108,9 +117,15 @@ fn the_form_mappings_codes() {
             "praezisierung-unparsed (G00000091/G00000248/G00000093/G00000234/F00000440): praezisierung \"1..31\" is not a JSON object of constraints; kept as a note",
             Category::NotedNotMapped,
         ),
-        ("anzahl-invalid (G1/F3): anzahl \"x\" is not min:max; the element is taken as optional (0:1)", Category::NotedNotMapped),
+        (
+            "anzahl-invalid (G1/F3): anzahl \"x\" is not min:max; the element is taken as optional (0:1)",
+            Category::NotedNotMapped,
+        ),
         ("schema-empty: the schema contains no datenfeld", Category::NotedNotMapped),
-        ("select-without-options (G1/F4): select field without a codelisteReferenz: it has no options", Category::NotedNotMapped),
+        (
+            "select-without-options (G1/F4): select field without a codelisteReferenz: it has no options",
+            Category::NotedNotMapped,
+        ),
     ];
     for (message, category) in cases {
         assert_eq!(warn(message), category, "{message}");
@@ -203,8 +218,11 @@ fn one_finding_per_message_naming_every_target_and_counting_repeats() {
     assert_eq!(report.items.len(), 4);
     let a = &report.items[0];
     assert_eq!(a.statuses.len(), 2);
-    let found: Vec<(Category, Vec<&str>, usize)> =
-        a.findings.iter().map(|f| (f.category, f.targets.iter().map(String::as_str).collect(), f.occurrences)).collect();
+    let found: Vec<(Category, Vec<&str>, usize)> = a
+        .findings
+        .iter()
+        .map(|f| (f.category, f.targets.iter().map(String::as_str).collect(), f.occurrences))
+        .collect();
     assert_eq!(
         found,
         [
@@ -237,7 +255,41 @@ fn one_finding_per_message_naming_every_target_and_counting_repeats() {
     assert_eq!(&records[3][6], "codelist-missing");
 
     let text = render::text(&report);
-    for needle in ["s/A", "s/B", "keine Befunde (no findings)", "t/D", "≤ (U+2264)", "Grund (reason): Codeliste fehlt"] {
+    for needle in ["s/A", "s/B", "keine Befunde (no findings)", "t/D", "≤ (U+2264)", "Grund (reason): Codeliste fehlt"]
+    {
         assert!(text.contains(needle), "{needle} in\n{text}");
+    }
+}
+
+#[test]
+fn the_order_of_findings_does_not_depend_on_how_the_targets_interleaved() {
+    let a = "a.xml: mapping m1: \"missing codelist urn:x_1 (field F1)\"";
+    let b = "a.xml: mapping m2: \"missing codelist urn:x_1 (field F1)\"";
+    let stub = "rule R1: its script is an empty stub (function script() {}); no skript is written";
+    let first = [
+        row("s/A", "form-platform", "quarantined", Some((1, "error", a))),
+        row("s/A", "portal-xml", "quarantined", Some((2, "warn", stub))),
+        row("s/A", "portal-xml", "quarantined", Some((3, "error", b))),
+    ];
+    let second = [
+        row("s/A", "form-platform", "quarantined", Some((9, "error", a))),
+        row("s/A", "portal-xml", "quarantined", Some((7, "warn", stub))),
+        row("s/A", "portal-xml", "quarantined", Some((8, "error", b))),
+    ];
+    let (x, y) = (build(vec!["s".into()], &first), build(vec!["s".into()], &second));
+    assert_eq!(x, y);
+    let order: Vec<&str> = x.items[0].findings.iter().map(|f| f.targets[0].as_str()).collect();
+    assert_eq!(x.items[0].findings[2].category, Category::StubScript);
+    assert_eq!(order, ["form-platform", "portal-xml", "portal-xml"], "quarantines first, each by its target");
+}
+
+#[test]
+fn category_ids_are_their_json_names_and_all_is_in_report_order() {
+    for window in Category::ALL.windows(2) {
+        assert!(window[0] < window[1], "{window:?}");
+    }
+    for category in Category::ALL {
+        assert_eq!(serde_json::to_value(category).unwrap(), category.id());
+        assert!(category.label().contains(" ("), "German label with the English gloss: {}", category.label());
     }
 }

@@ -15,5 +15,6 @@ mod http;
 mod pipeline;
 mod portal_sim;
 mod properties;
+mod quality;
 mod store;
 mod support;
