@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::auth::ReadPage;
 use super::html::{Html, Kind, Nav, page};
-use super::pages::{PageResult, bad_query, failed, item_href, not_found_page, target_label};
+use super::pages::{PageResult, bad_query, error_page, failed, item_href, not_found_page, target_label};
 use super::{ApiState, query_value};
 use crate::report::{self, ItemFindings, QualityReport};
 
@@ -44,7 +44,7 @@ pub(crate) async fn quality(
     };
     let report = report::quality(&state.store, covered, source.as_deref()).await.map_err(|e| match e {
         report::ReportError::Store(e) => failed(e),
-        report::ReportError::Csv(_) => unreachable!("no CSV is written for the page"),
+        other => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Fehler (Error)", &other.to_string()),
     })?;
 
     let mut h = Html::new();
