@@ -1,4 +1,4 @@
-//! The command line: clap subcommands for migrations, status, the migration log, items, checks and mapping tests.
+//! The command line: clap subcommands for migrations, status, the migration log, items, checks, mapping tests and reports.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,6 +69,35 @@ pub enum Command {
     Skip(SkipArgs),
     /// Settle a conflict (the portal's copy changed since our last write).
     Resolve(ResolveArgs),
+    /// Reports for the model regions.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Per form, what the bridge found wrong upstream in its last migration: XSD deviations,
+    /// String.Latin replacements, missing or versionless codelists, stub scripts, unsupported or
+    /// noted elements, quarantines.
+    Quality(QualityArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QualityArgs {
+    /// Only the items of this source.
+    #[arg(long, value_name = "ID")]
+    pub source: Option<String>,
+    /// Output: tables per item (text), one row per finding (csv), or one JSON object (json).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// How a report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -307,6 +336,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Status(args) => status(&config, args).await,
         Command::Log(args) => log(&config, args).await,
         Command::Show(args) => show(&config, args).await,
+        Command::Report(ReportCommand::Quality(args)) => quality_report(&config, args).await,
     }
 }
 
@@ -975,6 +1005,30 @@ async fn log(config: &Config, args: LogArgs) -> Result<Exit> {
         ]);
     }
     println!("{out}");
+    Ok(Exit::Ok)
+}
+
+async fn quality_report(config: &Config, args: QualityArgs) -> Result<Exit> {
+    use crate::report::{self, render};
+    let sources: Vec<String> = match &args.source {
+        Some(id) if config.source(id).is_none() => {
+            eprintln!(
+                "unknown source `{id}`; configured: {}",
+                config.sources.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            return Ok(Exit::Usage);
+        }
+        Some(id) => vec![id.clone()],
+        None => config.sources.iter().map(|s| s.id.clone()).collect(),
+    };
+    let store = open_store(config).await?;
+    let report = report::quality(&store, sources, args.source.as_deref()).await?;
+    store.close().await;
+    match args.format {
+        ReportFormat::Text => print!("{}", render::text(&report)),
+        ReportFormat::Csv => print!("{}", render::csv(&report)?),
+        ReportFormat::Json => println!("{}", serde_json::to_string(&report)?),
+    }
     Ok(Exit::Ok)
 }
 

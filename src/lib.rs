@@ -13,6 +13,7 @@
 //!   validate::Validators::check  JSON Schema | XSD; failure ⇒ quarantine, never delivered
 //!   target::deliver              outbox directory (atomic file per item)
 //!   store::Store::write_batch    item status in the ledger + events in the migration log
+//! report::quality                per item, the warnings and errors of its last migration, classified
 //! ```
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod domain;
 pub mod mapping;
 pub mod pipeline;
 pub mod portal_sim;
+pub mod report;
 pub mod retry;
 pub mod scheduler;
 pub mod source;

@@ -173,6 +173,7 @@ impl Kind {
 pub enum Nav {
     Runs,
     Quarantine,
+    Quality,
     None,
 }
 
@@ -188,6 +189,8 @@ header a:hover, header a[aria-current] { background: rgba(255,255,255,.18); }
 main { padding: 1rem 1.5rem 3rem; max-width: 1500px; }
 h1 { font-size: 1.55rem; margin: .6rem 0 .3rem; overflow-wrap: anywhere; }
 h2 { font-size: 1.2rem; margin: 1.6rem 0 .3rem; }
+h3 { font-size: 1.02rem; margin: 1.2rem 0 .2rem; overflow-wrap: anywhere; }
+h3 .statuses { font-weight: 400; font-size: .9em; margin-left: .6rem; }
 p.intro { max-width: 62rem; margin: .3rem 0 1rem; color: #333; }
 p.hint { max-width: 62rem; color: #444; font-size: .92rem; }
 table { border-collapse: collapse; background: #fff; margin: .4rem 0 1.2rem; }
@@ -238,9 +241,11 @@ pub fn page(status: StatusCode, title: &str, nav: Nav, body: Html) -> Response {
         .raw(" – portal-bridge</title><style>")
         .raw(STYLE)
         .raw("</style></head><body><header><span class=\"brand\">portal-bridge</span><nav>");
-    for (entry, href, label) in
-        [(Nav::Runs, "/runs", "Läufe (Runs)"), (Nav::Quarantine, "/quarantine", "Quarantäne (Quarantine)")]
-    {
+    for (entry, href, label) in [
+        (Nav::Runs, "/runs", "Läufe (Runs)"),
+        (Nav::Quarantine, "/quarantine", "Quarantäne (Quarantine)"),
+        (Nav::Quality, "/quality", "Qualität (Quality)"),
+    ] {
         h.raw("<a href=\"").raw(href).raw("\"");
         if entry == nav {
             h.raw(" aria-current=\"page\"");

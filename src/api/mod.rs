@@ -11,6 +11,7 @@
 //! GET  /api/items/{key}             rows per target and the item's log; key percent-encoded or with its `/` (read access)
 //! POST /api/items/{key}/retry       logs an operator event, a Job for the item → 202 (write access)
 //! GET  / and /runs, /runs/{id}, /items/{key}, /items/{key}/diff, /quarantine   review pages (read access)
+//! GET  /quality?source=             the quality report per form, for the regions (read access)
 //! ```
 //!
 //! Write access needs `Authorization: Bearer <admin token>`; read access needs it (or HTTP Basic
@@ -21,6 +22,7 @@ mod html;
 mod json;
 pub mod metrics;
 mod pages;
+mod quality;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -98,6 +100,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/runs/{id}", get(pages::run))
         .route("/items/{*key}", get(pages::item_or_diff))
         .route("/quarantine", get(pages::quarantine))
+        .route("/quality", get(quality::quality))
         .fallback(not_found)
         .with_state(state)
 }

@@ -21,7 +21,7 @@ use crate::store::ledger::LedgerRow;
 use crate::store::log::{EventFilter, EventRow};
 use crate::store::runs::RunRow;
 
-type PageResult = Result<Response, Response>;
+pub(super) type PageResult = Result<Response, Response>;
 
 /// Statuses that need a person's attention, in the order the quarantine page lists them.
 const PROBLEMS: [ItemStatus; 3] = [ItemStatus::Quarantined, ItemStatus::Conflict, ItemStatus::Failed];
@@ -42,15 +42,15 @@ pub(crate) fn not_found_page(text: &str) -> Response {
     error_page(StatusCode::NOT_FOUND, "Nicht gefunden (Not found)", text)
 }
 
-fn failed(e: StoreError) -> Response {
+pub(super) fn failed(e: StoreError) -> Response {
     error_page(StatusCode::INTERNAL_SERVER_ERROR, "Datenbankfehler (Database error)", &store_failure(&e))
 }
 
-fn bad_query(e: QueryRejection) -> Response {
+pub(super) fn bad_query(e: QueryRejection) -> Response {
     error_page(StatusCode::BAD_REQUEST, "Ungültige Anfrage (Bad request)", &e.body_text())
 }
 
-fn item_href(key: &str) -> String {
+pub(super) fn item_href(key: &str) -> String {
     format!("/items/{}", key_segment(key))
 }
 
@@ -67,7 +67,7 @@ fn quarantine_href(source: &str) -> String {
 }
 
 /// The ledger's target `*` (a file that yielded no record) in words.
-fn target_label(target: &str) -> &str {
+pub(super) fn target_label(target: &str) -> &str {
     if target == ANY_TARGET { "* (Datei, file)" } else { target }
 }
 

@@ -319,8 +319,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Code point ranges and two-character sequences (base, combining mark) of a pattern.
+    type Pattern = (Vec<(u32, u32)>, Vec<(char, char)>);
+
     /// The ranges and sequences of the official pattern, read from the shipped latinchars.xsd.
-    fn official_pattern() -> (Vec<(u32, u32)>, Vec<(char, char)>) {
+    fn official_pattern() -> Pattern {
         let xsd =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/xdatenfelder-3.0.0/latinchars.xsd"))
                 .expect("the official latinchars.xsd is shipped in schemas/");

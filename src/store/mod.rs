@@ -4,6 +4,7 @@ pub mod adoptions;
 pub mod batches;
 pub mod codelist_cache;
 pub mod documents;
+pub mod findings;
 pub mod http_cache;
 pub mod intents;
 pub mod lease;

@@ -683,6 +683,8 @@ async fn every_value_on_a_page_is_escaped() {
         "/runs".to_string(),
         "/quarantine".into(),
         format!("/quarantine?source={}", "evil%3Ci%3E"),
+        "/quality".into(),
+        format!("/quality?source={}", "evil%3Ci%3E"),
         format!("/items/{}", key_segment(hostile)),
         format!("/items/{}/diff", key_segment(hostile)),
     ];

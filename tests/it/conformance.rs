@@ -154,10 +154,8 @@ fn codelist_index(dir: &Path) -> HashSet<String> {
         loop {
             match reader.read_event().unwrap() {
                 Event::Start(start) => element = local(start.local_name().as_ref()),
-                Event::Text(text) => {
-                    if ["CanonicalUri", "Version", "CanonicalVersionUri"].contains(&element.as_str()) {
-                        ident.entry(element.clone()).or_insert_with(|| text.xml10_content().unwrap().trim().to_owned());
-                    }
+                Event::Text(text) if ["CanonicalUri", "Version", "CanonicalVersionUri"].contains(&element.as_str()) => {
+                    ident.entry(element.clone()).or_insert_with(|| text.xml10_content().unwrap().trim().to_owned());
                 }
                 Event::End(end) if local(end.local_name().as_ref()) == "Identification" => break,
                 Event::Eof => break,

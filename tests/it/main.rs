@@ -15,6 +15,7 @@ mod http;
 mod pipeline;
 mod portal_sim;
 mod properties;
+mod quality;
 mod store;
 mod support;
 mod xrepository;
