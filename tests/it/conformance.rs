@@ -19,7 +19,7 @@ use portal_bridge::target::outbox::safe_stem;
 use quick_xml::events::Event;
 use serde_json::Value;
 
-use crate::support::{TestApp, repo, xmllint, xmllint_validate};
+use crate::support::{TestApp, directory_source, outbox_config, repo, xmllint, xmllint_validate};
 
 fn fim() -> PathBuf {
     repo().join("../shared/fim")
@@ -234,45 +234,14 @@ fn xdf3_counts(file: &Path) -> (usize, usize, Vec<String>) {
     (fields, groups, json)
 }
 
+/// The shipped mappings with their defaults (no `[validation]`, `on_missing_codelist` as shipped);
 /// `source_extra` goes into both sources (e.g. `on_missing_codelist = "warn"`).
 fn config_with(codelists: &Path, xdf2: &Path, xdf3: &Path, source_extra: &str) -> String {
-    // The shipped mappings with their defaults: no [validation] section, on_missing_codelist as default.
-    format!(
-        r#"root = "."
-[database]
-url = "sqlite://var/bridge.db"
-[paths]
-mappings = {mappings:?}
-codelists = {codelists:?}
-outbox = "var/outbox"
-[[target]]
-id = "form-platform"
-delivery = "outbox"
-[[target]]
-id = "portal-xml"
-delivery = "outbox"
-[[source]]
-id = "real-xdf2"
-region = "aachen"
-kind = "directory"
-path = {xdf2:?}
-include = ["*.xml"]
-mappings = ["xdatenfelder2-to-form", "xdatenfelder2-to-xdf3"]
-{source_extra}
-[[source]]
-id = "real-xdf3"
-region = "soest"
-kind = "directory"
-path = {xdf3:?}
-include = ["*.xml"]
-mappings = ["xdatenfelder3-to-form"]
-{source_extra}
-"#,
-        mappings = repo().join("mappings").display().to_string(),
-        codelists = codelists.display().to_string(),
-        xdf2 = xdf2.display().to_string(),
-        xdf3 = xdf3.display().to_string(),
-    )
+    let sources = [
+        directory_source("real-xdf2", xdf2, &["xdatenfelder2-to-form", "xdatenfelder2-to-xdf3"], source_extra),
+        directory_source("real-xdf3", xdf3, &["xdatenfelder3-to-form"], source_extra),
+    ];
+    outbox_config(&repo().join("mappings"), codelists, "", &sources.concat())
 }
 
 /// A fresh app over copies of the real exports and their codelists.

@@ -1,7 +1,7 @@
 //! The quality report over real FIM exports: what each form must show, the same after an unchanged run, the same findings as JSON, CSV and text, and the review page.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use axum::http::{Method, StatusCode};
 use portal_bridge::api::router;
@@ -9,7 +9,7 @@ use portal_bridge::domain::RunStatus;
 use serde_json::Value;
 
 use crate::api::{TOKEN, call, state_for};
-use crate::support::{TestApp, repo};
+use crate::support::{TestApp, directory_source, outbox_config, repo};
 
 const S94: &str = "more/S00000094V1.0_BeschaeftigungSchwangere_xdf2";
 const S246: &str = "more/S00000246V1.1_AufenthaltserlaubnisErwerbstaetigkeit_xdf2";
@@ -39,41 +39,13 @@ async fn migrated() -> TestApp {
     for entry in std::fs::read_dir(samples().join("xdatenfelder-2/more/codelists-genericode")).unwrap() {
         copy(entry.unwrap().path().strip_prefix(samples()).unwrap().to_str().unwrap(), "codelists");
     }
-    let text = format!(
-        r#"root = "."
-[database]
-url = "sqlite://var/bridge.db"
-[paths]
-mappings = {mappings:?}
-codelists = "codelists"
-outbox = "var/outbox"
-[[target]]
-id = "form-platform"
-delivery = "outbox"
-[[target]]
-id = "portal-xml"
-delivery = "outbox"
-[[source]]
-id = "more"
-region = "aachen"
-kind = "directory"
-path = "in/more"
-mappings = ["xdatenfelder2-to-form", "xdatenfelder2-to-xdf3"]
-[[source]]
-id = "gew"
-region = "owl"
-kind = "directory"
-path = "in/gew"
-mappings = ["xdatenfelder2-to-form", "xdatenfelder2-to-xdf3"]
-[[source]]
-id = "x3"
-region = "soest"
-kind = "directory"
-path = "in/x3"
-mappings = ["xdatenfelder3-to-form"]
-"#,
-        mappings = repo().join("mappings").display().to_string()
-    );
+    let (xdf2, xdf3) = (["xdatenfelder2-to-form", "xdatenfelder2-to-xdf3"], ["xdatenfelder3-to-form"]);
+    let sources = [
+        directory_source("more", Path::new("in/more"), &xdf2, ""),
+        directory_source("gew", Path::new("in/gew"), &xdf2, ""),
+        directory_source("x3", Path::new("in/x3"), &xdf3, ""),
+    ];
+    let text = outbox_config(&repo().join("mappings"), Path::new("codelists"), "", &sources.concat());
     let app = TestApp::with_config(dir, &text).await;
     let run = app.migrate().await;
     assert_eq!(run.status, RunStatus::Partial, "S00000009 is quarantined: {:?} {:?}", run.problems, run.errors);
@@ -316,13 +288,8 @@ async fn a_codelist_reference_without_a_version_is_a_versionless_finding_on_both
         &samples().join("xdatenfelder-2/more/codelists-genericode"),
         &dir.path().join("codelists"),
     );
-    let config = format!(
-        "root = \".\"\n[database]\nurl = \"sqlite://var/bridge.db\"\n[paths]\nmappings = {:?}\ncodelists = \"codelists\"\n\
-         outbox = \"var/outbox\"\n[[target]]\nid = \"form-platform\"\ndelivery = \"outbox\"\n[[target]]\nid = \"portal-xml\"\n\
-         delivery = \"outbox\"\n[[source]]\nid = \"more\"\nregion = \"aachen\"\nkind = \"directory\"\npath = \"in\"\n\
-         mappings = [\"xdatenfelder2-to-form\", \"xdatenfelder2-to-xdf3\"]\n",
-        repo().join("mappings").display().to_string()
-    );
+    let source = directory_source("more", Path::new("in"), &["xdatenfelder2-to-form", "xdatenfelder2-to-xdf3"], "");
+    let config = outbox_config(&repo().join("mappings"), Path::new("codelists"), "", &source);
     let app = TestApp::with_config(dir, &config).await;
     let run = app.migrate().await;
     assert_eq!(run.status, RunStatus::Ok, "the newest list at hand is used: {:?}", run.problems);

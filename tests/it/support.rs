@@ -293,3 +293,40 @@ pub fn xmllint_validate(xmllint: &str, xsd: &Path, file: &Path) -> Result<(), St
         std::process::Command::new(xmllint).arg("--noout").arg("--schema").arg(xsd).arg(file).output().unwrap();
     if output.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&output.stderr).into_owned()) }
 }
+
+/// The text of a config rooted in its own directory (SQLite in `var/`, outbox in `var/outbox`) with
+/// the two outbox targets form-platform and portal-xml, the mappings in `mappings` (the shipped ones
+/// unless a test brings its own), the codelist directory `codelists`, `extra` (sections such as
+/// `[codelists.xrepository]`) and then `sources` (`[[source]]` tables).
+pub fn outbox_config(mappings: &Path, codelists: &Path, extra: &str, sources: &str) -> String {
+    format!(
+        r#"root = "."
+[database]
+url = "sqlite://var/bridge.db"
+[paths]
+mappings = {mappings:?}
+codelists = {codelists:?}
+outbox = "var/outbox"
+{extra}
+[[target]]
+id = "form-platform"
+delivery = "outbox"
+[[target]]
+id = "portal-xml"
+delivery = "outbox"
+{sources}"#,
+        mappings = mappings.display().to_string(),
+        codelists = codelists.display().to_string(),
+    )
+}
+
+/// A `[[source]]` table: a directory source of XML files with the given mappings and `extra` lines.
+pub fn directory_source(id: &str, path: &Path, mappings: &[&str], extra: &str) -> String {
+    let mappings: Vec<String> = mappings.iter().map(|m| format!("{m:?}")).collect();
+    format!(
+        "[[source]]\nid = {id:?}\nregion = \"test\"\nkind = \"directory\"\npath = {:?}\ninclude = [\"*.xml\"]\n\
+         mappings = [{}]\n{extra}\n",
+        path.display().to_string(),
+        mappings.join(", ")
+    )
+}

@@ -16,7 +16,7 @@ use portal_bridge::pipeline::Job;
 use portal_bridge::store::log::EventFilter;
 use serde_json::Value;
 
-use crate::support::{TestApp, copy_dir, repo};
+use crate::support::{TestApp, copy_dir, outbox_config, repo};
 
 const REGISTERGERICHTE: &str = "urn:xoev-de:xunternehmen:codeliste:registergerichte_14";
 const KREIS: &str = "urn:de:bund:destatis:bevoelkerungsstatistik:schluessel:kreis_2021-07-31";
@@ -136,40 +136,15 @@ fn real_lists() -> std::path::PathBuf {
 /// A config with one directory source `forms` (files in `forms/`, codelists in `codelists/`)
 /// mapped by `mappings` from `mapping_dir`, and `[codelists.xrepository]` at `url`.
 fn config(mapping_dir: &Path, mappings: &str, url: &str, timeout_secs: u64, retries: usize) -> String {
-    format!(
-        r#"root = "."
-[database]
-url = "sqlite://var/bridge.db"
-[paths]
-mappings = {mapping_dir:?}
-codelists = "codelists"
-outbox = "var/outbox"
-
-[codelists.xrepository]
-url = "{url}"
-timeout_secs = {timeout_secs}
-retries = {retries}
-retry_base_ms = 10
-retry_max_ms = 50
-
-[[target]]
-id = "form-platform"
-delivery = "outbox"
-
-[[target]]
-id = "portal-xml"
-delivery = "outbox"
-
-[[source]]
-id = "forms"
-region = "test"
-kind = "directory"
-path = "forms"
-include = ["*.xml"]
-format = "xml"
-mappings = [{mappings}]
-"#
-    )
+    let xrepository = format!(
+        "[codelists.xrepository]\nurl = \"{url}\"\ntimeout_secs = {timeout_secs}\nretries = {retries}\n\
+         retry_base_ms = 10\nretry_max_ms = 50\n"
+    );
+    let source = format!(
+        "[[source]]\nid = \"forms\"\nregion = \"test\"\nkind = \"directory\"\npath = \"forms\"\n\
+         include = [\"*.xml\"]\nformat = \"xml\"\nmappings = [{mappings}]\n"
+    );
+    outbox_config(mapping_dir, Path::new("codelists"), &xrepository, &source)
 }
 
 /// A temp dir with `forms/` holding `files` and `codelists/` holding the real lists (or none).
