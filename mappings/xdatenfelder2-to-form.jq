@@ -221,6 +221,9 @@ def select_options($element; $fimId; $type):
   | (.codelisteReferenz | get("identifikation") | get("id") | opt) as $cid
   | (if $cvu == null and $cu == null then null
      else {id: $cid, canonicalUri: $cu, version: $cv, canonicalVersionUri: $cvu} end) as $ref
+  # (the reference is kept as written; it is looked up as below)
+  # A versionless reference as real exports write it: no version, and canonicalVersionUri `<canonical>_`.
+  | (if $cv == null and $cu != null and $cvu == "\($cu)_" then null else $cvu end) as $cvu
   | if $type != "select" then
       {codelist: (if $ref == null then null else $ref + {resolved: false, resolvedVersion: null} end), options: null,
        warnings: [], missing: []}

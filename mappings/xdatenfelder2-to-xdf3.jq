@@ -191,6 +191,9 @@ def codelist_ref:
   | ($g.canonicalIdentification | trimmed) as $canonical
   | ($g.version | trimmed) as $version
   | ($g.canonicalVersionUri | trimmed) as $uri
+  # A versionless reference as real exports write it: no version, and canonicalVersionUri `<canonical>_`.
+  | ($version == null and $canonical != null and $uri == "\($canonical)_") as $unversioned
+  | (if $unversioned then null else $uri end) as $uri
   | { canonical: $canonical, version: $version, uri: $uri,
       list: ((if $uri != null then codelist($uri) else null end)
              // (if $canonical == null then null
@@ -300,7 +303,11 @@ def form_warnings($refs; $missing):
 | { "xdf:nachrichtID": ($msg.header.nachrichtID | text | trim),
     "xdf:erstellungszeitpunkt": $stand,
     "xdf:referenzID": ($msg.header.referenzID | trimmed) } as $header
-| { "#warnings": form_warnings($refs; $missing) }
+| { "#warnings": form_warnings($refs; $missing),
+    # The 2.0 id of every converted id, so that the engine's String.Latin warnings name what the
+    # region finds in its export (F00003284, not F00000003284).
+    "#ids": ([ elements | ., (.regel | as_array[]) | .identifikation.id | text | trim | select(. != "")
+               | { key: xdf3_id, value: . } | select(.key != .value) ] | unique | from_entries) }
 + if $is_group then
     { "xdf:xdatenfelder.datenfeldgruppe.0103": {
         "@xmlns:xdf": "urn:xoev-de:fim:standard:xdatenfelder_3.0.0",

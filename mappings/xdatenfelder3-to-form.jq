@@ -208,6 +208,9 @@ def select_options($element; $fimId; $type):
   | ($n.codelisteReferenz | get("version") | opt) as $cv
   | (if $cvu == null and $cu == null then null
      else {id: null, canonicalUri: $cu, version: $cv, canonicalVersionUri: $cvu} end) as $ref
+  # (the reference is kept as written; it is looked up as below)
+  # A versionless reference as real exports write it: no version, and canonicalVersionUri `<canonical>_`.
+  | (if $cv == null and $cu != null and $cvu == "\($cu)_" then null else $cvu end) as $cvu
   | [ $n.werte | get("wert") | as_array | .[] | select(type == "object")
       | {code: (.code | txt), name: ((.name | opt) // (.code | txt)), help: (.hilfe | opt)} ] as $werte
   | ($n.codeKey | opt) as $ck

@@ -215,8 +215,10 @@ pub struct MapArgs {
     /// Mapping name.
     #[arg(long, value_name = "NAME")]
     pub mapping: String,
-    /// Take `$source` from this configured source (default: a neutral `fixtures` source that
-    /// warns about missing codelists instead of failing).
+    /// Read each file as this configured source reads its entries (split, key, adoptions, form
+    /// link) and map each record with the context `migrate` gives it, so the output is what
+    /// `migrate` delivers (default: one record in a neutral `fixtures` context that warns about
+    /// missing codelists instead of failing).
     #[arg(long, value_name = "ID")]
     pub source: Option<String>,
     /// Also validate each document against the mapping's schema; exit 3 if one is invalid.
@@ -326,7 +328,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Check => check(&config).await,
         Command::TestMappings(args) => test_mappings(&config, args),
-        Command::Map(args) => map_file(&config, args),
+        Command::Map(args) => map_file(config, args).await,
         Command::Adopt(command) => adopt(&config, command).await,
         Command::Retry(args) => retry(config, args).await,
         Command::Skip(args) => skip(&config, args).await,
@@ -464,16 +466,16 @@ fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
     Ok(if failed > 0 || results.is_empty() { Exit::Partial } else { Exit::Ok })
 }
 
-fn map_file(config: &Config, args: MapArgs) -> Result<Exit> {
+async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit> {
     use std::io::Write;
-    let Some(mapping) = config.mappings.iter().find(|m| m.name == args.mapping) else {
+    let Some(mapping) = config.mappings.iter().find(|m| m.name == args.mapping).cloned() else {
         eprintln!("no mapping named `{}`", args.mapping);
         return Ok(Exit::Usage);
     };
     let source = match &args.source {
         None => None,
         Some(id) => match config.source(id) {
-            Some(source) => Some(source),
+            Some(source) => Some(source.clone()),
             None => {
                 eprintln!("unknown source `{id}`");
                 return Ok(Exit::Usage);
@@ -481,49 +483,44 @@ fn map_file(config: &Config, args: MapArgs) -> Result<Exit> {
         },
     };
     let validators = if args.validate {
-        match load_validators(config)? {
+        match load_validators(&config)? {
             Some(validators) => Some(validators),
             None => return Ok(Exit::Usage),
         }
     } else {
         None
     };
+    // What `migrate` maps with besides the file: the codelists cached from XRepository and the
+    // adoptions of a service source, both in the database.
+    let adopting = source.as_ref().is_some_and(|s| s.leika_key.is_some());
+    let (config, inputs) = if config.xrepository.is_some() || adopting {
+        let store = open_store(&config).await?;
+        let joined = crate::pipeline::codelists::with_cached(&config, &store).await?;
+        let adoptions = if adopting { store.adoptions_by_service().await? } else { Default::default() };
+        (joined, crate::source::Inputs { adoptions })
+    } else {
+        (config, crate::source::Inputs::default())
+    };
+    let mapping = config.mappings.iter().find(|m| m.name == mapping.name).cloned().unwrap_or(mapping);
     let mut exit = Exit::Ok;
     for file in &args.files {
-        let case = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-        let mut context = fixtures::context_for(file, &case).map_err(anyhow::Error::msg)?;
-        if let Some(source) = source {
-            context.source = source.context();
-            context.item["key"] = serde_json::Value::String(format!("{}/{case}", source.id));
-        }
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        // Read as `migrate` reads it: decoded without forced arrays, then as the mapping declares.
-        let decoded = match crate::codec::decode(mapping.input.format, &bytes, &[], config.limits) {
-            Ok(decoded) => decoded,
-            Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                exit = Exit::Partial;
-                continue;
+        for previewed in crate::preview::preview(&config, &mapping, source.as_deref(), &inputs, file) {
+            let document = match previewed.document {
+                Ok(document) => document,
+                Err(e) => {
+                    eprintln!("{}: {e}", previewed.origin);
+                    exit = Exit::Partial;
+                    continue;
+                }
+            };
+            std::io::stdout().write_all(&document.bytes)?;
+            for warning in &document.warnings {
+                eprintln!("{}: warning: {warning}", previewed.origin);
             }
-        };
-        let mapped = mapping
-            .read(mapping.input.format, &decoded)
-            .and_then(|tree| mapping.apply(&tree, &context, &config.codelists_val));
-        let document = match mapped {
-            Ok(document) => document,
-            Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                exit = Exit::Partial;
-                continue;
-            }
-        };
-        std::io::stdout().write_all(&document.bytes)?;
-        for warning in &document.warnings {
-            eprintln!("{}: warning: {warning}", file.display());
-        }
-        if let Some(validators) = &validators {
-            if let Err(e) = validators.check(mapping.output.schema.as_deref(), &document) {
-                eprintln!("{}: INVALID: {e}", file.display());
+            if let Some(validators) = &validators
+                && let Err(e) = validators.check(mapping.output.schema.as_deref(), &document)
+            {
+                eprintln!("{}: INVALID: {e}", previewed.origin);
                 exit = Exit::Partial;
             }
         }

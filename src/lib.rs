@@ -25,6 +25,7 @@ pub mod domain;
 pub mod mapping;
 pub mod pipeline;
 pub mod portal_sim;
+pub mod preview;
 pub mod report;
 pub mod retry;
 pub mod scheduler;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Delivery, Source};
 use crate::domain::{Clock, ItemKey, ItemStatus, Level, RunStatus, Stage, Trigger};
-use crate::mapping::{Mapping, RecordContext};
+use crate::mapping::Mapping;
 use crate::source::{self, Entry, Record, RecordError};
 use crate::store::documents::NewDocument;
 use crate::store::intents::Intent;
@@ -1221,19 +1221,7 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
             ));
             continue;
         };
-        let context = RecordContext {
-            source: source.context(),
-            item: serde_json::json!({
-                "key": key.as_str(),
-                "id": key.external_id(),
-                "origin": record.origin,
-                "content_hash": record.hash.as_str(),
-                "adoptions": record.adoptions.iter()
-                    .map(|a| serde_json::json!({ "ars": a.ars, "name": a.name }))
-                    .collect::<Vec<_>>(),
-                "form": record.form.as_ref().map(ItemKey::as_str),
-            }),
-        };
+        let context = record.context(source);
         let hash = Some(record.hash.to_string());
         let fail = |status, stage, message: String| {
             problem_outcome(

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
 
 /// What replaces a character that has no equivalent: visible, and itself String.Latin.
@@ -257,11 +257,18 @@ pub fn normalise(text: &str) -> Option<(String, Vec<Change>)> {
 /// Normalises the text of every element named (by local name, prefix ignored) in `elements`, in a
 /// tree written with the XML conventions (DESIGN.md); attributes are left as they are. Returns one
 /// warning per changed element, naming the nearest enclosing FIM id (`identifikation/id`), the
-/// element and the characters.
-pub fn normalise_tree(tree: &mut Value, elements: &[String]) -> Vec<String> {
+/// element and the characters. `source_ids` maps an id of the output to the id the source record
+/// has (the program's `"#ids"`), so that a warning names what the region can find in its export.
+pub fn normalise_tree(tree: &mut Value, elements: &[String], source_ids: &Map<String, Value>) -> Vec<String> {
     let mut warnings = Vec::new();
-    walk(tree, elements, "", None, &mut warnings);
+    walk(tree, &Names { elements, source_ids }, "", None, &mut warnings);
     warnings
+}
+
+/// What [`walk`] looks names up in.
+struct Names<'a> {
+    elements: &'a [String],
+    source_ids: &'a Map<String, Value>,
 }
 
 fn local(name: &str) -> &str {
@@ -275,7 +282,7 @@ fn own_id(map: &serde_json::Map<String, Value>) -> Option<String> {
     id.as_str().map(str::to_owned)
 }
 
-fn walk(value: &mut Value, elements: &[String], context: &str, element: Option<&str>, warnings: &mut Vec<String>) {
+fn walk(value: &mut Value, names: &Names<'_>, context: &str, element: Option<&str>, warnings: &mut Vec<String>) {
     match value {
         Value::String(text) => {
             if let Some(element) = element
@@ -291,23 +298,26 @@ fn walk(value: &mut Value, elements: &[String], context: &str, element: Option<&
         }
         Value::Array(items) => {
             for item in items {
-                walk(item, elements, context, element, warnings);
+                walk(item, names, context, element, warnings);
             }
         }
         Value::Object(map) => {
-            let id = own_id(map);
+            let id = own_id(map).map(|id| match names.source_ids.get(&id).and_then(Value::as_str) {
+                Some(source_id) => source_id.to_owned(),
+                None => id,
+            });
             let context = id.as_deref().unwrap_or(context);
             for (key, child) in map.iter_mut() {
                 if key.starts_with('@') {
                     continue;
                 }
                 if key == "#text" {
-                    walk(child, elements, context, element, warnings);
+                    walk(child, names, context, element, warnings);
                     continue;
                 }
                 let name = local(key);
-                let latin = elements.iter().any(|e| e == name).then_some(name);
-                walk(child, elements, context, latin, warnings);
+                let latin = names.elements.iter().any(|e| e == name).then_some(name);
+                walk(child, names, context, latin, warnings);
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
@@ -416,7 +426,8 @@ mod tests {
             }}}]
         }});
         let names = ["name", "bezug", "beschreibung"].map(String::from);
-        let warnings = normalise_tree(&mut tree, &names);
+        let ids: Map<String, Value> = serde_json::from_value(json!({"F60000000001": "F60000001"})).unwrap();
+        let warnings = normalise_tree(&mut tree, &names, &ids);
         assert_eq!(tree["xdf:msg"]["xdf:name"], "\"Form\"");
         assert_eq!(tree["xdf:msg"]["xdf:skript"], "if (a ≤ b) {}", "not a String.Latin element");
         let field = &tree["xdf:msg"]["xdf:struktur"][0]["xdf:enthaelt"]["xdf:datenfeld"];
@@ -427,8 +438,8 @@ mod tests {
             warnings,
             [
                 "String.Latin (DIN SPEC 91379): name: “ (U+201C) → \"\\\"\", „ (U+201E) → \"\\\"\"",
-                "String.Latin (DIN SPEC 91379): F60000000001 bezug: – (U+2013) → \"-\"",
-                "String.Latin (DIN SPEC 91379): F60000000001 beschreibung: 2× (U+00A0) → space",
+                "String.Latin (DIN SPEC 91379): F60000001 bezug: – (U+2013) → \"-\"",
+                "String.Latin (DIN SPEC 91379): F60000001 beschreibung: 2× (U+00A0) → space",
             ]
         );
     }

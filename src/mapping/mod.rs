@@ -146,6 +146,11 @@ pub struct Document {
 /// Top-level key a program may add to its output to report warnings without changing the document.
 pub const WARNINGS_KEY: &str = "#warnings";
 
+/// Top-level key a program may add to its output: an object from ids it writes to the ids of the
+/// source record, so that warnings the engine adds (String.Latin) name what the source holds. It is
+/// taken out of the document.
+pub const IDS_KEY: &str = "#ids";
+
 /// Why a record could not be mapped.
 #[derive(Debug, thiserror::Error)]
 #[error("mapping {mapping}: {message}")]
@@ -317,8 +322,12 @@ impl Mapping {
                 .collect(),
             Some(other) => vec![other.to_string()],
         };
+        let source_ids = match tree.as_object_mut().and_then(|o| o.shift_remove(IDS_KEY)) {
+            Some(Value::Object(ids)) => ids,
+            _ => serde_json::Map::new(),
+        };
         if !self.output.string_latin.is_empty() {
-            warnings.extend(latin::normalise_tree(&mut tree, &self.output.string_latin));
+            warnings.extend(latin::normalise_tree(&mut tree, &self.output.string_latin, &source_ids));
         }
         let bytes = match self.output.format {
             Format::Json => {

@@ -48,13 +48,18 @@ impl Reference {
 impl Codelists {
     /// True if a list the reference names is at hand, as the mappings look it up: by
     /// `canonicalVersionUri`, or by canonical URI and version (without a version: the newest at hand).
+    /// In the order the shipped mappings look a list up: by canonicalVersionUri, else by canonical
+    /// URI and version; the newest version at hand only for a reference with neither version nor
+    /// version URI.
     pub fn resolves(&self, reference: &Reference) -> bool {
-        let by_uri = reference.canonical_version_uri.as_ref().is_some_and(|uri| self.table.get(uri).is_some());
-        let by_pair = reference.canonical.as_ref().is_some_and(|canonical| {
-            let key = format!("{canonical}|{}", reference.version.as_deref().unwrap_or_default());
-            self.table.get(&key).is_some()
-        });
-        by_uri || by_pair
+        let has = |key: &str| self.table.get(key).is_some();
+        let pair = |canonical: &str, version: &str| has(&format!("{canonical}|{version}"));
+        match (&reference.canonical_version_uri, &reference.canonical, &reference.version) {
+            (Some(uri), Some(canonical), Some(version)) => has(uri) || pair(canonical, version),
+            (Some(uri), _, _) => has(uri),
+            (None, Some(canonical), version) => pair(canonical, version.as_deref().unwrap_or_default()),
+            (None, None, _) => false,
+        }
     }
 }
 
@@ -73,7 +78,13 @@ pub fn references(tree: &Value) -> Vec<Reference> {
                     for reference in as_slice(reference) {
                         let ident = reference.get("genericodeIdentification").unwrap_or(reference);
                         let get = |name: &str| ident.get(name).and_then(text);
-                        let identity = (get("canonicalIdentification"), get("version"), get("canonicalVersionUri"));
+                        let (canonical, version) = (get("canonicalIdentification"), get("version"));
+                        // A versionless reference as real exports write it: no version, and the
+                        // canonicalVersionUri `<canonical>_` (the mappings read it the same way).
+                        let uri = get("canonicalVersionUri").filter(|uri| {
+                            version.is_some() || canonical.as_ref().is_none_or(|c| *uri != format!("{c}_"))
+                        });
+                        let identity = (canonical, version, uri);
                         if identity.0.is_none() && identity.2.is_none() {
                             continue;
                         }
@@ -161,6 +172,31 @@ mod tests {
         assert_eq!(refs[0].canonical_version_uri.as_deref(), Some("urn:c_2020-01-01"));
         assert_eq!(refs[0].version.as_deref(), Some("2020-01-01"));
         assert_eq!(refs[0].fields, ["F9"], "the datenfeld's id, not the codelist's C-id");
+    }
+
+    #[test]
+    fn a_reference_whose_version_uri_is_the_canonical_uri_and_an_underscore_has_no_version() {
+        // As S00000009 (line 3809) writes it: <version/> and <canonicalVersionUri>GewerbeArt_</…>.
+        let tree = tree(
+            r#"<x:s xmlns:x="urn:xoev-de:fim:standard:xdatenfelder_2"><x:datenfeld><x:identifikation><x:id>F9</x:id></x:identifikation>
+              <x:codelisteReferenz><x:genericodeIdentification><x:canonicalIdentification>GewerbeArt</x:canonicalIdentification>
+              <x:version/><x:canonicalVersionUri>GewerbeArt_</x:canonicalVersionUri></x:genericodeIdentification></x:codelisteReferenz>
+              </x:datenfeld></x:s>"#,
+        );
+        let refs = references(&tree);
+        assert_eq!(refs.len(), 1, "{refs:?}");
+        assert_eq!(refs[0].canonical_version_uri, None);
+        assert_eq!(refs[0].version_text(), "no version");
+        assert_eq!(refs[0].urn(), "GewerbeArt");
+        let real = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/fim/samples/xdatenfelder-2/S00000009_Gewerbeanmeldung_xdf2.xml"),
+        )
+        .expect("../shared/fim is part of the test environment");
+        let refs = references(&xml::decode(real.as_bytes(), &[], Limits::default()).unwrap().tree);
+        let gewerbeart =
+            refs.iter().find(|r| r.canonical.as_deref() == Some("GewerbeArt")).expect("S00000009 uses GewerbeArt");
+        assert_eq!((gewerbeart.version.as_deref(), gewerbeart.canonical_version_uri.as_deref()), (None, None));
     }
 
     #[test]

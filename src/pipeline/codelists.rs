@@ -39,13 +39,27 @@ pub(super) async fn for_run(deps: &Deps) -> Result<(Deps, Option<RunCodelists>),
     if deps.config.xrepository.is_none() {
         return Ok((deps.clone(), None));
     }
-    let cached: Vec<Vec<u8>> = deps.store.cached_codelists().await?.into_iter().map(|c| c.body).collect();
-    let state = RunCodelists { base: deps.config.clone(), fetched: cached, failed: BTreeSet::new() };
+    let state = RunCodelists::cached(&deps.config, &deps.store).await?;
     let deps = Deps { config: state.config(), ..deps.clone() };
     Ok((deps, Some(state)))
 }
 
+/// The configuration as a run maps with it: the directory's codelists joined by those cached from
+/// XRepository (the configuration as it is where XRepository is not configured). For `map`.
+pub async fn with_cached(config: &Arc<Config>, store: &Store) -> Result<Arc<Config>, StoreError> {
+    if config.xrepository.is_none() {
+        return Ok(config.clone());
+    }
+    Ok(RunCodelists::cached(config, store).await?.config())
+}
+
 impl RunCodelists {
+    /// The state at the start of a run: the lists of the database cache.
+    async fn cached(config: &Arc<Config>, store: &Store) -> Result<Self, StoreError> {
+        let cached: Vec<Vec<u8>> = store.cached_codelists().await?.into_iter().map(|c| c.body).collect();
+        Ok(Self { base: config.clone(), fetched: cached, failed: BTreeSet::new() })
+    }
+
     /// The base configuration with every fetched list joined.
     fn config(&self) -> Arc<Config> {
         if self.fetched.is_empty() {

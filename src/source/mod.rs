@@ -99,6 +99,24 @@ impl Record {
     pub fn val(&self) -> &Val {
         self.val.get_or_init(|| to_val(&self.decoded.tree))
     }
+
+    /// What a mapping reads as `$source` and `$item` for this record of `source` (the same for
+    /// `migrate` and `map --source`).
+    pub fn context(&self, source: &Source) -> crate::mapping::RecordContext {
+        crate::mapping::RecordContext {
+            source: source.context(),
+            item: serde_json::json!({
+                "key": self.key.as_str(),
+                "id": self.key.external_id(),
+                "origin": self.origin,
+                "content_hash": self.hash.as_str(),
+                "adoptions": self.adoptions.iter()
+                    .map(|a| serde_json::json!({ "ars": a.ars, "name": a.name }))
+                    .collect::<Vec<_>>(),
+                "form": self.form.as_ref().map(ItemKey::as_str),
+            }),
+        }
+    }
 }
 
 /// What records draw on besides their own bytes.
@@ -121,6 +139,13 @@ impl RecordError {
     pub fn origin(&self) -> &str {
         match self {
             RecordError::Read { origin, .. } | RecordError::Key { origin, .. } => origin,
+        }
+    }
+
+    /// What is wrong, without the origin.
+    pub fn message(&self) -> &str {
+        match self {
+            RecordError::Read { message, .. } | RecordError::Key { message, .. } => message,
         }
     }
 }

@@ -243,6 +243,18 @@ async fn a_missing_list_is_fetched_during_migrate_and_later_runs_work_offline_fr
     assert!(forced.warnings.is_empty(), "no fetch was needed: {:?}", forced.warnings);
     let options = options_of(&outbox_document(&app, key), REGISTERGERICHTE);
     assert!(!options.is_empty() && options.iter().all(|codes| codes == &["R3101", "F1103"]), "{options:?}");
+
+    // `map --source` maps with the cached list too: the same bytes as migrate delivered.
+    let file = app.path("forms/S05000001195_xdf3.xml");
+    let output = app
+        .command()
+        .args(["map", "--source", "forms", "--mapping", "xdatenfelder3-to-form"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let delivered = std::fs::read(app.path("var/outbox/form-platform").join("forms%2FS05000001195_xdf3.json")).unwrap();
+    assert!(output.stdout == delivered, "map differs from migrate:\n{}", String::from_utf8_lossy(&output.stdout));
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
 }
 
