@@ -174,7 +174,7 @@ async fn a_person_sees_runs_problems_items_and_the_diff_in_chromium() {
     let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
     let first = review.first_id();
 
-    let pages: [(&str, String, Vec<String>); 5] = [
+    let pages: [(&str, String, Vec<String>); 6] = [
         (
             "runs",
             "/runs".into(),
@@ -216,6 +216,17 @@ async fn a_person_sees_runs_problems_items_and_the_diff_in_chromium() {
             "quarantine",
             "/quarantine".into(),
             vec!["Quarantäne (Quarantine)".into(), BROKEN_KEY.into(), "quarantined".into(), reason.clone()],
+        ),
+        (
+            "quality",
+            "/quality".into(),
+            vec![
+                "Qualität (Quality)".into(),
+                "Zusammenfassung (Summary)".into(),
+                BROKEN_KEY.into(),
+                "Quarantäne".into(),
+                reason.clone(),
+            ],
         ),
         (
             "diff",
