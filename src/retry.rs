@@ -119,6 +119,30 @@ where
     (result, attempts)
 }
 
+/// Why a request failed for good, after its retries: the error both HTTP clients (sources and
+/// XRepository) report.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{url}: {message} (gave up after {attempts} attempt(s))")]
+    Transient { url: String, message: String, attempts: usize },
+    #[error("{url}: HTTP {status}: {excerpt}")]
+    Permanent { url: String, status: u16, excerpt: String },
+    #[error("{url}: the response is larger than {limit} bytes ({setting})")]
+    TooLarge { url: String, limit: u64, setting: &'static str },
+}
+
+impl Failure {
+    /// The last attempt's failure at `url` after `attempts` attempts; `setting` names the body limit.
+    pub fn of(attempt: Attempt, url: &str, attempts: usize, setting: &'static str) -> Self {
+        let url = url.to_owned();
+        match attempt {
+            Attempt::Transient { message, .. } => Failure::Transient { url, message, attempts },
+            Attempt::Permanent { status, excerpt } => Failure::Permanent { url, status, excerpt },
+            Attempt::TooLarge(limit) => Failure::TooLarge { url, limit, setting },
+        }
+    }
+}
+
 /// A rate limiter of `per_second` requests (at least one).
 pub fn rate_limiter(per_second: u32) -> std::sync::Arc<governor::DefaultDirectRateLimiter> {
     let rate = std::num::NonZeroU32::new(per_second.max(1)).expect("at least 1");

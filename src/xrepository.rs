@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::codec::Limits;
 use crate::mapping::codelists::parse_genericode;
 use crate::mapping::references::Reference;
-use crate::retry::{Attempt, RetryPolicy, retried, send};
+use crate::retry::{RetryPolicy, retried, send};
 
 /// Everything but the unreserved characters of RFC 3986 is percent-encoded (`:` too).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -62,10 +62,8 @@ pub struct Fetched {
 /// Why a list could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{url}: {message} (gave up after {attempts} attempt(s))")]
-    Transient { url: String, message: String, attempts: usize },
-    #[error("{url}: HTTP {status}: {excerpt}")]
-    Permanent { url: String, status: u16, excerpt: String },
+    #[error(transparent)]
+    Request(#[from] crate::retry::Failure),
     #[error("{url}: {message}")]
     Invalid { url: String, message: String },
     #[error("the reference names neither a canonicalVersionUri nor a canonical URI")]
@@ -137,16 +135,7 @@ impl XRepository {
         let (result, attempts) = retried(self.retry, url, || send(self.client.get(url), self.max_bytes)).await;
         match result {
             Ok(response) => Ok(response.body.to_vec()),
-            Err(Attempt::Transient { message, .. }) => {
-                Err(FetchError::Transient { url: url.into(), message, attempts })
-            }
-            Err(Attempt::Permanent { status, excerpt }) => {
-                Err(FetchError::Permanent { url: url.into(), status, excerpt })
-            }
-            Err(Attempt::TooLarge(limit)) => Err(FetchError::Invalid {
-                url: url.into(),
-                message: format!("the list is larger than {limit} bytes (limits.max_codelist_bytes)"),
-            }),
+            Err(attempt) => Err(crate::retry::Failure::of(attempt, url, attempts, "limits.max_codelist_bytes").into()),
         }
     }
 

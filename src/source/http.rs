@@ -94,10 +94,8 @@ pub struct Page {
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{url}: {message} (gave up after {attempts} attempt(s))")]
-    Transient { url: String, message: String, attempts: usize },
-    #[error("{url}: HTTP {status}: {excerpt}")]
-    Permanent { url: String, status: u16, excerpt: String },
+    #[error(transparent)]
+    Request(#[from] crate::retry::Failure),
     #[error("{url}: {message}")]
     Invalid { url: String, message: String },
     #[error("the fetch took longer than {0:?} (source fetch timeout)")]
@@ -243,14 +241,7 @@ pub fn next_link(header: &str) -> Option<&str> {
 async fn get(http: &HttpSource, url: &Url, cached: Option<&CachedPage>) -> Result<Response, FetchError> {
     let shown = url.to_string();
     let (result, attempts) = retried(http.retry, &shown, || attempt(http, url, cached)).await;
-    result.map_err(|e| match e {
-        Attempt::Transient { message, .. } => FetchError::Transient { url: shown.clone(), message, attempts },
-        Attempt::Permanent { status, excerpt } => FetchError::Permanent { url: shown.clone(), status, excerpt },
-        Attempt::TooLarge(limit) => FetchError::Invalid {
-            url: shown.clone(),
-            message: format!("the response is larger than {limit} bytes (max_body_bytes)"),
-        },
-    })
+    result.map_err(|e| crate::retry::Failure::of(e, &shown, attempts, "max_body_bytes").into())
 }
 
 async fn attempt(http: &HttpSource, url: &Url, cached: Option<&CachedPage>) -> Result<Response, Attempt> {
