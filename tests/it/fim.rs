@@ -747,6 +747,15 @@ fn codelist_reference(field: &El) -> Option<(String, String, String)> {
     (triple != Default::default()).then_some(triple)
 }
 
+/// The selects whose list is not in `index`, each with the name an error gives its list.
+fn missing_selects<'a, 'b>(top: &'b [Occ<'a>], index: &HashMap<String, Arc<List>>) -> Vec<(&'b Occ<'a>, String)> {
+    codelist_selects(top)
+        .into_iter()
+        .filter(|(_, r)| find_list(index, r).is_none())
+        .map(|(o, r)| (o, missing_name(&r)))
+        .collect()
+}
+
 /// How an error names a missing list: its version URI, else `canonical, no version`.
 fn missing_name((canonical, version, uri): &(String, String, String)) -> String {
     match (uri.is_empty(), version.is_empty()) {
@@ -984,11 +993,7 @@ fn s00000009_is_quarantined_for_missing_codelists_by_default_and_maps_with_warni
     let file = s00000009();
     let input = El::read(&file);
     let top = top_occurrences(&input);
-    let missing: Vec<(&Occ, String)> = codelist_selects(&top)
-        .into_iter()
-        .filter(|(_, r)| find_list(&index, r).is_none())
-        .map(|(o, r)| (o, missing_name(&r)))
-        .collect();
+    let missing = missing_selects(&top, &index);
     assert!(missing.len() >= 15, "S00000009 has 15 codelist references: {}", missing.len());
 
     // The default policy, as a configured source without on_missing_codelist passes it.
@@ -1073,11 +1078,7 @@ fn a_form_missing_two_codelists_is_quarantined_naming_both_with_all_their_fields
     let file = repo().join("demo/aachen/forms/S05000101_bewohnerparkausweis.xml");
     let input = El::read(&file);
     let top = top_occurrences(&input);
-    let missing: Vec<(&Occ, String)> = codelist_selects(&top)
-        .into_iter()
-        .filter(|(_, r)| find_list(&index, r).is_none())
-        .map(|(o, r)| (o, missing_name(&r)))
-        .collect();
+    let missing = missing_selects(&top, &index);
     let urns: HashSet<&str> = missing.iter().map(|(_, u)| u.as_str()).collect();
     assert_eq!(urns.len(), 2, "S05000101 needs anrede and zustimmung: {urns:?}");
     let error = apply(&env, XDF2_TO_FORM, &file, "quarantine").expect_err("quarantined");
