@@ -245,6 +245,7 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
             }
         }
         reconcile(&job, deps, &source_ids, run_id, &mut report).await?;
+        remove_stale_temporaries(config, &selected).await;
     }
     // What this run settled per item so far, for sources that depend on others (form links).
     let mut settled: HashMap<ItemKey, Result<(), String>> = HashMap::new();
@@ -291,6 +292,34 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
     }
     tracing::info!(run_id, status = %report.status, counts = ?report.counts, "run finished");
     Ok(report)
+}
+
+/// A write to an outbox takes milliseconds: a temporary file this old belongs to a killed process.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes what killed writes left in the outboxes the run's sources deliver to.
+async fn remove_stale_temporaries(config: &Config, sources: &[Arc<Source>]) {
+    let dirs: BTreeSet<std::path::PathBuf> = sources
+        .iter()
+        .flat_map(|source| source.mappings.iter())
+        .filter_map(|mapping| match &config.target(&mapping.output.target)?.delivery {
+            Delivery::Outbox { dir } => Some(dir.clone()),
+            Delivery::Http(_) => None,
+        })
+        .collect();
+    for dir in dirs {
+        let cleaned = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || target::outbox::remove_stale_temporaries(&dir, STALE_TEMPORARY)
+        })
+        .await;
+        match cleaned {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(dir = %dir.display(), removed = n, "removed temporary files of interrupted writes"),
+            Ok(Err(e)) => tracing::warn!(dir = %dir.display(), "cannot clean up temporary files: {e}"),
+            Err(e) => tracing::warn!(dir = %dir.display(), "cannot clean up temporary files: {e}"),
+        }
+    }
 }
 
 /// Reconciles every intent an interrupted run left for the run's sources, source by source,
@@ -379,20 +408,27 @@ struct Outcome {
     /// Left over from an interrupted run: ask the target whether it already holds the result
     /// before sending again.
     check_first: bool,
+    /// The delivery failed in a way that leaves open whether the target applied it: its intent
+    /// stays, so that the next run asks the target before anything else is sent for the item.
+    keep_intent: bool,
     result: Result<Done, Problem>,
 }
 
 #[derive(Debug)]
 enum Done {
     /// Ready to be sent; [`send`] records the intent, delivers and turns it into one of the others.
-    Pending { action: Action, known_version: Option<String> },
+    /// `known_version` is the target's version of what we last delivered (`If-Match`), `delivered`
+    /// the output hash of that document; `refresh` asks the target for its version first (a forced
+    /// delivery, or a withdrawal whose version we do not know).
+    Pending { action: Action, known_version: Option<String>, delivered: Option<String>, refresh: bool },
     /// Delivered (or, in a dry run, would be delivered) with this output hash; `body` is kept
     /// for the diff with the ledger row.
     Delivered { output_hash: String, location: Option<String>, version: Option<String>, body: Option<bytes::Bytes> },
     /// Mapped, and the output equals what the target already holds.
     Same { output_hash: String },
-    /// Gone upstream, and withdrawn from the target.
-    Withdrawn { location: String },
+    /// Gone upstream, and withdrawn from the target; `sent` is false for an item whose document
+    /// never reached the target (nothing to withdraw there).
+    Withdrawn { location: String, sent: bool },
 }
 
 /// What the blocking passes of one source share: read-only for the whole run.
@@ -405,9 +441,26 @@ struct Work {
     force: bool,
     metrics: Option<Arc<crate::api::metrics::Metrics>>,
     scan_cache: scan_cache::ScanCache,
+    /// Per target: the hash of what, besides the record and the mapping, shapes the item's
+    /// document there (`$source`, the form link, where the target delivers). A change re-maps.
+    settings: HashMap<String, String>,
 }
 
 impl Work {
+    /// Whether the target still holds what the ledger row says we delivered: the row says so,
+    /// and for an outbox its file is still there.
+    fn target_holds(&self, row: &LedgerRow) -> bool {
+        matches!(row.status.as_str(), "delivered" | "unchanged") && !self.outbox_file_lost(row)
+    }
+
+    /// True if the row's document was delivered to an outbox and its file is gone (removed by
+    /// someone, or lost with a power failure).
+    fn outbox_file_lost(&self, row: &LedgerRow) -> bool {
+        let outbox =
+            self.deps.config.target(&row.target).is_some_and(|t| matches!(t.delivery, Delivery::Outbox { .. }));
+        outbox && row.output_path.as_deref().is_some_and(|path| !std::path::Path::new(path).exists())
+    }
+
     fn observe(&self, stage: Stage, since: std::time::Instant) {
         if let Some(metrics) = &self.metrics {
             metrics.observe_stage(stage, since.elapsed().as_secs_f64());
@@ -441,6 +494,9 @@ struct SourceRun {
     codelists: Option<codelists::RunCodelists>,
     /// Warnings of the run that belong to no item.
     warnings: Vec<String>,
+    /// Entries (or records of a feed) this run could not read: while there are any, the source
+    /// was not read completely and nothing of it is withdrawn.
+    unreadable: Vec<String>,
 }
 
 impl SourceRun {
@@ -465,6 +521,7 @@ impl SourceRun {
             ledger,
             inputs,
             scan_cache: Default::default(),
+            settings: settings_hashes(&deps.config, &source),
             dry_run: job.dry_run,
             force: job.force,
             metrics: job.metrics.clone(),
@@ -491,6 +548,7 @@ impl SourceRun {
             settled: HashMap::new(),
             codelists: None,
             warnings: Vec::new(),
+            unreadable: Vec::new(),
         })
     }
 
@@ -571,19 +629,40 @@ impl SourceRun {
                 continue;
             }
             for mapping in &record.mappings {
-                let previous = self.work.ledger.get(&(key.to_string(), mapping.output.target.clone()));
-                let unchanged = previous.is_some_and(|row| {
+                let target = &mapping.output.target;
+                let shared = self.work.clone();
+                let previous = shared.ledger.get(&(key.to_string(), target.clone()));
+                let same_inputs = previous.is_some_and(|row| {
                     row.content_hash.as_deref() == Some(record.hash.as_str())
                         && row.mapping_version.as_deref() == Some(mapping.version.as_str())
-                        && matches!(row.status.as_str(), "delivered" | "unchanged")
+                        && row.settings_hash.as_ref() == shared.settings.get(target)
                 });
+                let unchanged = same_inputs && previous.is_some_and(|row| shared.target_holds(row));
+                if same_inputs && !unchanged && previous.is_some_and(|row| shared.outbox_file_lost(row)) {
+                    let path = previous.and_then(|row| row.output_path.clone()).unwrap_or_default();
+                    let message = format!("the delivered file {path} is gone from the outbox; it is delivered again");
+                    self.event(Some(key), Some(target), Stage::Deliver, Level::Warn, message);
+                }
                 let skipped = previous.is_some_and(|row| {
                     row.skip_reason.is_some() && row.skip_hash.as_deref() == Some(record.hash.as_str())
                 });
+                let form_problem = record.form.as_ref().and_then(|f| forms.get(f));
                 if skipped && !self.force {
                     self.counts.unchanged += 1;
                     self.progress.advance();
                     self.settled.entry(key.clone()).or_insert(Ok(()));
+                } else if let Some(problem) = form_problem {
+                    // Do not point citizens at a form that did not go through, nor leave an
+                    // unchanged service pointing at a form that was withdrawn or quarantined since.
+                    self.record_outcome(problem_outcome(
+                        key,
+                        mapping,
+                        record.origin.clone(),
+                        Some(record.hash.to_string()),
+                        ItemStatus::Failed,
+                        Stage::Map,
+                        format!("held back: {problem}"),
+                    ));
                 } else if unchanged && !self.force {
                     self.counts.unchanged += 1;
                     self.progress.advance();
@@ -596,17 +675,6 @@ impl SourceRun {
                         row.last_run_id = self.run_id;
                         self.batch.rows.push(row);
                     }
-                } else if let Some(problem) = record.form.as_ref().and_then(|f| forms.get(f)) {
-                    // Do not point citizens at a form that did not go through.
-                    self.record_outcome(problem_outcome(
-                        key,
-                        mapping,
-                        record.origin.clone(),
-                        Some(record.hash.to_string()),
-                        ItemStatus::Failed,
-                        Stage::Map,
-                        format!("held back: {problem}"),
-                    ));
                 } else {
                     let file = record.origin.split('#').next().unwrap_or(&record.origin).to_owned();
                     work.entry(file).or_default().push((key.clone(), mapping.clone()));
@@ -729,15 +797,29 @@ impl SourceRun {
         if !self.items.is_empty() {
             return Vec::new();
         }
-        let live: Vec<&LedgerRow> = self
-            .work
-            .ledger
-            .values()
-            .filter(|row| row.target != ANY_TARGET && row.status != ItemStatus::Withdrawn.as_str())
-            .collect();
+        if !self.unreadable.is_empty() {
+            // An item is absent only if the whole source was read: a file caught half-written or
+            // broken upstream hides its items, which must not take them off the portal.
+            let gone = self.vanished_keys(seen).len();
+            if gone > 0 {
+                let files = self.unreadable.len();
+                let shown: Vec<&str> = self.unreadable.iter().take(5).map(String::as_str).collect();
+                let message = format!(
+                    "{gone} items of source {} were not found, but {files} of its entries could not be read ({}{}); \
+                     nothing is withdrawn until the source reads completely",
+                    self.source.id,
+                    shown.join(", "),
+                    if files > shown.len() { ", …" } else { "" }
+                );
+                self.event(None, None, Stage::Fetch, Level::Warn, message.clone());
+                self.warnings.push(message);
+            }
+            return Vec::new();
+        }
+        let work = self.work.clone();
+        let live = live_rows(&work);
         let known: BTreeSet<&str> = live.iter().map(|row| row.item_key.as_str()).collect();
-        let gone: BTreeSet<&str> =
-            known.iter().copied().filter(|key| ItemKey::parse(key).is_none_or(|k| !seen.contains_key(&k))).collect();
+        let gone = self.vanished_keys(seen);
         if gone.is_empty() {
             return Vec::new();
         }
@@ -771,12 +853,31 @@ impl SourceRun {
                 adoptions: row.adoptions.clone(),
                 intent: false,
                 check_first: false,
+                keep_intent: false,
                 result: Ok(if self.dry_run {
-                    Done::Withdrawn { location: "(dry run)".into() }
+                    Done::Withdrawn { location: "(dry run)".into(), sent: false }
+                } else if row.output_hash.is_none() {
+                    // Its document never reached the target: there is nothing to take back there.
+                    Done::Withdrawn { location: row.target.clone(), sent: false }
                 } else {
-                    Done::Pending { action: Action::Delete, known_version: row.target_version.clone() }
+                    Done::Pending {
+                        action: Action::Delete,
+                        known_version: row.target_version.clone(),
+                        delivered: row.output_hash.clone(),
+                        refresh: row.target_version.is_none(),
+                    }
                 }),
             })
+            .collect()
+    }
+
+    /// Keys of the ledger's live items that no record of this run carries.
+    fn vanished_keys(&self, seen: &BTreeMap<ItemKey, Vec<usize>>) -> BTreeSet<String> {
+        live_rows(&self.work)
+            .into_iter()
+            .map(|row| row.item_key.as_str())
+            .filter(|key| ItemKey::parse(key).is_none_or(|k| !seen.contains_key(&k)))
+            .map(str::to_owned)
             .collect()
     }
 
@@ -787,7 +888,24 @@ impl SourceRun {
         for intent in intents {
             let Some(key) = ItemKey::parse(&intent.item_key) else { continue };
             let target = self.deps.config.target(&intent.target).expect("orphaned intents are filtered out");
-            if intent.action == "put" && intent.body.is_empty() && matches!(target.delivery, Delivery::Outbox { .. }) {
+            // Intents from before the delivery kind was recorded: only an outbox put has no body.
+            let recorded = intent.delivery.clone().unwrap_or_else(|| {
+                if intent.action == "put" && intent.body.is_empty() { "outbox" } else { "http" }.into()
+            });
+            if recorded != target::kind(target) {
+                // Never send what was meant for another kind of target (an outbox intent has no
+                // body): the settings hash of the changed target makes this run map the item anew.
+                let message = format!(
+                    "an interrupted run left this delivery for {} when it was an {recorded} target; it now \
+                     delivers by {}: the old delivery is dropped and the item is mapped and delivered again",
+                    intent.target,
+                    target::kind(target)
+                );
+                self.event(Some(&key), Some(&intent.target), Stage::Deliver, Level::Warn, message);
+                self.batch.settled_intents.push((intent.item_key, intent.target));
+                continue;
+            }
+            if intent.action == "put" && recorded == "outbox" {
                 // The outbox keeps no body in the intent: if the file is not there, the write never
                 // happened and this run's scan maps and delivers the item again.
                 let format =
@@ -835,7 +953,13 @@ impl SourceRun {
                 adoptions: intent.adoptions,
                 intent: true,
                 check_first: true,
-                result: Ok(Done::Pending { action, known_version: intent.known_version }),
+                keep_intent: false,
+                result: Ok(Done::Pending {
+                    action,
+                    known_version: intent.known_version,
+                    delivered: None,
+                    refresh: false,
+                }),
             });
         }
         self.send_all(outcomes).await
@@ -906,6 +1030,7 @@ impl SourceRun {
 
     /// A file (or feed record) that yielded no usable record: tracked under a placeholder key.
     fn record_error(&mut self, error: &RecordError) {
+        self.unreadable.push(error.origin().to_owned());
         let key = source::placeholder_key(&self.source, error.origin());
         let stage = match error {
             RecordError::Read { .. } => Stage::Decode,
@@ -925,6 +1050,7 @@ impl SourceRun {
             adoptions: None,
             intent: false,
             check_first: false,
+            keep_intent: false,
             result: Err(Problem {
                 item_key: key.to_string(),
                 target: ANY_TARGET.into(),
@@ -953,6 +1079,7 @@ impl SourceRun {
                 adoptions: None,
                 intent: false,
                 check_first: false,
+                keep_intent: false,
                 result: Err(Problem {
                     item_key: record.key.to_string(),
                     target,
@@ -1032,6 +1159,7 @@ impl SourceRun {
             target_version: None,
             skip_reason: None,
             skip_hash: None,
+            settings_hash: None,
         });
         row.origin = outcome.origin.clone();
         row.content_hash = outcome.content_hash.clone();
@@ -1048,20 +1176,24 @@ impl SourceRun {
         for warning in &outcome.warnings {
             self.event(Some(key), Some(target), Stage::Map, Level::Warn, warning.clone());
         }
-        if outcome.intent {
+        if outcome.intent && !outcome.keep_intent {
             self.batch.settled_intents.push((key.to_string(), target.to_owned()));
+        }
+        // What the item was mapped with, unless the outcome is an earlier run's delivery that this
+        // run only finished (reconciled): that one was mapped with settings this run does not know.
+        if matches!(outcome.result, Ok(Done::Delivered { .. } | Done::Same { .. })) && !outcome.check_first {
+            row.settings_hash = work.settings.get(target).cloned();
         }
         match outcome.result {
             Ok(Done::Pending { .. }) => unreachable!("send() resolves every pending delivery"),
-            Ok(Done::Withdrawn { location }) => {
+            Ok(Done::Withdrawn { location, sent }) => {
                 self.counts.withdrawn += 1;
-                self.event(
-                    Some(key),
-                    Some(target),
-                    Stage::Deliver,
-                    Level::Info,
-                    format!("withdrawn: gone upstream, removed from {location}"),
-                );
+                let message = if sent {
+                    format!("withdrawn: gone upstream, removed from {location}")
+                } else {
+                    format!("withdrawn: gone upstream; its document never reached {location}, so nothing was sent")
+                };
+                self.event(Some(key), Some(target), Stage::Deliver, Level::Info, message);
                 row.status = ItemStatus::Withdrawn.as_str().into();
                 row.output_hash = None;
                 row.target_version = None;
@@ -1146,6 +1278,32 @@ impl SourceRun {
         let batch = std::mem::take(&mut self.batch);
         self.deps.store.write_batch(&batch).await
     }
+}
+
+/// Per target of the source's mappings: the hash of the source's settings that shape its documents
+/// (`$source`: region, params, on_missing_codelist; the form link) and of where the target delivers.
+fn settings_hashes(config: &Config, source: &Source) -> HashMap<String, String> {
+    use sha2::Digest;
+    let form_link = source.form_link.as_ref().map(|link| link.source.as_str());
+    let shared = serde_json::json!({ "source": source.context(), "form_link": form_link });
+    source
+        .mappings
+        .iter()
+        .map(|mapping| {
+            let target = &mapping.output.target;
+            let delivery = config.target(target).map(target::fingerprint).unwrap_or_default();
+            let text = format!("{shared}\n{target}\n{delivery}");
+            (target.clone(), hex::encode(sha2::Sha256::digest(text.as_bytes())))
+        })
+        .collect()
+}
+
+/// The ledger rows of items the source still carries (as far as the ledger knows).
+fn live_rows(work: &Work) -> Vec<&LedgerRow> {
+    work.ledger
+        .values()
+        .filter(|row| row.target != ANY_TARGET && row.status != ItemStatus::Withdrawn.as_str())
+        .collect()
 }
 
 /// Reads one entry into records, decoded without forced arrays: keys, hashes and the scan see that
@@ -1261,17 +1419,20 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
         let previous = ledger.get(&(key.to_string(), mapping.output.target.clone()));
         // Unless forced, a document equal to what the target holds is not sent again.
         let target_holds_it = !*force
-            && previous.is_some_and(|row| {
-                row.output_hash.as_deref() == Some(output_hash.as_str())
-                    && matches!(row.status.as_str(), "delivered" | "unchanged")
-            });
+            && previous
+                .is_some_and(|row| row.output_hash.as_deref() == Some(output_hash.as_str()) && work.target_holds(row));
         let done = if target_holds_it {
             Ok(Done::Same { output_hash })
         } else if *dry_run {
             Ok(Done::Delivered { output_hash, location: None, version: None, body: None })
         } else {
             let action = Action::Put { body: document.bytes.into(), format: document.format, output_hash };
-            Ok(Done::Pending { action, known_version: previous.and_then(|row| row.target_version.clone()) })
+            Ok(Done::Pending {
+                action,
+                known_version: previous.and_then(|row| row.target_version.clone()),
+                delivered: previous.and_then(|row| row.output_hash.clone()),
+                refresh: *force,
+            })
         };
         outcomes.push(Outcome {
             key: key.clone(),
@@ -1284,6 +1445,7 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
             adoptions: source.leika_key.as_ref().map(|_| adoption_list(&record.adoptions)),
             intent: false,
             check_first: false,
+            keep_intent: false,
             result: done,
         });
     }
@@ -1294,8 +1456,9 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
 /// that are not pending pass through. An outcome left from an interrupted run first asks the
 /// target whether the delivery already happened.
 async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome {
-    let Ok(Done::Pending { action, known_version }) = &outcome.result else { return outcome };
-    let (action, known_version) = (action.clone(), known_version.clone());
+    let Ok(Done::Pending { action, known_version, delivered, refresh }) = &outcome.result else { return outcome };
+    let (action, mut known_version, delivered, refresh) =
+        (action.clone(), known_version.clone(), delivered.clone(), *refresh);
     let deps = &work.deps;
     let target = deps.config.target(&outcome.target).expect("targets are checked by Config::resolve");
     let problem = |e: &dyn std::fmt::Display, status| Problem {
@@ -1305,6 +1468,19 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
         stage: Stage::Deliver,
         message: e.to_string(),
     };
+    if refresh && !outcome.intent {
+        match refresh_version(target, &outcome.key, &action, known_version, delivered.as_deref()).await {
+            Ok(Refreshed::Base(version)) => known_version = version,
+            Ok(Refreshed::AlreadyGone(location)) => {
+                outcome.result = Ok(Done::Withdrawn { location, sent: true });
+                return outcome;
+            }
+            Err(e) => {
+                outcome.result = Err(problem(&e, e.status()));
+                return outcome;
+            }
+        }
+    }
     if !outcome.intent {
         let (body, format) = match &action {
             // An outbox holds the document itself: reconciling needs to know only what was to
@@ -1336,6 +1512,7 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
             adoptions: outcome.adoptions.clone(),
             run_id,
             created_at: timestamp(deps.clock.now()),
+            delivery: Some(target::kind(target).into()),
         };
         if let Err(e) = deps.store.record_intent(&intent).await {
             // Nothing was sent; the item is retried next run.
@@ -1348,6 +1525,7 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
         match target::check_delivered(target, &outcome.key, &action).await {
             Ok(found) => found,
             Err(e) => {
+                outcome.keep_intent = e.is_ambiguous();
                 outcome.result = Err(problem(&e, e.status()));
                 return outcome;
             }
@@ -1362,13 +1540,59 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
     };
     work.observe(Stage::Deliver, delivery_started);
     outcome.result = match (delivered, action) {
-        (Ok(d), Action::Delete) => Ok(Done::Withdrawn { location: d.location }),
+        (Ok(d), Action::Delete) => Ok(Done::Withdrawn { location: d.location, sent: true }),
         (Ok(d), Action::Put { output_hash, body, .. }) => {
             Ok(Done::Delivered { output_hash, location: Some(d.location), version: d.version, body: Some(body) })
         }
-        (Err(e), _) => Err(problem(&e, e.status())),
+        (Err(e), _) => {
+            // A lost answer may hide a stored document: the intent stays, and the next run asks
+            // the target before it sends anything else for the item (never a false conflict
+            // against our own write).
+            outcome.keep_intent = e.is_ambiguous();
+            Err(problem(&e, e.status()))
+        }
     };
     outcome
+}
+
+/// What asking the target before a delivery found.
+enum Refreshed {
+    /// The version to build on (`If-Match`), `None` to create.
+    Base(Option<String>),
+    /// A withdrawal whose item the target no longer holds: nothing to send.
+    AlreadyGone(String),
+}
+
+/// Asks an HTTP target what it holds before a forced delivery or a withdrawal whose version is not
+/// known, so that neither fails on a stale precondition: a portal that lost its copy gets it created
+/// again; a copy that is our last document (under any version) is built on; anything else is an
+/// editor's copy, which only `resolve` may overwrite (a forced delivery keeps our version and gets
+/// its 412; a withdrawal is not sent). An outbox has no versions: nothing to ask.
+async fn refresh_version(
+    target: &crate::config::Target,
+    key: &ItemKey,
+    action: &Action,
+    known_version: Option<String>,
+    delivered: Option<&str>,
+) -> Result<Refreshed, target::DeliverError> {
+    let Delivery::Http(http) = &target.delivery else { return Ok(Refreshed::Base(known_version)) };
+    let stored = http.get(&target.id, key).await?;
+    let ours = stored
+        .as_ref()
+        .is_some_and(|s| known_version.as_deref() == Some(s.version.as_str()) || delivered == Some(s.sha256.as_str()));
+    Ok(match (action, stored) {
+        (Action::Put { .. }, None) => Refreshed::Base(None),
+        (Action::Delete, None) => Refreshed::AlreadyGone(http.item_url(&target.id, key).to_string()),
+        (_, Some(stored)) if ours => Refreshed::Base(Some(stored.version)),
+        (Action::Put { .. }, Some(_)) => Refreshed::Base(known_version),
+        (Action::Delete, Some(stored)) => {
+            return Err(target::DeliverError::Conflict(format!(
+                "the portal holds a copy (version {}) that is not the document we delivered; \
+                 the withdrawal is not sent",
+                stored.version
+            )));
+        }
+    })
 }
 
 /// Adoptions as stored in the ledger: the ARS keys, comma-separated, in order.
@@ -1406,6 +1630,7 @@ fn problem_outcome(
         adoptions: None,
         intent: false,
         check_first: false,
+        keep_intent: false,
         result: Err(Problem {
             item_key: key.to_string(),
             target: mapping.output.target.clone(),

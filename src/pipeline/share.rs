@@ -60,6 +60,14 @@ struct SharedEntry {
     pairs: Vec<(ItemKey, String)>,
 }
 
+/// A batch as stored: its entries, and the job's flags that change how its pairs are worked on, so
+/// that whichever instance claims it does what the job asked (`force` re-delivers unchanged output).
+#[derive(Debug, Serialize, Deserialize)]
+struct SharedWork {
+    force: bool,
+    entries: Vec<SharedEntry>,
+}
+
 /// What a claimant reports for a batch it finished.
 #[derive(Debug, Serialize, Deserialize)]
 struct BatchResult {
@@ -72,15 +80,15 @@ struct BatchResult {
 }
 
 /// Groups chunks into batches of about `size` pairs, as stored.
-fn batches(jobs: Vec<(Entry, Vec<Pair>)>, size: usize) -> Vec<(i64, String)> {
+fn batches(jobs: Vec<(Entry, Vec<Pair>)>, size: usize, force: bool) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     let mut current: Vec<SharedEntry> = Vec::new();
     let mut pairs = 0;
     let mut close = |current: &mut Vec<SharedEntry>, pairs: &mut usize| {
         if !current.is_empty() {
-            let work = serde_json::to_string(&current).expect("batches serialise");
+            let work = SharedWork { force, entries: std::mem::take(current) };
+            let work = serde_json::to_string(&work).expect("batches serialise");
             out.push((*pairs as i64, work));
-            current.clear();
             *pairs = 0;
         }
     };
@@ -111,7 +119,7 @@ impl SourceRun {
     ) -> Result<(), SourceFailure> {
         let run_id = self.run_id.expect("shared runs are recorded");
         let store = self.deps.store.clone();
-        let batches = batches(jobs, share.batch_pairs);
+        let batches = batches(jobs, share.batch_pairs, self.force);
         let pairs: i64 = batches.iter().map(|(pairs, _)| pairs).sum();
         store.add_batches(run_id, &self.source.id, &batches, &self.now()).await?;
         self.event(
@@ -206,8 +214,11 @@ impl SourceRun {
 
     /// The work of a stored batch, with the mappings of this instance's configuration.
     fn decode_batch(&self, work: &str) -> Result<Vec<(Entry, Vec<Pair>)>, String> {
-        let entries: Vec<SharedEntry> = serde_json::from_str(work).map_err(|e| format!("unreadable work: {e}"))?;
-        entries
+        let work: SharedWork = serde_json::from_str(work).map_err(|e| format!("unreadable work: {e}"))?;
+        if work.force != self.force {
+            return Err(format!("the batch asks for force = {}, this run has {}", work.force, self.force));
+        }
+        work.entries
             .into_iter()
             .map(|shared| {
                 let content = match shared.content {
@@ -257,7 +268,9 @@ pub async fn help(deps: &Deps, share: &Share, job: &Job) -> Result<bool, Pipelin
         let claimed = deps.store.claim_batch(&source_id, None, &share.instance, &share.until(deps), &now).await?;
         let Some(batch) = claimed else { continue };
         let (id, run_id) = (batch.id, batch.run_id);
-        let job = Job { trigger: Trigger::Schedule, share: Some(share.clone()), ..job.clone() };
+        // The job's flags travel with its batches: a forced run stays forced on every instance.
+        let force = serde_json::from_str::<SharedWork>(&batch.work).is_ok_and(|work| work.force);
+        let job = Job { trigger: Trigger::Schedule, share: Some(share.clone()), force, ..job.clone() };
         // The codelists the run's holder mapped with: the directory's and the database cache's.
         let (deps, _) = super::codelists::for_run(deps).await?;
         let source = deps.config.source(&source_id).expect("the same sources").clone();

@@ -27,21 +27,25 @@ pub struct Intent {
     pub adoptions: Option<String>,
     pub run_id: Option<i64>,
     pub created_at: String,
+    /// How the target delivered when the intent was recorded: `outbox` (no body kept) or `http`;
+    /// `None` for intents recorded before this was kept.
+    pub delivery: Option<String>,
 }
 
 const COLUMNS: &str = "item_key, target, source_id, origin, action, output_hash, idempotency_key, body, format, \
-     known_version, content_hash, mapping, mapping_version, adoptions, run_id, created_at";
+     known_version, content_hash, mapping, mapping_version, adoptions, run_id, created_at, delivery";
 
 impl Store {
     /// Records (or replaces) the intent for an item at a target; committed before anything is sent.
     pub async fn record_intent(&self, intent: &Intent) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO intents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+            "INSERT INTO intents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (item_key, target) DO UPDATE SET action = excluded.action, output_hash = excluded.output_hash, \
              idempotency_key = excluded.idempotency_key, body = excluded.body, format = excluded.format, \
              known_version = excluded.known_version, content_hash = excluded.content_hash, mapping = excluded.mapping, \
              mapping_version = excluded.mapping_version, adoptions = excluded.adoptions, run_id = excluded.run_id, \
-             created_at = excluded.created_at, origin = excluded.origin, source_id = excluded.source_id"
+             created_at = excluded.created_at, origin = excluded.origin, source_id = excluded.source_id, \
+             delivery = excluded.delivery"
         );
         on_pool!(self, pool => {
             sqlx::query(&sql)
@@ -61,6 +65,7 @@ impl Store {
                 .bind(&intent.adoptions)
                 .bind(intent.run_id)
                 .bind(&intent.created_at)
+                .bind(&intent.delivery)
                 .execute(pool)
                 .await?;
         });

@@ -37,11 +37,13 @@ pub struct LedgerRow {
     /// An operator's reason to leave the item alone while its content hash stays `skip_hash`.
     pub skip_reason: Option<String>,
     pub skip_hash: Option<String>,
+    /// Hash of the source's settings (`$source` and its form link) the item was last mapped with.
+    pub settings_hash: Option<String>,
 }
 
 const LEDGER_COLUMNS: &str = "item_key, target, source_id, origin, content_hash, mapping, mapping_version, \
      output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id, adoptions, \
-     target_version, skip_reason, skip_hash";
+     target_version, skip_reason, skip_hash, settings_hash";
 
 /// Count of items of one source in one status.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -137,13 +139,14 @@ impl Store {
             return Ok(());
         }
         let upsert = format!(
-            "INSERT INTO items ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+            "INSERT INTO items ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
              ON CONFLICT (item_key, target) DO UPDATE SET source_id = excluded.source_id, origin = excluded.origin, \
              content_hash = excluded.content_hash, mapping = excluded.mapping, mapping_version = excluded.mapping_version, \
              output_hash = excluded.output_hash, output_path = excluded.output_path, status = excluded.status, \
              attempts = excluded.attempts, last_error = excluded.last_error, updated_at = excluded.updated_at, \
              delivered_at = excluded.delivered_at, last_run_id = excluded.last_run_id, adoptions = excluded.adoptions, \
-             target_version = excluded.target_version, skip_reason = excluded.skip_reason, skip_hash = excluded.skip_hash"
+             target_version = excluded.target_version, skip_reason = excluded.skip_reason, skip_hash = excluded.skip_hash, \
+             settings_hash = excluded.settings_hash"
         );
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
@@ -169,6 +172,7 @@ impl Store {
                     .bind(&row.target_version)
                     .bind(opt_text(row.skip_reason.as_deref()))
                     .bind(&row.skip_hash)
+                    .bind(&row.settings_hash)
                     .execute(&mut *tx)
                     .await?;
             }

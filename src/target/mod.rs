@@ -29,6 +29,13 @@ pub enum DeliverError {
 }
 
 impl DeliverError {
+    /// True if the target may have applied the action although the answer says it failed (a
+    /// timeout, a dropped connection, a 5xx after the write): what the target holds is unknown
+    /// until it is asked, so the delivery's intent stays for the next run to reconcile.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, DeliverError::Transient(_))
+    }
+
     /// The item status this failure leaves the item in.
     pub fn status(&self) -> ItemStatus {
         match self {
@@ -63,6 +70,24 @@ impl Action {
 pub fn idempotency_key(key: &ItemKey, target: &str, action: &Action, known_version: Option<&str>) -> String {
     let base = known_version.unwrap_or("-");
     hex::encode(Sha256::digest(format!("{key}\n{target}\n{}\n{base}", action.output_hash()).as_bytes()))
+}
+
+/// How a target delivers, as intents record it: `outbox` (an intent keeps no body, the file is the
+/// document) or `http`.
+pub fn kind(target: &Target) -> &'static str {
+    match target.delivery {
+        Delivery::Outbox { .. } => "outbox",
+        Delivery::Http(_) => "http",
+    }
+}
+
+/// Where a target delivers to: its kind and directory or URL. When it changes, nothing the ledger
+/// says the target holds can be trusted, so its items are delivered again.
+pub fn fingerprint(target: &Target) -> String {
+    match &target.delivery {
+        Delivery::Outbox { dir } => format!("outbox:{}", dir.display()),
+        Delivery::Http(http) => format!("http:{}", http.base),
+    }
 }
 
 /// Where a delivered document now lives and which version the target gave it.

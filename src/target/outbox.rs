@@ -39,14 +39,19 @@ pub fn safe_stem(key: &ItemKey) -> String {
     stem
 }
 
+/// Suffix of the temporary files a write goes through (`.<name>.<pid>.tmp`).
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// Writes `bytes` to `<dir>/<safe stem>.<extension>` via a temporary file and a rename, so a reader
-/// never sees a half-written document.
+/// never sees a half-written document, and makes it durable: the file's data and the directory entry
+/// of the rename are synced before this returns, so a ledger that says `delivered` afterwards is not
+/// ahead of the disk after a power loss.
 pub fn write(dir: &Path, key: &ItemKey, extension: &str, bytes: &[u8]) -> Result<Delivered, DeliverError> {
     let io = |path: &Path, source| DeliverError::Io { path: path.into(), source };
     fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let name = format!("{}.{extension}", safe_stem(key));
     let path = dir.join(&name);
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let temp = dir.join(format!(".{name}.{}{TEMP_SUFFIX}", std::process::id()));
     let result = (|| {
         let mut file = fs::File::create(&temp)?;
         file.write_all(bytes)?;
@@ -57,7 +62,41 @@ pub fn write(dir: &Path, key: &ItemKey, extension: &str, bytes: &[u8]) -> Result
         let _ = fs::remove_file(&temp);
         return Err(io(&path, e));
     }
+    sync_dir(dir).map_err(|e| io(dir, e))?;
     Ok(Delivered { location: path.display().to_string(), version: None })
+}
+
+/// Syncs a directory, so that renames and removals in it survive a power loss.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Removes the temporary files of writes that never finished (a killed process leaves them), if
+/// they are older than `age` (a write in progress takes far less). Returns how many were removed.
+pub fn remove_stale_temporaries(dir: &Path, age: std::time::Duration) -> std::io::Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(TEMP_SUFFIX)) {
+            continue;
+        }
+        let modified = entry.metadata()?.modified()?;
+        if modified.elapsed().is_ok_and(|elapsed| elapsed >= age) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Withdraws an item: removes its file (whatever its format); nothing to remove is fine.
@@ -71,6 +110,9 @@ pub fn remove(dir: &Path, key: &ItemKey) -> Result<Delivered, DeliverError> {
             Err(source) => return Err(DeliverError::Io { path, source }),
         }
     }
+    sync_dir(dir)
+        .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+        .map_err(|source| DeliverError::Io { path: dir.into(), source })?;
     Ok(Delivered { location: dir.join(&stem).display().to_string(), version: None })
 }
 
@@ -138,6 +180,23 @@ mod tests {
         for (x, y) in pairs {
             assert_ne!(safe_stem(&key(x)), safe_stem(&key(y)), "{x} vs {y}");
         }
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_fresh_ones_and_documents_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &key("k"), "json", b"1").unwrap();
+        let stale = dir.path().join(".src%2Fold.json.4242.tmp");
+        let fresh = dir.path().join(".src%2Fnew.json.4243.tmp");
+        fs::write(&stale, b"half").unwrap();
+        fs::write(&fresh, b"half").unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options().write(true).open(&stale).unwrap().set_modified(hour_ago).unwrap();
+        let removed = remove_stale_temporaries(dir.path(), std::time::Duration::from_secs(600)).unwrap();
+        assert_eq!(removed, 1);
+        assert!(!stale.exists() && fresh.exists());
+        assert!(dir.path().join("src%2Fk.json").exists());
+        assert_eq!(remove_stale_temporaries(&dir.path().join("absent"), Default::default()).unwrap(), 0);
     }
 
     #[test]
