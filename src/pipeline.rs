@@ -420,7 +420,14 @@ enum Done {
     /// `known_version` is the target's version of what we last delivered (`If-Match`), `delivered`
     /// the output hash of that document; `refresh` asks the target for its version first (a forced
     /// delivery, or a withdrawal whose version we do not know).
-    Pending { action: Action, known_version: Option<String>, delivered: Option<String>, refresh: bool },
+    /// `idempotency` is the key an earlier run's intent recorded (reconciliation), else derived here.
+    Pending {
+        action: Action,
+        known_version: Option<String>,
+        delivered: Option<String>,
+        refresh: bool,
+        idempotency: Option<String>,
+    },
     /// Delivered (or, in a dry run, would be delivered) with this output hash; `body` is kept
     /// for the diff with the ledger row.
     Delivered { output_hash: String, location: Option<String>, version: Option<String>, body: Option<bytes::Bytes> },
@@ -865,6 +872,7 @@ impl SourceRun {
                         known_version: row.target_version.clone(),
                         delivered: row.output_hash.clone(),
                         refresh: row.target_version.is_none(),
+                        idempotency: None,
                     }
                 }),
             })
@@ -959,6 +967,7 @@ impl SourceRun {
                     known_version: intent.known_version,
                     delivered: None,
                     refresh: false,
+                    idempotency: Some(intent.idempotency_key),
                 }),
             });
         }
@@ -1129,6 +1138,10 @@ impl SourceRun {
         let work = self.work.clone();
         let ledger = &work.ledger;
         match &outcome.result {
+            // A withdrawn form is no form to link to.
+            Ok(Done::Withdrawn { .. }) => {
+                self.settled.insert(outcome.key.clone(), Err("withdrawn (gone upstream)".into()));
+            }
             Ok(_) => {
                 self.settled.entry(outcome.key.clone()).or_insert(Ok(()));
             }
@@ -1432,6 +1445,7 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
                 known_version: previous.and_then(|row| row.target_version.clone()),
                 delivered: previous.and_then(|row| row.output_hash.clone()),
                 refresh: *force,
+                idempotency: None,
             })
         };
         outcomes.push(Outcome {
@@ -1456,9 +1470,14 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
 /// that are not pending pass through. An outcome left from an interrupted run first asks the
 /// target whether the delivery already happened.
 async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome {
-    let Ok(Done::Pending { action, known_version, delivered, refresh }) = &outcome.result else { return outcome };
+    let Ok(Done::Pending { action, known_version, delivered, refresh, idempotency }) = &outcome.result else {
+        return outcome;
+    };
     let (action, mut known_version, delivered, refresh) =
         (action.clone(), known_version.clone(), delivered.clone(), *refresh);
+    // The version the idempotency key builds on (see `target::idempotency_key`).
+    let mut key_base = known_version.clone();
+    let mut idempotency = idempotency.clone();
     let deps = &work.deps;
     let target = deps.config.target(&outcome.target).expect("targets are checked by Config::resolve");
     let problem = |e: &dyn std::fmt::Display, status| Problem {
@@ -1470,7 +1489,16 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
     };
     if refresh && !outcome.intent {
         match refresh_version(target, &outcome.key, &action, known_version, delivered.as_deref()).await {
-            Ok(Refreshed::Base(version)) => known_version = version,
+            Ok(Refreshed::Base(version)) => {
+                // A portal that lost its copy gets it created again: that creation must not pass
+                // for a replay of the first one (same document, same base), so it builds on a base
+                // of its own, kept in the intent for as long as the delivery is unfinished.
+                key_base = match (&version, &delivered) {
+                    (None, Some(_)) => Some(format!("created again {}", timestamp(deps.clock.now()))),
+                    _ => version.clone(),
+                };
+                known_version = version;
+            }
             Ok(Refreshed::AlreadyGone(location)) => {
                 outcome.result = Ok(Done::Withdrawn { location, sent: true });
                 return outcome;
@@ -1502,7 +1530,11 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
             }
             .into(),
             output_hash: action.output_hash().to_owned(),
-            idempotency_key: target::idempotency_key(&outcome.key, &outcome.target, &action, known_version.as_deref()),
+            idempotency_key: idempotency
+                .get_or_insert_with(|| {
+                    target::idempotency_key(&outcome.key, &outcome.target, &action, key_base.as_deref())
+                })
+                .clone(),
             body,
             format: format.into(),
             known_version: known_version.clone(),
@@ -1536,7 +1568,12 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
     let delivery_started = std::time::Instant::now();
     let delivered = match already {
         Some(delivered) => Ok(delivered),
-        None => target::deliver(target, &outcome.key, &action, known_version.as_deref()).await,
+        None => {
+            let idempotency = idempotency.unwrap_or_else(|| {
+                target::idempotency_key(&outcome.key, &outcome.target, &action, key_base.as_deref())
+            });
+            target::deliver(target, &outcome.key, &action, known_version.as_deref(), &idempotency).await
+        }
     };
     work.observe(Stage::Deliver, delivery_started);
     outcome.result = match (delivered, action) {

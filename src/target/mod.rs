@@ -99,12 +99,14 @@ pub struct Delivered {
 }
 
 /// Carries out one action for one item at its target. `known_version` is the version we last
-/// delivered (for `If-Match`); `None` means we believe the target holds nothing.
+/// delivered (for `If-Match`); `None` means we believe the target holds nothing. `idempotency` is
+/// the key the action's intent recorded (see [`idempotency_key`]), sent with every attempt.
 pub async fn deliver(
     target: &Target,
     key: &ItemKey,
     action: &Action,
     known_version: Option<&str>,
+    idempotency: &str,
 ) -> Result<Delivered, DeliverError> {
     match &target.delivery {
         Delivery::Outbox { dir } => {
@@ -116,15 +118,12 @@ pub async fn deliver(
             .await
             .map_err(|e| DeliverError::Transient(format!("the writer thread failed: {e}")))?
         }
-        Delivery::Http(http) => {
-            let idempotency = idempotency_key(key, &target.id, action, known_version);
-            match action {
-                Action::Put { body, format, .. } => {
-                    http.put(&target.id, key, body.clone(), *format, &idempotency, known_version).await
-                }
-                Action::Delete => http.delete(&target.id, key, &idempotency, known_version).await,
+        Delivery::Http(http) => match action {
+            Action::Put { body, format, .. } => {
+                http.put(&target.id, key, body.clone(), *format, idempotency, known_version).await
             }
-        }
+            Action::Delete => http.delete(&target.id, key, idempotency, known_version).await,
+        },
     }
 }
 

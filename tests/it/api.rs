@@ -657,6 +657,7 @@ async fn every_value_on_a_page_is_escaped() {
         target_version: None,
         skip_reason: Some("<skip>".into()),
         skip_hash: None,
+        settings_hash: None,
     };
     review.app.deps.store.write_batch(&Batch { rows: vec![row], ..Batch::default() }).await.unwrap();
     review

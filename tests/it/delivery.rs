@@ -12,13 +12,13 @@ use crate::support::TestApp;
 
 const TARGET: &str = "portal";
 
-struct Sim {
-    state: SimState,
-    url: String,
+pub(crate) struct Sim {
+    pub state: SimState,
+    pub url: String,
     _task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn sim(config: SimConfig) -> Sim {
+pub(crate) async fn sim(config: SimConfig) -> Sim {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let state = SimState::new(config);
@@ -27,7 +27,7 @@ async fn sim(config: SimConfig) -> Sim {
 }
 
 /// A bridge with one source of `count` JSON records (`feed/records.json`) mapped 1:1 to an HTTP target.
-async fn bridge(sim: &Sim, count: usize, extra_target: &str) -> TestApp {
+pub(crate) async fn bridge(sim: &Sim, count: usize, extra_target: &str) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("feed")).unwrap();
     std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
@@ -69,7 +69,7 @@ mappings = ["echo"]
     TestApp::with_config(dir, &config).await
 }
 
-fn write_records(dir: &std::path::Path, count: usize, version: &str) {
+pub(crate) fn write_records(dir: &std::path::Path, count: usize, version: &str) {
     let records: Vec<_> = (0..count)
         .map(|i| serde_json::json!({"id": format!("item-{i:04}"), "name": format!("Leistung {i} ({version})")}))
         .collect();

@@ -9,6 +9,7 @@ mod conformance;
 mod corpus;
 mod daemon;
 mod delivery;
+mod evidence;
 mod fim;
 mod hostile_source;
 mod http;

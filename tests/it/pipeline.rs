@@ -340,6 +340,7 @@ async fn an_interrupted_outbox_write_is_reconciled_without_writing_twice() {
         adoptions: None,
         run_id: None,
         created_at: "2024-01-01T00:00:00Z".into(),
+        delivery: None,
     };
 
     // Interrupted after the file reached the outbox: recorded as delivered, not written again.

@@ -40,6 +40,7 @@ fn row(item_key: &str, status: &str) -> LedgerRow {
         target_version: None,
         skip_reason: None,
         skip_hash: None,
+        settings_hash: None,
     }
 }
 
@@ -213,6 +214,7 @@ async fn nul_in_text_and_any_bytes_in_bodies_are_stored_alike() {
         adoptions: None,
         run_id: None,
         created_at: "2024-01-01T00:00:00.000Z".into(),
+        delivery: None,
     };
     store.record_intent(&intent).await.unwrap();
     store.record_intent(&Intent { idempotency_key: "k2".into(), ..intent.clone() }).await.unwrap();
