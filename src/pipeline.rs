@@ -637,15 +637,15 @@ impl SourceRun {
             }
             for mapping in &record.mappings {
                 let target = &mapping.output.target;
-                let shared = self.work.clone();
-                let previous = shared.ledger.get(&(key.to_string(), target.clone()));
+                let work_state = self.work.clone();
+                let previous = work_state.ledger.get(&(key.to_string(), target.clone()));
                 let same_inputs = previous.is_some_and(|row| {
                     row.content_hash.as_deref() == Some(record.hash.as_str())
                         && row.mapping_version.as_deref() == Some(mapping.version.as_str())
-                        && row.settings_hash.as_ref() == shared.settings.get(target)
+                        && row.settings_hash.as_ref() == work_state.settings.get(target)
                 });
-                let unchanged = same_inputs && previous.is_some_and(|row| shared.target_holds(row));
-                if same_inputs && !unchanged && previous.is_some_and(|row| shared.outbox_file_lost(row)) {
+                let unchanged = same_inputs && previous.is_some_and(|row| work_state.target_holds(row));
+                if same_inputs && !unchanged && previous.is_some_and(|row| work_state.outbox_file_lost(row)) {
                     let path = previous.and_then(|row| row.output_path.clone()).unwrap_or_default();
                     let message = format!("the delivered file {path} is gone from the outbox; it is delivered again");
                     self.event(Some(key), Some(target), Stage::Deliver, Level::Warn, message);
@@ -699,7 +699,7 @@ impl SourceRun {
             Some(share) if share.applies(pairs) && !self.dry_run && self.run_id.is_some() => {
                 self.deliver_shared(jobs, &share).await?
             }
-            _ => self.deliver(jobs).await?,
+            _ => self.deliver(jobs, Resumed::new()).await?,
         }
         self.send_all(vanished).await?;
         let c = self.counts;
@@ -727,8 +727,12 @@ impl SourceRun {
     }
 
     /// Pass 2 on this instance: maps, validates and delivers `jobs`, recording every outcome.
-    async fn deliver(&mut self, jobs: Vec<(Entry, Vec<Pair>)>) -> Result<(), SourceFailure> {
+    /// `resumed` holds intents this run recorded before for some of the pairs (a shared batch whose
+    /// first claimant died): those deliveries are sent again as they were, with their idempotency key
+    /// and base version, so that what the first claimant already sent takes no second effect.
+    async fn deliver(&mut self, jobs: Vec<(Entry, Vec<Pair>)>, resumed: Resumed) -> Result<(), SourceFailure> {
         let (work, sender) = (self.work.clone(), self.work.clone());
+        let resumed = Arc::new(resumed);
         let run_id = self.run_id;
         // Entries with many records are split so that both cores stay busy; outcomes are keyed,
         // so the order in which chunks finish does not matter.
@@ -749,10 +753,10 @@ impl SourceRun {
             // go on while this loop waits for the database in `flush`, or the two wait for each
             // other until the pool gives up.
             .map(move |item| {
-                let work = sender.clone();
+                let (work, resumed) = (sender.clone(), resumed.clone());
                 tokio::spawn(async move {
                     match item {
-                        Ok(outcome) => Ok(send(&work, run_id, outcome).await),
+                        Ok(outcome) => Ok(send(&work, run_id, resume(outcome, &resumed)).await),
                         Err(e) => Err(e),
                     }
                 })
@@ -1464,6 +1468,23 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
         });
     }
     outcomes
+}
+
+/// Intents a run recorded earlier, by (item key, target).
+pub(crate) type Resumed = HashMap<(String, String), Intent>;
+
+/// A pending delivery of the same document as an intent of this run: sent as the intent says.
+fn resume(mut outcome: Outcome, resumed: &Resumed) -> Outcome {
+    let Some(intent) = resumed.get(&(outcome.key.to_string(), outcome.target.clone())) else { return outcome };
+    if let Ok(Done::Pending { action, known_version, refresh, idempotency, .. }) = &mut outcome.result
+        && action.output_hash() == intent.output_hash
+    {
+        *known_version = intent.known_version.clone();
+        *refresh = false;
+        *idempotency = Some(intent.idempotency_key.clone());
+        outcome.intent = true;
+    }
+    outcome
 }
 
 /// Sends a pending delivery: records the intent, delivers, and resolves the outcome. Outcomes

@@ -188,8 +188,16 @@ impl SourceRun {
                 }
             }
         };
+        // Deliveries of this batch that an earlier claimant (which died) already started.
+        let resumed: super::Resumed = store
+            .intents()
+            .await?
+            .into_iter()
+            .filter(|i| i.source_id == self.source.id && i.run_id == Some(batch.run_id))
+            .map(|i| ((i.item_key.clone(), i.target.clone()), i))
+            .collect();
         let worked = tokio::select! {
-            worked = self.deliver(jobs) => worked,
+            worked = self.deliver(jobs, resumed) => worked,
             () = renew => unreachable!("the renewal loop never ends"),
         };
         let flushed = self.flush().await;

@@ -269,3 +269,88 @@ async fn mass_withdrawals_are_held_until_confirmed() {
     let small = app.migrate().await;
     assert_eq!((small.status, small.counts.withdrawn), (RunStatus::Ok, 1));
 }
+
+/// Issue 15's acceptance: a run against a portal with faults on is SIGKILLed several times and still
+/// ends with one effect per document; then a forced run, shared by two daemons, of which the helper is
+/// SIGKILLed mid-batch, re-delivers every document exactly once more, with no false conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_repeatedly_with_faults_on_and_forced_by_two_daemons_every_document_takes_effect_once() {
+    let faults = SimConfig { fail_rate: 0.1, reset_rate: 0.05, latency_ms: 10, seed: 11, ..Default::default() };
+    let sim = sim(faults).await;
+    let app = bridge(&sim, 300, "").await;
+    let migrate =
+        || app.std_command().args(["migrate", "--json"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut killed_mid_run = 0;
+    for kill_at in [30_u64, 120, 250] {
+        let mut child = migrate();
+        let started = Instant::now();
+        while sim.state.stats().await.requests < kill_at
+            && child.try_wait().unwrap().is_none()
+            && started.elapsed() < Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        killed_mid_run += usize::from(child.try_wait().unwrap().is_none());
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+    }
+    assert!(killed_mid_run >= 2, "the kills hit running deliveries ({killed_mid_run} of 3)");
+    for _ in 0..5 {
+        if migrate().wait().unwrap().success() {
+            break;
+        }
+    }
+    assert_exactly_once(&app, &sim, 300).await;
+
+    // Two daemons share a forced run: this process's (it coordinates: the API triggers the run on
+    // it) and a child process that helps with batches and is killed while it holds one.
+    let text = std::fs::read_to_string(&app.config_path).unwrap();
+    let daemon = "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin-token\"\n\
+                  [daemon]\nlease_secs = 3\nshare_batch = 20\nshutdown_grace_secs = 5\n";
+    std::fs::write(&app.config_path, format!("{text}{daemon}")).unwrap();
+    std::fs::write(app.path("admin-token"), "admin-secret").unwrap();
+    let mut helper = app.spawn_daemon();
+    let coordinator = app.start_daemon().await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/api/runs", coordinator.base))
+        .bearer_auth("admin-secret")
+        .json(&serde_json::json!({"sources": ["feed"], "force": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::ACCEPTED, "{:?}", answer.text().await);
+    let store = &app.deps.store;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let run_id = loop {
+        assert!(Instant::now() < deadline, "the helper took a batch of the forced run");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let Some(lease) = store.leases().await.unwrap().into_iter().find(|l| l.name == "source:feed") else { continue };
+        let claims = store.batch_claims().await.unwrap();
+        if claims.iter().any(|c| c.holder != lease.holder) {
+            break store.runs(1).await.unwrap()[0].id;
+        }
+    };
+    helper.kill().unwrap(); // SIGKILL, mid-batch
+    helper.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let run = store.run(run_id).await.unwrap().unwrap();
+        if run.finished_at.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the forced run finished without its helper");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    coordinator.shutdown.cancel();
+    coordinator.task.await.unwrap().unwrap();
+
+    let rows = store.items(None, Some("feed"), i64::MAX).await.unwrap();
+    let stats = sim.state.stats().await;
+    for row in &rows {
+        assert_eq!(row.status, "delivered", "{row:?}");
+        let hash = row.output_hash.as_deref().unwrap();
+        assert_eq!(stats.effect_count(TARGET, &row.item_key, hash), 2, "{}: one forced effect more", row.item_key);
+    }
+    assert_eq!(stats.total_effects(), 600);
+    assert!(store.intents().await.unwrap().is_empty(), "no unfinished deliveries remain");
+}
