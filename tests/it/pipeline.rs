@@ -38,12 +38,22 @@ async fn first_run_delivers_one_document_per_item_and_target() {
 async fn a_second_run_finds_everything_unchanged_and_writes_nothing() {
     let app = TestApp::demo().await;
     let first = app.migrate().await;
-    std::fs::remove_dir_all(app.path("var/outbox")).unwrap();
+    // Every file's modification time, set into the past: a write would move it.
+    let past = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let files = app.outbox_files();
+    for file in &files {
+        let path = app.path("var/outbox").join(file);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(past).unwrap();
+    }
     let second = app.migrate().await;
     assert_eq!(second.status, RunStatus::Ok);
     assert_eq!(second.counts.unchanged, first.counts.new);
     assert_eq!((second.counts.new, second.counts.updated), (0, 0));
-    assert!(app.outbox_files().is_empty(), "an unchanged run must not write: {:?}", app.outbox_files());
+    assert_eq!(app.outbox_files(), files);
+    for file in &files {
+        let modified = std::fs::metadata(app.path("var/outbox").join(file)).unwrap().modified().unwrap();
+        assert_eq!(modified, past, "an unchanged run must not write {file}");
+    }
     let counts = app.deps.store.status_counts().await.unwrap();
     assert!(counts.iter().all(|c| c.status == "unchanged"), "{counts:?}");
 }
