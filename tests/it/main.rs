@@ -5,6 +5,7 @@ mod api;
 mod bad_input;
 mod browser;
 mod cli;
+mod config_check;
 mod conformance;
 mod corpus;
 mod daemon;
