@@ -1,5 +1,6 @@
 //! Integration tests: the pipeline, the store and the command line, on throwaway copies of the demo data.
 
+mod admin;
 mod adoptions;
 mod api;
 mod bad_input;
