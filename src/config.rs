@@ -154,7 +154,8 @@ pub struct RawAdmin {
     /// Listen address; loopback by default. Put a reverse proxy with TLS in front to reach it from elsewhere.
     #[serde(default = "default_admin_listen")]
     pub listen: Spanned<String>,
-    /// The bearer token for mutating calls: from an environment variable or a file.
+    /// The bearer token for mutating calls: from an environment variable or a file, read again
+    /// when the daemon reloads its configuration (SIGHUP).
     pub token_env: Option<String>,
     pub token_file: Option<String>,
     /// Require the token for read calls and pages too.
@@ -387,7 +388,8 @@ pub struct RawSource {
     /// of the record's input (`$item.adoptions`): adding or removing one re-delivers the service.
     pub leika_key: Option<Spanned<String>>,
     /// Share of a source's items that may vanish in one run before its withdrawals are held
-    /// (default 0.1); `migrate --allow-withdrawals` overrides the guard once.
+    /// (default 0.1); `migrate --allow-withdrawals` (or `POST /api/runs` with `allow_withdrawals`)
+    /// overrides the guard once.
     #[serde(default = "default_withdrawal_share")]
     pub max_withdrawal_share: f64,
     /// Link to the form a record's online service uses; a service whose form did not go through
