@@ -364,17 +364,8 @@ async fn open_store(config: &Config) -> Result<Store> {
         .with_context(|| format!("opening the database {}", redact(&config.database_url)))
 }
 
-/// Hides a password in a database URL.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
+/// Hides the passwords in a database URL (userinfo and query), see [`crate::store::redact`].
+pub use crate::store::redact;
 
 async fn check(config: &Config) -> Result<Exit> {
     if load_validators(config)?.is_none() {
@@ -412,7 +403,10 @@ async fn missing_codelists(config: &Config) {
         Some(_) => match Store::open(&config.database_url).await {
             Ok(store) => Some(store),
             Err(e) => {
-                println!("warning: cannot open the database to look at the codelist cache: {e}");
+                println!(
+                    "warning: cannot open the database {} to look at the codelist cache: {e}",
+                    redact(&config.database_url)
+                );
                 None
             }
         },

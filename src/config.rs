@@ -17,6 +17,8 @@ use crate::mapping::engine::{Program, to_val};
 use crate::mapping::{self, Codelists, Mapping};
 use crate::scheduler::Schedule;
 
+mod unknown;
+
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "PORTAL_BRIDGE_CONFIG";
 /// Environment variable that overrides `database.url`.
@@ -27,7 +29,6 @@ pub const DEFAULT_CONFIG: &str = "config/bridge.toml";
 /// The config file as written. Relative paths are resolved against `root`, which itself is
 /// relative to the directory of the config file.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Base directory for relative paths, relative to the config file's directory (default `.`).
     #[serde(default = "dot")]
@@ -65,7 +66,6 @@ fn berlin() -> Spanned<String> {
 
 /// `[database]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawDatabase {
     /// `sqlite://path` (relative paths resolved against `root`) or `postgres://…`.
     #[serde(default = "default_db")]
@@ -84,7 +84,6 @@ fn default_db() -> String {
 
 /// `[paths]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawPaths {
     /// Directory of mapping files.
     #[serde(default = "default_mappings")]
@@ -112,7 +111,6 @@ fn default_outbox() -> Spanned<String> {
 
 /// `[codelists]`: where codelists come from besides the directory of `[paths] codelists`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawCodelists {
     /// Fetch the codelists that records refer to but the directory lacks from XRepository (default:
     /// off). Fetched lists are kept in the database, so later runs work offline.
@@ -121,7 +119,6 @@ pub struct RawCodelists {
 
 /// `[codelists.xrepository]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawXRepository {
     /// Base URL of XRepository, e.g. `https://www.xrepository.de`.
     pub url: String,
@@ -153,12 +150,12 @@ fn default_xrepository_retry_max() -> u64 {
 
 /// `[admin]`: the admin HTTP API and review pages of the daemon.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// Listen address; loopback by default. Put a reverse proxy with TLS in front to reach it from elsewhere.
     #[serde(default = "default_admin_listen")]
     pub listen: Spanned<String>,
-    /// The bearer token for mutating calls: from an environment variable or a file.
+    /// The bearer token for mutating calls: from an environment variable or a file, read again
+    /// when the daemon reloads its configuration (SIGHUP).
     pub token_env: Option<String>,
     pub token_file: Option<String>,
     /// Require the token for read calls and pages too.
@@ -178,7 +175,6 @@ fn default_admin_listen() -> Spanned<String> {
 
 /// `[daemon]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawDaemon {
     /// On SIGTERM/SIGINT, how long runs in progress may take to finish before they are stopped
     /// (safely: their deliveries are reconciled at the next start).
@@ -215,7 +211,6 @@ fn default_share_batch() -> usize {
 
 /// `[validation]`: which schemas check inputs and outputs, beyond what the mapping files name.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawValidation {
     /// Directory holding XSDs (e.g. the official XDatenfelder ones); relative schema paths in
     /// this section are resolved against it (default: `root`).
@@ -233,7 +228,6 @@ pub struct RawValidation {
 /// `[limits]`: bounds enforced while reading records (each checked while reading, not after;
 /// see docs/robustness.md). Defaults are far above real FIM and ZuFi records.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Largest record file read, in bytes.
     #[serde(default = "default_max_record_bytes")]
@@ -317,7 +311,6 @@ fn default_max_codelist_bytes() -> u64 {
 
 /// `[[target]]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub id: Spanned<String>,
     /// How documents are delivered: `outbox` (files in a directory) or `http` (the portal import API).
@@ -333,7 +326,6 @@ fn default_delivery() -> Spanned<String> {
 
 /// `[target.http]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTargetHttp {
     /// Base URL of the import API, e.g. `https://portal.example/import/v1`.
     pub url: String,
@@ -367,7 +359,6 @@ fn default_target_rps() -> u32 {
 
 /// `[[source]]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSource {
     /// Unique id; the first part of every item key of this source.
     pub id: Spanned<String>,
@@ -397,7 +388,8 @@ pub struct RawSource {
     /// of the record's input (`$item.adoptions`): adding or removing one re-delivers the service.
     pub leika_key: Option<Spanned<String>>,
     /// Share of a source's items that may vanish in one run before its withdrawals are held
-    /// (default 0.1); `migrate --allow-withdrawals` overrides the guard once.
+    /// (default 0.1); `migrate --allow-withdrawals` (or `POST /api/runs` with `allow_withdrawals`)
+    /// overrides the guard once.
     #[serde(default = "default_withdrawal_share")]
     pub max_withdrawal_share: f64,
     /// Link to the form a record's online service uses; a service whose form did not go through
@@ -432,7 +424,6 @@ fn default_withdrawal_share() -> f64 {
 
 /// `[source.form_link]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawFormLink {
     /// Id of the source that delivers the forms.
     pub source: Spanned<String>,
@@ -442,7 +433,6 @@ pub struct RawFormLink {
 
 /// `[source.http]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawHttp {
     /// `none`, `page` (a page-number query parameter) or `link` (the `Link: rel="next"` header).
     #[serde(default = "default_pagination")]
@@ -478,7 +468,6 @@ pub struct RawHttp {
 
 /// `[source.http.auth]`: credentials come from an environment variable or a file, never the config.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAuth {
     /// `bearer` or `basic`.
     pub kind: String,
@@ -713,11 +702,16 @@ impl Config {
         let text = std::fs::read_to_string(file).map_err(|e| {
             ConfigErrors(vec![ConfigError { file: file.into(), line: None, message: format!("cannot read: {e}") }])
         })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| crate::codec::line_of(text.as_bytes(), s.start));
-            ConfigErrors(vec![ConfigError { file: file.into(), line, message: e.message().trim().to_owned() }])
-        })?;
+        let (raw, unknown_keys) = unknown::parse(&text);
         let mut report = Report { file, text: &text, errors: Vec::new() };
+        for path in &unknown_keys {
+            report.file(file, unknown::line(&text, path), unknown::message(path));
+        }
+        let raw = raw.map_err(|e| {
+            let line = e.span().map(|s| crate::codec::line_of(text.as_bytes(), s.start));
+            report.file(file, line, e.message().trim());
+            ConfigErrors(std::mem::take(&mut report.errors))
+        })?;
         let config_dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let root = config_dir.join(raw.root.get_ref());
         let root = match root.canonicalize() {
@@ -929,6 +923,19 @@ impl Config {
                     ),
                     None => {}
                 }
+            }
+            for (a, b) in same_place_pairs(&source_mappings) {
+                let message = if a.name == b.name {
+                    format!("source `{id}`: mapping `{}` is listed twice", a.name)
+                } else {
+                    format!(
+                        "source `{id}`: mappings `{}` and `{}` both write to target `{}` and can take the same \
+                         records, so an item would get two documents there; give the source one mapping per \
+                         target, or mappings whose `[input]` root or namespace differ",
+                        a.name, b.name, a.output.target
+                    )
+                };
+                report.at(&raw_source.mappings, message);
             }
             if raw_source.mappings.get_ref().is_empty() {
                 report.at(&raw_source.mappings, format!("source `{id}` lists no mappings"));
@@ -1283,6 +1290,32 @@ fn apply_validation(validation: &RawValidation, root: &Path, mappings: &mut [Map
             }
         }
     }
+}
+
+/// Pairs of a source's mappings that write to the same target and could both take one record
+/// (same format; root element and namespace not told apart): each would write the same item's
+/// document at the same place.
+fn same_place_pairs(mappings: &[Arc<Mapping>]) -> Vec<(&Mapping, &Mapping)> {
+    let mut pairs = Vec::new();
+    for (i, a) in mappings.iter().enumerate() {
+        for b in &mappings[i + 1..] {
+            if a.output.target == b.output.target && may_take_the_same_records(a, b) {
+                pairs.push((a.as_ref(), b.as_ref()));
+            }
+        }
+    }
+    pairs
+}
+
+/// False only when the `[input]` of the two mappings rules out a record that both take.
+fn may_take_the_same_records(a: &Mapping, b: &Mapping) -> bool {
+    let (a, b) = (&a.input, &b.input);
+    let roots_meet = a.root.is_empty() || b.root.is_empty() || a.root.iter().any(|r| b.root.contains(r));
+    let namespaces_meet = match (&a.namespace, &b.namespace) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    a.format == b.format && roots_meet && namespaces_meet
 }
 
 fn is_identifier(id: &str) -> bool {

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiState, SourceState, SourceStates};
+use crate::api::{Access, ApiState, SourceState, SourceStates};
 use crate::config::{Config, Overrides};
 use crate::domain::{Clock, RunStatus, Trigger};
 use crate::pipeline::{self, Deps, Job, RunReport, Share};
@@ -77,6 +77,8 @@ struct Daemon {
     lease: Duration,
     /// The current dependencies, for the task that works on shared batches.
     helper_deps: watch::Sender<Deps>,
+    /// The admin API's token and read policy, replaced on reload.
+    access: watch::Sender<Access>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; in-flight runs get the configured grace period.
@@ -89,13 +91,13 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
     let states: SourceStates = Default::default();
     let metrics = Arc::new(crate::api::metrics::Metrics::default());
     let (trigger_tx, mut trigger_rx) = mpsc::channel::<Job>(64);
+    let (access, access_rx) = watch::channel(Access::from(&config.admin));
     let api_task = match listener {
         None => None,
         Some(listener) => {
             let state = ApiState {
                 store: store.clone(),
-                admin_token: config.admin.token.clone(),
-                read_needs_token: config.admin.read_needs_token,
+                access: access_rx,
                 trigger: trigger_tx.clone(),
                 sources: states.clone(),
                 metrics: metrics.clone(),
@@ -123,6 +125,7 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
         lease: config.lease,
         instance: instance.clone(),
         helper_deps,
+        access,
     };
     daemon.schedule_all(true).await?;
     tracing::info!(sources = daemon.next.len(), instance = %instance, "daemon started");
@@ -358,6 +361,8 @@ impl Daemon {
                 self.deps.config = Arc::new(config);
                 self.deps.validators = Arc::new(validators);
                 self.helper_deps.send_replace(self.deps.clone());
+                // The admin token was read again with the configuration: a revoked one stops working now.
+                self.access.send_replace(Access::from(&self.deps.config.admin));
                 if let Err(e) = self.schedule_all(false).await {
                     tracing::error!("after reload: {e}");
                 }

@@ -17,6 +17,22 @@ use subtle::ConstantTimeEq;
 use super::ApiState;
 use super::json::ApiError;
 
+/// Who may call what: the admin token and whether reads need it too. The daemon replaces it when
+/// it reloads its configuration (SIGHUP), so a changed or revoked token takes effect at once.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Bearer token for mutating calls (and, with `read_needs_token`, for reads). `None`: every
+    /// mutating call is refused (401), reads are open unless `read_needs_token`.
+    pub token: Option<SecretString>,
+    pub read_needs_token: bool,
+}
+
+impl From<&crate::config::Admin> for Access {
+    fn from(admin: &crate::config::Admin) -> Self {
+        Self { token: admin.token.clone(), read_needs_token: admin.read_needs_token }
+    }
+}
+
 /// True if `given` is the admin token. Both are hashed first and the digests compared in constant
 /// time, so neither the content nor the length of the token leaks through timing. An empty
 /// configured token matches nothing.
@@ -30,8 +46,9 @@ pub fn token_matches(expected: &SecretString, given: &str) -> bool {
     bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
+/// What a call does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+enum Kind {
     Read,
     Write,
 }
@@ -54,14 +71,15 @@ impl Denied {
     }
 }
 
-fn check(state: &ApiState, headers: &HeaderMap, access: Access) -> Result<(), Denied> {
-    if access == Access::Read && !state.read_needs_token {
+fn check(state: &ApiState, headers: &HeaderMap, kind: Kind) -> Result<(), Denied> {
+    let access = state.access.borrow();
+    if kind == Kind::Read && !access.read_needs_token {
         return Ok(());
     }
-    let Some(expected) = &state.admin_token else {
+    let Some(expected) = &access.token else {
         return Err(Denied::NoTokenConfigured);
     };
-    let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| credential(v, access));
+    let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| credential(v, kind));
     match given {
         None => Err(Denied::Missing),
         Some(token) if token_matches(expected, &token) => Ok(()),
@@ -70,13 +88,13 @@ fn check(state: &ApiState, headers: &HeaderMap, access: Access) -> Result<(), De
 }
 
 /// The token in an `Authorization` value: a bearer token, or for reads the password of Basic.
-fn credential(value: &str, access: Access) -> Option<String> {
+fn credential(value: &str, kind: Kind) -> Option<String> {
     let (scheme, rest) = value.trim().split_once(' ')?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
         return Some(rest.to_owned());
     }
-    if access == Access::Read && scheme.eq_ignore_ascii_case("basic") {
+    if kind == Kind::Read && scheme.eq_ignore_ascii_case("basic") {
         let decoded = String::from_utf8(base64_decode(rest)?).ok()?;
         let (_user, password) = decoded.split_once(':')?;
         return Some(password.to_owned());
@@ -112,17 +130,17 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn challenge(access: Access) -> Vec<HeaderValue> {
+fn challenge(kind: Kind) -> Vec<HeaderValue> {
     let mut values = vec![HeaderValue::from_static("Bearer realm=\"portal-bridge\"")];
-    if access == Access::Read {
+    if kind == Kind::Read {
         values.push(HeaderValue::from_static("Basic realm=\"portal-bridge\", charset=\"UTF-8\""));
     }
     values
 }
 
-fn refuse(mut response: Response, access: Access) -> Response {
+fn refuse(mut response: Response, kind: Kind) -> Response {
     *response.status_mut() = StatusCode::UNAUTHORIZED;
-    for value in challenge(access) {
+    for value in challenge(kind) {
         response.headers_mut().append(WWW_AUTHENTICATE, value);
     }
     response
@@ -141,9 +159,9 @@ impl FromRequestParts<ApiState> for Read {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        check(state, &parts.headers, Access::Read)
+        check(state, &parts.headers, Kind::Read)
             .map(|()| Read)
-            .map_err(|d| refuse(ApiError::new(StatusCode::UNAUTHORIZED, d.message()).into_response(), Access::Read))
+            .map_err(|d| refuse(ApiError::new(StatusCode::UNAUTHORIZED, d.message()).into_response(), Kind::Read))
     }
 }
 
@@ -151,9 +169,9 @@ impl FromRequestParts<ApiState> for Write {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        check(state, &parts.headers, Access::Write)
+        check(state, &parts.headers, Kind::Write)
             .map(|()| Write)
-            .map_err(|d| refuse(ApiError::new(StatusCode::UNAUTHORIZED, d.message()).into_response(), Access::Write))
+            .map_err(|d| refuse(ApiError::new(StatusCode::UNAUTHORIZED, d.message()).into_response(), Kind::Write))
     }
 }
 
@@ -161,7 +179,7 @@ impl FromRequestParts<ApiState> for ReadPage {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        check(state, &parts.headers, Access::Read).map(|()| ReadPage).map_err(|d| {
+        check(state, &parts.headers, Kind::Read).map(|()| ReadPage).map_err(|d| {
             let text = format!(
                 "Anmeldung nötig (sign-in needed): {}. Benutzername beliebig, Passwort = Admin-Token \
                  (any user name, the admin token as password).",
@@ -169,7 +187,7 @@ impl FromRequestParts<ApiState> for ReadPage {
             );
             refuse(
                 super::pages::error_page(StatusCode::UNAUTHORIZED, "Anmeldung nötig (Sign-in needed)", &text),
-                Access::Read,
+                Kind::Read,
             )
         })
     }
@@ -192,14 +210,14 @@ mod tests {
 
     #[test]
     fn credentials_are_read_from_the_header() {
-        assert_eq!(credential("Bearer abc", Access::Write).as_deref(), Some("abc"));
-        assert_eq!(credential("bearer  abc ", Access::Read).as_deref(), Some("abc"));
+        assert_eq!(credential("Bearer abc", Kind::Write).as_deref(), Some("abc"));
+        assert_eq!(credential("bearer  abc ", Kind::Read).as_deref(), Some("abc"));
         // "ops:abc" in base64
-        assert_eq!(credential("Basic b3BzOmFiYw==", Access::Read).as_deref(), Some("abc"));
-        assert_eq!(credential("Basic b3BzOmFiYw==", Access::Write), None, "no Basic for mutating calls");
-        assert_eq!(credential("Basic !!!", Access::Read), None);
-        assert_eq!(credential("Token abc", Access::Read), None);
-        assert_eq!(credential("Bearer", Access::Read), None);
+        assert_eq!(credential("Basic b3BzOmFiYw==", Kind::Read).as_deref(), Some("abc"));
+        assert_eq!(credential("Basic b3BzOmFiYw==", Kind::Write), None, "no Basic for mutating calls");
+        assert_eq!(credential("Basic !!!", Kind::Read), None);
+        assert_eq!(credential("Token abc", Kind::Read), None);
+        assert_eq!(credential("Bearer", Kind::Read), None);
     }
 
     #[test]

@@ -109,7 +109,10 @@ pub(crate) async fn run(
     };
     let filter = EventFilter { run_id: Some(id), limit: limit(query.limit, DEFAULT_EVENTS)?, ..Default::default() };
     let events = state.store.events(&filter).await?;
-    Ok(Json(json!({ "run": run, "events": events })).into_response())
+    let errors = EventFilter { run_id: Some(id), level: Some(Level::Error), limit: 0, ..Default::default() };
+    let held = super::held::held_sources(&run.sources, &state.store.events(&errors).await?);
+    let held_withdrawals = super::held::confirmations(&held);
+    Ok(Json(json!({ "run": run, "events": events, "held_withdrawals": held_withdrawals })).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,13 +166,18 @@ struct RunRequest {
     items: Vec<String>,
     #[serde(default)]
     force: bool,
+    /// Send the withdrawals even where more of a source vanished than its guard allows (confirms
+    /// withdrawals an earlier run held back).
+    #[serde(default)]
+    allow_withdrawals: bool,
 }
 
 /// `POST /api/runs`: queues a run of some sources or items (all sources if both lists are empty).
 pub(crate) async fn start_run(_: Write, State(state): State<ApiState>, body: Bytes) -> Answer {
     let request: RunRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "the body must be a JSON object {{\"sources\": [ids], \"items\": [keys], \"force\": bool}}: {e}"
+            "the body must be a JSON object {{\"sources\": [ids], \"items\": [keys], \"force\": bool, \
+             \"allow_withdrawals\": bool}}: {e}"
         ))
     })?;
     let mut items = Vec::with_capacity(request.items.len());
@@ -189,7 +197,13 @@ pub(crate) async fn start_run(_: Write, State(state): State<ApiState>, body: Byt
             return Err(ApiError::bad_request(format!("unknown source `{source}` (known: {})", ids.join(", "))));
         }
     }
-    let job = Job { sources: request.sources, items, force: request.force, ..Job::all(Trigger::Api) };
+    let job = Job {
+        sources: request.sources,
+        items,
+        force: request.force,
+        allow_withdrawals: request.allow_withdrawals,
+        ..Job::all(Trigger::Api)
+    };
     queue(&state, job)
 }
 
@@ -218,7 +232,13 @@ pub(crate) async fn retry(_: Write, State(state): State<ApiState>, Path(path): P
 
 /// Hands a job to the daemon without waiting: a full queue or a stopped daemon is a 503.
 fn queue(state: &ApiState, job: Job) -> Answer {
-    tracing::info!(sources = ?job.sources, items = ?job.items, force = job.force, "admin API queued a run");
+    tracing::info!(
+        sources = ?job.sources,
+        items = ?job.items,
+        force = job.force,
+        allow_withdrawals = job.allow_withdrawals,
+        "admin API queued a run"
+    );
     match state.trigger.try_send(job) {
         Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({ "queued": true }))).into_response()),
         Err(TrySendError::Full(_)) => Err(ApiError::new(

@@ -5,8 +5,9 @@
 //! GET  /readyz                      200 {database, sources} when the database answers, else 503 (no token)
 //! GET  /metrics                     OpenMetrics text (read access)
 //! GET  /api/runs?limit=             recent runs, newest first (read access)
-//! POST /api/runs                    {"sources": [..], "items": [..], "force": false} → 202, a Job on `trigger` (write access)
-//! GET  /api/runs/{id}               the run and its events (read access)
+//! POST /api/runs                    {"sources": [..], "items": [..], "force": false, "allow_withdrawals": false}
+//!                                   → 202, a Job on `trigger` (write access)
+//! GET  /api/runs/{id}               the run, its events and the call confirming held withdrawals (read access)
 //! GET  /api/items?status=&source=   ledger rows (read access)
 //! GET  /api/items/{key}             rows per target and the item's log; key percent-encoded or with its `/` (read access)
 //! POST /api/items/{key}/retry       logs an operator event, a Job for the item → 202 (write access)
@@ -18,6 +19,7 @@
 //! with the token as password, so a browser can open the pages) only with `read_needs_token`.
 
 mod auth;
+mod held;
 mod html;
 mod json;
 pub mod metrics;
@@ -37,7 +39,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use crate::pipeline::Job;
 use crate::store::{Store, StoreError};
 
-pub use auth::token_matches;
+pub use auth::{Access, token_matches};
 
 /// What the daemon knows about one source right now (the scheduler writes, the API reads).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -64,10 +66,9 @@ pub type SourceStates = Arc<RwLock<BTreeMap<String, SourceState>>>;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Store,
-    /// Bearer token for mutating calls (and, with `read_needs_token`, for reads). `None`: every
-    /// mutating call is refused (401), reads are open unless `read_needs_token`.
-    pub admin_token: Option<secrecy::SecretString>,
-    pub read_needs_token: bool,
+    /// The admin token and whether reads need it, as currently configured (the daemon sends a new
+    /// value when it reloads its configuration).
+    pub access: tokio::sync::watch::Receiver<Access>,
     /// Where `POST /api/runs` and `POST /api/items/{key}/retry` send their jobs (the daemon runs them).
     pub trigger: tokio::sync::mpsc::Sender<Job>,
     pub sources: SourceStates,

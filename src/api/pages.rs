@@ -381,6 +381,8 @@ pub(crate) async fn run(
         h.raw("</tbody></table>");
     }
 
+    super::held::explain(&mut h, &super::held::held_sources(&run.sources, &errors));
+
     h.raw("<h2>Protokoll (Event log)</h2>");
     if events.len() as i64 >= limit {
         h.raw("<p class=\"hint\">Die letzten ").show(limit).raw(

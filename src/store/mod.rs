@@ -79,7 +79,7 @@ impl Store {
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
             Ok(Store::Postgres(pool))
         } else {
-            Err(StoreError::Url(url.into()))
+            Err(StoreError::Url(redact(url)))
         }
     }
 
@@ -127,7 +127,65 @@ pub(crate) fn opt_text(value: Option<&str>) -> Option<std::borrow::Cow<'_, str>>
     value.map(text)
 }
 
+/// A database URL fit to show: the password of the userinfo and the value of every query parameter
+/// that names a password (`password=`, `sslpassword=` …) become `***`. Text that does not parse
+/// as a URL is shown only up to its scheme, since where its secrets are cannot be told.
+pub fn redact(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://(a URL that cannot be read, hidden)"),
+            None => "(a URL that cannot be read, hidden)".into(),
+        };
+    };
+    let mut changed = false;
+    if parsed.password().is_some() {
+        changed |= parsed.set_password(Some("***")).is_ok();
+    }
+    if let Some(query) = parsed.query() {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if names_a_secret(name) => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        let redacted = pairs.join("&");
+        if redacted != query {
+            parsed.set_query(Some(&redacted));
+            changed = true;
+        }
+    }
+    // Unchanged URLs are shown as written (the parser would normalise them).
+    if changed { parsed.to_string() } else { url.to_owned() }
+}
+
+/// True for a query parameter (name possibly percent-encoded) that carries a password.
+fn names_a_secret(name: &str) -> bool {
+    let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy().to_ascii_lowercase();
+    name.contains("password") || name.contains("passwd")
+}
+
 /// Timestamps are stored as RFC 3339 text in UTC, identical on both backends.
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_in_database_urls_are_hidden() {
+        assert_eq!(redact("postgres://u:secret@db:5432/bridge"), "postgres://u:***@db:5432/bridge");
+        assert_eq!(redact("postgres://u@db/bridge?password=secret"), "postgres://u@db/bridge?password=***");
+        assert_eq!(
+            redact("postgresql://u:a@db/x?sslmode=require&PassWord=s%40cret&application_name=b"),
+            "postgresql://u:***@db/x?sslmode=require&PassWord=***&application_name=b"
+        );
+        assert_eq!(redact("postgres://db/x?sslpassword=k&user=u"), "postgres://db/x?sslpassword=***&user=u");
+        assert_eq!(redact("postgres://u@db/x?pass%77ord=s"), "postgres://u@db/x?pass%77ord=***");
+        assert_eq!(redact("sqlite://var/bridge.db"), "sqlite://var/bridge.db", "nothing to hide: as written");
+        assert_eq!(redact("sqlite:///tmp/a b.db?mode=rwc"), "sqlite:///tmp/a b.db?mode=rwc");
+        assert_eq!(redact("postgres://u:se cret@[::1"), "postgres://(a URL that cannot be read, hidden)");
+    }
 }

@@ -93,8 +93,11 @@ pub fn state_for(
     let (tx, rx) = mpsc::channel(capacity);
     let state = ApiState {
         store: app.deps.store.clone(),
-        admin_token: token.map(|t| secrecy::SecretString::from(t.to_owned())),
-        read_needs_token,
+        access: tokio::sync::watch::channel(portal_bridge::api::Access {
+            token: token.map(|t| secrecy::SecretString::from(t.to_owned())),
+            read_needs_token,
+        })
+        .1,
         trigger: tx,
         sources: Arc::new(RwLock::new(BTreeMap::new())),
         metrics: Arc::new(Metrics::new()),

@@ -1,10 +1,12 @@
 //! Integration tests: the pipeline, the store and the command line, on throwaway copies of the demo data.
 
+mod admin;
 mod adoptions;
 mod api;
 mod bad_input;
 mod browser;
 mod cli;
+mod config_check;
 mod conformance;
 mod corpus;
 mod daemon;

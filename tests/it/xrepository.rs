@@ -406,7 +406,8 @@ fn the_xrepository_settings_are_checked_up_front_with_file_and_line() {
     );
     std::fs::write(&path, text.replace("retries = 3", "retries = 3\nattempts = 9")).unwrap();
     let errors = Config::resolve(&path, &Overrides::default()).expect_err("unknown keys are refused");
-    assert!(errors.to_string().contains("unknown field `attempts`"), "{errors}");
+    assert!(errors.to_string().contains("unknown key `codelists.xrepository.attempts`"), "{errors}");
+    assert!(errors.to_string().contains("is not an http(s) URL"), "reported with the other problems: {errors}");
     // Off by default: the shipped configuration fetches nothing.
     let shipped = Config::resolve(&repo().join("config/bridge.toml"), &Overrides::default()).unwrap();
     assert!(shipped.xrepository.is_none());
