@@ -315,7 +315,9 @@ async fn remove_stale_temporaries(config: &Config, sources: &[Arc<Source>]) {
         .await;
         match cleaned {
             Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(dir = %dir.display(), removed = n, "removed temporary files of interrupted writes"),
+            Ok(Ok(n)) => {
+                tracing::info!(dir = %dir.display(), removed = n, "removed temporary files of interrupted writes")
+            }
             Ok(Err(e)) => tracing::warn!(dir = %dir.display(), "cannot clean up temporary files: {e}"),
             Err(e) => tracing::warn!(dir = %dir.display(), "cannot clean up temporary files: {e}"),
         }

@@ -136,10 +136,9 @@ async fn withdrawing_an_item_that_never_reached_the_portal_sends_nothing() {
 async fn changing_a_sources_params_re_maps_its_items() {
     let (app, job) = aachen("").await;
     app.run(job.clone()).await;
-    let text = std::fs::read_to_string(&app.config_path).unwrap().replace(
-        "https://formulare.kommunalportal.nrw/aachen/{form}",
-        "https://formulare.example.nrw/aachen/{form}",
-    );
+    let text = std::fs::read_to_string(&app.config_path)
+        .unwrap()
+        .replace("https://formulare.kommunalportal.nrw/aachen/{form}", "https://formulare.example.nrw/aachen/{form}");
     std::fs::write(&app.config_path, text).unwrap();
     let report = pipeline::run(job, &reloaded(&app)).await.unwrap();
     assert_eq!(report.counts.updated, 2, "both services carry the new link: {report:?}");
