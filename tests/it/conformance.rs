@@ -448,7 +448,11 @@ async fn every_real_export_is_delivered_complete_and_valid_against_the_official_
     }
 
     assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
-    check_table(&rows);
+    // The documented table says what the official XSD found; without xmllint this run cannot say.
+    match xmllint {
+        Some(_) => check_table(&rows),
+        None => eprintln!("docs/conformance.md not compared: its XSD column needs xmllint"),
+    }
 }
 
 /// docs/conformance.md must hold the table this run produced (so it cannot go stale); with
