@@ -41,6 +41,7 @@ fn row(item_key: &str, status: &str) -> LedgerRow {
         skip_reason: None,
         skip_hash: None,
         settings_hash: None,
+        revision: 0,
     }
 }
 
