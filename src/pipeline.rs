@@ -247,12 +247,22 @@ pub async fn start(job: Job, deps: &Deps) -> Result<Started, PipelineError> {
         return Ok(Started { job, deps: deps.clone(), selected, hold: None, run_id: None, span });
     }
     let store = &deps.store;
-    for id in store.close_dead_runs().await? {
-        tracing::warn!(run_id = id, "closed as aborted: the run's process ended without closing it");
-    }
     let source_ids: Vec<String> = selected.iter().map(|s| s.id.clone()).collect();
     let holder = job.holder.clone().unwrap_or_else(|| hold::holder_name(&hold::instance_name(), 1));
     let hold = hold::Hold::take(store, &holder, &source_ids, config.lease, job.wait, &job.stop).await?;
+    // A run whose lease this run just took over (it had expired) is dead, as is any other whose
+    // holder holds no live lease: closed before this run is recorded.
+    match store.close_dead_runs().await {
+        Ok(ids) => {
+            for id in ids {
+                tracing::warn!(run_id = id, "closed as aborted: the run's process ended without closing it");
+            }
+        }
+        Err(e) => {
+            hold.release().await;
+            return Err(e.into());
+        }
+    }
     let run_id = match store.start_held_run(job.trigger, &source_ids, Some(&holder), &timestamp(deps.clock.now())).await {
         Ok(id) => id,
         Err(e) => {
