@@ -488,7 +488,7 @@ async fn remove_stale_temporaries(config: &Config, sources: &[Arc<Source>]) {
 /// so that a reconciled pair counts once in the run.
 struct Seed {
     counts: Counts,
-    counted: HashMap<(String, String), Counted>,
+    reconciled: HashMap<(String, String), Counted>,
     problems: Vec<Problem>,
     settled: HashMap<ItemKey, Result<(), String>>,
 }
@@ -524,7 +524,8 @@ async fn reconcile(
         let fence = hold.map_or(Fence::None, |h| h.fence(&source_id));
         let mut run = SourceRun::new(deps, source.clone(), job, run_id, BTreeSet::new(), fence).await?;
         run.reconcile(intents).await?;
-        let seed = Seed { counts: run.counts, counted: run.counted, problems: run.problems, settled: run.settled };
+        let reconciled = run.tally.into_iter().map(|(key, target, kind)| ((key, target), kind)).collect();
+        let seed = Seed { counts: run.counts, reconciled, problems: run.problems, settled: run.settled };
         seeds.insert(source_id, seed);
     }
     Ok(seeds)
@@ -682,8 +683,11 @@ struct SourceRun {
     /// Entries (or records of a feed) this run could not read: while there are any, the source
     /// was not read completely and nothing of it is withdrawn.
     unreadable: Vec<String>,
-    /// What each (item, target) pair counts as in this run so far: a pair counts once.
-    counted: HashMap<(String, String), Counted>,
+    /// Every pair this run (or shared batch) counted, with what it counted as.
+    tally: Vec<(String, String, Counted)>,
+    /// Pairs whose unfinished delivery this run reconciled first: counted again later in the
+    /// run, such a pair counts as its later outcome only.
+    reconciled: HashMap<(String, String), Counted>,
     /// The revision each ledger row this run wrote (or is about to write) has then.
     written: HashMap<(String, String), i64>,
     /// What the run's ledger writes must still hold.
@@ -744,7 +748,8 @@ impl SourceRun {
             codelists: None,
             warnings: Vec::new(),
             unreadable: Vec::new(),
-            counted: HashMap::new(),
+            tally: Vec::new(),
+            reconciled: HashMap::new(),
             written: HashMap::new(),
             fence,
             stop: job.stop.clone(),
@@ -754,20 +759,20 @@ impl SourceRun {
     /// Goes on from what reconciling the source counted earlier in this run.
     fn seed(&mut self, seed: Seed) {
         self.counts.add(seed.counts);
-        self.counted.extend(seed.counted);
+        self.reconciled.extend(seed.reconciled);
         self.problems.extend(seed.problems);
         self.settled.extend(seed.settled);
     }
 
-    /// Counts a pair's outcome: a pair counted before in this run (a delivery reconciled first, then
-    /// worked on again) counts as its last outcome only, and its earlier problem is dropped.
+    /// Counts a pair's outcome. A pair whose delivery this run reconciled first and then worked on
+    /// again counts as its later outcome only (its reconciliation's problem, if any, is dropped).
     fn count(&mut self, key: &str, target: &str, kind: Counted) {
-        let pair = (key.to_owned(), target.to_owned());
-        if let Some(before) = self.counted.insert(pair, kind) {
+        if let Some(before) = self.reconciled.remove(&(key.to_owned(), target.to_owned())) {
             self.counts.bump(before, -1);
             self.problems.retain(|p| !(p.item_key == key && p.target == target));
         }
         self.counts.bump(kind, 1);
+        self.tally.push((key.to_owned(), target.to_owned(), kind));
     }
 
     /// The state the passes share, to change between passes (copied if a pass still holds it).

@@ -75,8 +75,8 @@ struct BatchResult {
     problems: Vec<Problem>,
     /// Items that went through (`None`) or why not.
     settled: Vec<(ItemKey, Option<String>)>,
-    /// What each (item, target) pair counted as, so that the coordinator counts every pair of the
-    /// run once (empty in results of older versions: `counts` then stands).
+    /// Every (item, target) pair counted, with what it counted as, so that a pair the coordinator
+    /// reconciled first counts once (empty in results of older versions: `counts` then stands).
     #[serde(default)]
     counted: Vec<(String, String, Counted)>,
 }
@@ -206,7 +206,8 @@ impl SourceRun {
             std::mem::take(&mut self.counts),
             std::mem::take(&mut self.problems),
             std::mem::take(&mut self.settled),
-            std::mem::take(&mut self.counted),
+            std::mem::take(&mut self.tally),
+            std::mem::take(&mut self.reconciled),
         );
         let store = self.deps.store.clone();
         let renew = async {
@@ -237,7 +238,8 @@ impl SourceRun {
         let counts = std::mem::replace(&mut self.counts, saved.0);
         let problems = std::mem::replace(&mut self.problems, saved.1);
         let settled = std::mem::replace(&mut self.settled, saved.2);
-        let counted = std::mem::replace(&mut self.counted, saved.3);
+        let counted = std::mem::replace(&mut self.tally, saved.3);
+        self.reconciled = saved.4;
         worked?;
         flushed?;
         if self.stop.is_stopped() {
@@ -251,7 +253,7 @@ impl SourceRun {
             counts,
             problems,
             settled: settled.into_iter().map(|(key, outcome)| (key, outcome.err())).collect(),
-            counted: counted.into_iter().map(|((key, target), kind)| (key, target, kind)).collect(),
+            counted,
         };
         let text = serde_json::to_string(&result).expect("results serialise");
         if !self.deps.store.finish_batch(batch.id, &share.instance, &text).await? {
