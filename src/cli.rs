@@ -1033,7 +1033,7 @@ async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
     }
     println!("{out}");
     if !leases.is_empty() {
-        let mut out = table(&["lease", "held by instance", "until"]);
+        let mut out = table(&["lease", "held by (instance#run)", "until (database time)"]);
         for lease in &leases {
             out.add_row(vec![lease.name.clone(), lease.holder.clone(), lease.expires_at.clone()]);
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::{JoinSet, Id};
+use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Access, ApiState, Queued, RunAnswer, SourceState, SourceStates};
@@ -181,7 +181,9 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
         })
         .await;
         if settled.is_err() {
-            tracing::warn!("runs that did not stop in time are ended; their deliveries are reconciled at the next start");
+            tracing::warn!(
+                "runs that did not stop in time are ended; their deliveries are reconciled at the next start"
+            );
             daemon.tasks.abort_all();
             while let Some(done) = daemon.tasks.join_next_with_id().await {
                 daemon.finished(done).await;
@@ -364,7 +366,8 @@ impl Daemon {
                     return;
                 };
                 let running = self.running.remove(&task).expect("found above");
-                let why = if e.is_panic() { "its task panicked" } else { "its task was ended after the shutdown grace" };
+                let why =
+                    if e.is_panic() { "its task panicked" } else { "its task was ended after the shutdown grace" };
                 tracing::error!(holder = %running.holder, sources = ?running.sources, "run ended abnormally: {why}");
                 let message = format!("aborted: {why}; deliveries it left unfinished are reconciled by the next run");
                 if let Err(e) = self.deps.store.abandon_holder(&running.holder, RunStatus::Aborted, &message).await {

@@ -26,9 +26,9 @@ use crate::mapping::Mapping;
 use crate::source::{self, Entry, Record, RecordError};
 use crate::store::documents::NewDocument;
 use crate::store::intents::Intent;
+use crate::store::lease::Fence;
 use crate::store::ledger::{Batch, LedgerRow};
 use crate::store::log::NewEvent;
-use crate::store::lease::Fence;
 use crate::store::runs::{Counted, Counts};
 use crate::store::{Store, StoreError, timestamp};
 use crate::target;
@@ -263,7 +263,8 @@ pub async fn start(job: Job, deps: &Deps) -> Result<Started, PipelineError> {
             return Err(e.into());
         }
     }
-    let run_id = match store.start_held_run(job.trigger, &source_ids, Some(&holder), &timestamp(deps.clock.now())).await {
+    let run_id = match store.start_held_run(job.trigger, &source_ids, Some(&holder), &timestamp(deps.clock.now())).await
+    {
         Ok(id) => id,
         Err(e) => {
             hold.release().await;
@@ -1827,8 +1828,7 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Option<
             }
             Err(e) => {
                 // Nothing was sent; the item is retried next run.
-                outcome.result =
-                    Err(problem(&format!("cannot record the delivery intent: {e}"), ItemStatus::Failed));
+                outcome.result = Err(problem(&format!("cannot record the delivery intent: {e}"), ItemStatus::Failed));
                 return Some(outcome);
             }
         }

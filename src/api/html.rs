@@ -162,7 +162,9 @@ impl Kind {
             (Kind::Item, "delivered" | "unchanged") | (Kind::Run, "ok") => "good",
             (Kind::Item, "new") | (Kind::Run, "running") | (Kind::Level, "info") => "info",
             (Kind::Item, "failed") | (Kind::Run, "partial" | "interrupted") | (Kind::Level, "warn") => "warn",
-            (Kind::Item, "quarantined" | "conflict") | (Kind::Run, "failed" | "aborted") | (Kind::Level, "error") => "bad",
+            (Kind::Item, "quarantined" | "conflict") | (Kind::Run, "failed" | "aborted") | (Kind::Level, "error") => {
+                "bad"
+            }
             _ => "muted",
         }
     }

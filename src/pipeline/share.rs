@@ -190,7 +190,8 @@ impl SourceRun {
             .decode_batch(&batch.work)
             .map_err(|e| SourceFailure::Source(format!("shared batch {} of run {}: {e}", batch.id, batch.run_id)))?;
         let pairs = jobs.iter().map(|(_, pairs)| pairs.len()).sum();
-        let keys: Vec<String> = jobs.iter().flat_map(|(_, pairs)| pairs.iter().map(|(key, _)| key.to_string())).collect();
+        let keys: Vec<String> =
+            jobs.iter().flat_map(|(_, pairs)| pairs.iter().map(|(key, _)| key.to_string())).collect();
         let fresh = self.deps.store.ledger_rows(&self.source.id, &keys).await?;
         let claim = Fence::Claim { batch: batch.id, holder: share.instance.to_string() };
         let fence = std::mem::replace(&mut self.fence, claim.clone());
@@ -316,8 +317,7 @@ pub async fn help(deps: &Deps, share: &Share, job: &Job) -> Result<bool, Pipelin
         if deps.config.source(&source_id).is_none() {
             continue;
         }
-        let claimed =
-            deps.store.claim_batch(&source_id, None, &share.instance, share.claim, Some(&own_runs)).await?;
+        let claimed = deps.store.claim_batch(&source_id, None, &share.instance, share.claim, Some(&own_runs)).await?;
         let Some(batch) = claimed else { continue };
         let (id, run_id) = (batch.id, batch.run_id);
         // The job's flags travel with its batches: a forced run stays forced on every instance.

@@ -40,7 +40,9 @@ impl Fence {
         let (now, lock) = (store.now_sql(), store.share_lock());
         match self {
             Fence::None => None,
-            Fence::Lease { .. } => Some(format!("SELECT holder FROM leases WHERE name = $1 AND expires_at > {now} {lock}")),
+            Fence::Lease { .. } => {
+                Some(format!("SELECT holder FROM leases WHERE name = $1 AND expires_at > {now} {lock}"))
+            }
             Fence::Claim { .. } => Some(format!(
                 "SELECT holder FROM work_batches WHERE id = $1 AND done_at IS NULL AND claimed_until > {now} {lock}"
             )),
@@ -108,7 +110,8 @@ impl Store {
             return Ok(Ok(()));
         }
         let current = "SELECT name, holder, expires_at FROM leases WHERE name = $1";
-        let lease: Option<Lease> = on_pool!(self, pool => sqlx::query_as(current).bind(name).fetch_optional(pool).await?);
+        let lease: Option<Lease> =
+            on_pool!(self, pool => sqlx::query_as(current).bind(name).fetch_optional(pool).await?);
         // Given back in between: the next attempt takes it.
         Ok(Err(lease.unwrap_or(Lease { name: name.into(), holder: String::new(), expires_at: String::new() })))
     }
@@ -116,8 +119,7 @@ impl Store {
     /// Extends `holder`'s lease `name` by `ttl` from the database's now; false if the lease is no
     /// longer `holder`'s (taken over after it expired, or removed).
     pub async fn renew_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let sql =
-            format!("UPDATE leases SET expires_at = {} WHERE name = $1 AND holder = $2", self.later_sql("$3"));
+        let sql = format!("UPDATE leases SET expires_at = {} WHERE name = $1 AND holder = $2", self.later_sql("$3"));
         let renewed = on_pool!(self, pool => sqlx::query(&sql).bind(name).bind(holder).bind(millis(ttl)).execute(pool).await?.rows_affected());
         Ok(renewed == 1)
     }

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::documents::{INSERT, LATEST, PRUNE};
 use super::documents::{KEPT_VERSIONS, NewDocument, keep_document};
-use super::log::{INSERT_EVENT, NewEvent};
 use super::lease::{Fence, check_fence};
+use super::log::{INSERT_EVENT, NewEvent};
 use super::{BeginWrite, Store, StoreError, on_pool, opt_text, text};
 
 /// One ledger row: an item at a target.
@@ -92,8 +92,10 @@ impl Store {
         let mut rows = Vec::new();
         for chunk in keys.chunks(500) {
             let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql =
-                format!("SELECT {LEDGER_COLUMNS} FROM items WHERE source_id = $1 AND item_key IN ({})", list.join(", "));
+            let sql = format!(
+                "SELECT {LEDGER_COLUMNS} FROM items WHERE source_id = $1 AND item_key IN ({})",
+                list.join(", ")
+            );
             on_pool!(self, pool => {
                 let mut query = sqlx::query_as(&sql).bind(source_id);
                 for key in chunk {

@@ -110,7 +110,9 @@ impl Store {
     /// SQL for the database's current time plus the milliseconds in the parameter `param` (`$n`).
     pub(crate) fn later_sql(&self, param: &str) -> String {
         match self {
-            Store::Sqlite(_) => format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('%+.3f seconds', {param} / 1000.0))"),
+            Store::Sqlite(_) => {
+                format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('%+.3f seconds', {param} / 1000.0))")
+            }
             Store::Postgres(_) => format!(
                 "to_char((clock_timestamp() + make_interval(secs => {param}::float8 / 1000)) AT TIME ZONE 'UTC', \
                  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"

@@ -110,7 +110,8 @@ impl Store {
         holder: Option<&str>,
         at: &str,
     ) -> Result<i64, StoreError> {
-        let sql = "INSERT INTO runs (trigger, sources, status, started_at, holder) VALUES ($1, $2, $3, $4, $5) RETURNING id";
+        let sql =
+            "INSERT INTO runs (trigger, sources, status, started_at, holder) VALUES ($1, $2, $3, $4, $5) RETURNING id";
         let id: i64 = on_pool!(self, pool => sqlx::query_scalar(sql)
             .bind(trigger.as_str())
             .bind(sources.join(","))
@@ -130,9 +131,8 @@ impl Store {
             "SELECT id FROM runs WHERE status = $1 AND (holder IS NULL OR NOT EXISTS \
              (SELECT 1 FROM leases WHERE leases.holder = runs.holder AND leases.expires_at > {now})) ORDER BY id"
         );
-        let close = format!(
-            "UPDATE runs SET status = $1, finished_at = {now}, message = $2 WHERE id = $3 AND status = $4"
-        );
+        let close =
+            format!("UPDATE runs SET status = $1, finished_at = {now}, message = $2 WHERE id = $3 AND status = $4");
         let running = RunStatus::Running.as_str();
         let ids: Vec<i64> = on_pool!(self, pool => sqlx::query_scalar(&dead).bind(running).fetch_all(pool).await?);
         for id in &ids {

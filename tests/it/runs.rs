@@ -93,8 +93,12 @@ async fn execute(store: &Store, sql: &str, binds: &[&str]) -> u64 {
 async fn plant_lease(store: &Store, holder: &str, seconds: i64) {
     let until = portal_bridge::store::timestamp(chrono::Utc::now() + chrono::Duration::seconds(seconds));
     execute(store, "DELETE FROM leases WHERE name = $1", &["source:feed"]).await;
-    execute(store, "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)", &["source:feed", holder, &until])
-        .await;
+    execute(
+        store,
+        "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)",
+        &["source:feed", holder, &until],
+    )
+    .await;
 }
 
 /// Waits (bounded) until the simulator has seen `requests` requests.
@@ -306,7 +310,8 @@ async fn a_daemon_and_cli_migrate_and_retry_at_once_take_one_effect_per_document
     let app = bridge(&sim, 300, 4, "lease_secs = 3", "schedule = \"* * * * * *\"").await;
     let mut daemon = app.spawn_daemon();
     until_requests(&sim, 20).await;
-    let spawn = |args: &[&str]| app.std_command().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let spawn =
+        |args: &[&str]| app.std_command().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let migrate = spawn(&["migrate", "--wait", "90"]);
     let retry = spawn(&["retry", "feed/item-0001", "feed/item-0299", "--wait", "90"]);
     for child in [migrate, retry] {

@@ -270,7 +270,10 @@ async fn leases_fences_revisions_and_dead_runs_follow_the_database_on_either_bac
     assert_eq!(busy.holder, "a#1");
     assert!(shape(&busy.expires_at) && busy.expires_at > now, "{busy:?}");
     let mine = Fence::source("feed", "a#1");
-    let written = |status: &str, revision: i64| Batch { rows: vec![LedgerRow { revision, ..row("feed/1", status) }], ..Batch::default() };
+    let written = |status: &str, revision: i64| Batch {
+        rows: vec![LedgerRow { revision, ..row("feed/1", status) }],
+        ..Batch::default()
+    };
     store.write_fenced_batch(&written("new", 0), &mine).await.unwrap();
     assert_eq!(store.item("feed/1").await.unwrap()[0].revision, 1);
 
