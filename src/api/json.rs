@@ -207,7 +207,7 @@ pub(crate) async fn start_run(_: Write, State(state): State<ApiState>, body: Byt
     queue(&state, job).await
 }
 
-/// `POST /api/items/{key}/retry`: logs the request and queues a run of the item.
+/// `POST /api/items/{key}/retry`: queues a run of the item and, once it started, logs the request.
 pub(crate) async fn retry(_: Write, State(state): State<ApiState>, Path(path): Path<String>) -> Answer {
     let Some(key) = path.strip_suffix("/retry") else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no endpoint POST /api/items/{path}; use …/retry")));
@@ -226,8 +226,12 @@ pub(crate) async fn retry(_: Write, State(state): State<ApiState>, Path(path): P
         level: Level::Info,
         message: "retry requested via the admin API".into(),
     };
-    state.store.append_event(&event).await?;
-    queue(&state, Job { items: vec![key], ..Job::all(Trigger::Api) }).await
+    let answer = queue(&state, Job { items: vec![key], ..Job::all(Trigger::Api) }).await?;
+    // A retry that found the item's source busy did not happen: only one that started is logged.
+    if answer.status() == StatusCode::ACCEPTED {
+        state.store.append_event(&event).await?;
+    }
+    Ok(answer)
 }
 
 /// How long the API waits for the daemon to start a queued run (a run that replaces another one
@@ -271,7 +275,10 @@ async fn queue(state: &ApiState, job: Job) -> Answer {
         )
             .into_response()),
         Ok(Ok(RunAnswer::Refused(why))) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)),
-        Ok(Err(_)) => Err(stopping()),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon did not start the run: it is shutting down, or the run's task failed (see its log)",
+        )),
         Err(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(

@@ -510,7 +510,7 @@ async fn a_full_queue_or_a_stopped_daemon_answers_503() {
     drop(rx);
     let first = first.await.unwrap();
     assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE, "{}", first.body);
-    assert!(error_of(&first).contains("shutting down"));
+    assert!(error_of(&first).contains("did not start the run"), "{}", first.body);
     let closed = call(&router, Method::POST, "/api/runs", Some(&bearer(TOKEN)), Some("{}")).await;
     assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE);
 }
