@@ -149,3 +149,54 @@ pub fn instance_name() -> String {
 pub fn holder_name(instance: &str, n: u64) -> String {
     format!("{instance}#{n}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_run_takes_all_its_sources_or_none_and_waits_as_long_as_it_may() {
+        let (_dir, store) = store().await;
+        let (hour, stop) = (Duration::from_secs(3600), Stop::default());
+        let sources = ["b".to_owned(), "a".to_owned()];
+        store.take_lease("source:b", "other#1", Duration::from_millis(300)).await.unwrap().unwrap();
+        let busy = Hold::take(&store, "me#1", &sources, hour, Duration::ZERO, &stop).await.unwrap_err();
+        assert!(matches!(&busy, HoldError::Busy(b) if b.source_id == "b" && b.holder == "other#1"), "{busy}");
+        let leases = store.leases().await.unwrap();
+        assert_eq!(leases.iter().map(|l| l.holder.as_str()).collect::<Vec<_>>(), ["other#1"], "none of mine is left");
+        // Waiting long enough, the run gets both once the other lease lapses.
+        let hold = Hold::take(&store, "me#1", &sources, hour, Duration::from_secs(30), &stop).await.unwrap();
+        assert_eq!(hold.fence("a"), Fence::source("a", "me#1"));
+        assert_eq!(store.leases().await.unwrap().iter().filter(|l| l.holder == "me#1").count(), 2);
+        // Asked to stop while it waits, a run gives up without taking anything.
+        let waiting = tokio::spawn({
+            let (store, stop) = (store.clone(), stop.clone());
+            async move { Hold::take(&store, "you#1", &["a".to_owned()], hour, hour, &stop).await }
+        });
+        stop.stop(Stopped::Interrupted("Ctrl-C".into()));
+        assert!(matches!(waiting.await.unwrap(), Err(HoldError::Stopped(Stopped::Interrupted(_)))));
+        hold.release().await;
+        assert!(store.leases().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_stops_the_run() {
+        let (_dir, store) = store().await;
+        let stop = Stop::default();
+        let hold = Hold::take(&store, "me#1", &["a".to_owned()], Duration::from_secs(3), Duration::ZERO, &stop).await;
+        let hold = hold.unwrap();
+        store.release_lease("source:a", "me#1").await.unwrap();
+        store.take_lease("source:a", "thief#1", Duration::from_secs(3600)).await.unwrap().unwrap();
+        tokio::select! {
+            () = hold.keep(&stop) => unreachable!(),
+            () = stop.stopped() => {}
+        }
+        assert!(matches!(stop.why(), Some(Stopped::LeaseLost(why)) if why.contains("thief#1")));
+    }
+}
