@@ -132,6 +132,9 @@ pub struct RetryArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// When another run holds an item's source: wait up to this many seconds for it, then exit 4.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +158,9 @@ pub struct ResolveArgs {
     pub reason: Option<String>,
     #[command(flatten)]
     pub operator: Operator,
+    /// When another run holds the item's source: wait up to this many seconds for it, then exit 4.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +262,10 @@ pub struct MigrateArgs {
     /// Send withdrawals even when more of a source vanished than its guard allows.
     #[arg(long)]
     pub allow_withdrawals: bool,
+    /// When another run (a daemon's, another `migrate`) holds one of the sources: wait up to this
+    /// many seconds for it, then exit 4.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +320,10 @@ pub enum Exit {
     Fatal = 1,
     Usage = 2,
     Partial = 3,
+    /// Another run holds a source (and kept it for as long as `--wait` allowed).
+    Busy = 4,
+    /// Stopped by Ctrl-C (SIGINT) or SIGTERM.
+    Interrupted = 130,
 }
 
 /// Runs a parsed command line.
@@ -593,20 +607,27 @@ async fn retry(config: Arc<Config>, args: RetryArgs) -> Result<Exit> {
         println!("nothing to retry");
         return Ok(Exit::Ok);
     }
+    let migrate_args = MigrateArgs {
+        sources: Vec::new(),
+        items: keys.clone(),
+        force: false,
+        dry_run: false,
+        json: args.json,
+        allow_withdrawals: false,
+        wait: args.wait,
+    };
+    let Some((deps, job)) = migrate_job(config, &migrate_args).await? else { return Ok(Exit::Usage) };
+    let started = match begin(&deps, job).await? {
+        Ok(started) => started,
+        Err(exit) => return Ok(exit),
+    };
+    // Logged once the items' sources are held: a retry that finds them busy did not happen.
     let by = args.operator.name();
     let why = args.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
     for key in &keys {
         log_operator(&store, Some(key), None, format!("retry requested by {by}{why}")).await?;
     }
-    let migrate_args = MigrateArgs {
-        sources: Vec::new(),
-        items: keys,
-        force: false,
-        dry_run: false,
-        json: args.json,
-        allow_withdrawals: false,
-    };
-    migrate(config, migrate_args).await
+    complete(started, &deps.store, args.json).await
 }
 
 async fn skip(config: &Config, args: SkipArgs) -> Result<Exit> {
@@ -624,22 +645,38 @@ async fn skip(config: &Config, args: SkipArgs) -> Result<Exit> {
 
 async fn resolve(config: Arc<Config>, args: ResolveArgs) -> Result<Exit> {
     let store = open_store(&config).await?;
-    let conflicts: Vec<_> = store.item(&args.key).await?.into_iter().filter(|r| r.status == "conflict").collect();
-    if conflicts.is_empty() {
+    let is_conflict = |rows: &[crate::store::ledger::LedgerRow]| rows.iter().any(|r| r.status == "conflict");
+    if !is_conflict(&store.item(&args.key).await?) {
         eprintln!("`{}` has no conflict to resolve (see `portal-bridge show {}`)", args.key, args.key);
         return Ok(Exit::Usage);
     }
     let Some(key) = ItemKey::parse(&args.key) else { return Ok(Exit::Usage) };
+    let migrate_args = MigrateArgs {
+        sources: Vec::new(),
+        items: vec![args.key.clone()],
+        force: true,
+        dry_run: false,
+        json: false,
+        allow_withdrawals: false,
+        wait: args.wait,
+    };
+    let Some((deps, job)) = migrate_job(config.clone(), &migrate_args).await? else { return Ok(Exit::Usage) };
+    let started = match begin(&deps, job).await? {
+        Ok(started) => started,
+        Err(exit) => return Ok(exit),
+    };
+    // Under the source's lease: no other run changes the item between here and the delivery.
+    let fence = started.fence(key.source());
     let by = args.operator.name();
     let why = args.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
     let now = crate::store::timestamp(chrono::Utc::now());
-    for row in &conflicts {
+    for row in store.item(&args.key).await?.into_iter().filter(|r| r.status == "conflict") {
         let Some(target) = config.target(&row.target) else { continue };
         let version = match &target.delivery {
             crate::config::Delivery::Http(http) => http.get(&target.id, &key).await?.map(|stored| stored.version),
             crate::config::Delivery::Outbox { .. } => None,
         };
-        store.take_over_version(&args.key, &row.target, version.as_deref(), &now).await?;
+        store.take_over_version(&args.key, &row.target, version.as_deref(), &now, &fence).await?;
         let from = version.as_deref().map(|v| format!(" (portal version {v})")).unwrap_or_default();
         log_operator(
             &store,
@@ -649,47 +686,39 @@ async fn resolve(config: Arc<Config>, args: ResolveArgs) -> Result<Exit> {
         )
         .await?;
     }
-    let migrate_args = MigrateArgs {
-        sources: Vec::new(),
-        items: vec![args.key.clone()],
-        force: true,
-        dry_run: false,
-        json: false,
-        allow_withdrawals: false,
-    };
-    migrate(config, migrate_args).await
+    complete(started, &deps.store, false).await
 }
 
-async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
+/// The job of a `migrate` (also behind `retry` and `resolve`) with its dependencies; `None` (after
+/// saying why) when an item key or source is unknown or the schemas do not load.
+async fn migrate_job(config: Arc<Config>, args: &MigrateArgs) -> Result<Option<(Deps, Job)>> {
     let mut items = Vec::new();
     for text in &args.items {
         match ItemKey::parse(text) {
             Some(key) => items.push(key),
             None => {
                 eprintln!("`{text}` is not an item key (expected SOURCE/ID, e.g. aachen-forms/S05000101@1.0)");
-                return Ok(Exit::Usage);
+                return Ok(None);
             }
         }
     }
-    for id in
-        args.sources.iter().chain(items.iter().map(|k| k.source()).map(|s| s.to_owned()).collect::<Vec<_>>().iter())
-    {
+    for id in args.sources.iter().map(String::as_str).chain(items.iter().map(|k| k.source())) {
         if config.source(id).is_none() {
             eprintln!(
                 "unknown source `{id}`; configured: {}",
                 config.sources.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
             );
-            return Ok(Exit::Usage);
+            return Ok(None);
         }
     }
     let Some(validators) = load_validators(&config)? else {
-        return Ok(Exit::Usage);
+        return Ok(None);
     };
     let store = open_store(&config).await?;
-    let deps = Deps { config, store: store.clone(), validators: Arc::new(validators), clock: Arc::new(SystemClock) };
+    let deps = Deps { config, store, validators: Arc::new(validators), clock: Arc::new(SystemClock) };
     let job = Job {
         trigger: Trigger::Cli,
-        sources: args.sources,
+        sources: args.sources.clone(),
         items,
         force: args.force,
         dry_run: args.dry_run,
@@ -702,11 +731,71 @@ async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
         metrics: None,
         // A one-off run works alone; the daemons share their scheduled and triggered runs.
         share: None,
+        wait: std::time::Duration::from_secs(args.wait),
+        ..Job::all(Trigger::Cli)
     };
-    let report = pipeline::run(job, &deps).await?;
+    Ok(Some((deps, job)))
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM ask the run to stop: nothing new starts, deliveries in flight settle
+/// and are recorded, the run is closed as `interrupted` (exit 130). A second signal ends the
+/// process at once (what was in flight is reconciled by the next run).
+fn stop_on_signals(stop: pipeline::Stop) -> Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(tokio::spawn(async move {
+        let mut asked = false;
+        loop {
+            let name = tokio::select! {
+                Some(()) = interrupt.recv() => "Ctrl-C",
+                Some(()) = terminate.recv() => "SIGTERM",
+                else => return,
+            };
+            if asked {
+                eprintln!("{name} again: stopping at once; deliveries in flight are reconciled by the next run");
+                std::process::exit(Exit::Interrupted as i32);
+            }
+            asked = true;
+            eprintln!("{name}: stopping — deliveries in flight settle and are recorded ({name} again to quit at once)");
+            stop.stop(pipeline::Stopped::Interrupted(format!("{name} (by the operator)")));
+        }
+    }))
+}
+
+/// Takes the job's sources (waiting up to the job's `wait` for busy ones) and records the run: the
+/// started run, or the exit code when a source stayed busy (4, the holder named) or the operator
+/// stopped the wait (130).
+async fn begin(deps: &Deps, job: Job) -> Result<std::result::Result<pipeline::Started, Exit>> {
+    let signals = stop_on_signals(job.stop.clone())?;
+    let started = pipeline::start(job, deps).await;
+    signals.abort();
+    match started {
+        Ok(started) => Ok(Ok(started)),
+        Err(pipeline::PipelineError::Busy(busy)) => {
+            eprintln!(
+                "{busy}. Another run (the daemon's, or another migrate) is working on it; \
+                 wait for it with --wait SECONDS. Exit 4."
+            );
+            Ok(Err(Exit::Busy))
+        }
+        Err(pipeline::PipelineError::Stopped(why)) => {
+            eprintln!("{why}; nothing was run");
+            Ok(Err(Exit::Interrupted))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Carries out a started run (Ctrl-C stops it cleanly) and prints its report.
+async fn complete(started: pipeline::Started, store: &Store, json: bool) -> Result<Exit> {
+    let signals = stop_on_signals(started.stop())?;
+    let report = started.finish().await;
+    signals.abort();
+    let report = report?;
     store.close().await;
     let c = report.counts;
-    if args.json {
+    if json {
         let out = serde_json::json!({
             "run_id": report.run_id,
             "status": report.status,
@@ -741,8 +830,17 @@ async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
     Ok(match report.status {
         RunStatus::Ok => Exit::Ok,
         RunStatus::Partial => Exit::Partial,
-        RunStatus::Failed | RunStatus::Running => Exit::Fatal,
+        RunStatus::Interrupted => Exit::Interrupted,
+        RunStatus::Failed | RunStatus::Running | RunStatus::Aborted => Exit::Fatal,
     })
+}
+
+async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
+    let Some((deps, job)) = migrate_job(config, &args).await? else { return Ok(Exit::Usage) };
+    match begin(&deps, job).await? {
+        Ok(started) => complete(started, &deps.store, args.json).await,
+        Err(exit) => Ok(exit),
+    }
 }
 
 async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit> {
@@ -935,7 +1033,7 @@ async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
     }
     println!("{out}");
     if !leases.is_empty() {
-        let mut out = table(&["lease", "held by instance", "until"]);
+        let mut out = table(&["lease", "held by (instance#run)", "until (database time)"]);
         for lease in &leases {
             out.add_row(vec![lease.name.clone(), lease.holder.clone(), lease.expires_at.clone()]);
         }

@@ -1,6 +1,6 @@
 //! The daemon: fires each source's schedule (overlap and missed-run policies, jitter), runs jobs
 //! from the admin API, serves the admin API, reloads its configuration on request and shuts down
-//! gracefully.
+//! gracefully — every run it starts ends with a status, whatever happens to its task.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, watch};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Access, ApiState, SourceState, SourceStates};
+use crate::api::{Access, ApiState, Queued, RunAnswer, SourceState, SourceStates};
 use crate::config::{Config, Overrides};
 use crate::domain::{Clock, RunStatus, Trigger};
-use crate::pipeline::{self, Deps, Job, RunReport, Share};
+use crate::pipeline::{self, Busy, Deps, Job, PipelineError, RunReport, Share, Stop, Stopped};
 use crate::scheduler::{Missed, Overlap, missed_run};
 use crate::store::{Store, timestamp};
 use crate::validate::Validators;
@@ -38,10 +38,11 @@ pub struct DaemonParts {
 }
 
 /// A name for this instance that no other running instance has.
-pub fn instance_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
-    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
-}
+pub use crate::pipeline::hold::instance_name;
+
+/// After the shutdown grace, how long runs asked to stop get to settle their deliveries in flight
+/// before their tasks are ended (and their runs closed as `aborted`).
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +60,12 @@ type TaskResult = (u64, Vec<String>, Result<RunReport, String>);
 
 struct Running {
     sources: Vec<String>,
-    abort: AbortHandle,
+    /// The run's holder (of its leases and its record): `<instance>#<task>`.
+    holder: String,
+    stop: Stop,
+    /// Cancelled once the task has ended, however it ended.
+    ended: CancellationToken,
+    id: Id,
 }
 
 struct Daemon {
@@ -90,7 +96,7 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
     let deps = Deps { config: config.clone(), store: store.clone(), validators: Arc::new(validators), clock };
     let states: SourceStates = Default::default();
     let metrics = Arc::new(crate::api::metrics::Metrics::default());
-    let (trigger_tx, mut trigger_rx) = mpsc::channel::<Job>(64);
+    let (trigger_tx, mut trigger_rx) = mpsc::channel::<Queued>(64);
     let (access, access_rx) = watch::channel(Access::from(&config.admin));
     let api_task = match listener {
         None => None,
@@ -128,37 +134,61 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
         access,
     };
     daemon.schedule_all(true).await?;
+    daemon.close_dead_runs().await;
     tracing::info!(sources = daemon.next.len(), instance = %instance, "daemon started");
+    // Runs of dead processes are closed as soon as their leases have expired.
+    let mut sweep = tokio::time::interval(daemon.lease);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         let due = daemon.next.values().map(|(_, fire)| *fire).min();
         let sleep = due.map_or(Duration::from_secs(3600), |at| (at - daemon.now()).to_std().unwrap_or_default());
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(job) = trigger_rx.recv() => daemon.start(job),
+            Some(queued) = trigger_rx.recv() => daemon.start(queued.job, None, Some(queued.answer)),
             Some(()) = reload.recv() => daemon.reload().await,
-            Some(done) = daemon.tasks.join_next(), if !daemon.tasks.is_empty() => daemon.finished(done),
+            Some(done) = daemon.tasks.join_next_with_id(), if !daemon.tasks.is_empty() => daemon.finished(done).await,
+            _ = sweep.tick() => daemon.close_dead_runs().await,
             _ = tokio::time::sleep(sleep) => daemon.fire_due(),
         }
     }
+    // Jobs still queued are not started: their callers learn so (their answer is dropped).
+    drop(trigger_rx);
 
     tracing::info!(running = daemon.running.len(), grace = ?daemon.deps.config.shutdown_grace, "shutting down");
     let grace = daemon.deps.config.shutdown_grace;
     let helper_abort = helper.abort_handle();
     let drained = tokio::time::timeout(grace, async {
-        while let Some(done) = daemon.tasks.join_next().await {
-            daemon.finished(done);
+        while let Some(done) = daemon.tasks.join_next_with_id().await {
+            daemon.finished(done).await;
         }
         let _ = helper.await;
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
-            "runs still going after the grace period are stopped; their deliveries are reconciled at the next start"
+            "runs still going after the grace period are stopped: deliveries in flight settle and are recorded, \
+             the rest is left to the next run"
         );
-        daemon.tasks.abort_all();
         helper_abort.abort();
-        while daemon.tasks.join_next().await.is_some() {}
+        for running in daemon.running.values() {
+            running.stop.stop(Stopped::Interrupted("the daemon shut down and its grace period ended".into()));
+        }
+        let settled = tokio::time::timeout(SETTLE, async {
+            while let Some(done) = daemon.tasks.join_next_with_id().await {
+                daemon.finished(done).await;
+            }
+        })
+        .await;
+        if settled.is_err() {
+            tracing::warn!(
+                "runs that did not stop in time are ended; their deliveries are reconciled at the next start"
+            );
+            daemon.tasks.abort_all();
+            while let Some(done) = daemon.tasks.join_next_with_id().await {
+                daemon.finished(done).await;
+            }
+        }
     }
     if let Some(api) = api_task {
         let _ = api.await;
@@ -233,18 +263,17 @@ impl Daemon {
                 state.next_run_at = Some(timestamp(next.1));
             }
             let job = Job { sources: vec![id], ..Job::all(Trigger::Schedule) };
-            self.start_with_slot(job, Some(slot));
+            self.start(job, Some(slot), None);
         }
     }
 
-    fn start(&mut self, job: Job) {
-        self.start_with_slot(job, None);
-    }
-
-    /// Starts a job, applying each source's overlap policy. With several instances on one
-    /// database, a scheduled `slot` runs on the instance that claims it first, and a source runs
-    /// only on the instance that holds its lease.
-    fn start_with_slot(&mut self, job: Job, slot: Option<DateTime<Utc>>) {
+    /// Starts a job, applying each source's overlap policy to the runs of this instance: `forbid`
+    /// skips it (an API job is answered 409), `replace` stops the running run and starts once it
+    /// has ended, `allow` starts once it has ended (one writer per source; an API job is answered
+    /// 409 rather than kept waiting). With several instances on one database, a scheduled `slot`
+    /// runs on the instance that claims it first, and a source runs only under its lease: a job
+    /// whose source another holder has is skipped (an API job is answered 409 with the holder).
+    fn start(&mut self, mut job: Job, slot: Option<DateTime<Utc>>, answer: Option<oneshot::Sender<RunAnswer>>) {
         let mut sources: Vec<String> = job.sources.clone();
         sources.extend(job.items.iter().map(|k| k.source().to_owned()));
         sources.sort();
@@ -252,27 +281,30 @@ impl Daemon {
         if sources.is_empty() {
             sources = self.deps.config.sources.iter().map(|s| s.id.clone()).collect();
         }
+        let mut after: Vec<CancellationToken> = Vec::new();
         for id in &sources {
             let overlap = self.deps.config.source(id).map_or(Overlap::Forbid, |s| s.overlap);
-            let busy: Vec<u64> =
-                self.running.iter().filter(|(_, r)| r.sources.contains(id)).map(|(task, _)| *task).collect();
-            if busy.is_empty() {
-                continue;
+            let busy: Vec<&Running> = self.running.values().filter(|r| r.sources.contains(id)).collect();
+            let Some(first) = busy.first() else { continue };
+            let refuse = match overlap {
+                Overlap::Forbid => true,
+                Overlap::Allow => answer.is_some(),
+                Overlap::Replace => false,
+            };
+            if refuse {
+                let busy = Busy { source_id: id.clone(), holder: first.holder.clone(), until: "its end".into() };
+                tracing::warn!(source = %id, trigger = %job.trigger, holder = %busy.holder, "a run of this source is still going; this one is not started (overlap = {overlap:?})");
+                if let Some(answer) = answer {
+                    let _ = answer.send(RunAnswer::Busy(busy));
+                }
+                return;
             }
-            match overlap {
-                Overlap::Forbid => {
-                    tracing::warn!(source = %id, trigger = %job.trigger, "a run of this source is still going; this one is skipped (overlap = forbid)");
-                    return;
+            for old in &busy {
+                if overlap == Overlap::Replace {
+                    tracing::warn!(source = %id, holder = %old.holder, "stopping the running run (overlap = replace); the new one starts when it has ended");
+                    old.stop.stop(Stopped::Interrupted("replaced by a newer run (overlap = replace)".into()));
                 }
-                Overlap::Replace => {
-                    for task in busy {
-                        if let Some(old) = self.running.remove(&task) {
-                            tracing::warn!(source = %id, "stopping the running run (overlap = replace); its deliveries are reconciled");
-                            old.abort.abort();
-                        }
-                    }
-                }
-                Overlap::Allow => {}
+                after.push(old.ended.clone());
             }
         }
         let task = self.next_task;
@@ -282,10 +314,24 @@ impl Daemon {
         let metrics = self.metrics.clone();
         let trigger = job.trigger;
         let ids = sources.clone();
-        let (instance, lease) = (self.instance.clone(), self.lease);
-        let abort = self.tasks.spawn(async move {
+        let holder = pipeline::hold::holder_name(&self.instance, task);
+        let instance = self.instance.clone();
+        let (stop, ended) = (Stop::default(), CancellationToken::new());
+        job.stop = stop.clone();
+        job.holder = Some(holder.clone());
+        let task_ended = ended.clone();
+        let handle = self.tasks.spawn(async move {
+            let _ended = task_ended.drop_guard();
+            for earlier in after {
+                tokio::select! {
+                    () = earlier.cancelled() => {}
+                    () = job.stop.stopped() => {
+                        return (task, ids, Err(format!("{SKIPPED}stopped while waiting for the run it follows")));
+                    }
+                }
+            }
             let job = Job { metrics: Some(metrics.clone()), ..job };
-            let result = leased_run(&deps, job, &ids, slot, &instance, lease).await;
+            let result = leased_run(&deps, job, &ids, slot, &instance, answer).await;
             if let Ok(report) = &result {
                 metrics.observe_run(trigger, report.status, started.elapsed().as_secs_f64());
             }
@@ -295,11 +341,41 @@ impl Daemon {
         for id in &sources {
             states.entry(id.clone()).or_default().running = true;
         }
-        self.running.insert(task, Running { sources, abort });
+        self.running.insert(task, Running { sources, holder, stop, ended, id: handle.id() });
     }
 
-    fn finished(&mut self, done: Result<TaskResult, tokio::task::JoinError>) {
-        let Ok((task, sources, result)) = done else { return }; // aborted (replaced or stopped)
+    /// Closes the runs of dead processes (whose leases expired) as `aborted`.
+    async fn close_dead_runs(&self) {
+        match self.deps.store.close_dead_runs().await {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::warn!(run_id = id, "closed as aborted: the run's process ended without closing it");
+                }
+            }
+            Err(e) => tracing::warn!("cannot look for dead runs: {e}"),
+        }
+    }
+
+    async fn finished(&mut self, done: Result<(Id, TaskResult), tokio::task::JoinError>) {
+        let (task, sources, result) = match done {
+            Ok((_, done)) => done,
+            Err(e) => {
+                // The task panicked or was ended: its run (if it began) is closed and its leases
+                // given back here, so that its sources are free again.
+                let Some(task) = self.running.iter().find(|(_, r)| r.id == e.id()).map(|(task, _)| *task) else {
+                    return;
+                };
+                let running = self.running.remove(&task).expect("found above");
+                let why =
+                    if e.is_panic() { "its task panicked" } else { "its task was ended after the shutdown grace" };
+                tracing::error!(holder = %running.holder, sources = ?running.sources, "run ended abnormally: {why}");
+                let message = format!("aborted: {why}; deliveries it left unfinished are reconciled by the next run");
+                if let Err(e) = self.deps.store.abandon_holder(&running.holder, RunStatus::Aborted, &message).await {
+                    tracing::error!(holder = %running.holder, "cannot close the run (the next start does): {e}");
+                }
+                (task, running.sources, Err(why.to_owned()))
+            }
+        };
         self.running.remove(&task);
         if matches!(&result, Err(e) if e.starts_with(SKIPPED)) {
             let mut states = self.states.write().expect("not poisoned");
@@ -429,18 +505,19 @@ async fn help_others(
 /// Marks a run that this instance did not do because another one does (not an error).
 const SKIPPED: &str = "skipped: ";
 
-/// Runs a job under the leases of its sources, renewing them while it runs. A scheduled slot that
-/// another instance already claimed, or a source whose lease another instance holds, is skipped.
+/// Runs a job under the leases of its sources (the pipeline takes and renews them, as the job's
+/// holder). A scheduled slot that another instance already claimed, or a source whose lease
+/// another run holds, is skipped. An API job is answered once its run is recorded, or with why not;
+/// one whose caller stopped waiting is not started.
 async fn leased_run(
     deps: &Deps,
     job: Job,
     sources: &[String],
     slot: Option<DateTime<Utc>>,
-    instance: &str,
-    lease: Duration,
+    instance: &Arc<str>,
+    answer: Option<oneshot::Sender<RunAnswer>>,
 ) -> Result<RunReport, String> {
     let store = &deps.store;
-    let now = || deps.clock.now();
     if let Some(slot) = slot {
         for id in sources {
             if !store.claim_slot(id, &timestamp(slot), instance).await.map_err(|e| e.to_string())? {
@@ -448,40 +525,29 @@ async fn leased_run(
             }
         }
     }
-    let names: Vec<String> = sources.iter().map(|id| format!("source:{id}")).collect();
-    let ttl = chrono::Duration::from_std(lease).unwrap_or_default();
-    let mut held: Vec<String> = Vec::new();
-    for name in &names {
-        let acquired = store
-            .acquire_lease(name, instance, &timestamp(now() + ttl), &timestamp(now()))
-            .await
-            .map_err(|e| e.to_string())?;
-        if !acquired {
-            for name in &held {
-                let _ = store.release_lease(name, instance).await;
-            }
-            return Err(format!("{SKIPPED}another instance holds the lease {name}"));
-        }
-        held.push(name.clone());
+    if answer.as_ref().is_some_and(oneshot::Sender::is_closed) {
+        return Err(format!("{SKIPPED}the API caller stopped waiting before the run could start"));
     }
-    let renew = async {
-        loop {
-            tokio::time::sleep(lease / 3).await;
-            for name in &names {
-                match store.acquire_lease(name, instance, &timestamp(now() + ttl), &timestamp(now())).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::error!(lease = %name, "lost the lease to another instance"),
-                    Err(e) => tracing::warn!(lease = %name, "cannot renew the lease: {e}"),
-                }
+    let holder: Arc<str> = job.holder.clone().unwrap_or_default().into();
+    let job = Job { share: share_of(&deps.config, &holder), wait: Duration::ZERO, ..job };
+    let started = match pipeline::start(job, deps).await {
+        Ok(started) => started,
+        Err(PipelineError::Busy(busy)) => {
+            let skipped = format!("{SKIPPED}{busy}");
+            if let Some(answer) = answer {
+                let _ = answer.send(RunAnswer::Busy(busy));
             }
+            return Err(skipped);
+        }
+        Err(e) => {
+            if let Some(answer) = answer {
+                let _ = answer.send(RunAnswer::Refused(e.to_string()));
+            }
+            return Err(e.to_string());
         }
     };
-    let result = tokio::select! {
-        result = pipeline::run(Job { share: share_of(&deps.config, &instance.into()), ..job }, deps) => result.map_err(|e| e.to_string()),
-        () = renew => unreachable!("the renewal loop never ends"),
-    };
-    for name in &names {
-        let _ = store.release_lease(name, instance).await;
+    if let (Some(answer), Some(run_id)) = (answer, started.run_id()) {
+        let _ = answer.send(RunAnswer::Started { run_id });
     }
-    result
+    started.finish().await.map_err(|e| e.to_string())
 }

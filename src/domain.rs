@@ -150,6 +150,11 @@ string_enum! {
         Partial = "partial",
         /// The run could not do its job at all (e.g. a source could not be read).
         Failed = "failed",
+        /// Stopped on request before it was done (Ctrl-C, the daemon's shutdown, `overlap = replace`);
+        /// deliveries in flight settled or stay as intents for the next run.
+        Interrupted = "interrupted",
+        /// Ended without finishing: its process died, or it lost its lease to another holder.
+        Aborted = "aborted",
     }
 }
 

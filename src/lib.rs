@@ -5,6 +5,7 @@
 //! ```text
 //! config::Config::resolve()      sources, mappings, targets, schedules — all checked up front
 //! pipeline::run(job, deps)
+//!   pipeline::start              the sources' leases (one run per source, database clock), the run recorded
 //!   source::list / read_entry    files of a source, split into records with key and content hash
 //!   pipeline::codelists          lists the records refer to that nobody has: fetched (XRepository), cached
 //!   store ledger                 unchanged hash + unchanged mapping version ⇒ skip
@@ -12,7 +13,8 @@
 //!   mapping::Mapping::apply      jq program (jaq) + lookups + codelists ⇒ one document per target
 //!   validate::Validators::check  JSON Schema | XSD; failure ⇒ quarantine, never delivered
 //!   target::deliver              outbox directory (atomic file per item)
-//!   store::Store::write_batch    item status in the ledger + events in the migration log
+//!   store::Store::write_fenced_batch  item status in the ledger + events in the migration log,
+//!                                only while the run holds its lease and the rows are as it read them
 //! report::quality                per item, the warnings and errors of its last migration, classified
 //! ```
 

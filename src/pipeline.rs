@@ -9,8 +9,10 @@
 //! run with the other instances on its database (see [`share`]).
 
 pub mod codelists;
+pub mod hold;
 mod scan_cache;
 pub mod share;
+pub mod stop;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -24,9 +26,10 @@ use crate::mapping::Mapping;
 use crate::source::{self, Entry, Record, RecordError};
 use crate::store::documents::NewDocument;
 use crate::store::intents::Intent;
+use crate::store::lease::Fence;
 use crate::store::ledger::{Batch, LedgerRow};
 use crate::store::log::NewEvent;
-use crate::store::runs::Counts;
+use crate::store::runs::{Counted, Counts};
 use crate::store::{Store, StoreError, timestamp};
 use crate::target;
 use crate::target::Action;
@@ -52,9 +55,17 @@ pub struct Job {
     pub metrics: Option<Arc<crate::api::metrics::Metrics>>,
     /// Share the work pass of a large source with the other instances on the database.
     pub share: Option<Share>,
+    /// Who holds the run's leases (default: a name of this process's own).
+    pub holder: Option<String>,
+    /// How long to wait for a source whose lease another run holds (default: not at all).
+    pub wait: std::time::Duration,
+    /// Asks the run to stop early.
+    pub stop: Stop,
 }
 
+pub use hold::Busy;
 pub use share::{Share, help};
+pub use stop::{Stop, Stopped};
 
 impl Job {
     pub fn all(trigger: Trigger) -> Self {
@@ -68,6 +79,9 @@ impl Job {
             progress: ProgressHandle::default(),
             metrics: None,
             share: None,
+            holder: None,
+            wait: std::time::Duration::ZERO,
+            stop: Stop::default(),
         }
     }
 }
@@ -150,6 +164,22 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("a worker thread failed: {0}")]
     Worker(String),
+    /// A source of the run is held by another run (and stayed so for as long as the job waits).
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    /// Asked to stop before the run began.
+    #[error("{0}")]
+    Stopped(Stopped),
+}
+
+impl From<hold::HoldError> for PipelineError {
+    fn from(e: hold::HoldError) -> Self {
+        match e {
+            hold::HoldError::Busy(busy) => PipelineError::Busy(busy),
+            hold::HoldError::Stopped(why) => PipelineError::Stopped(why),
+            hold::HoldError::Store(e) => PipelineError::Store(e),
+        }
+    }
 }
 
 /// Target id used in the ledger for a file that yielded no record at all.
@@ -182,22 +212,29 @@ fn chunked(jobs: Vec<(Entry, Vec<Pair>)>, size: usize) -> Vec<(Entry, Vec<Pair>)
     chunks
 }
 
-/// Runs the pipeline once for `job`.
+/// Runs the pipeline once for `job`: takes its sources ([`start`]), then carries the run out.
 pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
-    use tracing::Instrument;
-    let span = tracing::info_span!("run", run_id = tracing::field::Empty, trigger = %job.trigger);
-    run_in(job, deps, span.clone()).instrument(span).await
+    start(job, deps).await?.finish().await
 }
 
-/// [`run`] inside its tracing span, so every log line of the run carries the run id.
-async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport, PipelineError> {
-    // The directory's codelists joined by those fetched before (with XRepository configured).
-    let (deps, mut run_codelists) = codelists::for_run(deps).await?;
-    let deps = &deps;
+/// A run that holds its sources and is recorded, ready to be carried out.
+pub struct Started {
+    job: Job,
+    deps: Deps,
+    selected: Vec<Arc<Source>>,
+    hold: Option<hold::Hold>,
+    run_id: Option<i64>,
+    span: tracing::Span,
+}
+
+/// Begins a run: closes runs that died without closing themselves, takes the leases of the job's
+/// sources (waiting up to `job.wait` for busy ones: [`PipelineError::Busy`] after that) and records
+/// the run with its holder. A dry run takes and records nothing.
+pub async fn start(job: Job, deps: &Deps) -> Result<Started, PipelineError> {
     let config = &deps.config;
-    let mut selected: Vec<Arc<Source>> = Vec::new();
     let wanted: BTreeSet<&str> =
         job.sources.iter().map(String::as_str).chain(job.items.iter().map(ItemKey::source)).collect();
+    let mut selected: Vec<Arc<Source>> = Vec::new();
     for id in &wanted {
         let source = config.source(id).ok_or_else(|| PipelineError::UnknownSource((*id).into()))?;
         selected.push(source.clone());
@@ -205,14 +242,135 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
     if wanted.is_empty() {
         selected = config.sources.clone();
     }
+    let span = tracing::info_span!("run", run_id = tracing::field::Empty, trigger = %job.trigger);
+    if job.dry_run {
+        return Ok(Started { job, deps: deps.clone(), selected, hold: None, run_id: None, span });
+    }
+    let store = &deps.store;
     let source_ids: Vec<String> = selected.iter().map(|s| s.id.clone()).collect();
-    let run_id = if job.dry_run {
-        None
-    } else {
-        Some(deps.store.start_run(job.trigger, &source_ids, &timestamp(deps.clock.now())).await?)
+    let holder = job.holder.clone().unwrap_or_else(|| hold::holder_name(&hold::instance_name(), 1));
+    let hold = hold::Hold::take(store, &holder, &source_ids, config.lease, job.wait, &job.stop).await?;
+    // A run whose lease this run just took over (it had expired) is dead, as is any other whose
+    // holder holds no live lease: closed before this run is recorded.
+    match store.close_dead_runs().await {
+        Ok(ids) => {
+            for id in ids {
+                tracing::warn!(run_id = id, "closed as aborted: the run's process ended without closing it");
+            }
+        }
+        Err(e) => {
+            hold.release().await;
+            return Err(e.into());
+        }
+    }
+    let run_id = match store.start_held_run(job.trigger, &source_ids, Some(&holder), &timestamp(deps.clock.now())).await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            hold.release().await;
+            return Err(e.into());
+        }
     };
-    if let Some(id) = run_id {
-        span.record("run_id", id);
+    span.record("run_id", run_id);
+    Ok(Started { job, deps: deps.clone(), selected, hold: Some(hold), run_id: Some(run_id), span })
+}
+
+impl Started {
+    /// The run's id (`None` for a dry run).
+    pub fn run_id(&self) -> Option<i64> {
+        self.run_id
+    }
+
+    /// What a write to `source_id`'s items must hold while this run holds the source (an operator's
+    /// change made under the run's lease before it goes on, e.g. `resolve`).
+    pub fn fence(&self, source_id: &str) -> Fence {
+        self.hold.as_ref().map_or(Fence::None, |hold| hold.fence(source_id))
+    }
+
+    /// Asks the run to stop.
+    pub fn stop(&self) -> Stop {
+        self.job.stop.clone()
+    }
+
+    /// Carries the run out, renewing its leases meanwhile, closes its record and gives the leases
+    /// back. A run asked to stop ends as `interrupted`; one that lost a lease as `aborted`; one that
+    /// failed on the way as `failed` (its error returned) — none stays `running`.
+    pub async fn finish(self) -> Result<RunReport, PipelineError> {
+        use tracing::Instrument;
+        let Started { job, deps, selected, hold, run_id, span } = self;
+        let mut report = RunReport {
+            run_id,
+            status: RunStatus::Running,
+            counts: Counts::default(),
+            problems: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let work = run_in(&job, &deps, &selected, hold.as_ref(), &mut report).instrument(span.clone());
+        let result = match &hold {
+            Some(hold) => tokio::select! {
+                result = work => result,
+                () = hold.keep(&job.stop) => unreachable!("renewing never ends by itself"),
+            },
+            None => work.await,
+        };
+        let failed = match result {
+            Ok(()) => None,
+            Err(PipelineError::Store(StoreError::LeaseLost(why))) => {
+                job.stop.stop(Stopped::LeaseLost(why));
+                None
+            }
+            Err(e) => Some(e),
+        };
+        report.status = match (&failed, job.stop.why()) {
+            (Some(_), _) => RunStatus::Failed,
+            (None, Some(Stopped::LeaseLost(_))) => RunStatus::Aborted,
+            (None, Some(Stopped::Interrupted(_))) => RunStatus::Interrupted,
+            (None, None) => report.status,
+        };
+        if let Some(why) = job.stop.why() {
+            report.errors.push(why.to_string());
+        }
+        if let Some(e) = &failed {
+            report.errors.push(e.to_string());
+        }
+        if let Some(id) = run_id {
+            let message = (!report.errors.is_empty()).then(|| report.errors.join("; "));
+            let closed = deps
+                .store
+                .finish_run(id, report.status, report.counts, message.as_deref(), &timestamp(deps.clock.now()))
+                .await;
+            if let Err(e) = closed {
+                tracing::error!(run_id = id, "cannot close the run's record (the next start closes it): {e}");
+            }
+        }
+        if let Some(hold) = hold {
+            hold.release().await;
+        }
+        let _entered = span.enter();
+        tracing::info!(run_id, status = %report.status, counts = ?report.counts, "run finished");
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+/// The run itself, inside its tracing span; what it did so far is in `report` even when it fails.
+async fn run_in(
+    job: &Job,
+    deps: &Deps,
+    selected: &[Arc<Source>],
+    hold: Option<&hold::Hold>,
+    report: &mut RunReport,
+) -> Result<(), PipelineError> {
+    // The directory's codelists joined by those fetched before (with XRepository configured).
+    let (deps, mut run_codelists) = codelists::for_run(deps).await?;
+    let deps = &deps;
+    let config = &deps.config;
+    let source_ids: Vec<String> = selected.iter().map(|s| s.id.clone()).collect();
+    let run_id = report.run_id;
+    if run_id.is_some() {
         // A broken codelist fails the items that need it; the log names it even if none does.
         for broken in &config.codelists.broken {
             let event = NewEvent {
@@ -227,47 +385,52 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
             deps.store.append_event(&event).await?;
         }
     }
-    tracing::info!(run_id, sources = ?source_ids, force = job.force, dry_run = job.dry_run, "run started");
+    tracing::info!(run_id, sources = ?source_ids, force = job.force, dry_run = job.dry_run, holder = hold.map(hold::Hold::holder), "run started");
 
-    let mut report = RunReport {
-        run_id,
-        status: RunStatus::Running,
-        counts: Counts::default(),
-        problems: Vec::new(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
     let mut failed_sources = 0;
+    // What reconciling earlier runs' unfinished deliveries counted, per source.
+    let mut reconciled: HashMap<String, Seed> = HashMap::new();
     if !job.dry_run {
-        if job.share.is_some() {
-            for id in &source_ids {
-                share::clear_earlier(deps, id).await?;
-            }
+        // Batches of an earlier run that a helper still works on are finished (or their claims
+        // expire) before this run reconciles anything of the source.
+        for id in &source_ids {
+            share::clear_earlier(deps, id).await?;
         }
-        reconcile(&job, deps, &source_ids, run_id, &mut report).await?;
-        remove_stale_temporaries(config, &selected).await;
+        reconciled = reconcile(job, deps, &source_ids, run_id, hold).await?;
+        remove_stale_temporaries(config, selected).await;
     }
     // What this run settled per item so far, for sources that depend on others (form links).
     let mut settled: HashMap<ItemKey, Result<(), String>> = HashMap::new();
     // Codelists fetched for one source serve the sources after it.
     let mut run_deps = deps.clone();
-    for source in &selected {
+    for source in selected {
+        if job.stop.is_stopped() {
+            break;
+        }
         let items: BTreeSet<ItemKey> = job.items.iter().filter(|k| k.source() == source.id).cloned().collect();
         let source = run_deps.config.source(&source.id).expect("the same sources").clone();
-        let mut run = SourceRun::new(&run_deps, source.clone(), &job, run_id, items).await?;
+        let fence = hold.map_or(Fence::None, |h| h.fence(&source.id));
+        let mut run = SourceRun::new(&run_deps, source.clone(), job, run_id, items, fence).await?;
+        if let Some(seed) = reconciled.remove(&source.id) {
+            run.seed(seed);
+        }
         run.earlier = std::mem::take(&mut settled);
         run.codelists = run_codelists.take();
         match run.execute().await {
             Ok(()) => {}
-            Err(SourceFailure::Fatal(e)) => return Err(e),
+            Err(SourceFailure::Fatal(e)) => {
+                report.counts.add(run.counts);
+                return Err(e);
+            }
             Err(SourceFailure::Source(message)) => {
                 failed_sources += 1;
                 report.errors.push(format!("source {}: {message}", source.id));
                 run.event(None, None, Stage::Fetch, Level::Error, message);
             }
         }
-        run.flush().await?;
+        let flushed = run.flush().await;
         report.counts.add(run.counts);
+        flushed?;
         report.problems.extend(run.problems);
         report.errors.extend(run.missing_items);
         report.warnings.extend(run.warnings);
@@ -275,6 +438,11 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
         settled.extend(run.settled);
         run_codelists = run.codelists.take();
         run_deps = run.deps.clone();
+    }
+    for (_, seed) in reconciled {
+        // Sources the run did not get to (it was stopped): what reconciling them did still counts.
+        report.counts.add(seed.counts);
+        report.problems.extend(seed.problems);
     }
 
     report.status = if failed_sources > 0 && failed_sources == selected.len() {
@@ -284,14 +452,7 @@ async fn run_in(job: Job, deps: &Deps, span: tracing::Span) -> Result<RunReport,
     } else {
         RunStatus::Ok
     };
-    if let Some(id) = run_id {
-        let message = (!report.errors.is_empty()).then(|| report.errors.join("; "));
-        deps.store
-            .finish_run(id, report.status, report.counts, message.as_deref(), &timestamp(deps.clock.now()))
-            .await?;
-    }
-    tracing::info!(run_id, status = %report.status, counts = ?report.counts, "run finished");
-    Ok(report)
+    Ok(())
 }
 
 /// A write to an outbox takes milliseconds: a temporary file this old belongs to a killed process.
@@ -324,16 +485,25 @@ async fn remove_stale_temporaries(config: &Config, sources: &[Arc<Source>]) {
     }
 }
 
+/// What reconciling one source's unfinished deliveries counted: the source's run goes on from it,
+/// so that a reconciled pair counts once in the run.
+struct Seed {
+    counts: Counts,
+    reconciled: HashMap<(String, String), Counted>,
+    problems: Vec<Problem>,
+    settled: HashMap<ItemKey, Result<(), String>>,
+}
+
 /// Reconciles every intent an interrupted run left for the run's sources, source by source,
 /// before new work starts. Intents of other sources are left to whoever runs those (another
-/// instance may be delivering them right now).
+/// run may be delivering them right now: it holds their lease).
 async fn reconcile(
     job: &Job,
     deps: &Deps,
     sources: &[String],
     run_id: Option<i64>,
-    report: &mut RunReport,
-) -> Result<(), PipelineError> {
+    hold: Option<&hold::Hold>,
+) -> Result<HashMap<String, Seed>, PipelineError> {
     let mut by_source: BTreeMap<String, Vec<Intent>> = BTreeMap::new();
     for intent in deps.store.intents().await? {
         if !sources.contains(&intent.source_id) {
@@ -341,6 +511,7 @@ async fn reconcile(
         }
         by_source.entry(intent.source_id.clone()).or_default().push(intent);
     }
+    let mut seeds = HashMap::new();
     for (source_id, intents) in by_source {
         let Some(source) = deps.config.source(&source_id) else {
             tracing::warn!(source = %source_id, count = intents.len(), "unfinished deliveries of a source that is no longer configured are left alone");
@@ -351,12 +522,14 @@ async fn reconcile(
             tracing::warn!(source = %source_id, orphaned, "unfinished deliveries to targets that are no longer configured are left alone");
         }
         let intents: Vec<Intent> = intents.into_iter().filter(|i| deps.config.target(&i.target).is_some()).collect();
-        let mut run = SourceRun::new(deps, source.clone(), job, run_id, BTreeSet::new()).await?;
+        let fence = hold.map_or(Fence::None, |h| h.fence(&source_id));
+        let mut run = SourceRun::new(deps, source.clone(), job, run_id, BTreeSet::new(), fence).await?;
         run.reconcile(intents).await?;
-        report.counts.add(run.counts);
-        report.problems.extend(run.problems);
+        let reconciled = run.tally.into_iter().map(|(key, target, kind)| ((key, target), kind)).collect();
+        let seed = Seed { counts: run.counts, reconciled, problems: run.problems, settled: run.settled };
+        seeds.insert(source_id, seed);
     }
-    Ok(())
+    Ok(seeds)
 }
 
 enum SourceFailure {
@@ -440,7 +613,8 @@ enum Done {
     Withdrawn { location: String, sent: bool },
 }
 
-/// What the blocking passes of one source share: read-only for the whole run.
+/// What the blocking passes of one source share: read-only while a pass goes on.
+#[derive(Clone)]
 struct Work {
     deps: Deps,
     source: Arc<Source>,
@@ -453,6 +627,10 @@ struct Work {
     /// Per target: the hash of what, besides the record and the mapping, shapes the item's
     /// document there (`$source`, the form link, where the target delivers). A change re-maps.
     settings: HashMap<String, String>,
+    /// What an intent's record must still hold (the run's lease, or its claim on a shared batch).
+    fence: Fence,
+    /// Asks the run to stop: no delivery starts after that.
+    stop: Stop,
 }
 
 impl Work {
@@ -506,6 +684,16 @@ struct SourceRun {
     /// Entries (or records of a feed) this run could not read: while there are any, the source
     /// was not read completely and nothing of it is withdrawn.
     unreadable: Vec<String>,
+    /// Every pair this run (or shared batch) counted, with what it counted as.
+    tally: Vec<(String, String, Counted)>,
+    /// Pairs whose unfinished delivery this run reconciled first: counted again later in the
+    /// run, such a pair counts as its later outcome only.
+    reconciled: HashMap<(String, String), Counted>,
+    /// The revision each ledger row this run wrote (or is about to write) has then.
+    written: HashMap<(String, String), i64>,
+    /// What the run's ledger writes must still hold.
+    fence: Fence,
+    stop: Stop,
 }
 
 impl SourceRun {
@@ -515,6 +703,7 @@ impl SourceRun {
         job: &Job,
         run_id: Option<i64>,
         items: BTreeSet<ItemKey>,
+        fence: Fence,
     ) -> Result<Self, PipelineError> {
         let ledger = deps.store.ledger_of_source(&source.id).await?;
         let inputs = source::Inputs {
@@ -534,6 +723,8 @@ impl SourceRun {
             dry_run: job.dry_run,
             force: job.force,
             metrics: job.metrics.clone(),
+            fence: fence.clone(),
+            stop: job.stop.clone(),
         });
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         Ok(Self {
@@ -558,7 +749,46 @@ impl SourceRun {
             codelists: None,
             warnings: Vec::new(),
             unreadable: Vec::new(),
+            tally: Vec::new(),
+            reconciled: HashMap::new(),
+            written: HashMap::new(),
+            fence,
+            stop: job.stop.clone(),
         })
+    }
+
+    /// Goes on from what reconciling the source counted earlier in this run.
+    fn seed(&mut self, seed: Seed) {
+        self.counts.add(seed.counts);
+        self.reconciled.extend(seed.reconciled);
+        self.problems.extend(seed.problems);
+        self.settled.extend(seed.settled);
+    }
+
+    /// Counts a pair's outcome. A pair whose delivery this run reconciled first and then worked on
+    /// again counts as its later outcome only (its reconciliation's problem, if any, is dropped).
+    fn count(&mut self, key: &str, target: &str, kind: Counted) {
+        if let Some(before) = self.reconciled.remove(&(key.to_owned(), target.to_owned())) {
+            self.counts.bump(before, -1);
+            self.problems.retain(|p| !(p.item_key == key && p.target == target));
+        }
+        self.counts.bump(kind, 1);
+        self.tally.push((key.to_owned(), target.to_owned(), kind));
+    }
+
+    /// The state the passes share, to change between passes (copied if a pass still holds it).
+    fn work_mut(&mut self) -> &mut Work {
+        Arc::make_mut(&mut self.work)
+    }
+
+    /// Queues a ledger row for the next write, at the revision the run last saw or wrote it.
+    fn push_row(&mut self, mut row: LedgerRow) {
+        let pair = (row.item_key.clone(), row.target.clone());
+        if let Some(revision) = self.written.get(&pair) {
+            row.revision = *revision;
+        }
+        self.written.insert(pair, row.revision + 1);
+        self.batch.rows.push(row);
     }
 
     async fn execute(&mut self) -> Result<(), SourceFailure> {
@@ -657,7 +887,7 @@ impl SourceRun {
                 });
                 let form_problem = record.form.as_ref().and_then(|f| forms.get(f));
                 if skipped && !self.force {
-                    self.counts.unchanged += 1;
+                    self.count(key.as_str(), target, Counted::Unchanged);
                     self.progress.advance();
                     self.settled.entry(key.clone()).or_insert(Ok(()));
                 } else if let Some(problem) = form_problem {
@@ -673,7 +903,7 @@ impl SourceRun {
                         format!("held back: {problem}"),
                     ));
                 } else if unchanged && !self.force {
-                    self.counts.unchanged += 1;
+                    self.count(key.as_str(), target, Counted::Unchanged);
                     self.progress.advance();
                     self.settled.entry(key.clone()).or_insert(Ok(()));
                     let row = previous.expect("unchanged implies a row");
@@ -682,7 +912,7 @@ impl SourceRun {
                         row.status = ItemStatus::Unchanged.as_str().into();
                         row.updated_at = self.now();
                         row.last_run_id = self.run_id;
-                        self.batch.rows.push(row);
+                        self.push_row(row);
                     }
                 } else {
                     let file = record.origin.split('#').next().unwrap_or(&record.origin).to_owned();
@@ -691,6 +921,9 @@ impl SourceRun {
             }
         }
         self.flush().await?;
+        if self.stop.is_stopped() {
+            return Ok(());
+        }
 
         // Pass 2: map, validate and deliver where there is work, shared with other instances
         // when the run is large and the daemon shares.
@@ -702,6 +935,9 @@ impl SourceRun {
                 self.deliver_shared(jobs, &share).await?
             }
             _ => self.deliver(jobs, Resumed::new()).await?,
+        }
+        if self.stop.is_stopped() {
+            return Ok(());
         }
         self.send_all(vanished).await?;
         let c = self.counts;
@@ -736,9 +972,12 @@ impl SourceRun {
         let (work, sender) = (self.work.clone(), self.work.clone());
         let resumed = Arc::new(resumed);
         let run_id = self.run_id;
+        let stop = self.stop.clone();
         // Entries with many records are split so that both cores stay busy; outcomes are keyed,
-        // so the order in which chunks finish does not matter.
+        // so the order in which chunks finish does not matter. Once the run is asked to stop, no
+        // entry is started and no delivery sent; those in flight settle and are recorded.
         let mut stream = futures::stream::iter(chunked(jobs, CHUNK_PAIRS))
+            .take_until(Box::pin(async move { stop.stopped().await }))
             .map(move |(entry, pairs)| {
                 let work = work.clone();
                 tokio::task::spawn_blocking(move || work_entry(&work, &entry, &pairs))
@@ -753,15 +992,16 @@ impl SourceRun {
             })
             // Each delivery is a task of its own: a delivery holding a database connection must
             // go on while this loop waits for the database in `flush`, or the two wait for each
-            // other until the pool gives up.
+            // other until the pool gives up. A delivery task ends with the run (it is aborted when
+            // the run is dropped), never after it.
             .map(move |item| {
                 let (work, resumed) = (sender.clone(), resumed.clone());
-                tokio::spawn(async move {
+                tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                     match item {
                         Ok(outcome) => Ok(send(&work, run_id, resume(outcome, &resumed)).await),
                         Err(e) => Err(e),
                     }
-                })
+                }))
             })
             .buffer_unordered(DELIVERIES_IN_FLIGHT);
         while let Some(result) = stream.next().await {
@@ -769,6 +1009,8 @@ impl SourceRun {
                 .map_err(|e| e.to_string())
                 .and_then(|sent| sent)
                 .map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e)))?;
+            // Not sent: the run was asked to stop first.
+            let Some(outcome) = outcome else { continue };
             self.record_outcome(outcome);
             if self.batch.rows.len() >= BATCH_ROWS || self.batch.document_bytes() >= BATCH_DOCUMENT_BYTES {
                 self.flush().await?;
@@ -988,7 +1230,9 @@ impl SourceRun {
             .map(|outcome| send(&work, run_id, outcome))
             .buffer_unordered(DELIVERIES_IN_FLIGHT);
         while let Some(outcome) = stream.next().await {
-            self.record_outcome(outcome);
+            if let Some(outcome) = outcome {
+                self.record_outcome(outcome);
+            }
         }
         drop(stream);
         self.flush().await
@@ -1134,7 +1378,7 @@ impl SourceRun {
                 Level::Info,
                 format!("{} reads again; its records are tracked under their own keys", row.origin),
             );
-            self.batch.rows.push(row);
+            self.push_row(row);
         }
     }
 
@@ -1179,6 +1423,7 @@ impl SourceRun {
             skip_reason: None,
             skip_hash: None,
             settings_hash: None,
+            revision: 0,
         });
         row.origin = outcome.origin.clone();
         row.content_hash = outcome.content_hash.clone();
@@ -1206,7 +1451,7 @@ impl SourceRun {
         match outcome.result {
             Ok(Done::Pending { .. }) => unreachable!("send() resolves every pending delivery"),
             Ok(Done::Withdrawn { location, sent }) => {
-                self.counts.withdrawn += 1;
+                self.count(key.as_str(), target, Counted::Withdrawn);
                 let message = if sent {
                     format!("withdrawn: gone upstream, removed from {location}")
                 } else {
@@ -1231,11 +1476,7 @@ impl SourceRun {
                     });
                 }
                 let first = previous.is_none_or(|p| p.output_hash.is_none());
-                if first {
-                    self.counts.new += 1;
-                } else {
-                    self.counts.updated += 1;
-                }
+                self.count(key.as_str(), target, if first { Counted::New } else { Counted::Updated });
                 let verb = if first { "new" } else { "updated" };
                 let place = location.clone().unwrap_or_default();
                 self.event(
@@ -1255,7 +1496,7 @@ impl SourceRun {
                 row.delivered_at = Some(now);
             }
             Ok(Done::Same { output_hash }) => {
-                self.counts.unchanged += 1;
+                self.count(key.as_str(), target, Counted::Unchanged);
                 self.event(
                     Some(key),
                     Some(target),
@@ -1269,11 +1510,12 @@ impl SourceRun {
                 row.last_error = None;
             }
             Err(problem) => {
-                match problem.status {
-                    ItemStatus::Failed => self.counts.failed += 1,
-                    ItemStatus::Conflict => self.counts.conflict += 1,
-                    _ => self.counts.quarantined += 1,
-                }
+                let kind = match problem.status {
+                    ItemStatus::Failed => Counted::Failed,
+                    ItemStatus::Conflict => Counted::Conflict,
+                    _ => Counted::Quarantined,
+                };
+                self.count(key.as_str(), target, kind);
                 let level = Level::Error;
                 self.event(Some(key), Some(target), problem.stage, level, problem.message.clone());
                 tracing::warn!(item = %key, target, stage = %problem.stage, "{}", problem.message);
@@ -1285,7 +1527,7 @@ impl SourceRun {
             }
         }
         if !self.dry_run {
-            self.batch.rows.push(row);
+            self.push_row(row);
         }
     }
 
@@ -1295,7 +1537,11 @@ impl SourceRun {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        self.deps.store.write_batch(&batch).await
+        let written = self.deps.store.write_fenced_batch(&batch, &self.fence).await;
+        if let Err(StoreError::LeaseLost(why)) = &written {
+            self.stop.stop(Stopped::LeaseLost(why.clone()));
+        }
+        written
     }
 }
 
@@ -1491,11 +1737,15 @@ fn resume(mut outcome: Outcome, resumed: &Resumed) -> Outcome {
 
 /// Sends a pending delivery: records the intent, delivers, and resolves the outcome. Outcomes
 /// that are not pending pass through. An outcome left from an interrupted run first asks the
-/// target whether the delivery already happened.
-async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome {
+/// target whether the delivery already happened. `None`: not sent and nothing recorded, since the
+/// run was asked to stop (or lost its lease) first.
+async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Option<Outcome> {
     let Ok(Done::Pending { action, known_version, delivered, refresh, idempotency }) = &outcome.result else {
-        return outcome;
+        return Some(outcome);
     };
+    if work.stop.is_stopped() {
+        return None;
+    }
     let (action, mut known_version, delivered, refresh) =
         (action.clone(), known_version.clone(), delivered.clone(), *refresh);
     // The version the idempotency key builds on (see `target::idempotency_key`).
@@ -1524,11 +1774,11 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
             }
             Ok(Refreshed::AlreadyGone(location)) => {
                 outcome.result = Ok(Done::Withdrawn { location, sent: true });
-                return outcome;
+                return Some(outcome);
             }
             Err(e) => {
                 outcome.result = Err(problem(&e, e.status()));
-                return outcome;
+                return Some(outcome);
             }
         }
     }
@@ -1569,10 +1819,18 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
             created_at: timestamp(deps.clock.now()),
             delivery: Some(target::kind(target).into()),
         };
-        if let Err(e) = deps.store.record_intent(&intent).await {
-            // Nothing was sent; the item is retried next run.
-            outcome.result = Err(problem(&format!("cannot record the delivery intent: {e}"), ItemStatus::Failed));
-            return outcome;
+        match deps.store.record_fenced_intent(&intent, &work.fence).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost(why)) => {
+                // Another run holds the item now: nothing is sent, nothing more is written.
+                work.stop.stop(Stopped::LeaseLost(why));
+                return None;
+            }
+            Err(e) => {
+                // Nothing was sent; the item is retried next run.
+                outcome.result = Err(problem(&format!("cannot record the delivery intent: {e}"), ItemStatus::Failed));
+                return Some(outcome);
+            }
         }
         outcome.intent = true;
     }
@@ -1582,7 +1840,7 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
             Err(e) => {
                 outcome.keep_intent = e.is_ambiguous();
                 outcome.result = Err(problem(&e, e.status()));
-                return outcome;
+                return Some(outcome);
             }
         }
     } else {
@@ -1612,7 +1870,7 @@ async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Outcome
             Err(problem(&e, e.status()))
         }
     };
-    outcome
+    Some(outcome)
 }
 
 /// What asking the target before a delivery found.

@@ -161,8 +161,10 @@ impl Kind {
         match (self, word) {
             (Kind::Item, "delivered" | "unchanged") | (Kind::Run, "ok") => "good",
             (Kind::Item, "new") | (Kind::Run, "running") | (Kind::Level, "info") => "info",
-            (Kind::Item, "failed") | (Kind::Run, "partial") | (Kind::Level, "warn") => "warn",
-            (Kind::Item, "quarantined" | "conflict") | (Kind::Run, "failed") | (Kind::Level, "error") => "bad",
+            (Kind::Item, "failed") | (Kind::Run, "partial" | "interrupted") | (Kind::Level, "warn") => "warn",
+            (Kind::Item, "quarantined" | "conflict") | (Kind::Run, "failed" | "aborted") | (Kind::Level, "error") => {
+                "bad"
+            }
             _ => "muted",
         }
     }

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::auth::{Read, Write};
-use super::{ApiState, SourceState, database_answers, store_failure};
+use super::{ApiState, Queued, RunAnswer, SourceState, database_answers, store_failure};
 use crate::domain::{ItemKey, ItemStatus, Level, Stage, Trigger};
 use crate::pipeline::Job;
 use crate::store::log::{EventFilter, NewEvent};
@@ -204,10 +204,10 @@ pub(crate) async fn start_run(_: Write, State(state): State<ApiState>, body: Byt
         allow_withdrawals: request.allow_withdrawals,
         ..Job::all(Trigger::Api)
     };
-    queue(&state, job)
+    queue(&state, job).await
 }
 
-/// `POST /api/items/{key}/retry`: logs the request and queues a run of the item.
+/// `POST /api/items/{key}/retry`: queues a run of the item and, once it started, logs the request.
 pub(crate) async fn retry(_: Write, State(state): State<ApiState>, Path(path): Path<String>) -> Answer {
     let Some(key) = path.strip_suffix("/retry") else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no endpoint POST /api/items/{path}; use …/retry")));
@@ -226,12 +226,22 @@ pub(crate) async fn retry(_: Write, State(state): State<ApiState>, Path(path): P
         level: Level::Info,
         message: "retry requested via the admin API".into(),
     };
-    state.store.append_event(&event).await?;
-    queue(&state, Job { items: vec![key], ..Job::all(Trigger::Api) })
+    let answer = queue(&state, Job { items: vec![key], ..Job::all(Trigger::Api) }).await?;
+    // A retry that found the item's source busy did not happen: only one that started is logged.
+    if answer.status() == StatusCode::ACCEPTED {
+        state.store.append_event(&event).await?;
+    }
+    Ok(answer)
 }
 
-/// Hands a job to the daemon without waiting: a full queue or a stopped daemon is a 503.
-fn queue(state: &ApiState, job: Job) -> Answer {
+/// How long the API waits for the daemon to start a queued run (a run that replaces another one
+/// waits for that one to stop first).
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Hands a job to the daemon and answers with the run it started (202 `{"queued": true, "run_id":
+/// N}`), or why there is none: 409 with the holder of a busy source, 503 when the queue is full or
+/// the daemon stops. A job whose caller stopped waiting is not started.
+async fn queue(state: &ApiState, job: Job) -> Answer {
     tracing::info!(
         sources = ?job.sources,
         items = ?job.items,
@@ -239,15 +249,47 @@ fn queue(state: &ApiState, job: Job) -> Answer {
         allow_withdrawals = job.allow_withdrawals,
         "admin API queued a run"
     );
-    match state.trigger.try_send(job) {
-        Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({ "queued": true }))).into_response()),
-        Err(TrySendError::Full(_)) => Err(ApiError::new(
+    let (answer, started) = tokio::sync::oneshot::channel();
+    match state.trigger.try_send(Queued { job, answer }) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the run queue is full; try again when the current runs are done",
+            ));
+        }
+        Err(TrySendError::Closed(_)) => return Err(stopping()),
+    }
+    match tokio::time::timeout(ANSWER_WAIT, started).await {
+        Ok(Ok(RunAnswer::Started { run_id })) => {
+            Ok((StatusCode::ACCEPTED, Json(json!({ "queued": true, "run_id": run_id }))).into_response())
+        }
+        Ok(Ok(RunAnswer::Busy(busy))) => Ok((
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": format!("{busy}; try again when it is done"),
+                "source": busy.source_id,
+                "holder": busy.holder,
+                "until": busy.until,
+            })),
+        )
+            .into_response()),
+        Ok(Ok(RunAnswer::Refused(why))) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)),
+        Ok(Err(_)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the run queue is full; try again when the current runs are done",
+            "the daemon did not start the run: it is shutting down, or the run's task failed (see its log)",
         )),
-        Err(TrySendError::Closed(_)) => Err(ApiError::new(
+        Err(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the daemon does not take runs any more (shutting down)",
+            format!(
+                "the daemon did not start the run within {} s (a run it replaces is still stopping); \
+                 it was not started — try again",
+                ANSWER_WAIT.as_secs()
+            ),
         )),
     }
+}
+
+fn stopping() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon does not take runs any more (shutting down)")
 }

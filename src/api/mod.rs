@@ -6,11 +6,12 @@
 //! GET  /metrics                     OpenMetrics text (read access)
 //! GET  /api/runs?limit=             recent runs, newest first (read access)
 //! POST /api/runs                    {"sources": [..], "items": [..], "force": false, "allow_withdrawals": false}
-//!                                   → 202, a Job on `trigger` (write access)
+//!                                   → a Job on `trigger`; 202 {"queued": true, "run_id": N} once the run has
+//!                                   its sources, 409 {error, source, holder} when one is busy (write access)
 //! GET  /api/runs/{id}               the run, its events and the call confirming held withdrawals (read access)
 //! GET  /api/items?status=&source=   ledger rows (read access)
 //! GET  /api/items/{key}             rows per target and the item's log; key percent-encoded or with its `/` (read access)
-//! POST /api/items/{key}/retry       logs an operator event, a Job for the item → 202 (write access)
+//! POST /api/items/{key}/retry       logs an operator event, a Job for the item → 202 with the run id, or 409 (write access)
 //! GET  / and /runs, /runs/{id}, /items/{key}, /items/{key}/diff, /quarantine   review pages (read access)
 //! GET  /quality?source=             the quality report per form, for the regions (read access)
 //! ```
@@ -36,7 +37,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::pipeline::Job;
+use crate::pipeline::{Busy, Job};
 use crate::store::{Store, StoreError};
 
 pub use auth::{Access, token_matches};
@@ -56,6 +57,24 @@ pub struct SourceState {
     pub last_error: Option<String>,
 }
 
+/// A job the admin API hands to the daemon, and where the daemon answers whether its run started.
+#[derive(Debug)]
+pub struct Queued {
+    pub job: Job,
+    pub answer: tokio::sync::oneshot::Sender<RunAnswer>,
+}
+
+/// The daemon's answer to a [`Queued`] job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAnswer {
+    /// The run holds its sources and is recorded: it happens (and ends with a status) for sure.
+    Started { run_id: i64 },
+    /// A source of the job is held by another run; nothing was started.
+    Busy(Busy),
+    /// The run could not be started (e.g. the database failed); nothing was started.
+    Refused(String),
+}
+
 /// Shared state of the daemon's sources, by source id.
 ///
 /// The daemon should insert an entry for every configured source at start: `POST /api/runs` then
@@ -69,8 +88,9 @@ pub struct ApiState {
     /// The admin token and whether reads need it, as currently configured (the daemon sends a new
     /// value when it reloads its configuration).
     pub access: tokio::sync::watch::Receiver<Access>,
-    /// Where `POST /api/runs` and `POST /api/items/{key}/retry` send their jobs (the daemon runs them).
-    pub trigger: tokio::sync::mpsc::Sender<Job>,
+    /// Where `POST /api/runs` and `POST /api/items/{key}/retry` send their jobs (the daemon runs
+    /// them and answers whether the run started).
+    pub trigger: tokio::sync::mpsc::Sender<Queued>,
     pub sources: SourceStates,
     pub metrics: Arc<crate::api::metrics::Metrics>,
 }

@@ -37,7 +37,7 @@ struct CachedRecord {
 const RECORDS_FORMAT: &str = "scan-records/3";
 
 /// The scan cache of one source, as loaded at the start of its run.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct ScanCache {
     /// `None`: the source does not use the cache.
     pub(super) fingerprint: Option<String>,

@@ -19,15 +19,17 @@ use crate::codec::Format;
 use crate::domain::{ItemKey, Level, Stage, Trigger};
 use crate::source::Entry;
 use crate::store::batches::ClaimedBatch;
-use crate::store::runs::Counts;
-use crate::store::timestamp;
+use crate::store::lease::Fence;
+use crate::store::runs::{Counted, Counts};
 
 /// How a run shares its work pass with the other instances on the database.
 #[derive(Debug, Clone)]
 pub struct Share {
-    /// This instance's name, as its claims carry it.
+    /// Who claims batches: the run's holder for the run's own work, the instance's name for an
+    /// instance that helps others (it leaves the batches of its own runs, `<instance>#n`, to them).
     pub instance: Arc<str>,
-    /// How long a claim lasts without renewal; renewed every third of it while working.
+    /// How long a claim lasts without renewal (on the database's clock); renewed every third of
+    /// it while working.
     pub claim: Duration,
     /// (item, mapping) pairs per batch; a run with no more pairs of work than this is not shared.
     pub batch_pairs: usize,
@@ -37,10 +39,6 @@ impl Share {
     /// True if a work pass of `pairs` pairs is worth sharing.
     pub(super) fn applies(&self, pairs: usize) -> bool {
         self.batch_pairs > 0 && pairs > self.batch_pairs
-    }
-
-    fn until(&self, deps: &Deps) -> String {
-        timestamp(deps.clock.now() + chrono::Duration::from_std(self.claim).unwrap_or_default())
     }
 }
 
@@ -77,6 +75,10 @@ struct BatchResult {
     problems: Vec<Problem>,
     /// Items that went through (`None`) or why not.
     settled: Vec<(ItemKey, Option<String>)>,
+    /// Every (item, target) pair counted, with what it counted as, so that a pair the coordinator
+    /// reconciled first counts once (empty in results of older versions: `counts` then stands).
+    #[serde(default)]
+    counted: Vec<(String, String, Counted)>,
 }
 
 /// Groups chunks into batches of about `size` pairs, as stored.
@@ -121,7 +123,7 @@ impl SourceRun {
         let store = self.deps.store.clone();
         let batches = batches(jobs, share.batch_pairs, self.force);
         let pairs: i64 = batches.iter().map(|(pairs, _)| pairs).sum();
-        store.add_batches(run_id, &self.source.id, &batches, &self.now()).await?;
+        store.add_batches(run_id, &self.source.id, &batches).await?;
         self.event(
             None,
             None,
@@ -129,23 +131,34 @@ impl SourceRun {
             Level::Info,
             format!("{pairs} pairs of work shared in {} batches of up to {}", batches.len(), share.batch_pairs),
         );
-        loop {
-            let (until, now) = (share.until(&self.deps), self.now());
-            match store.claim_batch(&self.source.id, Some(run_id), &share.instance, &until, &now).await? {
+        // Asked to stop, the run works on no further batch; those done still count, the others are
+        // left to the next run of the source.
+        while !self.stop.is_stopped() {
+            match store.claim_batch(&self.source.id, Some(run_id), &share.instance, share.claim, None).await? {
                 Some(batch) => self.work_batch(batch, share).await?,
                 None if store.batches_of_run(run_id, &self.source.id).await?.iter().all(|b| b.done_at.is_some()) => {
                     break;
                 }
-                None => tokio::time::sleep(POLL).await,
+                None => {
+                    tokio::select! {
+                        () = tokio::time::sleep(POLL) => {}
+                        () = self.stop.stopped() => {}
+                    }
+                }
             }
         }
         let mut helpers = BTreeSet::new();
         for batch in store.batches_of_run(run_id, &self.source.id).await? {
-            let text = batch.result.unwrap_or_default();
+            let Some(text) = batch.result else { continue };
             let result: BatchResult = serde_json::from_str(&text).map_err(|e| {
                 SourceFailure::Source(format!("the result of shared batch {} is unreadable: {e}", batch.id))
             })?;
-            self.counts.add(result.counts);
+            if result.counted.is_empty() {
+                self.counts.add(result.counts);
+            }
+            for (key, target, kind) in result.counted {
+                self.count(&key, &target, kind);
+            }
             self.problems.extend(result.problems);
             for (key, why) in result.settled {
                 match why {
@@ -162,7 +175,7 @@ impl SourceRun {
             }
             helpers.insert(result.holder);
         }
-        store.clear_batches(&self.source.id, &self.now()).await?;
+        store.clear_batches(&self.source.id).await?;
         let helpers: Vec<String> = helpers.into_iter().collect();
         self.event(None, None, Stage::Run, Level::Info, format!("shared work done by {}", helpers.join(", ")));
         Ok(())
@@ -170,18 +183,38 @@ impl SourceRun {
 
     /// Works on a claimed batch (renewing the claim meanwhile) and records its result. The
     /// counts, problems and settled items of the batch go into the result, not into this run.
+    /// Its writes are fenced by the claim, and it works from the ledger as it is now: an earlier
+    /// claimant (which died or stalled) may have written some of its rows.
     async fn work_batch(&mut self, batch: ClaimedBatch, share: &Share) -> Result<(), SourceFailure> {
         let jobs = self
             .decode_batch(&batch.work)
             .map_err(|e| SourceFailure::Source(format!("shared batch {} of run {}: {e}", batch.id, batch.run_id)))?;
         let pairs = jobs.iter().map(|(_, pairs)| pairs.len()).sum();
-        let saved =
-            (std::mem::take(&mut self.counts), std::mem::take(&mut self.problems), std::mem::take(&mut self.settled));
-        let (store, deps) = (self.deps.store.clone(), self.deps.clone());
+        let keys: Vec<String> =
+            jobs.iter().flat_map(|(_, pairs)| pairs.iter().map(|(key, _)| key.to_string())).collect();
+        let fresh = self.deps.store.ledger_rows(&self.source.id, &keys).await?;
+        let claim = Fence::Claim { batch: batch.id, holder: share.instance.to_string() };
+        let fence = std::mem::replace(&mut self.fence, claim.clone());
+        {
+            let work = self.work_mut();
+            work.fence = claim;
+            for row in fresh {
+                work.ledger.insert((row.item_key.clone(), row.target.clone()), row);
+            }
+        }
+        self.written.retain(|(key, _), _| !keys.contains(key));
+        let saved = (
+            std::mem::take(&mut self.counts),
+            std::mem::take(&mut self.problems),
+            std::mem::take(&mut self.settled),
+            std::mem::take(&mut self.tally),
+            std::mem::take(&mut self.reconciled),
+        );
+        let store = self.deps.store.clone();
         let renew = async {
             loop {
                 tokio::time::sleep(share.claim / 3).await;
-                match store.renew_batch(batch.id, &share.instance, &share.until(&deps)).await {
+                match store.renew_batch(batch.id, &share.instance, share.claim).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!(batch = batch.id, "the claim on a shared batch was lost"),
                     Err(e) => tracing::warn!(batch = batch.id, "cannot renew the claim on a shared batch: {e}"),
@@ -201,20 +234,30 @@ impl SourceRun {
             () = renew => unreachable!("the renewal loop never ends"),
         };
         let flushed = self.flush().await;
+        self.work_mut().fence = fence.clone();
+        self.fence = fence;
         let counts = std::mem::replace(&mut self.counts, saved.0);
         let problems = std::mem::replace(&mut self.problems, saved.1);
         let settled = std::mem::replace(&mut self.settled, saved.2);
+        let counted = std::mem::replace(&mut self.tally, saved.3);
+        self.reconciled = saved.4;
         worked?;
         flushed?;
+        if self.stop.is_stopped() {
+            // Some pairs may not have been sent: the batch is not done; it is left to its claim's
+            // expiry and the next run of the source.
+            return Ok(());
+        }
         let result = BatchResult {
             holder: share.instance.to_string(),
             pairs,
             counts,
             problems,
             settled: settled.into_iter().map(|(key, outcome)| (key, outcome.err())).collect(),
+            counted,
         };
         let text = serde_json::to_string(&result).expect("results serialise");
-        if !self.deps.store.finish_batch(batch.id, &share.instance, &text, &self.now()).await? {
+        if !self.deps.store.finish_batch(batch.id, &share.instance, &text).await? {
             tracing::warn!(batch = batch.id, "another instance finished this shared batch first");
         }
         Ok(())
@@ -255,7 +298,7 @@ impl SourceRun {
 /// instance is still working on are done or their claims expire.
 pub(super) async fn clear_earlier(deps: &Deps, source_id: &str) -> Result<(), PipelineError> {
     let mut waited = false;
-    while deps.store.clear_batches(source_id, &timestamp(deps.clock.now())).await? > 0 {
+    while deps.store.clear_batches(source_id).await? > 0 {
         if !waited {
             tracing::info!(source = %source_id, "waiting for other instances to finish batches of an earlier run");
             waited = true;
@@ -265,15 +308,16 @@ pub(super) async fn clear_earlier(deps: &Deps, source_id: &str) -> Result<(), Pi
     Ok(())
 }
 
-/// Claims one batch of any shared run of a configured source and works on it. Returns whether
-/// there was one; callers pause for [`POLL`] when there was not.
+/// Claims one batch of any shared run of a configured source — except the runs of this instance
+/// (`<share.instance>#n`), which work on their batches themselves — and works on it. Returns
+/// whether there was one; callers pause for [`POLL`] when there was not.
 pub async fn help(deps: &Deps, share: &Share, job: &Job) -> Result<bool, PipelineError> {
-    let now = timestamp(deps.clock.now());
-    for source_id in deps.store.sources_with_open_batches(&now).await? {
+    let own_runs = format!("{}#", share.instance);
+    for source_id in deps.store.sources_with_open_batches().await? {
         if deps.config.source(&source_id).is_none() {
             continue;
         }
-        let claimed = deps.store.claim_batch(&source_id, None, &share.instance, &share.until(deps), &now).await?;
+        let claimed = deps.store.claim_batch(&source_id, None, &share.instance, share.claim, Some(&own_runs)).await?;
         let Some(batch) = claimed else { continue };
         let (id, run_id) = (batch.id, batch.run_id);
         // The job's flags travel with its batches: a forced run stays forced on every instance.
@@ -282,7 +326,7 @@ pub async fn help(deps: &Deps, share: &Share, job: &Job) -> Result<bool, Pipelin
         // The codelists the run's holder mapped with: the directory's and the database cache's.
         let (deps, _) = super::codelists::for_run(deps).await?;
         let source = deps.config.source(&source_id).expect("the same sources").clone();
-        let mut run = SourceRun::new(&deps, source, &job, Some(run_id), BTreeSet::new()).await?;
+        let mut run = SourceRun::new(&deps, source, &job, Some(run_id), BTreeSet::new(), Fence::None).await?;
         match run.work_batch(batch, share).await {
             Ok(()) => tracing::info!(batch = id, run_id, source = %source_id, "worked on a shared batch"),
             Err(SourceFailure::Fatal(e)) => return Err(e),

@@ -120,7 +120,7 @@ impl Record {
 }
 
 /// What records draw on besides their own bytes.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Inputs {
     /// Adoptions by LeiKa key.
     pub adoptions: HashMap<String, Vec<Adoption>>,

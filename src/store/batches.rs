@@ -2,6 +2,8 @@
 //! with `FOR UPDATE SKIP LOCKED` on PostgreSQL so that concurrent claimants never wait for or
 //! take the same batch.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::{BeginWrite, Store, StoreError, on_pool};
@@ -35,28 +37,17 @@ pub struct BatchClaims {
     pub batches: i64,
 }
 
-/// Selects the oldest open batch of a source that nobody holds (or whose claim expired at `$4`),
-/// optionally of one run only (`$5`, 0 for any). `{lock}` is `FOR UPDATE SKIP LOCKED` on
-/// PostgreSQL; SQLite has one writer at a time, which makes the single UPDATE atomic by itself.
-const CLAIM: &str = "UPDATE work_batches SET holder = $1, claimed_until = $2 WHERE id = \
-     (SELECT id FROM work_batches WHERE source_id = $3 AND done_at IS NULL \
-      AND (holder IS NULL OR claimed_until < $4) AND ($5 = 0 OR run_id = $5) ORDER BY id LIMIT 1 {lock}) \
-     RETURNING id, run_id, source_id, work";
-
 impl Store {
     /// Adds a run's batches (pairs of work, work as JSON) in one transaction.
-    pub async fn add_batches(
-        &self,
-        run_id: i64,
-        source_id: &str,
-        batches: &[(i64, String)],
-        now: &str,
-    ) -> Result<(), StoreError> {
-        let sql = "INSERT INTO work_batches (run_id, source_id, pairs, work, created_at) VALUES ($1, $2, $3, $4, $5)";
+    pub async fn add_batches(&self, run_id: i64, source_id: &str, batches: &[(i64, String)]) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO work_batches (run_id, source_id, pairs, work, created_at) VALUES ($1, $2, $3, $4, {})",
+            self.now_sql()
+        );
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for (pairs, work) in batches {
-                sqlx::query(sql).bind(run_id).bind(source_id).bind(pairs).bind(work).bind(now).execute(&mut *tx).await?;
+                sqlx::query(&sql).bind(run_id).bind(source_id).bind(pairs).bind(work).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
@@ -64,44 +55,65 @@ impl Store {
     }
 
     /// Claims the oldest claimable batch of `source_id` (of `run_id` only, if given) for `holder`
-    /// until `until`; `None` if there is none.
+    /// for `claim` (on the database's clock): one nobody holds or whose claim expired. Batches of
+    /// runs whose holder starts with `not_of` are left alone (an instance's helper leaves its own
+    /// runs' batches to them). `None` if there is none. On PostgreSQL `FOR UPDATE SKIP LOCKED`
+    /// keeps concurrent claimants apart; SQLite has one writer at a time, which makes the single
+    /// UPDATE atomic by itself.
     pub async fn claim_batch(
         &self,
         source_id: &str,
         run_id: Option<i64>,
         holder: &str,
-        until: &str,
-        now: &str,
+        claim: Duration,
+        not_of: Option<&str>,
     ) -> Result<Option<ClaimedBatch>, StoreError> {
         let lock = match self {
             Store::Sqlite(_) => "",
             Store::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         };
-        let sql = CLAIM.replace("{lock}", lock);
+        let sql = format!(
+            "UPDATE work_batches SET holder = $1, claimed_until = {later} WHERE id = \
+             (SELECT b.id FROM work_batches b WHERE b.source_id = $3 AND b.done_at IS NULL \
+              AND (b.holder IS NULL OR b.claimed_until < {now}) AND ($4 = 0 OR b.run_id = $4) \
+              AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = b.run_id AND r.holder LIKE $5) \
+              ORDER BY b.id LIMIT 1 {lock}) \
+             RETURNING id, run_id, source_id, work",
+            later = self.later_sql("$2"),
+            now = self.now_sql()
+        );
         let run = run_id.unwrap_or(0);
+        // A pattern no holder matches when there is nobody to leave out.
+        let not_of = not_of.map_or(String::new(), |prefix| format!("{prefix}%"));
         Ok(on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(holder)
-            .bind(until)
+            .bind(millis(claim))
             .bind(source_id)
-            .bind(now)
             .bind(run)
+            .bind(&not_of)
             .fetch_optional(pool)
             .await?))
     }
 
-    /// Extends `holder`'s claim on a batch; false if the claim was lost (taken over after it
-    /// expired) or the batch is done.
-    pub async fn renew_batch(&self, id: i64, holder: &str, until: &str) -> Result<bool, StoreError> {
-        let sql = "UPDATE work_batches SET claimed_until = $3 WHERE id = $1 AND holder = $2 AND done_at IS NULL";
-        let affected = on_pool!(self, pool => sqlx::query(sql).bind(id).bind(holder).bind(until).execute(pool).await?.rows_affected());
+    /// Extends `holder`'s claim on a batch by `claim` from the database's now; false if the claim
+    /// was lost (taken over after it expired) or the batch is done.
+    pub async fn renew_batch(&self, id: i64, holder: &str, claim: Duration) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE work_batches SET claimed_until = {} WHERE id = $1 AND holder = $2 AND done_at IS NULL",
+            self.later_sql("$3")
+        );
+        let affected = on_pool!(self, pool => sqlx::query(&sql).bind(id).bind(holder).bind(millis(claim)).execute(pool).await?.rows_affected());
         Ok(affected == 1)
     }
 
     /// Marks a batch done with its result; false if `holder` no longer held it (the result of
     /// whoever finished it first stands).
-    pub async fn finish_batch(&self, id: i64, holder: &str, result: &str, now: &str) -> Result<bool, StoreError> {
-        let sql = "UPDATE work_batches SET done_at = $3, result = $4 WHERE id = $1 AND holder = $2 AND done_at IS NULL";
-        let affected = on_pool!(self, pool => sqlx::query(sql).bind(id).bind(holder).bind(now).bind(result).execute(pool).await?.rows_affected());
+    pub async fn finish_batch(&self, id: i64, holder: &str, result: &str) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE work_batches SET done_at = {}, result = $3 WHERE id = $1 AND holder = $2 AND done_at IS NULL",
+            self.now_sql()
+        );
+        let affected = on_pool!(self, pool => sqlx::query(&sql).bind(id).bind(holder).bind(result).execute(pool).await?.rows_affected());
         Ok(affected == 1)
     }
 
@@ -112,22 +124,28 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as(sql).bind(run_id).bind(source_id).fetch_all(pool).await?))
     }
 
-    /// Sources with batches that someone could claim at `now`.
-    pub async fn sources_with_open_batches(&self, now: &str) -> Result<Vec<String>, StoreError> {
-        let sql = "SELECT DISTINCT source_id FROM work_batches \
-                   WHERE done_at IS NULL AND (holder IS NULL OR claimed_until < $1) ORDER BY source_id";
-        Ok(on_pool!(self, pool => sqlx::query_scalar(sql).bind(now).fetch_all(pool).await?))
+    /// Sources with batches that someone could claim now.
+    pub async fn sources_with_open_batches(&self) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT DISTINCT source_id FROM work_batches \
+             WHERE done_at IS NULL AND (holder IS NULL OR claimed_until < {}) ORDER BY source_id",
+            self.now_sql()
+        );
+        Ok(on_pool!(self, pool => sqlx::query_scalar(&sql).fetch_all(pool).await?))
     }
 
     /// Removes a source's batches except those someone is still working on (claimed, not
-    /// expired at `now`, not done) and returns how many of those remain. Called by the instance
-    /// that starts the source's next run: the batches of an interrupted run are redone by its scan.
-    pub async fn clear_batches(&self, source_id: &str, now: &str) -> Result<i64, StoreError> {
-        let delete = "DELETE FROM work_batches WHERE source_id = $1 \
-                      AND (done_at IS NOT NULL OR holder IS NULL OR claimed_until < $2)";
+    /// expired, not done) and returns how many of those remain. Called by the run that starts on the
+    /// source next: the batches of an interrupted run are redone by its scan.
+    pub async fn clear_batches(&self, source_id: &str) -> Result<i64, StoreError> {
+        let delete = format!(
+            "DELETE FROM work_batches WHERE source_id = $1 \
+             AND (done_at IS NOT NULL OR holder IS NULL OR claimed_until < {})",
+            self.now_sql()
+        );
         let active = "SELECT COUNT(*) FROM work_batches WHERE source_id = $1";
         Ok(on_pool!(self, pool => {
-            sqlx::query(delete).bind(source_id).bind(now).execute(pool).await?;
+            sqlx::query(&delete).bind(source_id).execute(pool).await?;
             sqlx::query_scalar(active).bind(source_id).fetch_one(pool).await?
         }))
     }
@@ -138,6 +156,11 @@ impl Store {
                    WHERE holder IS NOT NULL AND done_at IS NULL GROUP BY holder, source_id ORDER BY holder, source_id";
         Ok(on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await?))
     }
+}
+
+/// Milliseconds of a claim's length, as bound to the queries.
+fn millis(claim: Duration) -> i64 {
+    i64::try_from(claim.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
 #[cfg(test)]
@@ -151,31 +174,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_goes_to_one_claimant_until_its_claim_expires() {
+    async fn a_batch_goes_to_one_claimant_until_its_claim_expires_on_the_database_clock() {
         let (_dir, store) = store().await;
-        store.add_batches(7, "feed", &[(2, "a".into()), (3, "b".into())], "t0").await.unwrap();
-        let first = store.claim_batch("feed", None, "x", "t5", "t1").await.unwrap().unwrap();
-        let second = store.claim_batch("feed", Some(7), "y", "t5", "t1").await.unwrap().unwrap();
+        let (long, gone) = (Duration::from_secs(3600), Duration::ZERO);
+        store.add_batches(7, "feed", &[(2, "a".into()), (3, "b".into())]).await.unwrap();
+        let first = store.claim_batch("feed", None, "x", long, None).await.unwrap().unwrap();
+        let second = store.claim_batch("feed", Some(7), "y", gone, None).await.unwrap().unwrap();
         assert_eq!((first.work.as_str(), second.work.as_str()), ("a", "b"), "oldest first, each once");
-        assert_eq!(store.claim_batch("feed", None, "z", "t5", "t1").await.unwrap(), None, "nothing left to claim");
-        assert_eq!(store.claim_batch("feed", Some(8), "z", "t9", "t6").await.unwrap(), None, "other runs only");
-        assert!(store.renew_batch(first.id, "x", "t8").await.unwrap());
-        // y's claim expired at t6: z takes the batch over; y can neither renew nor finish it.
-        let taken = store.claim_batch("feed", None, "z", "t9", "t6").await.unwrap().unwrap();
+        assert_eq!(store.claim_batch("feed", Some(8), "z", long, None).await.unwrap(), None, "other runs only");
+        assert!(store.renew_batch(first.id, "x", long).await.unwrap());
+        // y's claim has expired: z takes the batch over; y can neither renew nor finish it.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(store.sources_with_open_batches().await.unwrap(), ["feed"], "y's claim lapsed");
+        let taken = store.claim_batch("feed", None, "z", long, None).await.unwrap().unwrap();
         assert_eq!(taken.id, second.id);
-        assert!(!store.renew_batch(second.id, "y", "t9").await.unwrap());
-        assert!(!store.finish_batch(second.id, "y", "{}", "t6").await.unwrap());
-        assert!(store.finish_batch(second.id, "z", "{\"z\":1}", "t7").await.unwrap());
-        assert!(!store.renew_batch(second.id, "z", "t9").await.unwrap(), "done is done");
+        assert_eq!(store.claim_batch("feed", None, "w", long, None).await.unwrap(), None, "nothing left to claim");
+        assert!(!store.renew_batch(second.id, "y", long).await.unwrap());
+        assert!(!store.finish_batch(second.id, "y", "{}").await.unwrap());
+        assert!(store.finish_batch(second.id, "z", "{\"z\":1}").await.unwrap());
+        assert!(!store.renew_batch(second.id, "z", long).await.unwrap(), "done is done");
         let states = store.batches_of_run(7, "feed").await.unwrap();
         assert_eq!(states[1].result.as_deref(), Some("{\"z\":1}"));
         assert_eq!(states.iter().map(|b| b.pairs).sum::<i64>(), 5);
         let claims = store.batch_claims().await.unwrap();
         assert_eq!(claims, [BatchClaims { holder: "x".into(), source_id: "feed".into(), batches: 1 }]);
-        assert_eq!(store.sources_with_open_batches("t7").await.unwrap(), Vec::<String>::new());
-        assert_eq!(store.sources_with_open_batches("t9").await.unwrap(), ["feed"], "x's claim lapses at t8");
+        assert_eq!(store.sources_with_open_batches().await.unwrap(), Vec::<String>::new());
         // A new run clears what is done or abandoned and waits for what is still being worked on.
-        assert_eq!(store.clear_batches("feed", "t7").await.unwrap(), 1);
-        assert_eq!(store.clear_batches("feed", "t9").await.unwrap(), 0);
+        assert_eq!(store.clear_batches("feed").await.unwrap(), 1);
+        assert!(store.renew_batch(first.id, "x", gone).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(store.clear_batches("feed").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_helper_leaves_the_batches_of_its_own_instances_runs_alone() {
+        let (_dir, store) = store().await;
+        let run = store.start_held_run(crate::domain::Trigger::Api, &["feed".into()], Some("host:1:aa#3"), "t").await;
+        let run = run.unwrap();
+        store.add_batches(run, "feed", &[(2, "a".into())]).await.unwrap();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(store.claim_batch("feed", None, "host:1:aa", hour, Some("host:1:aa#")).await.unwrap(), None);
+        let other = store.claim_batch("feed", None, "host:2:bb", hour, Some("host:2:bb#")).await.unwrap();
+        assert_eq!(other.map(|b| b.run_id), Some(run));
     }
 }

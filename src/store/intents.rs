@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError, on_pool};
+use super::lease::{Fence, check_fence};
+use super::{BeginWrite, Store, StoreError, on_pool};
 
 /// One delivery that was about to be sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -36,8 +37,14 @@ const COLUMNS: &str = "item_key, target, source_id, origin, action, output_hash,
      known_version, content_hash, mapping, mapping_version, adoptions, run_id, created_at, delivery";
 
 impl Store {
-    /// Records (or replaces) the intent for an item at a target; committed before anything is sent.
+    /// Records (or replaces) the intent for an item at a target, outside any run.
     pub async fn record_intent(&self, intent: &Intent) -> Result<(), StoreError> {
+        self.record_fenced_intent(intent, &Fence::None).await
+    }
+
+    /// Records (or replaces) the intent for an item at a target if `fence` still holds; committed
+    /// before anything is sent, so a run that lost its lease sends nothing more.
+    pub async fn record_fenced_intent(&self, intent: &Intent, fence: &Fence) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO intents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (item_key, target) DO UPDATE SET action = excluded.action, output_hash = excluded.output_hash, \
@@ -48,6 +55,8 @@ impl Store {
              delivery = excluded.delivery"
         );
         on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            check_fence!(self, tx, fence);
             sqlx::query(&sql)
                 .bind(&intent.item_key)
                 .bind(&intent.target)
@@ -66,8 +75,9 @@ impl Store {
                 .bind(intent.run_id)
                 .bind(&intent.created_at)
                 .bind(&intent.delivery)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
         });
         Ok(())
     }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::documents::{INSERT, LATEST, PRUNE};
 use super::documents::{KEPT_VERSIONS, NewDocument, keep_document};
+use super::lease::{Fence, check_fence};
 use super::log::{INSERT_EVENT, NewEvent};
 use super::{BeginWrite, Store, StoreError, on_pool, opt_text, text};
 
@@ -39,11 +40,14 @@ pub struct LedgerRow {
     pub skip_hash: Option<String>,
     /// Hash of the source's settings (`$source` and its form link) the item was last mapped with.
     pub settings_hash: Option<String>,
+    /// The row's revision as read (0: no row yet). [`Store::write_batch`] writes a row only if it is
+    /// still at this revision, and raises it.
+    pub revision: i64,
 }
 
 const LEDGER_COLUMNS: &str = "item_key, target, source_id, origin, content_hash, mapping, mapping_version, \
      output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id, adoptions, \
-     target_version, skip_reason, skip_hash, settings_hash";
+     target_version, skip_reason, skip_hash, settings_hash, revision";
 
 /// Count of items of one source in one status.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -83,6 +87,26 @@ impl Store {
         Ok(rows.into_iter().map(|r| ((r.item_key.clone(), r.target.clone()), r)).collect())
     }
 
+    /// The rows of some items of one source (every target of each), as they are now.
+    pub async fn ledger_rows(&self, source_id: &str, keys: &[String]) -> Result<Vec<LedgerRow>, StoreError> {
+        let mut rows = Vec::new();
+        for chunk in keys.chunks(500) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT {LEDGER_COLUMNS} FROM items WHERE source_id = $1 AND item_key IN ({})",
+                list.join(", ")
+            );
+            on_pool!(self, pool => {
+                let mut query = sqlx::query_as(&sql).bind(source_id);
+                for key in chunk {
+                    query = query.bind(key);
+                }
+                rows.extend(query.fetch_all(pool).await?);
+            });
+        }
+        Ok(rows)
+    }
+
     /// The rows of one item, one per target.
     pub async fn item(&self, item_key: &str) -> Result<Vec<LedgerRow>, StoreError> {
         let sql = format!("SELECT {LEDGER_COLUMNS} FROM items WHERE item_key = $1 ORDER BY target");
@@ -118,40 +142,56 @@ impl Store {
     }
 
     /// Prepares a conflict for overwriting: the portal's current version becomes the one we
-    /// replace (`If-Match`), and the item is due again.
+    /// replace (`If-Match`), and the item is due again. `fence` is the source's lease, held by the
+    /// operator's run that follows.
     pub async fn take_over_version(
         &self,
         item_key: &str,
         target: &str,
         version: Option<&str>,
         at: &str,
+        fence: &Fence,
     ) -> Result<(), StoreError> {
-        let sql = "UPDATE items SET target_version = $1, status = 'failed', updated_at = $2 WHERE item_key = $3 AND target = $4";
+        let sql = "UPDATE items SET target_version = $1, status = 'failed', updated_at = $2, revision = revision + 1 \
+                   WHERE item_key = $3 AND target = $4";
         on_pool!(self, pool => {
-            sqlx::query(sql).bind(version).bind(at).bind(item_key).bind(target).execute(pool).await?;
+            let mut tx = pool.begin_write().await?;
+            check_fence!(self, tx, fence);
+            sqlx::query(sql).bind(version).bind(at).bind(item_key).bind(target).execute(&mut *tx).await?;
+            tx.commit().await?;
         });
         Ok(())
     }
 
-    /// Upserts the rows and appends the events of a batch in one transaction.
+    /// Upserts the rows and appends the events of a batch in one transaction, outside any run.
     pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.write_fenced_batch(batch, &Fence::None).await
+    }
+
+    /// Upserts the rows and appends the events of a batch in one transaction, if `fence` still holds
+    /// and every row is still at the revision it was read at ([`StoreError::Stale`] otherwise:
+    /// nothing is written, the batch's intents stay for the next run to reconcile). The operator's
+    /// skip (`skip_reason`, `skip_hash`) is only written with a new row: runs never change it.
+    pub async fn write_fenced_batch(&self, batch: &Batch, fence: &Fence) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let upsert = format!(
-            "INSERT INTO items ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+            "INSERT INTO items ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 + 1) \
              ON CONFLICT (item_key, target) DO UPDATE SET source_id = excluded.source_id, origin = excluded.origin, \
              content_hash = excluded.content_hash, mapping = excluded.mapping, mapping_version = excluded.mapping_version, \
              output_hash = excluded.output_hash, output_path = excluded.output_path, status = excluded.status, \
              attempts = excluded.attempts, last_error = excluded.last_error, updated_at = excluded.updated_at, \
              delivered_at = excluded.delivered_at, last_run_id = excluded.last_run_id, adoptions = excluded.adoptions, \
-             target_version = excluded.target_version, skip_reason = excluded.skip_reason, skip_hash = excluded.skip_hash, \
-             settings_hash = excluded.settings_hash"
+             target_version = excluded.target_version, settings_hash = excluded.settings_hash, \
+             revision = items.revision + 1 WHERE items.revision = $22"
         );
+        let current = "SELECT revision FROM items WHERE item_key = $1 AND target = $2";
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            check_fence!(self, tx, fence);
             for row in &batch.rows {
-                sqlx::query(&upsert)
+                let written = sqlx::query(&upsert)
                     .bind(&row.item_key)
                     .bind(&row.target)
                     .bind(&row.source_id)
@@ -173,8 +213,14 @@ impl Store {
                     .bind(opt_text(row.skip_reason.as_deref()))
                     .bind(&row.skip_hash)
                     .bind(&row.settings_hash)
+                    .bind(row.revision)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                if written != 1 {
+                    let now: i64 = sqlx::query_scalar(current).bind(&row.item_key).bind(&row.target).fetch_one(&mut *tx).await?;
+                    return Err(StoreError::Stale { item_key: row.item_key.clone(), target: row.target.clone(), read: row.revision, now });
+                }
             }
             for event in &batch.events {
                 sqlx::query(INSERT_EVENT)

@@ -51,6 +51,15 @@ pub enum StoreError {
     Directory(String, std::io::Error),
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
+    /// A write of a run whose lease (or shared batch claim) is gone: nothing of it was written.
+    #[error("{0}")]
+    LeaseLost(String),
+    /// A ledger row changed since the run read it (someone else wrote it): nothing was written.
+    #[error(
+        "the ledger row of {item_key} at {target} changed since this run read it (revision {read}, now {now}); \
+         nothing of this write was recorded"
+    )]
+    Stale { item_key: String, target: String, read: i64, now: i64 },
 }
 
 impl Store {
@@ -80,6 +89,43 @@ impl Store {
             Ok(Store::Postgres(pool))
         } else {
             Err(StoreError::Url(redact(url)))
+        }
+    }
+
+    /// The database's clock as a stored timestamp (RFC 3339, UTC, milliseconds): leases, claims and
+    /// the end of dead runs are judged by it, never by the clock of one instance.
+    pub async fn now(&self) -> Result<String, StoreError> {
+        let sql = format!("SELECT {}", self.now_sql());
+        Ok(on_pool!(self, pool => sqlx::query_scalar(&sql).fetch_one(pool).await?))
+    }
+
+    /// SQL for the database's current time, formatted as [`timestamp`] formats it.
+    pub(crate) fn now_sql(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            Store::Postgres(_) => "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+        }
+    }
+
+    /// SQL for the database's current time plus the milliseconds in the parameter `param` (`$n`).
+    pub(crate) fn later_sql(&self, param: &str) -> String {
+        match self {
+            Store::Sqlite(_) => {
+                format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('%+.3f seconds', {param} / 1000.0))")
+            }
+            Store::Postgres(_) => format!(
+                "to_char((clock_timestamp() + make_interval(secs => {param}::float8 / 1000)) AT TIME ZONE 'UTC', \
+                 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+            ),
+        }
+    }
+
+    /// `FOR SHARE` on PostgreSQL (a row read inside a transaction that nobody may change before it
+    /// commits); SQLite's write transaction (`BEGIN IMMEDIATE`) excludes every other writer anyway.
+    pub(crate) fn share_lock(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "",
+            Store::Postgres(_) => "FOR SHARE",
         }
     }
 

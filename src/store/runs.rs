@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError, on_pool, opt_text};
+use super::{Store, StoreError, on_pool, opt_text, text};
 use crate::domain::{RunStatus, Trigger};
 
 /// Counts per item and target, as reported by `migrate --json`.
@@ -33,6 +33,39 @@ impl Counts {
     pub fn problems(&self) -> i64 {
         self.failed + self.quarantined + self.conflict
     }
+
+    /// Adds `by` (±1) to the count of `kind`.
+    pub fn bump(&mut self, kind: Counted, by: i64) {
+        let count = match kind {
+            Counted::New => &mut self.new,
+            Counted::Updated => &mut self.updated,
+            Counted::Unchanged => &mut self.unchanged,
+            Counted::Failed => &mut self.failed,
+            Counted::Quarantined => &mut self.quarantined,
+            Counted::Withdrawn => &mut self.withdrawn,
+            Counted::Conflict => &mut self.conflict,
+        };
+        *count += by;
+    }
+
+    /// Every pair counted.
+    pub fn total(&self) -> i64 {
+        self.new + self.updated + self.unchanged + self.failed + self.quarantined + self.withdrawn + self.conflict
+    }
+}
+
+/// What one (item, target) pair counts as in a run's summary: each pair counts once, as its last
+/// outcome in the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Counted {
+    New,
+    Updated,
+    Unchanged,
+    Failed,
+    Quarantined,
+    Withdrawn,
+    Conflict,
 }
 
 /// A run as stored.
@@ -51,23 +84,76 @@ pub struct RunRow {
     pub quarantined_count: i64,
     pub withdrawn_count: i64,
     pub message: Option<String>,
+    /// Who carries the run out: the holder of its sources' leases (`None` for runs from before
+    /// holders were recorded).
+    pub holder: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, trigger, sources, status, started_at, finished_at, new_count, updated_count, \
-     unchanged_count, failed_count, quarantined_count, withdrawn_count, message";
+     unchanged_count, failed_count, quarantined_count, withdrawn_count, message, holder";
+
+/// Why a dead run was closed, as its message says.
+pub const DEAD_RUN: &str = "aborted: the process carrying it out ended without closing it (killed, crashed or \
+     stopped) and its lease expired; deliveries it left unfinished are reconciled by the next run of its sources";
 
 impl Store {
     /// Records the start of a run and returns its id.
     pub async fn start_run(&self, trigger: Trigger, sources: &[String], at: &str) -> Result<i64, StoreError> {
-        let sql = "INSERT INTO runs (trigger, sources, status, started_at) VALUES ($1, $2, $3, $4) RETURNING id";
+        self.start_held_run(trigger, sources, None, at).await
+    }
+
+    /// Records the start of a run carried out by `holder` (the holder of its sources' leases).
+    pub async fn start_held_run(
+        &self,
+        trigger: Trigger,
+        sources: &[String],
+        holder: Option<&str>,
+        at: &str,
+    ) -> Result<i64, StoreError> {
+        let sql =
+            "INSERT INTO runs (trigger, sources, status, started_at, holder) VALUES ($1, $2, $3, $4, $5) RETURNING id";
         let id: i64 = on_pool!(self, pool => sqlx::query_scalar(sql)
             .bind(trigger.as_str())
             .bind(sources.join(","))
             .bind(RunStatus::Running.as_str())
             .bind(at)
+            .bind(holder)
             .fetch_one(pool)
             .await?);
         Ok(id)
+    }
+
+    /// Closes every run left `running` whose holder holds no live lease any more (judged by the
+    /// database's clock) as `aborted`, and returns their ids.
+    pub async fn close_dead_runs(&self) -> Result<Vec<i64>, StoreError> {
+        let now = self.now_sql();
+        let dead = format!(
+            "SELECT id FROM runs WHERE status = $1 AND (holder IS NULL OR NOT EXISTS \
+             (SELECT 1 FROM leases WHERE leases.holder = runs.holder AND leases.expires_at > {now})) ORDER BY id"
+        );
+        let close =
+            format!("UPDATE runs SET status = $1, finished_at = {now}, message = $2 WHERE id = $3 AND status = $4");
+        let running = RunStatus::Running.as_str();
+        let ids: Vec<i64> = on_pool!(self, pool => sqlx::query_scalar(&dead).bind(running).fetch_all(pool).await?);
+        for id in &ids {
+            on_pool!(self, pool => {
+                sqlx::query(&close).bind(RunStatus::Aborted.as_str()).bind(DEAD_RUN).bind(id).bind(running).execute(pool).await?;
+            });
+        }
+        Ok(ids)
+    }
+
+    /// Closes the runs of `holder` still `running` with `status` and `message` (a run stopped from
+    /// outside, e.g. a task that panicked) and gives back its leases.
+    pub async fn abandon_holder(&self, holder: &str, status: RunStatus, message: &str) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE runs SET status = $1, finished_at = {}, message = $2 WHERE holder = $3 AND status = $4",
+            self.now_sql()
+        );
+        on_pool!(self, pool => {
+            sqlx::query(&sql).bind(status.as_str()).bind(text(message)).bind(holder).bind(RunStatus::Running.as_str()).execute(pool).await?;
+        });
+        self.release_leases_of(holder).await
     }
 
     /// Records the end of a run.

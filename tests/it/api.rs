@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use portal_bridge::api::metrics::Metrics;
-use portal_bridge::api::{ApiState, SourceState, key_segment, router};
+use portal_bridge::api::{ApiState, Queued, RunAnswer, SourceState, key_segment, router};
 use portal_bridge::domain::{ItemStatus, RunStatus, Stage, Trigger};
 use portal_bridge::pipeline::{Job, RunReport};
 use portal_bridge::store::ledger::{Batch, LedgerRow};
@@ -84,12 +84,34 @@ pub async fn record_delivered(app: &TestApp, key: &str) {
     }
 }
 
+/// API state on `app`'s store; the receiver gets the jobs the API sends, each answered as started
+/// (run ids 1, 2, …) the way the daemon answers once a run holds its sources.
 pub fn state_for(
     app: &TestApp,
     token: Option<&str>,
     read_needs_token: bool,
     capacity: usize,
 ) -> (ApiState, mpsc::Receiver<Job>) {
+    let (state, mut queued) = raw_state_for(app, token, read_needs_token, capacity);
+    let (jobs, rx) = mpsc::channel(capacity);
+    tokio::spawn(async move {
+        let mut run_id = 0;
+        while let Some(Queued { job, answer }) = queued.recv().await {
+            run_id += 1;
+            let _ = jobs.send(job).await;
+            let _ = answer.send(RunAnswer::Started { run_id });
+        }
+    });
+    (state, rx)
+}
+
+/// API state on `app`'s store whose queued jobs nobody answers unless the test does.
+pub fn raw_state_for(
+    app: &TestApp,
+    token: Option<&str>,
+    read_needs_token: bool,
+    capacity: usize,
+) -> (ApiState, mpsc::Receiver<Queued>) {
     let (tx, rx) = mpsc::channel(capacity);
     let state = ApiState {
         store: app.deps.store.clone(),
@@ -372,8 +394,8 @@ async fn starting_a_run_needs_the_token_and_sends_the_job() {
 
     let answer = call(&router, Method::POST, "/api/runs", Some(&bearer(TOKEN)), Some(body)).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
-    assert_eq!(answer.json(), json!({"queued": true}));
-    let job = rx.try_recv().unwrap();
+    assert_eq!(answer.json(), json!({"queued": true, "run_id": 1}), "the answer names the run");
+    let job = rx.recv().await.unwrap();
     assert_eq!(job.trigger, Trigger::Api);
     assert_eq!(job.sources, ["owl-forms"]);
     assert_eq!(job.items.iter().map(|k| k.as_str()).collect::<Vec<_>>(), [CHANGED]);
@@ -382,7 +404,7 @@ async fn starting_a_run_needs_the_token_and_sends_the_job() {
     // `{}` runs everything.
     let answer = call(&router, Method::POST, "/api/runs", Some(&bearer(TOKEN)), Some("{}")).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED);
-    let job = rx.try_recv().unwrap();
+    let job = rx.recv().await.unwrap();
     assert!(job.sources.is_empty() && job.items.is_empty() && !job.force);
 
     // Shapes that are not a run request.
@@ -441,8 +463,9 @@ async fn a_retry_is_logged_and_queued_for_the_item() {
     for uri in [format!("/api/items/{}/retry", key_segment(BROKEN_KEY)), format!("/api/items/{BROKEN_KEY}/retry")] {
         let answer = call(&router, Method::POST, &uri, Some(&bearer(TOKEN)), None).await;
         assert_eq!(answer.status, StatusCode::ACCEPTED, "{uri}: {}", answer.body);
-        assert_eq!(answer.json(), json!({"queued": true}));
-        let job = rx.try_recv().unwrap();
+        assert_eq!(answer.json()["queued"], true);
+        assert!(answer.json()["run_id"].is_i64(), "the answer names the run: {}", answer.body);
+        let job = rx.recv().await.unwrap();
         assert_eq!(job.trigger, Trigger::Api);
         assert_eq!(job.items.iter().map(|k| k.as_str()).collect::<Vec<_>>(), [BROKEN_KEY]);
         assert!(job.sources.is_empty() && !job.force);
@@ -469,16 +492,50 @@ async fn a_retry_is_logged_and_queued_for_the_item() {
 #[tokio::test]
 async fn a_full_queue_or_a_stopped_daemon_answers_503() {
     let review = Review::new().await;
-    let (state, rx) = state_for(&review.app, Some(TOKEN), false, 1);
+    let (state, mut rx) = raw_state_for(&review.app, Some(TOKEN), false, 1);
     let router = router(state);
-    let first = call(&router, Method::POST, "/api/runs", Some(&bearer(TOKEN)), Some("{}")).await;
-    assert_eq!(first.status, StatusCode::ACCEPTED);
+    // The first job waits in the queue for the daemon's answer.
+    let first = tokio::spawn({
+        let router = router.clone();
+        async move { call(&router, Method::POST, "/api/runs", Some(&bearer(TOKEN)), Some("{}")).await }
+    });
+    while rx.is_empty() {
+        tokio::task::yield_now().await;
+    }
     let full = call(&router, Method::POST, "/api/runs", Some(&bearer(TOKEN)), Some("{}")).await;
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(error_of(&full).contains("queue is full"));
+    // The daemon stops before it starts the queued run: its caller learns so, and so do later ones.
+    drop(rx.recv().await);
     drop(rx);
+    let first = first.await.unwrap();
+    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE, "{}", first.body);
+    assert!(error_of(&first).contains("did not start the run"), "{}", first.body);
     let closed = call(&router, Method::POST, "/api/runs", Some(&bearer(TOKEN)), Some("{}")).await;
     assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_run_whose_source_is_busy_is_answered_409_with_the_holder() {
+    let review = Review::new().await;
+    let (state, mut rx) = raw_state_for(&review.app, Some(TOKEN), false, 4);
+    let router = router(state);
+    tokio::spawn(async move {
+        while let Some(Queued { answer, .. }) = rx.recv().await {
+            let busy = portal_bridge::pipeline::Busy {
+                source_id: "owl-forms".into(),
+                holder: "host-a:41:beef#3".into(),
+                until: "2999-01-01T00:00:00.000Z".into(),
+            };
+            let _ = answer.send(RunAnswer::Busy(busy));
+        }
+    });
+    let answer =
+        call(&router, Method::POST, "/api/runs", Some(&bearer(TOKEN)), Some(r#"{"sources": ["owl-forms"]}"#)).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    let json = answer.json();
+    assert_eq!((json["source"].as_str(), json["holder"].as_str()), (Some("owl-forms"), Some("host-a:41:beef#3")));
+    assert!(error_of(&answer).contains("busy"), "{}", answer.body);
 }
 
 #[tokio::test]
@@ -661,6 +718,7 @@ async fn every_value_on_a_page_is_escaped() {
         skip_reason: Some("<skip>".into()),
         skip_hash: None,
         settings_hash: None,
+        revision: 0,
     };
     review.app.deps.store.write_batch(&Batch { rows: vec![row], ..Batch::default() }).await.unwrap();
     review

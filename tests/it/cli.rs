@@ -224,18 +224,10 @@ async fn removing_a_third_of_a_regions_forms_holds_the_withdrawals_until_confirm
 async fn status_shows_which_instance_holds_which_lease_and_shared_batch() {
     let app = TestApp::demo().await;
     let store = &app.deps.store;
-    assert!(
-        store
-            .acquire_lease("source:aachen-forms", "host-a:41:beef", "2999-01-01T00:00:00Z", "2024-01-01T00:00:00Z")
-            .await
-            .unwrap()
-    );
-    store
-        .add_batches(1, "koeln-services", &[(25, "[]".into()), (25, "[]".into())], "2024-01-01T00:00:00Z")
-        .await
-        .unwrap();
-    let claimed =
-        store.claim_batch("koeln-services", None, "host-b:42:cafe", "2999-01-01T00:00:00Z", "2024-01-01T00:00:00Z");
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(store.take_lease("source:aachen-forms", "host-a:41:beef", hour).await.unwrap(), Ok(()));
+    store.add_batches(1, "koeln-services", &[(25, "[]".into()), (25, "[]".into())]).await.unwrap();
+    let claimed = store.claim_batch("koeln-services", None, "host-b:42:cafe", hour, None);
     assert!(claimed.await.unwrap().is_some());
     let out = app.command().arg("status").assert().success().get_output().stdout.clone();
     let text = String::from_utf8(out).unwrap();

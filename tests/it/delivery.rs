@@ -136,8 +136,13 @@ async fn faults_are_retried_and_every_document_takes_effect_exactly_once() {
 async fn killed_at_any_point_the_bridge_loses_nothing_and_repeats_no_effect() {
     let sim = sim(SimConfig { latency_ms: 30, seed: 3, ..Default::default() }).await;
     let app = bridge(&sim, 300, "").await;
-    let migrate =
-        || app.std_command().args(["migrate", "--json"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // A killed run's lease lapses after 2 s; each restart waits for it (one writer per source).
+    let text = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(&app.config_path, format!("{text}\n[daemon]\nlease_secs = 2\n")).unwrap();
+    let migrate = || {
+        let args = ["migrate", "--json", "--wait", "30"];
+        app.std_command().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    };
     // Kill points by the number of requests the portal has seen: before any delivery, during, and
     // after the last one (while the ledger catches up).
     let mut killed_mid_run = 0;
@@ -278,8 +283,14 @@ async fn killed_repeatedly_with_faults_on_and_forced_by_two_daemons_every_docume
     let faults = SimConfig { fail_rate: 0.1, reset_rate: 0.05, latency_ms: 10, seed: 11, ..Default::default() };
     let sim = sim(faults).await;
     let app = bridge(&sim, 300, "").await;
-    let migrate =
-        || app.std_command().args(["migrate", "--json"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // A killed run's lease lapses after 3 s; each restart waits for it (one writer per source).
+    let lease = "\n[daemon]\nlease_secs = 3\n";
+    let text = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(&app.config_path, format!("{text}{lease}")).unwrap();
+    let migrate = || {
+        let args = ["migrate", "--json", "--wait", "30"];
+        app.std_command().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    };
     let mut killed_mid_run = 0;
     for kill_at in [30_u64, 120, 250] {
         let mut child = migrate();
@@ -304,7 +315,7 @@ async fn killed_repeatedly_with_faults_on_and_forced_by_two_daemons_every_docume
 
     // Two daemons share a forced run: this process's (it coordinates: the API triggers the run on
     // it) and a child process that helps with batches and is killed while it holds one.
-    let text = std::fs::read_to_string(&app.config_path).unwrap();
+    let text = std::fs::read_to_string(&app.config_path).unwrap().replace(lease, "");
     let daemon = "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin-token\"\n\
                   [daemon]\nlease_secs = 3\nshare_batch = 20\nshutdown_grace_secs = 5\n";
     std::fs::write(&app.config_path, format!("{text}{daemon}")).unwrap();

@@ -19,6 +19,7 @@ mod pipeline;
 mod portal_sim;
 mod properties;
 mod quality;
+mod runs;
 mod store;
 mod support;
 mod xrepository;

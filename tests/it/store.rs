@@ -1,6 +1,7 @@
 //! The store on its own: the same answers from SQLite and PostgreSQL (run with
 //! `PORTAL_BRIDGE_TEST_DATABASE_URL` for the latter) where the two engines differ by default:
-//! text order, prefix filters, NUL in text, binary bodies, NULL parameters, the append-only log.
+//! text order, prefix filters, NUL in text, binary bodies, NULL parameters, the append-only log,
+//! and the database's clock behind leases, fences, row revisions and the end of dead runs.
 
 use portal_bridge::domain::{Level, Stage, Trigger};
 use portal_bridge::store::Store;
@@ -41,6 +42,7 @@ fn row(item_key: &str, status: &str) -> LedgerRow {
         skip_reason: None,
         skip_hash: None,
         settings_hash: None,
+        revision: 0,
     }
 }
 
@@ -245,4 +247,86 @@ async fn the_log_cannot_be_changed_or_emptied_on_either_backend() {
     }
     let events = store.events(&EventFilter::default()).await.unwrap();
     assert_eq!(events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["kept"]);
+}
+
+#[tokio::test]
+async fn leases_fences_revisions_and_dead_runs_follow_the_database_on_either_backend() {
+    use std::time::Duration;
+
+    use portal_bridge::domain::RunStatus;
+    use portal_bridge::store::StoreError;
+    use portal_bridge::store::lease::Fence;
+
+    let app = empty_app().await;
+    let store = &app.deps.store;
+    let (hour, gone) = (Duration::from_secs(3600), Duration::ZERO);
+    let now = store.now().await.unwrap();
+    let shape = |t: &str| t.len() == 24 && &t[10..11] == "T" && &t[19..20] == "." && t.ends_with('Z');
+    assert!(shape(&now), "the database's now is stored as timestamps are: {now}");
+
+    // A lease on the database's clock: busy for others until it expires there.
+    assert_eq!(store.take_lease("source:feed", "a#1", hour).await.unwrap(), Ok(()));
+    let busy = store.take_lease("source:feed", "b#1", hour).await.unwrap().unwrap_err();
+    assert_eq!(busy.holder, "a#1");
+    assert!(shape(&busy.expires_at) && busy.expires_at > now, "{busy:?}");
+    let mine = Fence::source("feed", "a#1");
+    let written = |status: &str, revision: i64| Batch {
+        rows: vec![LedgerRow { revision, ..row("feed/1", status) }],
+        ..Batch::default()
+    };
+    store.write_fenced_batch(&written("new", 0), &mine).await.unwrap();
+    assert_eq!(store.item("feed/1").await.unwrap()[0].revision, 1);
+
+    // A row written at an old revision is refused whole; at its revision it is written.
+    let stale = store.write_fenced_batch(&written("delivered", 0), &mine).await.unwrap_err();
+    assert!(matches!(stale, StoreError::Stale { read: 0, now: 1, .. }), "{stale}");
+    assert_eq!(store.item("feed/1").await.unwrap()[0].status, "new");
+    // The operator's skip does not count as a newer state, and no run's write undoes it.
+    store.skip_item("feed/1", "by hand", "2024-01-01T00:00:00.000Z").await.unwrap();
+    store.write_fenced_batch(&written("delivered", 1), &mine).await.unwrap();
+    let row = store.item("feed/1").await.unwrap().remove(0);
+    assert_eq!((row.status.as_str(), row.revision, row.skip_reason.as_deref()), ("delivered", 2, Some("by hand")));
+
+    // The lease lapses and another holder takes it: a's writes are refused, nothing is recorded.
+    assert!(store.renew_lease("source:feed", "a#1", gone).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.take_lease("source:feed", "b#1", hour).await.unwrap(), Ok(()));
+    let refused = store.write_fenced_batch(&written("failed", 2), &mine).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::LeaseLost(m) if m.contains("b#1")), "{refused}");
+    let intent = Intent {
+        item_key: "feed/1".into(),
+        target: "t".into(),
+        source_id: "feed".into(),
+        origin: "records.json#0".into(),
+        action: "put".into(),
+        output_hash: "o1".into(),
+        idempotency_key: "k1".into(),
+        body: Vec::new(),
+        format: "json".into(),
+        known_version: None,
+        content_hash: None,
+        mapping: None,
+        mapping_version: None,
+        adoptions: None,
+        run_id: None,
+        created_at: "2024-01-01T00:00:00.000Z".into(),
+        delivery: None,
+    };
+    assert!(matches!(store.record_fenced_intent(&intent, &mine).await, Err(StoreError::LeaseLost(_))));
+    assert!(store.intents().await.unwrap().is_empty());
+    assert_eq!(store.item("feed/1").await.unwrap()[0].status, "delivered");
+
+    // Runs whose holder holds no live lease are dead; the others are left alone.
+    let alive = store.start_held_run(Trigger::Api, &["feed".into()], Some("b#1"), &now).await.unwrap();
+    let dead = store.start_held_run(Trigger::Cli, &["feed".into()], Some("a#1"), &now).await.unwrap();
+    let old = store.start_run(Trigger::Cli, &["feed".into()], &now).await.unwrap();
+    assert_eq!(store.close_dead_runs().await.unwrap(), [dead, old]);
+    let closed = store.run(dead).await.unwrap().unwrap();
+    assert_eq!(closed.status, "aborted");
+    assert!(closed.finished_at.as_deref().is_some_and(|at| at >= now.as_str()), "{closed:?}");
+    assert_eq!(store.run(alive).await.unwrap().unwrap().status, "running");
+    store.abandon_holder("b#1", RunStatus::Aborted, "its task panicked").await.unwrap();
+    let abandoned = store.run(alive).await.unwrap().unwrap();
+    assert_eq!((abandoned.status.as_str(), abandoned.message.as_deref()), ("aborted", Some("its task panicked")));
+    assert!(store.leases().await.unwrap().is_empty(), "the abandoned holder's leases are given back");
 }
