@@ -24,7 +24,6 @@ pub mod daemon;
 pub mod domain;
 pub mod mapping;
 pub mod pipeline;
-pub mod portal_sim;
 pub mod preview;
 pub mod report;
 pub mod retry;
