@@ -15,6 +15,9 @@
 //!   store::Store::write_batch    item status in the ledger + events in the migration log
 //! report::quality                per item, the warnings and errors of its last migration, classified
 //! ```
+//!
+//! `metrics` is the Prometheus registry the pipeline records into and the API's `/metrics` encodes;
+//! it depends on neither. The portal import API simulator is not here: `crates/portal-sim`.
 
 pub mod api;
 pub mod cli;
@@ -23,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod mapping;
+pub mod metrics;
 pub mod pipeline;
 pub mod preview;
 pub mod report;

@@ -22,7 +22,7 @@ mod auth;
 mod held;
 mod html;
 mod json;
-pub mod metrics;
+mod metrics;
 mod pages;
 mod quality;
 
@@ -72,7 +72,7 @@ pub struct ApiState {
     /// Where `POST /api/runs` and `POST /api/items/{key}/retry` send their jobs (the daemon runs them).
     pub trigger: tokio::sync::mpsc::Sender<Job>,
     pub sources: SourceStates,
-    pub metrics: Arc<crate::api::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ApiState {
