@@ -28,6 +28,7 @@ pub mod domain;
 pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod preview;
 pub mod report;
 pub mod retry;
