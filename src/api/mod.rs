@@ -25,6 +25,7 @@ mod json;
 mod metrics;
 mod pages;
 mod quality;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
