@@ -73,7 +73,7 @@ struct Daemon {
     config_path: PathBuf,
     overrides: Overrides,
     states: SourceStates,
-    metrics: Arc<crate::api::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
     tasks: JoinSet<TaskResult>,
     running: HashMap<u64, Running>,
     next_task: u64,
@@ -95,7 +95,7 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Schemas(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
     let deps = Deps { config: config.clone(), store: store.clone(), validators: Arc::new(validators), clock };
     let states: SourceStates = Default::default();
-    let metrics = Arc::new(crate::api::metrics::Metrics::default());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let (trigger_tx, mut trigger_rx) = mpsc::channel::<Queued>(64);
     let (access, access_rx) = watch::channel(Access::from(&config.admin));
     let api_task = match listener {
@@ -477,7 +477,7 @@ async fn help_others(
     deps: watch::Receiver<Deps>,
     instance: Arc<str>,
     shutdown: CancellationToken,
-    metrics: Arc<crate::api::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     while !shutdown.is_cancelled() {
         let deps = deps.borrow().clone();

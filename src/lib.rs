@@ -17,6 +17,9 @@
 //!                                only while the run holds its lease and the rows are as it read them
 //! report::quality                per item, the warnings and errors of its last migration, classified
 //! ```
+//!
+//! `metrics` is the Prometheus registry the pipeline records into and the API's `/metrics` encodes;
+//! it depends on neither. The portal import API simulator is not here: `crates/portal-sim`.
 
 pub mod api;
 pub mod cli;
@@ -25,8 +28,9 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod mapping;
+pub mod metrics;
 pub mod pipeline;
-pub mod portal_sim;
+pub mod policy;
 pub mod preview;
 pub mod report;
 pub mod retry;

@@ -52,7 +52,7 @@ pub struct Job {
     /// Who watches the run (a progress bar on a terminal); nobody by default.
     pub progress: ProgressHandle,
     /// Where stage durations and upstream latencies are recorded (the daemon's metrics).
-    pub metrics: Option<Arc<crate::api::metrics::Metrics>>,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Share the work pass of a large source with the other instances on the database.
     pub share: Option<Share>,
     /// Who holds the run's leases (default: a name of this process's own).
@@ -622,7 +622,7 @@ struct Work {
     inputs: source::Inputs,
     dry_run: bool,
     force: bool,
-    metrics: Option<Arc<crate::api::metrics::Metrics>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     scan_cache: scan_cache::ScanCache,
     /// Per target: the hash of what, besides the record and the mapping, shapes the item's
     /// document there (`$source`, the form link, where the target delivers). A change re-maps.

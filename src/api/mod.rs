@@ -23,9 +23,10 @@ mod auth;
 mod held;
 mod html;
 mod json;
-pub mod metrics;
+mod metrics;
 mod pages;
 mod quality;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -92,7 +93,7 @@ pub struct ApiState {
     /// them and answers whether the run started).
     pub trigger: tokio::sync::mpsc::Sender<Queued>,
     pub sources: SourceStates,
-    pub metrics: Arc<crate::api::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ApiState {

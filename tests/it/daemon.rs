@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use portal_bridge::portal_sim::{self, SimConfig, SimState};
+use portal_sim::{self, SimConfig, SimState};
 
 use crate::support::TestApp;
 

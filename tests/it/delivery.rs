@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use portal_bridge::domain::{ItemStatus, RunStatus};
-use portal_bridge::portal_sim::{self, FaultPatch, SimConfig, SimState};
+use portal_sim::{self, FaultPatch, SimConfig, SimState};
 use predicates::prelude::*;
 
 use crate::support::TestApp;

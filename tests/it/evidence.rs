@@ -8,7 +8,7 @@ use std::time::Duration;
 use portal_bridge::config::Config;
 use portal_bridge::domain::{RunStatus, Trigger};
 use portal_bridge::pipeline::{self, Deps, Job, Share};
-use portal_bridge::portal_sim::{self, FaultPatch, SimConfig};
+use portal_sim::{self, FaultPatch, SimConfig};
 
 use crate::delivery::{bridge, sim, write_records};
 use crate::support::{TestApp, copy_dir, repo};

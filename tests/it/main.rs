@@ -16,7 +16,6 @@ mod fim;
 mod hostile_source;
 mod http;
 mod pipeline;
-mod portal_sim;
 mod properties;
 mod quality;
 mod runs;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use portal_bridge::config::Config;
 use portal_bridge::domain::Clock;
-use portal_bridge::portal_sim::SimConfig;
 use portal_bridge::store::Store;
+use portal_sim::SimConfig;
 
 use crate::delivery::{Sim, sim};
 use crate::support::TestApp;

@@ -4,7 +4,7 @@ use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portal_bridge::portal_sim::{self, SimConfig, SimState, SimStats, WITHDRAWN};
+use portal_sim::{SimConfig, SimState, SimStats, WITHDRAWN};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

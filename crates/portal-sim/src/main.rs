@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use portal_bridge::portal_sim::{self, SimConfig, SimState};
+use portal_sim::{SimConfig, SimState};
 use tracing_subscriber::EnvFilter;
 
 /// Simulates the import API of Kommunalportal.NRW (docs/portal-api.md) on loopback, counts effects,
