@@ -16,6 +16,7 @@
 //! report::quality                per item, the warnings and errors of its last migration, classified
 //! ```
 
+pub mod alloc;
 pub mod api;
 pub mod cli;
 pub mod codec;

@@ -5,9 +5,10 @@ use portal_bridge::cli::{self, Cli, Exit, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: mapping (jaq) allocates and frees a value at nearly every
-/// step, and glibc's malloc/free were a third of its profile (docs/performance.md).
+/// step, and glibc's malloc/free were a third of its profile (docs/performance.md). Wrapped in the
+/// counting allocator that the mapping budget reads (`limits.max_mapping_bytes`, src/alloc.rs).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: portal_bridge::alloc::Counting<mimalloc::MiMalloc> = portal_bridge::alloc::Counting(mimalloc::MiMalloc);
 
 #[tokio::main]
 async fn main() {
