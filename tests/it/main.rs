@@ -8,6 +8,7 @@ mod admin;
 mod adoptions;
 mod api;
 mod bad_input;
+mod budget;
 mod browser;
 mod cli;
 mod config_check;
