@@ -636,6 +636,44 @@ mod tests {
         assert_eq!((errors[0].line, errors[0].column), (2, 5), "{errors:?}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// The native `sub`/`gsub` (sub.rs) against jaq-std's definitions run by stock jaq: the same
+        /// outputs in the same order, the same errors, for replacements with no, one and several
+        /// outputs and errors, regexes and flags with several outputs, and empty matches.
+        #[test]
+        fn sub_and_gsub_agree_with_jaq_std(
+            text in "[abF0-9 äx]{0,10}",
+            re in proptest::sample::select(vec![
+                r#""a""#, r#""b+""#, r#""""#, r#""a*""#, r#""ä""#, r#""(?<x>a)|(?<y>b)""#,
+                r#""(?<d>[0-9])(?<e>[0-9])?""#, r#""\\b""#, r#""(""#, r#""a", "b""#, "empty", r#"1"#,
+            ]),
+            f in proptest::sample::select(vec![
+                r#""X""#, r#""<\(.x)|\(.y)|\(.d)>""#, r#"("1", "2")"#, "empty", r#"error("e")"#, "null",
+                "1", r#"(.x // "-")"#, r#"("p", error("q"), "r")"#, "tojson", r#"if .d then (.d, .d) else "n" end"#,
+            ]),
+            flags in proptest::sample::select(vec![r#""""#, r#""g""#, r#""gi""#, r#""n""#, r#""gn""#, r#""x""#, r#""q""#, r#""", "g""#]),
+            global in proptest::bool::ANY,
+        ) {
+            let call = if global { "gsub" } else { "sub" };
+            let program = format!(r#"try [{call}({re}; {f}; {flags})] catch "error: \(.)""#);
+            let ours = run(&program, json!(text));
+            let stock = stock_jaq(&program, json!(text));
+            proptest::prop_assert_eq!(ours.map(|v| json!([v])), stock, "{}", program);
+        }
+    }
+
+    #[test]
+    fn sub_is_linear_in_the_number_of_matches() {
+        // 100,000 matches: jaq-std's reduction copied the text for each (tens of GB, the process
+        // was killed); here the text is built once. (The corpus test bounds the whole run's memory,
+        // with the counting allocator that these unit tests do not have.)
+        let text = "F05000110 ".repeat(100_000);
+        let program = r#"gsub("\\b(?<k>[FG][0-9]{2})(?<n>[0-9]{6})\\b"; "\(.k)000\(.n)") | length"#;
+        assert_eq!(run(program, json!(text)), Ok(json!(1_300_000)));
+    }
+
     #[test]
     fn test_is_cached_and_agrees_with_jaqs_definition() {
         // jaq-std defines `test(re; flags)` as `matches(re; flags) | any`; `matches` is still there.
