@@ -9,7 +9,8 @@
 //!   pipeline::codelists          lists the records refer to that nobody has: fetched (XRepository), cached
 //!   store ledger                 unchanged hash + unchanged mapping version ⇒ skip
 //!   codec::decode                XML → tree (quick-xml) | JSON → tree
-//!   mapping::Mapping::apply      jq program (jaq) + lookups + codelists ⇒ one document per target
+//!   mapping::Mapping::apply      jq program (jaq) + lookups + codelists ⇒ one document per target,
+//!                                within the record's budget (time, memory; alloc::Counting counts)
 //!   validate::Validators::check  JSON Schema | XSD; failure ⇒ quarantine, never delivered
 //!   target::deliver              outbox directory (atomic file per item)
 //!   store::Store::write_batch    item status in the ledger + events in the migration log

@@ -25,7 +25,8 @@ pub use codelists::{BrokenCodelist, Codelists};
 use engine::{Program, to_val};
 
 /// Bumped when the engine changes in a way that can change outputs; part of every mapping version.
-const ENGINE_VERSION: &str = "portal-bridge-mapping-engine/1";
+/// 2: regexes over 1 MiB compiled (or with search tables over 16 MiB) are invalid (`regex.rs`).
+const ENGINE_VERSION: &str = "portal-bridge-mapping-engine/2";
 
 /// A mapping file as written (`mappings/<name>.toml`). Paths are relative to the mapping file.
 #[derive(Debug, Deserialize)]
