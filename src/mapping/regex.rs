@@ -84,9 +84,12 @@ pub(crate) struct RegexCache {
 
 struct Lru {
     /// By regex, then by flags (nearly always one set of flags per regex).
-    compiled: lru::LruCache<Box<str>, Vec<(Box<str>, Arc<Compiled>)>>,
+    compiled: lru::LruCache<Box<str>, ByFlags>,
     bytes: usize,
 }
+
+/// The compiled regexes of one regex, by flags.
+type ByFlags = Vec<(Box<str>, Arc<Compiled>)>;
 
 impl Default for RegexCache {
     fn default() -> Self {

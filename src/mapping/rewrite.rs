@@ -98,12 +98,12 @@ fn tick() -> Term<&'static str> {
 }
 
 /// `t | bridge_tick`
-fn then_tick<'s>(t: Term<&'s str>) -> Term<&'s str> {
+fn then_tick(t: Term<&str>) -> Term<&str> {
     Term::BinOp(Box::new(t), BinaryOp::Pipe(None), Box::new(tick()))
 }
 
 /// `bridge_tick | t` (a tail call in `t` stays a tail call).
-fn tick_then<'s>(t: Term<&'s str>) -> Term<&'s str> {
+fn tick_then(t: Term<&str>) -> Term<&str> {
     Term::BinOp(Box::new(tick()), BinaryOp::Pipe(None), Box::new(t))
 }
 

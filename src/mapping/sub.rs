@@ -33,7 +33,7 @@ pub(crate) fn run(mut cv: Cv<'_, Data>) -> ValXs<'_, Val> {
     let (flags, flags_ctx) = cv.0.pop_fun();
     let (f, f_ctx) = cv.0.pop_fun();
     let (re, re_ctx) = cv.0.pop_fun();
-    let run: &Run<'_> = *cv.0.data();
+    let run: &Run<'_> = cv.0.data();
     let input = cv.1;
 
     // The stream `split_matches(re; flags)[]`: for each output of `re`, for each output of `flags`
