@@ -11,7 +11,7 @@ mod support;
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use portal_bridge::codec::{self, Format};
 use portal_bridge::mapping::RecordContext;
 use portal_bridge::source::{self, Inputs};
@@ -94,4 +94,17 @@ fn benches(c: &mut Criterion) {
 }
 
 criterion_group!(stage_benches, benches);
-criterion_main!(stage_benches);
+
+/// The benches run on a thread with the stack size of the binary's runtime threads (src/main.rs),
+/// so that mapping runs start in place as they do in the product.
+fn main() {
+    std::thread::Builder::new()
+        .stack_size(portal_bridge::mapping::budget::STACK_BYTES)
+        .spawn(|| {
+            stage_benches();
+            criterion::Criterion::default().configure_from_args().final_summary();
+        })
+        .expect("the bench thread starts")
+        .join()
+        .expect("the benches ran");
+}

@@ -10,9 +10,15 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: portal_bridge::alloc::Counting<mimalloc::MiMalloc> = portal_bridge::alloc::Counting(mimalloc::MiMalloc);
 
-#[tokio::main]
-async fn main() {
-    run().await
+fn main() {
+    // Stacks as large as a mapping run needs (src/mapping/budget.rs), so that runs start in place
+    // instead of on a stack allocated for each (virtual memory: only what is used is resident).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(portal_bridge::mapping::budget::STACK_BYTES)
+        .build()
+        .expect("the async runtime starts");
+    runtime.block_on(run())
 }
 
 /// mimalloc's defaults commit whole arenas up front and keep freed memory committed for a while:

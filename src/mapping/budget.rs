@@ -1,8 +1,8 @@
 //! The budget of one jq run (a mapping or a key expression): how long it may run and how many bytes it may hold.
 //!
-//! The engine checks the budget at its ticks (see `engine.rs`: every step of a `reduce`/`foreach`,
-//! every call of a recursive definition, every value of `.[]`, `..` and `range`, every match of the
-//! regex natives). A run over budget is stopped at the next tick with an exception that `try` cannot
+//! The engine checks the budget at its ticks (see `rewrite.rs`: every step of a `reduce`/`foreach`,
+//! every call of a recursive definition, every evaluation of `.[]` and `..`, every value of
+//! `range`, every match of the regex natives, every piece of `sub`). A run over budget is stopped at the next tick with an exception that `try` cannot
 //! catch, and fails with a message naming the configuration key ([`Exceeded`]).
 
 use std::cell::Cell;
@@ -40,13 +40,19 @@ pub enum Exceeded {
     Bytes(u64),
     #[error(
         "stopped after nesting calls deeper than the engine's stack of {} MiB allows (a recursion without end?)",
-        STACK_BYTES >> 20
+        STACK_MIN >> 20
     )]
     Stack,
 }
 
-/// The stack every run gets (allocated for the run, so the caller's thread stack does not matter).
-pub(crate) const STACK_BYTES: usize = 64 << 20;
+/// The stack a run gets when the thread it is called on has less than [`STACK_MIN`] left: one of
+/// this size is allocated for the run, so the caller's thread stack does not matter.
+pub const STACK_BYTES: usize = 64 << 20;
+
+/// The stack every run starts with at least. Allocating a stack per run costs 10 µs plus a page
+/// fault per 4 KiB it touches, so the binaries give their runtime's threads stacks of
+/// [`STACK_BYTES`] (src/main.rs), on which runs start in place.
+pub(crate) const STACK_MIN: usize = 32 << 20;
 
 /// Stack left at a tick below which the run is stopped ([`Exceeded::Stack`]); room for the natives
 /// and drops between two ticks.
@@ -119,7 +125,7 @@ mod tests {
     #[test]
     fn time_is_checked_every_few_ticks_and_stays_exceeded() {
         // (on a stack of the size runs get, as `Program::run` gives them)
-        stacker::grow(STACK_BYTES, || {
+        stacker::maybe_grow(STACK_MIN, STACK_BYTES, || {
             let meter = Meter::start(Budget { time: Duration::ZERO, bytes: u64::MAX });
             std::thread::sleep(Duration::from_millis(2));
             let results: Vec<_> = (0..TICKS_PER_CLOCK).map(|_| meter.tick()).collect();
@@ -141,6 +147,6 @@ mod tests {
     fn messages_name_the_configuration_keys() {
         assert!(Exceeded::Time(Duration::from_secs(10)).to_string().contains("10 s (limits.max_mapping_seconds)"));
         assert!(Exceeded::Bytes(1024).to_string().contains("1024 bytes (limits.max_mapping_bytes)"));
-        assert!(Exceeded::Stack.to_string().contains("64 MiB"));
+        assert!(Exceeded::Stack.to_string().contains("32 MiB"));
     }
 }

@@ -8,7 +8,7 @@ use jaq_json::{Num, Val};
 use jaq_std::ValT as _;
 use serde_json::Value;
 
-use super::budget::{Budget, Exceeded, Meter, STACK_BYTES};
+use super::budget::{Budget, Exceeded, Meter, STACK_BYTES, STACK_MIN};
 use super::regex::{RegexCache, static_str};
 use super::rewrite::{TICK, add_ticks, nest_objects_left, tick_def};
 
@@ -375,10 +375,11 @@ impl Program {
     /// Runs the program on `input` with the globals bound in [`GLOBALS`] order, within `budget`.
     /// It must yield exactly one value, and that value must be plain JSON. A run over budget is
     /// stopped at the engine's next tick and fails with the budget's [`Exceeded`] message, whatever
-    /// the program made of the exception. The run has a stack of its own ([`STACK_BYTES`]), so
+    /// the program made of the exception. The run starts with at least [`STACK_MIN`] of stack (on
+    /// a stack of [`STACK_BYTES`] of its own if the thread has less left), so
     /// the caller's thread stack does not matter and a deep recursion stops at a tick.
     pub fn run(&self, input: Val, globals: [Val; 4], budget: Budget) -> Result<Value, String> {
-        stacker::grow(STACK_BYTES, move || {
+        stacker::maybe_grow(STACK_MIN, STACK_BYTES, move || {
             let meter = Meter::start(budget);
             let result = self.run_metered(input, globals, &meter);
             match meter.exceeded() {

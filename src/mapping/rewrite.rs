@@ -97,71 +97,33 @@ fn tick() -> Term<&'static str> {
     Term::Call(TICK, Vec::new())
 }
 
-/// `t | bridge_tick`
-fn then_tick(t: Term<&str>) -> Term<&str> {
-    Term::BinOp(Box::new(t), BinaryOp::Pipe(None), Box::new(tick()))
-}
-
 /// `bridge_tick | t` (a tail call in `t` stays a tail call).
 fn tick_then(t: Term<&str>) -> Term<&str> {
     Term::BinOp(Box::new(tick()), BinaryOp::Pipe(None), Box::new(t))
 }
 
-/// Whether a term is a constant (its value does not depend on the input): a number or a plain string.
-fn is_literal(term: &Term<&str>) -> bool {
-    match term {
-        Term::Num(_) => true,
-        Term::Neg(t) => matches!(**t, Term::Num(_)),
-        Term::Str(None, parts) => parts.iter().all(|p| !matches!(p, StrPart::Term(_))),
-        _ => false,
-    }
-}
-
-fn is_literal_part(part: &Part<Term<&str>>) -> bool {
-    match part {
-        Part::Index(i) => is_literal(i),
-        Part::Range(from, to) => from.iter().chain(to.iter()).all(is_literal),
-    }
-}
-
-/// Adds the budget's ticks to `term` (see `budget.rs`): after every value of `..` and of an
-/// iteration `.[]` (where the rest of the path has only constant indices: those after it are
-/// otherwise run on the path's input, which a split would change), and before every step of a
-/// `reduce` or `foreach`. Together with the ticks of recursive definitions ([`tick_def`]) and of
-/// the natives that make streams (`range`, the regex natives), nothing repeats without a tick.
+/// Adds the budget's ticks to `term` (see `budget.rs`): before every step of a `reduce` or
+/// `foreach`, and before every evaluation of `..` and of a path with an iteration `.[]`. Together
+/// with the ticks of recursive definitions ([`tick_def`]) and of the natives that make streams
+/// (`range`, the regex natives, `sub`), nothing repeats without a tick: what runs between two
+/// ticks is bounded by the program's text and the size of one value that exists (the elements of
+/// one array or object iterated, the sub-values of one value for `..`), so nested iterations such
+/// as `.[] as $a | .[] as $b | …` tick once per value of the outer ones.
 pub(crate) fn add_ticks(term: &mut Term<&str>) {
     each_child(term, &mut add_ticks);
     match term {
-        Term::Recurse => *term = then_tick(Term::Recurse),
+        Term::Recurse => *term = tick_then(Term::Recurse),
         Term::Fold(_, _, _, args) => {
             if let Some(update) = args.get_mut(1) {
                 *update = tick_then(std::mem::take(update));
             }
         }
         Term::Def(defs, _) => defs.iter_mut().for_each(tick_recursion),
-        Term::Path(_, path) if path.0.iter().any(|(part, _)| is_iteration(part)) => {
-            let Term::Path(head, path) = std::mem::take(term) else { unreachable!() };
-            let mut current = (*head, Vec::new());
-            let mut parts = path.0.into_iter().peekable();
-            while let Some((part, opt)) = parts.next() {
-                let iterates = is_iteration(&part);
-                current.1.push((part, opt));
-                if iterates && parts.clone().all(|(part, _)| is_literal_part(&part)) {
-                    let (head, parts) = std::mem::take(&mut current);
-                    current.0 = then_tick(Term::Path(Box::new(head), jaq_core::path::Path(parts)));
-                }
-            }
-            *term = match current {
-                (head, parts) if parts.is_empty() => head,
-                (head, parts) => Term::Path(Box::new(head), jaq_core::path::Path(parts)),
-            };
+        Term::Path(_, path) if path.0.iter().any(|(part, _)| matches!(part, Part::Range(None, None))) => {
+            *term = tick_then(std::mem::take(term));
         }
         _ => {}
     }
-}
-
-fn is_iteration<T>(part: &Part<T>) -> bool {
-    matches!(part, Part::Range(None, None))
 }
 
 /// Whether `name`/`arity` is called anywhere in `term`.

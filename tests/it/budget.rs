@@ -88,7 +88,7 @@ async fn a_mapping_over_its_budget_is_stopped_and_its_item_quarantined_naming_th
 
     let seconds = "stopped after running longer than 1 s (limits.max_mapping_seconds)";
     let bytes = "stopped after holding more than 67108864 bytes (limits.max_mapping_bytes)";
-    let stack = "stopped after nesting calls deeper than the engine's stack of 64 MiB allows";
+    let stack = "stopped after nesting calls deeper than the engine's stack of 32 MiB allows";
     for (id, budget) in [
         ("time", seconds),
         ("time-in-a-loop-of-its-own", seconds),
@@ -300,5 +300,32 @@ mappings = ["spin"]
         let row = status(&format!("feed/{id}"), "out");
         assert_eq!(row.status, "quarantined", "{row:#?}");
         assert!(row.last_error.as_deref().unwrap_or_default().contains(budget), "{row:#?}");
+    }
+}
+
+#[test]
+fn budgets_that_allow_nothing_are_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), &serde_json::json!([]));
+    let text = config("")
+        .replace("max_mapping_seconds = 1\n", "max_mapping_seconds = 0\n")
+        .replace("max_mapping_bytes = 67_108_864\n", "max_mapping_bytes = 0\nmax_mapping_secs = 3\n");
+    std::fs::write(dir.path().join("bridge.toml"), text).unwrap();
+    let output = assert_cmd::Command::cargo_bin("portal-bridge")
+        .unwrap()
+        .arg("--config")
+        .arg(dir.path().join("bridge.toml"))
+        .arg("check")
+        .env_remove("PORTAL_BRIDGE_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "bridge.toml:3: limits.max_mapping_seconds = 0: must be more than 0 and at most 86400",
+        "bridge.toml:4: limits.max_mapping_bytes must be more than 0",
+        "bridge.toml:5: unknown key `limits.max_mapping_secs` (did you mean `max_mapping_seconds`?)",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
     }
 }
