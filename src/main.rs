@@ -11,14 +11,24 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: portal_bridge::alloc::Counting<mimalloc::MiMalloc> = portal_bridge::alloc::Counting(mimalloc::MiMalloc);
 
 fn main() {
-    // Stacks as large as a mapping run needs (src/mapping/budget.rs), so that runs start in place
-    // instead of on a stack allocated for each (virtual memory: only what is used is resident).
+    // Stacks as large as a mapping run needs (src/mapping/budget.rs), for the runtime's threads and
+    // for the thread that runs the command (`map` maps on it), so that runs start in place instead
+    // of on a stack allocated for each (virtual memory: only what is used is resident).
+    let stack = portal_bridge::mapping::budget::STACK_BYTES;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_stack_size(portal_bridge::mapping::budget::STACK_BYTES)
+        .thread_stack_size(stack)
         .build()
         .expect("the async runtime starts");
-    runtime.block_on(run())
+    let command = std::thread::Builder::new()
+        .name("main".into())
+        .stack_size(stack)
+        .spawn(move || runtime.block_on(run()))
+        .expect("the command's thread starts");
+    // `run` exits the process with the command's code; a panic ends up here.
+    if command.join().is_err() {
+        std::process::exit(101);
+    }
 }
 
 /// mimalloc's defaults commit whole arenas up front and keep freed memory committed for a while:
