@@ -17,8 +17,43 @@ use super::rewrite::{TICK, add_ticks, nest_objects_left, tick_def};
 const IMPURE: &[&str] = &["now", "env", "input", "inputs", "localtime", "strflocaltime"];
 
 /// jaq's natives that the engine replaces: the regex natives (by ones that keep the compiled
-/// regexes and tick per match) and `range` (by one that ticks per value).
-const REPLACED_NATIVES: &[&str] = &["matches", "split_matches", "split_", "range"];
+/// regexes and tick per match), `range` (by one that ticks per value) and `fromjson` (by one that
+/// refuses text nested deeper than [`FROMJSON_MAX_DEPTH`]).
+const REPLACED_NATIVES: &[&str] = &["matches", "split_matches", "split_", "range", "fromjson"];
+
+/// Deepest nesting `fromjson` parses (jq's own limit). jaq-json's parser recurses per level: the
+/// mappings parse praezisierung texts, and one of `[` × 1,000,000 overflowed the stack and killed
+/// the process.
+const FROMJSON_MAX_DEPTH: usize = 10_000;
+
+/// Whether the JSON text nests arrays and objects deeper than `max` (strings skipped; for text
+/// that is not JSON, an estimate, which is enough to refuse it).
+fn nests_deeper_than(text: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
 
 /// Definitions the engine adds to every program. `$__lookups` and `$__codelists` are bound per run.
 /// Some replace jaq's own definitions of things a mapping does at nearly every step by natives with
@@ -105,7 +140,24 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
             Err(exceeded) => box_once(Err(over_budget(exceeded))),
         }
     }
-    let natives: [Native<jaq_core::RunPtr<Data>>; 15] = [
+    let natives: [Native<jaq_core::RunPtr<Data>>; 16] = [
+        // jaq-json's `fromjson` (same outputs and errors), refusing text nested too deep for its parser.
+        ("fromjson", v(0), |cv| {
+            let input = cv.1;
+            let text = match input.try_as_utf8_bytes_owned() {
+                Ok(text) => text,
+                Err(e) => return bome(Err(e)),
+            };
+            if nests_deeper_than(&text, FROMJSON_MAX_DEPTH) {
+                let message = format!("cannot parse {input} as JSON: nested deeper than {FROMJSON_MAX_DEPTH} levels");
+                return bome(Err(jaq_json::Error::str(message)));
+            }
+            let fail = move |r: Result<Val, jaq_json::read::Error>| {
+                r.map_err(|e| jaq_json::Error::str(format_args!("cannot parse {input} as JSON: {e}")))
+            };
+            let values = jaq_json::bytes_valrs(text, |s| Box::new(jaq_json::read::parse_many(s).map(fail)));
+            Box::new(values.map(|r| r.map_err(Exn::from)))
+        }),
         ("matches", v(2), parts::<false, true>),
         ("split_matches", v(2), parts::<true, true>),
         ("split_", v(2), parts::<true, false>),
@@ -594,6 +646,9 @@ mod tests {
             "test(\"über\"; \"i\"), test(\"^$\"), test(\"a\"; \"q\")",
             "match(\"(\")",
             "ascii_downcase | gsub(\"[^a-z0-9]+\"; \"-\")",
+            "fromjson",
+            r#""[1, {\"a\": [2, \"]\\\"[\"]}] 3 \"x\"" | fromjson"#,
+            r#""[[[1]]] {" | fromjson"#,
         ];
         for program in programs {
             for input in &inputs {
@@ -663,6 +718,18 @@ mod tests {
             let stock = stock_jaq(&program, json!(text));
             proptest::prop_assert_eq!(ours.map(|v| json!([v])), stock, "{}", program);
         }
+    }
+
+    #[test]
+    fn fromjson_refuses_text_nested_deeper_than_its_parser_can_go() {
+        // 1,000,000 `[` overflowed the stack of any thread and killed the process.
+        let refused =
+            run(r#"try ("[" * 1000000 | fromjson) catch endswith("nested deeper than 10000 levels")"#, json!(null));
+        assert_eq!(refused, Ok(json!(true)));
+        let deepest = r#"[try (("[" * 10000) + ("]" * 10000) | fromjson | length) catch ., try (("[" * 10001) + ("]" * 10001) | fromjson) catch (. | endswith("nested deeper than 10000 levels"))]"#;
+        assert_eq!(run(deepest, json!(null)), Ok(json!([1, true])));
+        // brackets in strings do not count
+        assert_eq!(run(r#"("\"" + "[" * 20000 + "\"") | fromjson | length"#, json!(null)), Ok(json!(20000)));
     }
 
     #[test]

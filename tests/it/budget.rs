@@ -140,7 +140,7 @@ fn peak_rss(pid: u32) -> u64 {
 }
 
 /// The daemon binary fed the pathological forms (a rule text of 100,000 ids for `gsub`, a
-/// form of regex bombs) next to good forms, and a feed whose mapping runs out of time and out of
+/// form of regex bombs, a praezisierung of 1,000,000 `[` for `fromjson`) next to good forms, and a feed whose mapping runs out of time and out of
 /// memory for two records: `/healthz` answers throughout within 2 s, the process's peak memory stays
 /// under the documented bound, the records over budget are quarantined with a message naming the
 /// budget, and every other item is delivered.
@@ -156,6 +156,7 @@ async fn a_daemon_fed_pathological_records_stays_healthy_and_within_its_memory_b
     crate::support::copy_dir(&repo.join("demo/aachen/forms"), &root.join("forms"));
     crate::corpus::generate("xml-many-ids-in-a-rule", &root.join("forms/many-ids.xml"));
     crate::corpus::generate("xml-regex-bombs", &root.join("forms/regex-bombs.xml"));
+    crate::corpus::generate("xml-deep-json-praezisierung", &root.join("forms/deep-json.xml"));
     prepare(
         root,
         &serde_json::json!([{"id": "good-1"}, {"id": "bytes", "spin": "bytes"}, {"id": "time", "spin": "time"}, {"id": "good-2"}]),
@@ -287,7 +288,7 @@ mappings = ["spin"]
         row.unwrap_or_else(|| panic!("{key} at {target}: {rows:#?}"))
     };
     // Every form, the pathological ones too, is delivered to both targets.
-    for id in ["S05000101@1.0", "S05000102@1.1", "S05000103@2.0", "S99000101@1.0", "S99000103@2.0"] {
+    for id in ["S05000101@1.0", "S05000102@1.1", "S05000103@2.0", "S99000101@1.0", "S99000102@1.1", "S99000103@2.0"] {
         for target in ["form-platform", "portal-xml"] {
             let row = status(&format!("forms/{id}"), target);
             assert_eq!(row.status, "delivered", "{row:#?}");

@@ -171,6 +171,15 @@ pub fn generate(name: &str, path: &Path) {
             assert_eq!(text.matches("\"pattern\"").count(), 36);
             out.write_all(text.as_bytes()).unwrap();
         }
+        "xml-deep-json-praezisierung" => {
+            // A demo form (its own id) whose first praezisierung (JSON text the mappings parse) is
+            // 1,000,000 `[`: the JSON parser recursed per level and overflowed the stack.
+            let form = demo_form("S05000102_hundesteuer-anmeldung.xml", "S99000102");
+            let (before, rest) = form.split_once("<xdf:praezisierung>{").expect("a praezisierung");
+            let (_, after) = rest.split_once("</xdf:praezisierung>").expect("a closed praezisierung");
+            let deep = "[".repeat(1_000_000);
+            write!(out, "{before}<xdf:praezisierung>{deep}</xdf:praezisierung>{after}").unwrap();
+        }
         other => panic!("unknown generator `{other}` in cases.toml"),
     }
     out.flush().unwrap();
