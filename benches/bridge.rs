@@ -22,7 +22,7 @@ use support::{corpus, stages};
 /// The allocator of the `portal-bridge` binary (src/main.rs), so that the stage timings are those of
 /// the product.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: portal_bridge::alloc::Counting<mimalloc::MiMalloc> = portal_bridge::alloc::Counting(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(name = "bridge-bench")]

@@ -11,15 +11,16 @@ mod support;
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use portal_bridge::codec::{self, Format};
 use portal_bridge::mapping::RecordContext;
 use portal_bridge::source::{self, Inputs};
 use support::{corpus, stages};
 
-/// The allocator of the `portal-bridge` binary (src/main.rs), so that the timings are those of the product.
+/// The allocator of the `portal-bridge` binary (src/main.rs), counting for the mapping budget, so
+/// that the timings are those of the product.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: portal_bridge::alloc::Counting<mimalloc::MiMalloc> = portal_bridge::alloc::Counting(mimalloc::MiMalloc);
 
 /// Generates a tiny corpus whose first forms cover the three size classes.
 fn setup() -> (PathBuf, stages::Loaded) {
@@ -77,9 +78,11 @@ fn benches(c: &mut Criterion) {
             });
             let tree = mapping.read(record.format, &record.decoded).expect("reads");
             group.bench_function(format!("map: {}", mapping.name), |b| {
-                b.iter(|| mapping.apply(black_box(&tree), &context, &config.codelists_val).expect("maps"))
+                b.iter(|| {
+                    mapping.apply(black_box(&tree), &context, &config.codelists_val, config.budget).expect("maps")
+                })
             });
-            let document = mapping.apply(&tree, &context, &config.codelists_val).expect("maps");
+            let document = mapping.apply(&tree, &context, &config.codelists_val, config.budget).expect("maps");
             let schema = mapping.output.schema.as_deref();
             group.bench_function(format!("validate: {}", mapping.name), |b| {
                 b.iter(|| loaded.validators.check(schema, black_box(&document)).expect("valid"))
@@ -91,4 +94,17 @@ fn benches(c: &mut Criterion) {
 }
 
 criterion_group!(stage_benches, benches);
-criterion_main!(stage_benches);
+
+/// The benches run on a thread with the stack size of the binary's runtime threads (src/main.rs),
+/// so that mapping runs start in place as they do in the product.
+fn main() {
+    std::thread::Builder::new()
+        .stack_size(portal_bridge::mapping::budget::STACK_BYTES)
+        .spawn(|| {
+            stage_benches();
+            criterion::Criterion::default().configure_from_args().final_summary();
+        })
+        .expect("the bench thread starts")
+        .join()
+        .expect("the benches ran");
+}

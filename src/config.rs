@@ -225,8 +225,9 @@ pub struct RawValidation {
     pub input: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
-/// `[limits]`: bounds enforced while reading records (each checked while reading, not after;
-/// see docs/robustness.md). Defaults are far above real FIM and ZuFi records.
+/// `[limits]`: bounds enforced while reading records (each checked while reading, not after) and
+/// while mapping them (the budget of each run of a mapping or key expression); see
+/// docs/robustness.md. Defaults are far above real FIM and ZuFi records.
 #[derive(Debug, Deserialize)]
 pub struct RawLimits {
     /// Largest record file read, in bytes.
@@ -251,6 +252,14 @@ pub struct RawLimits {
     /// Largest codelist file read, in bytes; a larger one is reported as broken without being read.
     #[serde(default = "default_max_codelist_bytes")]
     pub max_codelist_bytes: u64,
+    /// Longest one run of a mapping (or of a source's key, leika_key or form_link expression) on
+    /// one record may take, in seconds; a run that takes longer is stopped and the item quarantined.
+    #[serde(default = "default_max_mapping_seconds")]
+    pub max_mapping_seconds: Spanned<f64>,
+    /// Most memory one such run may hold at once, in bytes; a run that holds more is stopped and
+    /// the item quarantined.
+    #[serde(default = "default_max_mapping_bytes")]
+    pub max_mapping_bytes: Spanned<u64>,
 }
 
 impl Default for RawLimits {
@@ -263,6 +272,8 @@ impl Default for RawLimits {
             max_text_bytes: default_max_text_bytes(),
             max_id_chars: default_max_id_chars(),
             max_codelist_bytes: default_max_codelist_bytes(),
+            max_mapping_seconds: default_max_mapping_seconds(),
+            max_mapping_bytes: default_max_mapping_bytes(),
         }
     }
 }
@@ -307,6 +318,16 @@ fn default_max_id_chars() -> usize {
 /// The largest real codelists (e.g. every municipality of Germany) are a few MB.
 fn default_max_codelist_bytes() -> u64 {
     16 * 1024 * 1024
+}
+
+/// The largest real forms map in well under a second (docs/performance.md).
+fn default_max_mapping_seconds() -> Spanned<f64> {
+    Spanned::new(0..0, crate::mapping::Budget::DEFAULT_SECONDS as f64)
+}
+
+/// Mapping the largest real forms holds a few MB.
+fn default_max_mapping_bytes() -> Spanned<u64> {
+    Spanned::new(0..0, crate::mapping::Budget::DEFAULT_BYTES)
 }
 
 /// `[[target]]`
@@ -542,6 +563,8 @@ pub struct Config {
     pub timezone: Tz,
     pub limits: Limits,
     pub max_record_bytes: u64,
+    /// What one run of a mapping on one record may spend (`limits.max_mapping_seconds`, `max_mapping_bytes`).
+    pub budget: crate::mapping::Budget,
     pub codelists: Arc<Codelists>,
     /// The codelists table as a jq value, shared by every mapping run.
     pub codelists_val: Val,
@@ -605,6 +628,8 @@ pub struct Source {
     pub scan_fingerprint: crate::domain::ContentHash,
     /// Longest external id accepted (`limits.max_id_chars`).
     pub max_id_chars: usize,
+    /// What one run of the key, leika_key or form_link expression may spend (the mappings' budget).
+    pub budget: crate::mapping::Budget,
 }
 
 /// A resolved form link.
@@ -813,6 +838,22 @@ impl Config {
             }
         }
 
+        let seconds = &raw.limits.max_mapping_seconds;
+        if !(seconds.get_ref().is_finite() && *seconds.get_ref() > 0.0 && *seconds.get_ref() <= 86_400.0) {
+            report.at(
+                seconds,
+                format!("limits.max_mapping_seconds = {}: must be more than 0 and at most 86400", seconds.get_ref()),
+            );
+        }
+        if *raw.limits.max_mapping_bytes.get_ref() == 0 {
+            report.at(&raw.limits.max_mapping_bytes, "limits.max_mapping_bytes must be more than 0");
+        }
+        let budget = crate::mapping::Budget {
+            time: std::time::Duration::try_from_secs_f64(*seconds.get_ref())
+                .unwrap_or(std::time::Duration::from_secs(crate::mapping::Budget::DEFAULT_SECONDS)),
+            bytes: *raw.limits.max_mapping_bytes.get_ref(),
+        };
+
         let mut sources: Vec<Arc<Source>> = Vec::new();
         let mut ids = BTreeSet::new();
         for raw_source in &raw.sources {
@@ -982,6 +1023,7 @@ impl Config {
                 params,
                 scan_fingerprint,
                 max_id_chars: raw.limits.max_id_chars,
+                budget,
             }));
         }
 
@@ -1040,6 +1082,7 @@ impl Config {
             timezone,
             limits: raw.limits.codec(),
             max_record_bytes: raw.limits.max_record_bytes,
+            budget,
             codelists: Arc::new(codelists),
             codelists_val,
             xrepository,
@@ -1082,6 +1125,7 @@ impl Config {
             timezone: self.timezone,
             limits: self.limits,
             max_record_bytes: self.max_record_bytes,
+            budget: self.budget,
             codelists_val: to_val(&codelists.table),
             codelists: Arc::new(codelists),
             xrepository: self.xrepository.clone(),

@@ -10,7 +10,8 @@
 //!   pipeline::codelists          lists the records refer to that nobody has: fetched (XRepository), cached
 //!   store ledger                 unchanged hash + unchanged mapping version ⇒ skip
 //!   codec::decode                XML → tree (quick-xml) | JSON → tree
-//!   mapping::Mapping::apply      jq program (jaq) + lookups + codelists ⇒ one document per target
+//!   mapping::Mapping::apply      jq program (jaq) + lookups + codelists ⇒ one document per target,
+//!                                within the record's budget (time, memory; alloc::Counting counts)
 //!   validate::Validators::check  JSON Schema | XSD; failure ⇒ quarantine, never delivered
 //!   target::deliver              outbox directory (atomic file per item)
 //!   store::Store::write_fenced_batch  item status in the ledger + events in the migration log,
@@ -21,6 +22,7 @@
 //! `metrics` is the Prometheus registry the pipeline records into and the API's `/metrics` encodes;
 //! it depends on neither. The portal import API simulator is not here: `crates/portal-sim`.
 
+pub mod alloc;
 pub mod api;
 pub mod cli;
 pub mod codec;

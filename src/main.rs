@@ -5,13 +5,30 @@ use portal_bridge::cli::{self, Cli, Exit, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: mapping (jaq) allocates and frees a value at nearly every
-/// step, and glibc's malloc/free were a third of its profile (docs/performance.md).
+/// step, and glibc's malloc/free were a third of its profile (docs/performance.md). Wrapped in the
+/// counting allocator that the mapping budget reads (`limits.max_mapping_bytes`, src/alloc.rs).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: portal_bridge::alloc::Counting<mimalloc::MiMalloc> = portal_bridge::alloc::Counting(mimalloc::MiMalloc);
 
-#[tokio::main]
-async fn main() {
-    run().await
+fn main() {
+    // Stacks as large as a mapping run needs (src/mapping/budget.rs), for the runtime's threads and
+    // for the thread that runs the command (`map` maps on it), so that runs start in place instead
+    // of on a stack allocated for each (virtual memory: only what is used is resident).
+    let stack = portal_bridge::mapping::budget::STACK_BYTES;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(stack)
+        .build()
+        .expect("the async runtime starts");
+    let command = std::thread::Builder::new()
+        .name("main".into())
+        .stack_size(stack)
+        .spawn(move || runtime.block_on(run()))
+        .expect("the command's thread starts");
+    // `run` exits the process with the command's code; a panic ends up here.
+    if command.join().is_err() {
+        std::process::exit(101);
+    }
 }
 
 /// mimalloc's defaults commit whole arenas up front and keep freed memory committed for a while:

@@ -1659,11 +1659,11 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
         };
         let mapping_started = std::time::Instant::now();
         let mapped = if mapping.input.arrays.is_empty() {
-            mapping.apply(record.val(), &context, &config.codelists_val)
+            mapping.apply(record.val(), &context, &config.codelists_val, config.budget)
         } else {
             mapping
                 .read(record.format, &record.decoded)
-                .and_then(|tree| mapping.apply(&tree, &context, &config.codelists_val))
+                .and_then(|tree| mapping.apply(&tree, &context, &config.codelists_val, config.budget))
         };
         work.observe(Stage::Map, mapping_started);
         let document = match mapped {

@@ -48,7 +48,7 @@ pub fn preview(
             .map_err(|e| e.to_string())
             .and_then(|decoded| {
                 let tree = mapping.read(mapping.input.format, &decoded).map_err(|e| e.to_string())?;
-                mapping.apply(&tree, &context, &config.codelists_val).map_err(|e| e.to_string())
+                mapping.apply(&tree, &context, &config.codelists_val, config.budget).map_err(|e| e.to_string())
             });
         return vec![Previewed { origin, document }];
     };
@@ -69,7 +69,9 @@ pub fn preview(
             Ok(record) => {
                 let document = mapping
                     .read(record.format, &record.decoded)
-                    .and_then(|tree| mapping.apply(&tree, &record.context(source), &config.codelists_val))
+                    .and_then(|tree| {
+                        mapping.apply(&tree, &record.context(source), &config.codelists_val, config.budget)
+                    })
                     .map_err(|e| e.to_string());
                 Previewed { origin: record.origin.clone(), document }
             }

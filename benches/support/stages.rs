@@ -212,7 +212,7 @@ fn measure_entry(
                 .unwrap_or_else(|e| panic!("{}: {e}", record.origin));
             let document = clock
                 .time(&format!("map: {}", mapping.name), per_record, || {
-                    mapping.apply(&tree, &context, &config.codelists_val)
+                    mapping.apply(&tree, &context, &config.codelists_val, config.budget)
                 })
                 .unwrap_or_else(|e| panic!("{}: {e}", record.origin));
             let schema = mapping.output.schema.as_deref();

@@ -14,7 +14,7 @@ use jaq_json::Val;
 use libfuzzer_sys::fuzz_target;
 use portal_bridge::codec::{self, Format, Limits};
 use portal_bridge::mapping::engine::to_val;
-use portal_bridge::mapping::{self, Codelists, Mapping, RecordContext};
+use portal_bridge::mapping::{self, Budget, Codelists, Mapping, RecordContext};
 
 struct Setup {
     mappings: Vec<Mapping>,
@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
                 "adoptions": [{ "ars": "053340002002", "name": "Aachen" }], "form": "forms/S1@1.0",
             }),
         };
-        let Ok(document) = mapping.apply(&to_val(&decoded.tree), &context, &setup.codelists) else { return };
+        let Ok(document) = mapping.apply(&to_val(&decoded.tree), &context, &setup.codelists, Budget::default()) else { return };
         match mapping.output.format {
             Format::Xml => {
                 if let Err(e) = codec::xml::decode(&document.bytes, &[], Limits::default()) {

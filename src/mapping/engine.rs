@@ -1,21 +1,59 @@
-//! The jq engine: compiles a mapping program once (jaq) and runs it as a pure function of its inputs.
+//! The jq engine: compiles a mapping program once (jaq) and runs it as a pure function of its inputs, within a budget.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use jaq_core::load::parse::{Def, Term};
+use jaq_core::box_iter::box_once;
+use jaq_core::load::parse::Def;
 use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{Compiler, Ctx, DataT, Vars};
+use jaq_core::{Bind, Compiler, Ctx, DataT, Exn, Vars};
 use jaq_json::{Num, Val};
 use jaq_std::ValT as _;
 use serde_json::Value;
+
+use super::budget::{Budget, Exceeded, Meter, STACK_BYTES, STACK_MIN};
+use super::regex::{RegexCache, static_str};
+use super::rewrite::{TICK, add_ticks, nest_objects_left, tick_def};
 
 /// jq built-ins that would make a mapping depend on something other than its inputs.
 /// (`halt` stays: the engine turns it into an error instead of exiting the process.)
 const IMPURE: &[&str] = &["now", "env", "input", "inputs", "localtime", "strflocaltime"];
 
-/// jaq-std's regex natives, which the engine replaces by ones that keep the compiled regexes.
-const REGEX_NATIVES: &[&str] = &["matches", "split_matches", "split_"];
+/// jaq's natives that the engine replaces: the regex natives (by ones that keep the compiled
+/// regexes and tick per match), `range` (by one that ticks per value) and `fromjson` (by one that
+/// refuses text nested deeper than [`FROMJSON_MAX_DEPTH`]).
+const REPLACED_NATIVES: &[&str] = &["matches", "split_matches", "split_", "range", "fromjson"];
+
+/// Deepest nesting `fromjson` parses (jq's own limit). jaq-json's parser recurses per level: the
+/// mappings parse praezisierung texts, and one of `[` × 1,000,000 overflowed the stack and killed
+/// the process.
+const FROMJSON_MAX_DEPTH: usize = 10_000;
+
+/// Whether the JSON text nests arrays and objects deeper than `max` (strings skipped; for text
+/// that is not JSON, an estimate, which is enough to refuse it).
+fn nests_deeper_than(text: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
 
 /// Definitions the engine adds to every program. `$__lookups` and `$__codelists` are bound per run.
 /// Some replace jaq's own definitions of things a mapping does at nearly every step by natives with
@@ -24,7 +62,8 @@ const REGEX_NATIVES: &[&str] = &["matches", "split_matches", "split_"];
 /// jaq: `null` is `[][0]`), `join` on arrays (two path updates and a reduction in jaq) and
 /// `to_entries` on objects; `test` is the native `bridge_test`, which keeps the program's compiled
 /// regexes instead of compiling one per call (as do the engine's `matches`, `split_matches` and
-/// `split_`, on which jaq defines `match`, `capture`, `scan`, `split/2`, `sub` and `gsub`).
+/// `split_`, on which jaq defines `match`, `capture`, `scan` and `split/2`); `sub` and `gsub` are
+/// the native `bridge_sub`, jaq-std's reduction in linear time (see `sub.rs`).
 /// A definition only sees the ones before it, so the replacements come first.
 const PRELUDE: &str = r#"
 def type: bridge_type;
@@ -36,6 +75,10 @@ def join($s): if type == "array" and ($s | type) == "string" then bridge_join($s
 def to_entries: if type == "object" then bridge_to_entries else [keys_unsorted[] as $key | {$key, value: .[$key]}] end;
 def test(re): bridge_test(re; "");
 def test(re; flags): bridge_test(re; flags);
+def sub(re; f; flags): bridge_sub(re; f; flags);
+def sub(re; f): bridge_sub(re; f; "");
+def gsub(re; f; flags): bridge_sub(re; f; "g" + flags);
+def gsub(re; f): bridge_sub(re; f; "g");
 def lookup($table): . as $k | $__lookups[$table][$k | tostring];
 def lookup($table; $default): lookup($table) // $default;
 def codelist($uri): $__codelists[$uri];
@@ -50,18 +93,19 @@ def slug: ascii_downcase
 pub const GLOBALS: [&str; 4] = ["$__lookups", "$__codelists", "$source", "$item"];
 
 /// What the engine's filters run on: jaq values, and per run the data of [`Run`].
-struct Data;
+pub(crate) struct Data;
 
 impl DataT for Data {
     type V<'a> = Val;
     type Data<'a> = &'a Run<'a>;
 }
 
-/// The data a run gives the native filters: the look-up table of the compiled program and the
-/// program's regex cache.
-struct Run<'a> {
+/// The data a run gives the native filters: the look-up table of the compiled program, the
+/// program's regex cache and the run's budget.
+pub(crate) struct Run<'a> {
     lut: &'a jaq_core::Lut<Data>,
-    regexes: &'a RegexCache,
+    pub(crate) regexes: &'a RegexCache,
+    pub(crate) meter: &'a Meter,
 }
 
 impl<'a> jaq_core::data::HasLut<'a, Data> for &'a Run<'a> {
@@ -72,186 +116,60 @@ impl<'a> jaq_core::data::HasLut<'a, Data> for &'a Run<'a> {
 
 type Filter = jaq_core::Filter<Data>;
 
-/// The compiled regexes of one program, by flags and regex. The regexes of a mapping are nearly all
-/// literals of the program, so the cache stays small; at [`RegexCache::MAX`] entries (patterns that
-/// come from the data) it is emptied and fills again.
-#[derive(Default)]
-struct RegexCache {
-    compiled: Mutex<HashMap<Box<str>, ByRegex>>,
+/// The exit code of the exception that stops a run over budget. A `halt` passes through `try`,
+/// so the program cannot catch it; the run's [`Meter`] says why it was raised.
+const BUDGET_HALT: i32 = 124;
+
+/// The exception for a run over budget.
+pub(crate) fn over_budget<'a>(_: Exceeded) -> Exn<'a, Val> {
+    Exn::halt(BUDGET_HALT)
 }
 
-/// The compiled regexes of one set of flags, by regex.
-type ByRegex = HashMap<Box<str>, Arc<Compiled>>;
-
-/// A regex compiled with its flags, and the flags that act on how it is applied.
-struct Compiled {
-    regex: regex_bites::bytes::Regex,
-    /// `g`: every match, not only the first.
-    global: bool,
-    /// `n`: empty matches are skipped.
-    ignore_empty: bool,
-}
-
-impl RegexCache {
-    const MAX: usize = 256;
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.compiled.lock().unwrap().values().map(HashMap::len).sum()
-    }
-
-    /// The compiled regex for `re` with `flags`, checked as jaq-std checks them (flags first, then
-    /// the regex; same messages), compiled once per program.
-    fn get(&self, re: &Val, flags: &Val) -> Result<Arc<Compiled>, jaq_core::Error<Val>> {
-        fn as_str(v: &Val) -> Result<&str, jaq_core::Error<Val>> {
-            std::str::from_utf8(v.try_as_utf8_bytes()?).map_err(jaq_core::Error::str)
-        }
-        let flags = as_str(flags)?;
-        let mut builder_flags = [false; 5]; // i, m, s, l, x
-        let (mut global, mut ignore_empty) = (false, false);
-        for flag in flags.chars() {
-            match flag {
-                'g' => global = true,
-                'n' => ignore_empty = true,
-                'i' => builder_flags[0] = true,
-                'm' => builder_flags[1] = true,
-                's' => builder_flags[2] = true,
-                'l' => builder_flags[3] = true,
-                'x' => builder_flags[4] = true,
-                'p' => (builder_flags[1], builder_flags[2]) = (true, true),
-                c => return Err(jaq_core::Error::str(format_args!("invalid regex flag: {c}"))),
-            }
-        }
-        let re = as_str(re)?;
-        let lock = || self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(compiled) = lock().get(flags).and_then(|by_regex| by_regex.get(re)) {
-            return Ok(Arc::clone(compiled));
-        }
-        let [i, m, s, l, x] = builder_flags;
-        let regex = regex_bites::bytes::RegexBuilder::new(re)
-            .case_insensitive(i)
-            .multi_line(m)
-            .dot_matches_new_line(s)
-            .swap_greed(l)
-            .ignore_whitespace(x)
-            .build()
-            .map_err(|e| jaq_core::Error::str(format_args!("invalid regex: {e}")))?;
-        let compiled = Arc::new(Compiled { regex, global, ignore_empty });
-        // Past MAX regexes (patterns from the data, e.g. each form's praezisierung pattern tested for
-        // validity) the cache starts again, so the program's own regexes are not shut out for good.
-        let mut cache = lock();
-        if cache.values().map(HashMap::len).sum::<usize>() >= Self::MAX {
-            cache.clear();
-        }
-        cache.entry(flags.into()).or_default().insert(re.into(), Arc::clone(&compiled));
-        Ok(compiled)
-    }
-
-    /// jq's `test(re; flags)` as jaq-std implements it (`matches(re; flags) | any`), with the
-    /// compiled regex kept for the next call.
-    fn test(&self, input: &Val, re: &Val, flags: &Val) -> jaq_core::ValR<Val> {
-        let compiled = self.get(re, flags)?;
-        let haystack = input.try_as_utf8_bytes()?;
-        let found = if compiled.ignore_empty {
-            compiled.regex.find_iter(haystack).any(|m| !m.as_bytes().is_empty())
-        } else {
-            compiled.regex.is_match(haystack)
-        };
-        Ok(Val::Bool(found))
-    }
-
-    /// jaq-std's natives `matches` (`parts` = false, true), `split_matches` (true, true) and
-    /// `split_` (true, false), on which `match`, `capture`, `scan`, `split/2`, `splits`, `sub` and
-    /// `gsub` are defined: the same array of parts (the text between matches as strings, each match
-    /// as an array of its groups' {offset, length, string, name}), with the compiled regex kept.
-    fn parts(&self, input: &Val, re: &Val, flags: &Val, (between, matches): (bool, bool)) -> jaq_core::ValR<Val> {
-        let compiled = self.get(re, flags)?;
-        let text = input.try_as_utf8_bytes()?;
-        let mut chars = CharOffsets { text, byte: 0, char: 0 };
-        let (key_offset, key_length, key_string, key_name) =
-            (static_str("offset"), static_str("length"), static_str("string"), static_str("name"));
-        let mut out = Vec::new();
-        let mut last = 0;
-        for captures in compiled.regex.captures_iter(text) {
-            let whole = captures.get(0).expect("group 0 is the whole match");
-            if compiled.ignore_empty && whole.as_bytes().is_empty() {
-                continue;
-            }
-            if between {
-                out.push(input.as_sub_str(&text[last..whole.start()]));
-                last = whole.end();
-            }
-            if matches {
-                let groups = captures.iter().zip(compiled.regex.capture_names());
-                let groups = groups.filter_map(|(group, name)| Some((group?, name)));
-                out.push(
-                    groups
-                        .map(|(group, name)| {
-                            let mut fields = vec![
-                                (key_offset.clone(), Val::from(chars.at(group.start()))),
-                                (key_length.clone(), Val::from(bstr::ByteSlice::chars(group.as_bytes()).count())),
-                                (key_string.clone(), input.as_sub_str(group.as_bytes())),
-                            ];
-                            if let Some(name) = name {
-                                fields.push((key_name.clone(), Val::from(name.to_string())));
-                            }
-                            Val::obj(fields.into_iter().collect())
-                        })
-                        .collect(),
-                );
-            }
-            if !compiled.global {
-                break;
-            }
-        }
-        if between {
-            out.push(input.as_sub_str(&text[last..]));
-        }
-        Ok(out.into_iter().collect())
-    }
-}
-
-/// A jq string of a text the program has built in, without copying it.
-fn static_str(text: &'static str) -> Val {
-    Val::utf8_str(bytes::Bytes::from_static(text.as_bytes()))
-}
-
-/// Character offsets of byte offsets in a text (jq counts offsets in characters), counted
-/// incrementally: offsets mostly come in increasing order. A group that starts before the one before
-/// it (`"ba" | match("(?:(a)|(b))+")`) is counted from the start; stock jaq would panic there.
-struct CharOffsets<'a> {
-    text: &'a [u8],
-    byte: usize,
-    char: usize,
-}
-
-impl CharOffsets<'_> {
-    fn at(&mut self, byte: usize) -> usize {
-        if byte < self.byte {
-            (self.byte, self.char) = (0, 0);
-        }
-        self.char += bstr::ByteSlice::chars(&self.text[self.byte..byte]).count();
-        self.byte = byte;
-        self.char
-    }
-}
-
-/// Native built-ins of the engine: deterministic helpers jq lacks, and faster versions of jaq's own
-/// (see [`PRELUDE`] and [`REGEX_NATIVES`]).
+/// Native built-ins of the engine: deterministic helpers jq lacks, faster versions of jaq's own
+/// (see [`PRELUDE`] and [`REPLACED_NATIVES`]), and the budget's tick.
 fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
     use jaq_core::native::{Filter as Native, bome, run, unary, v};
     // jaq-std's regex natives compile their regex on every call; these replace them (same names, so
-    // jaq-std's `match`, `capture`, `scan`, `split/2`, `splits`, `sub` and `gsub` use them).
+    // jaq-std's `match`, `capture`, `scan`, `split/2` and `splits` use them).
     fn parts<const BETWEEN: bool, const MATCHES: bool>(mut cv: jaq_core::Cv<'_, Data>) -> jaq_core::ValXs<'_, Val> {
         let flags = cv.0.pop_var();
         let re = cv.0.pop_var();
-        let regexes = cv.0.data().regexes;
-        jaq_core::native::bome(regexes.parts(&cv.1, &re, &flags, (BETWEEN, MATCHES)))
+        let run = *cv.0.data();
+        match run.regexes.parts(&cv.1, &re, &flags, (BETWEEN, MATCHES), run.meter) {
+            Ok(parts) => bome(parts),
+            Err(exceeded) => box_once(Err(over_budget(exceeded))),
+        }
     }
-    let natives: [Native<jaq_core::RunPtr<Data>>; 13] = [
+    let natives: [Native<jaq_core::RunPtr<Data>>; 16] = [
+        // jaq-json's `fromjson` (same outputs and errors), refusing text nested too deep for its parser.
+        ("fromjson", v(0), |cv| {
+            let input = cv.1;
+            let text = match input.try_as_utf8_bytes_owned() {
+                Ok(text) => text,
+                Err(e) => return bome(Err(e)),
+            };
+            if nests_deeper_than(&text, FROMJSON_MAX_DEPTH) {
+                let message = format!("cannot parse {input} as JSON: nested deeper than {FROMJSON_MAX_DEPTH} levels");
+                return bome(Err(jaq_json::Error::str(message)));
+            }
+            let fail = move |r: Result<Val, jaq_json::read::Error>| {
+                r.map_err(|e| jaq_json::Error::str(format_args!("cannot parse {input} as JSON: {e}")))
+            };
+            let values = jaq_json::bytes_valrs(text, |s| Box::new(jaq_json::read::parse_many(s).map(fail)));
+            Box::new(values.map(|r| r.map_err(Exn::from)))
+        }),
         ("matches", v(2), parts::<false, true>),
         ("split_matches", v(2), parts::<true, true>),
         ("split_", v(2), parts::<true, false>),
+        // `bridge_sub(re; f; flags)`: jaq-std's `sub` in linear time (the prelude defines `sub` and `gsub` as this).
+        ("bridge_sub", [Bind::Fun(()), Bind::Fun(()), Bind::Fun(())].into(), super::sub::run),
+        // jaq's `range($from; $upto; $by)`, with a tick per value.
+        ("range", v(3), |mut cv| {
+            let by = cv.0.pop_var();
+            let upto = cv.0.pop_var();
+            let from = cv.0.pop_var();
+            Box::new(range(from, upto, by, cv.0.data().meter))
+        }),
         // jaq defines the constants as filters (`def null: [][0]`, `def true: 0 == 0`, …), which a
         // mapping pays for at nearly every step; the prelude defines them as these, with the same values.
         ("bridge_null", v(0), |_| bome(Ok(Val::Null))),
@@ -328,7 +246,55 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
             })
         }),
     ];
-    natives.into_iter().map(run::<Data>)
+    natives.into_iter().map(run::<Data>).chain([tick_native()])
+}
+
+/// `bridge_tick`: checks the run's budget and passes its input on, in runs, paths and updates (the
+/// engine puts it inside the program's loops, see `rewrite.rs`).
+fn tick_native() -> jaq_core::native::Fun<Data> {
+    let native = jaq_core::Native::<Data>::new(|cv| match cv.0.data().meter.tick() {
+        Ok(()) => box_once(Ok(cv.1)),
+        Err(exceeded) => box_once(Err(over_budget(exceeded))),
+    })
+    .with_paths(|cv| match cv.0.data().meter.tick() {
+        Ok(()) => box_once(Ok(cv.1)),
+        Err(exceeded) => box_once(Err(over_budget(exceeded))),
+    })
+    .with_update(|cv, f| match cv.0.data().meter.tick() {
+        Ok(()) => f(cv.1),
+        Err(exceeded) => box_once(Err(over_budget(exceeded))),
+    });
+    (TICK, jaq_core::native::v(0), native)
+}
+
+/// jaq's `range($from; $upto; $by)` (jaq-core's native, which is private), with a tick per value:
+/// `$from`, `$from + $by`, … while below `$upto` (above it for a negative `$by`; unequal for 0).
+fn range<'a>(from: Val, upto: Val, by: Val, meter: &'a Meter) -> impl Iterator<Item = jaq_core::ValX<'a, Val>> + 'a {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let direction = by.partial_cmp(&Val::from(0usize)).unwrap_or(Equal);
+    let mut next = Some(Ok(from));
+    std::iter::from_fn(move || {
+        let current = next.take()?;
+        match current {
+            Ok(x) => {
+                let go_on = match direction {
+                    Greater => x < upto,
+                    Less => x > upto,
+                    Equal => x != upto,
+                };
+                if !go_on {
+                    return None;
+                }
+                if let Err(exceeded) = meter.tick() {
+                    return Some(Err(over_budget(exceeded)));
+                }
+                next = Some((x.clone() + by.clone()).map_err(Exn::from));
+                Some(Ok(x))
+            }
+            // jaq yields the error once and ends.
+            Err(e) => Some(Err(e)),
+        }
+    })
 }
 
 /// See `count_elements` in [`bridge_funs`]. Recursion depth is bounded by the decoder's `max_depth`.
@@ -389,7 +355,17 @@ impl Program {
         };
 
         let prelude = jaq_core::load::parse(PRELUDE, |p| p.defs()).expect("the prelude parses");
-        let defs = || jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs()).chain(prelude.iter().cloned());
+        // jaq's definitions and the prelude, with the budget's ticks in their loops and recursions.
+        let builtin: Vec<Def<&'static str>> = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs())
+            .chain(prelude)
+            .map(|mut def| {
+                tick_def(&mut def);
+                def
+            })
+            .collect();
+        let defs = || builtin.iter().cloned();
         let arena = Arena::default();
         let modules = Loader::new(defs()).load(&arena, File { code, path: () }).map_err(|errors| {
             let mut out = Vec::new();
@@ -410,21 +386,24 @@ impl Program {
             let funs = jaq_core::funs()
                 .chain(jaq_std::funs())
                 .chain(jaq_json::funs())
-                .filter(|(name, _, _)| !IMPURE.contains(name) && !REGEX_NATIVES.contains(name))
+                .filter(|(name, _, _)| !IMPURE.contains(name) && !REPLACED_NATIVES.contains(name))
                 .chain(bridge_funs());
             Compiler::default().with_funs(funs).with_global_vars(GLOBALS).compile(modules)
         };
         // The program as written is valid. If it is plain definitions and a main term (no module
         // directives), it runs with its object constructions as left-nested sums (see
-        // `nest_objects_left`), compiled as definitions of the prelude; if that does not compile
-        // (which no valid program is known to do), it runs as written.
+        // `nest_objects_left`) and the budget's ticks in its loops and recursions (`add_ticks`),
+        // compiled as definitions of the prelude; if that does not compile (which no valid program
+        // is known to do), it runs as written: then only the built-in definitions and natives tick.
         // (A program that names `bridge_main` itself runs as written: it would call the main term.)
         let parsed = jaq_core::load::parse(code, |p| Ok((p.defs()?, p.term()?))).filter(|_| !code.contains(MAIN));
         if let Some((mut program, mut main)) = parsed {
             for def in &mut program {
                 nest_objects_left(&mut def.body);
+                tick_def(def);
             }
             nest_objects_left(&mut main);
+            add_ticks(&mut main);
             let main = Def { name: MAIN, args: Vec::new(), body: main };
             // (the built-in definitions live as long as the program's, as far as the loader is concerned)
             fn shorten<'a>(def: Def<&'static str>) -> Def<&'a str> {
@@ -445,10 +424,25 @@ impl Program {
         Ok(Self { filter, regexes: RegexCache::default() })
     }
 
-    /// Runs the program on `input` with the globals bound in [`GLOBALS`] order. It must yield
-    /// exactly one value, and that value must be plain JSON.
-    pub fn run(&self, input: Val, globals: [Val; 4]) -> Result<Value, String> {
-        let run = Run { lut: &self.filter.lut, regexes: &self.regexes };
+    /// Runs the program on `input` with the globals bound in [`GLOBALS`] order, within `budget`.
+    /// It must yield exactly one value, and that value must be plain JSON. A run over budget is
+    /// stopped at the engine's next tick and fails with the budget's [`Exceeded`] message, whatever
+    /// the program made of the exception. The run starts with at least [`STACK_MIN`] of stack (on
+    /// a stack of [`STACK_BYTES`] of its own if the thread has less left), so
+    /// the caller's thread stack does not matter and a deep recursion stops at a tick.
+    pub fn run(&self, input: Val, globals: [Val; 4], budget: Budget) -> Result<Value, String> {
+        stacker::maybe_grow(STACK_MIN, STACK_BYTES, move || {
+            let meter = Meter::start(budget);
+            let result = self.run_metered(input, globals, &meter);
+            match meter.exceeded() {
+                Some(exceeded) => Err(exceeded.to_string()),
+                None => result,
+            }
+        })
+    }
+
+    fn run_metered(&self, input: Val, globals: [Val; 4], meter: &Meter) -> Result<Value, String> {
+        let run = Run { lut: &self.filter.lut, regexes: &self.regexes, meter };
         let ctx = Ctx::<Data>::new(&run, Vars::new(globals));
         let mut outputs = self.filter.id.run((ctx, input));
         let first = match outputs.next() {
@@ -474,92 +468,6 @@ fn describe_exception(exn: jaq_core::Exn<Val>) -> String {
 
 /// The name under which a program's main term is compiled (see [`Program::compile`]).
 const MAIN: &str = "bridge_main";
-
-/// Rewrites every object construction `{k1: v1, k2: v2, …, kn: vn}` in `term` into the sum
-/// `{k1: v1} + {k2: v2} + … + {kn: vn}`, nested to the left. jaq compiles an object as that sum
-/// nested to the right, `{k1: v1} + ({k2: v2} + …)`, and its `+` copies the right object into the
-/// left one: every key is copied once per key before it, so an object of 25 keys costs 300 copies
-/// (25 µs here). Nested to the left, each `+` adds one key to an object nobody else holds (25
-/// copies). Same values, same key order, same outputs in the same order for keys or values with
-/// several outputs (`objects_nested_to_the_left_give_the_same_outputs`).
-fn nest_objects_left(term: &mut Term<&str>) {
-    use jaq_core::load::lex::StrPart;
-    use jaq_core::load::parse::{BinaryOp, Pattern};
-
-    fn pattern(p: &mut Pattern<&str>) {
-        match p {
-            Pattern::Var(_) => {}
-            Pattern::Arr(items) => items.iter_mut().for_each(pattern),
-            Pattern::Obj(entries) => entries.iter_mut().for_each(|(k, v)| {
-                nest_objects_left(k);
-                pattern(v);
-            }),
-        }
-    }
-
-    match term {
-        Term::Id | Term::Recurse | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
-        Term::Str(_, parts) => parts.iter_mut().for_each(|part| {
-            if let StrPart::Term(t) = part {
-                nest_objects_left(t)
-            }
-        }),
-        Term::Arr(inner) => inner.iter_mut().for_each(|t| nest_objects_left(t)),
-        Term::Obj(entries) => {
-            for (k, v) in entries.iter_mut() {
-                nest_objects_left(k);
-                v.iter_mut().for_each(nest_objects_left);
-            }
-            if entries.len() > 1 {
-                let mut singles = std::mem::take(entries).into_iter().map(|entry| Term::Obj(vec![entry]));
-                let first = singles.next().expect("more than one entry");
-                *term = singles.fold(first, |sum, single| {
-                    Term::BinOp(Box::new(sum), BinaryOp::Math(jaq_core::ops::Math::Add), Box::new(single))
-                });
-            }
-        }
-        Term::Neg(t) | Term::Label(_, t) => nest_objects_left(t),
-        Term::BinOp(l, op, r) => {
-            if let BinaryOp::Pipe(Some(p)) = op {
-                pattern(p);
-            }
-            nest_objects_left(l);
-            nest_objects_left(r);
-        }
-        Term::Fold(_, xs, p, args) => {
-            nest_objects_left(xs);
-            pattern(p);
-            args.iter_mut().for_each(nest_objects_left);
-        }
-        Term::TryCatch(t, catch) => {
-            nest_objects_left(t);
-            catch.iter_mut().for_each(|c| nest_objects_left(c));
-        }
-        Term::IfThenElse(branches, otherwise) => {
-            for (cond, then) in branches {
-                nest_objects_left(cond);
-                nest_objects_left(then);
-            }
-            otherwise.iter_mut().for_each(|t| nest_objects_left(t));
-        }
-        Term::Def(defs, t) => {
-            defs.iter_mut().for_each(|def| nest_objects_left(&mut def.body));
-            nest_objects_left(t);
-        }
-        Term::Call(_, args) => args.iter_mut().for_each(nest_objects_left),
-        Term::Path(t, path) => {
-            nest_objects_left(t);
-            for (part, _) in &mut path.0 {
-                match part {
-                    jaq_core::path::Part::Index(i) => nest_objects_left(i),
-                    jaq_core::path::Part::Range(from, to) => {
-                        from.iter_mut().chain(to.iter_mut()).for_each(nest_objects_left)
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// Converts a tree into a jq value.
 pub fn to_val(value: &Value) -> Val {
@@ -659,7 +567,7 @@ mod tests {
             "def bridge_jaq_test(re; flags): matches(re; flags) | any; \
              def bridge_jaq_test(re): bridge_jaq_test(re; \"\"); {code}"
         );
-        Program::compile(&code).expect("compiles").run(to_val(&input), globals())
+        Program::compile(&code).expect("compiles").run(to_val(&input), globals(), Budget::default())
     }
 
     #[test]
@@ -738,6 +646,9 @@ mod tests {
             "test(\"über\"; \"i\"), test(\"^$\"), test(\"a\"; \"q\")",
             "match(\"(\")",
             "ascii_downcase | gsub(\"[^a-z0-9]+\"; \"-\")",
+            "fromjson",
+            r#""[1, {\"a\": [2, \"]\\\"[\"]}] 3 \"x\"" | fromjson"#,
+            r#""[[[1]]] {" | fromjson"#,
         ];
         for program in programs {
             for input in &inputs {
@@ -781,6 +692,56 @@ mod tests {
         assert_eq!((errors[0].line, errors[0].column), (2, 5), "{errors:?}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// The native `sub`/`gsub` (sub.rs) against jaq-std's definitions run by stock jaq: the same
+        /// outputs in the same order, the same errors, for replacements with no, one and several
+        /// outputs and errors, regexes and flags with several outputs, and empty matches.
+        #[test]
+        fn sub_and_gsub_agree_with_jaq_std(
+            text in "[abF0-9 äx]{0,10}",
+            re in proptest::sample::select(vec![
+                r#""a""#, r#""b+""#, r#""""#, r#""a*""#, r#""ä""#, r#""(?<x>a)|(?<y>b)""#,
+                r#""(?<d>[0-9])(?<e>[0-9])?""#, r#""\\b""#, r#""(""#, r#""a", "b""#, "empty", r#"1"#,
+            ]),
+            f in proptest::sample::select(vec![
+                r#""X""#, r#""<\(.x)|\(.y)|\(.d)>""#, r#"("1", "2")"#, "empty", r#"error("e")"#, "null",
+                "1", r#"(.x // "-")"#, r#"("p", error("q"), "r")"#, "tojson", r#"if .d then (.d, .d) else "n" end"#,
+            ]),
+            flags in proptest::sample::select(vec![r#""""#, r#""g""#, r#""gi""#, r#""n""#, r#""gn""#, r#""x""#, r#""q""#, r#""", "g""#]),
+            global in proptest::bool::ANY,
+        ) {
+            let call = if global { "gsub" } else { "sub" };
+            let program = format!(r#"try [{call}({re}; {f}; {flags})] catch "error: \(.)""#);
+            let ours = run(&program, json!(text));
+            let stock = stock_jaq(&program, json!(text));
+            proptest::prop_assert_eq!(ours.map(|v| json!([v])), stock, "{}", program);
+        }
+    }
+
+    #[test]
+    fn fromjson_refuses_text_nested_deeper_than_its_parser_can_go() {
+        // 1,000,000 `[` overflowed the stack of any thread and killed the process.
+        let refused =
+            run(r#"try ("[" * 1000000 | fromjson) catch endswith("nested deeper than 10000 levels")"#, json!(null));
+        assert_eq!(refused, Ok(json!(true)));
+        let deepest = r#"[try (("[" * 10000) + ("]" * 10000) | fromjson | length) catch ., try (("[" * 10001) + ("]" * 10001) | fromjson) catch (. | endswith("nested deeper than 10000 levels"))]"#;
+        assert_eq!(run(deepest, json!(null)), Ok(json!([1, true])));
+        // brackets in strings do not count
+        assert_eq!(run(r#"("\"" + "[" * 20000 + "\"") | fromjson | length"#, json!(null)), Ok(json!(20000)));
+    }
+
+    #[test]
+    fn sub_is_linear_in_the_number_of_matches() {
+        // 100,000 matches: jaq-std's reduction copied the text for each (tens of GB, the process
+        // was killed); here the text is built once. (The corpus test bounds the whole run's memory,
+        // with the counting allocator that these unit tests do not have.)
+        let text = "F05000110 ".repeat(100_000);
+        let program = r#"gsub("\\b(?<k>[FG][0-9]{2})(?<n>[0-9]{6})\\b"; "\(.k)000\(.n)") | length"#;
+        assert_eq!(run(program, json!(text)), Ok(json!(1_300_000)));
+    }
+
     #[test]
     fn test_is_cached_and_agrees_with_jaqs_definition() {
         // jaq-std defines `test(re; flags)` as `matches(re; flags) | any`; `matches` is still there.
@@ -804,7 +765,7 @@ mod tests {
             r#"[.[] | . as [$s, $re, $flags] | ($s | test($re; $flags)) == ($s | matches($re; $flags) | any)] | all"#,
         )
         .unwrap();
-        assert_eq!(program.run(to_val(&cases), globals()), Ok(json!(true)));
+        assert_eq!(program.run(to_val(&cases), globals(), Budget::default()), Ok(json!(true)));
         assert_eq!(run(r#"[.[] | test("^[0-9]+$")]"#, json!(["12", "1a", ""])), Ok(json!([true, false, false])));
 
         // Same errors as jaq's: bad flag, bad regex, non-string input.
@@ -822,20 +783,15 @@ mod tests {
         // One compiled regex per (regex, flags) and program, however many calls; bounded for data patterns.
         let program = Program::compile(r#"[.[] | test("^[a-z]+$"), test("x"; "i")]"#).unwrap();
         for _ in 0..3 {
-            program.run(to_val(&json!(["ab", "X1", "c"])), globals()).unwrap();
+            program.run(to_val(&json!(["ab", "X1", "c"])), globals(), Budget::default()).unwrap();
         }
         assert_eq!(program.regexes.len(), 2);
-        // Patterns from the data fill the cache; when it is full it starts again, so the program's own
-        // regexes are cached again afterwards.
-        let patterns: Vec<String> = (0..RegexCache::MAX + 10).map(|i| format!("^{i}$")).collect();
-        let program = Program::compile(
-            r#"([.[] as $re | "7" | test($re)] | map(select(.)) | length), ("x" | test("^literal$"))"#,
-        )
-        .unwrap();
-        let outputs = program.run(to_val(&json!(patterns)), globals());
-        assert!(outputs.unwrap_err().contains("more than one document"));
-        assert_eq!(program.regexes.len(), 11, "10 data patterns after the clearing, and the literal");
-        assert!(program.regexes.compiled.lock().unwrap().get("").is_some_and(|by| by.contains_key("^literal$")));
+        // Patterns from the data are cached too, within the cache's bytes (see regex.rs).
+        let patterns: Vec<String> = (0..300).map(|i| format!("^{i}$")).collect();
+        let program = Program::compile(r#"[.[] as $re | "7" | test($re)] | map(select(.)) | length"#).unwrap();
+        assert_eq!(program.run(to_val(&json!(patterns)), globals(), Budget::default()), Ok(json!(1)));
+        assert_eq!(program.regexes.len(), 300);
+        assert!(program.regexes.bytes() <= RegexCache::MAX_BYTES);
     }
 
     #[test]

@@ -85,7 +85,7 @@ fn run_one(
     let context = context_for(input, case)?;
     let document = mapping
         .read(mapping.input.format, &decoded)
-        .and_then(|tree| mapping.apply(&tree, &context, codelists))
+        .and_then(|tree| mapping.apply(&tree, &context, codelists, super::Budget::default()))
         .map_err(|e| e.to_string())?;
     let actual = String::from_utf8_lossy(&document.bytes);
     let wanted = std::fs::read_to_string(expected).map_err(|e| {

@@ -1,10 +1,14 @@
 //! Mapping files: TOML metadata, lookup tables and a jq program that turn one kind of record into one target document.
 
+pub mod budget;
 pub mod codelists;
 pub mod engine;
 pub mod fixtures;
 pub mod latin;
 pub mod references;
+mod regex;
+mod rewrite;
+mod sub;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,11 +20,13 @@ use serde_json::Value;
 
 use crate::codec::{Decoded, Format, xml};
 use crate::domain::ContentHash;
+pub use budget::Budget;
 pub use codelists::{BrokenCodelist, Codelists};
 use engine::{Program, to_val};
 
 /// Bumped when the engine changes in a way that can change outputs; part of every mapping version.
-const ENGINE_VERSION: &str = "portal-bridge-mapping-engine/1";
+/// 2: regexes over 1 MiB compiled (or with search tables over 16 MiB) are invalid (`regex.rs`).
+const ENGINE_VERSION: &str = "portal-bridge-mapping-engine/2";
 
 /// A mapping file as written (`mappings/<name>.toml`). Paths are relative to the mapping file.
 #[derive(Debug, Deserialize)]
@@ -300,11 +306,18 @@ impl Mapping {
         Ok(engine::to_val_with_arrays(&decoded.tree, &self.input.arrays))
     }
 
-    /// Runs the mapping; the result depends only on the tree, the context, the mapping and the codelists.
-    pub fn apply(&self, tree: &Val, context: &RecordContext, codelists: &Val) -> Result<Document, MapError> {
+    /// Runs the mapping within `budget` (a run over it fails with a message naming the budget);
+    /// the result depends only on the tree, the context, the mapping and the codelists.
+    pub fn apply(
+        &self,
+        tree: &Val,
+        context: &RecordContext,
+        codelists: &Val,
+        budget: Budget,
+    ) -> Result<Document, MapError> {
         let fail = |message: String| MapError { mapping: self.name.clone(), message };
         let globals = [self.lookups.clone(), codelists.clone(), to_val(&context.source), to_val(&context.item)];
-        let mut tree = self.program.run(tree.clone(), globals).map_err(|message| {
+        let mut tree = self.program.run(tree.clone(), globals, budget).map_err(|message| {
             // A codelist the program misses may be in a broken file: name the file and the reason.
             match codelists::explain(&self.broken_codelists, &message) {
                 Some(note) => fail(format!("{message}; {note}")),

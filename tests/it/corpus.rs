@@ -149,9 +149,49 @@ pub fn generate(name: &str, path: &Path) {
             out.write_all(&vec![b'x'; 2 << 20]).unwrap();
             out.write_all(b"\"}}]\n").unwrap();
         }
+        "xml-many-ids-in-a-rule" => {
+            // A demo form (its own id) whose first rule text names an element id 100,000 times.
+            let form = demo_form("S05000101_bewohnerparkausweis.xml", "S99000101");
+            let rule = "<xdf:definition>Ein Bewohnerparkausweis wird nur erteilt, wenn die antragstellende Person im Bewohnerparkgebiet (F05000110) gemeldet ist.</xdf:definition>";
+            assert!(form.contains(rule), "the demo form has the rule");
+            let ids = format!("<xdf:definition>{}</xdf:definition>", "F05000110 ".repeat(100_000));
+            out.write_all(form.replacen(rule, &ids, 1).as_bytes()).unwrap();
+        }
+        "xml-regex-bombs" => {
+            // A demo form (its own id) whose 36 praezisierung patterns take turns: a counted
+            // repetition that compiles to 10 MiB, and 3,000 capturing groups.
+            let form = demo_form("S05000103_sondernutzung-strassenraum.xml", "S99000103");
+            let mut parts = form.split("<xdf:praezisierung>{");
+            let mut text = parts.next().unwrap().to_owned();
+            for (i, rest) in parts.enumerate() {
+                let (_, after) = rest.split_once("</xdf:praezisierung>").expect("a closed praezisierung");
+                let pattern = if i % 2 == 0 { format!("(?:a{{1000}}){{{}}}", 100 + i) } else { "(a)".repeat(3000 + i) };
+                text.push_str(&format!("<xdf:praezisierung>{{\"pattern\":\"{pattern}\"}}</xdf:praezisierung>{after}"));
+            }
+            assert_eq!(text.matches("\"pattern\"").count(), 36);
+            out.write_all(text.as_bytes()).unwrap();
+        }
+        "xml-deep-json-praezisierung" => {
+            // A demo form (its own id) whose first praezisierung (JSON text the mappings parse) is
+            // 1,000,000 `[`: the JSON parser recursed per level and overflowed the stack.
+            let form = demo_form("S05000102_hundesteuer-anmeldung.xml", "S99000102");
+            let (before, rest) = form.split_once("<xdf:praezisierung>{").expect("a praezisierung");
+            let (_, after) = rest.split_once("</xdf:praezisierung>").expect("a closed praezisierung");
+            let deep = "[".repeat(1_000_000);
+            write!(out, "{before}<xdf:praezisierung>{deep}</xdf:praezisierung>{after}").unwrap();
+        }
         other => panic!("unknown generator `{other}` in cases.toml"),
     }
     out.flush().unwrap();
+}
+
+/// A demo form of Aachen with the id of its Stammdatenschema replaced by `id`.
+fn demo_form(file: &str, id: &str) -> String {
+    let form = std::fs::read_to_string(repo().join("demo/aachen/forms").join(file)).unwrap();
+    let own = &file[..9];
+    let schema_id = format!("<xdf:id>{own}</xdf:id>");
+    assert!(form.contains(&schema_id), "{file} has the schema id {own}");
+    form.replacen(&schema_id, &format!("<xdf:id>{id}</xdf:id>"), 1)
 }
 
 /// The form key expression of the shipped config (`key = '''…'''`, as a TOML line), so that ids

@@ -206,7 +206,7 @@ fn apply_with(env: &Env, name: &str, file: &Path, context: &RecordContext) -> Re
     let mapping = mapping(env, name);
     let decoded = decoded(file);
     let tree = mapping.read(Format::Xml, &decoded).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    mapping.apply(&tree, context, &env.config.codelists_val)
+    mapping.apply(&tree, context, &env.config.codelists_val, env.config.budget)
 }
 
 fn apply(env: &Env, name: &str, file: &Path, policy: &str) -> Result<Document, MapError> {

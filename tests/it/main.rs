@@ -1,10 +1,15 @@
 //! Integration tests: the pipeline, the store and the command line, on throwaway copies of the demo data.
 
+/// The counting allocator of the binaries (src/alloc.rs), so that mapping budgets hold in these tests too.
+#[global_allocator]
+static GLOBAL: portal_bridge::alloc::Counting<std::alloc::System> = portal_bridge::alloc::Counting(std::alloc::System);
+
 mod admin;
 mod adoptions;
 mod api;
 mod bad_input;
 mod browser;
+mod budget;
 mod cli;
 mod config_check;
 mod conformance;
