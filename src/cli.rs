@@ -289,6 +289,9 @@ pub struct LogArgs {
     /// Only events at or above this level (debug, info, warn, error).
     #[arg(long)]
     pub level: Option<Level>,
+    /// Only the actions of this operator (an admin token's name, or an OS user).
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
     /// At most this many (the most recent) events.
     #[arg(long, default_value_t = 200)]
     pub limit: i64,
@@ -1072,6 +1075,7 @@ async fn log(config: &Config, args: LogArgs) -> Result<Exit> {
         item_key: args.item,
         source: args.source,
         level: args.level,
+        actor: args.actor,
         limit: args.limit,
     };
     let events = store.events(&filter).await?;

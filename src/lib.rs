@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod domain;
 pub mod mapping;
 pub mod metrics;
+pub mod ops;
 pub mod pipeline;
 pub mod policy;
 pub mod preview;
