@@ -8,8 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::config::{CONFIG_ENV, Config, ConfigErrors, DEFAULT_CONFIG, Overrides};
-use crate::domain::{ItemKey, ItemStatus, Level, RunStatus, Stage, SystemClock, Trigger};
+use crate::domain::{ItemStatus, Level, RunStatus, SystemClock, Trigger};
 use crate::mapping::fixtures;
+use crate::ops::{self, Actor, Ctx, Holding, OpsError, Prelude, RetryWhat, RunRequest, Runner};
 use crate::pipeline::{self, Deps, Job, ProgressHandle};
 use crate::store::Store;
 use crate::store::log::EventFilter;
@@ -102,14 +103,17 @@ pub enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub struct Operator {
-    /// Who does this (for the migration log) [default: $USER]
+    /// Who does this, for the migration log [default: the OS user running the command]
     #[arg(long, value_name = "NAME")]
     pub by: Option<String>,
 }
 
 impl Operator {
-    fn name(&self) -> String {
-        self.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "operator".into())
+    fn actor(&self) -> Actor {
+        match self.by.as_deref().map(str::trim).filter(|by| !by.is_empty()) {
+            Some(by) => Actor::new(by),
+            None => Actor::os_user(),
+        }
     }
 }
 
@@ -145,6 +149,9 @@ pub struct SkipArgs {
     pub reason: String,
     #[command(flatten)]
     pub operator: Operator,
+    /// When a run holds the item's source: wait up to this many seconds for it, then exit 4.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +190,11 @@ pub struct AdoptKeyArgs {
     /// LeiKa key of the service (14 digits), e.g. 99012001001000.
     #[arg(long)]
     pub service: String,
+    /// Why (for the migration log).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub operator: Operator,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +226,11 @@ pub struct AdoptImportArgs {
     /// Accept ARS keys outside NRW.
     #[arg(long)]
     pub force: bool,
+    /// Why (for the migration log) [default: the import of FILE]
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub operator: Operator,
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +283,11 @@ pub struct MigrateArgs {
     /// many seconds for it, then exit 4.
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub wait: u64,
+    /// Why (for the migration log, with who started the run; a dry run logs nothing).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub operator: Operator,
 }
 
 #[derive(Debug, Args)]
@@ -388,10 +410,23 @@ async fn check(config: &Config) -> Result<Exit> {
     if load_validators(config)?.is_none() {
         return Ok(Exit::Usage);
     }
+    let access = match crate::api::Access::load(&config.admin) {
+        Ok(access) => access,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Exit::Usage);
+        }
+    };
     println!("configuration {} is valid", config.file.display());
     println!("database: {}", redact(&config.database_url));
     println!("mappings: {}", config.mappings.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
     println!("targets: {}", config.targets.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "));
+    let identities: Vec<String> = access.tokens.identities().map(|i| format!("{} ({})", i.name, i.role)).collect();
+    if identities.is_empty() {
+        println!("admin API: no tokens, so it refuses every action");
+    } else {
+        println!("admin API tokens: {}", identities.join(", "));
+    }
     let now = chrono::Utc::now();
     for source in &config.sources {
         let names: Vec<&str> = source.mappings.iter().map(|m| m.name.as_str()).collect();
@@ -575,169 +610,150 @@ async fn run_daemon(config: Arc<Config>, config_path: PathBuf, args: RunArgs) ->
     Ok(Exit::Ok)
 }
 
-/// Appends an operator's action to the migration log.
-async fn log_operator(store: &Store, key: Option<&str>, target: Option<&str>, message: String) -> Result<()> {
-    let event = crate::store::log::NewEvent {
-        at: crate::store::timestamp(chrono::Utc::now()),
-        run_id: None,
-        item_key: key.map(str::to_owned),
-        target: target.map(str::to_owned),
-        stage: Stage::Operator,
-        level: Level::Info,
-        message,
-    };
-    store.append_event(&event).await?;
-    Ok(())
+/// What the actions of this command line check against: the store and the configured sources.
+fn ctx<'a>(config: &Config, store: &'a Store) -> Ctx<'a> {
+    Ctx { store, sources: Some(config.sources.iter().map(|s| s.id.clone()).collect()), clock: &SystemClock }
+}
+
+/// An action refused or failed: says why on stderr, and the exit code.
+fn refused(e: OpsError) -> Result<Exit> {
+    match e {
+        OpsError::Usage(why) => {
+            eprintln!("{why}");
+            Ok(Exit::Usage)
+        }
+        OpsError::Busy(busy) => {
+            eprintln!(
+                "{busy}. Another run (the daemon's, or another migrate) is working on it; \
+                 wait for it with --wait SECONDS. Exit 4."
+            );
+            Ok(Exit::Busy)
+        }
+        OpsError::Stopped(why) => {
+            eprintln!("{why}");
+            Ok(Exit::Interrupted)
+        }
+        OpsError::Store(e) => Err(e.into()),
+        e => {
+            eprintln!("{e}");
+            Ok(Exit::Fatal)
+        }
+    }
+}
+
+/// This process as the runner of the actions' runs: a run takes its sources here (waiting up to
+/// `wait` for busy ones; Ctrl-C stops the wait), carries out the action's prelude, and is then
+/// carried out and reported by [`complete`].
+struct Local {
+    deps: Deps,
+    wait: std::time::Duration,
+    /// A progress bar on stderr (not with `--json`, nor without a terminal).
+    progress: bool,
+}
+
+impl Local {
+    /// The runner for `config`; `None` (after saying why) when the schemas do not load.
+    async fn new(config: Arc<Config>, wait: u64, json: bool) -> Result<Option<Self>> {
+        let Some(validators) = load_validators(&config)? else {
+            return Ok(None);
+        };
+        let store = open_store(&config).await?;
+        let deps = Deps { config, store, validators: Arc::new(validators), clock: Arc::new(SystemClock) };
+        let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        Ok(Some(Self { deps, wait: std::time::Duration::from_secs(wait), progress }))
+    }
+}
+
+impl Runner for Local {
+    type Run = pipeline::Started;
+
+    fn trigger(&self) -> Trigger {
+        Trigger::Cli
+    }
+
+    async fn start(&self, job: Job, prelude: Prelude) -> std::result::Result<pipeline::Started, OpsError> {
+        let job = Job {
+            progress: if self.progress {
+                ProgressHandle(Some(Arc::new(Bar::new())))
+            } else {
+                ProgressHandle::default()
+            },
+            metrics: None,
+            // A one-off run works alone; the daemons share their scheduled and triggered runs.
+            share: None,
+            wait: self.wait,
+            ..job
+        };
+        let signals = stop_on_signals(job.stop.clone()).map_err(|e| OpsError::Failed(e.to_string()))?;
+        let started = pipeline::start(job, &self.deps).await;
+        signals.abort();
+        let started = match started {
+            Ok(started) => started,
+            Err(pipeline::PipelineError::Busy(busy)) => return Err(OpsError::Busy(busy)),
+            Err(pipeline::PipelineError::Stopped(why)) => {
+                return Err(OpsError::Stopped(format!("{why}; nothing was run")));
+            }
+            Err(pipeline::PipelineError::UnknownSource(id)) => {
+                return Err(OpsError::Usage(format!("unknown source `{id}`")));
+            }
+            Err(pipeline::PipelineError::Store(e)) => return Err(OpsError::Store(e)),
+            Err(e) => return Err(OpsError::Failed(e.to_string())),
+        };
+        if let Err(e) = ops::prelude(&self.deps, started.run_id(), &|source| started.fence(source), &prelude).await {
+            started.stop().stop(pipeline::Stopped::Interrupted(format!("the operator's action failed: {e}")));
+            if let Err(finish) = started.finish().await {
+                tracing::warn!("closing the run: {finish}");
+            }
+            return Err(e);
+        }
+        Ok(started)
+    }
 }
 
 async fn retry(config: Arc<Config>, args: RetryArgs) -> Result<Exit> {
-    let store = open_store(&config).await?;
-    let keys: Vec<String> = match args.status {
-        Some(status) => {
-            if !matches!(status, ItemStatus::Failed | ItemStatus::Quarantined | ItemStatus::Conflict) {
-                eprintln!("retry --status takes failed, quarantined or conflict");
-                return Ok(Exit::Usage);
-            }
-            let rows = store.items(Some(status.as_str()), args.source.as_deref(), i64::MAX).await?;
-            let mut keys: Vec<String> =
-                rows.into_iter().filter(|r| r.target != crate::pipeline::ANY_TARGET).map(|r| r.item_key).collect();
-            keys.dedup();
-            keys
+    let what = match args.status {
+        Some(status) => RetryWhat::Status { status, source: args.source.clone() },
+        None => RetryWhat::Items(args.keys.clone()),
+    };
+    let Some(local) = Local::new(config.clone(), args.wait, args.json).await? else { return Ok(Exit::Usage) };
+    let store = local.deps.store.clone();
+    match ops::retry(&ctx(&config, &store), &local, &args.operator.actor(), what, args.reason.as_deref()).await {
+        Ok(Some(started)) => complete(started, &store, args.json).await,
+        Ok(None) => {
+            println!("nothing to retry");
+            Ok(Exit::Ok)
         }
-        None => args.keys.clone(),
-    };
-    if keys.is_empty() {
-        println!("nothing to retry");
-        return Ok(Exit::Ok);
+        Err(e) => refused(e),
     }
-    let migrate_args = MigrateArgs {
-        sources: Vec::new(),
-        items: keys.clone(),
-        force: false,
-        dry_run: false,
-        json: args.json,
-        allow_withdrawals: false,
-        wait: args.wait,
-    };
-    let Some((deps, job)) = migrate_job(config, &migrate_args).await? else { return Ok(Exit::Usage) };
-    let started = match begin(&deps, job).await? {
-        Ok(started) => started,
-        Err(exit) => return Ok(exit),
-    };
-    // Logged once the items' sources are held: a retry that finds them busy did not happen.
-    let by = args.operator.name();
-    let why = args.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-    for key in &keys {
-        log_operator(&store, Some(key), None, format!("retry requested by {by}{why}")).await?;
-    }
-    complete(started, &deps.store, args.json).await
 }
 
 async fn skip(config: &Config, args: SkipArgs) -> Result<Exit> {
     let store = open_store(config).await?;
-    let now = crate::store::timestamp(chrono::Utc::now());
-    let by = args.operator.name();
-    if store.skip_item(&args.key, &format!("{} (by {by})", args.reason), &now).await? == 0 {
-        eprintln!("no item `{}` in the ledger", args.key);
-        return Ok(Exit::Fatal);
+    let holding = Holding {
+        holder: format!("{}#skip", pipeline::hold::instance_name()),
+        ttl: config.lease,
+        wait: std::time::Duration::from_secs(args.wait),
+        stop: pipeline::Stop::default(),
+    };
+    let signals = stop_on_signals(holding.stop.clone())?;
+    let skipped = ops::skip(&ctx(config, &store), &holding, &args.operator.actor(), &args.key, &args.reason).await;
+    signals.abort();
+    match skipped {
+        Ok(()) => {
+            println!("{} is left alone until its content changes", args.key);
+            Ok(Exit::Ok)
+        }
+        Err(e) => refused(e),
     }
-    log_operator(&store, Some(&args.key), None, format!("skipped by {by}: {}", args.reason)).await?;
-    println!("{} is left alone until its content changes", args.key);
-    Ok(Exit::Ok)
 }
 
 async fn resolve(config: Arc<Config>, args: ResolveArgs) -> Result<Exit> {
-    let store = open_store(&config).await?;
-    let is_conflict = |rows: &[crate::store::ledger::LedgerRow]| rows.iter().any(|r| r.status == "conflict");
-    if !is_conflict(&store.item(&args.key).await?) {
-        eprintln!("`{}` has no conflict to resolve (see `portal-bridge show {}`)", args.key, args.key);
-        return Ok(Exit::Usage);
+    let Some(local) = Local::new(config.clone(), args.wait, false).await? else { return Ok(Exit::Usage) };
+    let store = local.deps.store.clone();
+    match ops::resolve(&ctx(&config, &store), &local, &args.operator.actor(), &args.key, args.reason.as_deref()).await {
+        Ok(started) => complete(started, &store, false).await,
+        Err(e) => refused(e),
     }
-    let Some(key) = ItemKey::parse(&args.key) else { return Ok(Exit::Usage) };
-    let migrate_args = MigrateArgs {
-        sources: Vec::new(),
-        items: vec![args.key.clone()],
-        force: true,
-        dry_run: false,
-        json: false,
-        allow_withdrawals: false,
-        wait: args.wait,
-    };
-    let Some((deps, job)) = migrate_job(config.clone(), &migrate_args).await? else { return Ok(Exit::Usage) };
-    let started = match begin(&deps, job).await? {
-        Ok(started) => started,
-        Err(exit) => return Ok(exit),
-    };
-    // Under the source's lease: no other run changes the item between here and the delivery.
-    let fence = started.fence(key.source());
-    let by = args.operator.name();
-    let why = args.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-    let now = crate::store::timestamp(chrono::Utc::now());
-    for row in store.item(&args.key).await?.into_iter().filter(|r| r.status == "conflict") {
-        let Some(target) = config.target(&row.target) else { continue };
-        let version = match &target.delivery {
-            crate::config::Delivery::Http(http) => http.get(&target.id, &key).await?.map(|stored| stored.version),
-            crate::config::Delivery::Outbox { .. } => None,
-        };
-        store.take_over_version(&args.key, &row.target, version.as_deref(), &now, &fence).await?;
-        let from = version.as_deref().map(|v| format!(" (portal version {v})")).unwrap_or_default();
-        log_operator(
-            &store,
-            Some(&args.key),
-            Some(&row.target),
-            format!("conflict resolved by {by}: overwrite the portal's copy{from}{why}"),
-        )
-        .await?;
-    }
-    complete(started, &deps.store, false).await
-}
-
-/// The job of a `migrate` (also behind `retry` and `resolve`) with its dependencies; `None` (after
-/// saying why) when an item key or source is unknown or the schemas do not load.
-async fn migrate_job(config: Arc<Config>, args: &MigrateArgs) -> Result<Option<(Deps, Job)>> {
-    let mut items = Vec::new();
-    for text in &args.items {
-        match ItemKey::parse(text) {
-            Some(key) => items.push(key),
-            None => {
-                eprintln!("`{text}` is not an item key (expected SOURCE/ID, e.g. aachen-forms/S05000101@1.0)");
-                return Ok(None);
-            }
-        }
-    }
-    for id in args.sources.iter().map(String::as_str).chain(items.iter().map(|k| k.source())) {
-        if config.source(id).is_none() {
-            eprintln!(
-                "unknown source `{id}`; configured: {}",
-                config.sources.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
-            );
-            return Ok(None);
-        }
-    }
-    let Some(validators) = load_validators(&config)? else {
-        return Ok(None);
-    };
-    let store = open_store(&config).await?;
-    let deps = Deps { config, store, validators: Arc::new(validators), clock: Arc::new(SystemClock) };
-    let job = Job {
-        trigger: Trigger::Cli,
-        sources: args.sources.clone(),
-        items,
-        force: args.force,
-        dry_run: args.dry_run,
-        allow_withdrawals: args.allow_withdrawals,
-        progress: if !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            ProgressHandle(Some(Arc::new(Bar::new())))
-        } else {
-            ProgressHandle::default()
-        },
-        metrics: None,
-        // A one-off run works alone; the daemons share their scheduled and triggered runs.
-        share: None,
-        wait: std::time::Duration::from_secs(args.wait),
-        ..Job::all(Trigger::Cli)
-    };
-    Ok(Some((deps, job)))
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM ask the run to stop: nothing new starts, deliveries in flight settle
@@ -764,30 +780,6 @@ fn stop_on_signals(stop: pipeline::Stop) -> Result<tokio::task::JoinHandle<()>> 
             stop.stop(pipeline::Stopped::Interrupted(format!("{name} (by the operator)")));
         }
     }))
-}
-
-/// Takes the job's sources (waiting up to the job's `wait` for busy ones) and records the run: the
-/// started run, or the exit code when a source stayed busy (4, the holder named) or the operator
-/// stopped the wait (130).
-async fn begin(deps: &Deps, job: Job) -> Result<std::result::Result<pipeline::Started, Exit>> {
-    let signals = stop_on_signals(job.stop.clone())?;
-    let started = pipeline::start(job, deps).await;
-    signals.abort();
-    match started {
-        Ok(started) => Ok(Ok(started)),
-        Err(pipeline::PipelineError::Busy(busy)) => {
-            eprintln!(
-                "{busy}. Another run (the daemon's, or another migrate) is working on it; \
-                 wait for it with --wait SECONDS. Exit 4."
-            );
-            Ok(Err(Exit::Busy))
-        }
-        Err(pipeline::PipelineError::Stopped(why)) => {
-            eprintln!("{why}; nothing was run");
-            Ok(Err(Exit::Interrupted))
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Carries out a started run (Ctrl-C stops it cleanly) and prints its report.
@@ -839,56 +831,53 @@ async fn complete(started: pipeline::Started, store: &Store, json: bool) -> Resu
 }
 
 async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
-    let Some((deps, job)) = migrate_job(config, &args).await? else { return Ok(Exit::Usage) };
-    match begin(&deps, job).await? {
-        Ok(started) => complete(started, &deps.store, args.json).await,
-        Err(exit) => Ok(exit),
+    let Some(local) = Local::new(config.clone(), args.wait, args.json).await? else { return Ok(Exit::Usage) };
+    let store = local.deps.store.clone();
+    let request = RunRequest {
+        sources: args.sources.clone(),
+        items: args.items.clone(),
+        force: args.force,
+        allow_withdrawals: args.allow_withdrawals,
+        dry_run: args.dry_run,
+    };
+    let actor = args.operator.actor();
+    match ops::start_run(&ctx(&config, &store), &local, &actor, request, args.reason.as_deref()).await {
+        Ok(started) => complete(started, &store, args.json).await,
+        Err(e) => refused(e),
     }
 }
 
 async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit> {
-    use crate::store::adoptions::{check_ars, check_leika};
-    use crate::store::log::NewEvent;
-
     let store = open_store(config).await?;
-    let now = crate::store::timestamp(chrono::Utc::now());
-    let log = |message: String| NewEvent {
-        at: now.clone(),
-        run_id: None,
-        item_key: None,
-        target: None,
-        stage: crate::domain::Stage::Operator,
-        level: Level::Info,
-        message,
-    };
+    let ctx = ctx(config, &store);
     match command {
         AdoptCommand::Add(args) => {
-            let AdoptKeyArgs { ars, service } = &args.key;
-            if let Err(e) = check_ars(ars, args.force).and_then(|()| check_leika(service)) {
-                eprintln!("{e}");
-                return Ok(Exit::Usage);
-            }
-            let added = store.add_adoption(ars, service, args.name.as_deref(), &now).await?;
+            let AdoptKeyArgs { ars, service, reason, operator } = &args.key;
+            let added = ops::adopt_add(
+                &ctx,
+                &operator.actor(),
+                ars,
+                service,
+                args.name.as_deref(),
+                args.force,
+                reason.as_deref(),
+            )
+            .await;
             let name = args.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
-            if added {
-                store.append_event(&log(format!("adoption added: {ars}{name} adopts service {service}"))).await?;
-                println!("{ars}{name} now adopts {service}; the next migration delivers the Zuständigkeit");
-            } else {
-                println!("{ars} already adopts {service}");
+            match added {
+                Ok(true) => println!("{ars}{name} now adopts {service}; the next migration delivers the Zuständigkeit"),
+                Ok(false) => println!("{ars} already adopts {service}"),
+                Err(e) => return refused(e),
             }
         }
         AdoptCommand::Remove(args) => {
-            if store.remove_adoption(&args.ars, &args.service).await? {
-                store
-                    .append_event(&log(format!(
-                        "adoption removed: {} no longer adopts service {}",
-                        args.ars, args.service
-                    )))
-                    .await?;
-                println!("{} no longer adopts {}; the next migration updates the service", args.ars, args.service);
-            } else {
-                eprintln!("{} does not adopt {}", args.ars, args.service);
-                return Ok(Exit::Fatal);
+            let removed =
+                ops::adopt_remove(&ctx, &args.operator.actor(), &args.ars, &args.service, args.reason.as_deref()).await;
+            match removed {
+                Ok(()) => {
+                    println!("{} no longer adopts {}; the next migration updates the service", args.ars, args.service)
+                }
+                Err(e) => return refused(e),
             }
         }
         AdoptCommand::List(args) => {
@@ -913,63 +902,65 @@ async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit> {
                 println!("{out}");
             }
         }
-        AdoptCommand::Import(args) => {
-            let mut reader = csv::ReaderBuilder::new()
-                .trim(csv::Trim::All)
-                .from_path(&args.file)
-                .with_context(|| format!("reading {}", args.file.display()))?;
-            let headers = reader.headers()?.clone();
-            let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-            let (Some(ars_at), Some(service_at)) = (column("ars"), column("service")) else {
-                eprintln!(
-                    "{}: the header row must name the columns `ars` and `service` (and optionally `name`)",
-                    args.file.display()
-                );
-                return Ok(Exit::Usage);
-            };
-            let name_at = column("name");
-            // Check every row first: a file with one bad row changes nothing.
-            let mut rows = Vec::new();
-            let mut errors = Vec::new();
-            for (index, record) in reader.records().enumerate() {
-                let line = index + 2;
-                let record = match record {
-                    Ok(record) => record,
-                    Err(e) => {
-                        errors.push(format!("{}:{line}: {e}", args.file.display()));
-                        continue;
-                    }
-                };
-                let field = |at: usize| record.get(at).unwrap_or("").to_owned();
-                let (ars, service) = (field(ars_at), field(service_at));
-                let name = name_at.map(field).filter(|n| !n.is_empty());
-                match check_ars(&ars, args.force).and_then(|()| check_leika(&service)) {
-                    Ok(()) => rows.push((ars, service, name)),
-                    Err(e) => errors.push(format!("{}:{line}: {e}", args.file.display())),
-                }
+        AdoptCommand::Import(args) => return import_adoptions(&ctx, args).await,
+    }
+    Ok(Exit::Ok)
+}
+
+/// `adopt import`: every row checked first (a file with one bad row changes nothing), then each
+/// new adoption added and logged as `adopt add` logs it.
+async fn import_adoptions(ctx: &Ctx<'_>, args: AdoptImportArgs) -> Result<Exit> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let headers = reader.headers()?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(ars_at), Some(service_at)) = (column("ars"), column("service")) else {
+        eprintln!(
+            "{}: the header row must name the columns `ars` and `service` (and optionally `name`)",
+            args.file.display()
+        );
+        return Ok(Exit::Usage);
+    };
+    let name_at = column("name");
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index + 2;
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                errors.push(format!("{}:{line}: {e}", args.file.display()));
+                continue;
             }
-            if !errors.is_empty() {
-                for error in &errors {
-                    eprintln!("{error}");
-                }
-                eprintln!("nothing imported: fix the rows above and import again");
-                return Ok(Exit::Usage);
-            }
-            let mut added = 0;
-            for (ars, service, name) in &rows {
-                if store.add_adoption(ars, service, name.as_deref(), &now).await? {
-                    added += 1;
-                    store
-                        .append_event(&log(format!(
-                            "adoption added: {ars} adopts service {service} (import {})",
-                            args.file.display()
-                        )))
-                        .await?;
-                }
-            }
-            println!("{} row(s), {added} new adoption(s)", rows.len());
+        };
+        let field = |at: usize| record.get(at).unwrap_or("").to_owned();
+        let (ars, service) = (field(ars_at), field(service_at));
+        let name = name_at.map(field).filter(|n| !n.is_empty());
+        match ops::check_adoption(&ars, &service, args.force) {
+            Ok(()) => rows.push((ars, service, name)),
+            Err(e) => errors.push(format!("{}:{line}: {e}", args.file.display())),
         }
     }
+    if !errors.is_empty() {
+        for error in &errors {
+            eprintln!("{error}");
+        }
+        eprintln!("nothing imported: fix the rows above and import again");
+        return Ok(Exit::Usage);
+    }
+    let actor = args.operator.actor();
+    let reason = args.reason.clone().unwrap_or_else(|| format!("import of {}", args.file.display()));
+    let mut added = 0;
+    for (ars, service, name) in &rows {
+        match ops::adopt_add(ctx, &actor, ars, service, name.as_deref(), args.force, Some(&reason)).await {
+            Ok(true) => added += 1,
+            Ok(false) => {}
+            Err(e) => return refused(e),
+        }
+    }
+    println!("{} row(s), {added} new adoption(s)", rows.len());
     Ok(Exit::Ok)
 }
 

@@ -8,7 +8,7 @@ use crate::config::{Delivery, Target};
 use crate::domain::{ItemKey, ItemStatus};
 use crate::pipeline::hold::{Hold, HoldError};
 use crate::pipeline::{ANY_TARGET, Deps, Job};
-use crate::store::lease::Fence;
+use crate::store::lease::{Fence, lease_name};
 use crate::store::operator::OperatorEvent;
 use crate::store::timestamp;
 
@@ -39,8 +39,12 @@ pub async fn retry<R: Runner>(
             for text in &texts {
                 keys.push(ctx.item_key(text)?);
             }
+            // An item the ledger lacks is refused, unless a run of its source is going on: that run
+            // may be recording it right now, and the retry's run follows it.
+            let (leases, now) = (ctx.store.leases().await?, ctx.store.now().await?);
+            let running = |source: &str| leases.iter().any(|l| l.name == lease_name(source) && l.expires_at > now);
             for key in &keys {
-                if ctx.store.item(key.as_str()).await?.is_empty() {
+                if !running(key.source()) && ctx.store.item(key.as_str()).await?.is_empty() {
                     return Err(OpsError::NotFound(format!("no item `{key}` in the ledger")));
                 }
             }
@@ -139,7 +143,8 @@ pub(super) async fn take_over(
         let Some(target) = deps.config.target(&row.target) else { continue };
         let version = portal_version(target, key).await?;
         let from = version.as_deref().map(|v| format!(" (portal version {v})")).unwrap_or_default();
-        let message = format!("conflict resolved by {actor}: overwrite the portal's copy{from}{}", why(reason.as_deref()));
+        let message =
+            format!("conflict resolved by {actor}: overwrite the portal's copy{from}{}", why(reason.as_deref()));
         let event = OperatorEvent {
             at: timestamp(deps.clock.now()),
             run_id,

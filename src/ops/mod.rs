@@ -203,7 +203,13 @@ fn why(reason: Option<&str>) -> String {
 }
 
 /// An operator event to be logged (its time and run filled in when it is).
-fn event(actor: &Actor, reason: Option<&str>, item_key: Option<&str>, target: Option<&str>, message: String) -> OperatorEvent {
+fn event(
+    actor: &Actor,
+    reason: Option<&str>,
+    item_key: Option<&str>,
+    target: Option<&str>,
+    message: String,
+) -> OperatorEvent {
     OperatorEvent {
         at: String::new(),
         run_id: None,
