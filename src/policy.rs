@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 /// One level of the policy, as written in the configuration. Unset fields fall back to the level
 /// above (target or source → `[approval]` → the defaults below).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApprovalRules {
     /// Approvers other than the author a plan needs when a rule applies (default 1).
     pub approvers: Option<u32>,
