@@ -32,6 +32,7 @@ pub mod domain;
 pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
+pub mod plan_view;
 pub mod policy;
 pub mod preview;
 pub mod report;
