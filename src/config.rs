@@ -50,6 +50,9 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub daemon: RawDaemon,
+    /// Which plans need approval by people other than their author (`[approval]`), and how long
+    /// a plan may wait to be applied.
+    pub approval: Option<Spanned<RawApproval>>,
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
     #[serde(default, rename = "source")]
@@ -180,6 +183,41 @@ impl Default for RawAdmin {
 
 fn default_admin_listen() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:8080".into())
+}
+
+/// `[approval]`: the approval policy for every source and target (see [`crate::policy`]); a
+/// source's or target's own `approval = { … }` tightens it for that source or target.
+#[derive(Debug, Deserialize)]
+pub struct RawApproval {
+    /// Approvers other than the author a plan needs when a rule applies (default 1).
+    pub approvers: Option<u32>,
+    /// Every withdrawal needs approval (default true).
+    pub withdrawals: Option<bool>,
+    /// A plan changing more items of a source than this needs approval (default: no limit).
+    pub max_changes: Option<u64>,
+    /// A plan changing more than this share of a source's items, in percent, needs approval.
+    pub max_changed_percent: Option<u8>,
+    /// Every change needs approval (default false).
+    pub always: Option<bool>,
+    /// Hours after which a plan that was not applied expires (default 72).
+    #[serde(default = "default_plan_hours")]
+    pub plans_expire_after_hours: u64,
+}
+
+fn default_plan_hours() -> u64 {
+    72
+}
+
+impl RawApproval {
+    fn rules(&self) -> crate::policy::ApprovalRules {
+        crate::policy::ApprovalRules {
+            approvers: self.approvers,
+            withdrawals: self.withdrawals,
+            max_changes: self.max_changes,
+            max_changed_percent: self.max_changed_percent,
+            always: self.always,
+        }
+    }
 }
 
 /// `[daemon]`
@@ -348,6 +386,8 @@ pub struct RawTarget {
     pub delivery: Spanned<String>,
     /// The portal import API (delivery = "http"), see docs/portal-api.md.
     pub http: Option<Spanned<RawTargetHttp>>,
+    /// This target's approval rules, tightening `[approval]` (e.g. `{ always = true }` for production).
+    pub approval: Option<Spanned<crate::policy::ApprovalRules>>,
 }
 
 fn default_delivery() -> Spanned<String> {
@@ -430,7 +470,7 @@ pub struct RawSource {
     /// Cron schedule (crontab syntax); without one the source only runs when triggered.
     pub schedule: Option<Spanned<String>>,
     /// When a run is due while the previous one still runs: `forbid` (skip it), `replace` (stop
-    /// the old one, start anew) or `allow` (run both).
+    /// the old one, start anew) or `allow` (start the new one after the old one ended).
     #[serde(default)]
     pub overlap: crate::scheduler::Overlap,
     /// Runs missed while the daemon was down: `catch-up-once` (run once at start) or `skip`.
@@ -446,6 +486,8 @@ pub struct RawSource {
     /// Free parameters for the mappings, readable as `$source.params` (e.g. a form URL template).
     #[serde(default)]
     pub params: toml::Table,
+    /// This source's approval rules, tightening `[approval]`.
+    pub approval: Option<Spanned<crate::policy::ApprovalRules>>,
 }
 
 fn default_withdrawal_share() -> f64 {
@@ -587,6 +629,10 @@ pub struct Config {
     pub lease: std::time::Duration,
     /// Pairs per shared batch (`[daemon] share_batch`); 0 means runs are not shared.
     pub share_batch: usize,
+    /// Which plans need approval (`[approval]` and each source's and target's `approval`).
+    pub policy: crate::policy::Policy,
+    /// How long a plan may wait to be applied (`approval.plans_expire_after_hours`).
+    pub plan_lifetime: std::time::Duration,
 }
 
 /// The resolved `[admin]` settings.
@@ -1086,6 +1132,8 @@ impl Config {
                 .ok()
         });
 
+        let policy = resolve_policy(&raw, &mut report);
+
         if !report.errors.is_empty() {
             return Err(ConfigErrors(report.errors));
         }
@@ -1113,6 +1161,10 @@ impl Config {
             shutdown_grace: std::time::Duration::from_secs(raw.daemon.shutdown_grace_secs),
             lease: std::time::Duration::from_secs(raw.daemon.lease_secs.max(1)),
             share_batch: raw.daemon.share_batch,
+            policy,
+            plan_lifetime: std::time::Duration::from_secs(
+                3600 * raw.approval.as_ref().map_or_else(default_plan_hours, |a| a.get_ref().plans_expire_after_hours),
+            ),
         })
     }
 
@@ -1156,6 +1208,8 @@ impl Config {
             shutdown_grace: self.shutdown_grace,
             lease: self.lease,
             share_batch: self.share_batch,
+            policy: self.policy.clone(),
+            plan_lifetime: self.plan_lifetime,
         }
     }
 
@@ -1188,6 +1242,40 @@ fn read_secret(
 }
 
 /// Builds an HTTP target from `[target.http]`, reporting every problem.
+/// The approval policy of `[approval]` and of each source's and target's `approval`, each level
+/// checked (a share is at most 100 %, a plan expires after at least an hour).
+fn resolve_policy(raw: &RawConfig, report: &mut Report<'_>) -> crate::policy::Policy {
+    fn check<T>(report: &mut Report<'_>, at: &Spanned<T>, name: &str, rules: &crate::policy::ApprovalRules) {
+        if let Some(p) = rules.max_changed_percent.filter(|p| *p > 100) {
+            report.at(at, format!("{name}.max_changed_percent = {p}: a share in percent is at most 100"));
+        }
+        if rules.approvers == Some(0) {
+            report.at(at, format!("{name}.approvers = 0: at least 1 (leave a rule unset or false to need nobody)"));
+        }
+    }
+    let mut policy = crate::policy::Policy::default();
+    if let Some(approval) = &raw.approval {
+        policy.global = approval.get_ref().rules();
+        check(report, approval, "approval", &policy.global);
+        if approval.get_ref().plans_expire_after_hours == 0 {
+            report.at(approval, "approval.plans_expire_after_hours = 0: at least 1");
+        }
+    }
+    for source in &raw.sources {
+        if let Some(rules) = &source.approval {
+            check(report, rules, &format!("source {} approval", source.id.get_ref()), rules.get_ref());
+            policy.sources.insert(source.id.get_ref().clone(), rules.get_ref().clone());
+        }
+    }
+    for target in &raw.targets {
+        if let Some(rules) = &target.approval {
+            check(report, rules, &format!("target {} approval", target.id.get_ref()), rules.get_ref());
+            policy.targets.insert(target.id.get_ref().clone(), rules.get_ref().clone());
+        }
+    }
+    policy
+}
+
 fn resolve_target_http(
     id: &str,
     raw: &RawTarget,

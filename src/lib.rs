@@ -33,6 +33,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod plan_view;
 pub mod policy;
 pub mod preview;
 pub mod report;

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 /// One level of the policy, as written in the configuration. Unset fields fall back to the level
 /// above (target or source → `[approval]` → the defaults below).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApprovalRules {
     /// Approvers other than the author a plan needs when a rule applies (default 1).
     pub approvers: Option<u32>,
@@ -119,6 +118,70 @@ impl Policy {
     }
 }
 
+/// A decision someone wants to record on a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decide {
+    Approve,
+    Reject,
+}
+
+impl Decide {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decide::Approve => "approve",
+            Decide::Reject => "reject",
+        }
+    }
+}
+
+/// Why a decision is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("{0} made this plan and cannot approve it: the policy asks for someone else")]
+    OwnPlan(String),
+    #[error("the plan is {0}: only an open plan can be approved or rejected")]
+    NotOpen(String),
+    #[error("the plan expired at {0}")]
+    Expired(String),
+}
+
+/// What [`decide`] looks at of a plan.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanState<'a> {
+    pub status: &'a str,
+    pub author: &'a str,
+    pub expires_at: &'a str,
+    /// Approvers other than the author the policy asked for.
+    pub needed: i64,
+    /// Who approved so far.
+    pub approvals: &'a [&'a str],
+}
+
+/// What a plan's status becomes when `who` decides `decision` on it, given the decisions so far
+/// (`approvals` by other people than the author). Any rejection rejects it; it is approved once
+/// approvals by people other than its author reach what the policy asked for. Nobody approves
+/// their own plan; an author may reject (withdraw) it.
+pub fn decide(plan: &PlanState<'_>, now: &str, who: &str, decision: Decide) -> Result<&'static str, Refused> {
+    let PlanState { status, author, expires_at, needed, approvals } = *plan;
+    if status != "open" {
+        return Err(Refused::NotOpen(status.to_owned()));
+    }
+    if expires_at < now {
+        return Err(Refused::Expired(expires_at.to_owned()));
+    }
+    match decision {
+        Decide::Reject => Ok("rejected"),
+        Decide::Approve if who == author => Err(Refused::OwnPlan(who.to_owned())),
+        Decide::Approve => {
+            let mut people: Vec<&str> = approvals.iter().copied().filter(|a| *a != author).collect();
+            people.push(who);
+            people.sort_unstable();
+            people.dedup();
+            Ok(if people.len() as i64 >= needed { "approved" } else { "open" })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +232,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(policy.judge(&changes(("a", 10, 0, 0), ("portal-xml", 0))), Verdict::default());
+    }
+
+    #[test]
+    fn nobody_approves_their_own_plan_and_approvals_add_up_per_person() {
+        let now = "2026-12-07T00:00:00Z";
+        fn plan<'a>(status: &'a str, expires_at: &'a str, needed: i64, approvals: &'a [&'a str]) -> PlanState<'a> {
+            PlanState { status, author: "alice", expires_at, needed, approvals }
+        }
+        let d = |approvals: &[&str], who: &str, decision| {
+            decide(&plan("open", "2026-12-10T00:00:00Z", 2, approvals), now, who, decision)
+        };
+        assert_eq!(d(&[], "alice", Decide::Approve), Err(Refused::OwnPlan("alice".into())));
+        assert_eq!(d(&[], "bob", Decide::Approve), Ok("open"));
+        assert_eq!(d(&["bob"], "bob", Decide::Approve), Ok("open"), "one person counts once");
+        assert_eq!(d(&["bob"], "carol", Decide::Approve), Ok("approved"));
+        assert_eq!(d(&["bob"], "alice", Decide::Reject), Ok("rejected"), "the author may withdraw it");
+        let late = decide(&plan("open", "2026-12-01T00:00:00Z", 1, &[]), now, "bob", Decide::Approve);
+        assert_eq!(late, Err(Refused::Expired("2026-12-01T00:00:00Z".into())));
+        let applied = decide(&plan("applied", "2026-12-10T00:00:00Z", 1, &[]), now, "bob", Decide::Reject);
+        assert_eq!(applied, Err(Refused::NotOpen("applied".into())));
     }
 
     #[test]

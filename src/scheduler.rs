@@ -23,7 +23,7 @@ pub enum Overlap {
     Forbid,
     /// Stop the running one (its deliveries are reconciled) and start anew.
     Replace,
-    /// Run both.
+    /// Start the new run once the running one ended (one writer per source: never both at once).
     Allow,
 }
 

@@ -8,8 +8,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::{
-    RawAdmin, RawAuth, RawCodelists, RawConfig, RawDaemon, RawDatabase, RawFormLink, RawHttp, RawLimits, RawPaths,
-    RawSource, RawTarget, RawTargetHttp, RawValidation, RawXRepository,
+    RawAdmin, RawApproval, RawAuth, RawCodelists, RawConfig, RawDaemon, RawDatabase, RawFormLink, RawHttp, RawLimits,
+    RawPaths, RawSource, RawTarget, RawTargetHttp, RawValidation, RawXRepository,
 };
 
 /// One step into the TOML document: a key of a table or an index into an array (of tables).
@@ -164,6 +164,8 @@ fn known_keys(parent: &[Step]) -> &'static [&'static str] {
         ["validation"] => serde_introspect::<RawValidation>(),
         ["admin"] => serde_introspect::<RawAdmin>(),
         ["daemon"] => serde_introspect::<RawDaemon>(),
+        ["approval"] => serde_introspect::<RawApproval>(),
+        ["source", "approval"] | ["target", "approval"] => serde_introspect::<crate::policy::ApprovalRules>(),
         ["target"] => serde_introspect::<RawTarget>(),
         ["target", "http"] => serde_introspect::<RawTargetHttp>(),
         ["source"] => serde_introspect::<RawSource>(),

@@ -218,3 +218,46 @@ fn a_connection_error_hides_a_password_in_the_query_of_a_postgres_url() {
         assert!(!output.contains(SECRET), "{output}");
     }
 }
+
+/// An approval policy (`[approval]`, a source's and a target's `approval`) with its problems: each
+/// named with file and line, a misspelled key with its suggestion, all at once.
+#[test]
+fn approval_rules_are_checked_where_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    echo_mapping(dir.path(), "echo", "portal");
+    std::fs::create_dir_all(dir.path().join("feed")).unwrap();
+    let config = r#"[paths]
+mappings = "mappings"
+[approval]
+max_changed_percent = 150
+plans_expire_after_hours = 0
+[[target]]
+id = "portal"
+delivery = "outbox"
+approval = { always = true, approvers = 0 }
+[[source]]
+id = "feed"
+region = "x"
+kind = "directory"
+path = "feed"
+mappings = ["echo"]
+approval = { withdrawls = false }
+"#;
+    std::fs::write(dir.path().join("bridge.toml"), config).unwrap();
+    let stderr = text(&bridge(dir.path(), &["check"]).code(2).get_output().stderr);
+    for expected in [
+        "bridge.toml:3: approval.max_changed_percent = 150: a share in percent is at most 100",
+        "bridge.toml:3: approval.plans_expire_after_hours = 0: at least 1",
+        "bridge.toml:9: target portal approval.approvers = 0: at least 1",
+        "bridge.toml:16: unknown key `source[0].approval.withdrawls` (did you mean `withdrawals`?)",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} missing in:\n{stderr}");
+    }
+
+    let fixed = config
+        .replace("max_changed_percent = 150\nplans_expire_after_hours = 0", "max_changed_percent = 20")
+        .replace("approvers = 0", "approvers = 2")
+        .replace("withdrawls", "withdrawals");
+    std::fs::write(dir.path().join("bridge.toml"), fixed).unwrap();
+    bridge(dir.path(), &["check"]).success();
+}

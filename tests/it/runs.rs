@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use portal_bridge::config::Config;
 use portal_bridge::domain::Clock;
 use portal_bridge::store::Store;
 use portal_sim::SimConfig;
@@ -182,27 +181,6 @@ async fn post(base: &str, path: &str, body: &str) -> (reqwest::StatusCode, serde
     (status, serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text)))
 }
 
-/// The daemon in-process with its own clock.
-async fn daemon_with_clock(app: &TestApp, clock: Arc<dyn Clock>) -> crate::support::RunningDaemon {
-    let config = Config::resolve(&app.config_path, &app.overrides()).unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let (reload, reload_rx) = tokio::sync::mpsc::channel(4);
-    let parts = portal_bridge::daemon::DaemonParts {
-        config: Arc::new(config),
-        config_path: app.config_path.clone(),
-        overrides: app.overrides(),
-        store: app.deps.store.clone(),
-        clock,
-        listener: Some(listener),
-        shutdown: shutdown.clone(),
-        reload: reload_rx,
-        instance: None,
-    };
-    crate::support::RunningDaemon { base, shutdown, reload, task: tokio::spawn(portal_bridge::daemon::run(parts)) }
-}
-
 /// A clock an hour behind the database's.
 struct Behind;
 
@@ -218,7 +196,7 @@ impl Clock for Behind {
 async fn a_lease_is_judged_by_the_database_clock_not_by_an_instances_clock() {
     let sim = sim(SimConfig { latency_ms: 20, ..Default::default() }).await;
     let app = bridge(&sim, 200, 1, "lease_secs = 5", "").await;
-    let behind = daemon_with_clock(&app, Arc::new(Behind)).await;
+    let behind = app.start_daemon_with_clock(Arc::new(Behind)).await;
     let right = app.start_daemon().await;
     let (status, body) = post(&behind.base, "/api/runs", r#"{"sources": ["feed"]}"#).await;
     assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
@@ -481,7 +459,7 @@ async fn a_panicked_run_task_releases_its_sources() {
     let sim = sim(SimConfig::default()).await;
     let app = bridge(&sim, 5, 2, "lease_secs = 30", "").await;
     let clock = Arc::new(PanicInRunTask::default());
-    let daemon = daemon_with_clock(&app, clock.clone()).await;
+    let daemon = app.start_daemon_with_clock(clock.clone()).await;
     post(&daemon.base, "/api/runs", r#"{"sources": ["feed"]}"#).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !clock.fired.load(Ordering::SeqCst) {

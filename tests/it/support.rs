@@ -225,6 +225,11 @@ pub struct RunningDaemon {
 impl TestApp {
     /// Starts the daemon in-process with this app's configuration and store.
     pub async fn start_daemon(&self) -> RunningDaemon {
+        self.start_daemon_with_clock(Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::start_daemon`] with a clock of the test's own.
+    pub async fn start_daemon_with_clock(&self, clock: Arc<dyn portal_bridge::domain::Clock>) -> RunningDaemon {
         let config = Config::resolve(&self.config_path, &self.overrides()).unwrap_or_else(|e| panic!("{e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -235,7 +240,7 @@ impl TestApp {
             config_path: self.config_path.clone(),
             overrides: self.overrides(),
             store: self.deps.store.clone(),
-            clock: Arc::new(SystemClock),
+            clock,
             listener: Some(listener),
             shutdown: shutdown.clone(),
             reload: reload_rx,
