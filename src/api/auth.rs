@@ -122,15 +122,19 @@ impl Denied {
 
 /// The caller, if the call may go on: `None` for an anonymous read where reads are open.
 fn check(state: &ApiState, headers: &HeaderMap, kind: Kind, needs: Role) -> Result<Option<Identity>, Denied> {
-    let access = state.access.borrow();
+    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    admit(&state.access.borrow(), authorization, kind, needs)
+}
+
+/// [`check`] on an `Authorization` value.
+fn admit(access: &Access, authorization: Option<&str>, kind: Kind, needs: Role) -> Result<Option<Identity>, Denied> {
     if kind == Kind::Read && !access.read_needs_token {
         return Ok(None);
     }
     if access.tokens.is_empty() {
         return Err(Denied::NoTokenConfigured);
     }
-    let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| credential(v, kind));
-    let Some(given) = given else {
+    let Some(given) = authorization.and_then(|v| credential(v, kind)) else {
         return Err(Denied::Missing);
     };
     let identity = access.tokens.identify(&given).ok_or(Denied::Unknown)?;
@@ -280,6 +284,82 @@ mod tests {
         assert!(!token_matches(&token, "s3cret-token "));
         assert!(!token_matches(&token, ""));
         assert!(!token_matches(&SecretString::from(""), ""), "an empty configured token matches nothing");
+    }
+
+    #[test]
+    fn each_role_may_do_what_the_ones_below_it_may() {
+        let hash = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
+        let text = format!(
+            "[[token]]\nname = \"v\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\
+             [[token]]\nname = \"o\"\nrole = \"operator\"\nsha256 = \"{}\"\n\
+             [[token]]\nname = \"a\"\nrole = \"approver\"\nsha256 = \"{}\"\n",
+            hash("tv"),
+            hash("to"),
+            hash("ta")
+        );
+        let access = Access { tokens: Tokens::parse(&text).unwrap(), read_needs_token: true };
+        let name = |token: &str, kind, needs| {
+            admit(&access, Some(&format!("Bearer {token}")), kind, needs).map(|id| id.map(|id| id.name))
+        };
+        for (token, who) in [("tv", "v"), ("to", "o"), ("ta", "a")] {
+            assert_eq!(name(token, Kind::Read, Role::Viewer), Ok(Some(who.into())), "everyone reads");
+        }
+        assert!(matches!(name("tv", Kind::Act, Role::Operator), Err(Denied::Role { role: Role::Viewer, .. })));
+        assert_eq!(name("to", Kind::Act, Role::Operator), Ok(Some("o".into())));
+        assert_eq!(name("ta", Kind::Act, Role::Operator), Ok(Some("a".into())));
+        let refused = name("to", Kind::Act, Role::Approver).unwrap_err();
+        assert_eq!(
+            (refused.status(), refused.message().as_str()),
+            (StatusCode::FORBIDDEN, "`o` has the role operator; this call needs the role approver (or higher)")
+        );
+        assert_eq!(name("ta", Kind::Act, Role::Approver), Ok(Some("a".into())));
+        assert_eq!(name("t", Kind::Act, Role::Operator), Err(Denied::Unknown));
+        assert_eq!(admit(&access, None, Kind::Act, Role::Operator), Err(Denied::Missing));
+        assert_eq!(Denied::Unknown.status(), StatusCode::UNAUTHORIZED);
+        // Reads without a token where they are open; acting never is.
+        let open = Access { read_needs_token: false, ..access.clone() };
+        assert_eq!(admit(&open, None, Kind::Read, Role::Viewer), Ok(None));
+        assert_eq!(
+            admit(&Access::default(), Some("Bearer ta"), Kind::Act, Role::Operator),
+            Err(Denied::NoTokenConfigured)
+        );
+    }
+
+    #[test]
+    fn the_single_admin_token_is_an_approver_named_admin() {
+        let access = Access::single("s3cret", false);
+        let admitted = admit(&access, Some("Bearer s3cret"), Kind::Act, Role::Approver).unwrap().unwrap();
+        assert_eq!((admitted.name.as_str(), admitted.role), (ADMIN_NAME, Role::Approver));
+        assert!(Access::single("", false).tokens.is_empty(), "an empty token admits nobody");
+    }
+
+    #[test]
+    fn the_token_file_and_the_single_token_load_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens.toml");
+        let line = |name: &str, token: &str| {
+            format!(
+                "[[token]]\nname = \"{name}\"\nrole = \"operator\"\nsha256 = \"{}\"\n",
+                hex::encode(Sha256::digest(token.as_bytes()))
+            )
+        };
+        std::fs::write(&file, line("o", "to")).unwrap();
+        let admin = |token: Option<&str>| crate::config::Admin {
+            listen: ([127, 0, 0, 1], 0).into(),
+            token: token.map(|t| SecretString::from(t.to_owned())),
+            tokens_file: Some(file.clone()),
+            read_needs_token: false,
+        };
+        let access = Access::load(&admin(Some("ta"))).unwrap();
+        let names: Vec<_> = access.tokens.identities().map(|i| (i.name.clone(), i.role)).collect();
+        assert_eq!(names, [("o".to_owned(), Role::Operator), (ADMIN_NAME.to_owned(), Role::Approver)]);
+        // The same token twice, or a file entry named `admin`, is refused with the file named.
+        let twice = Access::load(&admin(Some("to"))).unwrap_err().to_string();
+        assert!(twice.contains("tokens.toml") && twice.contains("another name"), "{twice}");
+        std::fs::write(&file, line(ADMIN_NAME, "tx")).unwrap();
+        assert!(Access::load(&admin(Some("ta"))).unwrap_err().to_string().contains("used twice"));
+        std::fs::remove_file(&file).unwrap();
+        assert!(Access::load(&admin(None)).unwrap_err().to_string().contains("cannot read the token file"));
     }
 
     #[test]
