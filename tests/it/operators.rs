@@ -424,3 +424,37 @@ async fn actions_on_a_source_another_run_holds_are_refused_with_its_holder_both_
     daemon.shutdown.cancel();
     daemon.task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolve_whose_portal_read_fails_stops_its_run_and_logs_nothing() {
+    let sim = sim(SimConfig::default()).await;
+    let app = bridge(&sim, 1).await;
+    let edit = format!("{}/_sim/edit/targets/portal/items/{}", sim.url, portal_sim::encode_segment("feed/item-0000"));
+    let client = reqwest::Client::new();
+    assert!(client.put(&edit).body("{\"von\": \"Redaktion\"}").send().await.unwrap().status().is_success());
+    crate::delivery::write_records(app.dir.path(), 1, "v2");
+    assert_eq!(app.migrate().await.counts.conflict, 1);
+    // The portal cannot be reached any more: nothing listens on that port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let text = std::fs::read_to_string(&app.config_path).unwrap();
+    let text = text.replace(&sim.url, &format!("http://{closed}")).replace("max_retries = 8", "max_retries = 0");
+    std::fs::write(&app.config_path, text).unwrap();
+    let before = app.deps.store.events(&EventFilter::default()).await.unwrap().len();
+
+    let out = app.command().args(["resolve", "feed/item-0000", "--overwrite", "--reason", "r"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the portal: reading the current version of feed/item-0000 at portal"), "{stderr}");
+    let run = app.deps.store.runs(1).await.unwrap().remove(0);
+    assert_eq!(run.status, "interrupted", "the run stopped before it delivered anything: {run:?}");
+    assert!(run.message.as_deref().unwrap_or_default().contains("the operator's action failed"), "{run:?}");
+    assert!(operator_events(&app).await.is_empty(), "nothing was resolved, nothing is logged");
+    let events = app.deps.store.events(&EventFilter::default()).await.unwrap();
+    assert!(
+        events[before..].iter().all(|e| e.item_key.is_none()),
+        "the item was not touched: {:#?}",
+        &events[before..]
+    );
+    assert_eq!(app.deps.store.item("feed/item-0000").await.unwrap()[0].status, "conflict");
+    assert!(app.deps.store.leases().await.unwrap().is_empty(), "the run gave its lease back");
+}
