@@ -157,18 +157,27 @@ pub struct RawAdmin {
     /// Listen address; loopback by default. Put a reverse proxy with TLS in front to reach it from elsewhere.
     #[serde(default = "default_admin_listen")]
     pub listen: Spanned<String>,
-    /// The bearer token for mutating calls: from an environment variable or a file, read again
-    /// when the daemon reloads its configuration (SIGHUP).
+    /// One bearer token, from an environment variable or a file: the identity `admin` with the
+    /// role approver (the setting from before named tokens; it may stand beside `tokens_file`).
     pub token_env: Option<String>,
     pub token_file: Option<String>,
-    /// Require the token for read calls and pages too.
+    /// The file of named tokens with roles (viewer, operator, approver), each as its SHA-256
+    /// (see `api::tokens`). Read again, like the single token, when the daemon reloads (SIGHUP).
+    pub tokens_file: Option<String>,
+    /// Require a token for read calls and pages too.
     #[serde(default)]
     pub read_needs_token: bool,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self { listen: default_admin_listen(), token_env: None, token_file: None, read_needs_token: false }
+        Self {
+            listen: default_admin_listen(),
+            token_env: None,
+            token_file: None,
+            tokens_file: None,
+            read_needs_token: false,
+        }
     }
 }
 
@@ -630,7 +639,11 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listen: std::net::SocketAddr,
+    /// The single token of `token_env`/`token_file` (the identity `admin`, role approver).
     pub token: Option<secrecy::SecretString>,
+    /// The file of named tokens (`tokens_file`), resolved against the root; the admin API reads
+    /// it (`api::Access::load`) at start and on every reload.
+    pub tokens_file: Option<PathBuf>,
     pub read_needs_token: bool,
 }
 
@@ -1088,6 +1101,8 @@ impl Config {
             },
         };
 
+        let tokens_file = raw.admin.tokens_file.as_ref().map(|path| root.join(path));
+
         let xrepository = raw.codelists.xrepository.as_ref().and_then(|spanned| {
             let xr = spanned.get_ref();
             let url = match reqwest::Url::parse(&xr.url) {
@@ -1137,7 +1152,12 @@ impl Config {
             mappings,
             targets,
             sources,
-            admin: Admin { listen: admin_listen, token: admin_token, read_needs_token: raw.admin.read_needs_token },
+            admin: Admin {
+                listen: admin_listen,
+                token: admin_token,
+                tokens_file,
+                read_needs_token: raw.admin.read_needs_token,
+            },
             shutdown_grace: std::time::Duration::from_secs(raw.daemon.shutdown_grace_secs),
             lease: std::time::Duration::from_secs(raw.daemon.lease_secs.max(1)),
             share_batch: raw.daemon.share_batch,

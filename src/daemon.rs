@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Access, ApiState, Queued, RunAnswer, SourceState, SourceStates};
 use crate::config::{Config, Overrides};
 use crate::domain::{Clock, RunStatus, Trigger};
+use crate::ops::Prelude;
 use crate::pipeline::{self, Busy, Deps, Job, PipelineError, RunReport, Share, Stop, Stopped};
 use crate::scheduler::{Missed, Overlap, missed_run};
 use crate::store::{Store, timestamp};
@@ -53,6 +54,8 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     #[error("admin API: {0}")]
     Api(std::io::Error),
+    #[error("admin API tokens: {0}")]
+    Tokens(#[from] crate::api::tokens::TokensError),
 }
 
 /// What a run task returns: its number, its sources, and how it went.
@@ -97,7 +100,7 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
     let states: SourceStates = Default::default();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let (trigger_tx, mut trigger_rx) = mpsc::channel::<Queued>(64);
-    let (access, access_rx) = watch::channel(Access::from(&config.admin));
+    let (access, access_rx) = watch::channel(Access::load(&config.admin)?);
     let api_task = match listener {
         None => None,
         Some(listener) => {
@@ -107,6 +110,8 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
                 trigger: trigger_tx.clone(),
                 sources: states.clone(),
                 metrics: metrics.clone(),
+                instance: instance.clone(),
+                lease: config.lease,
             };
             let router = crate::api::router(state);
             let stop = shutdown.clone();
@@ -145,7 +150,7 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
         let sleep = due.map_or(Duration::from_secs(3600), |at| (at - daemon.now()).to_std().unwrap_or_default());
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(queued) = trigger_rx.recv() => daemon.start(queued.job, None, Some(queued.answer)),
+            Some(queued) = trigger_rx.recv() => daemon.start(queued.job, None, Some((queued.answer, queued.prelude))),
             Some(()) = reload.recv() => daemon.reload().await,
             Some(done) = daemon.tasks.join_next_with_id(), if !daemon.tasks.is_empty() => daemon.finished(done).await,
             _ = sweep.tick() => daemon.close_dead_runs().await,
@@ -273,7 +278,13 @@ impl Daemon {
     /// 409 rather than kept waiting). With several instances on one database, a scheduled `slot`
     /// runs on the instance that claims it first, and a source runs only under its lease: a job
     /// whose source another holder has is skipped (an API job is answered 409 with the holder).
-    fn start(&mut self, mut job: Job, slot: Option<DateTime<Utc>>, answer: Option<oneshot::Sender<RunAnswer>>) {
+    /// An API job comes with where to answer and its prelude (what the operator's action does once
+    /// the run holds its sources).
+    fn start(&mut self, mut job: Job, slot: Option<DateTime<Utc>>, api: Option<(oneshot::Sender<RunAnswer>, Prelude)>) {
+        let (answer, prelude) = match api {
+            Some((answer, prelude)) => (Some(answer), prelude),
+            None => (None, Prelude::default()),
+        };
         let mut sources: Vec<String> = job.sources.clone();
         sources.extend(job.items.iter().map(|k| k.source().to_owned()));
         sources.sort();
@@ -331,7 +342,7 @@ impl Daemon {
                 }
             }
             let job = Job { metrics: Some(metrics.clone()), ..job };
-            let result = leased_run(&deps, job, &ids, slot, &instance, answer).await;
+            let result = leased_run(&deps, job, &ids, slot, &instance, answer, prelude).await;
             if let Ok(report) = &result {
                 metrics.observe_run(trigger, report.status, started.elapsed().as_secs_f64());
             }
@@ -425,20 +436,21 @@ impl Daemon {
             let config = Config::resolve(&path, &overrides).map_err(|e| e.to_string())?;
             let validators = Validators::load(&config.mappings)
                 .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
-            Ok::<_, String>((config, validators))
+            let access = Access::load(&config.admin).map_err(|e| e.to_string())?;
+            Ok::<_, String>((config, validators, access))
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
         match resolved {
-            Ok((config, validators)) => {
+            Ok((config, validators, access)) => {
                 if config.database_url != self.deps.config.database_url {
                     tracing::warn!("database.url changed: it takes effect at the next restart");
                 }
                 self.deps.config = Arc::new(config);
                 self.deps.validators = Arc::new(validators);
                 self.helper_deps.send_replace(self.deps.clone());
-                // The admin token was read again with the configuration: a revoked one stops working now.
-                self.access.send_replace(Access::from(&self.deps.config.admin));
+                // The tokens were read again with the configuration: a revoked one stops working now.
+                self.access.send_replace(access);
                 if let Err(e) = self.schedule_all(false).await {
                     tracing::error!("after reload: {e}");
                 }
@@ -507,8 +519,9 @@ const SKIPPED: &str = "skipped: ";
 
 /// Runs a job under the leases of its sources (the pipeline takes and renews them, as the job's
 /// holder). A scheduled slot that another instance already claimed, or a source whose lease
-/// another run holds, is skipped. An API job is answered once its run is recorded, or with why not;
-/// one whose caller stopped waiting is not started.
+/// another run holds, is skipped. An API job is answered once its run is recorded and its prelude
+/// done, or with why not; one whose caller stopped waiting is not started. A prelude that fails
+/// stops its run (recorded as interrupted, with why) before the run changes anything.
 async fn leased_run(
     deps: &Deps,
     job: Job,
@@ -516,6 +529,7 @@ async fn leased_run(
     slot: Option<DateTime<Utc>>,
     instance: &Arc<str>,
     answer: Option<oneshot::Sender<RunAnswer>>,
+    prelude: Prelude,
 ) -> Result<RunReport, String> {
     let store = &deps.store;
     if let Some(slot) = slot {
@@ -546,6 +560,14 @@ async fn leased_run(
             return Err(e.to_string());
         }
     };
+    if let Err(e) = crate::ops::prelude(deps, started.run_id(), &|source| started.fence(source), &prelude).await {
+        tracing::error!("the operator's action could not be carried out; its run stops: {e}");
+        started.stop().stop(Stopped::Interrupted(format!("the operator's action failed: {e}")));
+        if let Some(answer) = answer {
+            let _ = answer.send(RunAnswer::Refused(e.to_string()));
+        }
+        return started.finish().await.map_err(|e| e.to_string());
+    }
     if let (Some(answer), Some(run_id)) = (answer, started.run_id()) {
         let _ = answer.send(RunAnswer::Started { run_id });
     }

@@ -19,6 +19,11 @@
 //! report::quality                per item, the warnings and errors of its last migration, classified
 //! ```
 //!
+//! The operator's actions (retry, skip, resolve, adopt, a run started by hand) are one layer, `ops`,
+//! that `cli` and `api` both call: it checks the arguments, starts runs through a runner (this
+//! process, or the daemon for the API) under the sources' leases, and logs each action with who
+//! (the OS user, or the admin token's name in `api::tokens`) and why.
+//!
 //! `metrics` is the Prometheus registry the pipeline records into and the API's `/metrics` encodes;
 //! it depends on neither. The portal import API simulator is not here: `crates/portal-sim`.
 
@@ -31,6 +36,7 @@ pub mod daemon;
 pub mod domain;
 pub mod mapping;
 pub mod metrics;
+pub mod ops;
 pub mod pipeline;
 pub mod plan_view;
 pub mod policy;

@@ -75,6 +75,8 @@ mod tests {
             stage: "fetch".into(),
             level: "error".into(),
             message: message.into(),
+            actor: None,
+            reason: None,
         }
     }
 

@@ -5,13 +5,13 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
-use super::auth::Read;
+use super::auth::Viewer;
 use super::json::ApiError;
 use super::{ApiState, database_answers, unix_seconds};
 use crate::metrics::{Snapshot, SourceGauges, label};
 
 /// `GET /metrics`.
-pub(crate) async fn scrape(_: Read, State(state): State<ApiState>) -> Response {
+pub(crate) async fn scrape(_: Viewer, State(state): State<ApiState>) -> Response {
     let mut now = Snapshot { database_up: database_answers(&state.store).await, ..Snapshot::default() };
     if now.database_up {
         // Target-level counts: every ledger row (the store has counts per source and status only).

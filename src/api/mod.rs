@@ -1,24 +1,33 @@
-//! The admin HTTP API: health, readiness, Prometheus metrics, JSON views of runs and items, triggers, and the review pages.
+//! The admin HTTP API: health, readiness, Prometheus metrics, JSON views of runs, items and
+//! adoptions, the operator's actions, and the review pages.
 //!
 //! ```text
-//! GET  /healthz                     200 "ok" while the process runs (no token)
-//! GET  /readyz                      200 {database, sources} when the database answers, else 503 (no token)
-//! GET  /metrics                     OpenMetrics text (read access)
-//! GET  /api/runs?limit=             recent runs, newest first (read access)
-//! POST /api/runs                    {"sources": [..], "items": [..], "force": false, "allow_withdrawals": false}
-//!                                   → a Job on `trigger`; 202 {"queued": true, "run_id": N} once the run has
-//!                                   its sources, 409 {error, source, holder} when one is busy (write access)
-//! GET  /api/runs/{id}               the run, its events and the call confirming held withdrawals (read access)
-//! GET  /api/items?status=&source=   ledger rows (read access)
-//! GET  /api/items/{key}             rows per target and the item's log; key percent-encoded or with its `/` (read access)
-//! POST /api/items/{key}/retry       logs an operator event, a Job for the item → 202 with the run id, or 409 (write access)
-//! GET  / and /runs, /runs/{id}, /items/{key}, /items/{key}/diff, /quarantine   review pages (read access)
-//! GET  /quality?source=             the quality report per form, for the regions (read access)
+//! GET    /healthz                      200 "ok" while the process runs (no token)
+//! GET    /readyz                       200 {database, sources} when the database answers, else 503 (no token)
+//! GET    /metrics                      OpenMetrics text (viewer)
+//! GET    /api/runs?limit=              recent runs, newest first (viewer)
+//! POST   /api/runs                     {"sources": [..], "items": [..], "force": false, "allow_withdrawals": false,
+//!                                      "reason": ".."} → 202 {"queued": true, "run_id": N} once the run has its
+//!                                      sources, 409 {error, source, holder} when one is busy (operator)
+//! GET    /api/runs/{id}                the run, its events and the call confirming held withdrawals (viewer)
+//! GET    /api/items?status=&source=    ledger rows (viewer)
+//! GET    /api/items/{key}              rows per target and the item's log; key percent-encoded or with its `/` (viewer)
+//! POST   /api/items/{key}/retry        {"reason"} → a run of the item: 202 with the run id, or 409 (operator)
+//! POST   /api/items/{key}/skip         {"reason"} → 200; left alone until its content changes (operator)
+//! POST   /api/items/{key}/resolve      {"overwrite": true, "reason"} → a run overwriting the portal's copy (operator)
+//! POST   /api/retry                    {"items": [..]} or {"status", "source"}, and "reason" → 202, or 200 when
+//!                                      nothing is in that status (operator)
+//! GET    /api/adoptions                every adoption (viewer)
+//! POST   /api/adoptions                {"ars", "service", "name", "force", "reason"} → 201 added, 200 existed (operator)
+//! DELETE /api/adoptions/{ars}/{service} {"reason"} (optional) → 200, or 404 (operator)
+//! GET    / and /runs, /runs/{id}, /items/{key}, /items/{key}/diff, /quarantine   review pages (viewer)
+//! GET    /quality?source=              the quality report per form, for the regions (viewer)
 //! ```
 //!
-//! Write access needs `Authorization: Bearer <admin token>`; read access needs it (or HTTP Basic
-//! with the token as password, so a browser can open the pages) only with `read_needs_token`.
+//! Each action goes through [`crate::ops`], logged with the token's name and the reason. Who may
+//! call what: see [`auth`] (roles viewer < operator < approver, named tokens in [`tokens`]).
 
+mod actions;
 mod auth;
 mod held;
 mod html;
@@ -35,13 +44,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::pipeline::{Busy, Job};
 use crate::store::{Store, StoreError};
 
-pub use auth::{Access, token_matches};
+pub use auth::{ADMIN_NAME, Access, Approver, Operator, Viewer, ViewerPage, token_matches};
 
 /// What the daemon knows about one source right now (the scheduler writes, the API reads).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -62,6 +71,8 @@ pub struct SourceState {
 #[derive(Debug)]
 pub struct Queued {
     pub job: Job,
+    /// What the run does once it holds its sources, before it goes on ([`crate::ops::prelude`]).
+    pub prelude: crate::ops::Prelude,
     pub answer: tokio::sync::oneshot::Sender<RunAnswer>,
 }
 
@@ -86,14 +97,19 @@ pub type SourceStates = Arc<RwLock<BTreeMap<String, SourceState>>>;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Store,
-    /// The admin token and whether reads need it, as currently configured (the daemon sends a new
-    /// value when it reloads its configuration).
+    /// The named tokens and whether reads need one, as currently configured (the daemon sends a
+    /// new value when it reloads its configuration).
     pub access: tokio::sync::watch::Receiver<Access>,
-    /// Where `POST /api/runs` and `POST /api/items/{key}/retry` send their jobs (the daemon runs
-    /// them and answers whether the run started).
+    /// Where the actions that run (`POST /api/runs`, retry, resolve) send their jobs (the daemon
+    /// runs them and answers whether the run started).
     pub trigger: tokio::sync::mpsc::Sender<Queued>,
     pub sources: SourceStates,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// This daemon's instance name: an action that takes a source's lease itself (skip) holds it
+    /// as `<instance>#api`.
+    pub instance: Arc<str>,
+    /// How long such a lease lasts (`[daemon] lease_secs`).
+    pub lease: Duration,
 }
 
 impl ApiState {
@@ -112,11 +128,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(health))
         .route("/readyz", get(json::ready))
         .route("/metrics", get(metrics::scrape))
-        .route("/api/runs", get(json::runs).post(json::start_run))
+        .route("/api/runs", get(json::runs).post(actions::start_run))
         .route("/api/runs/{id}", get(json::run))
         .route("/api/items", get(json::items))
         // One wildcard serves `aachen-forms%2FS05000101@1.0` and `aachen-forms/S05000101@1.0` alike.
-        .route("/api/items/{*key}", get(json::item).post(json::retry))
+        .route("/api/items/{*key}", get(json::item).post(actions::item_action))
+        .route("/api/retry", post(actions::retry_many))
+        .route("/api/adoptions", get(actions::adoptions).post(actions::adopt))
+        .route("/api/adoptions/{ars}/{service}", delete(actions::unadopt))
         .route("/", get(pages::runs))
         .route("/runs", get(pages::runs))
         .route("/runs/{id}", get(pages::run))

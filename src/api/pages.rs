@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use similar::{ChangeTag, TextDiff};
 
-use super::auth::ReadPage;
+use super::auth::ViewerPage;
 use super::html::{Html, Kind, Nav, page};
 use super::{ApiState, key_segment, query_value, store_failure, when};
 use crate::domain::{ItemKey, ItemStatus, Level};
@@ -106,7 +106,7 @@ pub(crate) struct PageQuery {
 
 /// `/` and `/runs`: the sources (as the daemon sees them), the recent runs, and the items per status.
 pub(crate) async fn runs(
-    _: ReadPage,
+    _: ViewerPage,
     State(state): State<ApiState>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> PageResult {
@@ -271,7 +271,7 @@ fn run_row(h: &mut Html, run: &RunRow) {
 
 /// `/runs/{id}`: a run's problems with their reasons, and its event log.
 pub(crate) async fn run(
-    _: ReadPage,
+    _: ViewerPage,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
@@ -442,7 +442,7 @@ fn event_table(h: &mut Html, events: &[EventRow], with_run: bool) {
 /// `/items/{key}` and `/items/{key}/diff`; the key may come percent-encoded or with its `/`.
 /// An item whose own key ends in `/diff` wins over the diff of its prefix.
 pub(crate) async fn item_or_diff(
-    _: ReadPage,
+    _: ViewerPage,
     State(state): State<ApiState>,
     Path(path): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
@@ -578,7 +578,7 @@ fn targets_table(h: &mut Html, rows: &[LedgerRow]) {
 
 /// `/quarantine?source=`: everything that needs a person, with the reason.
 pub(crate) async fn quarantine(
-    _: ReadPage,
+    _: ViewerPage,
     State(state): State<ApiState>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> PageResult {

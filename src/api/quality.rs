@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::auth::ReadPage;
+use super::auth::ViewerPage;
 use super::html::{Html, Kind, Nav, page};
 use super::pages::{PageResult, bad_query, error_page, failed, item_href, not_found_page, target_label};
 use super::{ApiState, query_value};
@@ -24,7 +24,7 @@ fn quality_href(source: &str) -> String {
 
 /// `/quality?source=`: the summary per category, then per source and item its findings.
 pub(crate) async fn quality(
-    _: ReadPage,
+    _: ViewerPage,
     State(state): State<ApiState>,
     query: Result<Query<QualityQuery>, QueryRejection>,
 ) -> PageResult {

@@ -115,6 +115,28 @@ impl Tokens {
         self.entries.is_empty()
     }
 
+    /// The identities, in the order given.
+    pub fn identities(&self) -> impl Iterator<Item = &Identity> {
+        self.entries.iter().map(|(identity, _)| identity)
+    }
+
+    /// Adds an identity whose token is `token` (kept as its SHA-256 only); refused if the name or
+    /// the token is taken, or the token is empty.
+    pub fn add(&mut self, identity: Identity, token: &str) -> Result<(), String> {
+        if token.is_empty() {
+            return Err(format!("the token of {:?} is empty", identity.name));
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if self.entries.iter().any(|(id, _)| id.name == identity.name) {
+            return Err(format!("the name {:?} is used twice", identity.name));
+        }
+        if self.entries.iter().any(|(_, d)| *d == digest) {
+            return Err(format!("the token of {:?} is also listed under another name", identity.name));
+        }
+        self.entries.push((identity, digest));
+        Ok(())
+    }
+
     /// The identity a presented token belongs to. Every entry is compared (in constant time), so
     /// the answer's timing tells nothing about which entry matched or how much of it.
     pub fn identify(&self, given: &str) -> Option<Identity> {
@@ -165,6 +187,19 @@ mod tests {
         );
         assert!(bad(&twice).contains("token 2 (\"y\"): the same token is listed twice"), "{}", bad(&twice));
         assert!(bad("[[token]]\nname = \"x\"\nrole = \"viewer\"\nsha256 = \"00\"\nextra = 1\n").contains("extra"));
+    }
+
+    #[test]
+    fn a_token_given_in_clear_joins_under_its_name() {
+        let text = format!("[[token]]\nname = \"ci\"\nrole = \"operator\"\nsha256 = \"{}\"\n", hash("secret-ci"));
+        let mut tokens = Tokens::parse(&text).unwrap();
+        let admin = Identity { name: "admin".into(), role: Role::Approver };
+        tokens.add(admin.clone(), "secret-admin").unwrap();
+        assert_eq!(tokens.identify("secret-admin"), Some(admin.clone()));
+        assert!(tokens.add(admin.clone(), "other").unwrap_err().contains("used twice"));
+        let again = Identity { name: "x".into(), role: Role::Viewer };
+        assert!(tokens.add(again.clone(), "secret-ci").unwrap_err().contains("another name"));
+        assert!(tokens.add(again, "").unwrap_err().contains("empty"));
     }
 
     #[test]

@@ -141,28 +141,6 @@ impl Store {
         )
     }
 
-    /// Prepares a conflict for overwriting: the portal's current version becomes the one we
-    /// replace (`If-Match`), and the item is due again. `fence` is the source's lease, held by the
-    /// operator's run that follows.
-    pub async fn take_over_version(
-        &self,
-        item_key: &str,
-        target: &str,
-        version: Option<&str>,
-        at: &str,
-        fence: &Fence,
-    ) -> Result<(), StoreError> {
-        let sql = "UPDATE items SET target_version = $1, status = 'failed', updated_at = $2, revision = revision + 1 \
-                   WHERE item_key = $3 AND target = $4";
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            check_fence!(self, tx, fence);
-            sqlx::query(sql).bind(version).bind(at).bind(item_key).bind(target).execute(&mut *tx).await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
     /// Upserts the rows and appends the events of a batch in one transaction, outside any run.
     pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
         self.write_fenced_batch(batch, &Fence::None).await

@@ -1,4 +1,5 @@
-//! The migration log: append-only events (time, run, item, stage, level, message) and their queries.
+//! The migration log: append-only events (time, run, item, stage, level, message; who and why for an
+//! operator's action) and their queries.
 
 use serde::Serialize;
 
@@ -28,6 +29,10 @@ pub struct EventRow {
     pub stage: String,
     pub level: String,
     pub message: String,
+    /// Who did it, for an operator's action (the admin token's name, or the command line's OS user).
+    pub actor: Option<String>,
+    /// Why, as the operator said.
+    pub reason: Option<String>,
 }
 
 /// Which events to list; every field narrows the result.
@@ -38,6 +43,8 @@ pub struct EventFilter {
     pub source: Option<String>,
     /// At least this severity.
     pub level: Option<Level>,
+    /// Only the actions of this operator.
+    pub actor: Option<String>,
     pub limit: i64,
 }
 
@@ -70,12 +77,13 @@ impl Store {
         // up to (not including) `source0` ('0' follows '/'), compared bytewise on both backends
         // (SQLite's BINARY collation, the columns' "C" collation on PostgreSQL). Unlike LIKE, this
         // is case-sensitive on both and needs no escaping.
-        let sql = "SELECT id, at, run_id, item_key, target, stage, level, message FROM ( \
+        let sql = "SELECT id, at, run_id, item_key, target, stage, level, message, actor, reason FROM ( \
                      SELECT * FROM events \
                      WHERE ($1 IS NULL OR run_id = $1) \
                        AND ($2 IS NULL OR item_key = $2) \
                        AND ($3 IS NULL OR (item_key >= $3 AND item_key < $4)) \
                        AND level IN ($5, $6, $7, $8) \
+                       AND ($10 IS NULL OR actor = $10) \
                      ORDER BY id DESC LIMIT $9) AS recent \
                    ORDER BY id";
         let source_from = filter.source.as_ref().map(|s| format!("{s}/"));
@@ -92,6 +100,7 @@ impl Store {
             .bind(level(2))
             .bind(level(3))
             .bind(limit)
+            .bind(&filter.actor)
             .fetch_all(pool)
             .await?))
     }

@@ -10,6 +10,7 @@ pub mod intents;
 pub mod lease;
 pub mod ledger;
 pub mod log;
+pub mod operator;
 pub mod plans;
 pub mod runs;
 pub mod scan_cache;

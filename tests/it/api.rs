@@ -11,6 +11,7 @@ use portal_bridge::api::{ApiState, Queued, RunAnswer, SourceState, key_segment, 
 use portal_bridge::domain::{ItemStatus, RunStatus, Stage, Trigger};
 use portal_bridge::metrics::Metrics;
 use portal_bridge::pipeline::{Job, RunReport};
+use portal_bridge::store::lease::Fence;
 use portal_bridge::store::ledger::{Batch, LedgerRow};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -85,7 +86,8 @@ pub async fn record_delivered(app: &TestApp, key: &str) {
 }
 
 /// API state on `app`'s store; the receiver gets the jobs the API sends, each answered as started
-/// (run ids 1, 2, …) the way the daemon answers once a run holds its sources.
+/// (run ids 1, 2, …) the way the daemon answers once a run holds its sources and has carried out
+/// the action's prelude (here without leases).
 pub fn state_for(
     app: &TestApp,
     token: Option<&str>,
@@ -94,10 +96,12 @@ pub fn state_for(
 ) -> (ApiState, mpsc::Receiver<Job>) {
     let (state, mut queued) = raw_state_for(app, token, read_needs_token, capacity);
     let (jobs, rx) = mpsc::channel(capacity);
+    let deps = app.deps.clone();
     tokio::spawn(async move {
         let mut run_id = 0;
-        while let Some(Queued { job, answer }) = queued.recv().await {
+        while let Some(Queued { job, prelude, answer }) = queued.recv().await {
             run_id += 1;
+            portal_bridge::ops::prelude(&deps, Some(run_id), &|_| Fence::None, &prelude).await.unwrap();
             let _ = jobs.send(job).await;
             let _ = answer.send(RunAnswer::Started { run_id });
         }
@@ -115,14 +119,13 @@ pub fn raw_state_for(
     let (tx, rx) = mpsc::channel(capacity);
     let state = ApiState {
         store: app.deps.store.clone(),
-        access: tokio::sync::watch::channel(portal_bridge::api::Access {
-            token: token.map(|t| secrecy::SecretString::from(t.to_owned())),
-            read_needs_token,
-        })
-        .1,
+        access: tokio::sync::watch::channel(portal_bridge::api::Access::single(token.unwrap_or(""), read_needs_token))
+            .1,
         trigger: tx,
         sources: Arc::new(RwLock::new(BTreeMap::new())),
         metrics: Arc::new(Metrics::new()),
+        instance: "test".into(),
+        lease: std::time::Duration::from_secs(60),
     };
     (state, rx)
 }
@@ -471,14 +474,12 @@ async fn a_retry_is_logged_and_queued_for_the_item() {
         assert!(job.sources.is_empty() && !job.force);
     }
     let log = get(&router, &format!("/api/items/{}", key_segment(BROKEN_KEY))).await.json();
-    let retries: Vec<&Value> = log["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["message"] == "retry requested via the admin API")
-        .collect();
-    assert_eq!(retries.len(), 2);
-    assert!(retries.iter().all(|e| e["stage"] == "operator" && e["level"] == "info" && e["run_id"].is_null()));
+    let retries: Vec<&Value> =
+        log["events"].as_array().unwrap().iter().filter(|e| e["message"] == "retry requested by admin").collect();
+    assert_eq!(retries.len(), 2, "{log}");
+    // Logged with who (the token's name: the single admin token is `admin`) and the run it started.
+    assert!(retries.iter().all(|e| e["stage"] == "operator" && e["level"] == "info" && e["actor"] == "admin"));
+    assert_eq!(retries.iter().map(|e| e["run_id"].as_i64()).collect::<Vec<_>>(), [Some(1), Some(2)]);
 
     let unknown = call(&router, Method::POST, "/api/items/aachen-forms/S0/retry", Some(&bearer(TOKEN)), None).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);

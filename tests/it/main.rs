@@ -20,6 +20,7 @@ mod evidence;
 mod fim;
 mod hostile_source;
 mod http;
+mod operators;
 mod pipeline;
 mod properties;
 mod quality;

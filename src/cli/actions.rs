@@ -1,0 +1,410 @@
+//! The operator's actions on the command line — migrate, retry, skip, resolve, adopt — through
+//! [`crate::ops`], with this process as the runner of their runs: arguments in, the outcome printed.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::{
+    AdoptCommand, AdoptImportArgs, AdoptKeyArgs, Exit, MigrateArgs, ResolveArgs, RetryArgs, SkipArgs, load_validators,
+    open_store, table,
+};
+use crate::config::Config;
+use crate::domain::{RunStatus, SystemClock, Trigger};
+use crate::ops::{self, Ctx, Holding, OpsError, Prelude, RetryWhat, RunRequest, Runner};
+use crate::pipeline::{self, Deps, Job, ProgressHandle};
+use crate::store::Store;
+
+/// What the actions of this command line check against: the store and the configured sources.
+fn ctx<'a>(config: &Config, store: &'a Store) -> Ctx<'a> {
+    Ctx { store, sources: Some(config.sources.iter().map(|s| s.id.clone()).collect()), clock: &SystemClock }
+}
+
+/// An action refused or failed: says why on stderr, and the exit code.
+fn refused(e: OpsError) -> Result<Exit> {
+    match e {
+        OpsError::Usage(why) => {
+            eprintln!("{why}");
+            Ok(Exit::Usage)
+        }
+        OpsError::Busy(busy) => {
+            eprintln!(
+                "{busy}. Another run (the daemon's, or another migrate) is working on it; \
+                 wait for it with --wait SECONDS. Exit 4."
+            );
+            Ok(Exit::Busy)
+        }
+        OpsError::Stopped(why) => {
+            eprintln!("{why}");
+            Ok(Exit::Interrupted)
+        }
+        OpsError::Store(e) => Err(e.into()),
+        e => {
+            eprintln!("{e}");
+            Ok(Exit::Fatal)
+        }
+    }
+}
+
+/// This process as the runner of the actions' runs: a run takes its sources here (waiting up to
+/// `wait` for busy ones; Ctrl-C stops the wait), carries out the action's prelude, and is then
+/// carried out and reported by [`complete`].
+struct Local {
+    deps: Deps,
+    wait: std::time::Duration,
+    /// A progress bar on stderr (not with `--json`, nor without a terminal).
+    progress: bool,
+}
+
+impl Local {
+    /// The runner for `config`; `None` (after saying why) when the schemas do not load.
+    async fn new(config: Arc<Config>, wait: u64, json: bool) -> Result<Option<Self>> {
+        let Some(validators) = load_validators(&config)? else {
+            return Ok(None);
+        };
+        let store = open_store(&config).await?;
+        let deps = Deps { config, store, validators: Arc::new(validators), clock: Arc::new(SystemClock) };
+        let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        Ok(Some(Self { deps, wait: std::time::Duration::from_secs(wait), progress }))
+    }
+}
+
+impl Runner for Local {
+    type Run = pipeline::Started;
+
+    fn trigger(&self) -> Trigger {
+        Trigger::Cli
+    }
+
+    async fn start(&self, job: Job, prelude: Prelude) -> std::result::Result<pipeline::Started, OpsError> {
+        let job = Job {
+            progress: if self.progress {
+                ProgressHandle(Some(Arc::new(Bar::new())))
+            } else {
+                ProgressHandle::default()
+            },
+            metrics: None,
+            // A one-off run works alone; the daemons share their scheduled and triggered runs.
+            share: None,
+            wait: self.wait,
+            ..job
+        };
+        let signals = stop_on_signals(job.stop.clone()).map_err(|e| OpsError::Failed(e.to_string()))?;
+        let started = pipeline::start(job, &self.deps).await;
+        signals.abort();
+        let started = match started {
+            Ok(started) => started,
+            Err(pipeline::PipelineError::Busy(busy)) => return Err(OpsError::Busy(busy)),
+            Err(pipeline::PipelineError::Stopped(why)) => {
+                return Err(OpsError::Stopped(format!("{why}; nothing was run")));
+            }
+            Err(pipeline::PipelineError::UnknownSource(id)) => {
+                return Err(OpsError::Usage(format!("unknown source `{id}`")));
+            }
+            Err(pipeline::PipelineError::Store(e)) => return Err(OpsError::Store(e)),
+            Err(e) => return Err(OpsError::Failed(e.to_string())),
+        };
+        if let Err(e) = ops::prelude(&self.deps, started.run_id(), &|source| started.fence(source), &prelude).await {
+            started.stop().stop(pipeline::Stopped::Interrupted(format!("the operator's action failed: {e}")));
+            if let Err(finish) = started.finish().await {
+                tracing::warn!("closing the run: {finish}");
+            }
+            return Err(e);
+        }
+        Ok(started)
+    }
+}
+
+pub(super) async fn retry(config: Arc<Config>, args: RetryArgs) -> Result<Exit> {
+    let what = match args.status {
+        Some(status) => RetryWhat::Status { status, source: args.source.clone() },
+        None => RetryWhat::Items(args.keys.clone()),
+    };
+    let Some(local) = Local::new(config.clone(), args.wait, args.json).await? else { return Ok(Exit::Usage) };
+    let store = local.deps.store.clone();
+    match ops::retry(&ctx(&config, &store), &local, &args.operator.actor(), what, args.reason.as_deref()).await {
+        Ok(Some(started)) => complete(started, &store, args.json).await,
+        Ok(None) => {
+            println!("nothing to retry");
+            Ok(Exit::Ok)
+        }
+        Err(e) => refused(e),
+    }
+}
+
+pub(super) async fn skip(config: &Config, args: SkipArgs) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let holding = Holding {
+        holder: format!("{}#skip", pipeline::hold::instance_name()),
+        ttl: config.lease,
+        wait: std::time::Duration::from_secs(args.wait),
+        stop: pipeline::Stop::default(),
+    };
+    let signals = stop_on_signals(holding.stop.clone())?;
+    let skipped = ops::skip(&ctx(config, &store), &holding, &args.operator.actor(), &args.key, &args.reason).await;
+    signals.abort();
+    match skipped {
+        Ok(()) => {
+            println!("{} is left alone until its content changes", args.key);
+            Ok(Exit::Ok)
+        }
+        Err(e) => refused(e),
+    }
+}
+
+pub(super) async fn resolve(config: Arc<Config>, args: ResolveArgs) -> Result<Exit> {
+    let Some(local) = Local::new(config.clone(), args.wait, false).await? else { return Ok(Exit::Usage) };
+    let store = local.deps.store.clone();
+    match ops::resolve(&ctx(&config, &store), &local, &args.operator.actor(), &args.key, args.reason.as_deref()).await {
+        Ok(started) => complete(started, &store, false).await,
+        Err(e) => refused(e),
+    }
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM ask the run to stop: nothing new starts, deliveries in flight settle
+/// and are recorded, the run is closed as `interrupted` (exit 130). A second signal ends the
+/// process at once (what was in flight is reconciled by the next run).
+fn stop_on_signals(stop: pipeline::Stop) -> Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(tokio::spawn(async move {
+        let mut asked = false;
+        loop {
+            let name = tokio::select! {
+                Some(()) = interrupt.recv() => "Ctrl-C",
+                Some(()) = terminate.recv() => "SIGTERM",
+                else => return,
+            };
+            if asked {
+                eprintln!("{name} again: stopping at once; deliveries in flight are reconciled by the next run");
+                std::process::exit(Exit::Interrupted as i32);
+            }
+            asked = true;
+            eprintln!("{name}: stopping — deliveries in flight settle and are recorded ({name} again to quit at once)");
+            stop.stop(pipeline::Stopped::Interrupted(format!("{name} (by the operator)")));
+        }
+    }))
+}
+
+/// Carries out a started run (Ctrl-C stops it cleanly) and prints its report.
+pub(super) async fn complete(started: pipeline::Started, store: &Store, json: bool) -> Result<Exit> {
+    let signals = stop_on_signals(started.stop())?;
+    let report = started.finish().await;
+    signals.abort();
+    let report = report?;
+    store.close().await;
+    let c = report.counts;
+    if json {
+        let out = serde_json::json!({
+            "run_id": report.run_id,
+            "status": report.status,
+            "new": c.new,
+            "updated": c.updated,
+            "unchanged": c.unchanged,
+            "failed": c.failed,
+            "quarantined": c.quarantined,
+            "withdrawn": c.withdrawn,
+            "conflict": c.conflict,
+        });
+        println!("{out}");
+    } else {
+        let run = report.run_id.map_or("dry run".to_owned(), |id| format!("run {id}"));
+        println!(
+            "{run}: {} — {} new, {} updated, {} unchanged, {} failed, {} quarantined, {} withdrawn, {} conflict",
+            report.status, c.new, c.updated, c.unchanged, c.failed, c.quarantined, c.withdrawn, c.conflict
+        );
+        for problem in &report.problems {
+            println!(
+                "  {} {} [{} → {}]: {}",
+                problem.status, problem.item_key, problem.stage, problem.target, problem.message
+            );
+        }
+        for error in &report.errors {
+            println!("  error: {error}");
+        }
+        for warning in &report.warnings {
+            println!("  warning: {warning}");
+        }
+    }
+    Ok(match report.status {
+        RunStatus::Ok => Exit::Ok,
+        RunStatus::Partial => Exit::Partial,
+        RunStatus::Interrupted => Exit::Interrupted,
+        RunStatus::Failed | RunStatus::Running | RunStatus::Aborted => Exit::Fatal,
+    })
+}
+
+pub(super) async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
+    let Some(local) = Local::new(config.clone(), args.wait, args.json).await? else { return Ok(Exit::Usage) };
+    let store = local.deps.store.clone();
+    let request = RunRequest {
+        sources: args.sources.clone(),
+        items: args.items.clone(),
+        force: args.force,
+        allow_withdrawals: args.allow_withdrawals,
+        dry_run: args.dry_run,
+    };
+    let actor = args.operator.actor();
+    match ops::start_run(&ctx(&config, &store), &local, &actor, request, args.reason.as_deref()).await {
+        Ok(started) => complete(started, &store, args.json).await,
+        Err(e) => refused(e),
+    }
+}
+
+pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let ctx = ctx(config, &store);
+    match command {
+        AdoptCommand::Add(args) => {
+            let AdoptKeyArgs { ars, service, reason, operator } = &args.key;
+            let added = ops::adopt_add(
+                &ctx,
+                &operator.actor(),
+                ars,
+                service,
+                args.name.as_deref(),
+                args.force,
+                reason.as_deref(),
+            )
+            .await;
+            let name = args.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+            match added {
+                Ok(true) => println!("{ars}{name} now adopts {service}; the next migration delivers the Zuständigkeit"),
+                Ok(false) => println!("{ars} already adopts {service}"),
+                Err(e) => return refused(e),
+            }
+        }
+        AdoptCommand::Remove(args) => {
+            let removed =
+                ops::adopt_remove(&ctx, &args.operator.actor(), &args.ars, &args.service, args.reason.as_deref()).await;
+            match removed {
+                Ok(()) => {
+                    println!("{} no longer adopts {}; the next migration updates the service", args.ars, args.service)
+                }
+                Err(e) => return refused(e),
+            }
+        }
+        AdoptCommand::List(args) => {
+            let adoptions: Vec<_> = store
+                .adoptions()
+                .await?
+                .into_iter()
+                .filter(|a| args.service.as_ref().is_none_or(|s| &a.service == s))
+                .collect();
+            if args.json {
+                println!("{}", serde_json::to_string(&adoptions)?);
+            } else {
+                let mut out = table(&["service (LeiKa)", "ARS", "municipality", "since"]);
+                for a in &adoptions {
+                    out.add_row(vec![
+                        a.service.clone(),
+                        a.ars.clone(),
+                        a.name.clone().unwrap_or_default(),
+                        a.created_at.clone(),
+                    ]);
+                }
+                println!("{out}");
+            }
+        }
+        AdoptCommand::Import(args) => return import_adoptions(&ctx, args).await,
+    }
+    Ok(Exit::Ok)
+}
+
+/// `adopt import`: every row checked first (a file with one bad row changes nothing), then each
+/// new adoption added and logged as `adopt add` logs it.
+pub(super) async fn import_adoptions(ctx: &Ctx<'_>, args: AdoptImportArgs) -> Result<Exit> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let headers = reader.headers()?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(ars_at), Some(service_at)) = (column("ars"), column("service")) else {
+        eprintln!(
+            "{}: the header row must name the columns `ars` and `service` (and optionally `name`)",
+            args.file.display()
+        );
+        return Ok(Exit::Usage);
+    };
+    let name_at = column("name");
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index + 2;
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                errors.push(format!("{}:{line}: {e}", args.file.display()));
+                continue;
+            }
+        };
+        let field = |at: usize| record.get(at).unwrap_or("").to_owned();
+        let (ars, service) = (field(ars_at), field(service_at));
+        let name = name_at.map(field).filter(|n| !n.is_empty());
+        match ops::check_adoption(&ars, &service, args.force) {
+            Ok(()) => rows.push((ars, service, name)),
+            Err(e) => errors.push(format!("{}:{line}: {e}", args.file.display())),
+        }
+    }
+    if !errors.is_empty() {
+        for error in &errors {
+            eprintln!("{error}");
+        }
+        eprintln!("nothing imported: fix the rows above and import again");
+        return Ok(Exit::Usage);
+    }
+    let actor = args.operator.actor();
+    let reason = args.reason.clone().unwrap_or_else(|| format!("import of {}", args.file.display()));
+    let mut added = 0;
+    for (ars, service, name) in &rows {
+        match ops::adopt_add(ctx, &actor, ars, service, name.as_deref(), args.force, Some(&reason)).await {
+            Ok(true) => added += 1,
+            Ok(false) => {}
+            Err(e) => return refused(e),
+        }
+    }
+    println!("{} row(s), {added} new adoption(s)", rows.len());
+    Ok(Exit::Ok)
+}
+
+/// A progress bar on the terminal: items × targets done of the current source.
+struct Bar {
+    bar: indicatif::ProgressBar,
+}
+
+impl Bar {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>32} [{bar:30}] {pos}/{len} {elapsed}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        Self { bar }
+    }
+}
+
+impl pipeline::Progress for Bar {
+    fn source_started(&self, source: &str, pairs: u64) {
+        self.bar.reset();
+        self.bar.set_prefix(source.to_owned());
+        self.bar.set_length(pairs);
+    }
+    fn advance(&self) {
+        self.bar.inc(1);
+    }
+    fn source_finished(&self, source: &str, counts: &crate::store::runs::Counts) {
+        self.bar.println(format!(
+            "{source}: {} new, {} updated, {} unchanged, {} failed, {} quarantined",
+            counts.new, counts.updated, counts.unchanged, counts.failed, counts.quarantined
+        ));
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}

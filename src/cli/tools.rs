@@ -1,0 +1,179 @@
+//! The command line's tools for configurations and mappings: `check`, `test-mappings`, `map`.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use super::{Exit, MapArgs, TestMappingsArgs, load_validators, open_store, redact};
+use crate::config::Config;
+use crate::mapping::fixtures;
+use crate::pipeline;
+use crate::store::Store;
+
+pub(super) async fn check(config: &Config) -> Result<Exit> {
+    if load_validators(config)?.is_none() {
+        return Ok(Exit::Usage);
+    }
+    let access = match crate::api::Access::load(&config.admin) {
+        Ok(access) => access,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Exit::Usage);
+        }
+    };
+    println!("configuration {} is valid", config.file.display());
+    println!("database: {}", redact(&config.database_url));
+    println!("mappings: {}", config.mappings.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
+    println!("targets: {}", config.targets.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "));
+    let identities: Vec<String> = access.tokens.identities().map(|i| format!("{} ({})", i.name, i.role)).collect();
+    if identities.is_empty() {
+        println!("admin API: no tokens, so it refuses every action");
+    } else {
+        println!("admin API tokens: {}", identities.join(", "));
+    }
+    let now = chrono::Utc::now();
+    for source in &config.sources {
+        let names: Vec<&str> = source.mappings.iter().map(|m| m.name.as_str()).collect();
+        println!("source {} ({}) → {}", source.id, source.region, names.join(", "));
+        match &source.schedule {
+            None => println!("  no schedule (runs only when triggered)"),
+            Some(schedule) => {
+                let times: Vec<String> =
+                    schedule.upcoming(now, 3).iter().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string()).collect();
+                println!("  schedule `{}` ({}): next {}", schedule.expression, schedule.timezone, times.join(", "));
+            }
+        }
+    }
+    for broken in &config.codelists.broken {
+        println!("warning: {broken}; items that need it are mapped without it (missing codelist), with this reason");
+    }
+    missing_codelists(config).await;
+    Ok(Exit::Ok)
+}
+
+/// `check`'s warning section: every codelist the directory sources' records refer to that the
+/// codelist directory lacks, and, with XRepository configured, whether the database cache has it.
+pub(super) async fn missing_codelists(config: &Config) {
+    let store = match &config.xrepository {
+        None => None,
+        Some(_) => match Store::open(&config.database_url).await {
+            Ok(store) => Some(store),
+            Err(e) => {
+                println!(
+                    "warning: cannot open the database {} to look at the codelist cache: {e}",
+                    redact(&config.database_url)
+                );
+                None
+            }
+        },
+    };
+    let missing = match pipeline::codelists::missing(config, store.as_ref()).await {
+        Ok(missing) => missing,
+        Err(e) => {
+            println!("warning: cannot read the codelist cache: {e}");
+            return;
+        }
+    };
+    if let Some(store) = store {
+        store.close().await;
+    }
+    if missing.is_empty() {
+        return;
+    }
+    println!("warning: {} codelist(s) referenced by the records are not in the codelist directory:", missing.len());
+    for list in &missing {
+        let place = match (&config.xrepository, list.cached) {
+            (None, _) => "missing",
+            (Some(_), true) => "in the database cache (fetched from XRepository)",
+            (Some(_), false) => "not cached yet: fetched from XRepository at the next run",
+        };
+        println!("  {} ({}): {place}", list.reference.urn(), list.reference.version_text());
+        for needed in &list.needed_by {
+            println!("    needed by {needed}");
+        }
+    }
+}
+
+pub(super) fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
+    let mappings: Vec<_> =
+        config.mappings.iter().filter(|m| args.mapping.as_ref().is_none_or(|name| &m.name == name)).cloned().collect();
+    if let Some(name) = &args.mapping
+        && mappings.is_empty()
+    {
+        eprintln!("no mapping named `{name}`");
+        return Ok(Exit::Usage);
+    }
+    let dir = config.mappings.first().and_then(|m| m.file.parent()).map(|d| d.join("tests")).unwrap_or_default();
+    let results = fixtures::run_all(&dir, &mappings, &config.codelists_val);
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    for result in &results {
+        match &result.failure {
+            None => println!("ok    {} / {}", result.mapping, result.case),
+            Some(why) => println!("FAIL  {} / {}\n{why}", result.mapping, result.case),
+        }
+    }
+    println!("{} fixture(s), {} failed", results.len(), failed);
+    Ok(if failed > 0 || results.is_empty() { Exit::Partial } else { Exit::Ok })
+}
+
+pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit> {
+    use std::io::Write;
+    let Some(mapping) = config.mappings.iter().find(|m| m.name == args.mapping).cloned() else {
+        eprintln!("no mapping named `{}`", args.mapping);
+        return Ok(Exit::Usage);
+    };
+    let source = match &args.source {
+        None => None,
+        Some(id) => match config.source(id) {
+            Some(source) => Some(source.clone()),
+            None => {
+                eprintln!("unknown source `{id}`");
+                return Ok(Exit::Usage);
+            }
+        },
+    };
+    let validators = if args.validate {
+        match load_validators(&config)? {
+            Some(validators) => Some(validators),
+            None => return Ok(Exit::Usage),
+        }
+    } else {
+        None
+    };
+    // What `migrate` maps with besides the file: the codelists cached from XRepository and the
+    // adoptions of a service source, both in the database.
+    let adopting = source.as_ref().is_some_and(|s| s.leika_key.is_some());
+    let (config, inputs) = if config.xrepository.is_some() || adopting {
+        let store = open_store(&config).await?;
+        let joined = crate::pipeline::codelists::with_cached(&config, &store).await?;
+        let adoptions = if adopting { store.adoptions_by_service().await? } else { Default::default() };
+        (joined, crate::source::Inputs { adoptions })
+    } else {
+        (config, crate::source::Inputs::default())
+    };
+    let mapping = config.mappings.iter().find(|m| m.name == mapping.name).cloned().unwrap_or(mapping);
+    let mut exit = Exit::Ok;
+    for file in &args.files {
+        for previewed in crate::preview::preview(&config, &mapping, source.as_deref(), &inputs, file) {
+            let document = match previewed.document {
+                Ok(document) => document,
+                Err(e) => {
+                    eprintln!("{}: {e}", previewed.origin);
+                    exit = Exit::Partial;
+                    continue;
+                }
+            };
+            std::io::stdout().write_all(&document.bytes)?;
+            for warning in &document.warnings {
+                eprintln!("{}: warning: {warning}", previewed.origin);
+            }
+            if let Some(validators) = &validators
+                && let Err(e) = validators.check(mapping.output.schema.as_deref(), &document)
+            {
+                eprintln!("{}: INVALID: {e}", previewed.origin);
+                exit = Exit::Partial;
+            }
+        }
+    }
+    Ok(exit)
+}

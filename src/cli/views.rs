@@ -1,0 +1,159 @@
+//! What the command line shows of the store: status, the migration log, one item, the quality report.
+
+use anyhow::Result;
+
+use super::{Exit, JsonFlag, LogArgs, QualityArgs, ReportFormat, ShowArgs, open_store, table};
+use crate::config::Config;
+use crate::store::log::EventFilter;
+
+pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let counts = store.status_counts().await?;
+    let runs = store.runs(1).await?;
+    let leases = store.leases().await?;
+    let claims = store.batch_claims().await?;
+    if args.json {
+        let status = serde_json::json!({ "items": counts, "last_run": runs.first(), "leases": leases, "shared_batches": claims });
+        println!("{status}");
+        return Ok(Exit::Ok);
+    }
+    let mut out = table(&["source", "status", "items × targets"]);
+    for row in &counts {
+        out.add_row(vec![row.source_id.clone(), row.status.clone(), row.count.to_string()]);
+    }
+    println!("{out}");
+    if !leases.is_empty() {
+        let mut out = table(&["lease", "held by (instance#run)", "until (database time)"]);
+        for lease in &leases {
+            out.add_row(vec![lease.name.clone(), lease.holder.clone(), lease.expires_at.clone()]);
+        }
+        println!("{out}");
+    }
+    if !claims.is_empty() {
+        let mut out = table(&["shared batches of source", "worked on by instance", "batches"]);
+        for claim in &claims {
+            out.add_row(vec![claim.source_id.clone(), claim.holder.clone(), claim.batches.to_string()]);
+        }
+        println!("{out}");
+    }
+    if let Some(run) = runs.first() {
+        println!(
+            "last run {}: {} ({}), started {}, {} new, {} updated, {} unchanged, {} failed, {} quarantined",
+            run.id,
+            run.status,
+            run.trigger,
+            run.started_at,
+            run.new_count,
+            run.updated_count,
+            run.unchanged_count,
+            run.failed_count,
+            run.quarantined_count
+        );
+    } else {
+        println!("no runs yet");
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) async fn log(config: &Config, args: LogArgs) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let filter = EventFilter {
+        run_id: args.run_id,
+        item_key: args.item,
+        source: args.source,
+        level: args.level,
+        actor: args.actor,
+        limit: args.limit,
+    };
+    let events = store.events(&filter).await?;
+    if args.json {
+        for event in &events {
+            println!("{}", serde_json::to_string(event)?);
+        }
+        return Ok(Exit::Ok);
+    }
+    let mut out = table(&["time", "run", "item", "target", "stage", "level", "message"]);
+    for e in &events {
+        out.add_row(vec![
+            e.at.clone(),
+            e.run_id.map(|r| r.to_string()).unwrap_or_default(),
+            e.item_key.clone().unwrap_or_default(),
+            e.target.clone().unwrap_or_default(),
+            e.stage.clone(),
+            e.level.clone(),
+            e.message.clone(),
+        ]);
+    }
+    println!("{out}");
+    Ok(Exit::Ok)
+}
+
+pub(super) async fn quality_report(config: &Config, args: QualityArgs) -> Result<Exit> {
+    use crate::report::{self, render};
+    let sources: Vec<String> = match &args.source {
+        Some(id) if config.source(id).is_none() => {
+            eprintln!(
+                "unknown source `{id}`; configured: {}",
+                config.sources.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            return Ok(Exit::Usage);
+        }
+        Some(id) => vec![id.clone()],
+        None => config.sources.iter().map(|s| s.id.clone()).collect(),
+    };
+    let store = open_store(config).await?;
+    let report = report::quality(&store, sources, args.source.as_deref()).await?;
+    store.close().await;
+    match args.format {
+        ReportFormat::Text => print!("{}", render::text(&report)),
+        ReportFormat::Csv => print!("{}", render::csv(&report)?),
+        ReportFormat::Json => println!("{}", serde_json::to_string(&report)?),
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let rows = store.item(&args.key).await?;
+    if rows.is_empty() {
+        eprintln!("no item `{}` in the ledger (see `portal-bridge status` and `portal-bridge log`)", args.key);
+        return Ok(Exit::Fatal);
+    }
+    let events =
+        store.events(&EventFilter { item_key: Some(args.key.clone()), limit: 20, ..Default::default() }).await?;
+    if args.json {
+        println!("{}", serde_json::json!({ "item_key": args.key, "targets": rows, "events": events }));
+        return Ok(Exit::Ok);
+    }
+    println!("item {}", args.key);
+    for row in &rows {
+        println!("  target {}: {}", row.target, row.status);
+        println!("    source        {} ({})", row.source_id, row.origin);
+        println!("    content hash  {}", row.content_hash.as_deref().unwrap_or("-"));
+        println!(
+            "    mapping       {} (version {})",
+            row.mapping.as_deref().unwrap_or("-"),
+            row.mapping_version.as_deref().map_or("-", |v| &v[..12.min(v.len())])
+        );
+        println!("    output hash   {}", row.output_hash.as_deref().unwrap_or("- (never delivered)"));
+        println!("    output        {}", row.output_path.as_deref().unwrap_or("-"));
+        println!("    delivered at  {}", row.delivered_at.as_deref().unwrap_or("-"));
+        println!("    first seen    {}, updated {}, attempts {}", row.first_seen_at, row.updated_at, row.attempts);
+        if let Some(error) = &row.last_error {
+            println!("    last error    {error}");
+        }
+    }
+    println!("  recent events:");
+    for e in &events {
+        println!(
+            "    {} run {} {} {} {}: {}",
+            e.at,
+            e.run_id.map(|r| r.to_string()).unwrap_or("-".into()),
+            e.target.as_deref().unwrap_or(""),
+            e.stage,
+            e.level,
+            e.message
+        );
+    }
+    Ok(Exit::Ok)
+}
