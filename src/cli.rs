@@ -672,10 +672,7 @@ async fn resolve(config: Arc<Config>, args: ResolveArgs) -> Result<Exit> {
     let now = crate::store::timestamp(chrono::Utc::now());
     for row in store.item(&args.key).await?.into_iter().filter(|r| r.status == "conflict") {
         let Some(target) = config.target(&row.target) else { continue };
-        let version = match &target.delivery {
-            crate::config::Delivery::Http(http) => http.get(&target.id, &key).await?.map(|stored| stored.version),
-            crate::config::Delivery::Outbox { .. } => None,
-        };
+        let version = target.delivery.current_version(&key).await?;
         store.take_over_version(&args.key, &row.target, version.as_deref(), &now, &fence).await?;
         let from = version.as_deref().map(|v| format!(" (portal version {v})")).unwrap_or_default();
         log_operator(

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Delivery, Source};
+use crate::config::{Config, Source};
+use crate::delivery::{self, Action, Journal, LeftOver, Request, Resume, Sent, Ticket};
 use crate::domain::{Clock, ItemKey, ItemStatus, Level, RunStatus, Stage, Trigger};
 use crate::mapping::Mapping;
 use crate::source::{self, Entry, Record, RecordError};
@@ -31,8 +32,6 @@ use crate::store::ledger::{Batch, LedgerRow};
 use crate::store::log::NewEvent;
 use crate::store::runs::{Counted, Counts};
 use crate::store::{Store, StoreError, timestamp};
-use crate::target;
-use crate::target::Action;
 use crate::validate::Validators;
 
 /// What to run.
@@ -397,7 +396,7 @@ async fn run_in(
             share::clear_earlier(deps, id).await?;
         }
         reconciled = reconcile(job, deps, &source_ids, run_id, hold).await?;
-        remove_stale_temporaries(config, selected).await;
+        tidy_targets(config, selected).await;
     }
     // What this run settled per item so far, for sources that depend on others (form links).
     let mut settled: HashMap<ItemKey, Result<(), String>> = HashMap::new();
@@ -455,33 +454,12 @@ async fn run_in(
     Ok(())
 }
 
-/// A write to an outbox takes milliseconds: a temporary file this old belongs to a killed process.
-const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Removes what killed writes left in the outboxes the run's sources deliver to.
-async fn remove_stale_temporaries(config: &Config, sources: &[Arc<Source>]) {
-    let dirs: BTreeSet<std::path::PathBuf> = sources
-        .iter()
-        .flat_map(|source| source.mappings.iter())
-        .filter_map(|mapping| match &config.target(&mapping.output.target)?.delivery {
-            Delivery::Outbox { dir } => Some(dir.clone()),
-            Delivery::Http(_) => None,
-        })
-        .collect();
-    for dir in dirs {
-        let cleaned = tokio::task::spawn_blocking({
-            let dir = dir.clone();
-            move || target::outbox::remove_stale_temporaries(&dir, STALE_TEMPORARY)
-        })
-        .await;
-        match cleaned {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => {
-                tracing::info!(dir = %dir.display(), removed = n, "removed temporary files of interrupted writes")
-            }
-            Ok(Err(e)) => tracing::warn!(dir = %dir.display(), "cannot clean up temporary files: {e}"),
-            Err(e) => tracing::warn!(dir = %dir.display(), "cannot clean up temporary files: {e}"),
-        }
+/// Lets the targets the run's sources deliver to tidy up (what killed writes left in an outbox).
+async fn tidy_targets(config: &Config, sources: &[Arc<Source>]) {
+    let targets: BTreeSet<&str> =
+        sources.iter().flat_map(|source| source.mappings.iter()).map(|m| m.output.target.as_str()).collect();
+    for target in targets.into_iter().filter_map(|id| config.target(id)) {
+        target.delivery.tidy().await;
     }
 }
 
@@ -578,31 +556,21 @@ struct Outcome {
     warnings: Vec<String>,
     /// The adoptions (comma-separated ARS) the document was mapped with, for sources with adoptions.
     adoptions: Option<String>,
-    /// An intent was recorded for this outcome; it is removed together with the ledger row.
-    intent: bool,
-    /// Left over from an interrupted run: ask the target whether it already holds the result
-    /// before sending again.
-    check_first: bool,
-    /// The delivery failed in a way that leaves open whether the target applied it: its intent
-    /// stays, so that the next run asks the target before anything else is sent for the item.
-    keep_intent: bool,
+    /// The intent this delivery goes on from: an earlier claimant's of a shared batch, or one an
+    /// interrupted run left (then the target is probed before anything is sent).
+    resume: Option<Resume>,
+    /// After sending: whether the delivery's intent is settled with the outcome or kept.
+    ticket: Ticket,
     result: Result<Done, Problem>,
 }
 
 #[derive(Debug)]
 enum Done {
-    /// Ready to be sent; [`send`] records the intent, delivers and turns it into one of the others.
+    /// Ready to be sent; [`send`] sends it through the journal and turns it into one of the others.
     /// `known_version` is the target's version of what we last delivered (`If-Match`), `delivered`
     /// the output hash of that document; `refresh` asks the target for its version first (a forced
     /// delivery, or a withdrawal whose version we do not know).
-    /// `idempotency` is the key an earlier run's intent recorded (reconciliation), else derived here.
-    Pending {
-        action: Action,
-        known_version: Option<String>,
-        delivered: Option<String>,
-        refresh: bool,
-        idempotency: Option<String>,
-    },
+    Pending { action: Action, known_version: Option<String>, delivered: Option<String>, refresh: bool },
     /// Delivered (or, in a dry run, would be delivered) with this output hash; `body` is kept
     /// for the diff with the ledger row.
     Delivered { output_hash: String, location: Option<String>, version: Option<String>, body: Option<bytes::Bytes> },
@@ -627,25 +595,24 @@ struct Work {
     /// Per target: the hash of what, besides the record and the mapping, shapes the item's
     /// document there (`$source`, the form link, where the target delivers). A change re-maps.
     settings: HashMap<String, String>,
-    /// What an intent's record must still hold (the run's lease, or its claim on a shared batch).
-    fence: Fence,
+    /// Where deliveries are journaled; its fence is what an intent's record must still hold (the
+    /// run's lease, or its claim on a shared batch).
+    journal: Journal,
     /// Asks the run to stop: no delivery starts after that.
     stop: Stop,
 }
 
 impl Work {
     /// Whether the target still holds what the ledger row says we delivered: the row says so,
-    /// and for an outbox its file is still there.
+    /// and the target shows no sign of having lost it.
     fn target_holds(&self, row: &LedgerRow) -> bool {
-        matches!(row.status.as_str(), "delivered" | "unchanged") && !self.outbox_file_lost(row)
+        matches!(row.status.as_str(), "delivered" | "unchanged") && self.lost(row).is_none()
     }
 
-    /// True if the row's document was delivered to an outbox and its file is gone (removed by
-    /// someone, or lost with a power failure).
-    fn outbox_file_lost(&self, row: &LedgerRow) -> bool {
-        let outbox =
-            self.deps.config.target(&row.target).is_some_and(|t| matches!(t.delivery, Delivery::Outbox { .. }));
-        outbox && row.output_path.as_deref().is_some_and(|path| !std::path::Path::new(path).exists())
+    /// Why the row's document is visibly gone from its target (an outbox file removed by someone,
+    /// or lost with a power failure), if it is.
+    fn lost(&self, row: &LedgerRow) -> Option<String> {
+        self.deps.config.target(&row.target)?.delivery.lost(row.output_path.as_deref())
     }
 
     fn observe(&self, stage: Stage, since: std::time::Instant) {
@@ -723,7 +690,7 @@ impl SourceRun {
             dry_run: job.dry_run,
             force: job.force,
             metrics: job.metrics.clone(),
-            fence: fence.clone(),
+            journal: Journal::new(deps.store.clone(), fence.clone(), deps.clock.clone(), run_id, job.metrics.clone()),
             stop: job.stop.clone(),
         });
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
@@ -877,9 +844,9 @@ impl SourceRun {
                         && row.settings_hash.as_ref() == work_state.settings.get(target)
                 });
                 let unchanged = same_inputs && previous.is_some_and(|row| work_state.target_holds(row));
-                if same_inputs && !unchanged && previous.is_some_and(|row| work_state.outbox_file_lost(row)) {
-                    let path = previous.and_then(|row| row.output_path.clone()).unwrap_or_default();
-                    let message = format!("the delivered file {path} is gone from the outbox; it is delivered again");
+                if let Some(message) =
+                    previous.filter(|_| same_inputs && !unchanged).and_then(|row| work_state.lost(row))
+                {
                     self.event(Some(key), Some(target), Stage::Deliver, Level::Warn, message);
                 }
                 let skipped = previous.is_some_and(|row| {
@@ -971,7 +938,6 @@ impl SourceRun {
     async fn deliver(&mut self, jobs: Vec<(Entry, Vec<Pair>)>, resumed: Resumed) -> Result<(), SourceFailure> {
         let (work, sender) = (self.work.clone(), self.work.clone());
         let resumed = Arc::new(resumed);
-        let run_id = self.run_id;
         let stop = self.stop.clone();
         // Entries with many records are split so that both cores stay busy; outcomes are keyed,
         // so the order in which chunks finish does not matter. Once the run is asked to stop, no
@@ -998,7 +964,7 @@ impl SourceRun {
                 let (work, resumed) = (sender.clone(), resumed.clone());
                 tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                     match item {
-                        Ok(outcome) => Ok(send(&work, run_id, resume(outcome, &resumed)).await),
+                        Ok(outcome) => Ok(send(&work, resume(outcome, &resumed)).await),
                         Err(e) => Err(e),
                     }
                 }))
@@ -1106,9 +1072,8 @@ impl SourceRun {
                 mapping_version: row.mapping_version.clone(),
                 warnings: Vec::new(),
                 adoptions: row.adoptions.clone(),
-                intent: false,
-                check_first: false,
-                keep_intent: false,
+                resume: None,
+                ticket: Ticket::default(),
                 result: Ok(if self.dry_run {
                     Done::Withdrawn { location: "(dry run)".into(), sent: false }
                 } else if row.output_hash.is_none() {
@@ -1120,7 +1085,6 @@ impl SourceRun {
                         known_version: row.target_version.clone(),
                         delivered: row.output_hash.clone(),
                         refresh: row.target_version.is_none(),
-                        idempotency: None,
                     }
                 }),
             })
@@ -1144,80 +1108,31 @@ impl SourceRun {
         for intent in intents {
             let Some(key) = ItemKey::parse(&intent.item_key) else { continue };
             let target = self.deps.config.target(&intent.target).expect("orphaned intents are filtered out");
-            // Intents from before the delivery kind was recorded: only an outbox put has no body.
-            let recorded = intent.delivery.clone().unwrap_or_else(|| {
-                if intent.action == "put" && intent.body.is_empty() { "outbox" } else { "http" }.into()
-            });
-            if recorded != target::kind(target) {
-                // Never send what was meant for another kind of target (an outbox intent has no
-                // body): the settings hash of the changed target makes this run map the item anew.
-                let message = format!(
-                    "an interrupted run left this delivery for {} when it was an {recorded} target; it now \
-                     delivers by {}: the old delivery is dropped and the item is mapped and delivered again",
-                    intent.target,
-                    target::kind(target)
-                );
-                self.event(Some(&key), Some(&intent.target), Stage::Deliver, Level::Warn, message);
-                self.batch.settled_intents.push((intent.item_key, intent.target));
-                continue;
-            }
-            if intent.action == "put" && recorded == "outbox" {
-                // The outbox keeps no body in the intent: if the file is not there, the write never
-                // happened and this run's scan maps and delivers the item again.
-                let format =
-                    if intent.format == "xml" { crate::codec::Format::Xml } else { crate::codec::Format::Json };
-                let action = Action::Put { body: bytes::Bytes::new(), format, output_hash: intent.output_hash.clone() };
-                if let Ok(None) = target::check_delivered(target, &key, &action).await {
-                    self.event(
-                        Some(&key),
-                        Some(&intent.target),
-                        Stage::Deliver,
-                        Level::Warn,
-                        "an interrupted run did not write this document; it is mapped and delivered again".into(),
-                    );
-                    self.batch.settled_intents.push((intent.item_key, intent.target));
-                    continue;
+            let target_id = intent.target.clone();
+            match self.work.journal.left_over(target.delivery.as_ref(), key.clone(), intent).await {
+                LeftOver::Dropped { message, ticket } => {
+                    self.event(Some(&key), Some(&target_id), Stage::Deliver, Level::Warn, message);
+                    ticket.settle(key.as_str(), &target_id, &mut self.batch);
+                }
+                LeftOver::Resume { request, message } => {
+                    self.event(Some(&key), Some(&target_id), Stage::Deliver, Level::Warn, message);
+                    let Request { key, target, action, known_version, delivered, refresh, provenance, resume } =
+                        request;
+                    outcomes.push(Outcome {
+                        key,
+                        target,
+                        origin: provenance.origin,
+                        content_hash: provenance.content_hash,
+                        mapping: provenance.mapping,
+                        mapping_version: provenance.mapping_version,
+                        warnings: Vec::new(),
+                        adoptions: provenance.adoptions,
+                        resume,
+                        ticket: Ticket::default(),
+                        result: Ok(Done::Pending { action, known_version, delivered, refresh }),
+                    });
                 }
             }
-            let action = match intent.action.as_str() {
-                "delete" => Action::Delete,
-                _ => Action::Put {
-                    body: intent.body.into(),
-                    format: if intent.format == "xml" { crate::codec::Format::Xml } else { crate::codec::Format::Json },
-                    output_hash: intent.output_hash.clone(),
-                },
-            };
-            let run = intent.run_id.map_or("an earlier run".to_owned(), |id| format!("run {id}"));
-            self.event(
-                Some(&key),
-                Some(&intent.target),
-                Stage::Deliver,
-                Level::Warn,
-                format!(
-                    "reconciling a delivery that {run} left unfinished (output {})",
-                    &intent.output_hash[..12.min(intent.output_hash.len())]
-                ),
-            );
-            outcomes.push(Outcome {
-                key,
-                target: intent.target,
-                origin: intent.origin,
-                content_hash: intent.content_hash,
-                mapping: intent.mapping,
-                mapping_version: intent.mapping_version,
-                warnings: Vec::new(),
-                adoptions: intent.adoptions,
-                intent: true,
-                check_first: true,
-                keep_intent: false,
-                result: Ok(Done::Pending {
-                    action,
-                    known_version: intent.known_version,
-                    delivered: None,
-                    refresh: false,
-                    idempotency: Some(intent.idempotency_key),
-                }),
-            });
         }
         self.send_all(outcomes).await
     }
@@ -1225,10 +1140,8 @@ impl SourceRun {
     /// Sends ready outcomes (withdrawals, reconciliations) and records what happened.
     async fn send_all(&mut self, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
         let work = self.work.clone();
-        let run_id = self.run_id;
-        let mut stream = futures::stream::iter(outcomes)
-            .map(|outcome| send(&work, run_id, outcome))
-            .buffer_unordered(DELIVERIES_IN_FLIGHT);
+        let mut stream =
+            futures::stream::iter(outcomes).map(|outcome| send(&work, outcome)).buffer_unordered(DELIVERIES_IN_FLIGHT);
         while let Some(outcome) = stream.next().await {
             if let Some(outcome) = outcome {
                 self.record_outcome(outcome);
@@ -1307,9 +1220,8 @@ impl SourceRun {
             mapping_version: None,
             warnings: Vec::new(),
             adoptions: None,
-            intent: false,
-            check_first: false,
-            keep_intent: false,
+            resume: None,
+            ticket: Ticket::default(),
             result: Err(Problem {
                 item_key: key.to_string(),
                 target: ANY_TARGET.into(),
@@ -1336,9 +1248,8 @@ impl SourceRun {
                 mapping_version: None,
                 warnings: Vec::new(),
                 adoptions: None,
-                intent: false,
-                check_first: false,
-                keep_intent: false,
+                resume: None,
+                ticket: Ticket::default(),
                 result: Err(Problem {
                     item_key: record.key.to_string(),
                     target,
@@ -1440,12 +1351,11 @@ impl SourceRun {
         for warning in &outcome.warnings {
             self.event(Some(key), Some(target), Stage::Map, Level::Warn, warning.clone());
         }
-        if outcome.intent && !outcome.keep_intent {
-            self.batch.settled_intents.push((key.to_string(), target.to_owned()));
-        }
+        outcome.ticket.settle(key.as_str(), target, &mut self.batch);
         // What the item was mapped with, unless the outcome is an earlier run's delivery that this
         // run only finished (reconciled): that one was mapped with settings this run does not know.
-        if matches!(outcome.result, Ok(Done::Delivered { .. } | Done::Same { .. })) && !outcome.check_first {
+        let probed = outcome.resume.as_ref().is_some_and(|resume| resume.probe);
+        if matches!(outcome.result, Ok(Done::Delivered { .. } | Done::Same { .. })) && !probed {
             row.settings_hash = work.settings.get(target).cloned();
         }
         match outcome.result {
@@ -1556,7 +1466,7 @@ fn settings_hashes(config: &Config, source: &Source) -> HashMap<String, String> 
         .iter()
         .map(|mapping| {
             let target = &mapping.output.target;
-            let delivery = config.target(target).map(target::fingerprint).unwrap_or_default();
+            let delivery = config.target(target).map(|t| t.delivery.fingerprint()).unwrap_or_default();
             let text = format!("{shared}\n{target}\n{delivery}");
             (target.clone(), hex::encode(sha2::Sha256::digest(text.as_bytes())))
         })
@@ -1697,7 +1607,6 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
                 known_version: previous.and_then(|row| row.target_version.clone()),
                 delivered: previous.and_then(|row| row.output_hash.clone()),
                 refresh: *force,
-                idempotency: None,
             })
         };
         outcomes.push(Outcome {
@@ -1709,9 +1618,8 @@ fn work_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Outcome> {
             mapping_version: Some(mapping.version.to_string()),
             warnings: document.warnings,
             adoptions: source.leika_key.as_ref().map(|_| adoption_list(&record.adoptions)),
-            intent: false,
-            check_first: false,
-            keep_intent: false,
+            resume: None,
+            ticket: Ticket::default(),
             result: done,
         });
     }
@@ -1724,193 +1632,63 @@ pub(crate) type Resumed = HashMap<(String, String), Intent>;
 /// A pending delivery of the same document as an intent of this run: sent as the intent says.
 fn resume(mut outcome: Outcome, resumed: &Resumed) -> Outcome {
     let Some(intent) = resumed.get(&(outcome.key.to_string(), outcome.target.clone())) else { return outcome };
-    if let Ok(Done::Pending { action, known_version, refresh, idempotency, .. }) = &mut outcome.result
-        && action.output_hash() == intent.output_hash
-    {
-        *known_version = intent.known_version.clone();
-        *refresh = false;
-        *idempotency = Some(intent.idempotency_key.clone());
-        outcome.intent = true;
+    if let Ok(Done::Pending { action, .. }) = &outcome.result {
+        outcome.resume = Resume::of(intent, action);
     }
     outcome
 }
 
-/// Sends a pending delivery: records the intent, delivers, and resolves the outcome. Outcomes
-/// that are not pending pass through. An outcome left from an interrupted run first asks the
-/// target whether the delivery already happened. `None`: not sent and nothing recorded, since the
-/// run was asked to stop (or lost its lease) first.
-async fn send(work: &Work, run_id: Option<i64>, mut outcome: Outcome) -> Option<Outcome> {
-    let Ok(Done::Pending { action, known_version, delivered, refresh, idempotency }) = &outcome.result else {
+/// Sends a pending delivery through the journal (intent, delivery, probe) and resolves the
+/// outcome. Outcomes that are not pending pass through. `None`: not sent and nothing recorded,
+/// since the run was asked to stop (or lost its lease) first.
+async fn send(work: &Work, mut outcome: Outcome) -> Option<Outcome> {
+    let Ok(Done::Pending { action, known_version, delivered, refresh }) = &outcome.result else {
         return Some(outcome);
     };
     if work.stop.is_stopped() {
         return None;
     }
-    let (action, mut known_version, delivered, refresh) =
-        (action.clone(), known_version.clone(), delivered.clone(), *refresh);
-    // The version the idempotency key builds on (see `target::idempotency_key`).
-    let mut key_base = known_version.clone();
-    let mut idempotency = idempotency.clone();
-    let deps = &work.deps;
-    let target = deps.config.target(&outcome.target).expect("targets are checked by Config::resolve");
-    let problem = |e: &dyn std::fmt::Display, status| Problem {
-        item_key: outcome.key.to_string(),
+    let target = work.deps.config.target(&outcome.target).expect("targets are checked by Config::resolve");
+    let request = Request {
+        key: outcome.key.clone(),
         target: outcome.target.clone(),
-        status,
-        stage: Stage::Deliver,
-        message: e.to_string(),
-    };
-    if refresh && !outcome.intent {
-        match refresh_version(target, &outcome.key, &action, known_version, delivered.as_deref()).await {
-            Ok(Refreshed::Base(version)) => {
-                // A portal that lost its copy gets it created again: that creation must not pass
-                // for a replay of the first one (same document, same base), so it builds on a base
-                // of its own, kept in the intent for as long as the delivery is unfinished.
-                key_base = match (&version, &delivered) {
-                    (None, Some(_)) => Some(format!("created again {}", timestamp(deps.clock.now()))),
-                    _ => version.clone(),
-                };
-                known_version = version;
-            }
-            Ok(Refreshed::AlreadyGone(location)) => {
-                outcome.result = Ok(Done::Withdrawn { location, sent: true });
-                return Some(outcome);
-            }
-            Err(e) => {
-                outcome.result = Err(problem(&e, e.status()));
-                return Some(outcome);
-            }
-        }
-    }
-    if !outcome.intent {
-        let (body, format) = match &action {
-            // An outbox holds the document itself: reconciling needs to know only what was to
-            // be written (the output hash), not the bytes again.
-            Action::Put { format, .. } if matches!(target.delivery, Delivery::Outbox { .. }) => {
-                (Vec::new(), format.extension())
-            }
-            Action::Put { body, format, .. } => (body.to_vec(), format.extension()),
-            Action::Delete => (Vec::new(), "none"),
-        };
-        let intent = Intent {
-            item_key: outcome.key.to_string(),
-            target: outcome.target.clone(),
+        action: action.clone(),
+        known_version: known_version.clone(),
+        delivered: delivered.clone(),
+        refresh: *refresh,
+        provenance: delivery::Provenance {
             source_id: work.source.id.clone(),
             origin: outcome.origin.clone(),
-            action: match action {
-                Action::Put { .. } => "put",
-                Action::Delete => "delete",
-            }
-            .into(),
-            output_hash: action.output_hash().to_owned(),
-            idempotency_key: idempotency
-                .get_or_insert_with(|| {
-                    target::idempotency_key(&outcome.key, &outcome.target, &action, key_base.as_deref())
-                })
-                .clone(),
-            body,
-            format: format.into(),
-            known_version: known_version.clone(),
             content_hash: outcome.content_hash.clone(),
             mapping: outcome.mapping.clone(),
             mapping_version: outcome.mapping_version.clone(),
             adoptions: outcome.adoptions.clone(),
-            run_id,
-            created_at: timestamp(deps.clock.now()),
-            delivery: Some(target::kind(target).into()),
-        };
-        match deps.store.record_fenced_intent(&intent, &work.fence).await {
-            Ok(()) => {}
-            Err(StoreError::LeaseLost(why)) => {
-                // Another run holds the item now: nothing is sent, nothing more is written.
-                work.stop.stop(Stopped::LeaseLost(why));
-                return None;
-            }
-            Err(e) => {
-                // Nothing was sent; the item is retried next run.
-                outcome.result = Err(problem(&format!("cannot record the delivery intent: {e}"), ItemStatus::Failed));
-                return Some(outcome);
-            }
-        }
-        outcome.intent = true;
-    }
-    let already = if outcome.check_first {
-        match target::check_delivered(target, &outcome.key, &action).await {
-            Ok(found) => found,
-            Err(e) => {
-                outcome.keep_intent = e.is_ambiguous();
-                outcome.result = Err(problem(&e, e.status()));
-                return Some(outcome);
-            }
-        }
-    } else {
-        None
+        },
+        resume: outcome.resume.clone(),
     };
-    let delivery_started = std::time::Instant::now();
-    let delivered = match already {
-        Some(delivered) => Ok(delivered),
-        None => {
-            let idempotency = idempotency.unwrap_or_else(|| {
-                target::idempotency_key(&outcome.key, &outcome.target, &action, key_base.as_deref())
-            });
-            target::deliver(target, &outcome.key, &action, known_version.as_deref(), &idempotency).await
+    let action = action.clone();
+    let (ticket, delivered) = match work.journal.send(target.delivery.as_ref(), request).await {
+        Sent::Fenced(why) => {
+            work.stop.stop(Stopped::LeaseLost(why));
+            return None;
         }
+        Sent::Done { ticket, result } => (ticket, result),
     };
-    work.observe(Stage::Deliver, delivery_started);
+    outcome.ticket = ticket;
     outcome.result = match (delivered, action) {
         (Ok(d), Action::Delete) => Ok(Done::Withdrawn { location: d.location, sent: true }),
         (Ok(d), Action::Put { output_hash, body, .. }) => {
             Ok(Done::Delivered { output_hash, location: Some(d.location), version: d.version, body: Some(body) })
         }
-        (Err(e), _) => {
-            // A lost answer may hide a stored document: the intent stays, and the next run asks
-            // the target before it sends anything else for the item (never a false conflict
-            // against our own write).
-            outcome.keep_intent = e.is_ambiguous();
-            Err(problem(&e, e.status()))
-        }
+        (Err(e), _) => Err(Problem {
+            item_key: outcome.key.to_string(),
+            target: outcome.target.clone(),
+            status: e.status(),
+            stage: Stage::Deliver,
+            message: e.to_string(),
+        }),
     };
     Some(outcome)
-}
-
-/// What asking the target before a delivery found.
-enum Refreshed {
-    /// The version to build on (`If-Match`), `None` to create.
-    Base(Option<String>),
-    /// A withdrawal whose item the target no longer holds: nothing to send.
-    AlreadyGone(String),
-}
-
-/// Asks an HTTP target what it holds before a forced delivery or a withdrawal whose version is not
-/// known, so that neither fails on a stale precondition: a portal that lost its copy gets it created
-/// again; a copy that is our last document (under any version) is built on; anything else is an
-/// editor's copy, which only `resolve` may overwrite (a forced delivery keeps our version and gets
-/// its 412; a withdrawal is not sent). An outbox has no versions: nothing to ask.
-async fn refresh_version(
-    target: &crate::config::Target,
-    key: &ItemKey,
-    action: &Action,
-    known_version: Option<String>,
-    delivered: Option<&str>,
-) -> Result<Refreshed, target::DeliverError> {
-    let Delivery::Http(http) = &target.delivery else { return Ok(Refreshed::Base(known_version)) };
-    let stored = http.get(&target.id, key).await?;
-    let ours = stored
-        .as_ref()
-        .is_some_and(|s| known_version.as_deref() == Some(s.version.as_str()) || delivered == Some(s.sha256.as_str()));
-    Ok(match (action, stored) {
-        (Action::Put { .. }, None) => Refreshed::Base(None),
-        (Action::Delete, None) => Refreshed::AlreadyGone(http.item_url(&target.id, key).to_string()),
-        (_, Some(stored)) if ours => Refreshed::Base(Some(stored.version)),
-        (Action::Put { .. }, Some(_)) => Refreshed::Base(known_version),
-        (Action::Delete, Some(stored)) => {
-            return Err(target::DeliverError::Conflict(format!(
-                "the portal holds a copy (version {}) that is not the document we delivered; \
-                 the withdrawal is not sent",
-                stored.version
-            )));
-        }
-    })
 }
 
 /// Adoptions as stored in the ledger: the ARS keys, comma-separated, in order.
@@ -1946,9 +1724,8 @@ fn problem_outcome(
         mapping_version: Some(mapping.version.to_string()),
         warnings: Vec::new(),
         adoptions: None,
-        intent: false,
-        check_first: false,
-        keep_intent: false,
+        resume: None,
+        ticket: Ticket::default(),
         result: Err(Problem {
             item_key: key.to_string(),
             target: mapping.output.target.clone(),

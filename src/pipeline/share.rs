@@ -197,7 +197,7 @@ impl SourceRun {
         let fence = std::mem::replace(&mut self.fence, claim.clone());
         {
             let work = self.work_mut();
-            work.fence = claim;
+            work.journal.set_fence(claim);
             for row in fresh {
                 work.ledger.insert((row.item_key.clone(), row.target.clone()), row);
             }
@@ -234,7 +234,7 @@ impl SourceRun {
             () = renew => unreachable!("the renewal loop never ends"),
         };
         let flushed = self.flush().await;
-        self.work_mut().fence = fence.clone();
+        self.work_mut().journal.set_fence(fence.clone());
         self.fence = fence;
         let counts = std::mem::replace(&mut self.counts, saved.0);
         let problems = std::mem::replace(&mut self.problems, saved.1);
