@@ -119,7 +119,7 @@ pub enum LeftOver {
     /// and the run maps and delivers the item anew.
     Dropped { message: String, ticket: Ticket },
     /// To be finished: the target is probed first, and only what it does not hold is sent again.
-    Resume { request: Request, message: String },
+    Resume { request: Box<Request>, message: String },
 }
 
 /// The journal of one run (or one shared batch): where intents are recorded and what their
@@ -291,7 +291,7 @@ impl Journal {
                 probe: true,
             }),
         };
-        LeftOver::Resume { request, message }
+        LeftOver::Resume { request: Box::new(request), message }
     }
 }
 

@@ -222,7 +222,7 @@ impl SourceRun {
             }
         };
         // Deliveries of this batch that an earlier claimant (which died) already started.
-        let resumed: super::Resumed = store
+        let resumed: super::apply::Resumed = store
             .intents()
             .await?
             .into_iter()
@@ -230,7 +230,7 @@ impl SourceRun {
             .map(|i| ((i.item_key.clone(), i.target.clone()), i))
             .collect();
         let worked = tokio::select! {
-            worked = self.deliver(jobs, resumed) => worked,
+            worked = self.plan_and_apply(jobs, resumed) => worked,
             () = renew => unreachable!("the renewal loop never ends"),
         };
         let flushed = self.flush().await;

@@ -234,7 +234,7 @@ async fn a_crash_after_the_record_is_reconciled_by_probing_and_takes_one_effect(
             panic!("an intent of the same kind is resumed")
         };
         assert!(message.starts_with("reconciling a delivery that run 1 left unfinished"), "{message}");
-        let (ticket, result) = done(next.send(&fake, request).await);
+        let (ticket, result) = done(next.send(&fake, *request).await);
         result.unwrap();
         record(&store, &key, ticket).await;
     }
@@ -264,7 +264,7 @@ async fn an_ambiguous_failure_keeps_the_intent_and_a_refusal_settles_it() {
     let LeftOver::Resume { request, .. } = journal(&store, Some(2)).left_over(&fake, key.clone(), intent).await else {
         panic!("resumed")
     };
-    let (ticket, result) = done(journal(&store, Some(2)).send(&fake, request).await);
+    let (ticket, result) = done(journal(&store, Some(2)).send(&fake, *request).await);
     result.unwrap();
     record(&store, &key, ticket).await;
     assert_eq!(fake.deliveries().len(), 1);
@@ -321,7 +321,7 @@ async fn a_left_over_outbox_write_that_never_happened_or_of_another_kind_is_drop
     let LeftOver::Resume { request, .. } = journal.left_over(&outbox, key.clone(), intent("outbox")).await else {
         panic!("file there: resumed")
     };
-    let (_, result) = done(journal.send(&outbox, request).await);
+    let (_, result) = done(journal.send(&outbox, *request).await);
     assert!(result.unwrap().location.ends_with("feed%2Fa.json"));
     assert!(store.intents().await.unwrap()[0].body.is_empty(), "an outbox intent keeps no body");
     record(&store, &key, ticket).await;
