@@ -31,6 +31,7 @@ pub struct Plan {
 
 /// The job's flags a plan was made with; they travel with the plan (and its shared batches).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Flags {
     /// Re-map and re-deliver even unchanged items.
     pub force: bool,
