@@ -1,5 +1,5 @@
 //! The pipeline: one run over some sources, in two halves — planning ([`plan`]: list, read and key
-//! records, skip what is unchanged, map, validate → plan steps) and applying ([`apply`]: deliver
+//! records, skip what is unchanged, map, validate → plan steps) and applying (`apply`: deliver
 //! through the delivery journal, record every outcome in the ledger and the migration log).
 //!
 //! A source is processed in two passes. The *scan* reads and decodes every entry to learn each
@@ -7,9 +7,9 @@
 //! (item, mapping) pairs need work. The *work* pass decodes only the entries that have work, maps
 //! and validates them into the plan's steps, and applies each slice of steps as it is made.
 //! CPU-bound passes run on blocking threads, several entries at once; memory holds the keys of a
-//! source, not its documents. A run's frame (leases, its record) is [`run`]'s; what an interrupted
-//! run left is finished first ([`reconcile`]). A daemon shares the work pass of a large run with the
-//! other instances on its database (see [`share`]).
+//! source, not its documents. A run's frame (leases, its record) is [`start`] and
+//! [`Started::finish`]; what an interrupted run left is finished first (`reconcile`). A daemon shares
+//! the work pass of a large run with the other instances on its database (see [`share`]).
 
 mod apply;
 pub mod codelists;
@@ -222,6 +222,8 @@ pub async fn run(job: Job, deps: &Deps) -> Result<RunReport, PipelineError> {
     start(job, deps).await?.finish().await
 }
 
+/// Why a source's part of a run ended early: the run cannot go on (`Fatal`), or only this source
+/// failed (`Source`, e.g. it could not be listed) and the run goes on with the next.
 enum SourceFailure {
     Fatal(PipelineError),
     Source(String),
@@ -235,6 +237,7 @@ impl From<StoreError> for SourceFailure {
 
 /// An item and one mapping that has work to do for it.
 type Pair = (ItemKey, Arc<Mapping>);
+
 /// What the blocking passes of one source share: read-only while a pass goes on.
 #[derive(Clone)]
 struct Work {
@@ -276,6 +279,9 @@ impl Work {
     }
 }
 
+/// One source's part of a run (or of a shared batch): what it counted, found and is about to
+/// write. Its methods are spread over the modules of its steps: `source_run` (frame), `plan`
+/// (decide, map), `apply` (send, record), `reconcile`, `share`, `codelists`.
 struct SourceRun {
     deps: Deps,
     source: Arc<Source>,

@@ -4,7 +4,7 @@
 //!
 //! The plan is a value: serialisable with its documents, shaped like `store::plans`' entries, so
 //! that it can be stored and applied later without mapping again. A run makes its plan in slices
-//! (the steps of one chunk of entries) and [`super::apply`] applies each slice as it is made, so
+//! (the steps of one chunk of entries) and `pipeline::apply` applies each slice as it is made, so
 //! that memory holds the keys of a source, not its documents.
 
 mod decide;
