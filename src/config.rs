@@ -651,14 +651,8 @@ pub struct Admin {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub id: String,
-    pub delivery: Delivery,
-}
-
-/// A resolved delivery.
-#[derive(Debug, Clone)]
-pub enum Delivery {
-    Outbox { dir: PathBuf },
-    Http(crate::target::http::HttpTarget),
+    /// How documents get there: an outbox directory or the portal's HTTP import API.
+    pub delivery: Arc<dyn crate::delivery::Target>,
 }
 
 /// A resolved source.
@@ -871,10 +865,10 @@ impl Config {
             if targets.iter().any(|t: &Target| &t.id == id) {
                 report.at(&target.id, format!("target `{id}` is defined twice"));
             }
-            let delivery = match target.delivery.get_ref().as_str() {
-                "outbox" => Delivery::Outbox { dir: outbox.join(id) },
+            let delivery: Arc<dyn crate::delivery::Target> = match target.delivery.get_ref().as_str() {
+                "outbox" => Arc::new(crate::delivery::outbox::Outbox::new(outbox.join(id))),
                 "http" => match resolve_target_http(id, target, &root, &mut report) {
-                    Some(http) => Delivery::Http(http),
+                    Some(http) => Arc::new(http),
                     None => continue,
                 },
                 other => {
@@ -1281,8 +1275,8 @@ fn resolve_target_http(
     raw: &RawTarget,
     root: &Path,
     report: &mut Report<'_>,
-) -> Option<crate::target::http::HttpTarget> {
-    use crate::target::http::{HttpTarget, HttpTargetSettings};
+) -> Option<crate::delivery::http::HttpTarget> {
+    use crate::delivery::http::{HttpTarget, HttpTargetSettings};
     use std::time::Duration;
     let Some(spanned) = &raw.http else {
         report.at(&raw.delivery, format!("target `{id}`: delivery = \"http\" needs a [target.http] table with a url"));
@@ -1304,6 +1298,7 @@ fn resolve_target_http(
         }
     };
     let settings = HttpTargetSettings {
+        id: id.to_owned(),
         base,
         token,
         retry: crate::retry::RetryPolicy {

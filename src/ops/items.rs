@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{Actor, Ctx, Holding, OpsError, Overwrite, Prelude, Runner, event, said, why};
-use crate::config::{Delivery, Target};
+use crate::config::Target;
 use crate::domain::{ItemKey, ItemStatus};
 use crate::pipeline::hold::{Hold, HoldError};
 use crate::pipeline::{ANY_TARGET, Deps, Job};
@@ -155,14 +155,12 @@ pub(super) async fn take_over(
     Ok(())
 }
 
-/// The version of the portal's copy of `key` at `target`, asked through the target's own client
+/// The version of the portal's copy of `key` at `target`, asked through the target itself
 /// (`None` for an outbox, which has no versions, or when the portal has no copy).
 async fn portal_version(target: &Target, key: &ItemKey) -> Result<Option<String>, OpsError> {
-    match &target.delivery {
-        Delivery::Http(http) => match http.get(&target.id, key).await {
-            Ok(stored) => Ok(stored.map(|stored| stored.version)),
-            Err(e) => Err(OpsError::Portal(format!("reading the current version of {key} at {}: {e}", target.id))),
-        },
-        Delivery::Outbox { .. } => Ok(None),
-    }
+    target
+        .delivery
+        .current_version(key)
+        .await
+        .map_err(|e| OpsError::Portal(format!("reading the current version of {key} at {}: {e}", target.id)))
 }

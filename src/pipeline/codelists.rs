@@ -78,7 +78,7 @@ impl SourceRun {
     /// cache holds, stores them (not in a dry run) and switches the rest of the run to the joined
     /// codelists, so that pass 2 maps with them. A list that cannot be fetched is a warning of
     /// the run naming its URN and why; the items that need it fare as with any missing list.
-    pub(super) async fn fetch_codelists(&mut self, records: &mut [super::Scanned]) -> Result<(), SourceFailure> {
+    pub(super) async fn fetch_codelists(&mut self, records: &mut [super::plan::Scanned]) -> Result<(), SourceFailure> {
         let (Some(mut state), Some(xrepository)) = (self.codelists.take(), self.deps.config.xrepository.clone()) else {
             return Ok(());
         };

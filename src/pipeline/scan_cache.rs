@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EntryScan, Scanned, Work, read_records};
+use super::Work;
+use super::plan::{EntryScan, Scanned, read_records};
 use crate::config::Config;
 use crate::domain::{ContentHash, ItemKey};
 use crate::mapping::references::{Reference, references};

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::plan::Flags;
 use super::{Deps, Job, Pair, PipelineError, Problem, SourceFailure, SourceRun};
 use crate::codec::Format;
 use crate::domain::{ItemKey, Level, Stage, Trigger};
@@ -58,11 +59,16 @@ struct SharedEntry {
     pairs: Vec<(ItemKey, String)>,
 }
 
-/// A batch as stored: its entries, and the job's flags that change how its pairs are worked on, so
-/// that whichever instance claims it does what the job asked (`force` re-delivers unchanged output).
+/// A batch as stored: a slice of the plan's work before mapping — its entries with the pairs the
+/// decisions left — and the plan's flags, so that whichever instance claims it does what the job
+/// asked (`force` re-delivers unchanged output). The claimant maps the pairs into plan steps
+/// itself: mapping is the work that sharing spreads.
 #[derive(Debug, Serialize, Deserialize)]
 struct SharedWork {
-    force: bool,
+    /// Stored as the batch's top-level `force` and `allow_withdrawals` (batches of earlier
+    /// versions carry `force` only).
+    #[serde(flatten)]
+    flags: Flags,
     entries: Vec<SharedEntry>,
 }
 
@@ -82,13 +88,13 @@ struct BatchResult {
 }
 
 /// Groups chunks into batches of about `size` pairs, as stored.
-fn batches(jobs: Vec<(Entry, Vec<Pair>)>, size: usize, force: bool) -> Vec<(i64, String)> {
+fn batches(jobs: Vec<(Entry, Vec<Pair>)>, size: usize, flags: Flags) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     let mut current: Vec<SharedEntry> = Vec::new();
     let mut pairs = 0;
     let mut close = |current: &mut Vec<SharedEntry>, pairs: &mut usize| {
         if !current.is_empty() {
-            let work = SharedWork { force, entries: std::mem::take(current) };
+            let work = SharedWork { flags, entries: std::mem::take(current) };
             let work = serde_json::to_string(&work).expect("batches serialise");
             out.push((*pairs as i64, work));
             *pairs = 0;
@@ -121,7 +127,8 @@ impl SourceRun {
     ) -> Result<(), SourceFailure> {
         let run_id = self.run_id.expect("shared runs are recorded");
         let store = self.deps.store.clone();
-        let batches = batches(jobs, share.batch_pairs, self.force);
+        let flags = Flags { force: self.force, allow_withdrawals: self.allow_withdrawals };
+        let batches = batches(jobs, share.batch_pairs, flags);
         let pairs: i64 = batches.iter().map(|(pairs, _)| pairs).sum();
         store.add_batches(run_id, &self.source.id, &batches).await?;
         self.event(
@@ -197,7 +204,7 @@ impl SourceRun {
         let fence = std::mem::replace(&mut self.fence, claim.clone());
         {
             let work = self.work_mut();
-            work.fence = claim;
+            work.journal.set_fence(claim);
             for row in fresh {
                 work.ledger.insert((row.item_key.clone(), row.target.clone()), row);
             }
@@ -222,7 +229,7 @@ impl SourceRun {
             }
         };
         // Deliveries of this batch that an earlier claimant (which died) already started.
-        let resumed: super::Resumed = store
+        let resumed: super::apply::Resumed = store
             .intents()
             .await?
             .into_iter()
@@ -230,11 +237,11 @@ impl SourceRun {
             .map(|i| ((i.item_key.clone(), i.target.clone()), i))
             .collect();
         let worked = tokio::select! {
-            worked = self.deliver(jobs, resumed) => worked,
+            worked = self.plan_and_apply(jobs, resumed) => worked,
             () = renew => unreachable!("the renewal loop never ends"),
         };
         let flushed = self.flush().await;
-        self.work_mut().fence = fence.clone();
+        self.work_mut().journal.set_fence(fence.clone());
         self.fence = fence;
         let counts = std::mem::replace(&mut self.counts, saved.0);
         let problems = std::mem::replace(&mut self.problems, saved.1);
@@ -266,8 +273,8 @@ impl SourceRun {
     /// The work of a stored batch, with the mappings of this instance's configuration.
     fn decode_batch(&self, work: &str) -> Result<Vec<(Entry, Vec<Pair>)>, String> {
         let work: SharedWork = serde_json::from_str(work).map_err(|e| format!("unreadable work: {e}"))?;
-        if work.force != self.force {
-            return Err(format!("the batch asks for force = {}, this run has {}", work.force, self.force));
+        if work.flags.force != self.force {
+            return Err(format!("the batch asks for force = {}, this run has {}", work.flags.force, self.force));
         }
         work.entries
             .into_iter()
@@ -320,9 +327,15 @@ pub async fn help(deps: &Deps, share: &Share, job: &Job) -> Result<bool, Pipelin
         let claimed = deps.store.claim_batch(&source_id, None, &share.instance, share.claim, Some(&own_runs)).await?;
         let Some(batch) = claimed else { continue };
         let (id, run_id) = (batch.id, batch.run_id);
-        // The job's flags travel with its batches: a forced run stays forced on every instance.
-        let force = serde_json::from_str::<SharedWork>(&batch.work).is_ok_and(|work| work.force);
-        let job = Job { trigger: Trigger::Schedule, share: Some(share.clone()), force, ..job.clone() };
+        // The plan's flags travel with its batches: a forced run stays forced on every instance.
+        let flags = serde_json::from_str::<SharedWork>(&batch.work).map(|work| work.flags).unwrap_or_default();
+        let job = Job {
+            trigger: Trigger::Schedule,
+            share: Some(share.clone()),
+            force: flags.force,
+            allow_withdrawals: flags.allow_withdrawals,
+            ..job.clone()
+        };
         // The codelists the run's holder mapped with: the directory's and the database cache's.
         let (deps, _) = super::codelists::for_run(deps).await?;
         let source = deps.config.source(&source_id).expect("the same sources").clone();
@@ -336,4 +349,19 @@ pub async fn help(deps: &Deps, share: &Share, job: &Job) -> Result<bool, Pipelin
         return Ok(true);
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plans_flags_travel_with_a_batch_and_older_batches_still_read() {
+        let flags = Flags { force: true, allow_withdrawals: true };
+        let text = serde_json::to_string(&SharedWork { flags, entries: Vec::new() }).unwrap();
+        assert_eq!(text, r#"{"force":true,"allow_withdrawals":true,"entries":[]}"#);
+        assert_eq!(serde_json::from_str::<SharedWork>(&text).unwrap().flags, flags);
+        let older: SharedWork = serde_json::from_str(r#"{"force":true,"entries":[]}"#).unwrap();
+        assert_eq!(older.flags, Flags { force: true, allow_withdrawals: false });
+    }
 }

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use portal_bridge::delivery::outbox::safe_stem;
 use portal_bridge::domain::{ItemKey, ItemStatus, RunStatus};
 use portal_bridge::pipeline::{Problem, RunReport};
-use portal_bridge::target::outbox::safe_stem;
 
 use crate::corpus::{CORPUS, Case, PARTS, form_key, load_cases, materialise};
 use crate::support::{TestApp, copy_dir, repo};

@@ -13,9 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
+use portal_bridge::delivery::outbox::safe_stem;
 use portal_bridge::domain::{ItemKey, RunStatus};
 use portal_bridge::store::log::EventFilter;
-use portal_bridge::target::outbox::safe_stem;
 use quick_xml::events::Event;
 use serde_json::Value;
 

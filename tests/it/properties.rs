@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use portal_bridge::codec::{Limits, tree_hash, xml};
+use portal_bridge::delivery::outbox::safe_stem;
 use portal_bridge::domain::ItemKey;
 use portal_bridge::mapping::engine::{to_json, to_val_with_arrays};
-use portal_bridge::target::outbox::safe_stem;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 

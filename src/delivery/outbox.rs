@@ -2,12 +2,133 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use super::{Action, DeliverError, Delivered};
+use super::{Action, DeliverError, Delivered, Rebased, Reconcile, Target};
 use crate::domain::ItemKey;
+use crate::store::intents::Intent;
+
+/// A write to an outbox takes milliseconds: a temporary file this old belongs to a killed process.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// An outbox target: documents as files in one directory. It has no versions, and an intent keeps
+/// no body: the file itself says whether a write happened.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pub dir: PathBuf,
+}
+
+impl Outbox {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// Runs `work` on a blocking thread with the directory, the key and the action.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        key: &ItemKey,
+        action: &Action,
+        what: &str,
+        work: impl FnOnce(&Path, &ItemKey, Action) -> Result<T, DeliverError> + Send + 'static,
+    ) -> Result<T, DeliverError> {
+        let (dir, key, action) = (self.dir.clone(), key.clone(), action.clone());
+        tokio::task::spawn_blocking(move || work(&dir, &key, action))
+            .await
+            .map_err(|e| DeliverError::Transient(format!("the {what} thread failed: {e}")))?
+    }
+}
+
+impl Target for Outbox {
+    fn kind(&self) -> &'static str {
+        "outbox"
+    }
+
+    fn fingerprint(&self) -> String {
+        format!("outbox:{}", self.dir.display())
+    }
+
+    fn intent_body(&self, _action: &Action) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        key: &'a ItemKey,
+        action: &'a Action,
+        _known_version: Option<&'a str>,
+        _idempotency: &'a str,
+    ) -> BoxFuture<'a, Result<Delivered, DeliverError>> {
+        Box::pin(self.blocking(key, action, "writer", |dir, key, action| match action {
+            Action::Put { body, format, .. } => write(dir, key, format.extension(), &body),
+            Action::Delete => remove(dir, key),
+        }))
+    }
+
+    fn probe<'a>(
+        &'a self,
+        key: &'a ItemKey,
+        action: &'a Action,
+    ) -> BoxFuture<'a, Result<Option<Delivered>, DeliverError>> {
+        Box::pin(self.blocking(key, action, "reader", |dir, key, action| holds(dir, key, &action)))
+    }
+
+    fn rebase<'a>(
+        &'a self,
+        _key: &'a ItemKey,
+        _action: &'a Action,
+        known_version: Option<String>,
+        _delivered: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Rebased, DeliverError>> {
+        // An outbox has no versions: nothing to ask.
+        Box::pin(async move { Ok(Rebased::Base(known_version)) })
+    }
+
+    fn current_version<'a>(&'a self, _key: &'a ItemKey) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn reconcile<'a>(&'a self, key: &'a ItemKey, intent: &'a Intent) -> BoxFuture<'a, Reconcile> {
+        Box::pin(async move {
+            let action = Action::of_intent(intent);
+            // The intent keeps no body: if the file is not there, the write never happened and this
+            // run's scan maps and delivers the item again.
+            if matches!(action, Action::Put { .. }) && matches!(self.probe(key, &action).await, Ok(None)) {
+                return Reconcile::Drop(
+                    "an interrupted run did not write this document; it is mapped and delivered again".into(),
+                );
+            }
+            Reconcile::Resume(action)
+        })
+    }
+
+    fn lost(&self, location: Option<&str>) -> Option<String> {
+        let path = location?;
+        (!Path::new(path).exists())
+            .then(|| format!("the delivered file {path} is gone from the outbox; it is delivered again"))
+    }
+
+    fn tidy(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let dir = self.dir.clone();
+            let cleaned = tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                move || remove_stale_temporaries(&dir, STALE_TEMPORARY)
+            })
+            .await;
+            match cleaned {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    tracing::info!(dir = %dir.display(), removed = n, "removed temporary files of interrupted writes")
+                }
+                Ok(Err(e)) => tracing::warn!(dir = %dir.display(), "cannot clean up temporary files: {e}"),
+                Err(e) => tracing::warn!(dir = %dir.display(), "cannot clean up temporary files: {e}"),
+            }
+        })
+    }
+}
 
 /// Longest file name stem we produce; below the 255-byte limit of common file systems, with room for extensions.
 const MAX_STEM: usize = 180;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use backon::Retryable;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use governor::DefaultDirectRateLimiter;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, RETRY_AFTER};
@@ -12,7 +13,7 @@ use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
-use super::{DeliverError, Delivered};
+use super::{Action, DeliverError, Delivered, Rebased, Target};
 use crate::codec::Format;
 use crate::domain::ItemKey;
 use crate::retry::{RetryPolicy, describe, excerpt, parse_retry_after};
@@ -23,6 +24,8 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'
 /// A resolved HTTP target.
 #[derive(Debug, Clone)]
 pub struct HttpTarget {
+    /// The target's id, part of every item's URL.
+    pub id: String,
     /// Base URL of the import API, e.g. `https://portal.example/import/v1/`.
     pub base: Url,
     pub client: reqwest::Client,
@@ -36,6 +39,8 @@ pub struct HttpTarget {
 /// Settings to build an [`HttpTarget`] from.
 #[derive(Debug, Clone)]
 pub struct HttpTargetSettings {
+    /// The target's id.
+    pub id: String,
     pub base: Url,
     pub token: SecretString,
     pub retry: RetryPolicy,
@@ -65,6 +70,7 @@ impl HttpTarget {
             base.set_path(&format!("{}/", base.path()));
         }
         Ok(Self {
+            id: settings.id,
             base,
             client,
             token: settings.token,
@@ -75,10 +81,10 @@ impl HttpTarget {
     }
 
     /// `<base>targets/<target>/items/<percent-encoded key>`
-    pub fn item_url(&self, target: &str, key: &ItemKey) -> Url {
+    pub fn item_url(&self, key: &ItemKey) -> Url {
         let path = format!(
             "targets/{}/items/{}",
-            utf8_percent_encode(target, SEGMENT),
+            utf8_percent_encode(&self.id, SEGMENT),
             utf8_percent_encode(key.as_str(), SEGMENT)
         );
         self.base.join(&path).expect("a relative path joins")
@@ -87,14 +93,13 @@ impl HttpTarget {
     /// Stores a document (create with `If-None-Match: *`, or replace what `known_version` names).
     pub async fn put(
         &self,
-        target: &str,
         key: &ItemKey,
         body: Bytes,
         format: Format,
         idempotency_key: &str,
         known_version: Option<&str>,
     ) -> Result<Delivered, DeliverError> {
-        let url = self.item_url(target, key);
+        let url = self.item_url(key);
         let content_type = match format {
             Format::Json => "application/json",
             Format::Xml => "application/xml",
@@ -119,12 +124,11 @@ impl HttpTarget {
     /// Withdraws a document; a portal that holds nothing (404) counts as done.
     pub async fn delete(
         &self,
-        target: &str,
         key: &ItemKey,
         idempotency_key: &str,
         known_version: Option<&str>,
     ) -> Result<Delivered, DeliverError> {
-        let url = self.item_url(target, key);
+        let url = self.item_url(key);
         let result = self
             .send(Method::DELETE, &url, |request| {
                 let request = request.header("Idempotency-Key", idempotency_key);
@@ -143,8 +147,8 @@ impl HttpTarget {
     }
 
     /// What the portal holds for the item, if anything.
-    pub async fn get(&self, target: &str, key: &ItemKey) -> Result<Option<Stored>, DeliverError> {
-        let url = self.item_url(target, key);
+    pub async fn get(&self, key: &ItemKey) -> Result<Option<Stored>, DeliverError> {
+        let url = self.item_url(key);
         match self.send(Method::GET, &url, |request| request).await {
             Ok((headers, _)) => {
                 let version = etag(&headers)
@@ -216,6 +220,94 @@ impl HttpTarget {
     }
 }
 
+impl Target for HttpTarget {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    fn fingerprint(&self) -> String {
+        format!("http:{}", self.base)
+    }
+
+    fn intent_body(&self, action: &Action) -> Vec<u8> {
+        match action {
+            Action::Put { body, .. } => body.to_vec(),
+            Action::Delete => Vec::new(),
+        }
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        key: &'a ItemKey,
+        action: &'a Action,
+        known_version: Option<&'a str>,
+        idempotency: &'a str,
+    ) -> BoxFuture<'a, Result<Delivered, DeliverError>> {
+        Box::pin(async move {
+            match action {
+                Action::Put { body, format, .. } => {
+                    self.put(key, body.clone(), *format, idempotency, known_version).await
+                }
+                Action::Delete => self.delete(key, idempotency, known_version).await,
+            }
+        })
+    }
+
+    fn probe<'a>(
+        &'a self,
+        key: &'a ItemKey,
+        action: &'a Action,
+    ) -> BoxFuture<'a, Result<Option<Delivered>, DeliverError>> {
+        Box::pin(async move {
+            let stored = self.get(key).await?;
+            Ok(match (action, stored) {
+                (Action::Put { output_hash, .. }, Some(stored)) if &stored.sha256 == output_hash => {
+                    Some(Delivered { location: self.item_url(key).to_string(), version: Some(stored.version) })
+                }
+                (Action::Delete, None) => Some(Delivered { location: self.item_url(key).to_string(), version: None }),
+                _ => None,
+            })
+        })
+    }
+
+    /// Asks the portal what it holds, so that neither a forced delivery nor a withdrawal fails on a
+    /// stale precondition: a portal that lost its copy gets it created again; a copy that is our
+    /// last document (under any version) is built on; anything else is an editor's copy, which only
+    /// `resolve` may overwrite (a forced delivery keeps our version and gets its 412; a withdrawal is
+    /// not sent).
+    fn rebase<'a>(
+        &'a self,
+        key: &'a ItemKey,
+        action: &'a Action,
+        known_version: Option<String>,
+        delivered: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Rebased, DeliverError>> {
+        Box::pin(async move {
+            let stored = self.get(key).await?;
+            let ours = stored.as_ref().is_some_and(|s| {
+                known_version.as_deref() == Some(s.version.as_str()) || delivered == Some(s.sha256.as_str())
+            });
+            Ok(match (action, stored) {
+                (Action::Put { .. }, None) => Rebased::Base(None),
+                (Action::Delete, None) => Rebased::AlreadyGone(self.item_url(key).to_string()),
+                (_, Some(stored)) if ours => Rebased::Base(Some(stored.version)),
+                (Action::Put { .. }, Some(_)) => Rebased::Base(known_version),
+                (Action::Delete, Some(stored)) => {
+                    return Err(DeliverError::Conflict(format!(
+                        "the portal holds a copy (version {}) that is not the document we delivered; \
+                         the withdrawal is not sent",
+                        stored.version
+                    )));
+                }
+            })
+        })
+    }
+
+    fn current_version<'a>(&'a self, key: &'a ItemKey) -> BoxFuture<'a, Result<Option<String>, DeliverError>> {
+        Box::pin(async move { Ok(self.get(key).await?.map(|stored| stored.version)) })
+    }
+}
+
 fn quote(version: &str) -> String {
     format!("\"{version}\"")
 }
@@ -232,6 +324,7 @@ mod tests {
     #[test]
     fn item_urls_keep_the_key_in_one_segment() {
         let target = HttpTarget::new(HttpTargetSettings {
+            id: "portal-xml".into(),
             base: Url::parse("https://portal.example/import/v1").unwrap(),
             token: SecretString::from("t"),
             retry: RetryPolicy { max_retries: 0, base_delay: Default::default(), max_delay: Default::default() },
@@ -241,12 +334,12 @@ mod tests {
             request_timeout: std::time::Duration::from_secs(1),
         })
         .unwrap();
-        let url = target.item_url("portal-xml", &ItemKey::new("aachen-forms", "S05000101@1.0"));
+        let url = target.item_url(&ItemKey::new("aachen-forms", "S05000101@1.0"));
         assert_eq!(
             url.as_str(),
             "https://portal.example/import/v1/targets/portal-xml/items/aachen-forms%2FS05000101@1.0"
         );
-        let hostile = target.item_url("portal-xml", &ItemKey::new("x", "../../etc?a=b#c"));
+        let hostile = target.item_url(&ItemKey::new("x", "../../etc?a=b#c"));
         assert_eq!(hostile.path(), "/import/v1/targets/portal-xml/items/x%2F..%2F..%2Fetc%3Fa%3Db%23c");
         assert!(hostile.query().is_none() && hostile.fragment().is_none());
     }

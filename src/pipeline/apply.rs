@@ -1,0 +1,216 @@
+//! Applying a plan: each step that changes something at its target is sent through the delivery
+//! journal (intent → deliver → probe → settle), and every step's outcome is recorded in the ledger
+//! and the migration log ([`record`]). A dry run sends nothing and records nothing.
+
+mod record;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::plan::{Change, Step, map_entry};
+use super::{
+    BATCH_DOCUMENT_BYTES, BATCH_ROWS, CHUNK_PAIRS, DELIVERIES_IN_FLIGHT, Pair, PipelineError, Problem, SourceFailure,
+    SourceRun, Stopped, Work, chunked,
+};
+use crate::delivery::{Action, Provenance, Request, Resume, Sent, Ticket};
+use crate::domain::Stage;
+use crate::source::Entry;
+use crate::store::StoreError;
+use crate::store::intents::Intent;
+
+/// Intents a run recorded earlier, by (item key, target).
+pub(super) type Resumed = HashMap<(String, String), Intent>;
+
+/// A step of the plan with what applying it came to, ready to be recorded.
+#[derive(Debug)]
+struct Applied {
+    step: Step,
+    /// The intent the delivery went on from (an earlier claimant's, or one an interrupted run
+    /// left: then the target was probed first).
+    resume: Option<Resume>,
+    /// Whether the delivery's intent is settled with the outcome or kept.
+    ticket: Ticket,
+    result: Result<Done, Problem>,
+}
+
+#[derive(Debug)]
+enum Done {
+    /// Delivered (or, in a dry run, would be delivered) with this output hash; `body` is kept
+    /// for the diff with the ledger row.
+    Delivered { output_hash: String, location: Option<String>, version: Option<String>, body: Option<bytes::Bytes> },
+    /// Mapped, and the output equals what the target already holds.
+    Same { output_hash: String },
+    /// Gone upstream, and withdrawn from the target; `sent` is false for an item whose document
+    /// never reached the target (nothing to withdraw there).
+    Withdrawn { location: String, sent: bool },
+}
+
+/// The action a step sends, or what it comes to without sending anything (a dry run sends nothing;
+/// a delivery that resumes an intent is sent as the intent says).
+fn prepare(step: &Step, resumes: bool, dry_run: bool) -> Result<Action, Result<Done, Problem>> {
+    match &step.change {
+        Change::Refuse { problem } => Err(Err(problem.clone())),
+        Change::Nothing { output_hash } => Err(Ok(Done::Same { output_hash: output_hash.clone() })),
+        Change::Create { document } | Change::Update { document } if dry_run => {
+            Err(Ok(Done::Delivered { output_hash: document.hash.clone(), location: None, version: None, body: None }))
+        }
+        Change::Create { document } | Change::Update { document } => {
+            Ok(Action::Put { body: document.body.clone(), format: document.format, output_hash: document.hash.clone() })
+        }
+        Change::Withdraw if dry_run => Err(Ok(Done::Withdrawn { location: "(dry run)".into(), sent: false })),
+        // Its document never reached the target: there is nothing to take back there.
+        Change::Withdraw if step.base.hash.is_none() && !resumes => {
+            Err(Ok(Done::Withdrawn { location: step.target.clone(), sent: false }))
+        }
+        Change::Withdraw => Ok(Action::Delete),
+    }
+}
+
+impl SourceRun {
+    /// Pass 2 on this instance: plans the steps of `jobs` (map, validate) slice by slice on the
+    /// blocking threads and applies each step as its slice is made, recording every outcome.
+    /// `resumed` holds intents this run recorded before for some of the pairs (a shared batch whose
+    /// first claimant died): those deliveries are sent again as they were, with their idempotency key
+    /// and base version, so that what the first claimant already sent takes no second effect.
+    pub(super) async fn plan_and_apply(
+        &mut self,
+        jobs: Vec<(Entry, Vec<Pair>)>,
+        resumed: Resumed,
+    ) -> Result<(), SourceFailure> {
+        let (work, sender) = (self.work.clone(), self.work.clone());
+        let resumed = Arc::new(resumed);
+        let stop = self.stop.clone();
+        // Entries with many records are split so that both cores stay busy; steps are keyed, so
+        // the order in which slices finish does not matter. Once the run is asked to stop, no
+        // entry is started and no delivery sent; those in flight settle and are recorded.
+        let mut stream = futures::stream::iter(chunked(jobs, CHUNK_PAIRS))
+            .take_until(Box::pin(async move { stop.stopped().await }))
+            .map(move |(entry, pairs)| {
+                let work = work.clone();
+                tokio::task::spawn_blocking(move || map_entry(&work, &entry, &pairs))
+            })
+            .buffer_unordered(2 * self.workers)
+            .flat_map(|joined| {
+                let steps: Vec<Result<Step, String>> = match joined {
+                    Ok(steps) => steps.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e.to_string())],
+                };
+                futures::stream::iter(steps)
+            })
+            // Each delivery is a task of its own: a delivery holding a database connection must
+            // go on while this loop waits for the database in `flush`, or the two wait for each
+            // other until the pool gives up. A delivery task ends with the run (it is aborted when
+            // the run is dropped), never after it.
+            .map(move |step| {
+                let (work, resumed) = (sender.clone(), resumed.clone());
+                tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                    match step {
+                        Ok(step) => {
+                            let resume = resumable(&step, &resumed, work.dry_run);
+                            Ok(send(&work, step, resume).await)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }))
+            })
+            .buffer_unordered(DELIVERIES_IN_FLIGHT);
+        while let Some(result) = stream.next().await {
+            let applied = result
+                .map_err(|e| e.to_string())
+                .and_then(|sent| sent)
+                .map_err(|e| SourceFailure::Fatal(PipelineError::Worker(e)))?;
+            // Not sent: the run was asked to stop first.
+            let Some(applied) = applied else { continue };
+            self.record(applied);
+            if self.batch.rows.len() >= BATCH_ROWS || self.batch.document_bytes() >= BATCH_DOCUMENT_BYTES {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies steps that are ready (withdrawals; deliveries an interrupted run left, with the
+    /// intent they resume) and records what happened.
+    pub(super) async fn apply_all(&mut self, steps: Vec<(Step, Option<Resume>)>) -> Result<(), StoreError> {
+        let work = self.work.clone();
+        let mut stream = futures::stream::iter(steps)
+            .map(|(step, resume)| send(&work, step, resume))
+            .buffer_unordered(DELIVERIES_IN_FLIGHT);
+        while let Some(applied) = stream.next().await {
+            if let Some(applied) = applied {
+                self.record(applied);
+            }
+        }
+        drop(stream);
+        self.flush().await
+    }
+
+    /// Records a step that sends nothing (a refusal) as it is.
+    pub(super) fn record_step(&mut self, step: Step) {
+        let result = match prepare(&step, false, self.dry_run) {
+            Err(result) => result,
+            Ok(_) => unreachable!("only steps that send nothing are recorded as they are"),
+        };
+        self.record(Applied { step, resume: None, ticket: Ticket::default(), result });
+    }
+}
+
+/// The intent of this run that a step's delivery goes on from: one for the same document.
+fn resumable(step: &Step, resumed: &Resumed, dry_run: bool) -> Option<Resume> {
+    let intent = resumed.get(&(step.key.to_string(), step.target.clone()))?;
+    prepare(step, false, dry_run).ok().and_then(|action| Resume::of(intent, &action))
+}
+
+/// Applies one step: one that changes something at its target is sent through the journal
+/// (intent, delivery, probe); the others come to what they are. `None`: not sent and nothing
+/// recorded, since the run was asked to stop (or lost its lease) first.
+async fn send(work: &Work, step: Step, resume: Option<Resume>) -> Option<Applied> {
+    let action = match prepare(&step, resume.is_some(), work.dry_run) {
+        Ok(action) => action,
+        Err(result) => return Some(Applied { step, resume, ticket: Ticket::default(), result }),
+    };
+    if work.stop.is_stopped() {
+        return None;
+    }
+    let target = work.deps.config.target(&step.target).expect("targets are checked by Config::resolve");
+    let request = Request {
+        key: step.key.clone(),
+        target: step.target.clone(),
+        action: action.clone(),
+        known_version: step.base.version.clone(),
+        delivered: step.base.hash.clone(),
+        refresh: step.base.refresh,
+        provenance: Provenance {
+            source_id: step.source_id.clone(),
+            origin: step.origin.clone(),
+            content_hash: step.inputs.content_hash.clone(),
+            mapping: step.inputs.mapping.clone(),
+            mapping_version: step.inputs.mapping_version.clone(),
+            adoptions: step.inputs.adoptions.clone(),
+        },
+        resume: resume.clone(),
+    };
+    let (ticket, delivered) = match work.journal.send(target.delivery.as_ref(), request).await {
+        Sent::Fenced(why) => {
+            work.stop.stop(Stopped::LeaseLost(why));
+            return None;
+        }
+        Sent::Done { ticket, result } => (ticket, result),
+    };
+    let result = match (delivered, action) {
+        (Ok(d), Action::Delete) => Ok(Done::Withdrawn { location: d.location, sent: true }),
+        (Ok(d), Action::Put { output_hash, body, .. }) => {
+            Ok(Done::Delivered { output_hash, location: Some(d.location), version: d.version, body: Some(body) })
+        }
+        (Err(e), _) => Err(Problem {
+            item_key: step.key.to_string(),
+            target: step.target.clone(),
+            status: e.status(),
+            stage: Stage::Deliver,
+            message: e.to_string(),
+        }),
+    };
+    Some(Applied { step, resume, ticket, result })
+}

@@ -1,0 +1,262 @@
+//! A run's frame: it takes its sources' leases and is recorded ([`start`]), reconciles what an
+//! interrupted run left, works source by source, and closes its record and gives the leases back
+//! however it ends ([`Started::finish`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::reconcile::{Seed, reconcile};
+use super::{Deps, Job, PipelineError, RunReport, SourceFailure, SourceRun, Stop, Stopped, codelists, hold, share};
+use crate::config::{Config, Source};
+use crate::domain::{ItemKey, Level, RunStatus, Stage};
+use crate::store::lease::Fence;
+use crate::store::log::NewEvent;
+use crate::store::runs::Counts;
+use crate::store::{StoreError, timestamp};
+
+/// A run that holds its sources and is recorded, ready to be carried out.
+pub struct Started {
+    job: Job,
+    deps: Deps,
+    selected: Vec<Arc<Source>>,
+    hold: Option<hold::Hold>,
+    run_id: Option<i64>,
+    span: tracing::Span,
+}
+
+/// Begins a run: closes runs that died without closing themselves, takes the leases of the job's
+/// sources (waiting up to `job.wait` for busy ones: [`PipelineError::Busy`] after that) and records
+/// the run with its holder. A dry run takes and records nothing.
+pub async fn start(job: Job, deps: &Deps) -> Result<Started, PipelineError> {
+    let config = &deps.config;
+    let wanted: BTreeSet<&str> =
+        job.sources.iter().map(String::as_str).chain(job.items.iter().map(ItemKey::source)).collect();
+    let mut selected: Vec<Arc<Source>> = Vec::new();
+    for id in &wanted {
+        let source = config.source(id).ok_or_else(|| PipelineError::UnknownSource((*id).into()))?;
+        selected.push(source.clone());
+    }
+    if wanted.is_empty() {
+        selected = config.sources.clone();
+    }
+    let span = tracing::info_span!("run", run_id = tracing::field::Empty, trigger = %job.trigger);
+    if job.dry_run {
+        return Ok(Started { job, deps: deps.clone(), selected, hold: None, run_id: None, span });
+    }
+    let store = &deps.store;
+    let source_ids: Vec<String> = selected.iter().map(|s| s.id.clone()).collect();
+    let holder = job.holder.clone().unwrap_or_else(|| hold::holder_name(&hold::instance_name(), 1));
+    let hold = hold::Hold::take(store, &holder, &source_ids, config.lease, job.wait, &job.stop).await?;
+    // A run whose lease this run just took over (it had expired) is dead, as is any other whose
+    // holder holds no live lease: closed before this run is recorded.
+    match store.close_dead_runs().await {
+        Ok(ids) => {
+            for id in ids {
+                tracing::warn!(run_id = id, "closed as aborted: the run's process ended without closing it");
+            }
+        }
+        Err(e) => {
+            hold.release().await;
+            return Err(e.into());
+        }
+    }
+    let run_id = match store.start_held_run(job.trigger, &source_ids, Some(&holder), &timestamp(deps.clock.now())).await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            hold.release().await;
+            return Err(e.into());
+        }
+    };
+    span.record("run_id", run_id);
+    Ok(Started { job, deps: deps.clone(), selected, hold: Some(hold), run_id: Some(run_id), span })
+}
+
+impl Started {
+    /// The run's id (`None` for a dry run).
+    pub fn run_id(&self) -> Option<i64> {
+        self.run_id
+    }
+
+    /// What a write to `source_id`'s items must hold while this run holds the source (an operator's
+    /// change made under the run's lease before it goes on, e.g. `resolve`).
+    pub fn fence(&self, source_id: &str) -> Fence {
+        self.hold.as_ref().map_or(Fence::None, |hold| hold.fence(source_id))
+    }
+
+    /// Asks the run to stop.
+    pub fn stop(&self) -> Stop {
+        self.job.stop.clone()
+    }
+
+    /// Carries the run out, renewing its leases meanwhile, closes its record and gives the leases
+    /// back. A run asked to stop ends as `interrupted`; one that lost a lease as `aborted`; one that
+    /// failed on the way as `failed` (its error returned) — none stays `running`.
+    pub async fn finish(self) -> Result<RunReport, PipelineError> {
+        use tracing::Instrument;
+        let Started { job, deps, selected, hold, run_id, span } = self;
+        let mut report = RunReport {
+            run_id,
+            status: RunStatus::Running,
+            counts: Counts::default(),
+            problems: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let work = run_in(&job, &deps, &selected, hold.as_ref(), &mut report).instrument(span.clone());
+        let result = match &hold {
+            Some(hold) => tokio::select! {
+                result = work => result,
+                () = hold.keep(&job.stop) => unreachable!("renewing never ends by itself"),
+            },
+            None => work.await,
+        };
+        let failed = match result {
+            Ok(()) => None,
+            Err(PipelineError::Store(StoreError::LeaseLost(why))) => {
+                job.stop.stop(Stopped::LeaseLost(why));
+                None
+            }
+            Err(e) => Some(e),
+        };
+        report.status = match (&failed, job.stop.why()) {
+            (Some(_), _) => RunStatus::Failed,
+            (None, Some(Stopped::LeaseLost(_))) => RunStatus::Aborted,
+            (None, Some(Stopped::Interrupted(_))) => RunStatus::Interrupted,
+            (None, None) => report.status,
+        };
+        if let Some(why) = job.stop.why() {
+            report.errors.push(why.to_string());
+        }
+        if let Some(e) = &failed {
+            report.errors.push(e.to_string());
+        }
+        if let Some(id) = run_id {
+            let message = (!report.errors.is_empty()).then(|| report.errors.join("; "));
+            let closed = deps
+                .store
+                .finish_run(id, report.status, report.counts, message.as_deref(), &timestamp(deps.clock.now()))
+                .await;
+            if let Err(e) = closed {
+                tracing::error!(run_id = id, "cannot close the run's record (the next start closes it): {e}");
+            }
+        }
+        if let Some(hold) = hold {
+            hold.release().await;
+        }
+        let _entered = span.enter();
+        tracing::info!(run_id, status = %report.status, counts = ?report.counts, "run finished");
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+/// The run itself, inside its tracing span; what it did so far is in `report` even when it fails.
+async fn run_in(
+    job: &Job,
+    deps: &Deps,
+    selected: &[Arc<Source>],
+    hold: Option<&hold::Hold>,
+    report: &mut RunReport,
+) -> Result<(), PipelineError> {
+    // The directory's codelists joined by those fetched before (with XRepository configured).
+    let (deps, mut run_codelists) = codelists::for_run(deps).await?;
+    let deps = &deps;
+    let config = &deps.config;
+    let source_ids: Vec<String> = selected.iter().map(|s| s.id.clone()).collect();
+    let run_id = report.run_id;
+    if run_id.is_some() {
+        // A broken codelist fails the items that need it; the log names it even if none does.
+        for broken in &config.codelists.broken {
+            let event = NewEvent {
+                at: timestamp(deps.clock.now()),
+                run_id,
+                item_key: None,
+                target: None,
+                stage: Stage::Run,
+                level: Level::Warn,
+                message: format!("{broken}; items that need it fail"),
+            };
+            deps.store.append_event(&event).await?;
+        }
+    }
+    tracing::info!(run_id, sources = ?source_ids, force = job.force, dry_run = job.dry_run, holder = hold.map(hold::Hold::holder), "run started");
+
+    let mut failed_sources = 0;
+    // What reconciling earlier runs' unfinished deliveries counted, per source.
+    let mut reconciled: HashMap<String, Seed> = HashMap::new();
+    if !job.dry_run {
+        // Batches of an earlier run that a helper still works on are finished (or their claims
+        // expire) before this run reconciles anything of the source.
+        for id in &source_ids {
+            share::clear_earlier(deps, id).await?;
+        }
+        reconciled = reconcile(job, deps, &source_ids, run_id, hold).await?;
+        tidy_targets(config, selected).await;
+    }
+    // What this run settled per item so far, for sources that depend on others (form links).
+    let mut settled: HashMap<ItemKey, Result<(), String>> = HashMap::new();
+    // Codelists fetched for one source serve the sources after it.
+    let mut run_deps = deps.clone();
+    for source in selected {
+        if job.stop.is_stopped() {
+            break;
+        }
+        let items: BTreeSet<ItemKey> = job.items.iter().filter(|k| k.source() == source.id).cloned().collect();
+        let source = run_deps.config.source(&source.id).expect("the same sources").clone();
+        let fence = hold.map_or(Fence::None, |h| h.fence(&source.id));
+        let mut run = SourceRun::new(&run_deps, source.clone(), job, run_id, items, fence).await?;
+        if let Some(seed) = reconciled.remove(&source.id) {
+            run.seed(seed);
+        }
+        run.earlier = std::mem::take(&mut settled);
+        run.codelists = run_codelists.take();
+        match run.execute().await {
+            Ok(()) => {}
+            Err(SourceFailure::Fatal(e)) => {
+                report.counts.add(run.counts);
+                return Err(e);
+            }
+            Err(SourceFailure::Source(message)) => {
+                failed_sources += 1;
+                report.errors.push(format!("source {}: {message}", source.id));
+                run.event(None, None, Stage::Fetch, Level::Error, message);
+            }
+        }
+        let flushed = run.flush().await;
+        report.counts.add(run.counts);
+        flushed?;
+        report.problems.extend(run.problems);
+        report.errors.extend(run.missing_items);
+        report.warnings.extend(run.warnings);
+        settled = run.earlier;
+        settled.extend(run.settled);
+        run_codelists = run.codelists.take();
+        run_deps = run.deps.clone();
+    }
+    for (_, seed) in reconciled {
+        // Sources the run did not get to (it was stopped): what reconciling them did still counts.
+        report.counts.add(seed.counts);
+        report.problems.extend(seed.problems);
+    }
+
+    report.status = if failed_sources > 0 && failed_sources == selected.len() {
+        RunStatus::Failed
+    } else if report.counts.problems() > 0 || !report.errors.is_empty() {
+        RunStatus::Partial
+    } else {
+        RunStatus::Ok
+    };
+    Ok(())
+}
+
+/// Lets the targets the run's sources deliver to tidy up (what killed writes left in an outbox).
+async fn tidy_targets(config: &Config, sources: &[Arc<Source>]) {
+    let targets: BTreeSet<&str> =
+        sources.iter().flat_map(|source| source.mappings.iter()).map(|m| m.output.target.as_str()).collect();
+    for target in targets.into_iter().filter_map(|id| config.target(id)) {
+        target.delivery.tidy().await;
+    }
+}

@@ -1,0 +1,202 @@
+//! One source's part of a run: the state the passes share, and the order of its steps — decide,
+//! plan and apply the work (on this instance or shared), apply the withdrawals, sum it up.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::apply::Resumed;
+use super::{Deps, Job, PipelineError, SourceFailure, SourceRun, Stopped, Work};
+use crate::config::{Config, Source};
+use crate::delivery::Journal;
+use crate::domain::{ItemKey, Level, Stage};
+use crate::source;
+use crate::store::lease::Fence;
+use crate::store::ledger::{Batch, LedgerRow};
+use crate::store::log::NewEvent;
+use crate::store::runs::{Counted, Counts};
+use crate::store::{StoreError, timestamp};
+
+impl SourceRun {
+    pub(super) async fn new(
+        deps: &Deps,
+        source: Arc<Source>,
+        job: &Job,
+        run_id: Option<i64>,
+        items: BTreeSet<ItemKey>,
+        fence: Fence,
+    ) -> Result<Self, PipelineError> {
+        let ledger = deps.store.ledger_of_source(&source.id).await?;
+        let inputs = source::Inputs {
+            adoptions: if source.leika_key.is_some() {
+                deps.store.adoptions_by_service().await?
+            } else {
+                HashMap::new()
+            },
+        };
+        let work = Arc::new(Work {
+            deps: deps.clone(),
+            source: source.clone(),
+            ledger,
+            inputs,
+            scan_cache: Default::default(),
+            settings: settings_hashes(&deps.config, &source),
+            dry_run: job.dry_run,
+            force: job.force,
+            metrics: job.metrics.clone(),
+            journal: Journal::new(deps.store.clone(), fence.clone(), deps.clock.clone(), run_id, job.metrics.clone()),
+            stop: job.stop.clone(),
+        });
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        Ok(Self {
+            deps: deps.clone(),
+            source,
+            force: job.force,
+            dry_run: job.dry_run,
+            allow_withdrawals: job.allow_withdrawals,
+            progress: job.progress.clone(),
+            run_id,
+            items,
+            work,
+            batch: Batch::default(),
+            counts: Counts::default(),
+            problems: Vec::new(),
+            missing_items: Vec::new(),
+            workers,
+            share: job.share.clone(),
+            cached_entries: 0,
+            earlier: HashMap::new(),
+            settled: HashMap::new(),
+            codelists: None,
+            warnings: Vec::new(),
+            unreadable: Vec::new(),
+            tally: Vec::new(),
+            reconciled: HashMap::new(),
+            written: HashMap::new(),
+            fence,
+            stop: job.stop.clone(),
+        })
+    }
+
+    /// Counts a pair's outcome. A pair whose delivery this run reconciled first and then worked on
+    /// again counts as its later outcome only (its reconciliation's problem, if any, is dropped).
+    pub(super) fn count(&mut self, key: &str, target: &str, kind: Counted) {
+        if let Some(before) = self.reconciled.remove(&(key.to_owned(), target.to_owned())) {
+            self.counts.bump(before, -1);
+            self.problems.retain(|p| !(p.item_key == key && p.target == target));
+        }
+        self.counts.bump(kind, 1);
+        self.tally.push((key.to_owned(), target.to_owned(), kind));
+    }
+
+    /// The state the passes share, to change between passes (copied if a pass still holds it).
+    pub(super) fn work_mut(&mut self) -> &mut Work {
+        Arc::make_mut(&mut self.work)
+    }
+
+    /// Queues a ledger row for the next write, at the revision the run last saw or wrote it.
+    pub(super) fn push_row(&mut self, mut row: LedgerRow) {
+        let pair = (row.item_key.clone(), row.target.clone());
+        if let Some(revision) = self.written.get(&pair) {
+            row.revision = *revision;
+        }
+        self.written.insert(pair, row.revision + 1);
+        self.batch.rows.push(row);
+    }
+
+    /// Decides, then plans and applies the work (shared with other instances when the run is large
+    /// and the daemon shares), then the withdrawals, and logs the source's summary.
+    pub(super) async fn execute(&mut self) -> Result<(), SourceFailure> {
+        let Some(decided) = self.decide().await? else { return Ok(()) };
+        let listed = decided.listed;
+        let pairs: usize = decided.work.iter().map(|(_, pairs)| pairs.len()).sum();
+        match self.share.clone() {
+            Some(share) if share.applies(pairs) && !self.dry_run && self.run_id.is_some() => {
+                self.deliver_shared(decided.work, &share).await?
+            }
+            _ => self.plan_and_apply(decided.work, Resumed::new()).await?,
+        }
+        if self.stop.is_stopped() {
+            return Ok(());
+        }
+        self.apply_all(decided.vanished.into_iter().map(|step| (step, None)).collect()).await?;
+        let c = self.counts;
+        self.progress.source_finished(&self.source.id, &c);
+        self.event(
+            None,
+            None,
+            Stage::Run,
+            Level::Info,
+            format!(
+                "source {}: {} new, {} updated, {} unchanged, {} failed, {} quarantined{}",
+                self.source.id,
+                c.new,
+                c.updated,
+                c.unchanged,
+                c.failed,
+                c.quarantined,
+                match self.work.scan_cache.fingerprint {
+                    Some(_) => format!("; {} of {listed} entries unchanged since the last scan", self.cached_entries),
+                    None => String::new(),
+                }
+            ),
+        );
+        Ok(())
+    }
+
+    pub(super) fn now(&self) -> String {
+        timestamp(self.deps.clock.now())
+    }
+
+    pub(super) fn event(
+        &mut self,
+        key: Option<&ItemKey>,
+        target: Option<&str>,
+        stage: Stage,
+        level: Level,
+        message: String,
+    ) {
+        if self.dry_run {
+            return;
+        }
+        self.batch.events.push(NewEvent {
+            at: self.now(),
+            run_id: self.run_id,
+            item_key: key.map(ToString::to_string),
+            target: target.map(str::to_owned),
+            stage,
+            level,
+            message,
+        });
+    }
+
+    pub(super) async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.dry_run {
+            self.batch = Batch::default();
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let written = self.deps.store.write_fenced_batch(&batch, &self.fence).await;
+        if let Err(StoreError::LeaseLost(why)) = &written {
+            self.stop.stop(Stopped::LeaseLost(why.clone()));
+        }
+        written
+    }
+}
+
+/// Per target of the source's mappings: the hash of the source's settings that shape its documents
+/// (`$source`: region, params, on_missing_codelist; the form link) and of where the target delivers.
+fn settings_hashes(config: &Config, source: &Source) -> HashMap<String, String> {
+    use sha2::Digest;
+    let form_link = source.form_link.as_ref().map(|link| link.source.as_str());
+    let shared = serde_json::json!({ "source": source.context(), "form_link": form_link });
+    source
+        .mappings
+        .iter()
+        .map(|mapping| {
+            let target = &mapping.output.target;
+            let delivery = config.target(target).map(|t| t.delivery.fingerprint()).unwrap_or_default();
+            let text = format!("{shared}\n{target}\n{delivery}");
+            (target.clone(), hex::encode(sha2::Sha256::digest(text.as_bytes())))
+        })
+        .collect()
+}
