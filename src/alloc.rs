@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The allocator `A` with a per-thread count of the bytes it holds for that thread.
 ///
-/// ```ignore
+/// ```no_run
 /// #[global_allocator]
 /// static GLOBAL: portal_bridge::alloc::Counting<mimalloc::MiMalloc> = portal_bridge::alloc::Counting(mimalloc::MiMalloc);
+/// fn main() {}
 /// ```
 pub struct Counting<A>(pub A);
 
