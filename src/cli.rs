@@ -3,6 +3,7 @@
 //! [`crate::ops`]), the views of the store in [`views`], the configuration tools in [`tools`].
 
 mod actions;
+mod plans;
 mod tools;
 mod views;
 
@@ -52,6 +53,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run one migration now: all sources, some sources, or just the named items.
     Migrate(MigrateArgs),
+    /// Make a plan of what a migration would change (nothing is delivered), or list and show plans.
+    Plan(PlanArgs),
     /// Count items per source and status.
     Status(JsonFlag),
     /// Show the migration log, oldest first.
@@ -294,6 +297,51 @@ pub struct MigrateArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PlanArgs {
+    #[command(subcommand)]
+    pub command: Option<PlanCommand>,
+    #[command(flatten)]
+    pub new: PlanNewArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// The newest plans, with status, author and counts.
+    List(JsonFlag),
+    /// One plan: its summary, who decided what, and each change with its diff.
+    Show(PlanShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanNewArgs {
+    /// Only this source (repeatable).
+    #[arg(long = "source", value_name = "ID")]
+    pub sources: Vec<String>,
+    /// Only this item (repeatable).
+    #[arg(long = "item", value_name = "KEY")]
+    pub items: Vec<String>,
+    /// Plan to re-deliver unchanged items too.
+    #[arg(long)]
+    pub force: bool,
+    /// Plan withdrawals even when more of a source vanished than its guard allows.
+    #[arg(long)]
+    pub allow_withdrawals: bool,
+    /// Print the plan's id, summary and the policy's verdict as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanShowArgs {
+    /// The plan's id (see `plan list`).
+    pub id: i64,
+    /// Print JSON (the plan, decisions and entries with their diffs).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct JsonFlag {
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -376,6 +424,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Skip(args) => actions::skip(&config, args).await,
         Command::Resolve(args) => actions::resolve(config, args).await,
         Command::Migrate(args) => actions::migrate(config, args).await,
+        Command::Plan(args) => plans::plan(config, args).await,
         Command::Run(args) => run_daemon(config, config_path, args).await,
         Command::Status(args) => views::status(&config, args).await,
         Command::Log(args) => views::log(&config, args).await,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{ChangeSummary, SourceChanges};
 use crate::store::plans::{Decision, PlanEntry, PlanRow};
@@ -32,7 +32,8 @@ pub fn diff(old: Option<&[u8]>, new: Option<&[u8]>) -> String {
 }
 
 /// Counts of a plan's entries by action.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Summary {
     pub create: u64,
     pub update: u64,

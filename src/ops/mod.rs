@@ -10,6 +10,7 @@
 
 mod adopt;
 mod items;
+mod plans;
 mod runs;
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ use crate::store::{Store, StoreError, timestamp};
 
 pub use adopt::{adopt_add, adopt_remove, check_adoption};
 pub use items::{RetryWhat, resolve, retry, skip};
+pub use plans::{Made, make_plan};
 pub use runs::{RunRequest, start_run};
 
 /// Who acts: an admin token's name, or the OS user of the command line.

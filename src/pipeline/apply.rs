@@ -167,6 +167,9 @@ fn resumable(step: &Step, resumed: &Resumed, dry_run: bool) -> Option<Resume> {
 /// (intent, delivery, probe); the others come to what they are. `None`: not sent and nothing
 /// recorded, since the run was asked to stop (or lost its lease) first.
 async fn send(work: &Work, step: Step, resume: Option<Resume>) -> Option<Applied> {
+    if let Some(collect) = &work.collect {
+        collect.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(step.clone());
+    }
     let action = match prepare(&step, resume.is_some(), work.dry_run) {
         Ok(action) => action,
         Err(result) => return Some(Applied { step, resume, ticket: Ticket::default(), result }),

@@ -52,6 +52,8 @@ pub struct Job {
     pub force: bool,
     /// Map and validate, but deliver nothing and write nothing to the store.
     pub dry_run: bool,
+    /// With `dry_run`: every step the run would apply is kept here as well (for a stored plan).
+    pub collect: Option<PlanCollector>,
     /// Send withdrawals even when more of a source vanished than its guard allows.
     pub allow_withdrawals: bool,
     /// Who watches the run (a progress bar on a terminal); nobody by default.
@@ -80,6 +82,7 @@ impl Job {
             items: Vec::new(),
             force: false,
             dry_run: false,
+            collect: None,
             allow_withdrawals: false,
             progress: ProgressHandle::default(),
             metrics: None,
@@ -238,6 +241,9 @@ impl From<StoreError> for SourceFailure {
 /// An item and one mapping that has work to do for it.
 type Pair = (ItemKey, Arc<Mapping>);
 
+/// The steps a dry run would apply, in the order they were made (for `portal-bridge plan`).
+pub type PlanCollector = Arc<std::sync::Mutex<Vec<plan::Step>>>;
+
 /// What the blocking passes of one source share: read-only while a pass goes on.
 #[derive(Clone)]
 struct Work {
@@ -246,6 +252,8 @@ struct Work {
     ledger: HashMap<(String, String), LedgerRow>,
     inputs: source::Inputs,
     dry_run: bool,
+    /// Where a dry run keeps the steps it would apply.
+    collect: Option<PlanCollector>,
     force: bool,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     scan_cache: scan_cache::ScanCache,

@@ -41,6 +41,7 @@ impl SourceRun {
             scan_cache: Default::default(),
             settings: settings_hashes(&deps.config, &source),
             dry_run: job.dry_run,
+            collect: job.collect.clone().filter(|_| job.dry_run),
             force: job.force,
             metrics: job.metrics.clone(),
             journal: Journal::new(deps.store.clone(), fence.clone(), deps.clock.clone(), run_id, job.metrics.clone()),
