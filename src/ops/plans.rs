@@ -24,13 +24,7 @@ pub struct Made {
 /// delivered, and judges the plan by the configured policy. A plan that needs nobody's approval
 /// is stored `approved`.
 pub async fn make_plan(ctx: &Ctx<'_>, deps: &Deps, actor: &Actor, request: RunRequest) -> Result<Made, OpsError> {
-    let mut items = Vec::with_capacity(request.items.len());
-    for text in &request.items {
-        items.push(ctx.item_key(text)?);
-    }
-    for source in &request.sources {
-        ctx.check_source(source)?;
-    }
+    let items = request.checked_items(ctx)?;
     let collect: PlanCollector = Arc::default();
     let job = Job {
         sources: request.sources.clone(),

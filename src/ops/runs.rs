@@ -19,6 +19,18 @@ pub struct RunRequest {
     pub dry_run: bool,
 }
 
+impl RunRequest {
+    /// The request's item keys, parsed; refuses a malformed key or an unknown source (its own or
+    /// an item's) before anything happens.
+    pub(super) fn checked_items(&self, ctx: &Ctx<'_>) -> Result<Vec<crate::domain::ItemKey>, OpsError> {
+        let items = self.items.iter().map(|text| ctx.item_key(text)).collect::<Result<Vec<_>, _>>()?;
+        for source in &self.sources {
+            ctx.check_source(source)?;
+        }
+        Ok(items)
+    }
+}
+
 /// Starts a run; once it holds its sources it is logged as `run started by … [with force and
 /// allow_withdrawals]: reason` with its id (a dry run records nothing, so nothing is logged).
 pub async fn start_run<R: Runner>(
@@ -28,13 +40,7 @@ pub async fn start_run<R: Runner>(
     request: RunRequest,
     reason: Option<&str>,
 ) -> Result<R::Run, OpsError> {
-    let mut items = Vec::with_capacity(request.items.len());
-    for text in &request.items {
-        items.push(ctx.item_key(text)?);
-    }
-    for source in &request.sources {
-        ctx.check_source(source)?;
-    }
+    let items = request.checked_items(ctx)?;
     let flags: Vec<&str> = [(request.force, "force"), (request.allow_withdrawals, "allow_withdrawals")]
         .into_iter()
         .filter_map(|(set, name)| set.then_some(name))
