@@ -55,6 +55,12 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Make a plan of what a migration would change (nothing is delivered), or list and show plans.
     Plan(PlanArgs),
+    /// Approve a plan (recorded with your OS user name; nobody approves their own plan).
+    Approve(DecideArgs),
+    /// Reject a plan (recorded with your OS user name); a rejected plan is never applied.
+    Reject(DecideArgs),
+    /// Apply an approved plan: deliver exactly its documents; an item changed since is a conflict.
+    Apply(ApplyArgs),
     /// Count items per source and status.
     Status(JsonFlag),
     /// Show the migration log, oldest first.
@@ -333,6 +339,30 @@ pub struct PlanNewArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The plan's id (see `plan list`).
+    pub id: i64,
+    /// Why (recorded with the decision and in the migration log).
+    #[arg(long, required = true)]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The plan's id (see `plan list`).
+    pub id: i64,
+    /// Why (for the migration log).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Wait up to this long for a source another run holds [default: do not wait, exit 4].
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
+    /// Print the run's outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct PlanShowArgs {
     /// The plan's id (see `plan list`).
     pub id: i64,
@@ -398,6 +428,11 @@ pub enum Exit {
     Partial = 3,
     /// Another run holds a source (and kept it for as long as `--wait` allowed).
     Busy = 4,
+    /// `migrate` stopped after planning: the plan awaits approval (see `plan show`).
+    AwaitsApproval = 5,
+    /// The plan's state or the approval policy refuses the action (not approved yet, expired,
+    /// applied already, or approving one's own plan).
+    Refused = 6,
     /// Stopped by Ctrl-C (SIGINT) or SIGTERM.
     Interrupted = 130,
 }
@@ -425,6 +460,9 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Resolve(args) => actions::resolve(config, args).await,
         Command::Migrate(args) => actions::migrate(config, args).await,
         Command::Plan(args) => plans::plan(config, args).await,
+        Command::Approve(args) => plans::decide(&config, args, crate::policy::Decide::Approve).await,
+        Command::Reject(args) => plans::decide(&config, args, crate::policy::Decide::Reject).await,
+        Command::Apply(args) => actions::apply(config, args).await,
         Command::Run(args) => run_daemon(config, config_path, args).await,
         Command::Status(args) => views::status(&config, args).await,
         Command::Log(args) => views::log(&config, args).await,

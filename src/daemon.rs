@@ -101,6 +101,7 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let (trigger_tx, mut trigger_rx) = mpsc::channel::<Queued>(64);
     let (access, access_rx) = watch::channel(Access::load(&config.admin)?);
+    let (helper_deps, helper_rx) = watch::channel(deps.clone());
     let api_task = match listener {
         None => None,
         Some(listener) => {
@@ -112,6 +113,7 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
                 metrics: metrics.clone(),
                 instance: instance.clone(),
                 lease: config.lease,
+                deps: helper_rx.clone(),
             };
             let router = crate::api::router(state);
             let stop = shutdown.clone();
@@ -121,7 +123,6 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
             }))
         }
     };
-    let (helper_deps, helper_rx) = watch::channel(deps.clone());
     let helper = tokio::spawn(help_others(helper_rx, instance.clone(), shutdown.clone(), metrics.clone()));
     let mut daemon = Daemon {
         deps,

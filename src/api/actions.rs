@@ -25,6 +25,7 @@ impl From<OpsError> for ApiError {
         let status = match &e {
             OpsError::Usage(_) => StatusCode::BAD_REQUEST,
             OpsError::NotFound(_) => StatusCode::NOT_FOUND,
+            OpsError::Refused(_) => StatusCode::CONFLICT,
             OpsError::Busy(_) => StatusCode::CONFLICT,
             OpsError::Stopped(_) | OpsError::Unavailable(_) | OpsError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
             OpsError::Portal(_) => StatusCode::BAD_GATEWAY,
@@ -38,7 +39,7 @@ impl From<OpsError> for ApiError {
 }
 
 /// An action's failure as an answer: a busy source is 409 with its holder, the rest `{"error"}`.
-fn failure(e: OpsError) -> Response {
+pub(super) fn failure(e: OpsError) -> Response {
     match e {
         OpsError::Busy(busy) => (
             StatusCode::CONFLICT,
@@ -54,12 +55,12 @@ fn failure(e: OpsError) -> Response {
     }
 }
 
-fn answer(result: Result<Response, OpsError>) -> Response {
+pub(super) fn answer(result: Result<Response, OpsError>) -> Response {
     result.unwrap_or_else(failure)
 }
 
 /// What the actions of this API check against: the store and the daemon's sources.
-fn ctx(state: &ApiState) -> Ctx<'_> {
+pub(super) fn ctx(state: &ApiState) -> Ctx<'_> {
     let known: Vec<String> = state.source_states().into_keys().collect();
     // While the daemon has not listed its sources (an API on its own, in tests), the run refuses
     // unknown ones.
@@ -67,7 +68,7 @@ fn ctx(state: &ApiState) -> Ctx<'_> {
 }
 
 /// The body as `T`; an empty body is `{}` when `empty_ok`.
-fn body<T: DeserializeOwned>(bytes: &Bytes, shape: &str, empty_ok: bool) -> Result<T, ApiError> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes, shape: &str, empty_ok: bool) -> Result<T, ApiError> {
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) && empty_ok { b"{}" } else { bytes };
     serde_json::from_slice(text)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body must be a JSON object {shape}: {e}")))
@@ -75,7 +76,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes, shape: &str, empty_ok: bool) -> Resu
 
 /// The daemon, as the runner of the API's actions: a job goes on its queue, and the answer is the
 /// run's id once the run holds its sources (and its prelude is done).
-struct Daemon<'a>(&'a ApiState);
+pub(super) struct Daemon<'a>(pub(super) &'a ApiState);
 
 /// How long the API waits for the daemon to start a queued run (a run that replaces another one
 /// waits for that one to stop first).
@@ -127,7 +128,7 @@ fn stopping() -> OpsError {
 }
 
 /// 202 `{"queued": true, "run_id": N}`.
-fn queued(run_id: i64) -> Response {
+pub(super) fn queued(run_id: i64) -> Response {
     (StatusCode::ACCEPTED, Json(json!({ "queued": true, "run_id": run_id }))).into_response()
 }
 

@@ -34,6 +34,7 @@ mod html;
 mod json;
 mod metrics;
 mod pages;
+mod plans;
 mod quality;
 pub mod tokens;
 
@@ -110,6 +111,9 @@ pub struct ApiState {
     pub instance: Arc<str>,
     /// How long such a lease lasts (`[daemon] lease_secs`).
     pub lease: Duration,
+    /// What a plan is made with (`POST /api/plans`): the daemon's current configuration, store,
+    /// schemas and clock (a new value after a reload).
+    pub deps: tokio::sync::watch::Receiver<crate::pipeline::Deps>,
 }
 
 impl ApiState {
@@ -134,6 +138,11 @@ pub fn router(state: ApiState) -> Router {
         // One wildcard serves `aachen-forms%2FS05000101@1.0` and `aachen-forms/S05000101@1.0` alike.
         .route("/api/items/{*key}", get(json::item).post(actions::item_action))
         .route("/api/retry", post(actions::retry_many))
+        .route("/api/plans", get(plans::list).post(plans::make))
+        .route("/api/plans/{id}", get(plans::show))
+        .route("/api/plans/{id}/approve", post(plans::approve))
+        .route("/api/plans/{id}/reject", post(plans::reject))
+        .route("/api/plans/{id}/apply", post(plans::apply))
         .route("/api/adoptions", get(actions::adoptions).post(actions::adopt))
         .route("/api/adoptions/{ars}/{service}", delete(actions::unadopt))
         .route("/", get(pages::runs))

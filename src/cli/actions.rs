@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use super::{
-    AdoptCommand, AdoptImportArgs, AdoptKeyArgs, Exit, MigrateArgs, ResolveArgs, RetryArgs, SkipArgs, load_validators,
-    open_store, table,
+    AdoptCommand, AdoptImportArgs, AdoptKeyArgs, ApplyArgs, Exit, MigrateArgs, ResolveArgs, RetryArgs, SkipArgs,
+    load_validators, open_store, table,
 };
 use crate::config::Config;
 use crate::domain::{RunStatus, SystemClock, Trigger};
@@ -21,7 +21,7 @@ fn ctx<'a>(config: &Config, store: &'a Store) -> Ctx<'a> {
 }
 
 /// An action refused or failed: says why on stderr, and the exit code.
-fn refused(e: OpsError) -> Result<Exit> {
+pub(super) fn refused(e: OpsError) -> Result<Exit> {
     match e {
         OpsError::Usage(why) => {
             eprintln!("{why}");
@@ -37,6 +37,14 @@ fn refused(e: OpsError) -> Result<Exit> {
         OpsError::Stopped(why) => {
             eprintln!("{why}");
             Ok(Exit::Interrupted)
+        }
+        OpsError::NotFound(why) => {
+            eprintln!("{why}");
+            Ok(Exit::Usage)
+        }
+        OpsError::Refused(why) => {
+            eprintln!("{why}");
+            Ok(Exit::Refused)
         }
         OpsError::Store(e) => Err(e.into()),
         e => {
@@ -247,6 +255,16 @@ pub(super) async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Ex
     };
     let actor = args.operator.actor();
     match ops::start_run(&ctx(&config, &store), &local, &actor, request, args.reason.as_deref()).await {
+        Ok(started) => complete(started, &store, args.json).await,
+        Err(e) => refused(e),
+    }
+}
+
+pub(super) async fn apply(config: Arc<Config>, args: ApplyArgs) -> Result<Exit> {
+    let Some(local) = Local::new(config.clone(), args.wait, args.json).await? else { return Ok(Exit::Usage) };
+    let store = local.deps.store.clone();
+    match ops::apply_plan(&ctx(&config, &store), &local, &ops::Actor::os_user(), args.id, args.reason.as_deref()).await
+    {
         Ok(started) => complete(started, &store, args.json).await,
         Err(e) => refused(e),
     }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{Exit, JsonFlag, PlanArgs, PlanCommand, PlanNewArgs, PlanShowArgs, load_validators, open_store, table};
+use super::{
+    DecideArgs, Exit, JsonFlag, PlanArgs, PlanCommand, PlanNewArgs, PlanShowArgs, load_validators, open_store, table,
+};
 use crate::config::Config;
 use crate::domain::SystemClock;
 use crate::ops::{self, Actor, Ctx, OpsError, RunRequest};
@@ -123,4 +125,24 @@ async fn show(config: &Config, args: PlanShowArgs) -> Result<Exit> {
         print!("{}", plan_view::text(&plan, &decisions, &entries, colour));
     }
     Ok(Exit::Ok)
+}
+
+pub(super) async fn decide(config: &Config, args: DecideArgs, decision: crate::policy::Decide) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let ctx = Ctx {
+        store: &store,
+        sources: Some(config.sources.iter().map(|s| s.id.clone()).collect()),
+        clock: &SystemClock,
+    };
+    let actor = Actor::os_user();
+    match ops::decide_plan(&ctx, &actor, args.id, decision, &args.reason).await {
+        Ok(status) => {
+            println!("plan {} {}d by {actor}; it is {} now", args.id, decision.as_str(), status.as_str());
+            if status == crate::store::plans::PlanStatus::Approved {
+                println!("apply it: portal-bridge apply {}", args.id);
+            }
+            Ok(Exit::Ok)
+        }
+        Err(e) => super::actions::refused(e),
+    }
 }

@@ -23,7 +23,7 @@ use crate::store::{Store, StoreError, timestamp};
 
 pub use adopt::{adopt_add, adopt_remove, check_adoption};
 pub use items::{RetryWhat, resolve, retry, skip};
-pub use plans::{Made, make_plan};
+pub use plans::{Made, apply_plan, decide_plan, make_plan};
 pub use runs::{RunRequest, start_run};
 
 /// Who acts: an admin token's name, or the OS user of the command line.
@@ -63,6 +63,10 @@ pub enum OpsError {
     /// The arguments are wrong: an unknown source, a malformed key, a missing reason.
     #[error("{0}")]
     Usage(String),
+    /// The state of what is named refuses the action (a plan not approved, expired or already
+    /// applied; an author approving their own plan).
+    #[error("{0}")]
+    Refused(String),
     /// The item or adoption named does not exist.
     #[error("{0}")]
     NotFound(String),

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Actor, Ctx, OpsError, RunRequest};
-use crate::pipeline::{self, Deps, Job, PlanCollector, RunReport};
+use super::{Actor, Ctx, OpsError, Prelude, RunRequest, Runner, event, said};
+use crate::pipeline::plan::{Flags, Step};
+use crate::pipeline::{self, Applying, Deps, Job, PlanCollector, RunReport};
 use crate::plan_view;
-use crate::policy::Verdict;
-use crate::store::plans::{NewPlan, PlanStatus};
+use crate::policy::{self, Decide, Verdict};
+use crate::store::plans::{Decision, NewPlan, PlanRow, PlanStatus};
 use crate::store::timestamp;
 
 /// A plan as made: its id, what the policy says of it, and the dry run it came from.
@@ -92,4 +93,158 @@ pub async fn make_plan(ctx: &Ctx<'_>, deps: &Deps, actor: &Actor, request: RunRe
     };
     let id = ctx.store.create_plan(&plan, &entries).await?;
     Ok(Made { id, summary, verdict, report })
+}
+
+/// The plan `id`, or why not: [`OpsError::NotFound`].
+async fn stored(ctx: &Ctx<'_>, id: i64) -> Result<PlanRow, OpsError> {
+    ctx.store.plan(id).await?.ok_or_else(|| OpsError::NotFound(format!("no plan {id} (see `plan list`)")))
+}
+
+/// Approves or rejects plan `id` as `actor`, with a reason (required): refused for the plan's
+/// author approving their own plan, for a plan that is not open or has expired. Any rejection
+/// rejects the plan; it is approved once as many people other than its author approved as the
+/// policy asked. The decision, the plan's new status and the event `plan N approved by …: reason`
+/// are one transaction. Returns the plan's status after the decision.
+pub async fn decide_plan(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    id: i64,
+    decision: Decide,
+    reason: &str,
+) -> Result<PlanStatus, OpsError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(OpsError::Usage(format!("say why you {} the plan (--reason)", decision.as_str())));
+    }
+    let plan = stored(ctx, id).await?;
+    let now = ctx.now();
+    let decisions = ctx.store.decisions(id).await?;
+    let approvals: Vec<&str> =
+        decisions.iter().filter(|d| d.decision == Decide::Approve.as_str()).map(|d| d.who.as_str()).collect();
+    let state = policy::PlanState {
+        status: &plan.status,
+        author: &plan.author,
+        expires_at: &plan.expires_at,
+        needed: plan.approvals_needed,
+        approvals: &approvals,
+    };
+    if let Err(refused) = policy::decide(&state, &now, &actor.name, decision) {
+        if matches!(refused, policy::Refused::Expired(_)) {
+            ctx.store.expire_plans(&now).await?;
+        }
+        return Err(OpsError::Refused(refused.to_string()));
+    }
+    let (author, needed) = (plan.author.clone(), plan.approvals_needed);
+    let then = move |all: &[Decision]| -> PlanStatus {
+        if all.iter().any(|d| d.decision == Decide::Reject.as_str()) {
+            return PlanStatus::Rejected;
+        }
+        let approvers = all.iter().filter(|d| d.decision == Decide::Approve.as_str() && d.who != author).count();
+        if approvers as i64 >= needed { PlanStatus::Approved } else { PlanStatus::Open }
+    };
+    let what = match decision {
+        Decide::Approve => format!("plan {id} approved"),
+        Decide::Reject => format!("plan {id} rejected"),
+    };
+    let record = Decision {
+        who: actor.name.clone(),
+        decision: decision.as_str().into(),
+        reason: reason.into(),
+        at: now.clone(),
+    };
+    let logged =
+        super::OperatorEvent { at: now, ..event(actor, Some(reason), None, None, said(&what, actor, Some(reason))) };
+    match ctx.store.decide_plan_logged(id, &record, &then, &logged).await? {
+        Some(status) => Ok(status),
+        None => {
+            let now = stored(ctx, id).await?;
+            Err(OpsError::Refused(format!(
+                "the plan is {} now: only an open plan can be approved or rejected",
+                now.status
+            )))
+        }
+    }
+}
+
+/// Applies plan `id`: only an approved plan that has not expired. Its entries still to apply are
+/// turned back into steps (the stored documents, not mapped again) and handed to `runner` as a
+/// run of the plan's sources; the plan is `applying` from here until that run ends (`applied`, or
+/// `approved` again if the run stopped early). The event `plan N applied by …` is logged with the
+/// run's id once the run holds its sources.
+pub async fn apply_plan<R: Runner>(
+    ctx: &Ctx<'_>,
+    runner: &R,
+    actor: &Actor,
+    id: i64,
+    reason: Option<&str>,
+) -> Result<R::Run, OpsError> {
+    let plan = stored(ctx, id).await?;
+    let now = ctx.now();
+    match PlanStatus::parse(&plan.status) {
+        Some(PlanStatus::Approved) if plan.expires_at < now => {
+            ctx.store.expire_plans(&now).await?;
+            return Err(OpsError::Refused(format!("plan {id} expired at {}; make a new plan", plan.expires_at)));
+        }
+        Some(PlanStatus::Approved) => {}
+        Some(PlanStatus::Open) => {
+            let approvals = ctx.store.decisions(id).await?;
+            let by: Vec<&str> = approvals.iter().map(|d| d.who.as_str()).collect();
+            return Err(OpsError::Refused(format!(
+                "plan {id} is not approved: it needs {} approval(s) by someone other than {}{}",
+                plan.approvals_needed,
+                plan.author,
+                if by.is_empty() { String::new() } else { format!(" (so far: {})", by.join(", ")) }
+            )));
+        }
+        _ => {
+            return Err(OpsError::Refused(format!(
+                "plan {id} is {}: only an approved plan can be applied",
+                plan.status
+            )));
+        }
+    }
+    let flags: Flags = serde_json::from_str(&plan.job).unwrap_or_default();
+    let mut steps = Vec::new();
+    let mut sources = std::collections::BTreeSet::new();
+    for entry in ctx.store.plan_entries(id).await?.into_iter().filter(|e| e.state == "planned") {
+        if let Some(source) = &ctx.sources {
+            if !source.contains(&entry.source_id) {
+                return Err(OpsError::Refused(format!(
+                    "plan {id} changes items of source `{}`, which is not configured any more",
+                    entry.source_id
+                )));
+            }
+        }
+        let body = match &entry.document_hash {
+            Some(hash) => ctx.store.plan_document(hash).await?,
+            None => None,
+        };
+        let step = Step::from_entry(&entry, body, flags).map_err(|e| OpsError::Failed(e.to_string()))?;
+        sources.insert(step.source_id.clone());
+        steps.push(step);
+    }
+    if !ctx.store.set_plan_status(id, PlanStatus::Approved, PlanStatus::Applying, &now, None).await? {
+        let again = stored(ctx, id).await?;
+        return Err(OpsError::Refused(format!(
+            "plan {id} is {} now: only an approved plan can be applied",
+            again.status
+        )));
+    }
+    let job = Job {
+        sources: sources.into_iter().collect(),
+        apply: Some(Arc::new(Applying { plan_id: id, steps })),
+        ..Job::all(runner.trigger())
+    };
+    let prelude = Prelude {
+        events: vec![event(actor, reason, None, None, said(&format!("plan {id} applied"), actor, reason))],
+        ..Prelude::default()
+    };
+    match runner.start(job, prelude).await {
+        Ok(run) => Ok(run),
+        Err(e) => {
+            // Not started: the plan can be applied later.
+            ctx.store.set_plan_status(id, PlanStatus::Applying, PlanStatus::Approved, &ctx.now(), None).await?;
+            Err(e)
+        }
+    }
 }

@@ -11,14 +11,15 @@ use futures::StreamExt;
 
 use super::plan::{Change, Step, map_entry};
 use super::{
-    BATCH_DOCUMENT_BYTES, BATCH_ROWS, CHUNK_PAIRS, DELIVERIES_IN_FLIGHT, Pair, PipelineError, Problem, SourceFailure,
-    SourceRun, Stopped, Work, chunked,
+    Applying, BATCH_DOCUMENT_BYTES, BATCH_ROWS, CHUNK_PAIRS, DELIVERIES_IN_FLIGHT, Pair, PipelineError, Problem,
+    SourceFailure, SourceRun, Stopped, Work, chunked,
 };
 use crate::delivery::{Action, Provenance, Request, Resume, Sent, Ticket};
-use crate::domain::Stage;
+use crate::domain::{ItemStatus, Level, Stage};
 use crate::source::Entry;
 use crate::store::StoreError;
 use crate::store::intents::Intent;
+use crate::store::runs::Counted;
 
 /// Intents a run recorded earlier, by (item key, target).
 pub(super) type Resumed = HashMap<(String, String), Intent>;
@@ -147,6 +148,56 @@ impl SourceRun {
         self.flush().await
     }
 
+    /// Applies the steps of a stored plan that belong to this source: each whose base is still what
+    /// the ledger holds is sent as planned (the document as stored, `If-Match` the version the plan
+    /// saw, so a portal copy changed since comes back as a conflict); one whose base moved on is
+    /// refused as a conflict without being sent. Each entry of the plan is marked with its outcome.
+    pub(super) async fn apply_planned(&mut self, applying: &Applying) -> Result<(), SourceFailure> {
+        let mut ready = Vec::new();
+        let mut stale = Vec::new();
+        let (work, source_id) = (self.work.clone(), self.source.id.clone());
+        for step in applying.steps.iter().filter(|s| s.source_id == source_id) {
+            let row = work.ledger.get(&(step.key.to_string(), step.target.clone()));
+            let now = (row.and_then(|r| r.target_version.as_deref()), row.and_then(|r| r.output_hash.as_deref()));
+            if now == (step.base.version.as_deref(), step.base.hash.as_deref()) {
+                ready.push((step.clone(), None));
+                continue;
+            }
+            let message = format!(
+                "the plan builds on {}, but the item has moved on since ({}): another run or plan changed it; \
+                 make a new plan",
+                describe(step.base.version.as_deref(), step.base.hash.as_deref()),
+                describe(now.0, now.1)
+            );
+            self.event(Some(&step.key), Some(&step.target), Stage::Deliver, Level::Warn, message.clone());
+            self.count(step.key.as_str(), &step.target, Counted::Conflict);
+            self.problems.push(Problem {
+                item_key: step.key.to_string(),
+                target: step.target.clone(),
+                status: ItemStatus::Conflict,
+                stage: Stage::Deliver,
+                message: message.clone(),
+            });
+            stale.push((step.key.to_string(), step.target.clone(), message));
+        }
+        let sent: Vec<(String, String)> = ready.iter().map(|(s, _)| (s.key.to_string(), s.target.clone())).collect();
+        self.apply_all(ready).await?;
+        let store = &self.deps.store;
+        for (key, target, message) in stale {
+            store.set_entry_state(applying.plan_id, &key, &target, "conflict", Some(&message)).await?;
+        }
+        for (key, target) in sent {
+            let problem = self.problems.iter().find(|p| p.item_key == key && p.target == target);
+            let (state, message) = match problem {
+                None => ("applied", None),
+                Some(p) if p.status == ItemStatus::Conflict => ("conflict", Some(p.message.as_str())),
+                Some(p) => ("failed", Some(p.message.as_str())),
+            };
+            store.set_entry_state(applying.plan_id, &key, &target, state, message).await?;
+        }
+        Ok(())
+    }
+
     /// Records a step that sends nothing (a refusal) as it is.
     pub(super) fn record_step(&mut self, step: Step) {
         let result = match prepare(&step, false, self.dry_run) {
@@ -155,6 +206,19 @@ impl SourceRun {
         };
         self.record(Applied { step, resume: None, ticket: Ticket::default(), result });
     }
+}
+
+/// What an item's base is, for a conflict's message.
+fn describe(version: Option<&str>, hash: Option<&str>) -> String {
+    match (version, hash) {
+        (_, None) => "nothing delivered".into(),
+        (Some(version), Some(hash)) => format!("version {version} (document {})", short(hash)),
+        (None, Some(hash)) => format!("document {}", short(hash)),
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// The intent of this run that a step's delivery goes on from: one for the same document.

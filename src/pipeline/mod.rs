@@ -68,6 +68,20 @@ pub struct Job {
     pub wait: std::time::Duration,
     /// Asks the run to stop early.
     pub stop: Stop,
+    /// Apply this stored plan instead of planning: the run delivers the plan's documents (see
+    /// [`Applying`]).
+    pub apply: Option<Arc<Applying>>,
+}
+
+/// A stored plan to apply: the run takes the leases of the plan's sources, reconciles what an
+/// interrupted run left, and then, per source, sends exactly the planned documents — an entry
+/// whose base moved on since the plan was made (another run or plan changed the item, or the
+/// portal's copy changed) is refused as a conflict, never sent over what it did not see.
+#[derive(Debug)]
+pub struct Applying {
+    pub plan_id: i64,
+    /// The steps of the plan's entries still to apply (see [`plan::Step::from_entry`]).
+    pub steps: Vec<plan::Step>,
 }
 
 pub use hold::Busy;
@@ -90,6 +104,7 @@ impl Job {
             holder: None,
             wait: std::time::Duration::ZERO,
             stop: Stop::default(),
+            apply: None,
         }
     }
 }

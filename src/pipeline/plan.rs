@@ -158,6 +158,56 @@ impl Step {
     }
 }
 
+/// Why a stored plan's entry cannot be turned back into a step (the store was edited by hand, or
+/// its document is missing).
+#[derive(Debug, thiserror::Error)]
+#[error("plan entry {item_key} → {target}: {why}")]
+pub struct BadEntry {
+    pub item_key: String,
+    pub target: String,
+    pub why: String,
+}
+
+impl Step {
+    /// A stored plan's entry as the step that applies it, with its document's `body` (for a create
+    /// or update) and the flags the plan was made with: what applying a plan sends is exactly what
+    /// was planned, built on the base the plan saw. A forced plan asks the target what to build on,
+    /// as the forced run would have; a withdrawal whose version was not known does too.
+    pub fn from_entry(entry: &PlanEntry, body: Option<Vec<u8>>, flags: Flags) -> Result<Self, BadEntry> {
+        let bad = |why: String| BadEntry { item_key: entry.item_key.clone(), target: entry.target.clone(), why };
+        let key = ItemKey::parse(&entry.item_key).ok_or_else(|| bad("not an item key".into()))?;
+        let document = |body: Option<Vec<u8>>| -> Result<Document, BadEntry> {
+            let body = body.ok_or_else(|| bad("its document is not stored".into()))?;
+            let format = match entry.format.as_str() {
+                "xml" => Format::Xml,
+                "json" => Format::Json,
+                other => return Err(bad(format!("unknown document format `{other}`"))),
+            };
+            let hash = crate::store::plans::document_hash(&body);
+            if entry.document_hash.as_deref() != Some(hash.as_str()) {
+                return Err(bad("its stored document does not match the entry's hash".into()));
+            }
+            Ok(Document { format, hash, body: body.into() })
+        };
+        let (change, refresh) = match entry.action.as_str() {
+            "create" => (Change::Create { document: document(body)? }, flags.force),
+            "update" => (Change::Update { document: document(body)? }, flags.force),
+            "withdraw" => (Change::Withdraw, entry.base_version.is_none()),
+            other => return Err(bad(format!("unknown action `{other}`"))),
+        };
+        Ok(Self {
+            key,
+            target: entry.target.clone(),
+            source_id: entry.source_id.clone(),
+            origin: entry.origin.clone(),
+            change,
+            base: Base { version: entry.base_version.clone(), hash: entry.base_hash.clone(), refresh },
+            warnings: serde_json::from_str(&entry.warnings).map_err(|e| bad(format!("its warnings: {e}")))?,
+            inputs: serde_json::from_str(&entry.inputs).map_err(|e| bad(format!("its inputs: {e}")))?,
+        })
+    }
+}
+
 /// A step that delivers nothing for `key` at `mapping`'s target: the record (`content_hash`) was
 /// read from `origin` and failed with `why` (status, stage, message).
 pub(in crate::pipeline) fn refusal(
@@ -276,5 +326,27 @@ mod tests {
         assert_eq!((update.base_version.as_deref(), update.base_hash.as_deref()), (Some("v7"), Some("ab12")));
         let inputs: Inputs = serde_json::from_str(&update.inputs).unwrap();
         assert_eq!(inputs, plan.steps[1].inputs);
+    }
+
+    #[test]
+    fn a_stored_entry_becomes_the_step_it_was_made_from() {
+        let plan = plan();
+        for step in &plan.steps[..3] {
+            let (entry, body) = step.entry("diff".into()).unwrap();
+            let back = Step::from_entry(&entry, body.clone(), plan.flags).unwrap();
+            // As the run decides it: a forced delivery, or a withdrawal of an unknown version, asks first.
+            let mut expected = step.clone();
+            expected.base.refresh = match step.change {
+                Change::Withdraw => step.base.version.is_none(),
+                _ => plan.flags.force,
+            };
+            assert_eq!(back, expected);
+            if let Some(body) = body {
+                let mut other = body.clone();
+                other.push(b' ');
+                let err = Step::from_entry(&entry, Some(other), plan.flags).unwrap_err();
+                assert!(err.to_string().contains("does not match"), "{err}");
+            }
+        }
     }
 }

@@ -141,6 +141,9 @@ impl Started {
                 tracing::error!(run_id = id, "cannot close the run's record (the next start closes it): {e}");
             }
         }
+        if let (Some(applying), Some(id)) = (&job.apply, run_id) {
+            settle_plan(&deps, applying.plan_id, id, failed.is_none() && job.stop.why().is_none()).await;
+        }
         if let Some(hold) = hold {
             hold.release().await;
         }
@@ -213,7 +216,11 @@ async fn run_in(
         }
         run.earlier = std::mem::take(&mut settled);
         run.codelists = run_codelists.take();
-        match run.execute().await {
+        let executed = match &job.apply {
+            Some(applying) => run.apply_planned(applying).await,
+            None => run.execute().await,
+        };
+        match executed {
             Ok(()) => {}
             Err(SourceFailure::Fatal(e)) => {
                 report.counts.add(run.counts);
@@ -258,5 +265,18 @@ async fn tidy_targets(config: &Config, sources: &[Arc<Source>]) {
         sources.iter().flat_map(|source| source.mappings.iter()).map(|m| m.output.target.as_str()).collect();
     for target in targets.into_iter().filter_map(|id| config.target(id)) {
         target.delivery.tidy().await;
+    }
+}
+
+/// A plan's status once the run that applied it ends: `applied` if the run went through (each
+/// entry says how it went), else `approved` again, so that its remaining entries can be applied.
+async fn settle_plan(deps: &Deps, plan_id: i64, run_id: i64, completed: bool) {
+    use crate::store::plans::PlanStatus;
+    let to = if completed { PlanStatus::Applied } else { PlanStatus::Approved };
+    let at = timestamp(deps.clock.now());
+    match deps.store.set_plan_status(plan_id, PlanStatus::Applying, to, &at, Some(run_id)).await {
+        Ok(true) => tracing::info!(plan_id, run_id, status = to.as_str(), "plan applied"),
+        Ok(false) => tracing::warn!(plan_id, run_id, "the plan was not `applying` any more when its run ended"),
+        Err(e) => tracing::error!(plan_id, run_id, "cannot record the plan's status (it stays `applying`): {e}"),
     }
 }

@@ -2,6 +2,7 @@
 //! transaction, so that the log holds exactly what happened; item changes fenced by the source's lease.
 
 use super::lease::{Fence, check_fence};
+use super::plans::{Decision, PlanStatus};
 use super::{BeginWrite, Store, StoreError, on_pool, opt_text, text};
 use crate::domain::{Level, Stage};
 
@@ -136,6 +137,70 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             if sqlx::query(sql).bind(ars).bind(service).execute(&mut *tx).await?.rows_affected() == 0 {
+                return Ok(false);
+            }
+            insert_event!(tx, event);
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    /// Records `decision` on plan `id` with its event, if the plan is still open: the plan's row is
+    /// locked first (decisions on one plan are taken one at a time), then the decision is stored
+    /// (replacing the person's earlier one), and the plan's status becomes `then(every decision)`.
+    /// `None` (nothing recorded) if the plan is not open any more.
+    pub async fn decide_plan_logged(
+        &self,
+        id: i64,
+        decision: &Decision,
+        then: &(dyn Fn(&[Decision]) -> PlanStatus + Sync),
+        event: &OperatorEvent,
+    ) -> Result<Option<PlanStatus>, StoreError> {
+        let lock = "UPDATE plans SET updated_at = $1 WHERE id = $2 AND status = 'open'";
+        let upsert = "INSERT INTO plan_decisions (plan_id, who, decision, reason, at) VALUES ($1, $2, $3, $4, $5) \
+                      ON CONFLICT (plan_id, who) DO UPDATE SET decision = excluded.decision, \
+                      reason = excluded.reason, at = excluded.at";
+        let all = "SELECT who, decision, reason, at FROM plan_decisions WHERE plan_id = $1 ORDER BY at, who";
+        let status = "UPDATE plans SET status = $1 WHERE id = $2";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            if sqlx::query(lock).bind(&decision.at).bind(id).execute(&mut *tx).await?.rows_affected() == 0 {
+                return Ok(None);
+            }
+            sqlx::query(upsert)
+                .bind(id)
+                .bind(text(&decision.who))
+                .bind(&decision.decision)
+                .bind(text(&decision.reason))
+                .bind(&decision.at)
+                .execute(&mut *tx)
+                .await?;
+            let decisions: Vec<Decision> = sqlx::query_as(all).bind(id).fetch_all(&mut *tx).await?;
+            let next = then(&decisions);
+            if next != PlanStatus::Open {
+                sqlx::query(status).bind(next.as_str()).bind(id).execute(&mut *tx).await?;
+            }
+            insert_event!(tx, event);
+            tx.commit().await?;
+            Ok(Some(next))
+        })
+    }
+
+    /// Moves plan `id` from `from` to `to` with its event, if it is still in `from` (false:
+    /// nothing changed or logged).
+    pub async fn move_plan_logged(
+        &self,
+        id: i64,
+        from: PlanStatus,
+        to: PlanStatus,
+        event: &OperatorEvent,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE plans SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let moved =
+                sqlx::query(sql).bind(to.as_str()).bind(&event.at).bind(id).bind(from.as_str()).execute(&mut *tx).await?;
+            if moved.rows_affected() == 0 {
                 return Ok(false);
             }
             insert_event!(tx, event);

@@ -126,6 +126,7 @@ pub fn raw_state_for(
         metrics: Arc::new(Metrics::new()),
         instance: "test".into(),
         lease: std::time::Duration::from_secs(60),
+        deps: tokio::sync::watch::channel(app.deps.clone()).1,
     };
     (state, rx)
 }
