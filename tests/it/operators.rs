@@ -16,14 +16,14 @@ use sha2::{Digest, Sha256};
 use crate::delivery::{Sim, sim};
 use crate::support::{RunningDaemon, TestApp};
 
-const VIEWER: &str = "viewer-secret-0001";
-const OPERATOR: &str = "operator-secret-0002";
-const APPROVER: &str = "approver-secret-0003";
+pub(crate) const VIEWER: &str = "viewer-secret-0001";
+pub(crate) const OPERATOR: &str = "operator-secret-0002";
+pub(crate) const APPROVER: &str = "approver-secret-0003";
 const SERVICE: &str = "99108001001000";
 const ARS: &str = "053150000000";
 
 /// The token file: `v.viewer`, `o.operator` and `a.approver`, each with its role, minus `without`.
-fn tokens_file(without: &[&str]) -> String {
+pub(crate) fn tokens_file(without: &[&str]) -> String {
     [("v.viewer", "viewer", VIEWER), ("o.operator", "operator", OPERATOR), ("a.approver", "approver", APPROVER)]
         .into_iter()
         .filter(|(name, _, _)| !without.contains(name))
@@ -36,7 +36,7 @@ fn tokens_file(without: &[&str]) -> String {
 
 /// The delivery tests' bridge (source `feed` of `count` records, HTTP target `portal` on the
 /// simulator) with the named tokens and reads that need one; everything delivered once.
-async fn bridge(sim: &Sim, count: usize) -> TestApp {
+pub(crate) async fn bridge(sim: &Sim, count: usize) -> TestApp {
     let admin = "\n[admin]\nlisten = \"127.0.0.1:0\"\ntokens_file = \"tokens.toml\"\nread_needs_token = true\n";
     let app = crate::delivery::bridge(sim, count, admin).await;
     std::fs::write(app.path("tokens.toml"), tokens_file(&[])).unwrap();
@@ -45,7 +45,7 @@ async fn bridge(sim: &Sim, count: usize) -> TestApp {
 }
 
 /// `method path` on the daemon with `token` and a JSON `body`: status and answer.
-async fn call(
+pub(crate) async fn call(
     daemon: &RunningDaemon,
     method: reqwest::Method,
     path: &str,
@@ -64,12 +64,12 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-async fn post(daemon: &RunningDaemon, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn post(daemon: &RunningDaemon, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
     call(daemon, reqwest::Method::POST, path, token, body).await
 }
 
 /// Waits until no run is going on (the daemon's runs are answered before they end).
-async fn idle(app: &TestApp) {
+pub(crate) async fn idle(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let runs = app.deps.store.runs(5).await.unwrap();
@@ -82,7 +82,7 @@ async fn idle(app: &TestApp) {
 }
 
 /// Every operator event, oldest first.
-async fn operator_events(app: &TestApp) -> Vec<EventRow> {
+pub(crate) async fn operator_events(app: &TestApp) -> Vec<EventRow> {
     let events = app.deps.store.events(&EventFilter::default()).await.unwrap();
     events.into_iter().filter(|e| e.stage == "operator").collect()
 }

@@ -92,3 +92,144 @@ async fn a_plan_that_no_rule_catches_needs_nobody() {
     let plan = app.deps.store.plan(answer["id"].as_i64().unwrap()).await.unwrap().unwrap();
     assert_eq!(plan.status, "approved");
 }
+
+/// Issue 16's four-eyes path, over the admin API and the command line against portal-sim: a plan
+/// with a withdrawal cannot be applied until approved; its author cannot approve it; a second
+/// identity does; applying it delivers exactly the planned documents (not what the source says by
+/// then), once each; the item an editor changed in the portal meanwhile is refused with a conflict,
+/// and a second plan built on the same base is refused item by item once the first was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_eyes_plan_approve_apply_over_the_api_and_the_cli() {
+    use crate::operators::{APPROVER, OPERATOR, bridge, call, idle, operator_events, post};
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    let sim = crate::delivery::sim(portal_sim::SimConfig::default()).await;
+    let app = bridge(&sim, 4).await;
+    let daemon = app.start_daemon().await;
+    let effects_before = sim.state.stats().await.total_effects();
+
+    // The source changes: three items updated, item-0003 gone upstream.
+    crate::delivery::write_records(app.dir.path(), 3, "v2");
+    let body = json!({"sources": ["feed"], "allow_withdrawals": true});
+    let (status, made) = post(&daemon, "/api/plans", APPROVER, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let id = made["id"].as_i64().unwrap();
+    assert_eq!((made["status"].as_str(), made["approvers_needed"].as_u64()), (Some("open"), Some(1)), "{made}");
+    assert_eq!(made["summary"]["update"], 3, "{made}");
+    assert_eq!(made["summary"]["withdraw"], 1, "{made}");
+    let planned: Vec<_> = app.deps.store.plan_entries(id).await.unwrap();
+
+    // Not approved: applying is refused both ways, and nothing happens.
+    let (status, refused) = post(&daemon, &format!("/api/plans/{id}/apply"), OPERATOR, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("not approved"), "{refused}");
+    app.command().args(["apply", &id.to_string()]).assert().code(6);
+    // The author cannot approve their own plan; an operator cannot approve at all; a reason is needed.
+    let approve = format!("/api/plans/{id}/approve");
+    let (status, refused) = post(&daemon, &approve, APPROVER, json!({"reason": "looks right"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("a.approver made this plan"), "{refused}");
+    assert_eq!(post(&daemon, &approve, OPERATOR, json!({"reason": "x"})).await.0, StatusCode::FORBIDDEN);
+    app.command().args(["approve", &id.to_string()]).assert().code(2);
+    app.command().args(["approve", &id.to_string(), "--by", "someone", "--reason", "x"]).assert().code(2);
+    assert_eq!(app.deps.store.plan(id).await.unwrap().unwrap().status, "open");
+    assert!(app.deps.store.decisions(id).await.unwrap().is_empty(), "refused decisions are not recorded");
+    assert_eq!(sim.state.stats().await.total_effects(), effects_before);
+
+    // A second plan on the same base, made on the command line (author: the OS user).
+    app.command().args(["plan", "--source", "feed", "--allow-withdrawals"]).assert().success();
+    let second = id + 1;
+    let os_user = portal_bridge::ops::Actor::os_user().name;
+    assert_eq!(app.deps.store.plan(second).await.unwrap().unwrap().author, os_user);
+
+    // A second identity approves: the OS user on the command line.
+    let approved = app.command().args(["approve", &id.to_string(), "--reason", "withdrawal agreed with Aachen"]).assert();
+    let out = String::from_utf8_lossy(&approved.success().get_output().stdout).into_owned();
+    assert!(out.contains("it is approved now"), "{out}");
+    let decisions = app.deps.store.decisions(id).await.unwrap();
+    assert_eq!(decisions.len(), 1);
+    assert_eq!((decisions[0].who.as_str(), decisions[0].decision.as_str()), (os_user.as_str(), "approve"));
+
+    // Meanwhile the source changed again (what is applied is the plan, not the source), and an
+    // editor changed item-0001 in the portal.
+    crate::delivery::write_records(app.dir.path(), 3, "v3");
+    let edit = format!("{}/_sim/edit/targets/portal/items/{}", sim.url, portal_sim::encode_segment("feed/item-0001"));
+    let client = reqwest::Client::new();
+    assert!(client.put(&edit).body("{\"von\": \"Redaktion\"}").send().await.unwrap().status().is_success());
+
+    let (status, queued) = post(&daemon, &format!("/api/plans/{id}/apply"), OPERATOR, json!({"reason": "CAB 12/2026"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    idle(&app).await;
+
+    let stats = sim.state.stats().await;
+    for entry in planned.iter().filter(|e| e.action == "update") {
+        let hash = entry.document_hash.as_deref().unwrap();
+        let body = app.deps.store.plan_document(hash).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("(v2)"), "the planned document");
+        let row = &app.deps.store.item(&entry.item_key).await.unwrap()[0];
+        if entry.item_key == "feed/item-0001" {
+            assert_eq!(row.status, "conflict", "the portal copy changed since the plan: {row:?}");
+            assert_eq!(stats.effect_count("portal", &entry.item_key, hash), 0);
+        } else {
+            assert_eq!(row.status, "delivered", "{row:?}");
+            assert_eq!(row.output_hash.as_deref(), Some(hash), "exactly the planned document");
+            assert_eq!(stats.effect_count("portal", &entry.item_key, hash), 1, "once: {}", entry.item_key);
+        }
+    }
+    assert_eq!(app.deps.store.item("feed/item-0003").await.unwrap()[0].status, "withdrawn");
+    assert_eq!(stats.total_effects(), effects_before + 3, "two updates and one withdrawal, nothing else");
+    let plan = app.deps.store.plan(id).await.unwrap().unwrap();
+    assert_eq!(plan.status, "applied");
+    let states: Vec<(String, String)> = app
+        .deps
+        .store
+        .plan_entries(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.item_key, e.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("feed/item-0000".to_owned(), "applied".to_owned()),
+            ("feed/item-0001".into(), "conflict".into()),
+            ("feed/item-0002".into(), "applied".into()),
+            ("feed/item-0003".into(), "applied".into()),
+        ]
+    );
+    // Applied once: not again.
+    assert_eq!(post(&daemon, &format!("/api/plans/{id}/apply"), OPERATOR, json!({})).await.0, StatusCode::CONFLICT);
+
+    // The second plan, approved over the API by a.approver, built on what the first replaced:
+    // every entry is refused as a conflict, nothing is sent.
+    let (status, answer) =
+        post(&daemon, &format!("/api/plans/{second}/approve"), APPROVER, json!({"reason": "ok"})).await;
+    assert_eq!((status, answer["status"].as_str()), (StatusCode::OK, Some("approved")), "{answer}");
+    let effects = sim.state.stats().await.total_effects();
+    app.command().args(["apply", &second.to_string()]).assert().code(3);
+    assert_eq!(sim.state.stats().await.total_effects(), effects, "a stale plan sends nothing");
+    let entries = app.deps.store.plan_entries(second).await.unwrap();
+    assert!(entries.iter().all(|e| e.state == "conflict"), "{entries:#?}");
+    assert!(entries[0].message.as_deref().unwrap().contains("moved on since"), "{entries:#?}");
+
+    // Who did what, and why, is in the log.
+    let events: Vec<(String, String)> = operator_events(&app)
+        .await
+        .into_iter()
+        .map(|e| (e.actor.unwrap_or_default(), e.message))
+        .collect();
+    let expected = [
+        (os_user.clone(), format!("plan {id} approved by {os_user}: withdrawal agreed with Aachen")),
+        ("o.operator".into(), format!("plan {id} applied by o.operator: CAB 12/2026")),
+        ("a.approver".into(), format!("plan {second} approved by a.approver: ok")),
+        (os_user.clone(), format!("plan {second} applied by {os_user}")),
+    ];
+    assert_eq!(events, expected);
+    let (status, shown) = call(&daemon, reqwest::Method::GET, &format!("/api/plans/{id}"), OPERATOR, json!(null)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["plan"]["status"], "applied", "{shown}");
+    daemon.shutdown.cancel();
+    daemon.task.await.unwrap().unwrap();
+}
