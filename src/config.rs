@@ -690,6 +690,7 @@ fn resolve_policy(raw: &RawConfig, report: &mut Report<'_>) -> crate::policy::Po
             policy.targets.insert(target.id.get_ref().clone(), rules.get_ref().clone());
         }
     }
+    policy.enabled = raw.approval.is_some() || !policy.sources.is_empty() || !policy.targets.is_empty();
     policy
 }
 

@@ -21,6 +21,9 @@ use crate::scheduler::{Missed, Overlap, missed_run};
 use crate::store::{Store, timestamp};
 use crate::validate::Validators;
 
+/// Who the plans of scheduled runs are by (their changes that the approval policy holds back).
+pub const SCHEDULE_AUTHOR: &str = "schedule";
+
 /// What the daemon needs from outside; tests pass their own listener, clock, shutdown and reload.
 pub struct DaemonParts {
     pub config: Arc<Config>,
@@ -268,7 +271,7 @@ impl Daemon {
             if let Some(state) = self.states.write().expect("not poisoned").get_mut(&id) {
                 state.next_run_at = Some(timestamp(next.1));
             }
-            let job = Job { sources: vec![id], ..Job::all(Trigger::Schedule) };
+            let job = Job { sources: vec![id], author: Some(SCHEDULE_AUTHOR.into()), ..Job::all(Trigger::Schedule) };
             self.start(job, Some(slot), None);
         }
     }

@@ -1,7 +1,9 @@
 //! The approval policy: which planned changes need how many approvers other than the plan's author (Vier-Augen-Prinzip).
 //!
 //! A policy is set for the whole configuration (`[approval]`) and may be tightened for a source
-//! or a target (`approval = { … }` in its table). A plan needs approval when any of its sources or
+//! or a target (`approval = { … }` in its table). Without any of these the bridge asks nobody (as
+//! before plans existed; the withdrawal guard still holds back mass withdrawals); with one, the
+//! defaults below apply to every source and target. A plan needs approval when any of its sources or
 //! targets says so; it then needs the largest number of approvers any of them asks for. Every rule
 //! that applied is named, so the plan says why it waits.
 
@@ -45,6 +47,8 @@ impl ApprovalRules {
 /// The resolved policy: the global level and each source's and target's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
+    /// Whether the configuration sets a policy at all; without one, nothing needs approval.
+    pub enabled: bool,
     pub global: ApprovalRules,
     pub sources: BTreeMap<String, ApprovalRules>,
     pub targets: BTreeMap<String, ApprovalRules>,
@@ -81,6 +85,9 @@ impl Policy {
     /// Which approvals a plan with these changes needs.
     pub fn judge(&self, changes: &ChangeSummary) -> Verdict {
         let mut verdict = Verdict::default();
+        if !self.enabled {
+            return verdict;
+        }
         let mut demand = |rules: &ApprovalRules, reason: String| {
             verdict.approvers = verdict.approvers.max(rules.approvers_or_default());
             verdict.reasons.push(reason);
@@ -196,7 +203,7 @@ mod tests {
 
     #[test]
     fn by_default_withdrawals_need_one_approver_and_nothing_else_does() {
-        let policy = Policy::default();
+        let policy = Policy { enabled: true, ..Policy::default() };
         assert_eq!(policy.judge(&changes(("a", 10, 10, 0), ("portal-xml", 10))), Verdict::default());
         let verdict = policy.judge(&changes(("a", 10, 2, 1), ("portal-xml", 2)));
         assert_eq!(verdict.approvers, 1);
@@ -206,6 +213,7 @@ mod tests {
     #[test]
     fn a_source_or_target_tightens_the_global_rules_and_the_largest_demand_wins() {
         let policy = Policy {
+            enabled: true,
             global: ApprovalRules { withdrawals: Some(false), max_changes: Some(5), ..Default::default() },
             sources: [("a".to_owned(), ApprovalRules { max_changed_percent: Some(20), ..Default::default() })].into(),
             targets: [(
@@ -226,8 +234,15 @@ mod tests {
     }
 
     #[test]
+    fn without_a_policy_in_the_configuration_nothing_needs_approval() {
+        let policy = Policy::default();
+        assert_eq!(policy.judge(&changes(("a", 10, 10, 10), ("portal-xml", 10))), Verdict::default());
+    }
+
+    #[test]
     fn a_plan_that_changes_nothing_needs_nobody() {
         let policy = Policy {
+            enabled: true,
             global: ApprovalRules { always: Some(true), max_changed_percent: Some(0), ..Default::default() },
             ..Default::default()
         };
@@ -257,6 +272,7 @@ mod tests {
     #[test]
     fn a_first_run_counts_as_all_of_the_source() {
         let policy = Policy {
+            enabled: true,
             global: ApprovalRules { max_changed_percent: Some(50), ..Default::default() },
             ..Default::default()
         };

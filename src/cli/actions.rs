@@ -214,6 +214,7 @@ pub(super) async fn complete(started: pipeline::Started, store: &Store, json: bo
             "quarantined": c.quarantined,
             "withdrawn": c.withdrawn,
             "conflict": c.conflict,
+            "awaiting_plan": report.awaiting.as_ref().map(|plan| plan.id),
         });
         println!("{out}");
     } else {
@@ -234,6 +235,23 @@ pub(super) async fn complete(started: pipeline::Started, store: &Store, json: bo
         for warning in &report.warnings {
             println!("  warning: {warning}");
         }
+        if let Some(plan) = &report.awaiting {
+            println!(
+                "plan {} ({}) awaits approval by {} person(s) other than its author; nothing of it was delivered:",
+                plan.id, plan.summary, plan.verdict.approvers
+            );
+            for reason in &plan.verdict.reasons {
+                println!("  - {reason}");
+            }
+            println!(
+                "review it with `portal-bridge plan show {0}`, approve with `portal-bridge approve {0} --reason …`, \
+                 then `portal-bridge apply {0}`",
+                plan.id
+            );
+        }
+    }
+    if report.awaiting.is_some() && matches!(report.status, RunStatus::Ok | RunStatus::Partial) {
+        return Ok(Exit::AwaitsApproval);
     }
     Ok(match report.status {
         RunStatus::Ok => Exit::Ok,

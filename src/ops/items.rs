@@ -70,7 +70,7 @@ pub async fn retry<R: Runner>(
     }
     let message = said("retry requested", actor, reason);
     let events = keys.iter().map(|k| event(actor, reason, Some(k.as_str()), None, message.clone())).collect();
-    let job = Job { items: keys, ..Job::all(runner.trigger()) };
+    let job = Job { items: keys, author: Some(actor.name.clone()), ..Job::all(runner.trigger()) };
     runner.start(job, Prelude { events, ..Prelude::default() }).await.map(Some)
 }
 
@@ -125,7 +125,7 @@ pub async fn resolve<R: Runner>(
         return Err(OpsError::Usage(format!("`{key}` has no conflict to resolve")));
     }
     let overwrite = Overwrite { key: key.clone(), actor: actor.clone(), reason: reason.map(str::to_owned) };
-    let job = Job { items: vec![key], force: true, ..Job::all(runner.trigger()) };
+    let job = Job { items: vec![key], force: true, author: Some(actor.name.clone()), ..Job::all(runner.trigger()) };
     runner.start(job, Prelude { overwrite: vec![overwrite], ..Prelude::default() }).await
 }
 

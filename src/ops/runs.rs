@@ -58,6 +58,7 @@ pub async fn start_run<R: Runner>(
         force: request.force,
         allow_withdrawals: request.allow_withdrawals,
         dry_run: request.dry_run,
+        author: Some(actor.name.clone()),
         ..Job::all(runner.trigger())
     };
     runner.start(job, prelude).await

@@ -234,6 +234,12 @@ async fn send(work: &Work, step: Step, resume: Option<Resume>) -> Option<Applied
     if let Some(collect) = &work.collect {
         collect.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(step.clone());
     }
+    if let Some(hold) = &work.hold {
+        if matches!(step.change, Change::Create { .. } | Change::Update { .. } | Change::Withdraw) {
+            hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(step);
+            return None;
+        }
+    }
     let action = match prepare(&step, resume.is_some(), work.dry_run) {
         Ok(action) => action,
         Err(result) => return Some(Applied { step, resume, ticket: Ticket::default(), result }),

@@ -71,6 +71,11 @@ pub struct Job {
     /// Apply this stored plan instead of planning: the run delivers the plan's documents (see
     /// [`Applying`]).
     pub apply: Option<Arc<Applying>>,
+    /// Who the run acts for (an operator, an admin token's name, `schedule`). With an approval
+    /// policy in the configuration, such a run holds back the changes of a source that the policy
+    /// wants approved and stores them as a plan of theirs, awaiting approval (see
+    /// [`RunReport::awaiting`]); the rest of the run goes on. `None`: the policy is not consulted.
+    pub author: Option<String>,
 }
 
 /// A stored plan to apply: the run takes the leases of the plan's sources, reconciles what an
@@ -105,6 +110,7 @@ impl Job {
             wait: std::time::Duration::ZERO,
             stop: Stop::default(),
             apply: None,
+            author: None,
         }
     }
 }
@@ -166,6 +172,9 @@ pub struct RunReport {
     pub errors: Vec<String>,
     /// What went wrong without failing an item by itself (e.g. a codelist that could not be fetched).
     pub warnings: Vec<String>,
+    /// The plan that holds the changes this run did not make because the approval policy wants
+    /// them approved first.
+    pub awaiting: Option<plan::Stored>,
 }
 
 /// One item at one target that did not go through.
@@ -280,6 +289,9 @@ struct Work {
     journal: Journal,
     /// Asks the run to stop: no delivery starts after that.
     stop: Stop,
+    /// Steps that change something are kept here instead of being sent (a source whose changes
+    /// await the policy's verdict).
+    hold: Option<PlanCollector>,
 }
 
 impl Work {
@@ -344,4 +356,8 @@ struct SourceRun {
     /// What the run's ledger writes must still hold.
     fence: Fence,
     stop: Stop,
+    /// Who the run acts for, if the approval policy is to be consulted ([`Job::author`]).
+    author: Option<String>,
+    /// The changes this source holds back for approval.
+    awaiting: Vec<plan::Step>,
 }

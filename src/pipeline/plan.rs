@@ -9,6 +9,7 @@
 
 mod decide;
 mod map;
+mod store;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,10 @@ use crate::domain::{ItemKey, ItemStatus, Stage};
 use crate::mapping::Mapping;
 use crate::store::plans::PlanEntry;
 
-pub(super) use decide::{EntryScan, Scanned};
+pub(super) use decide::{Decided, EntryScan, Scanned};
 pub(super) use map::{map_entry, read_records};
+pub(super) use store::distinct_items;
+pub use store::{Origin, Stored, judge, store_plan};
 
 /// What a run would change: its job's flags and one step per item and target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -102,6 +102,7 @@ impl Started {
             problems: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            awaiting: None,
         };
         let work = run_in(&job, &deps, &selected, hold.as_ref(), &mut report).instrument(span.clone());
         let result = match &hold {
@@ -203,6 +204,8 @@ async fn run_in(
     let mut settled: HashMap<ItemKey, Result<(), String>> = HashMap::new();
     // Codelists fetched for one source serve the sources after it.
     let mut run_deps = deps.clone();
+    // The changes sources held back for approval: one plan for the run.
+    let mut awaiting = Vec::new();
     for source in selected {
         if job.stop.is_stopped() {
             break;
@@ -238,6 +241,7 @@ async fn run_in(
         report.problems.extend(run.problems);
         report.errors.extend(run.missing_items);
         report.warnings.extend(run.warnings);
+        awaiting.append(&mut run.awaiting);
         settled = run.earlier;
         settled.extend(run.settled);
         run_codelists = run.codelists.take();
@@ -247,6 +251,40 @@ async fn run_in(
         // Sources the run did not get to (it was stopped): what reconciling them did still counts.
         report.counts.add(seed.counts);
         report.problems.extend(seed.problems);
+    }
+
+    if let (Some(author), false) = (&job.author, awaiting.is_empty() || job.stop.is_stopped()) {
+        let items: Vec<String> = job.items.iter().map(ToString::to_string).collect();
+        let origin = crate::pipeline::plan::Origin {
+            author,
+            sources: &source_ids,
+            items: &items,
+            flags: crate::pipeline::plan::Flags { force: job.force, allow_withdrawals: job.allow_withdrawals },
+            run_id,
+            reuse_open: true,
+        };
+        let stored = crate::pipeline::plan::store_plan(deps, &origin, awaiting).await?;
+        let message = format!(
+            "plan {} holds {} awaiting approval by {} person(s) other than {author}: {}",
+            stored.id,
+            stored.summary,
+            stored.verdict.approvers,
+            stored.verdict.reasons.join("; ")
+        );
+        tracing::warn!(run_id, plan_id = stored.id, "{message}");
+        if let Some(id) = run_id {
+            let event = NewEvent {
+                at: timestamp(deps.clock.now()),
+                run_id: Some(id),
+                item_key: None,
+                target: None,
+                stage: Stage::Run,
+                level: Level::Warn,
+                message,
+            };
+            deps.store.append_event(&event).await?;
+        }
+        report.awaiting = Some(stored);
     }
 
     report.status = if failed_sources > 0 && failed_sources == selected.len() {

@@ -46,6 +46,7 @@ impl SourceRun {
             metrics: job.metrics.clone(),
             journal: Journal::new(deps.store.clone(), fence.clone(), deps.clock.clone(), run_id, job.metrics.clone()),
             stop: job.stop.clone(),
+            hold: None,
         });
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         Ok(Self {
@@ -75,7 +76,62 @@ impl SourceRun {
             written: HashMap::new(),
             fence,
             stop: job.stop.clone(),
+            author: job.author.clone().filter(|_| deps.config.policy.enabled && !job.dry_run),
+            awaiting: Vec::new(),
         })
+    }
+
+    /// Whether the policy would want approval if every pair with work changed and every vanished
+    /// item were withdrawn (an upper bound of what the source's plan changes).
+    fn may_need_approval(&self, decided: &super::plan::Decided) -> bool {
+        let mut changed = BTreeSet::new();
+        let mut withdrawn = BTreeSet::new();
+        let mut targets: std::collections::BTreeMap<String, u64> = Default::default();
+        for (key, mapping) in decided.work.iter().flat_map(|(_, pairs)| pairs) {
+            changed.insert(key.as_str());
+            *targets.entry(mapping.output.target.clone()).or_default() += 1;
+        }
+        for step in &decided.vanished {
+            changed.insert(step.key.as_str());
+            withdrawn.insert(step.key.as_str());
+            *targets.entry(step.target.clone()).or_default() += 1;
+        }
+        let known = super::plan::distinct_items(self.work.ledger.keys().map(|(item, _)| item.as_str()));
+        let summary = crate::policy::ChangeSummary {
+            sources: [(
+                self.source.id.clone(),
+                crate::policy::SourceChanges {
+                    known,
+                    changed: changed.len() as u64,
+                    withdrawn: withdrawn.len() as u64,
+                },
+            )]
+            .into(),
+            targets,
+        };
+        self.deps.config.policy.judge(&summary).approvers > 0
+    }
+
+    /// The changes a gated source held: judged as they are; sent now if the policy needs nobody
+    /// for them, else kept for the run's plan (and the log says so).
+    async fn release_or_await(&mut self) -> Result<(), SourceFailure> {
+        let Some(hold) = self.work_mut().hold.take() else { return Ok(()) };
+        let held = std::mem::take(&mut *hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let entries: Vec<_> = held.iter().filter_map(|step| step.entry(String::new()).map(|(e, _)| e)).collect();
+        let verdict = super::plan::judge(&self.deps, &entries).await?;
+        if verdict.approvers == 0 {
+            self.apply_all(held.into_iter().map(|step| (step, None)).collect()).await?;
+            return Ok(());
+        }
+        let message = format!(
+            "source {}: {} change(s) await approval ({})",
+            self.source.id,
+            entries.len(),
+            verdict.reasons.join("; ")
+        );
+        self.event(None, None, Stage::Run, Level::Warn, message);
+        self.awaiting = held;
+        Ok(())
     }
 
     /// Counts a pair's outcome. A pair whose delivery this run reconciled first and then worked on
@@ -110,8 +166,15 @@ impl SourceRun {
         let Some(decided) = self.decide().await? else { return Ok(()) };
         let listed = decided.listed;
         let pairs: usize = decided.work.iter().map(|(_, pairs)| pairs.len()).sum();
+        // Whether the policy may want this source's changes approved: judged on what may change
+        // (every pair with work, every withdrawal); if so, the changes are held, not sent, and
+        // judged again once they are known.
+        let gated = self.author.is_some() && self.may_need_approval(&decided);
+        if gated {
+            self.work_mut().hold = Some(Default::default());
+        }
         match self.share.clone() {
-            Some(share) if share.applies(pairs) && !self.dry_run && self.run_id.is_some() => {
+            Some(share) if share.applies(pairs) && !self.dry_run && self.run_id.is_some() && !gated => {
                 self.deliver_shared(decided.work, &share).await?
             }
             _ => self.plan_and_apply(decided.work, Resumed::new()).await?,
@@ -120,6 +183,9 @@ impl SourceRun {
             return Ok(());
         }
         self.apply_all(decided.vanished.into_iter().map(|step| (step, None)).collect()).await?;
+        if gated {
+            self.release_or_await().await?;
+        }
         let c = self.counts;
         self.progress.source_finished(&self.source.id, &c);
         self.event(

@@ -6,6 +6,14 @@ use crate::support::TestApp;
 const FORM: &str = "demo/aachen/forms/S05000101_bewohnerparkausweis.xml";
 const GONE: &str = "demo/aachen/forms/S05000103_sondernutzung-strassenraum.xml";
 
+/// Adds `table` (e.g. `[approval]`) to the app's configuration file, for the commands and daemons
+/// started after.
+pub(crate) fn configure(app: &TestApp, table: &str) {
+    let mut text = std::fs::read_to_string(&app.config_path).unwrap();
+    text.push_str(&format!("\n{table}\n"));
+    std::fs::write(&app.config_path, text).unwrap();
+}
+
 fn outbox(app: &TestApp) -> Vec<(String, Vec<u8>)> {
     app.outbox_files()
         .into_iter()
@@ -25,6 +33,8 @@ async fn a_plan_holds_each_change_with_its_diff_and_delivers_nothing() {
     assert_ne!(form, edited);
     std::fs::write(app.path(FORM), edited).unwrap();
     std::fs::remove_file(app.path(GONE)).unwrap();
+    // A policy in the configuration (its defaults: every withdrawal needs one approver).
+    configure(&app, "[approval]");
 
     let made = app.command().args(["plan", "--source", "aachen-forms", "--allow-withdrawals"]).assert().success();
     let stdout = String::from_utf8_lossy(&made.get_output().stdout).into_owned();
@@ -106,6 +116,7 @@ async fn four_eyes_plan_approve_apply_over_the_api_and_the_cli() {
 
     let sim = crate::delivery::sim(portal_sim::SimConfig::default()).await;
     let app = bridge(&sim, 4).await;
+    configure(&app, "[approval]");
     let daemon = app.start_daemon().await;
     let effects_before = sim.state.stats().await.total_effects();
 
@@ -144,7 +155,8 @@ async fn four_eyes_plan_approve_apply_over_the_api_and_the_cli() {
     assert_eq!(app.deps.store.plan(second).await.unwrap().unwrap().author, os_user);
 
     // A second identity approves: the OS user on the command line.
-    let approved = app.command().args(["approve", &id.to_string(), "--reason", "withdrawal agreed with Aachen"]).assert();
+    let approved =
+        app.command().args(["approve", &id.to_string(), "--reason", "withdrawal agreed with Aachen"]).assert();
     let out = String::from_utf8_lossy(&approved.success().get_output().stdout).into_owned();
     assert!(out.contains("it is approved now"), "{out}");
     let decisions = app.deps.store.decisions(id).await.unwrap();
@@ -158,7 +170,8 @@ async fn four_eyes_plan_approve_apply_over_the_api_and_the_cli() {
     let client = reqwest::Client::new();
     assert!(client.put(&edit).body("{\"von\": \"Redaktion\"}").send().await.unwrap().status().is_success());
 
-    let (status, queued) = post(&daemon, &format!("/api/plans/{id}/apply"), OPERATOR, json!({"reason": "CAB 12/2026"})).await;
+    let (status, queued) =
+        post(&daemon, &format!("/api/plans/{id}/apply"), OPERATOR, json!({"reason": "CAB 12/2026"})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     idle(&app).await;
 
@@ -181,15 +194,8 @@ async fn four_eyes_plan_approve_apply_over_the_api_and_the_cli() {
     assert_eq!(stats.total_effects(), effects_before + 3, "two updates and one withdrawal, nothing else");
     let plan = app.deps.store.plan(id).await.unwrap().unwrap();
     assert_eq!(plan.status, "applied");
-    let states: Vec<(String, String)> = app
-        .deps
-        .store
-        .plan_entries(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.item_key, e.state))
-        .collect();
+    let states: Vec<(String, String)> =
+        app.deps.store.plan_entries(id).await.unwrap().into_iter().map(|e| (e.item_key, e.state)).collect();
     assert_eq!(
         states,
         [
@@ -215,11 +221,8 @@ async fn four_eyes_plan_approve_apply_over_the_api_and_the_cli() {
     assert!(entries[0].message.as_deref().unwrap().contains("moved on since"), "{entries:#?}");
 
     // Who did what, and why, is in the log.
-    let events: Vec<(String, String)> = operator_events(&app)
-        .await
-        .into_iter()
-        .map(|e| (e.actor.unwrap_or_default(), e.message))
-        .collect();
+    let events: Vec<(String, String)> =
+        operator_events(&app).await.into_iter().map(|e| (e.actor.unwrap_or_default(), e.message)).collect();
     let expected = [
         (os_user.clone(), format!("plan {id} approved by {os_user}: withdrawal agreed with Aachen")),
         ("o.operator".into(), format!("plan {id} applied by o.operator: CAB 12/2026")),
@@ -232,4 +235,72 @@ async fn four_eyes_plan_approve_apply_over_the_api_and_the_cli() {
     assert_eq!(shown["plan"]["status"], "applied", "{shown}");
     daemon.shutdown.cancel();
     daemon.task.await.unwrap().unwrap();
+}
+
+/// `migrate` is plan + apply where the policy needs nobody, and stops after the plan where it
+/// does: a source whose changes include a withdrawal is held back as a plan (exit 5, nothing of it
+/// delivered), the other sources are delivered as before; running again meets the same plan
+/// instead of making another; once approved and applied, the source is up to date.
+#[tokio::test]
+async fn migrate_holds_back_what_the_policy_wants_approved_and_delivers_the_rest() {
+    let app = TestApp::demo().await;
+    app.migrate().await;
+    configure(&app, "[approval]");
+    let delivered = outbox(&app);
+    let form = std::fs::read_to_string(app.path(FORM)).unwrap();
+    std::fs::write(app.path(FORM), form.replace("Angaben zur antragstellenden Person", "Angaben zur Person")).unwrap();
+    std::fs::remove_file(app.path(GONE)).unwrap();
+    // Another source changes too, without a rule that catches it.
+    let other = app.path("demo/owl/forms/S05000131_fundsache-melden.xml");
+    let text = std::fs::read_to_string(&other).unwrap();
+    std::fs::write(&other, text.replace("Finderin / Finder", "Person, die gefunden hat")).unwrap();
+
+    let run = app.command().args(["migrate", "--allow-withdrawals"]).assert().code(5);
+    let stdout = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+    assert!(stdout.contains("plan 1 (0 to create, 2 to update, 2 to withdraw) awaits approval"), "{stdout}");
+    assert!(stdout.contains("source aachen-forms: 1 withdrawal(s) need approval"), "{stdout}");
+    let now = outbox(&app);
+    let changed: Vec<&str> =
+        now.iter().filter(|file| !delivered.contains(file)).map(|(name, _)| name.as_str()).collect();
+    assert!(
+        !changed.is_empty() && changed.iter().all(|name| name.contains("S05000131")),
+        "only owl's form: {changed:?}"
+    );
+    assert!(stdout.contains("updated"), "{stdout}");
+    let row = &app.deps.store.item(&format!("aachen-forms/{}", "S05000103@1.0")).await.unwrap();
+    assert!(row.iter().all(|r| r.status != "withdrawn"), "{row:?}");
+    let plan = app.deps.store.plan(1).await.unwrap().unwrap();
+    assert_eq!(
+        (plan.status.as_str(), plan.author.as_str()),
+        ("open", portal_bridge::ops::Actor::os_user().name.as_str())
+    );
+    assert!(plan.run_id.is_some(), "the plan names the run it came from");
+
+    // Again: the same changes meet the same open plan.
+    app.command().args(["migrate", "--allow-withdrawals", "--json"]).assert().code(5);
+    assert_eq!(app.deps.store.plans(None, 10).await.unwrap().len(), 1, "no second plan for the same changes");
+
+    // Approved by someone else (here: written as the store's decision of another person through
+    // the operator layer) and applied: the source is up to date, and the next run changes nothing.
+    let ctx =
+        portal_bridge::ops::Ctx { store: &app.deps.store, sources: None, clock: &portal_bridge::domain::SystemClock };
+    let status = portal_bridge::ops::decide_plan(
+        &ctx,
+        &portal_bridge::ops::Actor::new("b.second"),
+        1,
+        portal_bridge::policy::Decide::Approve,
+        "agreed",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.as_str(), "approved");
+    app.command().args(["apply", "1"]).assert().success();
+    assert_ne!(outbox(&app), delivered);
+    let rows = app.deps.store.item("aachen-forms/S05000103@1.0").await.unwrap();
+    assert!(rows.iter().all(|r| r.status == "withdrawn"), "{rows:?}");
+    // (The demo's service of the withdrawn form is held back, as without plans: exit 3.)
+    let again = app.command().args(["migrate", "--json"]).assert().code(3);
+    let answer: serde_json::Value = serde_json::from_slice(&again.get_output().stdout).unwrap();
+    assert_eq!((answer["new"].as_i64(), answer["updated"].as_i64()), (Some(0), Some(0)), "{answer}");
+    assert!(answer["awaiting_plan"].is_null(), "{answer}");
 }
