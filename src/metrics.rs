@@ -79,6 +79,8 @@ pub struct Metrics {
     next_run: Family<SourceLabels, Gauge>,
     running: Family<SourceLabels, Gauge>,
     database_up: Gauge,
+    plans_awaiting: Gauge,
+    oldest_plan_age: Gauge,
     /// Scrapes refresh the gauges and encode under this lock, so that each sees a consistent set.
     scrape: Mutex<()>,
 }
@@ -101,6 +103,8 @@ impl Metrics {
         let next_run = Family::<SourceLabels, Gauge>::default();
         let running = Family::<SourceLabels, Gauge>::default();
         let database_up = Gauge::default();
+        let plans_awaiting = Gauge::default();
+        let oldest_plan_age = Gauge::default();
         registry.register(
             "run_duration_seconds",
             "Duration of pipeline runs, by trigger and final status",
@@ -130,6 +134,16 @@ impl Metrics {
         );
         registry.register("source_running", "1 while a run of the source is in progress", running.clone());
         registry.register("database_up", "1 if the database answered at scrape time", database_up.clone());
+        registry.register(
+            "plans_awaiting_approval",
+            "Plans that wait for an approver (status open)",
+            plans_awaiting.clone(),
+        );
+        registry.register(
+            "plan_awaiting_approval_oldest_age_seconds",
+            "Age of the oldest plan that waits for an approver (0 when none waits)",
+            oldest_plan_age.clone(),
+        );
         Self {
             registry,
             run_duration,
@@ -141,6 +155,8 @@ impl Metrics {
             next_run,
             running,
             database_up,
+            plans_awaiting,
+            oldest_plan_age,
             scrape: Mutex::new(()),
         }
     }
@@ -166,6 +182,8 @@ impl Metrics {
     pub fn encode(&self, now: Snapshot) -> Result<String, std::fmt::Error> {
         let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.database_up.set(i64::from(now.database_up));
+        self.plans_awaiting.set(now.plans_awaiting);
+        self.oldest_plan_age.set(now.oldest_plan_age.unwrap_or(0));
         // A failed query leaves the gauges empty rather than stale.
         self.items.clear();
         for ((source, target, status), count) in now.items {
@@ -205,6 +223,9 @@ pub struct Snapshot {
     pub runs: BTreeMap<(String, String), i64>,
     /// Source id (unescaped) → its scheduler state.
     pub sources: BTreeMap<String, SourceGauges>,
+    /// Plans waiting for an approver, and the age of the oldest in seconds.
+    pub plans_awaiting: i64,
+    pub oldest_plan_age: Option<i64>,
 }
 
 /// A source's scheduler state as the gauges show it (times as Unix seconds).

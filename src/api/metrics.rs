@@ -9,6 +9,7 @@ use super::auth::Viewer;
 use super::json::ApiError;
 use super::{ApiState, database_answers, unix_seconds};
 use crate::metrics::{Snapshot, SourceGauges, label};
+use crate::store::plans::PlanStatus;
 
 /// `GET /metrics`.
 pub(crate) async fn scrape(_: Viewer, State(state): State<ApiState>) -> Response {
@@ -30,6 +31,15 @@ pub(crate) async fn scrape(_: Viewer, State(state): State<ApiState>) -> Response
                 }
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot count the runs"),
+        }
+        match state.store.plans(Some(PlanStatus::Open), i64::MAX).await {
+            Ok(plans) => {
+                now.plans_awaiting = plans.len() as i64;
+                let at = state.deps.borrow().clock.now().timestamp();
+                now.oldest_plan_age =
+                    plans.iter().filter_map(|p| unix_seconds(&p.created_at)).min().map(|created| (at - created).max(0));
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot count the plans"),
         }
     }
     now.sources = state

@@ -12,8 +12,19 @@ pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
     let runs = store.runs(1).await?;
     let leases = store.leases().await?;
     let claims = store.batch_claims().await?;
+    let waiting = store.plans(Some(crate::store::plans::PlanStatus::Open), i64::MAX).await?;
     if args.json {
-        let status = serde_json::json!({ "items": counts, "last_run": runs.first(), "leases": leases, "shared_batches": claims });
+        let awaiting: Vec<_> = waiting
+            .iter()
+            .map(|p| serde_json::json!({"id": p.id, "author": p.author, "created_at": p.created_at}))
+            .collect();
+        let status = serde_json::json!({
+            "items": counts,
+            "last_run": runs.first(),
+            "leases": leases,
+            "shared_batches": claims,
+            "plans_awaiting_approval": awaiting,
+        });
         println!("{status}");
         return Ok(Exit::Ok);
     }
@@ -35,6 +46,14 @@ pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
             out.add_row(vec![claim.source_id.clone(), claim.holder.clone(), claim.batches.to_string()]);
         }
         println!("{out}");
+    }
+    if let Some(oldest) = waiting.last() {
+        println!(
+            "{} plan(s) await approval, the oldest ({}) since {}; see `portal-bridge plan list`",
+            waiting.len(),
+            oldest.id,
+            oldest.created_at
+        );
     }
     if let Some(run) = runs.first() {
         println!(
