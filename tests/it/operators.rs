@@ -324,16 +324,16 @@ async fn a_refused_action_leaves_no_event_and_starts_no_run() {
     for (args, code) in [
         (&["retry", "nope/x"][..], 2),
         (&["retry", "no-key"], 2),
-        (&["retry", "feed/unknown"], 1),
+        (&["retry", "feed/unknown"], 2),
         (&["retry", "--status", "delivered"], 2),
         (&["migrate", "--source", "nope"], 2),
         (&["migrate", "--item", "nope/x"], 2),
         (&["skip", "nope/x", "--reason", "r"], 2),
-        (&["skip", "feed/unknown", "--reason", "r"], 1),
+        (&["skip", "feed/unknown", "--reason", "r"], 2),
         (&["skip", "feed/item-0000", "--reason", " "], 2),
         (&["resolve", "feed/item-0000", "--overwrite"], 2),
         (&["adopt", "add", "--ars", "05315", "--service", SERVICE], 2),
-        (&["adopt", "remove", "--ars", ARS, "--service", SERVICE], 1),
+        (&["adopt", "remove", "--ars", ARS, "--service", SERVICE], 2),
     ] {
         let out = app.command().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(code), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
