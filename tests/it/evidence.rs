@@ -258,7 +258,7 @@ async fn an_outbox_file_that_is_gone_is_delivered_again_and_stale_temporaries_ar
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn force_holds_for_every_batch_of_a_shared_run() {
+async fn force_and_allow_withdrawals_hold_for_every_batch_of_a_shared_run() {
     let sim = sim(SimConfig { latency_ms: 40, ..Default::default() }).await;
     let app = bridge(&sim, 12, "").await;
     assert_eq!(app.migrate().await.counts.new, 12);
@@ -279,13 +279,29 @@ async fn force_holds_for_every_batch_of_a_shared_run() {
     };
     let job = Job { force: true, share: Some(share("coordinator")), ..Job::all(Trigger::Api) };
     let report = app.run(job).await;
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let helped = helper.await.unwrap();
-    assert!(helped > 0, "the helper worked on batches of the run");
     assert_eq!(report.status, RunStatus::Ok, "{:?}", report.problems);
     assert_eq!(report.counts.updated, 12, "every document re-delivered, whoever worked on it: {:?}", report.counts);
     let stats = sim.state.stats().await;
     for row in app.deps.store.items(None, Some("feed"), 100).await.unwrap() {
         assert_eq!(stats.effect_count("portal", &row.item_key, row.output_hash.as_deref().unwrap()), 2);
+    }
+
+    // Half of the source vanishes (more than the guard lets through) while the rest is forced
+    // again: with allow_withdrawals the shared run withdraws them, and every remaining document
+    // goes out a third time, whoever works on its batch.
+    crate::delivery::write_records(app.dir.path(), 6, "v1");
+    let job = Job { force: true, allow_withdrawals: true, share: Some(share("coordinator")), ..Job::all(Trigger::Api) };
+    let report = app.run(job).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let helped = helper.await.unwrap();
+    assert!(helped > 0, "the helper worked on batches of the runs");
+    assert_eq!(report.status, RunStatus::Ok, "{:?} {:?}", report.problems, report.errors);
+    assert_eq!((report.counts.updated, report.counts.withdrawn), (6, 6), "{:?}", report.counts);
+    let stats = sim.state.stats().await;
+    for row in app.deps.store.items(None, Some("feed"), 100).await.unwrap() {
+        if row.status == "withdrawn" {
+            continue;
+        }
+        assert_eq!(stats.effect_count("portal", &row.item_key, row.output_hash.as_deref().unwrap()), 3);
     }
 }
