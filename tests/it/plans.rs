@@ -304,3 +304,47 @@ async fn migrate_holds_back_what_the_policy_wants_approved_and_delivers_the_rest
     assert_eq!((answer["new"].as_i64(), answer["updated"].as_i64()), (Some(0), Some(0)), "{answer}");
     assert!(answer["awaiting_plan"].is_null(), "{answer}");
 }
+
+/// The daemon's scheduled runs consult the policy too: a scheduled run that meets a withdrawal
+/// leaves a plan by `schedule` waiting (one, however often the schedule fires), delivers nothing
+/// of it, and `/metrics` shows the waiting plan and its age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_run_leaves_one_waiting_plan_and_the_metrics_show_it() {
+    use crate::operators::{VIEWER, bridge, call};
+    let sim = crate::delivery::sim(portal_sim::SimConfig::default()).await;
+    let app = bridge(&sim, 20).await;
+    let text = std::fs::read_to_string(&app.config_path).unwrap();
+    let every_second = text.replace("mappings = [\"echo\"]", "mappings = [\"echo\"]\nschedule = \"* * * * * *\"");
+    std::fs::write(&app.config_path, every_second).unwrap();
+    configure(&app, "[approval]");
+    // One of twenty gone: within the withdrawal guard, so only the policy holds it.
+    crate::delivery::write_records(app.dir.path(), 19, "v1");
+    let effects = sim.state.stats().await.total_effects();
+
+    let daemon = app.start_daemon().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Three scheduled runs after the plan appeared.
+    loop {
+        let plans = app.deps.store.plans(None, 10).await.unwrap();
+        let runs_since = match plans.first() {
+            Some(plan) => app.deps.store.runs(100).await.unwrap().iter().filter(|r| Some(r.id) > plan.run_id).count(),
+            None => 0,
+        };
+        if runs_since >= 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "scheduled runs: {plans:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let plans = app.deps.store.plans(None, 10).await.unwrap();
+    assert_eq!(plans.len(), 1, "one plan, met again by every later run: {plans:#?}");
+    assert_eq!((plans[0].status.as_str(), plans[0].author.as_str()), ("open", "schedule"));
+    assert_eq!(sim.state.stats().await.total_effects(), effects, "the withdrawal waits");
+    let (status, text) = call(&daemon, reqwest::Method::GET, "/metrics", VIEWER, serde_json::Value::Null).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let text = text.as_str().unwrap().to_owned();
+    assert!(text.contains("portal_bridge_plans_awaiting_approval 1"), "{text}");
+    assert!(text.contains("portal_bridge_plan_awaiting_approval_oldest_age_seconds"), "{text}");
+    daemon.shutdown.cancel();
+    daemon.task.await.unwrap().unwrap();
+}
