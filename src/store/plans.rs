@@ -261,26 +261,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records a person's decision on a plan (a second decision by the same person replaces the
-    /// first) and returns every decision on it, oldest first. Whether the person may decide is the
-    /// caller's policy; the store only keeps what was decided.
-    pub async fn record_decision(&self, id: i64, decision: &Decision) -> Result<Vec<Decision>, StoreError> {
-        let upsert = "INSERT INTO plan_decisions (plan_id, who, decision, reason, at) VALUES ($1, $2, $3, $4, $5) \
-                      ON CONFLICT (plan_id, who) DO UPDATE SET decision = excluded.decision, \
-                      reason = excluded.reason, at = excluded.at";
-        on_pool!(self, pool => {
-            sqlx::query(upsert)
-                .bind(id)
-                .bind(text(&decision.who))
-                .bind(&decision.decision)
-                .bind(text(&decision.reason))
-                .bind(&decision.at)
-                .execute(pool)
-                .await?;
-        });
-        self.decisions(id).await
-    }
-
     /// Every decision on a plan, oldest first.
     pub async fn decisions(&self, id: i64) -> Result<Vec<Decision>, StoreError> {
         let sql = "SELECT who, decision, reason, at FROM plan_decisions WHERE plan_id = $1 ORDER BY at, who";
@@ -381,10 +361,35 @@ mod tests {
             reason: format!("{who} says {decision}"),
             at: at.into(),
         };
-        store.record_decision(id, &decide("bob", "reject", "2026-12-07T10:01:00Z")).await.unwrap();
-        let all = store.record_decision(id, &decide("bob", "approve", "2026-12-07T10:02:00Z")).await.unwrap();
-        assert_eq!(all.len(), 1);
+        let event = crate::store::operator::OperatorEvent {
+            at: "2026-12-07T10:01:00Z".into(),
+            run_id: None,
+            item_key: None,
+            target: None,
+            actor: "bob".into(),
+            reason: None,
+            message: "decided".into(),
+        };
+        let stays_open = |_: &[Decision]| PlanStatus::Open;
+        let first = decide("bob", "reject", "2026-12-07T10:01:00Z");
+        store.decide_plan_logged(id, &first, &stays_open, &event).await.unwrap();
+        let second = decide("bob", "approve", "2026-12-07T10:02:00Z");
+        let seen = std::sync::Mutex::new(Vec::new());
+        let approve = |all: &[Decision]| {
+            seen.lock().unwrap().extend_from_slice(all);
+            PlanStatus::Approved
+        };
+        let status = store.decide_plan_logged(id, &second, &approve, &event).await.unwrap();
+        assert_eq!(status, Some(PlanStatus::Approved));
+        let all = seen.lock().unwrap().clone();
+        assert_eq!(all.len(), 1, "one decision per person: {all:?}");
         assert_eq!(all[0].decision, "approve");
+        assert_eq!(store.decisions(id).await.unwrap(), all);
+        // A plan that is not open any more takes no decision.
+        let late = decide("carol", "approve", "2026-12-07T10:03:00Z");
+        assert_eq!(store.decide_plan_logged(id, &late, &approve, &event).await.unwrap(), None);
+        assert_eq!(store.decisions(id).await.unwrap().len(), 1);
+        store.set_plan_status(id, PlanStatus::Approved, PlanStatus::Open, "2026-12-07T10:04:00Z", None).await.unwrap();
 
         assert_eq!(store.expire_plans("2026-12-08T09:00:00Z").await.unwrap(), 0);
         assert_eq!(store.expire_plans("2026-12-08T11:00:00Z").await.unwrap(), 1);
