@@ -359,7 +359,7 @@ impl Daemon {
         self.running.insert(task, Running { sources, holder, stop, ended, id: handle.id() });
     }
 
-    /// Closes the runs of dead processes (whose leases expired) as `aborted`.
+    /// Closes runs whose process died, and marks plans past their expiry as expired.
     async fn close_dead_runs(&self) {
         match self.deps.store.close_dead_runs().await {
             Ok(ids) => {
@@ -368,6 +368,12 @@ impl Daemon {
                 }
             }
             Err(e) => tracing::warn!("cannot look for dead runs: {e}"),
+        }
+        // Plans past their expiry are marked so (they could not be approved or applied anyway).
+        match self.deps.store.expire_plans(&timestamp(self.now())).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(plans = n, "plans expired without being applied"),
+            Err(e) => tracing::warn!("cannot expire plans: {e}"),
         }
     }
 

@@ -348,3 +348,32 @@ async fn a_scheduled_run_leaves_one_waiting_plan_and_the_metrics_show_it() {
     daemon.shutdown.cancel();
     daemon.task.await.unwrap().unwrap();
 }
+
+/// A plan left past its expiry is marked expired by the daemon, and can then be neither approved
+/// nor applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_expires_plans_left_past_their_time() {
+    let app = TestApp::demo().await;
+    let plan = portal_bridge::store::plans::NewPlan {
+        author: "alice",
+        created_at: "2026-01-01T00:00:00Z",
+        expires_at: "2026-01-04T00:00:00Z",
+        status: portal_bridge::store::plans::PlanStatus::Open,
+        job: "{}",
+        summary: "{}",
+        approvals_needed: 1,
+        policy_reasons: "[]",
+        run_id: None,
+    };
+    let id = app.deps.store.create_plan(&plan, &[]).await.unwrap();
+    let daemon = app.start_daemon().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while app.deps.store.plan(id).await.unwrap().unwrap().status != "expired" {
+        assert!(std::time::Instant::now() < deadline, "the daemon expires the plan");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    daemon.shutdown.cancel();
+    daemon.task.await.unwrap().unwrap();
+    app.command().args(["approve", &id.to_string(), "--reason", "late"]).assert().code(6);
+    app.command().args(["apply", &id.to_string()]).assert().code(6);
+}
