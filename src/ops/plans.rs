@@ -189,6 +189,9 @@ pub async fn apply_plan<R: Runner>(
     }
     let job = Job {
         sources: sources.into_iter().collect(),
+        // The plan's flags: a forced plan is applied (and shared) as forced.
+        force: flags.force,
+        allow_withdrawals: flags.allow_withdrawals,
         apply: Some(Arc::new(Applying { plan_id: id, steps })),
         ..Job::all(runner.trigger())
     };

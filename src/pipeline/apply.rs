@@ -148,19 +148,39 @@ impl SourceRun {
         self.flush().await
     }
 
-    /// Applies the steps of a stored plan that belong to this source: each whose base is still what
-    /// the ledger holds is sent as planned (the document as stored, `If-Match` the version the plan
-    /// saw, so a portal copy changed since comes back as a conflict); one whose base moved on is
-    /// refused as a conflict without being sent. Each entry of the plan is marked with its outcome.
+    /// Applies the steps of a stored plan that belong to this source — shared with the other
+    /// instances as slices of the plan when the run shares and they are many (see `share`).
     pub(super) async fn apply_planned(&mut self, applying: &Applying) -> Result<(), SourceFailure> {
+        let steps: Vec<Step> = applying.steps.iter().filter(|s| s.source_id == self.source.id).cloned().collect();
+        match self.share.clone() {
+            Some(share) if share.applies(steps.len()) && self.run_id.is_some() => {
+                self.apply_shared(applying.plan_id, steps, &share).await
+            }
+            _ => self.apply_steps(applying.plan_id, steps, &Resumed::new()).await,
+        }
+    }
+
+    /// Applies steps of stored plan `plan_id`: each whose base is still what the ledger holds is
+    /// sent as planned (the document as stored, `If-Match` the version the plan saw, so a portal
+    /// copy changed since comes back as a conflict), going on from an intent in `resumed` if an
+    /// earlier claimant of the same slice recorded one; a step whose base moved on is refused as a
+    /// conflict without being sent. Each entry of the plan is marked with its outcome.
+    pub(super) async fn apply_steps(
+        &mut self,
+        plan_id: i64,
+        steps: Vec<Step>,
+        resumed: &Resumed,
+    ) -> Result<(), SourceFailure> {
         let mut ready = Vec::new();
         let mut stale = Vec::new();
-        let (work, source_id) = (self.work.clone(), self.source.id.clone());
-        for step in applying.steps.iter().filter(|s| s.source_id == source_id) {
+        let work = self.work.clone();
+        for step in steps {
             let row = work.ledger.get(&(step.key.to_string(), step.target.clone()));
             let now = (row.and_then(|r| r.target_version.as_deref()), row.and_then(|r| r.output_hash.as_deref()));
-            if now == (step.base.version.as_deref(), step.base.hash.as_deref()) {
-                ready.push((step.clone(), None));
+            let resume = resumable(&step, resumed, self.dry_run);
+            // A step an earlier claimant began is finished as it began, whatever the ledger says by now.
+            if resume.is_some() || now == (step.base.version.as_deref(), step.base.hash.as_deref()) {
+                ready.push((step, resume));
                 continue;
             }
             let message = format!(
@@ -184,16 +204,22 @@ impl SourceRun {
         self.apply_all(ready).await?;
         let store = &self.deps.store;
         for (key, target, message) in stale {
-            store.set_entry_state(applying.plan_id, &key, &target, "conflict", Some(&message)).await?;
+            store.set_entry_state(plan_id, &key, &target, "conflict", Some(&message)).await?;
         }
+        let recorded: std::collections::HashSet<(&str, &str)> =
+            self.tally.iter().map(|(key, target, _)| (key.as_str(), target.as_str())).collect();
         for (key, target) in sent {
+            // Not sent (the run was asked to stop first): the entry stays `planned`.
+            if !recorded.contains(&(key.as_str(), target.as_str())) {
+                continue;
+            }
             let problem = self.problems.iter().find(|p| p.item_key == key && p.target == target);
             let (state, message) = match problem {
                 None => ("applied", None),
                 Some(p) if p.status == ItemStatus::Conflict => ("conflict", Some(p.message.as_str())),
                 Some(p) => ("failed", Some(p.message.as_str())),
             };
-            store.set_entry_state(applying.plan_id, &key, &target, state, message).await?;
+            store.set_entry_state(plan_id, &key, &target, state, message).await?;
         }
         Ok(())
     }

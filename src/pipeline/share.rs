@@ -59,10 +59,11 @@ struct SharedEntry {
     pairs: Vec<(ItemKey, String)>,
 }
 
-/// A batch as stored: a slice of the plan's work before mapping — its entries with the pairs the
-/// decisions left — and the plan's flags, so that whichever instance claims it does what the job
-/// asked (`force` re-delivers unchanged output). The claimant maps the pairs into plan steps
-/// itself: mapping is the work that sharing spreads.
+/// A batch as stored: a slice of a plan, with the plan's flags, so that whichever instance claims
+/// it does what the job asked (`force` re-delivers unchanged output). Either a slice of the work
+/// before mapping — entries with the pairs the decisions left; the claimant maps them into plan
+/// steps itself, mapping being the work that sharing spreads — or a slice of a stored plan being
+/// applied: its entries by key, whose documents the claimant reads from the plan.
 #[derive(Debug, Serialize, Deserialize)]
 struct SharedWork {
     /// Stored as the batch's top-level `force` and `allow_withdrawals` (batches of earlier
@@ -70,6 +71,57 @@ struct SharedWork {
     #[serde(flatten)]
     flags: Flags,
     entries: Vec<SharedEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan: Option<PlanSlice>,
+}
+
+/// Entries of a stored plan to apply: (item key, target).
+#[derive(Debug, Serialize, Deserialize)]
+struct PlanSlice {
+    id: i64,
+    entries: Vec<(String, String)>,
+}
+
+/// What a claimed batch asks for.
+enum BatchWork {
+    /// Map these pairs and deliver the documents.
+    Map(Vec<(Entry, Vec<Pair>)>),
+    /// Apply these steps of stored plan `plan_id`.
+    Apply { plan_id: i64, steps: Vec<super::plan::Step> },
+}
+
+impl BatchWork {
+    /// The item keys the batch works on.
+    fn keys(&self) -> Vec<String> {
+        match self {
+            BatchWork::Map(jobs) => {
+                jobs.iter().flat_map(|(_, pairs)| pairs.iter().map(|(key, _)| key.to_string())).collect()
+            }
+            BatchWork::Apply { steps, .. } => steps.iter().map(|step| step.key.to_string()).collect(),
+        }
+    }
+
+    fn pairs(&self) -> usize {
+        match self {
+            BatchWork::Map(jobs) => jobs.iter().map(|(_, pairs)| pairs.len()).sum(),
+            BatchWork::Apply { steps, .. } => steps.len(),
+        }
+    }
+}
+
+/// Slices the steps of stored plan `plan_id` into batches of `size` entries, as stored.
+fn plan_batches(plan_id: i64, steps: &[super::plan::Step], size: usize, flags: Flags) -> Vec<(i64, String)> {
+    steps
+        .chunks(size.max(1))
+        .map(|chunk| {
+            let slice = PlanSlice {
+                id: plan_id,
+                entries: chunk.iter().map(|step| (step.key.to_string(), step.target.clone())).collect(),
+            };
+            let work = SharedWork { flags, entries: Vec::new(), plan: Some(slice) };
+            (chunk.len() as i64, serde_json::to_string(&work).expect("batches serialise"))
+        })
+        .collect()
 }
 
 /// What a claimant reports for a batch it finished.
@@ -94,7 +146,7 @@ fn batches(jobs: Vec<(Entry, Vec<Pair>)>, size: usize, flags: Flags) -> Vec<(i64
     let mut pairs = 0;
     let mut close = |current: &mut Vec<SharedEntry>, pairs: &mut usize| {
         if !current.is_empty() {
-            let work = SharedWork { flags, entries: std::mem::take(current) };
+            let work = SharedWork { flags, entries: std::mem::take(current), plan: None };
             let work = serde_json::to_string(&work).expect("batches serialise");
             out.push((*pairs as i64, work));
             *pairs = 0;
@@ -125,10 +177,27 @@ impl SourceRun {
         jobs: Vec<(Entry, Vec<Pair>)>,
         share: &Share,
     ) -> Result<(), SourceFailure> {
+        let flags = Flags { force: self.force, allow_withdrawals: self.allow_withdrawals };
+        self.share_out(batches(jobs, share.batch_pairs, flags), share).await
+    }
+
+    /// Applies the steps of stored plan `plan_id` shared: slices of the plan as batches, worked on
+    /// alongside the other instances (each reads the documents from the plan).
+    pub(super) async fn apply_shared(
+        &mut self,
+        plan_id: i64,
+        steps: Vec<super::plan::Step>,
+        share: &Share,
+    ) -> Result<(), SourceFailure> {
+        let flags = Flags { force: self.force, allow_withdrawals: self.allow_withdrawals };
+        self.share_out(plan_batches(plan_id, &steps, share.batch_pairs, flags), share).await
+    }
+
+    /// Writes `batches`, works on them alongside the other instances, waits for the last one and
+    /// adds up their results.
+    async fn share_out(&mut self, batches: Vec<(i64, String)>, share: &Share) -> Result<(), SourceFailure> {
         let run_id = self.run_id.expect("shared runs are recorded");
         let store = self.deps.store.clone();
-        let flags = Flags { force: self.force, allow_withdrawals: self.allow_withdrawals };
-        let batches = batches(jobs, share.batch_pairs, flags);
         let pairs: i64 = batches.iter().map(|(pairs, _)| pairs).sum();
         store.add_batches(run_id, &self.source.id, &batches).await?;
         self.event(
@@ -193,12 +262,12 @@ impl SourceRun {
     /// Its writes are fenced by the claim, and it works from the ledger as it is now: an earlier
     /// claimant (which died or stalled) may have written some of its rows.
     async fn work_batch(&mut self, batch: ClaimedBatch, share: &Share) -> Result<(), SourceFailure> {
-        let jobs = self
+        let work = self
             .decode_batch(&batch.work)
+            .await
             .map_err(|e| SourceFailure::Source(format!("shared batch {} of run {}: {e}", batch.id, batch.run_id)))?;
-        let pairs = jobs.iter().map(|(_, pairs)| pairs.len()).sum();
-        let keys: Vec<String> =
-            jobs.iter().flat_map(|(_, pairs)| pairs.iter().map(|(key, _)| key.to_string())).collect();
+        let pairs = work.pairs();
+        let keys = work.keys();
         let fresh = self.deps.store.ledger_rows(&self.source.id, &keys).await?;
         let claim = Fence::Claim { batch: batch.id, holder: share.instance.to_string() };
         let fence = std::mem::replace(&mut self.fence, claim.clone());
@@ -237,7 +306,12 @@ impl SourceRun {
             .map(|i| ((i.item_key.clone(), i.target.clone()), i))
             .collect();
         let worked = tokio::select! {
-            worked = self.plan_and_apply(jobs, resumed) => worked,
+            worked = async {
+                match work {
+                    BatchWork::Map(jobs) => self.plan_and_apply(jobs, resumed).await,
+                    BatchWork::Apply { plan_id, steps } => self.apply_steps(plan_id, steps, &resumed).await,
+                }
+            } => worked,
             () = renew => unreachable!("the renewal loop never ends"),
         };
         let flushed = self.flush().await;
@@ -270,13 +344,19 @@ impl SourceRun {
         Ok(())
     }
 
-    /// The work of a stored batch, with the mappings of this instance's configuration.
-    fn decode_batch(&self, work: &str) -> Result<Vec<(Entry, Vec<Pair>)>, String> {
+    /// The work of a stored batch: pairs with the mappings of this instance's configuration, or
+    /// the steps of a plan's slice with their stored documents.
+    async fn decode_batch(&self, work: &str) -> Result<BatchWork, String> {
         let work: SharedWork = serde_json::from_str(work).map_err(|e| format!("unreadable work: {e}"))?;
         if work.flags.force != self.force {
             return Err(format!("the batch asks for force = {}, this run has {}", work.flags.force, self.force));
         }
-        work.entries
+        if let Some(slice) = work.plan {
+            let steps = self.plan_slice(&slice, work.flags).await?;
+            return Ok(BatchWork::Apply { plan_id: slice.id, steps });
+        }
+        let jobs = work
+            .entries
             .into_iter()
             .map(|shared| {
                 let content = match shared.content {
@@ -296,7 +376,29 @@ impl SourceRun {
                 let entry = Entry { origin: shared.origin, path: shared.path, format: shared.format, content };
                 Ok((entry, pairs))
             })
-            .collect()
+            .collect::<Result<_, String>>()?;
+        Ok(BatchWork::Map(jobs))
+    }
+
+    /// The steps of a plan's slice, read from the stored plan with their documents.
+    async fn plan_slice(&self, slice: &PlanSlice, flags: Flags) -> Result<Vec<super::plan::Step>, String> {
+        let store = &self.deps.store;
+        let wanted: BTreeSet<(&str, &str)> = slice.entries.iter().map(|(k, t)| (k.as_str(), t.as_str())).collect();
+        let entries = store.plan_entries(slice.id).await.map_err(|e| format!("plan {}: {e}", slice.id))?;
+        let mut steps = Vec::new();
+        for entry in entries.iter().filter(|e| wanted.contains(&(e.item_key.as_str(), e.target.as_str()))) {
+            let body = match &entry.document_hash {
+                Some(hash) => store.plan_document(hash).await.map_err(|e| format!("plan {}: {e}", slice.id))?,
+                None => None,
+            };
+            steps.push(
+                super::plan::Step::from_entry(entry, body, flags).map_err(|e| format!("plan {}: {e}", slice.id))?,
+            );
+        }
+        if steps.len() != wanted.len() {
+            return Err(format!("plan {} lacks entries of this slice", slice.id));
+        }
+        Ok(steps)
     }
 }
 

@@ -377,3 +377,93 @@ async fn the_daemon_expires_plans_left_past_their_time() {
     app.command().args(["approve", &id.to_string(), "--reason", "late"]).assert().code(6);
     app.command().args(["apply", &id.to_string()]).assert().code(6);
 }
+
+/// This process as the runner of an operator's runs, sharing them with the other instances (as the
+/// daemon does).
+struct SharingRunner {
+    deps: portal_bridge::pipeline::Deps,
+    share: portal_bridge::pipeline::Share,
+}
+
+impl portal_bridge::ops::Runner for SharingRunner {
+    type Run = portal_bridge::pipeline::Started;
+
+    fn trigger(&self) -> portal_bridge::domain::Trigger {
+        portal_bridge::domain::Trigger::Api
+    }
+
+    async fn start(
+        &self,
+        job: portal_bridge::pipeline::Job,
+        prelude: portal_bridge::ops::Prelude,
+    ) -> Result<Self::Run, portal_bridge::ops::OpsError> {
+        let job = portal_bridge::pipeline::Job { share: Some(self.share.clone()), ..job };
+        let started = portal_bridge::pipeline::start(job, &self.deps)
+            .await
+            .map_err(|e| portal_bridge::ops::OpsError::Failed(e.to_string()))?;
+        portal_bridge::ops::prelude(&self.deps, started.run_id(), &|source| started.fence(source), &prelude).await?;
+        Ok(started)
+    }
+}
+
+/// Issue 16: a stored plan applied by two instances is shared as slices of the plan — each
+/// instance reads the planned documents and the plan's flags from the store — and `force` and
+/// `allow_withdrawals` hold in every slice: the forced re-deliveries go out once more, the
+/// withdrawals beyond the guard are sent, whoever works on the slice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_applied_by_two_instances_keeps_its_flags_and_documents_in_every_slice() {
+    use portal_bridge::domain::Trigger;
+    use portal_bridge::ops::{Actor, Ctx, RunRequest};
+    use portal_bridge::pipeline::{self, Job, Share};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    let sim = crate::delivery::sim(portal_sim::SimConfig { latency_ms: 40, ..Default::default() }).await;
+    let app = crate::delivery::bridge(&sim, 12, "[approval]\n").await;
+    assert_eq!(app.migrate().await.counts.new, 12);
+    // Half of the source gone (beyond the withdrawal guard), the rest unchanged but forced.
+    crate::delivery::write_records(app.dir.path(), 6, "v1");
+    let ctx = Ctx { store: &app.deps.store, sources: None, clock: &portal_bridge::domain::SystemClock };
+    let request =
+        RunRequest { sources: vec!["feed".into()], force: true, allow_withdrawals: true, ..Default::default() };
+    let made = portal_bridge::ops::make_plan(&ctx, &app.deps, &Actor::new("alice"), request).await.unwrap();
+    assert_eq!(
+        (made.summary.to_string().as_str(), made.verdict.approvers),
+        ("0 to create, 6 to update, 6 to withdraw", 1)
+    );
+    let decide = portal_bridge::policy::Decide::Approve;
+    portal_bridge::ops::decide_plan(&ctx, &Actor::new("bob"), made.id, decide, "ok").await.unwrap();
+
+    let share = |name: &str| Share { instance: name.into(), claim: Duration::from_secs(30), batch_pairs: 2 };
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let helper = {
+        let (deps, done, share) = (app.deps.clone(), done.clone(), share("helper"));
+        tokio::spawn(async move {
+            let mut helped = 0;
+            while !done.load(Ordering::SeqCst) {
+                match pipeline::help(&deps, &share, &Job::all(Trigger::Schedule)).await.unwrap() {
+                    true => helped += 1,
+                    false => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+            helped
+        })
+    };
+    let runner = SharingRunner { deps: app.deps.clone(), share: share("coordinator") };
+    let started = portal_bridge::ops::apply_plan(&ctx, &runner, &Actor::new("carol"), made.id, None).await.unwrap();
+    let report = started.finish().await.unwrap();
+    done.store(true, Ordering::SeqCst);
+    assert!(helper.await.unwrap() > 0, "the other instance worked on slices of the plan");
+    assert_eq!((report.counts.updated, report.counts.withdrawn), (6, 6), "{:?} {:?}", report.counts, report.problems);
+
+    let stats = sim.state.stats().await;
+    let rows = app.deps.store.items(None, Some("feed"), 100).await.unwrap();
+    assert_eq!(rows.iter().filter(|r| r.status == "withdrawn").count(), 6, "{rows:#?}");
+    for row in rows.iter().filter(|r| r.status != "withdrawn") {
+        let hash = row.output_hash.as_deref().unwrap();
+        assert_eq!(stats.effect_count("portal", &row.item_key, hash), 2, "delivered, then forced once: {row:?}");
+    }
+    let entries = app.deps.store.plan_entries(made.id).await.unwrap();
+    assert!(entries.iter().all(|e| e.state == "applied"), "{entries:#?}");
+    assert_eq!(app.deps.store.plan(made.id).await.unwrap().unwrap().status, "applied");
+}
