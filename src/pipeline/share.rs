@@ -460,10 +460,32 @@ mod tests {
     #[test]
     fn the_plans_flags_travel_with_a_batch_and_older_batches_still_read() {
         let flags = Flags { force: true, allow_withdrawals: true };
-        let text = serde_json::to_string(&SharedWork { flags, entries: Vec::new() }).unwrap();
+        let text = serde_json::to_string(&SharedWork { flags, entries: Vec::new(), plan: None }).unwrap();
         assert_eq!(text, r#"{"force":true,"allow_withdrawals":true,"entries":[]}"#);
         assert_eq!(serde_json::from_str::<SharedWork>(&text).unwrap().flags, flags);
         let older: SharedWork = serde_json::from_str(r#"{"force":true,"entries":[]}"#).unwrap();
         assert_eq!(older.flags, Flags { force: true, allow_withdrawals: false });
+    }
+
+    #[test]
+    fn a_plans_slices_name_its_entries_and_carry_its_flags() {
+        use crate::pipeline::plan::{Base, Change, Inputs, Step};
+        let step = |id: &str| Step {
+            key: ItemKey::new("feed", id),
+            target: "portal".into(),
+            source_id: "feed".into(),
+            origin: "feed/records.json#1".into(),
+            change: Change::Withdraw,
+            base: Base::default(),
+            warnings: Vec::new(),
+            inputs: Inputs::default(),
+        };
+        let flags = Flags { force: true, allow_withdrawals: true };
+        let batches = plan_batches(7, &[step("a"), step("b"), step("c")], 2, flags);
+        assert_eq!(batches.iter().map(|(pairs, _)| *pairs).collect::<Vec<_>>(), [2, 1]);
+        let work: SharedWork = serde_json::from_str(&batches[1].1).unwrap();
+        assert_eq!(work.flags, flags);
+        let slice = work.plan.unwrap();
+        assert_eq!((slice.id, slice.entries), (7, vec![("feed/c".to_owned(), "portal".to_owned())]));
     }
 }
