@@ -318,3 +318,29 @@ pub(crate) async fn unadopt(
     let removed = ops::adopt_remove(&ctx(&state), &actor, &ars, &service, body.reason.as_deref()).await;
     Ok(answer(removed.map(|()| Json(json!({ "ars": ars, "service": service, "removed": true })).into_response())))
 }
+
+/// `POST /api/adoptions/import?force=true&reason=…`: `adopt import` with the CSV file as the body
+/// (header row `ars,service[,name]`); 200 `{"rows": N, "added": M}`, 400 naming every bad row (then
+/// nothing is imported).
+pub(crate) async fn import_adoptions(
+    Operator(caller): Operator,
+    State(state): State<ApiState>,
+    axum::extract::Query(query): axum::extract::Query<ImportQuery>,
+    bytes: Bytes,
+) -> Answer {
+    let actor = Actor::new(caller.name);
+    let imported =
+        ops::import_adoptions(&ctx(&state), &actor, &bytes, "the request body", query.force, query.reason.as_deref())
+            .await;
+    Ok(answer(imported.map(|imported| Json(imported).into_response())))
+}
+
+/// The query of `POST /api/adoptions/import`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ImportQuery {
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}

@@ -144,6 +144,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/plans/{id}/reject", post(plans::reject))
         .route("/api/plans/{id}/apply", post(plans::apply))
         .route("/api/adoptions", get(actions::adoptions).post(actions::adopt))
+        .route("/api/adoptions/import", post(actions::import_adoptions))
         .route("/api/adoptions/{ars}/{service}", delete(actions::unadopt))
         .route("/", get(pages::runs))
         .route("/runs", get(pages::runs))

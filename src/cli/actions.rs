@@ -348,61 +348,19 @@ pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit
     Ok(Exit::Ok)
 }
 
-/// `adopt import`: every row checked first (a file with one bad row changes nothing), then each
-/// new adoption added and logged as `adopt add` logs it.
+/// `adopt import`: through [`ops::import_adoptions`] (every row checked first; a file with one bad
+/// row changes nothing).
 pub(super) async fn import_adoptions(ctx: &Ctx<'_>, args: AdoptImportArgs) -> Result<Exit> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
-    let headers = reader.headers()?.clone();
-    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let (Some(ars_at), Some(service_at)) = (column("ars"), column("service")) else {
-        eprintln!(
-            "{}: the header row must name the columns `ars` and `service` (and optionally `name`)",
-            args.file.display()
-        );
-        return Ok(Exit::Usage);
-    };
-    let name_at = column("name");
-    let mut rows = Vec::new();
-    let mut errors = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let line = index + 2;
-        let record = match record {
-            Ok(record) => record,
-            Err(e) => {
-                errors.push(format!("{}:{line}: {e}", args.file.display()));
-                continue;
-            }
-        };
-        let field = |at: usize| record.get(at).unwrap_or("").to_owned();
-        let (ars, service) = (field(ars_at), field(service_at));
-        let name = name_at.map(field).filter(|n| !n.is_empty());
-        match ops::check_adoption(&ars, &service, args.force) {
-            Ok(()) => rows.push((ars, service, name)),
-            Err(e) => errors.push(format!("{}:{line}: {e}", args.file.display())),
-        }
-    }
-    if !errors.is_empty() {
-        for error in &errors {
-            eprintln!("{error}");
-        }
-        eprintln!("nothing imported: fix the rows above and import again");
-        return Ok(Exit::Usage);
-    }
+    let text = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let file = args.file.display().to_string();
     let actor = args.operator.actor();
-    let reason = args.reason.clone().unwrap_or_else(|| format!("import of {}", args.file.display()));
-    let mut added = 0;
-    for (ars, service, name) in &rows {
-        match ops::adopt_add(ctx, &actor, ars, service, name.as_deref(), args.force, Some(&reason)).await {
-            Ok(true) => added += 1,
-            Ok(false) => {}
-            Err(e) => return refused(e),
+    match ops::import_adoptions(ctx, &actor, &text, &file, args.force, args.reason.as_deref()).await {
+        Ok(imported) => {
+            println!("{} row(s), {} new adoption(s)", imported.rows, imported.added);
+            Ok(Exit::Ok)
         }
+        Err(e) => refused(e),
     }
-    println!("{} row(s), {added} new adoption(s)", rows.len());
-    Ok(Exit::Ok)
 }
 
 /// A progress bar on the terminal: items × targets done of the current source.

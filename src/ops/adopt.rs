@@ -47,3 +47,64 @@ pub async fn adopt_remove(
         Err(OpsError::NotFound(format!("{ars} does not adopt {service}")))
     }
 }
+
+/// What an import of adoptions came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Imported {
+    pub rows: usize,
+    pub added: usize,
+}
+
+/// Imports adoptions from CSV text with a header row naming `ars`, `service` and optionally `name`
+/// (`file` names it in messages): every row is checked first — a file with one bad row changes
+/// nothing, [`OpsError::Usage`] lists every bad row with its line — then each new adoption is added
+/// and logged as [`adopt_add`] logs it, with `reason` (default: the import of `file`).
+pub async fn import_adoptions(
+    ctx: &Ctx<'_>,
+    actor: &Actor,
+    csv_text: &[u8],
+    file: &str,
+    force: bool,
+    reason: Option<&str>,
+) -> Result<Imported, OpsError> {
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv_text);
+    let headers = reader.headers().map_err(|e| OpsError::Usage(format!("{file}: {e}")))?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(ars_at), Some(service_at)) = (column("ars"), column("service")) else {
+        return Err(OpsError::Usage(format!(
+            "{file}: the header row must name the columns `ars` and `service` (and optionally `name`)"
+        )));
+    };
+    let name_at = column("name");
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index + 2;
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                errors.push(format!("{file}:{line}: {e}"));
+                continue;
+            }
+        };
+        let field = |at: usize| record.get(at).unwrap_or("").to_owned();
+        let (ars, service) = (field(ars_at), field(service_at));
+        let name = name_at.map(field).filter(|n| !n.is_empty());
+        match check_adoption(&ars, &service, force) {
+            Ok(()) => rows.push((ars, service, name)),
+            Err(e) => errors.push(format!("{file}:{line}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        errors.push("nothing imported: fix the rows above and import again".into());
+        return Err(OpsError::Usage(errors.join("\n")));
+    }
+    let reason = reason.map(str::to_owned).unwrap_or_else(|| format!("import of {file}"));
+    let mut added = 0;
+    for (ars, service, name) in &rows {
+        if adopt_add(ctx, actor, ars, service, name.as_deref(), force, Some(&reason)).await? {
+            added += 1;
+        }
+    }
+    Ok(Imported { rows: rows.len(), added })
+}

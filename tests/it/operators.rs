@@ -458,3 +458,52 @@ async fn a_resolve_whose_portal_read_fails_stops_its_run_and_logs_nothing() {
     assert_eq!(app.deps.store.item("feed/item-0000").await.unwrap()[0].status, "conflict");
     assert!(app.deps.store.leases().await.unwrap().is_empty(), "the run gave its lease back");
 }
+
+/// `adopt import` has its API route: the CSV file as the body, the same checks (one bad row:
+/// nothing imported, every bad row named) and the same events as on the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoptions_are_imported_over_the_api_as_on_the_command_line() {
+    let sim = sim(SimConfig::default()).await;
+    let app = bridge(&sim, 1).await;
+    let daemon = app.start_daemon().await;
+    let client = reqwest::Client::new();
+    let import = |body: &'static str, query: &'static str| {
+        client
+            .post(format!("{}/api/adoptions/import{query}", daemon.base))
+            .bearer_auth(OPERATOR)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+    };
+    let bad = import("ars,service\n053150000000,99108001001000\n12,99108001001000\nx,y\n", "").await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let text = bad.text().await.unwrap();
+    assert!(text.contains("the request body:3") && text.contains("the request body:4"), "{text}");
+    assert!(app.deps.store.adoptions().await.unwrap().is_empty(), "nothing imported");
+    assert!(operator_events(&app).await.is_empty(), "nothing logged");
+
+    let good = import(
+        "ars,service,name\n053150000000,99108001001000,Stadt Köln\n051110000000,99108001001000,\n",
+        "?reason=Ratsbeschluss",
+    )
+    .await
+    .unwrap();
+    assert_eq!(good.status(), StatusCode::OK);
+    assert_eq!(good.json::<Value>().await.unwrap(), json!({"rows": 2, "added": 2}));
+    let events = operator_events(&app).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[0].message,
+        "adoption of service 99108001001000 by 053150000000 (Stadt Köln) added by o.operator: Ratsbeschluss"
+    );
+    let viewer = client
+        .post(format!("{}/api/adoptions/import", daemon.base))
+        .bearer_auth(VIEWER)
+        .body("ars,service\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(viewer.status(), StatusCode::FORBIDDEN);
+    daemon.shutdown.cancel();
+    daemon.task.await.unwrap().unwrap();
+}
