@@ -22,6 +22,7 @@ mod hostile_source;
 mod http;
 mod operators;
 mod pipeline;
+mod plan_pages;
 mod plans;
 mod properties;
 mod quality;
