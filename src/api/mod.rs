@@ -38,6 +38,7 @@ mod html;
 mod json;
 mod metrics;
 mod pages;
+mod plan_form;
 mod plan_pages;
 mod plans;
 mod quality;
@@ -159,7 +160,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/quality", get(quality::quality))
         .route("/plans", get(plan_pages::list))
         .route("/plans/{id}", get(plan_pages::show))
-        .route("/plans/{id}/decide", post(plan_pages::decide))
+        .route("/plans/{id}/decide", post(plan_form::decide))
         .fallback(not_found)
         .with_state(state)
 }
