@@ -16,6 +16,7 @@ mod conformance;
 mod corpus;
 mod daemon;
 mod delivery;
+mod devtools;
 mod evidence;
 mod fim;
 mod hostile_source;
