@@ -283,6 +283,10 @@ fn facts(
         }
     }
     h.raw("</dd>");
+    if let Some(run) = plan.run_id {
+        h.raw("<dt>Gemacht im Lauf (made by run)</dt><dd>").link(&format!("/runs/{run}"), &format!("#{run}"));
+        h.raw("</dd>");
+    }
     if let Some(run) = plan.applied_run_id {
         h.raw("<dt>Angewendet im Lauf (applied by run)</dt><dd>").link(&format!("/runs/{run}"), &format!("#{run}"));
         h.raw("</dd>");

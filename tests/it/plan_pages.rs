@@ -3,10 +3,14 @@
 //! and event as through the API — and the form is refused for the plan's author (approving), without
 //! a valid anti-CSRF token, from another site, and below the role approver, with nothing recorded.
 
+use std::sync::Arc;
+
 use portal_bridge::api::tokens::Tokens;
 use portal_bridge::api::{Access, ApiState, router};
+use portal_bridge::config::Config;
 use portal_bridge::domain::SystemClock;
 use portal_bridge::ops::{self, Actor, Ctx, RunRequest};
+use portal_bridge::pipeline::Deps;
 use portal_bridge::store::log::{EventFilter, EventRow};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
@@ -43,9 +47,9 @@ pub fn access(read_needs_token: bool) -> Access {
     Access { tokens: Tokens::parse(&text).unwrap(), read_needs_token }
 }
 
-/// The demo, delivered once, then a label edited and a form removed: a plan by `a.approver`
-/// (through the API's way, ops::make_plan) updating one form and withdrawing another, which waits
-/// for one approver other than its author.
+/// The demo, delivered once, then a label edited and a form removed and `[approval]` configured: a
+/// plan by `a.approver` (through the API's way, ops::make_plan) updating one form and withdrawing
+/// another, which waits for one approver other than its author.
 pub async fn waiting_plan() -> (TestApp, i64) {
     let app = TestApp::demo().await;
     app.migrate().await;
@@ -60,6 +64,12 @@ pub async fn make_plan(app: &TestApp) -> i64 {
         std::fs::write(app.path(FORM), form.replace(OLD_TEXT, NEW_TEXT)).unwrap();
         std::fs::remove_file(app.path(GONE)).unwrap();
     }
+    // A policy in the configuration (its defaults: every withdrawal needs one approver).
+    if !std::fs::read_to_string(&app.config_path).unwrap().contains("[approval]") {
+        crate::plans::configure(app, "[approval]");
+    }
+    let config = Config::resolve(&app.config_path, &app.overrides()).unwrap();
+    let deps = Deps { config: Arc::new(config), ..app.deps.clone() };
     let ctx = Ctx { store: &app.deps.store, sources: None, clock: &SystemClock };
     let request = RunRequest {
         sources: vec!["aachen-forms".into()],
@@ -68,7 +78,7 @@ pub async fn make_plan(app: &TestApp) -> i64 {
         allow_withdrawals: true,
         dry_run: true,
     };
-    let made = ops::make_plan(&ctx, &app.deps, &Actor::new("a.approver"), request).await.unwrap();
+    let made = ops::make_plan(&ctx, &deps, &Actor::new("a.approver"), request).await.unwrap();
     assert_eq!((made.verdict.approvers, made.verdict.reasons.as_slice()), (1, [WHY.to_owned()].as_slice()));
     made.id
 }
