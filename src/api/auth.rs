@@ -7,8 +7,10 @@
 //! operator what a viewer may. Acting needs `Authorization: Bearer <token>`. Reads are open unless
 //! `read_needs_token`; then they also take HTTP Basic with the token as password, so that a browser
 //! can open the review pages. Acting never takes Basic, because a browser re-sends it on its own
-//! (cross-site requests included), while it never adds a bearer token by itself. No token at all:
-//! 401; a token whose role is too low: 403.
+//! (cross-site requests included), while it never adds a bearer token by itself — with one
+//! exception: a review page's form ([`FormApprover`]), which a browser can only send with Basic, and
+//! which therefore also needs the page's anti-CSRF token and a request from this site
+//! ([`super::csrf`]). No token at all: 401; a token whose role is too low: 403.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
@@ -20,6 +22,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiState;
+use super::csrf::FormKey;
 use super::json::ApiError;
 use super::tokens::{Identity, Role, Tokens, TokensError};
 
@@ -84,6 +87,9 @@ pub fn token_matches(expected: &SecretString, given: &str) -> bool {
 enum Kind {
     Read,
     Act,
+    /// A review page's form that acts: Basic or bearer, never anonymous; the route checks the
+    /// form's anti-CSRF token and the request's origin ([`super::csrf`]).
+    Form,
 }
 
 /// Why a call was refused.
@@ -151,7 +157,7 @@ fn credential(value: &str, kind: Kind) -> Option<String> {
     if scheme.eq_ignore_ascii_case("bearer") {
         return Some(rest.to_owned());
     }
-    if kind == Kind::Read && scheme.eq_ignore_ascii_case("basic") {
+    if kind != Kind::Act && scheme.eq_ignore_ascii_case("basic") {
         let decoded = String::from_utf8(base64_decode(rest)?).ok()?;
         let (_user, password) = decoded.split_once(':')?;
         return Some(password.to_owned());
@@ -189,7 +195,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 
 fn challenge(kind: Kind) -> Vec<HeaderValue> {
     let mut values = vec![HeaderValue::from_static("Bearer realm=\"portal-bridge\"")];
-    if kind == Kind::Read {
+    if kind != Kind::Act {
         values.push(HeaderValue::from_static("Basic realm=\"portal-bridge\", charset=\"UTF-8\""));
     }
     values
@@ -223,6 +229,21 @@ pub struct Operator(pub Identity);
 /// An approver's decision (bearer token of the role approver); refuses with a JSON error.
 pub struct Approver(pub Identity);
 
+/// An approver's decision through a review page's form: the token as bearer or as Basic password
+/// (what a browser sends), the role approver; refuses with an HTML page. Since a browser sends
+/// Basic along on its own, the route must also take [`super::csrf::SameOrigin`] and check the
+/// form's anti-CSRF token with `key`.
+pub struct FormApprover {
+    pub identity: Identity,
+    /// The key of this caller's anti-CSRF tokens (derived from the token presented).
+    pub key: FormKey,
+}
+
+/// Who signed in on a review page, if anyone: the identity of a known token that came along
+/// (Basic or bearer) and the key of its anti-CSRF tokens, whether or not reads need a token.
+/// Never refuses: the page itself is guarded by [`ViewerPage`].
+pub struct SignedIn(pub Option<(Identity, FormKey)>);
+
 impl FromRequestParts<ApiState> for Viewer {
     type Rejection = Response;
 
@@ -252,6 +273,45 @@ impl FromRequestParts<ApiState> for Approver {
             Ok(None) => Err(refuse_json(Denied::Missing, Kind::Act)),
             Err(d) => Err(refuse_json(d, Kind::Act)),
         }
+    }
+}
+
+impl FromRequestParts<ApiState> for FormApprover {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let refused = |d: Denied| {
+            let (title, hint) = match d {
+                Denied::Role { .. } => ("Nicht berechtigt (Not allowed)", ""),
+                _ => (
+                    "Anmeldung nötig (Sign-in needed)",
+                    " Benutzername beliebig, Passwort = Ihr Token der Rolle approver (any user name, your \
+                     approver token as password).",
+                ),
+            };
+            let text = format!("{}.{hint}", d.message().replace("`Authorization: Bearer <token>`", "a token"));
+            refuse(super::pages::error_page(d.status(), title, &text), &d, Kind::Form)
+        };
+        let identity = match check(state, &parts.headers, Kind::Form, Role::Approver) {
+            Ok(Some(identity)) => identity,
+            Ok(None) => return Err(refused(Denied::Missing)),
+            Err(d) => return Err(refused(d)),
+        };
+        let token =
+            parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| credential(v, Kind::Form));
+        let key = FormKey::of_token(&token.ok_or_else(|| refused(Denied::Missing))?);
+        Ok(FormApprover { identity, key })
+    }
+}
+
+impl FromRequestParts<ApiState> for SignedIn {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let token =
+            parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| credential(v, Kind::Form));
+        let identity = token.as_deref().and_then(|t| state.access.borrow().tokens.identify(t));
+        Ok(SignedIn(identity.zip(token).map(|(identity, token)| (identity, FormKey::of_token(&token)))))
     }
 }
 
@@ -319,6 +379,9 @@ mod tests {
         // Reads without a token where they are open; acting never is.
         let open = Access { read_needs_token: false, ..access.clone() };
         assert_eq!(admit(&open, None, Kind::Read, Role::Viewer), Ok(None));
+        assert_eq!(admit(&open, None, Kind::Form, Role::Approver), Err(Denied::Missing), "a form is never anonymous");
+        assert_eq!(name("ta", Kind::Form, Role::Approver), Ok(Some("a".into())));
+        assert!(matches!(name("to", Kind::Form, Role::Approver), Err(Denied::Role { role: Role::Operator, .. })));
         assert_eq!(
             admit(&Access::default(), Some("Bearer ta"), Kind::Act, Role::Operator),
             Err(Denied::NoTokenConfigured)
@@ -369,6 +432,7 @@ mod tests {
         // "ops:abc" in base64
         assert_eq!(credential("Basic b3BzOmFiYw==", Kind::Read).as_deref(), Some("abc"));
         assert_eq!(credential("Basic b3BzOmFiYw==", Kind::Act), None, "no Basic for mutating calls");
+        assert_eq!(credential("Basic b3BzOmFiYw==", Kind::Form).as_deref(), Some("abc"), "but for a page's form");
         assert_eq!(credential("Basic !!!", Kind::Read), None);
         assert_eq!(credential("Token abc", Kind::Read), None);
         assert_eq!(credential("Bearer", Kind::Read), None);

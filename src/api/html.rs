@@ -174,6 +174,7 @@ impl Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
     Runs,
+    Plans,
     Quarantine,
     Quality,
     None,
@@ -245,6 +246,7 @@ pub fn page(status: StatusCode, title: &str, nav: Nav, body: Html) -> Response {
         .raw("</style></head><body><header><span class=\"brand\">portal-bridge</span><nav>");
     for (entry, href, label) in [
         (Nav::Runs, "/runs", "Läufe (Runs)"),
+        (Nav::Plans, "/plans", "Pläne (Plans)"),
         (Nav::Quarantine, "/quarantine", "Quarantäne (Quarantine)"),
         (Nav::Quality, "/quality", "Qualität (Quality)"),
     ] {

@@ -22,6 +22,9 @@
 //! DELETE /api/adoptions/{ars}/{service} {"reason"} (optional) → 200, or 404 (operator)
 //! GET    / and /runs, /runs/{id}, /items/{key}, /items/{key}/diff, /quarantine   review pages (viewer)
 //! GET    /quality?source=              the quality report per form, for the regions (viewer)
+//! GET    /plans, /plans/{id}           review pages of plans: waiting ones first; one with its diffs (viewer)
+//! POST   /plans/{id}/decide            the plan page's form: approve or reject (approver, Basic or bearer,
+//!                                      from this site, with the page's anti-CSRF token; see [`csrf`])
 //! ```
 //!
 //! Each action goes through [`crate::ops`], logged with the token's name and the reason. Who may
@@ -29,11 +32,14 @@
 
 mod actions;
 mod auth;
+mod csrf;
 mod held;
 mod html;
 mod json;
 mod metrics;
 mod pages;
+mod plan_form;
+mod plan_pages;
 mod plans;
 mod quality;
 pub mod tokens;
@@ -51,7 +57,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use crate::pipeline::{Busy, Job};
 use crate::store::{Store, StoreError};
 
-pub use auth::{ADMIN_NAME, Access, Approver, Operator, Viewer, ViewerPage, token_matches};
+pub use auth::{ADMIN_NAME, Access, Approver, FormApprover, Operator, SignedIn, Viewer, ViewerPage, token_matches};
+pub use csrf::{FORM_LIFETIME, FormKey};
 
 /// What the daemon knows about one source right now (the scheduler writes, the API reads).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -152,6 +159,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/items/{*key}", get(pages::item_or_diff))
         .route("/quarantine", get(pages::quarantine))
         .route("/quality", get(quality::quality))
+        .route("/plans", get(plan_pages::list))
+        .route("/plans/{id}", get(plan_pages::show))
+        .route("/plans/{id}/decide", post(plan_form::decide))
         .fallback(not_found)
         .with_state(state)
 }

@@ -1,5 +1,6 @@
 //! The review pages in a real browser: headless Chromium loads each page from a router on 127.0.0.1:0;
 //! the test checks the text a person sees and keeps a screenshot of every page in target/browser-artifacts/.
+//! On a plan's page, Chromium (driven over the DevTools protocol, [`crate::devtools`]) approves the plan.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -254,6 +255,54 @@ async fn a_person_sees_runs_problems_items_and_the_diff_in_chromium() {
     }
     server.stop().await;
     eprintln!("screenshots: {}", shots.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+}
+
+/// Issue 16: an approver opens a waiting plan's page in Chromium (signed in with HTTP Basic, as a
+/// browser is after its password prompt), reads the diff, types a reason and clicks Approve; the
+/// browser's own form submission (its Origin and Sec-Fetch-Site, the page's anti-CSRF token, the
+/// page's Content-Security-Policy) goes through, and the store holds the approval by that token's
+/// name. Screenshots before and after are kept in target/browser-artifacts/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_approves_a_plan_on_its_review_page_in_chromium() {
+    use crate::plan_pages::{NEW_TEXT, SECOND, SECOND_NAME, serve, waiting_plan};
+    let Some(chromium) = chromium() else { return };
+    let (app, id) = waiting_plan().await;
+    let (server, _state) = serve(&app, true).await;
+    let url = server.url(&format!("/plans/{id}"));
+    let basic = reqwest::Client::new().get(&url).basic_auth("b", Some(SECOND)).build().unwrap();
+    let authorization = basic.headers()[reqwest::header::AUTHORIZATION].to_str().unwrap().to_owned();
+    let reason = "Diff mit der Region abgestimmt (checked with the region)";
+
+    let mut browser = crate::devtools::Devtools::start(&chromium).await;
+    let tab = browser.tab().await;
+    let headers = serde_json::json!({"headers": {"Authorization": authorization}});
+    browser.call(Some(&tab), "Network.enable", serde_json::json!({})).await;
+    browser.call(Some(&tab), "Network.setExtraHTTPHeaders", headers).await;
+    browser.open(&tab, &url).await;
+    let before = visible_text(&browser.html(&tab).await);
+    for expected in ["Angemeldet als (signed in as) b.approver", NEW_TEXT, "Freigeben (Approve)"] {
+        assert!(before.contains(expected), "a person should see `{expected}` but sees:\n{before}");
+    }
+    let dir = artifacts();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("review-plan-open.png"), browser.screenshot(&tab).await).unwrap();
+
+    browser.type_into(&tab, "textarea[name=reason]", reason).await;
+    browser.click(&tab, "button[value=approve]").await;
+    browser.event(&tab, "Page.loadEventFired").await;
+    let after = visible_text(&browser.html(&tab).await);
+    std::fs::write(dir.join("review-plan-approved.png"), browser.screenshot(&tab).await).unwrap();
+    browser.close().await;
+    server.stop().await;
+
+    for expected in [format!("Plan {id}"), "b.approver approved".to_owned(), reason.to_owned()] {
+        assert!(after.contains(&expected), "after the click a person should see `{expected}` but sees:\n{after}");
+    }
+    let plan = app.deps.store.plan(id).await.unwrap().unwrap();
+    assert_eq!(plan.status, "approved", "{after}");
+    let decisions = app.deps.store.decisions(id).await.unwrap();
+    let decided: Vec<_> = decisions.iter().map(|d| (d.who.as_str(), d.decision.as_str(), d.reason.as_str())).collect();
+    assert_eq!(decided, [(SECOND_NAME, "approve", reason)]);
 }
 
 #[test]
