@@ -36,22 +36,25 @@ fn chromium() -> Option<PathBuf> {
     None
 }
 
+/// Chromium's flags for a headless run that reaches nothing beyond this machine on its own.
+pub(crate) const HEADLESS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// Runs headless Chromium on `url` with extra `args` and a throwaway profile; kills it (and its
 /// helper processes) after [`CHROMIUM_TIMEOUT`].
 async fn run_chromium(chromium: &Path, args: &[String], url: &str) -> Output {
     let profile = tempfile::tempdir().unwrap();
     let mut command = tokio::process::Command::new(chromium);
     command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
+        .args(HEADLESS)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .arg(url)

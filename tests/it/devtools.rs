@@ -38,18 +38,8 @@ impl Devtools {
             .arg("exec \"$@\" 3<&0 4>&1 0</dev/null 1>&2")
             .arg("sh")
             .arg(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--remote-debugging-pipe",
-                "--window-size=1280,900",
-            ])
+            .args(crate::browser::HEADLESS)
+            .args(["--remote-debugging-pipe", "--window-size=1280,900"])
             .arg(format!("--user-data-dir={}", profile.path().join("profile").display()))
             .arg("about:blank")
             .stdin(Stdio::piped())
