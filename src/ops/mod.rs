@@ -147,6 +147,9 @@ pub trait Runner: Sync {
 pub struct Prelude {
     overwrite: Vec<Overwrite>,
     events: Vec<OperatorEvent>,
+    /// The plan the run applies: it is marked with the run's id (so that a plan whose run died can
+    /// be applied again).
+    applies: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,7 +162,7 @@ struct Overwrite {
 impl Prelude {
     /// True if there is nothing to do (a scheduled run's).
     pub fn is_empty(&self) -> bool {
-        self.overwrite.is_empty() && self.events.is_empty()
+        self.overwrite.is_empty() && self.events.is_empty() && self.applies.is_none()
     }
 }
 
@@ -175,6 +178,11 @@ pub async fn prelude(
 ) -> Result<(), OpsError> {
     for overwrite in &prelude.overwrite {
         items::take_over(deps, run_id, &fence(overwrite.key.source()), overwrite).await?;
+    }
+    if let (Some(plan), Some(run)) = (prelude.applies, run_id) {
+        use crate::store::plans::PlanStatus;
+        let at = timestamp(deps.clock.now());
+        deps.store.set_plan_status(plan, PlanStatus::Applying, PlanStatus::Applying, &at, Some(run)).await?;
     }
     if prelude.events.is_empty() {
         return Ok(());

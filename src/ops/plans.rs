@@ -143,6 +143,8 @@ pub async fn apply_plan<R: Runner>(
             return Err(OpsError::Refused(format!("plan {id} expired at {}; make a new plan", plan.expires_at)));
         }
         Some(PlanStatus::Approved) => {}
+        // Its run died (or never began): what it delivered is recognised entry by entry, the rest applied now.
+        Some(PlanStatus::Applying) if !applying_elsewhere(ctx, &plan).await? => {}
         Some(PlanStatus::Open) => {
             let approvals = ctx.store.decisions(id).await?;
             let by: Vec<&str> = approvals.iter().map(|d| d.who.as_str()).collect();
@@ -180,7 +182,8 @@ pub async fn apply_plan<R: Runner>(
         sources.insert(step.source_id.clone());
         steps.push(step);
     }
-    if !ctx.store.set_plan_status(id, PlanStatus::Approved, PlanStatus::Applying, &now, None).await? {
+    let from = PlanStatus::parse(&plan.status).unwrap_or(PlanStatus::Approved);
+    if !ctx.store.set_plan_status(id, from, PlanStatus::Applying, &now, None).await? {
         let again = stored(ctx, id).await?;
         return Err(OpsError::Refused(format!(
             "plan {id} is {} now: only an approved plan can be applied",
@@ -197,14 +200,23 @@ pub async fn apply_plan<R: Runner>(
     };
     let prelude = Prelude {
         events: vec![event(actor, reason, None, None, said(&format!("plan {id} applied"), actor, reason))],
+        applies: Some(id),
         ..Prelude::default()
     };
     match runner.start(job, prelude).await {
         Ok(run) => Ok(run),
         Err(e) => {
             // Not started: the plan can be applied later.
-            ctx.store.set_plan_status(id, PlanStatus::Applying, PlanStatus::Approved, &ctx.now(), None).await?;
+            ctx.store.set_plan_status(id, PlanStatus::Applying, from, &ctx.now(), None).await?;
             Err(e)
         }
     }
+}
+
+/// Whether a plan marked `applying` has a run that is still going on (then it is not applied
+/// again); false if its run ended without settling it (the process died) or never began.
+async fn applying_elsewhere(ctx: &Ctx<'_>, plan: &PlanRow) -> Result<bool, OpsError> {
+    let Some(run_id) = plan.applied_run_id else { return Ok(false) };
+    ctx.store.close_dead_runs().await?;
+    Ok(ctx.store.run(run_id).await?.is_some_and(|run| run.finished_at.is_none()))
 }

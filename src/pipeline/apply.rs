@@ -173,6 +173,7 @@ impl SourceRun {
     ) -> Result<(), SourceFailure> {
         let mut ready = Vec::new();
         let mut stale = Vec::new();
+        let mut done = Vec::new();
         let work = self.work.clone();
         for step in steps {
             let row = work.ledger.get(&(step.key.to_string(), step.target.clone()));
@@ -181,6 +182,11 @@ impl SourceRun {
             // A step an earlier claimant began is finished as it began, whatever the ledger says by now.
             if resume.is_some() || now == (step.base.version.as_deref(), step.base.hash.as_deref()) {
                 ready.push((step, resume));
+                continue;
+            }
+            // Applied already, by a run of this plan that died before it could say so.
+            if row.is_some_and(|row| holds_step(row, &step)) {
+                done.push((step.key.to_string(), step.target.clone()));
                 continue;
             }
             let message = format!(
@@ -205,6 +211,10 @@ impl SourceRun {
         let store = &self.deps.store;
         for (key, target, message) in stale {
             store.set_entry_state(plan_id, &key, &target, "conflict", Some(&message)).await?;
+        }
+        for (key, target) in done {
+            let message = "found applied: an earlier run of this plan delivered it";
+            store.set_entry_state(plan_id, &key, &target, "applied", Some(message)).await?;
         }
         let recorded: std::collections::HashSet<(&str, &str)> =
             self.tally.iter().map(|(key, target, _)| (key.as_str(), target.as_str())).collect();
@@ -231,6 +241,19 @@ impl SourceRun {
             Ok(_) => unreachable!("only steps that send nothing are recorded as they are"),
         };
         self.record(Applied { step, resume: None, ticket: Ticket::default(), result });
+    }
+}
+
+/// Whether the ledger row says the target holds what `step` would make of it: its document
+/// delivered, or the item withdrawn.
+fn holds_step(row: &crate::store::ledger::LedgerRow, step: &Step) -> bool {
+    match &step.change {
+        Change::Create { document } | Change::Update { document } => {
+            matches!(row.status.as_str(), "delivered" | "unchanged")
+                && row.output_hash.as_deref() == Some(&document.hash)
+        }
+        Change::Withdraw => row.status == "withdrawn",
+        Change::Nothing { .. } | Change::Refuse { .. } => false,
     }
 }
 

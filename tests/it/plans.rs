@@ -467,3 +467,45 @@ async fn a_plan_applied_by_two_instances_keeps_its_flags_and_documents_in_every_
     assert!(entries.iter().all(|e| e.state == "applied"), "{entries:#?}");
     assert_eq!(app.deps.store.plan(made.id).await.unwrap().unwrap().status, "applied");
 }
+
+/// A plan whose applying run died before it settled the plan (the process was killed after the
+/// deliveries) stays `applying`; applying it again recognises what was delivered, sends nothing
+/// twice, and settles the plan.
+#[tokio::test]
+async fn a_plan_whose_run_died_is_applied_again_without_sending_twice() {
+    use portal_bridge::store::plans::PlanStatus;
+    let app = TestApp::demo().await;
+    app.migrate().await;
+    configure(&app, "[approval]\nalways = true");
+    let form = std::fs::read_to_string(app.path(FORM)).unwrap();
+    std::fs::write(app.path(FORM), form.replace("Angaben zur antragstellenden Person", "Angaben zur Person")).unwrap();
+    app.command().args(["plan", "--source", "aachen-forms"]).assert().success();
+    let ctx =
+        portal_bridge::ops::Ctx { store: &app.deps.store, sources: None, clock: &portal_bridge::domain::SystemClock };
+    let approve = portal_bridge::policy::Decide::Approve;
+    portal_bridge::ops::decide_plan(&ctx, &portal_bridge::ops::Actor::new("b.second"), 1, approve, "ok").await.unwrap();
+    app.command().args(["apply", "1"]).assert().success();
+    let delivered = outbox(&app);
+    let plan = app.deps.store.plan(1).await.unwrap().unwrap();
+    assert_eq!(plan.status, "applied");
+    assert!(plan.applied_run_id.is_some());
+
+    // As if the process had died after delivering: the plan still applying, its entries planned.
+    let at = "2026-12-07T12:00:00Z";
+    assert!(app.deps.store.set_plan_status(1, PlanStatus::Applied, PlanStatus::Applying, at, None).await.unwrap());
+    for entry in app.deps.store.plan_entries(1).await.unwrap() {
+        app.deps.store.set_entry_state(1, &entry.item_key, &entry.target, "planned", None).await.unwrap();
+    }
+    let again = app.command().args(["apply", "1", "--json"]).assert().success();
+    let answer: serde_json::Value = serde_json::from_slice(&again.get_output().stdout).unwrap();
+    assert_eq!((answer["updated"].as_i64(), answer["new"].as_i64()), (Some(0), Some(0)), "{answer}");
+    assert_eq!(outbox(&app), delivered, "nothing sent twice");
+    let entries = app.deps.store.plan_entries(1).await.unwrap();
+    assert!(
+        entries.iter().all(|e| e.state == "applied" && e.message.as_deref().unwrap_or("").contains("found applied")),
+        "{entries:#?}"
+    );
+    assert_eq!(app.deps.store.plan(1).await.unwrap().unwrap().status, "applied");
+    // Applied now: not again.
+    app.command().args(["apply", "1"]).assert().code(6);
+}
