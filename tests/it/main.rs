@@ -20,6 +20,7 @@ mod evidence;
 mod fim;
 mod hostile_source;
 mod http;
+mod observability;
 mod operators;
 mod pipeline;
 mod plans;
