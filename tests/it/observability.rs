@@ -72,7 +72,10 @@ async fn each_source_shows_its_own_last_result_and_last_success_for_a_cli_run() 
 
     let metrics = call(&router, axum::http::Method::GET, "/metrics", None, None).await.body;
     assert!(metrics.contains("portal_bridge_source_last_success_timestamp_seconds{source=\"owl-forms\"}"), "{metrics}");
-    assert!(!metrics.contains("portal_bridge_source_last_success_timestamp_seconds{source=\"aachen-forms\"}"), "{metrics}");
+    assert!(
+        !metrics.contains("portal_bridge_source_last_success_timestamp_seconds{source=\"aachen-forms\"}"),
+        "{metrics}"
+    );
 
     let page = call(&router, axum::http::Method::GET, "/runs", None, None).await.body;
     let row = |source: &str| -> String {
@@ -97,7 +100,8 @@ async fn pages_show_times_in_the_configured_time_zone() {
     assert!(runs.contains("2024-07-01 12:00:03 CEST"), "{runs}");
     assert!(!runs.contains(" UTC"), "{runs}");
     assert!(runs.contains("Europe/Berlin"), "the page names the zone: {runs}");
-    let run = call(&router, axum::http::Method::GET, &format!("/runs/{}", report.run_id.unwrap()), None, None).await.body;
+    let run =
+        call(&router, axum::http::Method::GET, &format!("/runs/{}", report.run_id.unwrap()), None, None).await.body;
     assert!(run.contains("2024-07-01 12:00:03 CEST"), "{run}");
 
     let winter = Utc.with_ymd_and_hms(2024, 12, 1, 10, 0, 3).unwrap();
@@ -168,7 +172,9 @@ async fn a_document_delivered_with_warnings_is_listed_with_them_and_counted() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("portal_bridge_documents_total{source=\"owl-forms\",target=\"portal-xml\",outcome=\"delivered\"}"),
+        metrics.contains(
+            "portal_bridge_documents_total{source=\"owl-forms\",target=\"portal-xml\",outcome=\"delivered\"}"
+        ),
         "{metrics}"
     );
 
