@@ -187,3 +187,43 @@ async fn a_document_delivered_with_warnings_is_listed_with_them_and_counted() {
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains(WARNED_KEY) && out.contains("is prose"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_through_the_daemons_api_fills_readyz_from_the_store() {
+    let app = TestApp::demo().await;
+    std::fs::write(app.path("admin-token"), "observability-admin-token").unwrap();
+    let mut text = std::fs::read_to_string(&app.config_path).unwrap();
+    text.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin-token\"\n");
+    std::fs::write(&app.config_path, text).unwrap();
+    let daemon = app.start_daemon().await;
+    let client = reqwest::Client::new();
+    let started: Value = client
+        .post(format!("{}/api/runs", daemon.base))
+        .bearer_auth("observability-admin-token")
+        .json(&serde_json::json!({"sources": ["owl-forms"], "reason": "first day"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["run_id"].as_i64().unwrap_or_else(|| panic!("{started}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let run = app.deps.store.run(id).await.unwrap().unwrap();
+        if run.status != "running" {
+            assert_eq!(run.trigger, "api");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "run {id} did not finish");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let ready: Value = client.get(format!("{}/readyz", daemon.base)).send().await.unwrap().json().await.unwrap();
+    let owl = &ready["sources"]["owl-forms"];
+    assert_eq!(owl["last_run_id"], id, "{ready:#}");
+    assert_eq!(owl["last_status"], "ok", "{ready:#}");
+    assert!(owl["last_success_at"].is_string(), "{ready:#}");
+    assert_eq!(ready["sources"]["aachen-forms"]["last_success_at"], Value::Null, "{ready:#}");
+    daemon.shutdown.cancel();
+    daemon.task.await.unwrap().unwrap();
+}
