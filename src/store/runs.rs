@@ -233,8 +233,10 @@ impl Store {
 
     /// Records how each source of run `id` went (its own status, and the error that stopped it).
     pub async fn finish_run_sources(&self, id: i64, results: &[SourceResult], at: &str) -> Result<(), StoreError> {
-        let sql =
-            "UPDATE run_sources SET status = $1, finished_at = $2, error = $3 WHERE run_id = $4 AND source_id = $5";
+        // An upsert: a run whose start rows are missing (their insert failed) still gets its results.
+        let sql = "INSERT INTO run_sources (status, finished_at, error, run_id, source_id) VALUES ($1, $2, $3, $4, $5) \
+                   ON CONFLICT (run_id, source_id) DO UPDATE SET status = excluded.status, \
+                   finished_at = excluded.finished_at, error = excluded.error";
         for result in results {
             on_pool!(self, pool => { sqlx::query(sql)
                 .bind(result.status.as_str())
