@@ -407,30 +407,14 @@ impl Daemon {
             tracing::debug!(sources = ?sources, "{}", result.err().unwrap_or_default());
             return;
         }
-        let now = timestamp(self.now());
+        // Each source's own result and last success are in the store (the pipeline records them
+        // for every trigger); here only what the store cannot know: a run that could not start.
         let mut states = self.states.write().expect("not poisoned");
         for id in &sources {
             let still_running = self.running.values().any(|r| r.sources.contains(id));
             let state: &mut SourceState = states.entry(id.clone()).or_default();
             state.running = still_running;
-            match &result {
-                Ok(report) => {
-                    state.last_run_id = report.run_id;
-                    state.last_status = Some(report.status.to_string());
-                    let failure = report.errors.iter().find(|e| e.starts_with(&format!("source {id}:"))).cloned();
-                    if report.status == RunStatus::Ok
-                        || (failure.is_none()
-                            && report.problems.iter().all(|p| !p.item_key.starts_with(&format!("{id}/"))))
-                    {
-                        state.last_success_at = Some(now.clone());
-                    }
-                    state.last_error = failure;
-                }
-                Err(e) => {
-                    state.last_status = Some(RunStatus::Failed.to_string());
-                    state.last_error = Some(e.clone());
-                }
-            }
+            state.last_error = result.as_ref().err().cloned();
         }
         match &result {
             Ok(report) => tracing::info!(run_id = report.run_id, status = %report.status, "run finished"),

@@ -8,9 +8,10 @@
 //! | `portal_bridge_run_duration_seconds` | histogram | trigger, status | [`Metrics::observe_run`] |
 //! | `portal_bridge_stage_duration_seconds` | histogram | stage | [`Metrics::observe_stage`] |
 //! | `portal_bridge_upstream_request_duration_seconds` | histogram | source | [`Metrics::observe_upstream`] |
+//! | `portal_bridge_documents_total` | counter | source, target, outcome | [`Metrics::count_document`] (runs of this process) |
 //! | `portal_bridge_items` | gauge | source, target, status | the ledger, at scrape time |
 //! | `portal_bridge_runs` | gauge | trigger, status | the stored runs, at scrape time |
-//! | `portal_bridge_source_last_success_timestamp_seconds` | gauge | source | the scheduler (`api::SourceStates`) |
+//! | `portal_bridge_source_last_success_timestamp_seconds` | gauge | source | the store (each source's own result, every trigger) |
 //! | `portal_bridge_source_next_run_timestamp_seconds` | gauge | source | the scheduler (`api::SourceStates`) |
 //! | `portal_bridge_source_running` | gauge | source | the scheduler (`api::SourceStates`) |
 //! | `portal_bridge_database_up` | gauge | | `store.ping()` at scrape time |
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -49,6 +51,41 @@ struct ItemLabels {
     status: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DocumentLabels {
+    source: String,
+    target: String,
+    outcome: String,
+}
+
+/// What became of one document (an item at a target) in a run, as `portal_bridge_documents_total`
+/// counts it. `Warning` counts documents that went through with warnings, in addition to their
+/// `delivered` or `unchanged`; the other outcomes exclude each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Unchanged,
+    Quarantined,
+    Failed,
+    Withdrawn,
+    Conflict,
+    Warning,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Quarantined => "quarantined",
+            Outcome::Failed => "failed",
+            Outcome::Withdrawn => "withdrawn",
+            Outcome::Conflict => "conflict",
+            Outcome::Warning => "warning",
+        }
+    }
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// 1 s … about 4.5 h.
@@ -73,6 +110,7 @@ pub struct Metrics {
     run_duration: Histograms<RunLabels>,
     stage_duration: Histograms<StageLabels>,
     upstream_duration: Histograms<SourceLabels>,
+    documents: Family<DocumentLabels, Counter>,
     items: Family<ItemLabels, Gauge>,
     runs: Family<RunLabels, Gauge>,
     last_success: Family<SourceLabels, Gauge>,
@@ -97,6 +135,7 @@ impl Metrics {
         let run_duration: Histograms<RunLabels> = Family::new_with_constructor(run_histogram);
         let stage_duration: Histograms<StageLabels> = Family::new_with_constructor(stage_histogram);
         let upstream_duration: Histograms<SourceLabels> = Family::new_with_constructor(upstream_histogram);
+        let documents = Family::<DocumentLabels, Counter>::default();
         let items = Family::<ItemLabels, Gauge>::default();
         let runs = Family::<RunLabels, Gauge>::default();
         let last_success = Family::<SourceLabels, Gauge>::default();
@@ -120,11 +159,18 @@ impl Metrics {
             "Latency of requests to a source's upstream (one observation per HTTP request)",
             upstream_duration.clone(),
         );
+        registry.register(
+            "documents",
+            "Documents (items per target) by what became of them in the runs of this process: delivered, unchanged, \
+             quarantined, failed, withdrawn, conflict; warning counts those that went through with warnings, besides \
+             their delivered or unchanged",
+            documents.clone(),
+        );
         registry.register("items", "Ledger rows (items per target) by source, target and status", items.clone());
         registry.register("runs", "Stored runs by trigger and status", runs.clone());
         registry.register(
             "source_last_success_timestamp_seconds",
-            "End of the last run of the source that went through without problems (unix seconds)",
+            "End of the last run (any trigger) in which the source went through without problems of its own (unix seconds)",
             last_success.clone(),
         );
         registry.register(
@@ -149,6 +195,7 @@ impl Metrics {
             run_duration,
             stage_duration,
             upstream_duration,
+            documents,
             items,
             runs,
             last_success,
@@ -176,6 +223,12 @@ impl Metrics {
     /// One request to a source's upstream (each page and each retry), from sending to the full body.
     pub fn observe_upstream(&self, source: &str, seconds: f64) {
         self.upstream_duration.get_or_create(&SourceLabels { source: label(source) }).observe(seconds);
+    }
+
+    /// One document's outcome in a run (see [`Outcome`]).
+    pub fn count_document(&self, source: &str, target: &str, outcome: Outcome) {
+        let labels = DocumentLabels { source: label(source), target: label(target), outcome: outcome.as_str().into() };
+        self.documents.get_or_create(&labels).inc();
     }
 
     /// The registry as OpenMetrics text, after setting the scrape-time gauges from `now`.
@@ -251,6 +304,8 @@ mod tests {
         metrics.observe_run(Trigger::Schedule, RunStatus::Partial, 12.5);
         metrics.observe_stage(Stage::Map, 0.004);
         metrics.observe_upstream("owl-zufi", 0.2);
+        metrics.count_document("owl-forms", "portal-xml", Outcome::Delivered);
+        metrics.count_document("owl-forms", "portal-xml", Outcome::Delivered);
         let mut now = Snapshot { database_up: true, ..Snapshot::default() };
         now.items.insert(("owl-forms".into(), "portal-xml".into(), "delivered".into()), 3);
         now.sources.insert("owl\"x".into(), SourceGauges { last_success: Some(60), ..Default::default() });
@@ -274,6 +329,12 @@ mod tests {
         );
         assert!(text.contains("portal_bridge_source_last_success_timestamp_seconds{source=\"owl\\\"x\"} 60"), "{text}");
         assert!(text.contains("portal_bridge_database_up 1"), "{text}");
+        assert!(
+            text.contains(
+                "portal_bridge_documents_total{source=\"owl-forms\",target=\"portal-xml\",outcome=\"delivered\"} 2"
+            ),
+            "{text}"
+        );
 
         // The next scrape forgets rows that are gone.
         let text = metrics.encode(Snapshot::default()).unwrap();

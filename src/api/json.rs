@@ -67,10 +67,17 @@ fn limit(given: Option<i64>, default: i64) -> Result<i64, ApiError> {
     }
 }
 
-/// `GET /readyz`: 200 when the database answers, else 503; always with the sources' states.
+/// `GET /readyz`: 200 when the database answers, else 503; always with the sources' states (from the
+/// store when it answers).
 pub(crate) async fn ready(State(state): State<ApiState>) -> Response {
     let up = database_answers(&state.store).await;
-    let sources: BTreeMap<String, SourceState> = state.source_states();
+    let sources: BTreeMap<String, SourceState> = match up {
+        true => state.sources_now().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "readiness: cannot read the sources' results");
+            state.source_states()
+        }),
+        false => state.source_states(),
+    };
     let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let database = if up { "ok" } else { "unreachable" };
     (status, Json(json!({ "database": database, "sources": sources }))).into_response()
@@ -109,7 +116,9 @@ pub(crate) async fn run(
     let errors = EventFilter { run_id: Some(id), level: Some(Level::Error), limit: 0, ..Default::default() };
     let held = super::held::held_sources(&run.sources, &state.store.events(&errors).await?);
     let held_withdrawals = super::held::confirmations(&held);
-    Ok(Json(json!({ "run": run, "events": events, "held_withdrawals": held_withdrawals })).into_response())
+    let warned = super::warned(&state.store, id).await?;
+    Ok(Json(json!({ "run": run, "events": events, "held_withdrawals": held_withdrawals, "warned": warned }))
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]

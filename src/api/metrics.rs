@@ -42,8 +42,14 @@ pub(crate) async fn scrape(_: Viewer, State(state): State<ApiState>) -> Response
             Err(e) => tracing::warn!(error = %e, "metrics: cannot count the plans"),
         }
     }
-    now.sources = state
-        .source_states()
+    let sources = match now.database_up {
+        true => state.sources_now().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "metrics: cannot read the sources' results");
+            state.source_states()
+        }),
+        false => state.source_states(),
+    };
+    now.sources = sources
         .into_iter()
         .map(|(id, s)| {
             let gauges = SourceGauges {

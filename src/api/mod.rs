@@ -60,7 +60,9 @@ use crate::store::{Store, StoreError};
 pub use auth::{ADMIN_NAME, Access, Approver, FormApprover, Operator, SignedIn, Viewer, ViewerPage, token_matches};
 pub use csrf::{FORM_LIFETIME, FormKey};
 
-/// What the daemon knows about one source right now (the scheduler writes, the API reads).
+/// What is known about one source right now. The scheduler writes `running` and `next_run_at`
+/// (and `last_error` for a run it could not start); the last run's own result and the last success
+/// come from the store ([`ApiState::sources_now`]), whatever started the run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SourceState {
     /// A run of this source is in progress.
@@ -68,10 +70,12 @@ pub struct SourceState {
     /// Next scheduled fire time (RFC 3339), if the source has a schedule.
     pub next_run_at: Option<String>,
     pub last_run_id: Option<i64>,
+    /// The source's own result in its last run (`ok` although the run as a whole was `partial`,
+    /// if the problems were other sources').
     pub last_status: Option<String>,
-    /// End of the last run of this source that went through without problems (RFC 3339).
+    /// End of the last run in which this source went through without problems of its own (RFC 3339).
     pub last_success_at: Option<String>,
-    /// The fetch error of the last run, if the source could not be read.
+    /// Why the last run of the source failed or stopped (e.g. the source could not be read).
     pub last_error: Option<String>,
 }
 
@@ -130,6 +134,33 @@ impl ApiState {
             Ok(states) => states.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The configured sources with what the scheduler knows (running, next run) and, from the
+    /// store, each one's last result and last success. Without a daemon's list of sources, every
+    /// source the store knows.
+    async fn sources_now(&self) -> Result<BTreeMap<String, SourceState>, StoreError> {
+        let mut states = self.source_states();
+        let known = !states.is_empty();
+        for result in self.store.source_results().await? {
+            let state = match states.get_mut(&result.source_id) {
+                Some(state) => state,
+                None if known => continue,
+                None => states.entry(result.source_id.clone()).or_default(),
+            };
+            state.last_run_id = Some(result.run_id);
+            state.last_status = Some(result.status);
+            state.last_success_at = result.last_success_at;
+            if result.error.is_some() || state.last_error.is_none() {
+                state.last_error = result.error;
+            }
+        }
+        Ok(states)
+    }
+
+    /// The configured time zone, that pages show times in.
+    fn timezone(&self) -> chrono_tz::Tz {
+        self.deps.borrow().config.timezone
     }
 }
 
@@ -204,11 +235,41 @@ fn store_failure(e: &StoreError) -> String {
     format!("the database query failed: {e}")
 }
 
-/// Timestamps as stored (RFC 3339) for people: `2024-05-01 12:00:03 UTC`.
-fn when(text: &str) -> String {
+/// Timestamps as stored (RFC 3339) for people, in the configured zone `tz` with the zone's
+/// abbreviation: `2024-05-01 14:00:03 CEST`.
+fn when(text: &str, tz: chrono_tz::Tz) -> String {
     chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string())
         .unwrap_or_else(|_| text.to_owned())
+}
+
+/// The documents of run `id` that went through with warnings, with their warnings, from its log: the
+/// warnings of an item at a target that had no error in the run.
+async fn warned(store: &Store, id: i64) -> Result<Vec<crate::pipeline::Warned>, StoreError> {
+    use crate::domain::Level;
+    use crate::store::log::EventFilter;
+    let filter = EventFilter { run_id: Some(id), level: Some(Level::Warn), limit: 0, ..Default::default() };
+    let events = store.events(&filter).await?;
+    let failed: std::collections::HashSet<(&str, &str)> = events
+        .iter()
+        .filter(|e| e.level == Level::Error.as_str())
+        .filter_map(|e| Some((e.item_key.as_deref()?, e.target.as_deref()?)))
+        .collect();
+    let mut warned: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.level == Level::Warn.as_str()) {
+        let (Some(key), Some(target)) = (e.item_key.as_deref(), e.target.as_deref()) else { continue };
+        if !failed.contains(&(key, target)) {
+            warned.entry((key, target)).or_default().push(e.message.clone());
+        }
+    }
+    Ok(warned
+        .into_iter()
+        .map(|((key, target), warnings)| crate::pipeline::Warned {
+            item_key: key.to_owned(),
+            target: target.to_owned(),
+            warnings,
+        })
+        .collect())
 }
 
 /// Unix seconds of an RFC 3339 timestamp.
@@ -229,9 +290,11 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_are_shown_in_utc() {
-        assert_eq!(when("2024-05-01T12:00:03.123Z"), "2024-05-01 12:00:03 UTC");
-        assert_eq!(when("yesterday"), "yesterday");
+    fn timestamps_are_shown_in_the_configured_zone() {
+        assert_eq!(when("2024-05-01T12:00:03.123Z", chrono_tz::UTC), "2024-05-01 12:00:03 UTC");
+        assert_eq!(when("2024-05-01T12:00:03.123Z", chrono_tz::Europe::Berlin), "2024-05-01 14:00:03 CEST");
+        assert_eq!(when("2024-01-01T12:00:03Z", chrono_tz::Europe::Berlin), "2024-01-01 13:00:03 CET");
+        assert_eq!(when("yesterday", chrono_tz::UTC), "yesterday");
         assert_eq!(unix_seconds("1970-01-01T00:01:00Z"), Some(60));
     }
 }

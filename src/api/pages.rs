@@ -108,7 +108,7 @@ pub(crate) struct PageQuery {
 }
 
 /// The migration log as a table; `with_run` adds the run column (for an item's log).
-fn event_table(h: &mut Html, events: &[EventRow], with_run: bool) {
+fn event_table(h: &mut Html, events: &[EventRow], with_run: bool, tz: chrono_tz::Tz) {
     if events.is_empty() {
         h.raw("<p class=\"empty\">Keine Ereignisse (no events).</p>");
         return;
@@ -128,7 +128,7 @@ fn event_table(h: &mut Html, events: &[EventRow], with_run: bool) {
     }
     h.raw("<tbody>");
     for e in events {
-        h.raw("<tr>").td(&when(&e.at));
+        h.raw("<tr>").td(&when(&e.at, tz));
         h.cell(|h| {
             h.status(Kind::Level, &e.level);
         });

@@ -35,6 +35,7 @@ pub(super) fn decide_section(
     decisions: &[Decision],
     visitor: Option<&(Identity, FormKey)>,
     now: i64,
+    tz: chrono_tz::Tz,
 ) {
     if status == "approved" {
         h.raw("<p class=\"hint\">Freigegeben: anwenden mit (approved; apply it with) <code>portal-bridge apply ");
@@ -57,7 +58,7 @@ pub(super) fn decide_section(
         return;
     }
     if let Some(mine) = decisions.iter().find(|d| d.who == who.name) {
-        h.raw("<p class=\"notice\">Ihre Entscheidung (your decision, ").text(&when(&mine.at)).raw("): ");
+        h.raw("<p class=\"notice\">Ihre Entscheidung (your decision, ").text(&when(&mine.at, tz)).raw("): ");
         badge(h, if mine.decision == "approve" { "approved" } else { "rejected" });
         h.raw(" – ").text(&mine.reason).raw("</p>");
     }

@@ -91,6 +91,7 @@ fn approvers<'a>(plan: &PlanRow, decisions: &'a [Decision]) -> Vec<&'a str> {
 /// `GET /plans`: the plans that wait (open, then approved), then the recent others.
 pub(crate) async fn list(_: ViewerPage, State(state): State<ApiState>) -> PageResult {
     let now_at = ctx(&state).clock.now();
+    let tz = state.timezone();
     let now = timestamp(now_at);
     let mut waiting = Vec::new();
     for status in WAITING {
@@ -142,7 +143,7 @@ pub(crate) async fn list(_: ViewerPage, State(state): State<ApiState>) -> PageRe
             });
             h.cell(|h| badge(h, shown_status(plan, &now)));
             h.td(&plan.author);
-            h.tag("<td class=\"when\" title=\"", "", &when(&plan.created_at)).raw("\">");
+            h.tag("<td class=\"when\" title=\"", "", &when(&plan.created_at, tz)).raw("\">");
             h.text(&age(&plan.created_at, now_at)).raw("</td>");
             h.td(&summary(plan));
             h.cell(|h| {
@@ -187,6 +188,7 @@ pub(crate) async fn show(
     let decisions = state.store.decisions(plan.id).await.map_err(failed)?;
     let entries = state.store.plan_entries(plan.id).await.map_err(failed)?;
     let now_at = ctx(&state).clock.now();
+    let tz = state.timezone();
     let now = timestamp(now_at);
     let status = shown_status(&plan, &now);
 
@@ -197,7 +199,7 @@ pub(crate) async fn show(
          kommen hinzu. (What this plan would change, per item and target, with the diff against what was last \
          delivered.)</p>",
     );
-    facts(&mut h, &plan, status, &decisions, &entries, now_at);
+    facts(&mut h, &plan, status, &decisions, &entries, now_at, tz);
     h.raw("<h2>Warum eine Freigabe nötig ist (Why approval is needed)</h2>");
     let why = reasons(&plan);
     if why.is_empty() {
@@ -217,12 +219,12 @@ pub(crate) async fn show(
         h.raw("<tbody>");
         for d in &decisions {
             h.raw("<tr>").td(&d.who).cell(|h| badge(h, if d.decision == "approve" { "approved" } else { "rejected" }));
-            h.tag("<td class=\"when\">", "</td>", &when(&d.at));
+            h.tag("<td class=\"when\">", "</td>", &when(&d.at, tz));
             h.raw("<td class=\"reason\">").text(&d.reason).raw("</td></tr>");
         }
         h.raw("</tbody></table>");
     }
-    decide_section(&mut h, &plan, status, &decisions, visitor.as_ref(), now_at.timestamp());
+    decide_section(&mut h, &plan, status, &decisions, visitor.as_ref(), now_at.timestamp(), tz);
     entries_section(&mut h, &entries);
 
     let mut response = page(StatusCode::OK, &format!("Plan {}", plan.id), Nav::Plans, h);
@@ -243,6 +245,7 @@ fn facts(
     decisions: &[Decision],
     entries: &[PlanEntry],
     now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
 ) {
     let job: serde_json::Value = serde_json::from_str(&plan.job).unwrap_or_default();
     let words = |key: &str| -> Vec<String> {
@@ -255,10 +258,10 @@ fn facts(
     badge(h, status);
     h.raw("</dd><dt>Autor (author)</dt><dd>").text(&plan.author);
     h.raw("</dd><dt>Erstellt (made)</dt><dd>")
-        .text(&when(&plan.created_at))
+        .text(&when(&plan.created_at, tz))
         .raw(" (")
         .text(&age(&plan.created_at, now));
-    h.raw(")</dd><dt>Läuft ab (expires)</dt><dd>").text(&when(&plan.expires_at));
+    h.raw(")</dd><dt>Läuft ab (expires)</dt><dd>").text(&when(&plan.expires_at, tz));
     h.raw("</dd><dt>Änderungen (changes)</dt><dd>").text(&Summary::of(entries).to_string());
     h.raw("</dd><dt>Freigaben (approvals)</dt><dd>");
     let given = approvers(plan, decisions);

@@ -214,6 +214,9 @@ pub(super) async fn complete(started: pipeline::Started, store: &Store, json: bo
             "quarantined": c.quarantined,
             "withdrawn": c.withdrawn,
             "conflict": c.conflict,
+            "warned": c.warned,
+            "warned_documents": report.warned,
+            "sources": report.sources,
             "awaiting_plan": report.awaiting.as_ref().map(|plan| plan.id),
         });
         println!("{out}");
@@ -231,6 +234,12 @@ pub(super) async fn complete(started: pipeline::Started, store: &Store, json: bo
         }
         for error in &report.errors {
             println!("  error: {error}");
+        }
+        if !report.warned.is_empty() {
+            println!("  {} document(s) delivered with warnings:", report.warned.len());
+        }
+        for warned in &report.warned {
+            println!("  warned {} [→ {}]: {}", warned.item_key, warned.target, warned.warnings.join("; "));
         }
         for warning in &report.warnings {
             println!("  warning: {warning}");

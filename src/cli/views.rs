@@ -57,7 +57,8 @@ pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
     }
     if let Some(run) = runs.first() {
         println!(
-            "last run {}: {} ({}), started {}, {} new, {} updated, {} unchanged, {} failed, {} quarantined",
+            "last run {}: {} ({}), started {}, {} new, {} updated, {} unchanged, {} failed, {} quarantined, \
+             {} with warnings",
             run.id,
             run.status,
             run.trigger,
@@ -66,7 +67,8 @@ pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
             run.updated_count,
             run.unchanged_count,
             run.failed_count,
-            run.quarantined_count
+            run.quarantined_count,
+            run.warned_count
         );
     } else {
         println!("no runs yet");

@@ -172,6 +172,10 @@ pub struct RunReport {
     pub errors: Vec<String>,
     /// What went wrong without failing an item by itself (e.g. a codelist that could not be fetched).
     pub warnings: Vec<String>,
+    /// Documents that went through with warnings, with the warnings.
+    pub warned: Vec<Warned>,
+    /// How each source of the run went by itself (empty for a dry run).
+    pub sources: Vec<crate::store::runs::SourceResult>,
     /// The plan that holds the changes this run did not make because the approval policy wants
     /// them approved first.
     pub awaiting: Option<plan::Stored>,
@@ -185,6 +189,14 @@ pub struct Problem {
     pub status: ItemStatus,
     pub stage: Stage,
     pub message: String,
+}
+
+/// A document that went through (delivered, or re-mapped to what the target holds) with warnings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warned {
+    pub item_key: String,
+    pub target: String,
+    pub warnings: Vec<String>,
 }
 
 /// Why a run could not be carried out at all.
@@ -343,6 +355,8 @@ struct SourceRun {
     codelists: Option<codelists::RunCodelists>,
     /// Warnings of the run that belong to no item.
     warnings: Vec<String>,
+    /// Documents that went through with warnings.
+    warned: Vec<Warned>,
     /// Entries (or records of a feed) this run could not read: while there are any, the source
     /// was not read completely and nothing of it is withdrawn.
     unreadable: Vec<String>,

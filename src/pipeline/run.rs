@@ -11,7 +11,7 @@ use crate::config::{Config, Source};
 use crate::domain::{ItemKey, Level, RunStatus, Stage};
 use crate::store::lease::Fence;
 use crate::store::log::NewEvent;
-use crate::store::runs::Counts;
+use crate::store::runs::{Counts, SourceResult};
 use crate::store::{StoreError, timestamp};
 
 /// A run that holds its sources and is recorded, ready to be carried out.
@@ -102,6 +102,8 @@ impl Started {
             problems: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            warned: Vec::new(),
+            sources: Vec::new(),
             awaiting: None,
         };
         let work = run_in(&job, &deps, &selected, hold.as_ref(), &mut report).instrument(span.clone());
@@ -132,7 +134,19 @@ impl Started {
         if let Some(e) = &failed {
             report.errors.push(e.to_string());
         }
+        // Sources the run did not finish (it failed or was stopped on the way) end as the run did.
+        let unfinished = report.errors.last().cloned();
+        for source in &selected {
+            if run_id.is_some() && !report.sources.iter().any(|r| r.source == source.id) {
+                let status = if report.status == RunStatus::Running { RunStatus::Failed } else { report.status };
+                report.sources.push(SourceResult { source: source.id.clone(), status, error: unfinished.clone() });
+            }
+        }
         if let Some(id) = run_id {
+            let at = timestamp(deps.clock.now());
+            if let Err(e) = deps.store.finish_run_sources(id, &report.sources, &at).await {
+                tracing::error!(run_id = id, "cannot record how the run's sources went: {e}");
+            }
             let message = (!report.errors.is_empty()).then(|| report.errors.join("; "));
             let closed = deps
                 .store
@@ -223,6 +237,7 @@ async fn run_in(
             Some(applying) => run.apply_planned(applying).await,
             None => run.execute().await,
         };
+        let mut result = SourceResult { source: source.id.clone(), status: RunStatus::Ok, error: None };
         match executed {
             Ok(()) => {}
             Err(SourceFailure::Fatal(e)) => {
@@ -232,12 +247,26 @@ async fn run_in(
             Err(SourceFailure::Source(message)) => {
                 failed_sources += 1;
                 report.errors.push(format!("source {}: {message}", source.id));
+                result = SourceResult { status: RunStatus::Failed, error: Some(message.clone()), ..result };
                 run.event(None, None, Stage::Fetch, Level::Error, message);
             }
         }
         let flushed = run.flush().await;
         report.counts.add(run.counts);
         flushed?;
+        if result.status == RunStatus::Ok {
+            if let Some(why) = job.stop.why() {
+                let status =
+                    if matches!(why, Stopped::LeaseLost(_)) { RunStatus::Aborted } else { RunStatus::Interrupted };
+                result = SourceResult { status, error: Some(why.to_string()), ..result };
+            } else if run.counts.problems() > 0 || !run.missing_items.is_empty() {
+                result.status = RunStatus::Partial;
+            }
+        }
+        if run_id.is_some() {
+            report.sources.push(result);
+        }
+        report.warned.extend(run.warned);
         report.problems.extend(run.problems);
         report.errors.extend(run.missing_items);
         report.warnings.extend(run.warnings);

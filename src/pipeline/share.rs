@@ -137,6 +137,9 @@ struct BatchResult {
     /// reconciled first counts once (empty in results of older versions: `counts` then stands).
     #[serde(default)]
     counted: Vec<(String, String, Counted)>,
+    /// Documents that went through with warnings.
+    #[serde(default)]
+    warned: Vec<super::Warned>,
 }
 
 /// Groups chunks into batches of about `size` pairs, as stored.
@@ -232,9 +235,13 @@ impl SourceRun {
             if result.counted.is_empty() {
                 self.counts.add(result.counts);
             }
-            for (key, target, kind) in result.counted {
-                self.count(&key, &target, kind);
+            if !result.counted.is_empty() {
+                self.counts.warned += result.counts.warned;
             }
+            for (key, target, kind) in result.counted {
+                self.recount(&key, &target, kind);
+            }
+            self.warned.extend(result.warned);
             self.problems.extend(result.problems);
             for (key, why) in result.settled {
                 match why {
@@ -285,6 +292,7 @@ impl SourceRun {
             std::mem::take(&mut self.settled),
             std::mem::take(&mut self.tally),
             std::mem::take(&mut self.reconciled),
+            std::mem::take(&mut self.warned),
         );
         let store = self.deps.store.clone();
         let renew = async {
@@ -322,6 +330,7 @@ impl SourceRun {
         let settled = std::mem::replace(&mut self.settled, saved.2);
         let counted = std::mem::replace(&mut self.tally, saved.3);
         self.reconciled = saved.4;
+        let warned = std::mem::replace(&mut self.warned, saved.5);
         worked?;
         flushed?;
         if self.stop.is_stopped() {
@@ -336,6 +345,7 @@ impl SourceRun {
             problems,
             settled: settled.into_iter().map(|(key, outcome)| (key, outcome.err())).collect(),
             counted,
+            warned,
         };
         let text = serde_json::to_string(&result).expect("results serialise");
         if !self.deps.store.finish_batch(batch.id, &share.instance, &text).await? {

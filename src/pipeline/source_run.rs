@@ -9,6 +9,7 @@ use super::{Deps, Job, PipelineError, SourceFailure, SourceRun, Stopped, Work};
 use crate::config::{Config, Source};
 use crate::delivery::Journal;
 use crate::domain::{ItemKey, Level, Stage};
+use crate::metrics::Outcome;
 use crate::source;
 use crate::store::lease::Fence;
 use crate::store::ledger::{Batch, LedgerRow};
@@ -70,6 +71,7 @@ impl SourceRun {
             settled: HashMap::new(),
             codelists: None,
             warnings: Vec::new(),
+            warned: Vec::new(),
             unreadable: Vec::new(),
             tally: Vec::new(),
             reconciled: HashMap::new(),
@@ -141,6 +143,15 @@ impl SourceRun {
             self.counts.bump(before, -1);
             self.problems.retain(|p| !(p.item_key == key && p.target == target));
         }
+        self.recount(key, target, kind);
+        if let Some(metrics) = &self.work.metrics {
+            metrics.count_document(&self.source.id, target, outcome(kind));
+        }
+    }
+
+    /// Counts a pair's outcome that was already counted where it was worked on (another instance's
+    /// shared batch): in the run's counts, not again in the metrics.
+    pub(super) fn recount(&mut self, key: &str, target: &str, kind: Counted) {
         self.counts.bump(kind, 1);
         self.tally.push((key.to_owned(), target.to_owned(), kind));
     }
@@ -247,6 +258,18 @@ impl SourceRun {
             self.stop.stop(Stopped::LeaseLost(why.clone()));
         }
         written
+    }
+}
+
+/// A pair's outcome as the metrics name it.
+fn outcome(kind: Counted) -> Outcome {
+    match kind {
+        Counted::New | Counted::Updated => Outcome::Delivered,
+        Counted::Unchanged => Outcome::Unchanged,
+        Counted::Failed => Outcome::Failed,
+        Counted::Quarantined => Outcome::Quarantined,
+        Counted::Withdrawn => Outcome::Withdrawn,
+        Counted::Conflict => Outcome::Conflict,
     }
 }
 

@@ -40,14 +40,22 @@ pub struct LedgerRow {
     pub skip_hash: Option<String>,
     /// Hash of the source's settings (`$source` and its form link) the item was last mapped with.
     pub settings_hash: Option<String>,
+    /// When the row's status last changed (the first run that quarantined it, say); set by the
+    /// store on every write, whatever a row brings.
+    pub status_since: Option<String>,
     /// The row's revision as read (0: no row yet). [`Store::write_batch`] writes a row only if it is
     /// still at this revision, and raises it.
     pub revision: i64,
 }
 
-const LEDGER_COLUMNS: &str = "item_key, target, source_id, origin, content_hash, mapping, mapping_version, \
+/// The columns a batch writes, in the order of its binds.
+const WRITE_COLUMNS: &str = "item_key, target, source_id, origin, content_hash, mapping, mapping_version, \
      output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id, adoptions, \
      target_version, skip_reason, skip_hash, settings_hash, revision";
+
+const LEDGER_COLUMNS: &str = "item_key, target, source_id, origin, content_hash, mapping, mapping_version, \
+     output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id, adoptions, \
+     target_version, skip_reason, skip_hash, settings_hash, status_since, revision";
 
 /// Count of items of one source in one status.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -155,13 +163,15 @@ impl Store {
             return Ok(());
         }
         let upsert = format!(
-            "INSERT INTO items ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 + 1) \
+            "INSERT INTO items ({WRITE_COLUMNS}, status_since) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 + 1, $14) \
              ON CONFLICT (item_key, target) DO UPDATE SET source_id = excluded.source_id, origin = excluded.origin, \
              content_hash = excluded.content_hash, mapping = excluded.mapping, mapping_version = excluded.mapping_version, \
              output_hash = excluded.output_hash, output_path = excluded.output_path, status = excluded.status, \
              attempts = excluded.attempts, last_error = excluded.last_error, updated_at = excluded.updated_at, \
              delivered_at = excluded.delivered_at, last_run_id = excluded.last_run_id, adoptions = excluded.adoptions, \
              target_version = excluded.target_version, settings_hash = excluded.settings_hash, \
+             status_since = CASE WHEN items.status = excluded.status THEN COALESCE(items.status_since, items.updated_at) \
+             ELSE excluded.updated_at END, \
              revision = items.revision + 1 WHERE items.revision = $22"
         );
         let current = "SELECT revision FROM items WHERE item_key = $1 AND target = $2";

@@ -90,7 +90,8 @@ impl Store {
         fence: &Fence,
         event: &OperatorEvent,
     ) -> Result<(), StoreError> {
-        let sql = "UPDATE items SET target_version = $1, status = 'failed', updated_at = $2, revision = revision + 1 \
+        let sql = "UPDATE items SET target_version = $1, status = 'failed', updated_at = $2, revision = revision + 1, \
+                   status_since = CASE WHEN status = 'failed' THEN status_since ELSE $2 END \
                    WHERE item_key = $3 AND target = $4";
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;

@@ -16,6 +16,10 @@ pub struct Counts {
     pub withdrawn: i64,
     /// Items the portal changed since our last write (HTTP 412); left for an operator.
     pub conflict: i64,
+    /// Documents that went through (new, updated or unchanged after re-mapping) with warnings:
+    /// counted besides their outcome, not in [`Counts::total`].
+    #[serde(default)]
+    pub warned: i64,
 }
 
 impl Counts {
@@ -27,6 +31,7 @@ impl Counts {
         self.quarantined += other.quarantined;
         self.withdrawn += other.withdrawn;
         self.conflict += other.conflict;
+        self.warned += other.warned;
     }
 
     /// Items that did not go through.
@@ -48,7 +53,7 @@ impl Counts {
         *count += by;
     }
 
-    /// Every pair counted.
+    /// Every pair counted (each once, by its outcome; `warned` is not an outcome).
     pub fn total(&self) -> i64 {
         self.new + self.updated + self.unchanged + self.failed + self.quarantined + self.withdrawn + self.conflict
     }
@@ -68,6 +73,29 @@ pub enum Counted {
     Conflict,
 }
 
+/// How one source of a run went, by itself: `ok` when none of its items had a problem and it was
+/// read; `partial` with problems; `failed` when it could not be read; `interrupted`/`aborted` when the
+/// run stopped before the source was done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceResult {
+    pub source: String,
+    pub status: RunStatus,
+    /// Why it failed or stopped (a fetch error, the run's stop), if it did.
+    pub error: Option<String>,
+}
+
+/// A source's last run as stored, with its last success.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SourceResultRow {
+    pub source_id: String,
+    pub run_id: i64,
+    pub status: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    /// End of the last run in which the source went through without problems of its own.
+    pub last_success_at: Option<String>,
+}
+
 /// A run as stored.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunRow {
@@ -84,13 +112,15 @@ pub struct RunRow {
     pub quarantined_count: i64,
     pub withdrawn_count: i64,
     pub message: Option<String>,
+    /// Documents of the run that went through with warnings.
+    pub warned_count: i64,
     /// Who carries the run out: the holder of its sources' leases (`None` for runs from before
     /// holders were recorded).
     pub holder: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, trigger, sources, status, started_at, finished_at, new_count, updated_count, \
-     unchanged_count, failed_count, quarantined_count, withdrawn_count, message, holder";
+     unchanged_count, failed_count, quarantined_count, withdrawn_count, message, warned_count, holder";
 
 /// Why a dead run was closed, as its message says.
 pub const DEAD_RUN: &str = "aborted: the process carrying it out ended without closing it (killed, crashed or \
@@ -120,6 +150,12 @@ impl Store {
             .bind(holder)
             .fetch_one(pool)
             .await?);
+        let each = "INSERT INTO run_sources (run_id, source_id, status) VALUES ($1, $2, $3)";
+        for source in sources {
+            on_pool!(self, pool => {
+                sqlx::query(each).bind(id).bind(source).bind(RunStatus::Running.as_str()).execute(pool).await?;
+            });
+        }
         Ok(id)
     }
 
@@ -135,9 +171,13 @@ impl Store {
             format!("UPDATE runs SET status = $1, finished_at = {now}, message = $2 WHERE id = $3 AND status = $4");
         let running = RunStatus::Running.as_str();
         let ids: Vec<i64> = on_pool!(self, pool => sqlx::query_scalar(&dead).bind(running).fetch_all(pool).await?);
+        let close_sources = format!(
+            "UPDATE run_sources SET status = $1, finished_at = {now}, error = $2 WHERE run_id = $3 AND status = $4"
+        );
         for id in &ids {
             on_pool!(self, pool => {
                 sqlx::query(&close).bind(RunStatus::Aborted.as_str()).bind(DEAD_RUN).bind(id).bind(running).execute(pool).await?;
+                sqlx::query(&close_sources).bind(RunStatus::Aborted.as_str()).bind(DEAD_RUN).bind(id).bind(running).execute(pool).await?;
             });
         }
         Ok(ids)
@@ -150,8 +190,14 @@ impl Store {
             "UPDATE runs SET status = $1, finished_at = {}, message = $2 WHERE holder = $3 AND status = $4",
             self.now_sql()
         );
+        let sources = format!(
+            "UPDATE run_sources SET status = $1, finished_at = {}, error = $2 WHERE status = $4 AND run_id IN \
+             (SELECT id FROM runs WHERE holder = $3)",
+            self.now_sql()
+        );
         on_pool!(self, pool => {
             sqlx::query(&sql).bind(status.as_str()).bind(text(message)).bind(holder).bind(RunStatus::Running.as_str()).execute(pool).await?;
+            sqlx::query(&sources).bind(status.as_str()).bind(text(message)).bind(holder).bind(RunStatus::Running.as_str()).execute(pool).await?;
         });
         self.release_leases_of(holder).await
     }
@@ -167,7 +213,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let sql = "UPDATE runs SET status = $1, finished_at = $2, new_count = $3, updated_count = $4, \
                    unchanged_count = $5, failed_count = $6, quarantined_count = $7, withdrawn_count = $8, \
-                   message = $9 WHERE id = $10";
+                   message = $9, warned_count = $11 WHERE id = $10";
         on_pool!(self, pool => { sqlx::query(sql)
             .bind(status.as_str())
             .bind(at)
@@ -179,9 +225,40 @@ impl Store {
             .bind(counts.withdrawn)
             .bind(opt_text(message))
             .bind(id)
+            .bind(counts.warned)
             .execute(pool)
             .await?; });
         Ok(())
+    }
+
+    /// Records how each source of run `id` went (its own status, and the error that stopped it).
+    pub async fn finish_run_sources(&self, id: i64, results: &[SourceResult], at: &str) -> Result<(), StoreError> {
+        // An upsert: a run whose start rows are missing (their insert failed) still gets its results.
+        let sql = "INSERT INTO run_sources (status, finished_at, error, run_id, source_id) VALUES ($1, $2, $3, $4, $5) \
+                   ON CONFLICT (run_id, source_id) DO UPDATE SET status = excluded.status, \
+                   finished_at = excluded.finished_at, error = excluded.error";
+        for result in results {
+            on_pool!(self, pool => { sqlx::query(sql)
+                .bind(result.status.as_str())
+                .bind(at)
+                .bind(opt_text(result.error.as_deref()))
+                .bind(id)
+                .bind(&result.source)
+                .execute(pool)
+                .await?; });
+        }
+        Ok(())
+    }
+
+    /// Per source that was ever run: its last run's own result, and when it last went through
+    /// without problems of its own (whatever started the run).
+    pub async fn source_results(&self) -> Result<Vec<SourceResultRow>, StoreError> {
+        let sql = "SELECT s.source_id, s.run_id, s.status, s.finished_at, s.error, \
+                   (SELECT MAX(o.finished_at) FROM run_sources o WHERE o.source_id = s.source_id AND o.status = $1) \
+                   AS last_success_at \
+                   FROM run_sources s WHERE s.run_id = \
+                   (SELECT MAX(l.run_id) FROM run_sources l WHERE l.source_id = s.source_id) ORDER BY s.source_id";
+        Ok(on_pool!(self, pool => sqlx::query_as(sql).bind(RunStatus::Ok.as_str()).fetch_all(pool).await?))
     }
 
     /// The most recent runs, newest first.

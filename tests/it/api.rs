@@ -241,10 +241,15 @@ async fn metrics_count_items_and_runs_and_show_recorded_durations() {
     state.metrics.observe_run(Trigger::Schedule, RunStatus::Ok, 42.0);
     state.metrics.observe_stage(Stage::Deliver, 0.02);
     state.metrics.observe_upstream("owl-services", 0.3);
+    // What the daemon's memory says of a last success does not count: the store's record does.
     state.sources.write().unwrap().insert(
         "owl-forms".into(),
         SourceState { last_success_at: Some("2024-05-01T12:00:00Z".into()), running: true, ..SourceState::default() },
     );
+    let results = review.app.deps.store.source_results().await.unwrap();
+    let owl = results.iter().find(|r| r.source_id == "owl-forms").unwrap();
+    let success = chrono::DateTime::parse_from_rfc3339(owl.last_success_at.as_deref().unwrap()).unwrap().timestamp();
+    let success = format!("portal_bridge_source_last_success_timestamp_seconds{{source=\"owl-forms\"}} {success}");
     let router = router(state);
     let metrics = get(&router, "/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK);
@@ -259,7 +264,6 @@ async fn metrics_count_items_and_runs_and_show_recorded_durations() {
         "portal_bridge_run_duration_seconds_sum{trigger=\"schedule\",status=\"ok\"} 42.0",
         "portal_bridge_stage_duration_seconds_count{stage=\"deliver\"} 1",
         "portal_bridge_upstream_request_duration_seconds_count{source=\"owl-services\"} 1",
-        "portal_bridge_source_last_success_timestamp_seconds{source=\"owl-forms\"} 1714564800",
         "portal_bridge_source_running{source=\"owl-forms\"} 1",
         "portal_bridge_database_up 1",
         "# EOF",
@@ -271,7 +275,7 @@ async fn metrics_count_items_and_runs_and_show_recorded_durations() {
             .map(|r| format!("portal_bridge_runs{{trigger=\"cli\",status=\"{}\"}} 1", r.status))
             .to_vec()
     };
-    for line in expect.iter().copied().chain(runs.iter().map(String::as_str)) {
+    for line in expect.iter().copied().chain(runs.iter().map(String::as_str)).chain([success.as_str()]) {
         assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
     }
     // The ledger counts add up to the number of ledger rows.
@@ -720,6 +724,7 @@ async fn every_value_on_a_page_is_escaped() {
         skip_reason: Some("<skip>".into()),
         skip_hash: None,
         settings_hash: None,
+        status_since: None,
         revision: 0,
     };
     review.app.deps.store.write_batch(&Batch { rows: vec![row], ..Batch::default() }).await.unwrap();

@@ -157,12 +157,8 @@ async fn a_person_sees_runs_problems_items_and_the_diff_in_chromium() {
     state.sources.write().unwrap().extend([
         (
             "aachen-forms".to_string(),
-            SourceState {
-                next_run_at: Some("2030-01-01T08:00:00Z".into()),
-                last_run_id: review.second.run_id,
-                last_status: Some(review.second.status.to_string()),
-                ..SourceState::default()
-            },
+            // The last run's result and the last success come from the store.
+            SourceState { next_run_at: Some("2030-01-01T08:00:00Z".into()), ..SourceState::default() },
         ),
         (
             "owl-services".to_string(),
@@ -177,6 +173,20 @@ async fn a_person_sees_runs_problems_items_and_the_diff_in_chromium() {
     let reason = review.first.problems.iter().find(|p| p.item_key == BROKEN_KEY).unwrap().message.clone();
     let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
     let first = review.first_id();
+    let second = review.second_id();
+    // Times as the configured zone (Europe/Berlin) shows them, with its abbreviation.
+    let local = |at: &str| {
+        chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&chrono_tz::Europe::Berlin)
+            .format("%Y-%m-%d %H:%M:%S %Z")
+            .to_string()
+    };
+    let first_started = local(&review.app.deps.store.run(first).await.unwrap().unwrap().started_at);
+    let results = review.app.deps.store.source_results().await.unwrap();
+    let owl_success =
+        local(results.iter().find(|r| r.source_id == "owl-services").unwrap().last_success_at.as_deref().unwrap());
+    let warned = "bergisches-staedtedreieck-forms/S05000111@2.0";
 
     let pages: [(&str, String, Vec<String>); 6] = [
         (
@@ -185,12 +195,15 @@ async fn a_person_sees_runs_problems_items_and_the_diff_in_chromium() {
             vec![
                 "Läufe (Runs)".into(),
                 "Quellen (Sources)".into(),
-                "aachen-forms bereit (idle) 2030-01-01 08:00:00 UTC".into(),
-                "owl-services running".into(),
+                "Zeiten in Europe/Berlin".into(),
+                // Each source's own result: aachen-forms has the broken form, owl-services none.
+                format!("aachen-forms bereit (idle) 2030-01-01 09:00:00 CET #{second} partial"),
+                format!("owl-services running – #{second} ok {owl_success}"),
                 "HTTP 503 from https://zufi.example/leistungen".into(),
                 "Letzte Läufe (Recent runs)".into(),
                 "Bestand (Items per target)".into(),
                 format!("#{first} partial cli"),
+                first_started.clone(),
                 "aachen-forms".into(),
             ],
         ),
@@ -202,6 +215,11 @@ async fn a_person_sees_runs_problems_items_and_the_diff_in_chromium() {
                 "Probleme (Problems)".into(),
                 BROKEN_KEY.into(),
                 reason.clone(),
+                // The document delivered with a warning, with it.
+                "Mit Warnungen geliefert (delivered with warnings)".into(),
+                format!("{warned} form-platform pattern-not-regex"),
+                "is prose, not a regular expression".into(),
+                first_started.clone(),
                 "Protokoll (Event log)".into(),
             ],
         ),

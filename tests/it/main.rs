@@ -21,6 +21,7 @@ mod evidence;
 mod fim;
 mod hostile_source;
 mod http;
+mod observability;
 mod operators;
 mod pipeline;
 mod plan_pages;

@@ -42,6 +42,7 @@ fn row(item_key: &str, status: &str) -> LedgerRow {
         skip_reason: None,
         skip_hash: None,
         settings_hash: None,
+        status_since: None,
         revision: 0,
     }
 }

@@ -17,6 +17,7 @@ pub(super) async fn diff(state: &ApiState, key: &str) -> PageResult {
     if rows.is_empty() {
         return Err(not_found_page(&format!("Das Element {key} ist nicht bekannt (no such item).")));
     }
+    let tz = state.timezone();
     let mut h = Html::new();
     h.raw(
         "<p class=\"intro\">Je Ziel der Unterschied zwischen den zwei zuletzt gelieferten Fassungen des Dokuments: \
@@ -34,7 +35,7 @@ pub(super) async fn diff(state: &ApiState, key: &str) -> PageResult {
             }
             [only] => {
                 h.raw("<p class=\"empty\">Erst eine Fassung gespeichert, geliefert ")
-                    .text(&when(&only.delivered_at))
+                    .text(&when(&only.delivered_at, tz))
                     .raw(" (only one delivered version is stored, nothing to compare yet).</p>");
             }
             [newer, older, ..] => {
@@ -42,10 +43,10 @@ pub(super) async fn diff(state: &ApiState, key: &str) -> PageResult {
                 h.raw("<tbody><tr><td>").raw("ältere (older, −)").raw("</td>").cell(|h| {
                     h.hash(Some(&older.output_hash));
                 });
-                h.td(&when(&older.delivered_at)).raw("</tr><tr><td>neuere (newer, +)</td>").cell(|h| {
+                h.td(&when(&older.delivered_at, tz)).raw("</tr><tr><td>neuere (newer, +)</td>").cell(|h| {
                     h.hash(Some(&newer.output_hash));
                 });
-                h.td(&when(&newer.delivered_at)).raw("</tr></tbody></table>");
+                h.td(&when(&newer.delivered_at, tz)).raw("</tr></tbody></table>");
                 render_diff(&mut h, &String::from_utf8_lossy(&older.body), &String::from_utf8_lossy(&newer.body));
             }
         }

@@ -12,6 +12,8 @@ use super::{
 use crate::api::auth::ViewerPage;
 use crate::api::html::{Html, Kind, Nav, page};
 use crate::api::{ApiState, key_segment, when};
+use chrono_tz::Tz;
+
 use crate::domain::ItemKey;
 use crate::store::ledger::LedgerRow;
 use crate::store::log::EventFilter;
@@ -44,6 +46,7 @@ async fn item(state: &ApiState, key: &str, limit: i64) -> PageResult {
     if rows.is_empty() && events.is_empty() {
         return Err(not_found_page(&format!("Das Element {key} ist nicht bekannt (no such item).")));
     }
+    let tz = state.timezone();
     let mut h = Html::new();
     h.raw(
         "<p class=\"intro\">Ein Element ist ein Datensatz einer Quelle. Je Ziel zeigt die Tabelle, was das Ziel \
@@ -55,13 +58,13 @@ async fn item(state: &ApiState, key: &str, limit: i64) -> PageResult {
         h.raw("<dl class=\"facts\"><dt>Quelle (source)</dt><dd>")
             .link(&quarantine_href(&first.source_id), &first.source_id);
         h.raw("</dd><dt>Herkunft (origin)</dt><dd><code>").text(&first.origin).raw("</code></dd>");
-        h.raw("<dt>Zuerst gesehen (first seen)</dt><dd>").text(&when(&first.first_seen_at)).raw("</dd></dl>");
+        h.raw("<dt>Zuerst gesehen (first seen)</dt><dd>").text(&when(&first.first_seen_at, tz)).raw("</dd></dl>");
     }
     h.raw("<h2>Ziele (Targets)</h2>");
     if rows.is_empty() {
         h.raw("<p class=\"empty\">Keine Zeile im Ledger (not in the ledger), nur Protokolleinträge.</p>");
     } else {
-        targets_table(&mut h, &rows);
+        targets_table(&mut h, &rows, tz);
         for row in rows.iter().filter(|r| r.skip_reason.is_some()) {
             h.raw("<p class=\"hint\"><strong>Übersprungen (skipped)</strong> bei ").text(&row.target).raw(": ");
             h.maybe(row.skip_reason.as_deref()).raw(" – bis sich der Inhalt ändert (until its content changes).</p>");
@@ -83,48 +86,48 @@ async fn item(state: &ApiState, key: &str, limit: i64) -> PageResult {
             " Ereignisse; mehr mit <code>?limit=</code> (the last events only; add <code>?limit=</code> for more).</p>",
         );
     }
-    event_table(&mut h, &events, true);
+    event_table(&mut h, &events, true, tz);
     Ok(page(StatusCode::OK, &format!("Element (Item) {key}"), Nav::None, h))
 }
 
 /// The item's ledger rows side by side: one column per target, one row per field.
-fn targets_table(h: &mut Html, rows: &[LedgerRow]) {
-    type Field = fn(&mut Html, &LedgerRow);
+fn targets_table(h: &mut Html, rows: &[LedgerRow], tz: Tz) {
+    type Field = fn(&mut Html, &LedgerRow, Tz);
     let fields: [(&'static str, Field); 13] = [
-        ("Status", |h, r| {
+        ("Status", |h, r, _| {
             h.status(Kind::Item, &r.status);
         }),
-        ("Letzter Fehler (last error)", |h, r| {
+        ("Letzter Fehler (last error)", |h, r, _| {
             h.maybe(r.last_error.as_deref());
         }),
-        ("Versuche (attempts)", |h, r| {
+        ("Versuche (attempts)", |h, r, _| {
             h.show(r.attempts);
         }),
-        ("Inhalt (content hash)", |h, r| {
+        ("Inhalt (content hash)", |h, r, _| {
             h.maybe_code(r.content_hash.as_deref());
         }),
-        ("Mapping", |h, r| {
+        ("Mapping", |h, r, _| {
             h.maybe(r.mapping.as_deref());
         }),
-        ("Mapping-Version (mapping version)", |h, r| {
+        ("Mapping-Version (mapping version)", |h, r, _| {
             h.maybe_code(r.mapping_version.as_deref());
         }),
-        ("Dokument (output hash)", |h, r| {
+        ("Dokument (output hash)", |h, r, _| {
             h.maybe_code(r.output_hash.as_deref());
         }),
-        ("Ausgabepfad (output path)", |h, r| {
+        ("Ausgabepfad (output path)", |h, r, _| {
             h.maybe_code(r.output_path.as_deref());
         }),
-        ("Version beim Ziel (target version)", |h, r| {
+        ("Version beim Ziel (target version)", |h, r, _| {
             h.maybe_code(r.target_version.as_deref());
         }),
-        ("Geliefert (delivered)", |h, r| {
-            h.maybe(r.delivered_at.as_deref().map(when).as_deref());
+        ("Geliefert (delivered)", |h, r, tz| {
+            h.maybe(r.delivered_at.as_deref().map(|t| when(t, tz)).as_deref());
         }),
-        ("Aktualisiert (updated)", |h, r| {
-            h.text(&when(&r.updated_at));
+        ("Aktualisiert (updated)", |h, r, tz| {
+            h.text(&when(&r.updated_at, tz));
         }),
-        ("Letzter Lauf (last run)", |h, r| match r.last_run_id {
+        ("Letzter Lauf (last run)", |h, r, _| match r.last_run_id {
             Some(id) => {
                 h.link(&run_href(id), &format!("#{id}"));
             }
@@ -132,7 +135,7 @@ fn targets_table(h: &mut Html, rows: &[LedgerRow]) {
                 h.raw("<span class=\"none\">–</span>");
             }
         }),
-        ("Nachnutzungen (adoptions, ARS)", |h, r| {
+        ("Nachnutzungen (adoptions, ARS)", |h, r, _| {
             h.maybe(r.adoptions.as_deref());
         }),
     ];
@@ -145,7 +148,7 @@ fn targets_table(h: &mut Html, rows: &[LedgerRow]) {
         h.raw("<tr>").row_head(label);
         for row in rows {
             h.raw("<td class=\"reason\">");
-            field(h, row);
+            field(h, row, tz);
             h.raw("</td>");
         }
         h.raw("</tr>");

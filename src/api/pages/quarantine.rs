@@ -35,6 +35,7 @@ pub(crate) async fn quarantine(
         }
     }
 
+    let tz = state.timezone();
     let mut h = Html::new();
     h.raw(
         "<p class=\"intro\">Was eine Bearbeiterin oder ein Bearbeiter ansehen sollte. <strong>quarantined</strong>: \
@@ -85,7 +86,9 @@ pub(crate) async fn quarantine(
                 h.status(Kind::Item, &row.status);
             });
             h.raw("<td class=\"reason\">").maybe(row.last_error.as_deref()).raw("</td>");
-            h.td_num(row.attempts).td(&when(&row.updated_at));
+            // Since when the item is in this status (not its last update: each run that finds it
+            // broken again updates it).
+            h.td_num(row.attempts).td(&when(row.status_since.as_deref().unwrap_or(&row.updated_at), tz));
             h.cell(|h| match row.last_run_id {
                 Some(id) => {
                     h.link(&run_href(id), &format!("#{id}"));

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use chrono_tz::Tz;
 
 use super::{
     DEFAULT_EVENTS, DEFAULT_RUNS, PROBLEMS, PageQuery, PageResult, bad_query, clamp, duration, event_table, failed,
@@ -15,6 +16,7 @@ use crate::api::held;
 use crate::api::html::{Html, Kind, Nav, page};
 use crate::api::{ApiState, when};
 use crate::domain::{ItemStatus, Level};
+use crate::pipeline::Warned;
 use crate::store::log::EventFilter;
 use crate::store::runs::RunRow;
 
@@ -27,7 +29,8 @@ pub(crate) async fn runs(
     let Query(query) = query.map_err(bad_query)?;
     let runs = state.store.runs(clamp(query.limit, DEFAULT_RUNS)).await.map_err(failed)?;
     let counts = state.store.status_counts().await.map_err(failed)?;
-    let sources = state.source_states();
+    let sources = state.sources_now().await.map_err(failed)?;
+    let tz = state.timezone();
 
     let mut h = Html::new();
     h.raw(
@@ -36,15 +39,16 @@ pub(crate) async fn runs(
          durchgebracht: die Laufnummer führt zu den Gründen. (Each run reads, maps, validates and delivers the \
          records of its sources; a <em>partial</em> run left some items behind — open it to see why.)</p>",
     );
+    zone_hint(&mut h, tz);
 
     if !sources.is_empty() {
         h.raw("<h2>Quellen (Sources)</h2><table>").head(&[
             "Quelle (source)",
             "Zustand (state)",
             "Nächster Lauf (next run)",
-            "Letzter Lauf (last run)",
+            "Letzter Lauf (last run, this source's result)",
             "Letzter Erfolg (last success)",
-            "Fehler beim Lesen (fetch error)",
+            "Fehler (error)",
         ]);
         h.raw("<tbody>");
         for (id, s) in &sources {
@@ -59,7 +63,7 @@ pub(crate) async fn runs(
                 }
             });
             h.cell(|h| {
-                h.maybe(s.next_run_at.as_deref().map(when).as_deref());
+                h.maybe(s.next_run_at.as_deref().map(|t| when(t, tz)).as_deref());
             });
             h.cell(|h| {
                 if let Some(id) = s.last_run_id {
@@ -70,7 +74,7 @@ pub(crate) async fn runs(
                 }
             });
             h.cell(|h| {
-                h.maybe(s.last_success_at.as_deref().map(when).as_deref());
+                h.maybe(s.last_success_at.as_deref().map(|t| when(t, tz)).as_deref());
             });
             h.raw("<td class=\"reason\">").maybe(s.last_error.as_deref()).raw("</td></tr>");
         }
@@ -98,10 +102,11 @@ pub(crate) async fn runs(
             "failed",
             "quarantined",
             "withdrawn",
+            "Warnungen (warned)",
         ]);
         h.raw("<tbody>");
         for run in &runs {
-            run_row(&mut h, run);
+            run_row(&mut h, run, tz);
         }
         h.raw("</tbody></table>");
     }
@@ -147,7 +152,12 @@ pub(crate) async fn runs(
     Ok(page(StatusCode::OK, "Läufe (Runs)", Nav::Runs, h))
 }
 
-fn run_row(h: &mut Html, run: &RunRow) {
+/// Says which zone the page's times are in.
+fn zone_hint(h: &mut Html, tz: Tz) {
+    h.raw("<p class=\"hint\">Zeiten in ").text(tz.name()).raw(" (times in the configured time zone).</p>");
+}
+
+fn run_row(h: &mut Html, run: &RunRow, tz: Tz) {
     h.raw("<tr>").cell(|h| {
         h.link(&run_href(run.id), &format!("#{}", run.id));
     });
@@ -162,7 +172,7 @@ fn run_row(h: &mut Html, run: &RunRow) {
         n => format!("{}, … (+{})", sources[..2].join(", "), n - 2),
     };
     h.raw("<td class=\"sources\" title=\"").text(&sources.join(", ")).raw("\">").text(&shown).raw("</td>");
-    h.tag("<td class=\"when\">", "</td>", &when(&run.started_at));
+    h.tag("<td class=\"when\">", "</td>", &when(&run.started_at, tz));
     h.cell(|h| {
         h.maybe(duration(&run.started_at, run.finished_at.as_deref()).as_deref());
     });
@@ -173,12 +183,13 @@ fn run_row(h: &mut Html, run: &RunRow) {
         run.failed_count,
         run.quarantined_count,
         run.withdrawn_count,
+        run.warned_count,
     ] {
         h.td_num(n);
     }
     h.raw("</tr>");
     if let Some(message) = run.message.as_deref().filter(|m| !m.is_empty()) {
-        h.raw("<tr class=\"message\"><td></td><td colspan=\"11\" class=\"reason\">Meldung (message): ");
+        h.raw("<tr class=\"message\"><td></td><td colspan=\"12\" class=\"reason\">Meldung (message): ");
         h.text(message).raw("</td></tr>");
     }
 }
@@ -215,6 +226,8 @@ pub(crate) async fn run(
         }
     }
 
+    let warned = crate::api::warned(&state.store, run.id).await.map_err(failed)?;
+    let tz = state.timezone();
     let mut h = Html::new();
     h.raw(
         "<p class=\"intro\">Ein Lauf der Pipeline: oben was nicht durchging und warum, darunter sein \
@@ -223,8 +236,8 @@ pub(crate) async fn run(
     h.raw("<dl class=\"facts\"><dt>Status</dt><dd>").status(Kind::Run, &run.status);
     h.raw("</dd><dt>Auslöser (trigger)</dt><dd>").text(&run.trigger);
     h.raw("</dd><dt>Quellen (sources)</dt><dd>").text(&run.sources.replace(',', ", "));
-    h.raw("</dd><dt>Beginn (started)</dt><dd>").text(&when(&run.started_at));
-    h.raw("</dd><dt>Ende (finished)</dt><dd>").maybe(run.finished_at.as_deref().map(when).as_deref());
+    h.raw("</dd><dt>Beginn (started)</dt><dd>").text(&when(&run.started_at, tz));
+    h.raw("</dd><dt>Ende (finished)</dt><dd>").maybe(run.finished_at.as_deref().map(|t| when(t, tz)).as_deref());
     h.raw("</dd><dt>Dauer (duration)</dt><dd>").maybe(duration(&run.started_at, run.finished_at.as_deref()).as_deref());
     h.raw("</dd><dt>Meldung (message)</dt><dd>").maybe(run.message.as_deref()).raw("</dd></dl>");
 
@@ -235,6 +248,7 @@ pub(crate) async fn run(
         "fehlgeschlagen (failed)",
         "Quarantäne (quarantined)",
         "zurückgezogen (withdrawn)",
+        "mit Warnungen (warned)",
     ]);
     h.raw("<tbody><tr>");
     for n in [
@@ -244,6 +258,7 @@ pub(crate) async fn run(
         run.failed_count,
         run.quarantined_count,
         run.withdrawn_count,
+        run.warned_count,
     ] {
         h.td_num(n);
     }
@@ -295,6 +310,8 @@ pub(crate) async fn run(
         h.raw("</tbody></table>");
     }
 
+    warned_table(&mut h, &warned);
+
     held::explain(&mut h, &held::held_sources(&run.sources, &errors));
 
     h.raw("<h2>Protokoll (Event log)</h2>");
@@ -303,6 +320,34 @@ pub(crate) async fn run(
             " Ereignisse; mehr mit <code>?limit=</code> (the last events only; add <code>?limit=</code> for more).</p>",
         );
     }
-    event_table(&mut h, &events, false);
+    zone_hint(&mut h, tz);
+    event_table(&mut h, &events, false, tz);
     Ok(page(StatusCode::OK, &format!("Lauf {} (Run {})", run.id, run.id), Nav::Runs, h))
+}
+
+/// The run's documents that went through with warnings, each with its warnings (part of the run's
+/// problems: they reached the target, but not as the source meant them).
+fn warned_table(h: &mut Html, warned: &[Warned]) {
+    if warned.is_empty() {
+        return;
+    }
+    h.raw("<h3>Mit Warnungen geliefert (delivered with warnings)</h3>");
+    h.raw(
+        "<p class=\"hint\">Diese Dokumente sind beim Ziel angekommen, aber nicht ganz so, wie die Quelle sie \
+         meint: etwa ein nicht unterstütztes Element als Hinweis-Element. (These documents reached their target, \
+         but something could not be mapped as the source meant it.)</p>",
+    );
+    h.raw("<table class=\"wide\">").head(&["Element (item)", "Ziel (target)", "Warnungen (warnings)"]);
+    h.raw("<tbody>");
+    for w in warned {
+        h.raw("<tr>");
+        key_cell(h, Some(&w.item_key), "");
+        h.td(target_label(&w.target));
+        h.raw("<td class=\"reason\"><ul>");
+        for warning in &w.warnings {
+            h.tag("<li>", "</li>", warning);
+        }
+        h.raw("</ul></td></tr>");
+    }
+    h.raw("</tbody></table>");
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 use super::{Applied, Done};
 use crate::domain::{ItemStatus, Level, Stage};
-use crate::pipeline::SourceRun;
+use crate::metrics::Outcome;
+use crate::pipeline::{SourceRun, Warned};
 use crate::store::documents::NewDocument;
 use crate::store::ledger::LedgerRow;
 use crate::store::runs::Counted;
@@ -55,6 +56,7 @@ impl SourceRun {
             skip_reason: None,
             skip_hash: None,
             settings_hash: None,
+            status_since: None,
             revision: 0,
         });
         row.origin = step.origin.clone();
@@ -71,6 +73,18 @@ impl SourceRun {
         }
         for warning in &step.warnings {
             self.event(Some(key), Some(target), Stage::Map, Level::Warn, warning.clone());
+        }
+        // A document that goes through with warnings is listed and counted as such.
+        if matches!(result, Ok(Done::Delivered { .. } | Done::Same { .. })) && !step.warnings.is_empty() {
+            self.counts.warned += 1;
+            self.warned.push(Warned {
+                item_key: key.to_string(),
+                target: target.to_owned(),
+                warnings: step.warnings.clone(),
+            });
+            if let Some(metrics) = &self.work.metrics {
+                metrics.count_document(&self.source.id, target, Outcome::Warning);
+            }
         }
         ticket.settle(key.as_str(), target, &mut self.batch);
         // What the item was mapped with, unless the outcome is an earlier run's delivery that this
