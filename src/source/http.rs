@@ -13,8 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use crate::retry::RetryPolicy;
 use crate::retry::{Attempt, Response, retried, send};
+use crate::store::StoreError;
 use crate::store::http_cache::CachedPage;
-use crate::store::{Store, StoreError};
 
 /// How the pages of a source follow each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,11 +109,9 @@ pub enum FetchError {
 pub async fn fetch(
     source_id: &str,
     http: &HttpSource,
-    store: &Store,
-    now: &str,
-    record_cache: bool,
+    context: &super::ListContext<'_>,
 ) -> Result<Vec<Page>, FetchError> {
-    match tokio::time::timeout(http.fetch_timeout, fetch_pages(source_id, http, store, now, record_cache)).await {
+    match tokio::time::timeout(http.fetch_timeout, fetch_pages(source_id, http, context)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout(http.fetch_timeout)),
     }
@@ -122,10 +120,15 @@ pub async fn fetch(
 async fn fetch_pages(
     source_id: &str,
     http: &HttpSource,
-    store: &Store,
-    now: &str,
-    record_cache: bool,
+    context: &super::ListContext<'_>,
 ) -> Result<Vec<Page>, FetchError> {
+    let super::ListContext { store, now, record_cache, metrics, .. } = context;
+    let (store, now, record_cache) = (*store, now.as_str(), *record_cache);
+    let timed = |seconds: f64| {
+        if let Some(metrics) = metrics {
+            metrics.observe_upstream(source_id, seconds);
+        }
+    };
     let mut pages = Vec::new();
     let mut next = Some(first_url(http));
     while let Some(url) = next.take() {
@@ -137,7 +140,7 @@ async fn fetch_pages(
         }
         let shown = url.to_string();
         let cached = store.cached_page(source_id, &shown).await?;
-        let response = get(http, &url, cached.as_ref()).await?;
+        let response = get(http, &url, cached.as_ref(), &timed).await?;
         let page = if response.status == StatusCode::NOT_MODIFIED {
             let Some(cached) = cached else {
                 return Err(FetchError::Invalid {
@@ -238,9 +241,20 @@ pub fn next_link(header: &str) -> Option<&str> {
 
 /// One GET with conditional headers, retried for transient failures with exponential backoff and
 /// full jitter, honouring `Retry-After`.
-async fn get(http: &HttpSource, url: &Url, cached: Option<&CachedPage>) -> Result<Response, FetchError> {
+async fn get(
+    http: &HttpSource,
+    url: &Url,
+    cached: Option<&CachedPage>,
+    timed: &(dyn Fn(f64) + Sync),
+) -> Result<Response, FetchError> {
     let shown = url.to_string();
-    let (result, attempts) = retried(http.retry, &shown, || attempt(http, url, cached)).await;
+    let (result, attempts) = retried(http.retry, &shown, || async {
+        let started = std::time::Instant::now();
+        let answer = attempt(http, url, cached).await;
+        timed(started.elapsed().as_secs_f64());
+        answer
+    })
+    .await;
     result.map_err(|e| crate::retry::Failure::of(e, &shown, attempts, "max_body_bytes").into())
 }
 

@@ -54,6 +54,8 @@ pub struct ListContext<'a> {
     pub store: &'a crate::store::Store,
     pub now: String,
     pub record_cache: bool,
+    /// Where each request to an upstream is timed (the daemon's metrics).
+    pub metrics: Option<&'a crate::metrics::Metrics>,
 }
 
 /// Lists (for HTTP: fetches) the entries of a source, in a stable order.
@@ -61,7 +63,7 @@ pub async fn list(source: &Source, context: &ListContext<'_>) -> Result<Vec<Entr
     match &source.kind {
         SourceKind::Directory { path, include, .. } => directory::list(path, include, context.root, source.format),
         SourceKind::Http(settings) => {
-            let pages = http::fetch(&source.id, settings, context.store, &context.now, context.record_cache).await?;
+            let pages = http::fetch(&source.id, settings, context).await?;
             Ok(pages
                 .into_iter()
                 .map(|page| Entry {

@@ -184,6 +184,12 @@ async fn the_dashboard_and_the_alert_rules_name_metrics_and_labels_the_daemon_ex
     let expressions: Vec<(String, String)> = rule_expressions().into_iter().chain(dashboard_expressions()).collect();
     let wanted = expressions.iter().flat_map(|(_, expr)| references(expr)).map(|(name, _)| name).collect();
     let text = scrape_daemon(&wanted).await;
+    // Every request to an HTTP source's upstream is timed.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("portal_bridge_upstream_request_duration_seconds_count{source=\"owl-upstream\"}")),
+        "upstream requests are timed:\n{text}"
+    );
     let (series, labels) = exported(&text);
     // Labels Prometheus adds to every scraped series.
     let scrape_labels: BTreeSet<String> = ["instance", "job", "le"].map(String::from).into();

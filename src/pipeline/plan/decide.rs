@@ -58,6 +58,7 @@ impl SourceRun {
             store: &self.deps.store,
             now: self.now(),
             record_cache: !self.dry_run,
+            metrics: self.work.metrics.as_deref(),
         };
         let fetch_started = std::time::Instant::now();
         let entries = source::list(&self.source, &context).await.map_err(|e| SourceFailure::Source(e.to_string()))?;
