@@ -2,7 +2,25 @@
 //! mapping tests and reports — argument parsing here; the operator's actions in [`actions`] (through
 //! [`crate::ops`]), the views of the store in [`views`], the configuration tools in [`tools`].
 
+/// `println!` that hands a failed write (a closed pipe: `log | head -1`) back to the caller as an
+/// error instead of panicking; `main` ends quietly with exit 0 on a closed pipe ([`closed_pipe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
+/// `print!` as [`outln!`] is `println!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 mod actions;
+pub mod logging;
 mod plans;
 mod tools;
 mod views;
@@ -435,6 +453,14 @@ pub enum Exit {
     Refused = 6,
     /// Stopped by Ctrl-C (SIGINT) or SIGTERM.
     Interrupted = 130,
+}
+
+/// Whether `error` is a write to a pipe whose reader has gone (`portal-bridge log | head -1`): the
+/// command ends quietly with exit 0 then, as other command-line tools do.
+pub fn closed_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// Runs a parsed command line.

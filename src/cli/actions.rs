@@ -133,7 +133,7 @@ pub(super) async fn retry(config: Arc<Config>, args: RetryArgs) -> Result<Exit> 
     match ops::retry(&ctx(&config, &store), &local, &args.operator.actor(), what, args.reason.as_deref()).await {
         Ok(Some(started)) => complete(started, &store, args.json).await,
         Ok(None) => {
-            println!("nothing to retry");
+            outln!("nothing to retry");
             Ok(Exit::Ok)
         }
         Err(e) => refused(e),
@@ -153,7 +153,7 @@ pub(super) async fn skip(config: &Config, args: SkipArgs) -> Result<Exit> {
     signals.abort();
     match skipped {
         Ok(()) => {
-            println!("{} is left alone until its content changes", args.key);
+            outln!("{} is left alone until its content changes", args.key);
             Ok(Exit::Ok)
         }
         Err(e) => refused(e),
@@ -216,34 +216,47 @@ pub(super) async fn complete(started: pipeline::Started, store: &Store, json: bo
             "conflict": c.conflict,
             "awaiting_plan": report.awaiting.as_ref().map(|plan| plan.id),
         });
-        println!("{out}");
+        outln!("{out}");
     } else {
         let run = report.run_id.map_or("dry run".to_owned(), |id| format!("run {id}"));
-        println!(
+        outln!(
             "{run}: {} — {} new, {} updated, {} unchanged, {} failed, {} quarantined, {} withdrawn, {} conflict",
-            report.status, c.new, c.updated, c.unchanged, c.failed, c.quarantined, c.withdrawn, c.conflict
+            report.status,
+            c.new,
+            c.updated,
+            c.unchanged,
+            c.failed,
+            c.quarantined,
+            c.withdrawn,
+            c.conflict
         );
         for problem in &report.problems {
-            println!(
+            outln!(
                 "  {} {} [{} → {}]: {}",
-                problem.status, problem.item_key, problem.stage, problem.target, problem.message
+                problem.status,
+                problem.item_key,
+                problem.stage,
+                problem.target,
+                problem.message
             );
         }
         for error in &report.errors {
-            println!("  error: {error}");
+            outln!("  error: {error}");
         }
         for warning in &report.warnings {
-            println!("  warning: {warning}");
+            outln!("  warning: {warning}");
         }
         if let Some(plan) = &report.awaiting {
-            println!(
+            outln!(
                 "plan {} ({}) awaits approval by {} person(s) other than its author; nothing of it was delivered:",
-                plan.id, plan.summary, plan.verdict.approvers
+                plan.id,
+                plan.summary,
+                plan.verdict.approvers
             );
             for reason in &plan.verdict.reasons {
-                println!("  - {reason}");
+                outln!("  - {reason}");
             }
-            println!(
+            outln!(
                 "review it with `portal-bridge plan show {0}`, approve with `portal-bridge approve {0} --reason …`, \
                  then `portal-bridge apply {0}`",
                 plan.id
@@ -306,8 +319,8 @@ pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit
             .await;
             let name = args.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
             match added {
-                Ok(true) => println!("{ars}{name} now adopts {service}; the next migration delivers the Zuständigkeit"),
-                Ok(false) => println!("{ars} already adopts {service}"),
+                Ok(true) => outln!("{ars}{name} now adopts {service}; the next migration delivers the Zuständigkeit"),
+                Ok(false) => outln!("{ars} already adopts {service}"),
                 Err(e) => return refused(e),
             }
         }
@@ -316,7 +329,7 @@ pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit
                 ops::adopt_remove(&ctx, &args.operator.actor(), &args.ars, &args.service, args.reason.as_deref()).await;
             match removed {
                 Ok(()) => {
-                    println!("{} no longer adopts {}; the next migration updates the service", args.ars, args.service)
+                    outln!("{} no longer adopts {}; the next migration updates the service", args.ars, args.service)
                 }
                 Err(e) => return refused(e),
             }
@@ -329,7 +342,7 @@ pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit
                 .filter(|a| args.service.as_ref().is_none_or(|s| &a.service == s))
                 .collect();
             if args.json {
-                println!("{}", serde_json::to_string(&adoptions)?);
+                outln!("{}", serde_json::to_string(&adoptions)?);
             } else {
                 let mut out = table(&["service (LeiKa)", "ARS", "municipality", "since"]);
                 for a in &adoptions {
@@ -340,7 +353,7 @@ pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit
                         a.created_at.clone(),
                     ]);
                 }
-                println!("{out}");
+                outln!("{out}");
             }
         }
         AdoptCommand::Import(args) => return import_adoptions(&ctx, args).await,
@@ -356,7 +369,7 @@ pub(super) async fn import_adoptions(ctx: &Ctx<'_>, args: AdoptImportArgs) -> Re
     let actor = args.operator.actor();
     match ops::import_adoptions(ctx, &actor, &text, &file, args.force, args.reason.as_deref()).await {
         Ok(imported) => {
-            println!("{} row(s), {} new adoption(s)", imported.rows, imported.added);
+            outln!("{} row(s), {} new adoption(s)", imported.rows, imported.added);
             Ok(Exit::Ok)
         }
         Err(e) => refused(e),

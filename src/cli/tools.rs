@@ -21,45 +21,45 @@ pub(super) async fn check(config: &Config) -> Result<Exit> {
             return Ok(Exit::Usage);
         }
     };
-    println!("configuration {} is valid", config.file.display());
-    println!("database: {}", redact(&config.database_url));
-    println!("mappings: {}", config.mappings.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
-    println!("targets: {}", config.targets.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "));
+    outln!("configuration {} is valid", config.file.display());
+    outln!("database: {}", redact(&config.database_url));
+    outln!("mappings: {}", config.mappings.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
+    outln!("targets: {}", config.targets.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "));
     let identities: Vec<String> = access.tokens.identities().map(|i| format!("{} ({})", i.name, i.role)).collect();
     if identities.is_empty() {
-        println!("admin API: no tokens, so it refuses every action");
+        outln!("admin API: no tokens, so it refuses every action");
     } else {
-        println!("admin API tokens: {}", identities.join(", "));
+        outln!("admin API tokens: {}", identities.join(", "));
     }
     let now = chrono::Utc::now();
     for source in &config.sources {
         let names: Vec<&str> = source.mappings.iter().map(|m| m.name.as_str()).collect();
-        println!("source {} ({}) → {}", source.id, source.region, names.join(", "));
+        outln!("source {} ({}) → {}", source.id, source.region, names.join(", "));
         match &source.schedule {
-            None => println!("  no schedule (runs only when triggered)"),
+            None => outln!("  no schedule (runs only when triggered)"),
             Some(schedule) => {
                 let times: Vec<String> =
                     schedule.upcoming(now, 3).iter().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string()).collect();
-                println!("  schedule `{}` ({}): next {}", schedule.expression, schedule.timezone, times.join(", "));
+                outln!("  schedule `{}` ({}): next {}", schedule.expression, schedule.timezone, times.join(", "));
             }
         }
     }
     for broken in &config.codelists.broken {
-        println!("warning: {broken}; items that need it are mapped without it (missing codelist), with this reason");
+        outln!("warning: {broken}; items that need it are mapped without it (missing codelist), with this reason");
     }
-    missing_codelists(config).await;
+    missing_codelists(config).await?;
     Ok(Exit::Ok)
 }
 
 /// `check`'s warning section: every codelist the directory sources' records refer to that the
 /// codelist directory lacks, and, with XRepository configured, whether the database cache has it.
-pub(super) async fn missing_codelists(config: &Config) {
+pub(super) async fn missing_codelists(config: &Config) -> Result<()> {
     let store = match &config.xrepository {
         None => None,
         Some(_) => match Store::open(&config.database_url).await {
             Ok(store) => Some(store),
             Err(e) => {
-                println!(
+                outln!(
                     "warning: cannot open the database {} to look at the codelist cache: {e}",
                     redact(&config.database_url)
                 );
@@ -70,28 +70,29 @@ pub(super) async fn missing_codelists(config: &Config) {
     let missing = match pipeline::codelists::missing(config, store.as_ref()).await {
         Ok(missing) => missing,
         Err(e) => {
-            println!("warning: cannot read the codelist cache: {e}");
-            return;
+            outln!("warning: cannot read the codelist cache: {e}");
+            return Ok(());
         }
     };
     if let Some(store) = store {
         store.close().await;
     }
     if missing.is_empty() {
-        return;
+        return Ok(());
     }
-    println!("warning: {} codelist(s) referenced by the records are not in the codelist directory:", missing.len());
+    outln!("warning: {} codelist(s) referenced by the records are not in the codelist directory:", missing.len());
     for list in &missing {
         let place = match (&config.xrepository, list.cached) {
             (None, _) => "missing",
             (Some(_), true) => "in the database cache (fetched from XRepository)",
             (Some(_), false) => "not cached yet: fetched from XRepository at the next run",
         };
-        println!("  {} ({}): {place}", list.reference.urn(), list.reference.version_text());
+        outln!("  {} ({}): {place}", list.reference.urn(), list.reference.version_text());
         for needed in &list.needed_by {
-            println!("    needed by {needed}");
+            outln!("    needed by {needed}");
         }
     }
+    Ok(())
 }
 
 pub(super) fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
@@ -108,11 +109,11 @@ pub(super) fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<E
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
     for result in &results {
         match &result.failure {
-            None => println!("ok    {} / {}", result.mapping, result.case),
-            Some(why) => println!("FAIL  {} / {}\n{why}", result.mapping, result.case),
+            None => outln!("ok    {} / {}", result.mapping, result.case),
+            Some(why) => outln!("FAIL  {} / {}\n{why}", result.mapping, result.case),
         }
     }
-    println!("{} fixture(s), {} failed", results.len(), failed);
+    outln!("{} fixture(s), {} failed", results.len(), failed);
     Ok(if failed > 0 || results.is_empty() { Exit::Partial } else { Exit::Ok })
 }
 

@@ -25,30 +25,30 @@ pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
             "shared_batches": claims,
             "plans_awaiting_approval": awaiting,
         });
-        println!("{status}");
+        outln!("{status}");
         return Ok(Exit::Ok);
     }
     let mut out = table(&["source", "status", "items × targets"]);
     for row in &counts {
         out.add_row(vec![row.source_id.clone(), row.status.clone(), row.count.to_string()]);
     }
-    println!("{out}");
+    outln!("{out}");
     if !leases.is_empty() {
         let mut out = table(&["lease", "held by (instance#run)", "until (database time)"]);
         for lease in &leases {
             out.add_row(vec![lease.name.clone(), lease.holder.clone(), lease.expires_at.clone()]);
         }
-        println!("{out}");
+        outln!("{out}");
     }
     if !claims.is_empty() {
         let mut out = table(&["shared batches of source", "worked on by instance", "batches"]);
         for claim in &claims {
             out.add_row(vec![claim.source_id.clone(), claim.holder.clone(), claim.batches.to_string()]);
         }
-        println!("{out}");
+        outln!("{out}");
     }
     if let Some(oldest) = waiting.last() {
-        println!(
+        outln!(
             "{} plan(s) await approval, the oldest ({}) since {}; see `portal-bridge plan list`",
             waiting.len(),
             oldest.id,
@@ -56,7 +56,7 @@ pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
         );
     }
     if let Some(run) = runs.first() {
-        println!(
+        outln!(
             "last run {}: {} ({}), started {}, {} new, {} updated, {} unchanged, {} failed, {} quarantined",
             run.id,
             run.status,
@@ -69,7 +69,7 @@ pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
             run.quarantined_count
         );
     } else {
-        println!("no runs yet");
+        outln!("no runs yet");
     }
     Ok(Exit::Ok)
 }
@@ -87,7 +87,7 @@ pub(super) async fn log(config: &Config, args: LogArgs) -> Result<Exit> {
     let events = store.events(&filter).await?;
     if args.json {
         for event in &events {
-            println!("{}", serde_json::to_string(event)?);
+            outln!("{}", serde_json::to_string(event)?);
         }
         return Ok(Exit::Ok);
     }
@@ -103,7 +103,7 @@ pub(super) async fn log(config: &Config, args: LogArgs) -> Result<Exit> {
             e.message.clone(),
         ]);
     }
-    println!("{out}");
+    outln!("{out}");
     Ok(Exit::Ok)
 }
 
@@ -124,9 +124,9 @@ pub(super) async fn quality_report(config: &Config, args: QualityArgs) -> Result
     let report = report::quality(&store, sources, args.source.as_deref()).await?;
     store.close().await;
     match args.format {
-        ReportFormat::Text => print!("{}", render::text(&report)),
-        ReportFormat::Csv => print!("{}", render::csv(&report)?),
-        ReportFormat::Json => println!("{}", serde_json::to_string(&report)?),
+        ReportFormat::Text => out!("{}", render::text(&report)),
+        ReportFormat::Csv => out!("{}", render::csv(&report)?),
+        ReportFormat::Json => outln!("{}", serde_json::to_string(&report)?),
     }
     Ok(Exit::Ok)
 }
@@ -141,30 +141,30 @@ pub(super) async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
     let events =
         store.events(&EventFilter { item_key: Some(args.key.clone()), limit: 20, ..Default::default() }).await?;
     if args.json {
-        println!("{}", serde_json::json!({ "item_key": args.key, "targets": rows, "events": events }));
+        outln!("{}", serde_json::json!({ "item_key": args.key, "targets": rows, "events": events }));
         return Ok(Exit::Ok);
     }
-    println!("item {}", args.key);
+    outln!("item {}", args.key);
     for row in &rows {
-        println!("  target {}: {}", row.target, row.status);
-        println!("    source        {} ({})", row.source_id, row.origin);
-        println!("    content hash  {}", row.content_hash.as_deref().unwrap_or("-"));
-        println!(
+        outln!("  target {}: {}", row.target, row.status);
+        outln!("    source        {} ({})", row.source_id, row.origin);
+        outln!("    content hash  {}", row.content_hash.as_deref().unwrap_or("-"));
+        outln!(
             "    mapping       {} (version {})",
             row.mapping.as_deref().unwrap_or("-"),
             row.mapping_version.as_deref().map_or("-", |v| &v[..12.min(v.len())])
         );
-        println!("    output hash   {}", row.output_hash.as_deref().unwrap_or("- (never delivered)"));
-        println!("    output        {}", row.output_path.as_deref().unwrap_or("-"));
-        println!("    delivered at  {}", row.delivered_at.as_deref().unwrap_or("-"));
-        println!("    first seen    {}, updated {}, attempts {}", row.first_seen_at, row.updated_at, row.attempts);
+        outln!("    output hash   {}", row.output_hash.as_deref().unwrap_or("- (never delivered)"));
+        outln!("    output        {}", row.output_path.as_deref().unwrap_or("-"));
+        outln!("    delivered at  {}", row.delivered_at.as_deref().unwrap_or("-"));
+        outln!("    first seen    {}, updated {}, attempts {}", row.first_seen_at, row.updated_at, row.attempts);
         if let Some(error) = &row.last_error {
-            println!("    last error    {error}");
+            outln!("    last error    {error}");
         }
     }
-    println!("  recent events:");
+    outln!("  recent events:");
     for e in &events {
-        println!(
+        outln!(
             "    {} run {} {} {} {}: {}",
             e.at,
             e.run_id.map(|r| r.to_string()).unwrap_or("-".into()),
