@@ -284,8 +284,8 @@ pub struct MapArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Listen address of the admin API [default: admin.listen of the config]
-    #[arg(long, value_name = "ADDR")]
+    /// Listen address of the admin API, e.g. 127.0.0.1:8085 or localhost:8085 [default: admin.listen of the config]
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::listen_address)]
     pub listen: Option<std::net::SocketAddr>,
 }
 
@@ -515,6 +515,13 @@ fn load_validators(config: &Config) -> Result<Option<Validators>> {
 
 async fn open_store(config: &Config) -> Result<Store> {
     Store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&config.database_url)))
+}
+
+/// The database for a command that only reads it: nothing is created when it does not exist yet.
+async fn open_store_read(config: &Config) -> Result<Store> {
+    Store::open_existing(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", redact(&config.database_url)))
 }

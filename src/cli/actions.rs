@@ -277,6 +277,21 @@ pub(super) async fn complete(started: pipeline::Started, store: &Store, json: bo
 pub(super) async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
     let Some(local) = Local::new(config.clone(), args.wait, args.json).await? else { return Ok(Exit::Usage) };
     let store = local.deps.store.clone();
+    // A typo in `--item` is a usage error, not a partial run: an item the ledger does not know is
+    // migrated for the first time with its source (`--source`).
+    for item in &args.items {
+        if crate::domain::ItemKey::parse(item).is_some()
+            && config.source(item.split_once('/').map_or("", |(s, _)| s)).is_some()
+            && store.item(item).await?.is_empty()
+        {
+            let source = item.split_once('/').map_or("", |(s, _)| s);
+            eprintln!(
+                "{}; an item not migrated yet goes with its source: --source {source}",
+                super::views::unknown_item(&store, item).await?
+            );
+            return Ok(Exit::Usage);
+        }
+    }
     let request = RunRequest {
         sources: args.sources.clone(),
         items: args.items.clone(),

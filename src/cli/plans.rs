@@ -82,7 +82,7 @@ async fn make(config: Arc<Config>, args: PlanNewArgs) -> Result<Exit> {
 }
 
 async fn list(config: &Config, args: JsonFlag) -> Result<Exit> {
-    let store = open_store(config).await?;
+    let store = super::open_store_read(config).await?;
     let plans = store.plans(None, 200).await?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&plans)?);
@@ -105,7 +105,7 @@ async fn list(config: &Config, args: JsonFlag) -> Result<Exit> {
 }
 
 async fn show(config: &Config, args: PlanShowArgs) -> Result<Exit> {
-    let store = open_store(config).await?;
+    let store = super::open_store_read(config).await?;
     let Some(plan) = store.plan(args.id).await? else {
         eprintln!("no plan {} (see `portal-bridge plan list`)", args.id);
         return Ok(Exit::Usage);

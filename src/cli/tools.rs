@@ -21,6 +21,10 @@ pub(super) async fn check(config: &Config) -> Result<Exit> {
             return Ok(Exit::Usage);
         }
     };
+    if let Some(problem) = state_problem(config).await {
+        eprintln!("{problem}");
+        return Ok(Exit::Usage);
+    }
     outln!("configuration {} is valid", config.file.display());
     outln!("database: {}", redact(&config.database_url));
     outln!("mappings: {}", config.mappings.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
@@ -51,12 +55,46 @@ pub(super) async fn check(config: &Config) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// What keeps an SQLite database from being written: a read-only database, or a state directory
+/// that cannot be created or written (nothing is created by the check).
+async fn state_problem(config: &Config) -> Option<String> {
+    let path = config.database_url.strip_prefix("sqlite://")?.split('?').next()?;
+    let path = std::path::Path::new(path);
+    if path.exists() {
+        return match Store::open(&config.database_url).await {
+            Ok(store) => {
+                store.close().await;
+                None
+            }
+            Err(e) => Some(format!("database {}: {e}", path.display())),
+        };
+    }
+    // The first run creates the directory: the nearest existing one must take a file.
+    let mut dir = path.parent()?;
+    while !dir.exists() {
+        dir = dir.parent()?;
+    }
+    let probe = dir.join(format!(".portal-bridge-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "the database {} cannot be created: the directory {} is not writable ({e}); make the state directory \
+             writable for the bridge's user (with the systemd unit: ReadWritePaths=)",
+            path.display(),
+            dir.display()
+        )),
+    }
+}
+
 /// `check`'s warning section: every codelist the directory sources' records refer to that the
 /// codelist directory lacks, and, with XRepository configured, whether the database cache has it.
 pub(super) async fn missing_codelists(config: &Config) -> Result<()> {
     let store = match &config.xrepository {
         None => None,
-        Some(_) => match Store::open(&config.database_url).await {
+        Some(_) => match Store::open_existing(&config.database_url).await {
             Ok(store) => Some(store),
             Err(e) => {
                 outln!(
@@ -95,13 +133,19 @@ pub(super) async fn missing_codelists(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// "unknown mapping `x` (did you mean `y`?); there are: …" for `--mapping`.
+fn unknown_mapping(config: &Config, name: &str) -> String {
+    let known: Vec<&str> = config.mappings.iter().map(|m| m.name.as_str()).collect();
+    crate::config::unknown_name("mapping", name, &known)
+}
+
 pub(super) fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
     let mappings: Vec<_> =
         config.mappings.iter().filter(|m| args.mapping.as_ref().is_none_or(|name| &m.name == name)).cloned().collect();
     if let Some(name) = &args.mapping
         && mappings.is_empty()
     {
-        eprintln!("no mapping named `{name}`");
+        eprintln!("{}", unknown_mapping(config, name));
         return Ok(Exit::Usage);
     }
     let dir = config.mappings.first().and_then(|m| m.file.parent()).map(|d| d.join("tests")).unwrap_or_default();
@@ -120,7 +164,7 @@ pub(super) fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<E
 pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit> {
     use std::io::Write;
     let Some(mapping) = config.mappings.iter().find(|m| m.name == args.mapping).cloned() else {
-        eprintln!("no mapping named `{}`", args.mapping);
+        eprintln!("{}", unknown_mapping(&config, &args.mapping));
         return Ok(Exit::Usage);
     };
     let source = match &args.source {
@@ -128,7 +172,8 @@ pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit>
         Some(id) => match config.source(id) {
             Some(source) => Some(source.clone()),
             None => {
-                eprintln!("unknown source `{id}`");
+                let known: Vec<&str> = config.sources.iter().map(|s| s.id.as_str()).collect();
+                eprintln!("{}", crate::config::unknown_name("source", id, &known));
                 return Ok(Exit::Usage);
             }
         },

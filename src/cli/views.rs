@@ -2,12 +2,12 @@
 
 use anyhow::Result;
 
-use super::{Exit, JsonFlag, LogArgs, QualityArgs, ReportFormat, ShowArgs, open_store, table};
+use super::{Exit, JsonFlag, LogArgs, QualityArgs, ReportFormat, ShowArgs, open_store_read, table};
 use crate::config::Config;
 use crate::store::log::EventFilter;
 
 pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
-    let store = open_store(config).await?;
+    let store = open_store_read(config).await?;
     let counts = store.status_counts().await?;
     let runs = store.runs(1).await?;
     let leases = store.leases().await?;
@@ -75,7 +75,7 @@ pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
 }
 
 pub(super) async fn log(config: &Config, args: LogArgs) -> Result<Exit> {
-    let store = open_store(config).await?;
+    let store = open_store_read(config).await?;
     let filter = EventFilter {
         run_id: args.run_id,
         item_key: args.item,
@@ -111,16 +111,14 @@ pub(super) async fn quality_report(config: &Config, args: QualityArgs) -> Result
     use crate::report::{self, render};
     let sources: Vec<String> = match &args.source {
         Some(id) if config.source(id).is_none() => {
-            eprintln!(
-                "unknown source `{id}`; configured: {}",
-                config.sources.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
-            );
+            let known: Vec<&str> = config.sources.iter().map(|s| s.id.as_str()).collect();
+            eprintln!("{}", crate::config::unknown_name("source", id, &known));
             return Ok(Exit::Usage);
         }
         Some(id) => vec![id.clone()],
         None => config.sources.iter().map(|s| s.id.clone()).collect(),
     };
-    let store = open_store(config).await?;
+    let store = open_store_read(config).await?;
     let report = report::quality(&store, sources, args.source.as_deref()).await?;
     store.close().await;
     match args.format {
@@ -132,11 +130,11 @@ pub(super) async fn quality_report(config: &Config, args: QualityArgs) -> Result
 }
 
 pub(super) async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
-    let store = open_store(config).await?;
+    let store = open_store_read(config).await?;
     let rows = store.item(&args.key).await?;
     if rows.is_empty() {
-        eprintln!("no item `{}` in the ledger (see `portal-bridge status` and `portal-bridge log`)", args.key);
-        return Ok(Exit::Fatal);
+        eprintln!("{} (see `portal-bridge items`)", unknown_item(&store, &args.key).await?);
+        return Ok(Exit::Usage);
     }
     let events =
         store.events(&EventFilter { item_key: Some(args.key.clone()), limit: 20, ..Default::default() }).await?;
@@ -175,4 +173,13 @@ pub(super) async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// "no item `x` in the ledger (did you mean `y`?)", the suggestion from the keys of the same source.
+pub(super) async fn unknown_item(store: &crate::store::Store, key: &str) -> Result<String> {
+    let source = key.split_once('/').map_or(key, |(source, _)| source);
+    let keys: Vec<String> = store.items(None, Some(source), i64::MAX).await?.into_iter().map(|r| r.item_key).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let hint = crate::config::closest_of(key, &keys).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
+    Ok(format!("no item `{key}` in the ledger{hint}"))
 }

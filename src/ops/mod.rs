@@ -106,7 +106,8 @@ impl Ctx<'_> {
         }
         match &self.sources {
             Some(known) if !known.iter().any(|k| k == id) => {
-                Err(OpsError::Usage(format!("unknown source `{id}` (known: {})", known.join(", "))))
+                let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                Err(OpsError::Usage(crate::config::unknown_name("source", id, &known)))
             }
             _ => Ok(()),
         }

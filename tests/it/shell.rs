@@ -83,3 +83,127 @@ async fn json_logs_carry_run_item_source_and_delivery_target_at_the_top_with_num
     assert!(!finished.contains("Counts {"), "{finished}");
     assert!(finished.contains("quarantined=1"), "{finished}");
 }
+
+/// Runs `args` and returns (exit code, stdout, stderr).
+fn run(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+    let out = app.std_command().args(args).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn errors_suggest_the_fix() {
+    let app = TestApp::demo().await;
+    app.command().arg("migrate").assert().success();
+    let (code, _, err) = run(&app, &["map", "--mapping", "zufi-to-xzuf", "x.json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown mapping `zufi-to-xzuf` (did you mean `zufi-to-xzufi`?)"), "{err}");
+    assert!(err.contains("xdatenfelder2-to-form, xdatenfelder2-to-xdf3"), "the list of mappings: {err}");
+    let (code, _, err) = run(&app, &["test-mappings", "--mapping", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("there are: xdatenfelder2-to-form"), "{err}");
+    let (code, _, err) = run(&app, &["migrate", "--source", "aachen-form"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("(did you mean `aachen-forms`?)"), "{err}");
+    let (code, _, err) = run(&app, &["show", "aachen-forms/S0500010@1.0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("(did you mean `aachen-forms/S05000101@1.0`?)"), "{err}");
+    let (code, _, err) = run(&app, &["migrate", "--item", "aachen-forms/S0500010@1.0"]);
+    assert_eq!(code, 2, "a typo is a usage error, not a partial run: {err}");
+    assert!(err.contains("(did you mean `aachen-forms/S05000101@1.0`?)"), "{err}");
+    assert_eq!(app.deps.store.runs(10).await.unwrap().len(), 1, "no run recorded for the typo");
+
+    // The cron field and its real range.
+    let config = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(&app.config_path, config.replacen("schedule = \"0 */2 * * *\"", "schedule = \"0 24 * * *\"", 1))
+        .unwrap();
+    let (code, _, err) = run(&app, &["check"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("the hour field `24` has 24, outside its range 0–23"), "{err}");
+    assert!(!err.contains("less than 23"), "{err}");
+    // An unknown key of a mapping file: the closest known one.
+    let mappings = app.path("mappings");
+    crate::support::copy_dir(&crate::support::repo().join("mappings"), &mappings);
+    let mapping = mappings.join("zufi-to-xzufi.toml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    std::fs::write(&mapping, text.replacen("name = ", "nme = ", 1)).unwrap();
+    let schemas = crate::support::repo().join("schemas");
+    let config = config.replace(
+        &format!("mappings = {:?}", crate::support::repo().join("mappings").display().to_string()),
+        &format!("mappings = {:?}", mappings.display().to_string()),
+    );
+    std::os::unix::fs::symlink(&schemas, app.path("schemas")).unwrap();
+    std::fs::write(&app.config_path, &config).unwrap();
+    let (code, _, err) = run(&app, &["check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown field `nme`") && err.contains("(did you mean `name`?)"), "{err}");
+}
+
+#[tokio::test]
+async fn the_listen_address_may_be_a_host_name() {
+    let app = TestApp::demo().await;
+    let (code, _, err) = run(&app, &["run", "--listen", "nonsense"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("localhost:8080"), "the hint shows a host name with a port: {err}");
+    // A host name with a port is taken: the daemon starts and listens on it.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let mut daemon = app
+        .std_command()
+        .args(["run", "--listen", &format!("localhost:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        for host in ["127.0.0.1", "[::1]"] {
+            if client.get(format!("http://{host}:{port}/healthz")).send().await.is_ok() {
+                up = true;
+            }
+        }
+        if up {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(up, "the daemon listened on localhost:{port}");
+}
+
+#[tokio::test]
+async fn a_read_only_command_creates_no_database_and_names_the_missing_state_directory() {
+    if crate::support::postgres_server().is_some() {
+        return; // SQLite's files only.
+    }
+    let app = TestApp::demo().await;
+    app.deps.store.close().await;
+    std::fs::remove_dir_all(app.path("var")).unwrap();
+    for args in [&["status"][..], &["log"], &["show", "aachen-forms/x"], &["plan", "list"], &["report", "quality"]] {
+        let (code, _, err) = run(&app, args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("the state directory {} does not exist", app.path("var").display())),
+            "{args:?}: {err}"
+        );
+        assert!(!app.path("var").exists(), "{args:?} created nothing");
+    }
+    // check says where the first run puts the database, and creates nothing either.
+    app.command().arg("check").assert().success();
+    assert!(!app.path("var").exists());
+
+    // A database that cannot be written is named as such, once, and `check` refuses it.
+    app.command().arg("migrate").assert().success();
+    let url = format!("sqlite://{}?mode=ro", app.path("var/bridge.db").display());
+    for args in [&["migrate"][..], &["check"]] {
+        let out = app.std_command().env(portal_bridge::config::DATABASE_URL_ENV, &url).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {err}");
+        let path = app.path("var/bridge.db").display().to_string();
+        assert!(err.contains(&format!("the database {path} is read-only")), "{args:?}: {err}");
+        assert_eq!(err.matches("readonly database").count(), 1, "{args:?}: said once: {err}");
+    }
+}
