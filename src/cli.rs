@@ -98,6 +98,10 @@ pub enum Command {
     Retry(RetryArgs),
     /// Leave an item alone until its content changes (e.g. a form that is migrated by hand).
     Skip(SkipArgs),
+    /// Undo a skip: the next run migrates the item as any other.
+    Unskip(UnskipArgs),
+    /// List items with their status per target (skipped ones as `skipped`), e.g. all quarantined ones.
+    Items(ItemsArgs),
     /// Settle a conflict (the portal's copy changed since our last write).
     Resolve(ResolveArgs),
     /// Reports for the model regions.
@@ -182,6 +186,33 @@ pub struct SkipArgs {
     /// When a run holds the item's source: wait up to this many seconds for it, then exit 4.
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UnskipArgs {
+    pub key: String,
+    /// Why (for the migration log).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub operator: Operator,
+    /// When a run holds the item's source: wait up to this many seconds for it, then exit 4.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ItemsArgs {
+    /// Only items in this status at some target: new, delivered, unchanged, failed, quarantined,
+    /// conflict, withdrawn, or skipped.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Only items of this source.
+    #[arg(long, value_name = "ID")]
+    pub source: Option<String>,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -483,6 +514,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Adopt(command) => actions::adopt(&config, command).await,
         Command::Retry(args) => actions::retry(config, args).await,
         Command::Skip(args) => actions::skip(&config, args).await,
+        Command::Unskip(args) => actions::unskip(&config, args).await,
+        Command::Items(args) => views::items(&config, args).await,
         Command::Resolve(args) => actions::resolve(config, args).await,
         Command::Migrate(args) => actions::migrate(config, args).await,
         Command::Plan(args) => plans::plan(config, args).await,

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use super::{
     AdoptCommand, AdoptImportArgs, AdoptKeyArgs, ApplyArgs, Exit, MigrateArgs, ResolveArgs, RetryArgs, SkipArgs,
-    load_validators, open_store, table,
+    UnskipArgs, load_validators, open_store, table,
 };
 use crate::config::Config;
 use crate::domain::{RunStatus, SystemClock, Trigger};
@@ -154,6 +154,27 @@ pub(super) async fn skip(config: &Config, args: SkipArgs) -> Result<Exit> {
     match skipped {
         Ok(()) => {
             outln!("{} is left alone until its content changes", args.key);
+            Ok(Exit::Ok)
+        }
+        Err(e) => refused(e),
+    }
+}
+
+pub(super) async fn unskip(config: &Config, args: UnskipArgs) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let holding = Holding {
+        holder: format!("{}#unskip", pipeline::hold::instance_name()),
+        ttl: config.lease,
+        wait: std::time::Duration::from_secs(args.wait),
+        stop: pipeline::Stop::default(),
+    };
+    let signals = stop_on_signals(holding.stop.clone())?;
+    let actor = args.operator.actor();
+    let unskipped = ops::unskip(&ctx(config, &store), &holding, &actor, &args.key, args.reason.as_deref()).await;
+    signals.abort();
+    match unskipped {
+        Ok(()) => {
+            outln!("{} is no longer skipped; the next run migrates it", args.key);
             Ok(Exit::Ok)
         }
         Err(e) => refused(e),

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{Exit, JsonFlag, LogArgs, QualityArgs, ReportFormat, ShowArgs, open_store_read, table};
+use super::{Exit, ItemsArgs, JsonFlag, LogArgs, QualityArgs, ReportFormat, ShowArgs, open_store_read, table};
 use crate::config::Config;
 use crate::store::log::EventFilter;
 
@@ -107,6 +107,67 @@ pub(super) async fn log(config: &Config, args: LogArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+pub(super) async fn items(config: &Config, args: ItemsArgs) -> Result<Exit> {
+    const STATUSES: [&str; 8] =
+        ["new", "delivered", "unchanged", "failed", "quarantined", "conflict", "withdrawn", "skipped"];
+    if let Some(status) = &args.status
+        && !STATUSES.contains(&status.as_str())
+    {
+        eprintln!("{}", crate::config::unknown_name("status", status, &STATUSES));
+        return Ok(Exit::Usage);
+    }
+    if let Some(id) = &args.source
+        && config.source(id).is_none()
+    {
+        let known: Vec<&str> = config.sources.iter().map(|s| s.id.as_str()).collect();
+        eprintln!("{}", crate::config::unknown_name("source", id, &known));
+        return Ok(Exit::Usage);
+    }
+    let store = open_store_read(config).await?;
+    let rows = store.items(args.status.as_deref(), args.source.as_deref(), i64::MAX).await?;
+    store.close().await;
+    if args.json {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| {
+                serde_json::json!({
+                    "item_key": row.item_key,
+                    "source": row.source_id,
+                    "target": row.target,
+                    "status": row.shown_status(),
+                    "updated_at": row.updated_at,
+                    "delivered_at": row.delivered_at,
+                    "attempts": row.attempts,
+                    "last_error": row.last_error,
+                    "skip_reason": row.skip_reason,
+                    "origin": row.origin,
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::Value::Array(items));
+        return Ok(Exit::Ok);
+    }
+    let mut out = table(&["item", "target", "status", "updated", "last error / skip reason"]);
+    for row in &rows {
+        let why = match row.shown_status() {
+            "skipped" => row.skip_reason.clone().unwrap_or_default(),
+            _ => row.last_error.clone().unwrap_or_default(),
+        };
+        let why: String =
+            if why.chars().count() > 120 { format!("{}…", why.chars().take(119).collect::<String>()) } else { why };
+        out.add_row(vec![
+            row.item_key.clone(),
+            row.target.clone(),
+            row.shown_status().to_owned(),
+            row.updated_at.clone(),
+            why,
+        ]);
+    }
+    outln!("{out}");
+    outln!("{} row(s) (item × target)", rows.len());
+    Ok(Exit::Ok)
+}
+
 pub(super) async fn quality_report(config: &Config, args: QualityArgs) -> Result<Exit> {
     use crate::report::{self, render};
     let sources: Vec<String> = match &args.source {
@@ -144,7 +205,15 @@ pub(super) async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
     }
     outln!("item {}", args.key);
     for row in &rows {
-        outln!("  target {}: {}", row.target, row.status);
+        match row.shown_status() {
+            "skipped" => outln!(
+                "  target {}: skipped ({}: {}; until its content changes, `portal-bridge unskip` undoes it)",
+                row.target,
+                row.status,
+                row.skip_reason.as_deref().unwrap_or_default()
+            ),
+            status => outln!("  target {}: {status}", row.target),
+        }
         outln!("    source        {} ({})", row.source_id, row.origin);
         outln!("    content hash  {}", row.content_hash.as_deref().unwrap_or("-"));
         outln!(

@@ -207,3 +207,90 @@ async fn a_read_only_command_creates_no_database_and_names_the_missing_state_dir
         assert_eq!(err.matches("readonly database").count(), 1, "{args:?}: said once: {err}");
     }
 }
+
+/// The rows of `items --json` with the arguments `args`.
+fn items(app: &TestApp, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = app.command().arg("items").args(args).arg("--json").assert().success().get_output().stdout.clone();
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out).unwrap()
+}
+
+#[tokio::test]
+async fn items_lists_by_status_and_source() {
+    let app = TestApp::demo().await;
+    std::fs::write(
+        app.path("demo/owl/forms/S05000131_fundsache-melden.xml"),
+        "<xdf:xdatenfelder.stammdatenschema.0102><xdf:header>",
+    )
+    .unwrap();
+    app.command().arg("migrate").assert().code(3);
+    let all = items(&app, &[]);
+    let (forms, services) = crate::support::demo_counts();
+    assert_eq!(
+        all.len(),
+        2 * (forms - 1) + services + 1,
+        "item × target rows (services go to portal-xml only) and the placeholder"
+    );
+    let quarantined = items(&app, &["--status", "quarantined"]);
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!(quarantined[0]["item_key"], "owl-forms/file:demo/owl/forms/S05000131_fundsache-melden.xml");
+    assert!(quarantined[0]["last_error"].as_str().unwrap().contains("XML"), "{quarantined:?}");
+    let soest = items(&app, &["--source", "soest-forms", "--status", "delivered"]);
+    assert!(!soest.is_empty() && soest.iter().all(|i| i["source"] == "soest-forms" && i["status"] == "delivered"));
+    let text = app.command().args(["items", "--status", "quarantined"]).assert().success().get_output().stdout.clone();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("owl-forms/file:") && text.contains("1 row(s)"), "{text}");
+    let (code, _, err) = run(&app, &["items", "--status", "quarantind"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("did you mean `quarantined`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_skipped_file_placeholder_stays_skipped_is_shown_as_skipped_and_can_be_unskipped() {
+    let app = TestApp::demo().await;
+    let broken = "demo/owl/forms/S05000131_fundsache-melden.xml";
+    std::fs::write(app.path(broken), "<xdf:xdatenfelder.stammdatenschema.0102><xdf:header>").unwrap();
+    app.command().arg("migrate").assert().code(3);
+    let key = format!("owl-forms/file:{broken}");
+    app.command().args(["skip", &key, "--reason", "fixed upstream next week"]).assert().success();
+
+    // The skip holds: the run is fine, the placeholder is not quarantined again.
+    let out = app.command().args(["migrate", "--json"]).assert().code(0).get_output().stdout.clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["quarantined"], 0, "{report}");
+    let skipped = items(&app, &["--status", "skipped"]);
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0]["item_key"], key.as_str());
+    assert_eq!(skipped[0]["skip_reason"].as_str().map(|r| r.starts_with("fixed upstream next week")), Some(true));
+    assert!(items(&app, &["--status", "quarantined"]).is_empty(), "a skipped item is not counted as quarantined");
+    let status = app.command().args(["status", "--json"]).assert().success().get_output().stdout.clone();
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    let owl: Vec<&serde_json::Value> =
+        status["items"].as_array().unwrap().iter().filter(|c| c["source_id"] == "owl-forms").collect();
+    assert!(owl.iter().any(|c| c["status"] == "skipped" && c["count"] == 1), "{owl:?}");
+    assert!(!owl.iter().any(|c| c["status"] == "quarantined"), "{owl:?}");
+    app.command().args(["show", &key]).assert().success().stdout(predicates::str::contains("skipped"));
+
+    // A changed file is looked at again.
+    std::fs::write(app.path(broken), "<xdf:xdatenfelder.stammdatenschema.0102><still-broken>").unwrap();
+    app.command().arg("migrate").assert().code(3);
+    assert!(items(&app, &["--status", "skipped"]).is_empty());
+    app.command().args(["skip", &key, "--reason", "still broken"]).assert().success();
+    app.command().arg("migrate").assert().code(0);
+
+    // unskip: the next run quarantines it again; the log says who undid the skip.
+    app.command().args(["unskip", &key, "--reason", "they did not fix it", "--by", "a.admin"]).assert().success();
+    assert!(items(&app, &["--status", "skipped"]).is_empty());
+    app.command().arg("migrate").assert().code(3);
+    assert_eq!(items(&app, &["--status", "quarantined"]).len(), 1);
+    let log = app.command().args(["log", "--item", &key, "--json"]).assert().success().get_output().stdout.clone();
+    assert!(
+        json_lines(&log).iter().any(|e| e["message"] == "unskipped by a.admin: they did not fix it"),
+        "{}",
+        String::from_utf8_lossy(&log)
+    );
+    let (code, _, err) = run(&app, &["unskip", &key]);
+    assert_eq!(code, 2, "not skipped: {err}");
+    assert!(err.contains("is not skipped"), "{err}");
+    let (code, _, _) = run(&app, &["unskip", "owl-forms/nope"]);
+    assert_eq!(code, 2);
+}
