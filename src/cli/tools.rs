@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{Exit, MapArgs, TestMappingsArgs, load_validators, open_store, redact};
+use super::{Exit, MapArgs, TestMappingsArgs, load_validators, redact};
 use crate::config::Config;
 use crate::mapping::fixtures;
 use crate::pipeline;
@@ -189,13 +189,28 @@ pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit>
     // What `migrate` maps with besides the file: the codelists cached from XRepository and the
     // adoptions of a service source, both in the database.
     let adopting = source.as_ref().is_some_and(|s| s.leika_key.is_some());
-    let (config, inputs) = if config.xrepository.is_some() || adopting {
-        let store = open_store(&config).await?;
-        let joined = crate::pipeline::codelists::with_cached(&config, &store).await?;
-        let adoptions = if adopting { store.adoptions_by_service().await? } else { Default::default() };
-        (joined, crate::source::Inputs { adoptions })
+    // A database that does not exist yet holds neither (and `map` creates none).
+    let store = if config.xrepository.is_some() || adopting {
+        match Store::open_existing(&config.database_url).await {
+            Ok(store) => Some(store),
+            Err(crate::store::StoreError::Missing { .. }) => None,
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("opening the database {}", redact(&config.database_url)))
+                );
+            }
+        }
     } else {
-        (config, crate::source::Inputs::default())
+        None
+    };
+    let (config, inputs) = match store {
+        Some(store) => {
+            let joined = crate::pipeline::codelists::with_cached(&config, &store).await?;
+            let adoptions = if adopting { store.adoptions_by_service().await? } else { Default::default() };
+            store.close().await;
+            (joined, crate::source::Inputs { adoptions })
+        }
+        None => (config, crate::source::Inputs::default()),
     };
     let mapping = config.mappings.iter().find(|m| m.name == mapping.name).cloned().unwrap_or(mapping);
     let mut exit = Exit::Ok;

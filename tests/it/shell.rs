@@ -294,3 +294,115 @@ async fn a_skipped_file_placeholder_stays_skipped_is_shown_as_skipped_and_can_be
     let (code, _, _) = run(&app, &["unskip", "owl-forms/nope"]);
     assert_eq!(code, 2);
 }
+
+#[tokio::test]
+async fn map_with_the_source_prints_exactly_the_outbox_bytes_of_a_split_feed() {
+    let app = TestApp::demo().await;
+    app.command()
+        .args(["adopt", "add", "--ars", "053150000000", "--service", "99108001001000", "--name", "Stadt Köln"])
+        .assert()
+        .success();
+    app.command().arg("migrate").assert().success();
+    let feed = app.path("demo/aachen/services.json");
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&feed).unwrap()).unwrap();
+    assert!(records.len() > 1, "a feed of several records");
+    let mut delivered = Vec::new();
+    for record in &records {
+        let key = record["leistung"]["schluessel"].as_str().unwrap();
+        let file = app.path(&format!("var/outbox/portal-xml/aachen-services%2F{key}.xml"));
+        delivered.extend(std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())));
+    }
+    let out = app
+        .command()
+        .args(["map", "--mapping", "zufi-to-xzufi", "--source", "aachen-services"])
+        .arg(&feed)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&delivered).contains("053150000000"), "the adoption is in the delivered document");
+    assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&delivered));
+    assert_eq!(out, delivered, "the same bytes as the outbox, record by record");
+}
+
+/// The exit codes as README.md documents them, command by command: 0 fine, 1 fatal, 2 usage,
+/// 3 partial, 5 awaits approval, 6 refused (4 busy and 130 interrupted: tests/it/operators.rs,
+/// tests/it/runs.rs).
+#[tokio::test]
+async fn every_command_exits_with_the_documented_code() {
+    let app = TestApp::demo().await;
+    let feed = app.path("demo/aachen/services.json").display().to_string();
+    let form = "aachen-forms/S05000101@1.0";
+    let check = |table: &[(&[&str], i32)]| {
+        for (args, code) in table {
+            let (got, _, err) = run(&app, args);
+            assert_eq!(got, *code, "portal-bridge {}: {err}", args.join(" "));
+        }
+    };
+    if crate::support::postgres_server().is_none() {
+        app.deps.store.close().await;
+        std::fs::remove_dir_all(app.path("var")).unwrap();
+        check(&[(&["status"], 1), (&["log"], 1), (&["items"], 1)]); // no database yet
+    }
+    check(&[
+        (&["nosuch"], 2),
+        (&["--help"], 0),
+        (&["migrate", "--dry-run"], 0),
+        (&["migrate"], 0),
+        (&["status"], 0),
+        (&["status", "--json"], 0),
+        (&["log"], 0),
+        (&["log", "--json", "--limit", "5"], 0),
+        (&["log", "--level", "loud"], 2),
+        (&["items"], 0),
+        (&["items", "--status", "loud"], 2),
+        (&["items", "--source", "nope"], 2),
+        (&["show", form], 0),
+        (&["show", "aachen-forms/nope"], 2),
+        (&["show", "no-key"], 2),
+        (&["check"], 0),
+        (&["test-mappings"], 0),
+        (&["test-mappings", "--mapping", "nope"], 2),
+        (&["map", "--mapping", "zufi-to-xzufi", "--source", "aachen-services", &feed], 0),
+        (&["map", "--mapping", "nope", &feed], 2),
+        (&["map", "--mapping", "zufi-to-xzufi", "--source", "nope", &feed], 2),
+        (&["migrate", "--item", "aachen-forms/S0500010@1.0"], 2),
+        (&["migrate", "--item", "no-key"], 2),
+        (&["migrate", "--source", "nope"], 2),
+        (&["migrate", "--item", form], 0),
+        (&["retry", form], 0),
+        (&["retry", "aachen-forms/nope"], 2),
+        (&["skip", "aachen-forms/nope", "--reason", "r"], 2),
+        (&["skip", form, "--reason", " "], 2),
+        (&["skip", form, "--reason", "by hand"], 0),
+        (&["unskip", form], 0),
+        (&["unskip", form], 2),
+        (&["resolve", form, "--overwrite"], 2),
+        (&["adopt", "add", "--ars", "x", "--service", "y"], 2),
+        (&["adopt", "add", "--ars", "053150000000", "--service", "99108001001000"], 0),
+        (&["adopt", "list"], 0),
+        (&["adopt", "remove", "--ars", "053150000000", "--service", "99108001001000"], 0),
+        (&["adopt", "remove", "--ars", "053150000000", "--service", "99108001001000"], 2),
+        (&["plan", "list"], 0),
+        (&["plan", "show", "99"], 2),
+        (&["approve", "99", "--reason", "r"], 2),
+        (&["reject", "99", "--reason", "r"], 2),
+        (&["apply", "99"], 2),
+        (&["report", "quality"], 0),
+        (&["report", "quality", "--source", "nope"], 2),
+        (&["run", "--listen", "nonsense"], 2),
+    ]);
+    std::fs::write(app.path("demo/owl/forms/S05000131_fundsache-melden.xml"), "<broken").unwrap();
+    check(&[(&["migrate"], 3), (&["migrate", "--source", "owl-forms"], 3)]);
+
+    // With every change to be approved: a run stops at its plan (5); nobody approves their own
+    // plan, and an unapproved plan is not applied (6).
+    let config = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(&app.config_path, format!("{config}\n[approval]\nalways = true\n")).unwrap();
+    app.command().args(["migrate", "--force"]).assert().code(5);
+    let plans = app.command().args(["plan", "list", "--json"]).assert().success().get_output().stdout.clone();
+    let plans: serde_json::Value = serde_json::from_slice(&plans).unwrap();
+    let id = plans[0]["id"].as_i64().unwrap().to_string();
+    check(&[(&["plan", "show", &id], 0), (&["approve", &id, "--reason", "mine"], 6), (&["apply", &id], 6)]);
+}
