@@ -444,9 +444,16 @@ pub struct LogArgs {
     /// Only the actions of this operator (an admin token's name, or an OS user).
     #[arg(long, value_name = "NAME")]
     pub actor: Option<String>,
-    /// At most this many (the most recent) events.
-    #[arg(long, default_value_t = 200)]
+    /// At most this many (the most recent) events; the command says when there are more.
+    #[arg(long, default_value_t = 200, conflicts_with = "all")]
     pub limit: i64,
+    /// Every matching event, however many.
+    #[arg(long)]
+    pub all: bool,
+    /// Only events before this event id (the `id` of `--json`, the first column of the table): the
+    /// page before the one shown.
+    #[arg(long, value_name = "ID")]
+    pub before: Option<i64>,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -82,18 +82,30 @@ pub(super) async fn log(config: &Config, args: LogArgs) -> Result<Exit> {
         source: args.source,
         level: args.level,
         actor: args.actor,
-        limit: args.limit,
+        before: args.before,
+        // One more than asked for, to know whether the page cut the log.
+        limit: if args.all { 0 } else { args.limit.max(1).saturating_add(1) },
     };
-    let events = store.events(&filter).await?;
+    let mut events = store.events(&filter).await?;
+    let cut = !args.all && events.len() as i64 > args.limit.max(1);
+    if cut {
+        events.remove(0);
+        let first = events.first().map_or(0, |e| e.id);
+        eprintln!(
+            "showing the last {} matching events; older ones: --before {first} (or --all, or a larger --limit)",
+            events.len()
+        );
+    }
     if args.json {
         for event in &events {
             outln!("{}", serde_json::to_string(event)?);
         }
         return Ok(Exit::Ok);
     }
-    let mut out = table(&["time", "run", "item", "target", "stage", "level", "message"]);
+    let mut out = table(&["id", "time", "run", "item", "target", "stage", "level", "message"]);
     for e in &events {
         out.add_row(vec![
+            e.id.to_string(),
             e.at.clone(),
             e.run_id.map(|r| r.to_string()).unwrap_or_default(),
             e.item_key.clone().unwrap_or_default(),

@@ -406,3 +406,25 @@ async fn every_command_exits_with_the_documented_code() {
     let id = plans[0]["id"].as_i64().unwrap().to_string();
     check(&[(&["plan", "show", &id], 0), (&["approve", &id, "--reason", "mine"], 6), (&["apply", &id], 6)]);
 }
+
+#[tokio::test]
+async fn log_pages_through_everything_and_says_when_it_cut() {
+    let app = TestApp::demo().await;
+    app.command().arg("migrate").assert().success();
+    let all = app.command().args(["log", "--all", "--json"]).assert().success().get_output().clone();
+    let all = json_lines(&all.stdout);
+    assert!(all.len() > 10, "{}", all.len());
+    let (code, out, err) = run(&app, &["log", "--json", "--limit", "5"]);
+    assert_eq!(code, 0);
+    let page = json_lines(out.as_bytes());
+    assert_eq!(page, all[all.len() - 5..], "the most recent five, oldest first");
+    let first = page[0]["id"].as_i64().unwrap().to_string();
+    assert!(err.contains(&format!("showing the last 5 matching events; older ones: --before {first}")), "{err}");
+    let (_, out, _) = run(&app, &["log", "--json", "--limit", "5", "--before", &first]);
+    assert_eq!(json_lines(out.as_bytes()), all[all.len() - 10..all.len() - 5], "the page before");
+    let (_, out, err) = run(&app, &["log", "--json", "--limit", &all.len().to_string()]);
+    assert_eq!(json_lines(out.as_bytes()).len(), all.len());
+    assert!(err.is_empty(), "nothing cut, nothing said: {err}");
+    let (_, out, _) = run(&app, &["log"]);
+    assert!(out.lines().nth(1).is_some_and(|l| l.contains(" id ")), "the table shows the ids: {out}");
+}
