@@ -428,3 +428,37 @@ async fn log_pages_through_everything_and_says_when_it_cut() {
     let (_, out, _) = run(&app, &["log"]);
     assert!(out.lines().nth(1).is_some_and(|l| l.contains(" id ")), "the table shows the ids: {out}");
 }
+
+#[tokio::test]
+async fn a_german_excel_csv_is_imported_or_refused_with_a_precise_hint_and_its_line() {
+    let app = TestApp::demo().await;
+    // Excel on a German system: `;` between fields, Windows-1252 (ö is the one byte 0xF6), CRLF.
+    let good = app.path("nachnutzung.csv");
+    std::fs::write(&good, b"ars;service;name\r\n053150000000;99108001001000;Stadt K\xF6ln\r\n").unwrap();
+    app.command().args(["adopt", "import"]).arg(&good).assert().success();
+    let list = app.command().args(["adopt", "list", "--json"]).assert().success().get_output().stdout.clone();
+    let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
+    assert_eq!(list[0]["ars"], "053150000000", "{list}");
+    assert_eq!(list[0]["name"], "Stadt Köln", "{list}");
+
+    // The ARS as Excel writes a number (leading 0 gone), after a blank line and a quoted line break.
+    let bad = app.path("kaputt.csv");
+    std::fs::write(
+        &bad,
+        b"ars;service;name\r\n\r\n051110000000;99108001001000;\"D\xFCssel-\r\ndorf\"\r\n53150000000;99108012005001;K\xF6ln\r\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&app, &["adopt", "import", &bad.display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    let file = bad.display().to_string();
+    assert!(err.contains(&format!("{file}:5: ")), "the line of the bad row: {err}");
+    assert!(err.contains("0053150000000") || err.contains("053150000000 without its leading 0"), "{err}");
+    assert!(err.contains("format the column as text"), "{err}");
+    assert!(err.contains("nothing imported"), "{err}");
+
+    let header = app.path("header.csv");
+    std::fs::write(&header, "Gemeinde;Leistung\n053150000000;99108001001000\n").unwrap();
+    let (code, _, err) = run(&app, &["adopt", "import", &header.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("it has `Gemeinde`, `Leistung`"), "{err}");
+}
