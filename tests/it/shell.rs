@@ -462,3 +462,46 @@ async fn a_german_excel_csv_is_imported_or_refused_with_a_precise_hint_and_its_l
     assert_eq!(code, 2);
     assert!(err.contains("it has `Gemeinde`, `Leistung`"), "{err}");
 }
+
+#[test]
+fn mapping_comments_cite_only_documents_in_the_repository() {
+    let repo = crate::support::repo();
+    let mut names = std::collections::BTreeSet::new();
+    let mut stack = vec![repo.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() && !name.starts_with('.') && name != "target" {
+                stack.push(path);
+            } else {
+                names.insert(name);
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(repo.join("mappings")).unwrap().flatten() {
+        let path = entry.path();
+        if !path.extension().is_some_and(|e| e == "toml" || e == "jq") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let cited = line
+                .split(|c: char| !(c.is_alphanumeric() || "./_-".contains(c)))
+                .map(|w| w.trim_end_matches('.'))
+                .filter(|w| w.ends_with(".md") || w.ends_with(".pdf"));
+            for document in cited {
+                let found = if document.contains('/') {
+                    repo.join(document).exists() || repo.join("mappings").join(document).exists()
+                } else {
+                    names.contains(document)
+                };
+                if !found {
+                    missing.push(format!("{}:{}: {document}", path.display(), number + 1));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "documents cited that the repository does not hold: {missing:#?}");
+}
