@@ -473,6 +473,10 @@ pub struct TestMappingsArgs {
     /// Only the fixtures of this mapping.
     #[arg(long, value_name = "NAME")]
     pub mapping: Option<String>,
+    /// Write each expected file whose output differs (or is missing) with the actual output; review
+    /// the change with `git diff mappings/tests` before committing it.
+    #[arg(long)]
+    pub update: bool,
 }
 
 /// Process exit codes.

@@ -149,15 +149,25 @@ pub(super) fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<E
         return Ok(Exit::Usage);
     }
     let dir = config.mappings.first().and_then(|m| m.file.parent()).map(|d| d.join("tests")).unwrap_or_default();
-    let results = fixtures::run_all(&dir, &mappings, &config.codelists_val);
+    let results = if args.update {
+        fixtures::update_all(&dir, &mappings, &config.codelists_val)
+    } else {
+        fixtures::run_all(&dir, &mappings, &config.codelists_val)
+    };
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    let updated = results.iter().filter(|r| r.updated).count();
     for result in &results {
         match &result.failure {
+            None if result.updated => outln!("wrote {} / {}", result.mapping, result.case),
             None => outln!("ok    {} / {}", result.mapping, result.case),
             Some(why) => outln!("FAIL  {} / {}\n{why}", result.mapping, result.case),
         }
     }
-    outln!("{} fixture(s), {} failed", results.len(), failed);
+    if args.update {
+        outln!("{} fixture(s), {updated} expected file(s) written, {failed} failed", results.len());
+    } else {
+        outln!("{} fixture(s), {} failed", results.len(), failed);
+    }
     Ok(if failed > 0 || results.is_empty() { Exit::Partial } else { Exit::Ok })
 }
 

@@ -505,3 +505,40 @@ fn mapping_comments_cite_only_documents_in_the_repository() {
     }
     assert!(missing.is_empty(), "documents cited that the repository does not hold: {missing:#?}");
 }
+
+#[tokio::test]
+async fn test_mappings_update_regenerates_the_expected_files() {
+    let app = TestApp::demo().await;
+    let repo = crate::support::repo();
+    let mappings = app.path("mappings");
+    crate::support::copy_dir(&repo.join("mappings"), &mappings);
+    std::os::unix::fs::symlink(repo.join("schemas"), app.path("schemas")).unwrap();
+    let config = std::fs::read_to_string(&app.config_path).unwrap().replace(
+        &format!("mappings = {:?}", repo.join("mappings").display().to_string()),
+        &format!("mappings = {:?}", mappings.display().to_string()),
+    );
+    std::fs::write(&app.config_path, config).unwrap();
+    let cases = mappings.join("tests/zufi-to-xzufi");
+    let mut expected: Vec<_> = std::fs::read_dir(&cases)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".expected."))
+        .collect();
+    expected.sort();
+    assert!(expected.len() >= 2);
+    let original: Vec<Vec<u8>> = expected.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    std::fs::write(&expected[0], "stale\n").unwrap();
+    std::fs::remove_file(&expected[1]).unwrap();
+
+    let (code, out, _) = run(&app, &["test-mappings", "--mapping", "zufi-to-xzufi"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("test-mappings --update"), "the failure says how to regenerate: {out}");
+    let (code, out, _) = run(&app, &["test-mappings", "--mapping", "zufi-to-xzufi", "--update"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 expected file(s) written, 0 failed"), "{out}");
+    for (path, bytes) in expected.iter().zip(&original) {
+        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{} is what the mapping gives", path.display());
+    }
+    app.command().args(["test-mappings"]).assert().success();
+}
