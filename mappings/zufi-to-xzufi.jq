@@ -15,7 +15,7 @@ def formular_scheme: "urn:de:nrw:kommunalportal:portal-bridge:id:fim-stammdatens
 # Identifiers of the ZuFi organisationseinheiten keep their ZuFi `identifikator`, scoped by `mandant`.
 def zufi_oe_scheme: "urn:de:nrw:zufi:organisationseinheit:identifikator";
 def rs_urn_prefix: "urn:de:bund:destatis:bevoelkerungsstatistik:schluessel:rs:";
-# Code lists (URNs as far as known; fim-formats.md §3, domain.md §4).
+# Code lists (URNs as far as known; docs/xzufi-profile.md).
 def textmodul_list: {"@listURI": "urn:de:xzufi:codeliste:leistungstextmodulleika", "@listVersionID": "20240216"};
 def linktyp_list: {"@listURI": "urn:xoev-de:fim:codeliste:onlinedienstlinktyp"};
 def typisierung_list: {"@listURI": "urn:de:fim:leika:typisierung"};

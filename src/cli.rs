@@ -2,7 +2,25 @@
 //! mapping tests and reports — argument parsing here; the operator's actions in [`actions`] (through
 //! [`crate::ops`]), the views of the store in [`views`], the configuration tools in [`tools`].
 
+/// `println!` that hands a failed write (a closed pipe: `log | head -1`) back to the caller as an
+/// error instead of panicking; `main` ends quietly with exit 0 on a closed pipe ([`closed_pipe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
+/// `print!` as [`outln!`] is `println!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 mod actions;
+pub mod logging;
 mod plans;
 mod tools;
 mod views;
@@ -80,6 +98,10 @@ pub enum Command {
     Retry(RetryArgs),
     /// Leave an item alone until its content changes (e.g. a form that is migrated by hand).
     Skip(SkipArgs),
+    /// Undo a skip: the next run migrates the item as any other.
+    Unskip(UnskipArgs),
+    /// List items with their status per target (skipped ones as `skipped`), e.g. all quarantined ones.
+    Items(ItemsArgs),
     /// Settle a conflict (the portal's copy changed since our last write).
     Resolve(ResolveArgs),
     /// Reports for the model regions.
@@ -164,6 +186,33 @@ pub struct SkipArgs {
     /// When a run holds the item's source: wait up to this many seconds for it, then exit 4.
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UnskipArgs {
+    pub key: String,
+    /// Why (for the migration log).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub operator: Operator,
+    /// When a run holds the item's source: wait up to this many seconds for it, then exit 4.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ItemsArgs {
+    /// Only items in this status at some target: new, delivered, unchanged, failed, quarantined,
+    /// conflict, withdrawn, or skipped.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Only items of this source.
+    #[arg(long, value_name = "ID")]
+    pub source: Option<String>,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -266,8 +315,8 @@ pub struct MapArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Listen address of the admin API [default: admin.listen of the config]
-    #[arg(long, value_name = "ADDR")]
+    /// Listen address of the admin API, e.g. 127.0.0.1:8085 or localhost:8085 [default: admin.listen of the config]
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::listen_address)]
     pub listen: Option<std::net::SocketAddr>,
 }
 
@@ -395,9 +444,16 @@ pub struct LogArgs {
     /// Only the actions of this operator (an admin token's name, or an OS user).
     #[arg(long, value_name = "NAME")]
     pub actor: Option<String>,
-    /// At most this many (the most recent) events.
-    #[arg(long, default_value_t = 200)]
+    /// At most this many (the most recent) events; the command says when there are more.
+    #[arg(long, default_value_t = 200, conflicts_with = "all")]
     pub limit: i64,
+    /// Every matching event, however many.
+    #[arg(long)]
+    pub all: bool,
+    /// Only events before this event id (the `id` of `--json`, the first column of the table): the
+    /// page before the one shown.
+    #[arg(long, value_name = "ID")]
+    pub before: Option<i64>,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -417,6 +473,10 @@ pub struct TestMappingsArgs {
     /// Only the fixtures of this mapping.
     #[arg(long, value_name = "NAME")]
     pub mapping: Option<String>,
+    /// Write each expected file whose output differs (or is missing) with the actual output; review
+    /// the change with `git diff mappings/tests` before committing it.
+    #[arg(long)]
+    pub update: bool,
 }
 
 /// Process exit codes.
@@ -435,6 +495,14 @@ pub enum Exit {
     Refused = 6,
     /// Stopped by Ctrl-C (SIGINT) or SIGTERM.
     Interrupted = 130,
+}
+
+/// Whether `error` is a write to a pipe whose reader has gone (`portal-bridge log | head -1`): the
+/// command ends quietly with exit 0 then, as other command-line tools do.
+pub fn closed_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// Runs a parsed command line.
@@ -457,6 +525,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Adopt(command) => actions::adopt(&config, command).await,
         Command::Retry(args) => actions::retry(config, args).await,
         Command::Skip(args) => actions::skip(&config, args).await,
+        Command::Unskip(args) => actions::unskip(&config, args).await,
+        Command::Items(args) => views::items(&config, args).await,
         Command::Resolve(args) => actions::resolve(config, args).await,
         Command::Migrate(args) => actions::migrate(config, args).await,
         Command::Plan(args) => plans::plan(config, args).await,
@@ -489,6 +559,13 @@ fn load_validators(config: &Config) -> Result<Option<Validators>> {
 
 async fn open_store(config: &Config) -> Result<Store> {
     Store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&config.database_url)))
+}
+
+/// The database for a command that only reads it: nothing is created when it does not exist yet.
+async fn open_store_read(config: &Config) -> Result<Store> {
+    Store::open_existing(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", redact(&config.database_url)))
 }

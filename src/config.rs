@@ -29,6 +29,34 @@ mod unknown;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use raw::*;
+pub use unknown::{closest_of, with_suggestion};
+
+/// `unknown {what} `{given}``, with the closest of `known` as a suggestion and the list of them:
+/// "unknown mapping `zufi-to-xzuf` (did you mean `zufi-to-xzufi`?); there are: a, b".
+pub fn unknown_name(what: &str, given: &str, known: &[&str]) -> String {
+    let hint = closest_of(given, known).map(|name| format!(" (did you mean `{name}`?)")).unwrap_or_default();
+    let list =
+        if known.is_empty() { "none is configured".to_owned() } else { format!("there are: {}", known.join(", ")) };
+    format!("unknown {what} `{given}`{hint}; {list}")
+}
+
+/// The address to listen on: `127.0.0.1:8080`, `[::1]:8080`, or a host name with a port
+/// (`localhost:8085`, resolved now; its first address is taken).
+pub fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let refused = |why: String| {
+        format!(
+            "`{text}` is neither an address with a port (127.0.0.1:8080, [::1]:8080) nor a host name with one (localhost:8080): {why}"
+        )
+    };
+    match text.to_socket_addrs() {
+        Ok(mut addresses) => addresses.next().ok_or_else(|| refused("the name has no address".into())),
+        Err(e) => Err(refused(e.to_string())),
+    }
+}
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "PORTAL_BRIDGE_CONFIG";

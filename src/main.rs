@@ -1,8 +1,7 @@
 //! The `portal-bridge` binary: parse the command line, set up logging, run the command, map the result to an exit code.
 
 use clap::Parser;
-use portal_bridge::cli::{self, Cli, Exit, LogFormat};
-use tracing_subscriber::EnvFilter;
+use portal_bridge::cli::{self, Cli, Exit};
 
 /// mimalloc instead of the system allocator: mapping (jaq) allocates and frees a value at nearly every
 /// step, and glibc's malloc/free were a third of its profile (docs/performance.md). Wrapped in the
@@ -56,20 +55,10 @@ extern "C" fn tune_allocator() {
 
 async fn run() {
     let cli = Cli::parse();
-    let default_level = match cli.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,portal_bridge={default_level}")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    cli::logging::init(cli.log_format, cli.verbose);
     let code = match cli::run(cli).await {
         Ok(exit) => exit,
+        Err(error) if cli::closed_pipe(&error) => Exit::Ok,
         Err(error) => {
             eprintln!("error: {error:#}");
             Exit::Fatal

@@ -47,6 +47,23 @@ pub fn missed_run(schedule: &Schedule, last_run: Option<DateTime<Utc>>, now: Dat
     }
 }
 
+/// Refuses a number outside `low..=high` in a field (lists, ranges and the start of steps are
+/// looked into; names such as `MON` are left to the parser), naming the field and its real range
+/// (the cron crate's own message for an hour of 24 says "less than 23").
+fn check_range(name: &str, field: &str, low: u32, high: u32) -> Result<(), String> {
+    for part in field.split(',') {
+        let range = part.split('/').next().unwrap_or(part);
+        for value in range.split('-') {
+            if let Ok(number) = value.parse::<u32>()
+                && !(low..=high).contains(&number)
+            {
+                return Err(format!("the {name} field `{field}` has {number}, outside its range {low}–{high}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A parsed schedule, ready to answer "when next?".
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -85,6 +102,16 @@ impl Schedule {
             }
         };
         let [minute, hour, dom, month, dow] = [rest[0], rest[1], rest[2], rest[3], rest[4]];
+        for (name, field, low, high) in [
+            ("second", seconds, 0, 59),
+            ("minute", minute, 0, 59),
+            ("hour", hour, 0, 23),
+            ("day-of-month", dom, 1, 31),
+            ("month", month, 1, 12),
+            ("day-of-week", dow, 0, 7),
+        ] {
+            check_range(name, field, low, high)?;
+        }
         let days = translate_day_of_week(dow)?;
         let build = |dom: &str, dow: &str| -> Result<cron::Schedule, String> {
             let text = format!("{seconds} {minute} {hour} {dom} {month} {dow}");
@@ -188,6 +215,23 @@ mod tests {
     use chrono::{Datelike, TimeZone, Timelike, Weekday};
 
     use super::*;
+
+    #[test]
+    fn a_number_out_of_range_names_the_field_and_its_real_range() {
+        let tz = chrono_tz::Europe::Berlin;
+        assert_eq!(
+            Schedule::parse("0 24 * * *", tz).unwrap_err(),
+            "the hour field `24` has 24, outside its range 0–23"
+        );
+        assert_eq!(
+            Schedule::parse("0 8-25 * * *", tz).unwrap_err(),
+            "the hour field `8-25` has 25, outside its range 0–23"
+        );
+        assert!(Schedule::parse("60 * * * *", tz).unwrap_err().contains("minute field `60`"));
+        assert!(Schedule::parse("0 0 32 * *", tz).unwrap_err().contains("range 1–31"));
+        assert!(Schedule::parse("0 23 * * *", tz).is_ok());
+        assert!(Schedule::parse("*/15 0-23 1,15 1-12 MON-FRI", tz).is_ok());
+    }
 
     fn berlin(expr: &str) -> Schedule {
         Schedule::parse(expr, chrono_tz::Europe::Berlin).unwrap()

@@ -210,7 +210,7 @@ struct ItemBody {
     overwrite: bool,
 }
 
-/// `POST /api/items/{key}/retry`, `…/skip`, `…/resolve`: the item actions; the key percent-encoded
+/// `POST /api/items/{key}/retry`, `…/skip`, `…/unskip`, `…/resolve`: the item actions; the key percent-encoded
 /// or with its `/`.
 pub(crate) async fn item_action(
     Operator(caller): Operator,
@@ -218,10 +218,12 @@ pub(crate) async fn item_action(
     Path(path): Path<String>,
     bytes: Bytes,
 ) -> Answer {
-    let Some((key, action)) = path.rsplit_once('/').filter(|(_, a)| matches!(*a, "retry" | "skip" | "resolve")) else {
+    let Some((key, action)) =
+        path.rsplit_once('/').filter(|(_, a)| matches!(*a, "retry" | "skip" | "unskip" | "resolve"))
+    else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no endpoint POST /api/items/{path}; use …/retry, …/skip or …/resolve"),
+            format!("no endpoint POST /api/items/{path}; use …/retry, …/skip, …/unskip or …/resolve"),
         ));
     };
     let body: ItemBody = body(&bytes, "{\"reason\": text} (resolve: and \"overwrite\": true)", true)?;
@@ -236,16 +238,22 @@ pub(crate) async fn item_action(
                 None => StatusCode::OK.into_response(),
             })
         }
-        "skip" => {
+        "skip" | "unskip" => {
             let holding = Holding {
                 holder: format!("{}#api", state.instance),
                 ttl: state.lease,
                 wait: std::time::Duration::ZERO,
                 stop: Default::default(),
             };
-            ops::skip(&ctx, &holding, &actor, key, reason.unwrap_or_default())
-                .await
-                .map(|()| Json(json!({ "skipped": key })).into_response())
+            if action == "skip" {
+                ops::skip(&ctx, &holding, &actor, key, reason.unwrap_or_default())
+                    .await
+                    .map(|()| Json(json!({ "skipped": key })).into_response())
+            } else {
+                ops::unskip(&ctx, &holding, &actor, key, reason)
+                    .await
+                    .map(|()| Json(json!({ "unskipped": key })).into_response())
+            }
         }
         _ => {
             if !body.overwrite {

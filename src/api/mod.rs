@@ -14,6 +14,7 @@
 //! GET    /api/items/{key}              rows per target and the item's log; key percent-encoded or with its `/` (viewer)
 //! POST   /api/items/{key}/retry        {"reason"} → a run of the item: 202 with the run id, or 409 (operator)
 //! POST   /api/items/{key}/skip         {"reason"} → 200; left alone until its content changes (operator)
+//! POST   /api/items/{key}/unskip       {"reason"?} → 200; the skip undone, migrated as any other (operator)
 //! POST   /api/items/{key}/resolve      {"overwrite": true, "reason"} → a run overwriting the portal's copy (operator)
 //! POST   /api/retry                    {"items": [..]} or {"status", "source"}, and "reason" → 202, or 200 when
 //!                                      nothing is in that status (operator)

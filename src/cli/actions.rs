@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use super::{
     AdoptCommand, AdoptImportArgs, AdoptKeyArgs, ApplyArgs, Exit, MigrateArgs, ResolveArgs, RetryArgs, SkipArgs,
-    load_validators, open_store, table,
+    UnskipArgs, load_validators, open_store, table,
 };
 use crate::config::Config;
 use crate::domain::{RunStatus, SystemClock, Trigger};
@@ -133,7 +133,7 @@ pub(super) async fn retry(config: Arc<Config>, args: RetryArgs) -> Result<Exit> 
     match ops::retry(&ctx(&config, &store), &local, &args.operator.actor(), what, args.reason.as_deref()).await {
         Ok(Some(started)) => complete(started, &store, args.json).await,
         Ok(None) => {
-            println!("nothing to retry");
+            outln!("nothing to retry");
             Ok(Exit::Ok)
         }
         Err(e) => refused(e),
@@ -153,7 +153,28 @@ pub(super) async fn skip(config: &Config, args: SkipArgs) -> Result<Exit> {
     signals.abort();
     match skipped {
         Ok(()) => {
-            println!("{} is left alone until its content changes", args.key);
+            outln!("{} is left alone until its content changes", args.key);
+            Ok(Exit::Ok)
+        }
+        Err(e) => refused(e),
+    }
+}
+
+pub(super) async fn unskip(config: &Config, args: UnskipArgs) -> Result<Exit> {
+    let store = open_store(config).await?;
+    let holding = Holding {
+        holder: format!("{}#unskip", pipeline::hold::instance_name()),
+        ttl: config.lease,
+        wait: std::time::Duration::from_secs(args.wait),
+        stop: pipeline::Stop::default(),
+    };
+    let signals = stop_on_signals(holding.stop.clone())?;
+    let actor = args.operator.actor();
+    let unskipped = ops::unskip(&ctx(config, &store), &holding, &actor, &args.key, args.reason.as_deref()).await;
+    signals.abort();
+    match unskipped {
+        Ok(()) => {
+            outln!("{} is no longer skipped; the next run migrates it", args.key);
             Ok(Exit::Ok)
         }
         Err(e) => refused(e),
@@ -219,40 +240,53 @@ pub(super) async fn complete(started: pipeline::Started, store: &Store, json: bo
             "sources": report.sources,
             "awaiting_plan": report.awaiting.as_ref().map(|plan| plan.id),
         });
-        println!("{out}");
+        outln!("{out}");
     } else {
         let run = report.run_id.map_or("dry run".to_owned(), |id| format!("run {id}"));
-        println!(
+        outln!(
             "{run}: {} — {} new, {} updated, {} unchanged, {} failed, {} quarantined, {} withdrawn, {} conflict",
-            report.status, c.new, c.updated, c.unchanged, c.failed, c.quarantined, c.withdrawn, c.conflict
+            report.status,
+            c.new,
+            c.updated,
+            c.unchanged,
+            c.failed,
+            c.quarantined,
+            c.withdrawn,
+            c.conflict
         );
         for problem in &report.problems {
-            println!(
+            outln!(
                 "  {} {} [{} → {}]: {}",
-                problem.status, problem.item_key, problem.stage, problem.target, problem.message
+                problem.status,
+                problem.item_key,
+                problem.stage,
+                problem.target,
+                problem.message
             );
         }
         for error in &report.errors {
-            println!("  error: {error}");
+            outln!("  error: {error}");
         }
         if !report.warned.is_empty() {
-            println!("  {} document(s) delivered with warnings:", report.warned.len());
+            outln!("  {} document(s) delivered with warnings:", report.warned.len());
         }
         for warned in &report.warned {
-            println!("  warned {} [→ {}]: {}", warned.item_key, warned.target, warned.warnings.join("; "));
+            outln!("  warned {} [→ {}]: {}", warned.item_key, warned.target, warned.warnings.join("; "));
         }
         for warning in &report.warnings {
-            println!("  warning: {warning}");
+            outln!("  warning: {warning}");
         }
         if let Some(plan) = &report.awaiting {
-            println!(
+            outln!(
                 "plan {} ({}) awaits approval by {} person(s) other than its author; nothing of it was delivered:",
-                plan.id, plan.summary, plan.verdict.approvers
+                plan.id,
+                plan.summary,
+                plan.verdict.approvers
             );
             for reason in &plan.verdict.reasons {
-                println!("  - {reason}");
+                outln!("  - {reason}");
             }
-            println!(
+            outln!(
                 "review it with `portal-bridge plan show {0}`, approve with `portal-bridge approve {0} --reason …`, \
                  then `portal-bridge apply {0}`",
                 plan.id
@@ -273,6 +307,21 @@ pub(super) async fn complete(started: pipeline::Started, store: &Store, json: bo
 pub(super) async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
     let Some(local) = Local::new(config.clone(), args.wait, args.json).await? else { return Ok(Exit::Usage) };
     let store = local.deps.store.clone();
+    // A typo in `--item` is a usage error, not a partial run: an item the ledger does not know is
+    // migrated for the first time with its source (`--source`).
+    for item in &args.items {
+        if crate::domain::ItemKey::parse(item).is_some()
+            && config.source(item.split_once('/').map_or("", |(s, _)| s)).is_some()
+            && store.item(item).await?.is_empty()
+        {
+            let source = item.split_once('/').map_or("", |(s, _)| s);
+            eprintln!(
+                "{}; an item not migrated yet goes with its source: --source {source}",
+                super::views::unknown_item(&store, item).await?
+            );
+            return Ok(Exit::Usage);
+        }
+    }
     let request = RunRequest {
         sources: args.sources.clone(),
         items: args.items.clone(),
@@ -315,8 +364,8 @@ pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit
             .await;
             let name = args.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
             match added {
-                Ok(true) => println!("{ars}{name} now adopts {service}; the next migration delivers the Zuständigkeit"),
-                Ok(false) => println!("{ars} already adopts {service}"),
+                Ok(true) => outln!("{ars}{name} now adopts {service}; the next migration delivers the Zuständigkeit"),
+                Ok(false) => outln!("{ars} already adopts {service}"),
                 Err(e) => return refused(e),
             }
         }
@@ -325,7 +374,7 @@ pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit
                 ops::adopt_remove(&ctx, &args.operator.actor(), &args.ars, &args.service, args.reason.as_deref()).await;
             match removed {
                 Ok(()) => {
-                    println!("{} no longer adopts {}; the next migration updates the service", args.ars, args.service)
+                    outln!("{} no longer adopts {}; the next migration updates the service", args.ars, args.service)
                 }
                 Err(e) => return refused(e),
             }
@@ -338,7 +387,7 @@ pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit
                 .filter(|a| args.service.as_ref().is_none_or(|s| &a.service == s))
                 .collect();
             if args.json {
-                println!("{}", serde_json::to_string(&adoptions)?);
+                outln!("{}", serde_json::to_string(&adoptions)?);
             } else {
                 let mut out = table(&["service (LeiKa)", "ARS", "municipality", "since"]);
                 for a in &adoptions {
@@ -349,7 +398,7 @@ pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit
                         a.created_at.clone(),
                     ]);
                 }
-                println!("{out}");
+                outln!("{out}");
             }
         }
         AdoptCommand::Import(args) => return import_adoptions(&ctx, args).await,
@@ -365,7 +414,7 @@ pub(super) async fn import_adoptions(ctx: &Ctx<'_>, args: AdoptImportArgs) -> Re
     let actor = args.operator.actor();
     match ops::import_adoptions(ctx, &actor, &text, &file, args.force, args.reason.as_deref()).await {
         Ok(imported) => {
-            println!("{} row(s), {} new adoption(s)", imported.rows, imported.added);
+            outln!("{} row(s), {} new adoption(s)", imported.rows, imported.added);
             Ok(Exit::Ok)
         }
         Err(e) => refused(e),

@@ -58,34 +58,34 @@ async fn make(config: Arc<Config>, args: PlanNewArgs) -> Result<Exit> {
             "reasons": made.verdict.reasons,
             "problems": made.report.problems.len(),
         });
-        println!("{answer}");
+        outln!("{answer}");
     } else {
-        println!("plan {}: {}", made.id, made.summary);
+        outln!("plan {}: {}", made.id, made.summary);
         if made.verdict.approvers == 0 {
-            println!("no approval needed");
+            outln!("no approval needed");
         } else {
-            println!("needs {} approval(s) by someone other than its author:", made.verdict.approvers);
+            outln!("needs {} approval(s) by someone other than its author:", made.verdict.approvers);
             for reason in &made.verdict.reasons {
-                println!("  - {reason}");
+                outln!("  - {reason}");
             }
         }
         if !made.report.problems.is_empty() {
-            println!(
+            outln!(
                 "{} item(s) cannot be planned (see `plan show {}` and the run's problems)",
                 made.report.problems.len(),
                 made.id
             );
         }
-        println!("see the changes: portal-bridge plan show {}", made.id);
+        outln!("see the changes: portal-bridge plan show {}", made.id);
     }
     Ok(Exit::Ok)
 }
 
 async fn list(config: &Config, args: JsonFlag) -> Result<Exit> {
-    let store = open_store(config).await?;
+    let store = super::open_store_read(config).await?;
     let plans = store.plans(None, 200).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plans)?);
+        outln!("{}", serde_json::to_string_pretty(&plans)?);
         return Ok(Exit::Ok);
     }
     let mut t = table(&["id", "status", "author", "created", "changes", "approvals needed"]);
@@ -100,12 +100,12 @@ async fn list(config: &Config, args: JsonFlag) -> Result<Exit> {
             p.approvals_needed.to_string(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(Exit::Ok)
 }
 
 async fn show(config: &Config, args: PlanShowArgs) -> Result<Exit> {
-    let store = open_store(config).await?;
+    let store = super::open_store_read(config).await?;
     let Some(plan) = store.plan(args.id).await? else {
         eprintln!("no plan {} (see `portal-bridge plan list`)", args.id);
         return Ok(Exit::Usage);
@@ -119,10 +119,10 @@ async fn show(config: &Config, args: PlanShowArgs) -> Result<Exit> {
             decisions: &decisions,
             entries: &entries,
         };
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         let colour = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
-        print!("{}", plan_view::text(&plan, &decisions, &entries, colour));
+        out!("{}", plan_view::text(&plan, &decisions, &entries, colour));
     }
     Ok(Exit::Ok)
 }
@@ -137,9 +137,9 @@ pub(super) async fn decide(config: &Config, args: DecideArgs, decision: crate::p
     let actor = Actor::os_user();
     match ops::decide_plan(&ctx, &actor, args.id, decision, &args.reason).await {
         Ok(status) => {
-            println!("plan {} {}d by {actor}; it is {} now", args.id, decision.as_str(), status.as_str());
+            outln!("plan {} {}d by {actor}; it is {} now", args.id, decision.as_str(), status.as_str());
             if status == crate::store::plans::PlanStatus::Approved {
-                println!("apply it: portal-bridge apply {}", args.id);
+                outln!("apply it: portal-bridge apply {}", args.id);
             }
             Ok(Exit::Ok)
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{Exit, MapArgs, TestMappingsArgs, load_validators, open_store, redact};
+use super::{Exit, MapArgs, TestMappingsArgs, load_validators, redact};
 use crate::config::Config;
 use crate::mapping::fixtures;
 use crate::pipeline;
@@ -21,45 +21,83 @@ pub(super) async fn check(config: &Config) -> Result<Exit> {
             return Ok(Exit::Usage);
         }
     };
-    println!("configuration {} is valid", config.file.display());
-    println!("database: {}", redact(&config.database_url));
-    println!("mappings: {}", config.mappings.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
-    println!("targets: {}", config.targets.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "));
+    if let Some(problem) = state_problem(config).await {
+        eprintln!("{problem}");
+        return Ok(Exit::Usage);
+    }
+    outln!("configuration {} is valid", config.file.display());
+    outln!("database: {}", redact(&config.database_url));
+    outln!("mappings: {}", config.mappings.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
+    outln!("targets: {}", config.targets.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "));
     let identities: Vec<String> = access.tokens.identities().map(|i| format!("{} ({})", i.name, i.role)).collect();
     if identities.is_empty() {
-        println!("admin API: no tokens, so it refuses every action");
+        outln!("admin API: no tokens, so it refuses every action");
     } else {
-        println!("admin API tokens: {}", identities.join(", "));
+        outln!("admin API tokens: {}", identities.join(", "));
     }
     let now = chrono::Utc::now();
     for source in &config.sources {
         let names: Vec<&str> = source.mappings.iter().map(|m| m.name.as_str()).collect();
-        println!("source {} ({}) → {}", source.id, source.region, names.join(", "));
+        outln!("source {} ({}) → {}", source.id, source.region, names.join(", "));
         match &source.schedule {
-            None => println!("  no schedule (runs only when triggered)"),
+            None => outln!("  no schedule (runs only when triggered)"),
             Some(schedule) => {
                 let times: Vec<String> =
                     schedule.upcoming(now, 3).iter().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string()).collect();
-                println!("  schedule `{}` ({}): next {}", schedule.expression, schedule.timezone, times.join(", "));
+                outln!("  schedule `{}` ({}): next {}", schedule.expression, schedule.timezone, times.join(", "));
             }
         }
     }
     for broken in &config.codelists.broken {
-        println!("warning: {broken}; items that need it are mapped without it (missing codelist), with this reason");
+        outln!("warning: {broken}; items that need it are mapped without it (missing codelist), with this reason");
     }
-    missing_codelists(config).await;
+    missing_codelists(config).await?;
     Ok(Exit::Ok)
+}
+
+/// What keeps an SQLite database from being written: a read-only database, or a state directory
+/// that cannot be created or written (nothing is created by the check).
+async fn state_problem(config: &Config) -> Option<String> {
+    let path = config.database_url.strip_prefix("sqlite://")?.split('?').next()?;
+    let path = std::path::Path::new(path);
+    if path.exists() {
+        return match Store::open(&config.database_url).await {
+            Ok(store) => {
+                store.close().await;
+                None
+            }
+            Err(e) => Some(format!("database {}: {e}", path.display())),
+        };
+    }
+    // The first run creates the directory: the nearest existing one must take a file.
+    let mut dir = path.parent()?;
+    while !dir.exists() {
+        dir = dir.parent()?;
+    }
+    let probe = dir.join(format!(".portal-bridge-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "the database {} cannot be created: the directory {} is not writable ({e}); make the state directory \
+             writable for the bridge's user (with the systemd unit: ReadWritePaths=)",
+            path.display(),
+            dir.display()
+        )),
+    }
 }
 
 /// `check`'s warning section: every codelist the directory sources' records refer to that the
 /// codelist directory lacks, and, with XRepository configured, whether the database cache has it.
-pub(super) async fn missing_codelists(config: &Config) {
+pub(super) async fn missing_codelists(config: &Config) -> Result<()> {
     let store = match &config.xrepository {
         None => None,
-        Some(_) => match Store::open(&config.database_url).await {
+        Some(_) => match Store::open_existing(&config.database_url).await {
             Ok(store) => Some(store),
             Err(e) => {
-                println!(
+                outln!(
                     "warning: cannot open the database {} to look at the codelist cache: {e}",
                     redact(&config.database_url)
                 );
@@ -70,28 +108,35 @@ pub(super) async fn missing_codelists(config: &Config) {
     let missing = match pipeline::codelists::missing(config, store.as_ref()).await {
         Ok(missing) => missing,
         Err(e) => {
-            println!("warning: cannot read the codelist cache: {e}");
-            return;
+            outln!("warning: cannot read the codelist cache: {e}");
+            return Ok(());
         }
     };
     if let Some(store) = store {
         store.close().await;
     }
     if missing.is_empty() {
-        return;
+        return Ok(());
     }
-    println!("warning: {} codelist(s) referenced by the records are not in the codelist directory:", missing.len());
+    outln!("warning: {} codelist(s) referenced by the records are not in the codelist directory:", missing.len());
     for list in &missing {
         let place = match (&config.xrepository, list.cached) {
             (None, _) => "missing",
             (Some(_), true) => "in the database cache (fetched from XRepository)",
             (Some(_), false) => "not cached yet: fetched from XRepository at the next run",
         };
-        println!("  {} ({}): {place}", list.reference.urn(), list.reference.version_text());
+        outln!("  {} ({}): {place}", list.reference.urn(), list.reference.version_text());
         for needed in &list.needed_by {
-            println!("    needed by {needed}");
+            outln!("    needed by {needed}");
         }
     }
+    Ok(())
+}
+
+/// "unknown mapping `x` (did you mean `y`?); there are: …" for `--mapping`.
+fn unknown_mapping(config: &Config, name: &str) -> String {
+    let known: Vec<&str> = config.mappings.iter().map(|m| m.name.as_str()).collect();
+    crate::config::unknown_name("mapping", name, &known)
 }
 
 pub(super) fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<Exit> {
@@ -100,26 +145,36 @@ pub(super) fn test_mappings(config: &Config, args: TestMappingsArgs) -> Result<E
     if let Some(name) = &args.mapping
         && mappings.is_empty()
     {
-        eprintln!("no mapping named `{name}`");
+        eprintln!("{}", unknown_mapping(config, name));
         return Ok(Exit::Usage);
     }
     let dir = config.mappings.first().and_then(|m| m.file.parent()).map(|d| d.join("tests")).unwrap_or_default();
-    let results = fixtures::run_all(&dir, &mappings, &config.codelists_val);
+    let results = if args.update {
+        fixtures::update_all(&dir, &mappings, &config.codelists_val)
+    } else {
+        fixtures::run_all(&dir, &mappings, &config.codelists_val)
+    };
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    let updated = results.iter().filter(|r| r.updated).count();
     for result in &results {
         match &result.failure {
-            None => println!("ok    {} / {}", result.mapping, result.case),
-            Some(why) => println!("FAIL  {} / {}\n{why}", result.mapping, result.case),
+            None if result.updated => outln!("wrote {} / {}", result.mapping, result.case),
+            None => outln!("ok    {} / {}", result.mapping, result.case),
+            Some(why) => outln!("FAIL  {} / {}\n{why}", result.mapping, result.case),
         }
     }
-    println!("{} fixture(s), {} failed", results.len(), failed);
+    if args.update {
+        outln!("{} fixture(s), {updated} expected file(s) written, {failed} failed", results.len());
+    } else {
+        outln!("{} fixture(s), {} failed", results.len(), failed);
+    }
     Ok(if failed > 0 || results.is_empty() { Exit::Partial } else { Exit::Ok })
 }
 
 pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit> {
     use std::io::Write;
     let Some(mapping) = config.mappings.iter().find(|m| m.name == args.mapping).cloned() else {
-        eprintln!("no mapping named `{}`", args.mapping);
+        eprintln!("{}", unknown_mapping(&config, &args.mapping));
         return Ok(Exit::Usage);
     };
     let source = match &args.source {
@@ -127,7 +182,8 @@ pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit>
         Some(id) => match config.source(id) {
             Some(source) => Some(source.clone()),
             None => {
-                eprintln!("unknown source `{id}`");
+                let known: Vec<&str> = config.sources.iter().map(|s| s.id.as_str()).collect();
+                eprintln!("{}", crate::config::unknown_name("source", id, &known));
                 return Ok(Exit::Usage);
             }
         },
@@ -143,13 +199,28 @@ pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit>
     // What `migrate` maps with besides the file: the codelists cached from XRepository and the
     // adoptions of a service source, both in the database.
     let adopting = source.as_ref().is_some_and(|s| s.leika_key.is_some());
-    let (config, inputs) = if config.xrepository.is_some() || adopting {
-        let store = open_store(&config).await?;
-        let joined = crate::pipeline::codelists::with_cached(&config, &store).await?;
-        let adoptions = if adopting { store.adoptions_by_service().await? } else { Default::default() };
-        (joined, crate::source::Inputs { adoptions })
+    // A database that does not exist yet holds neither (and `map` creates none).
+    let store = if config.xrepository.is_some() || adopting {
+        match Store::open_existing(&config.database_url).await {
+            Ok(store) => Some(store),
+            Err(crate::store::StoreError::Missing { .. }) => None,
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("opening the database {}", redact(&config.database_url)))
+                );
+            }
+        }
     } else {
-        (config, crate::source::Inputs::default())
+        None
+    };
+    let (config, inputs) = match store {
+        Some(store) => {
+            let joined = crate::pipeline::codelists::with_cached(&config, &store).await?;
+            let adoptions = if adopting { store.adoptions_by_service().await? } else { Default::default() };
+            store.close().await;
+            (joined, crate::source::Inputs { adoptions })
+        }
+        None => (config, crate::source::Inputs::default()),
     };
     let mapping = config.mappings.iter().find(|m| m.name == mapping.name).cloned().unwrap_or(mapping);
     let mut exit = Exit::Ok;

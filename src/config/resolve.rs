@@ -34,7 +34,7 @@ impl Config {
         }
         let raw = raw.map_err(|e| {
             let line = e.span().map(|s| crate::codec::line_of(text.as_bytes(), s.start));
-            report.file(file, line, e.message().trim());
+            report.file(file, line, unknown::with_suggestion(e.message().trim()));
             ConfigErrors(std::mem::take(&mut report.errors))
         })?;
         let config_dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -225,8 +225,8 @@ fn resolve_budget(raw: &RawConfig, report: &mut Report<'_>) -> crate::mapping::B
 
 /// The `[admin]` settings: where the admin API listens and which tokens it takes.
 fn resolve_admin(raw: &RawConfig, root: &Path, report: &mut Report<'_>) -> Admin {
-    let admin_listen = raw.admin.listen.get_ref().parse::<std::net::SocketAddr>().unwrap_or_else(|e| {
-        report.at(&raw.admin.listen, format!("admin.listen `{}`: {e}", raw.admin.listen.get_ref()));
+    let admin_listen = super::listen_address(raw.admin.listen.get_ref()).unwrap_or_else(|e| {
+        report.at(&raw.admin.listen, format!("admin.listen: {e}"));
         ([127, 0, 0, 1], 8080).into()
     });
     let admin_token = match (&raw.admin.token_env, &raw.admin.token_file) {

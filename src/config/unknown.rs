@@ -176,12 +176,37 @@ fn known_keys(parent: &[Step]) -> &'static [&'static str] {
     }
 }
 
+/// A serde message about an unknown field or variant (`unknown field `nme`, expected one of `name`,
+/// …`) with the closest of the expected names added: `… (did you mean `name`?)`. Other messages
+/// come back as they are.
+pub fn with_suggestion(message: &str) -> String {
+    let quoted = |text: &str| -> Vec<String> { text.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+    let Some(rest) = message.strip_prefix("unknown field ").or_else(|| message.strip_prefix("unknown variant ")) else {
+        return message.to_owned();
+    };
+    let Some((given, expected)) = rest.split_once(", expected ") else { return message.to_owned() };
+    let (Some(given), expected) = (quoted(given).into_iter().next(), quoted(expected)) else {
+        return message.to_owned();
+    };
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    match closest_of(&given, &expected) {
+        Some(name) => format!("{message} (did you mean `{name}`?)"),
+        None => message.to_owned(),
+    }
+}
+
 /// The known key closest to `key`, if one is close enough to be a typo of it.
 fn closest(key: &str, known: &[&'static str]) -> Option<&'static str> {
+    closest_of(key, known)
+}
+
+/// [`closest`] for names of any lifetime: the name in `known` closest to `key`, if one is close
+/// enough to be a typo of it (for hints such as "did you mean `aachen-forms`?").
+pub fn closest_of<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     let key = key.to_lowercase();
     known
         .iter()
-        .map(|candidate| (distance(&key, candidate), *candidate))
+        .map(|candidate| (distance(&key, &candidate.to_lowercase()), *candidate))
         .filter(|(distance, candidate)| *distance <= (candidate.len().max(key.len()) / 3).max(1))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
@@ -206,6 +231,23 @@ mod tests {
         let (raw, paths) = parse(text);
         raw.unwrap();
         paths.iter().map(|path| (line(text, path), message(path))).collect()
+    }
+
+    #[test]
+    fn unknown_fields_and_variants_of_serde_messages_get_the_closest_name() {
+        assert_eq!(
+            with_suggestion("unknown field `nme`, expected one of `name`, `description`, `input`"),
+            "unknown field `nme`, expected one of `name`, `description`, `input` (did you mean `name`?)"
+        );
+        assert_eq!(
+            with_suggestion("unknown variant `arry`, expected `array` or `lines`"),
+            "unknown variant `arry`, expected `array` or `lines` (did you mean `array`?)"
+        );
+        assert_eq!(
+            with_suggestion("unknown field `zzzzzz`, expected `name`"),
+            "unknown field `zzzzzz`, expected `name`"
+        );
+        assert_eq!(with_suggestion("invalid type: integer"), "invalid type: integer");
     }
 
     #[test]

@@ -12,12 +12,29 @@ use crate::codec::{self, Format, Limits};
 pub struct FixtureResult {
     pub mapping: String,
     pub case: String,
-    /// `None` if the output matched; otherwise what went wrong (a diff or an error).
+    /// `None` if the output matched (or was written); otherwise what went wrong (a diff or an error).
     pub failure: Option<String>,
+    /// The expected file was written with the actual output ([`update_all`]).
+    pub updated: bool,
 }
 
 /// Runs every fixture under `dir/<mapping name>/` for the given mappings.
 pub fn run_all(dir: &Path, mappings: &[std::sync::Arc<Mapping>], codelists: &jaq_json::Val) -> Vec<FixtureResult> {
+    run_fixtures(dir, mappings, codelists, false)
+}
+
+/// [`run_all`], writing each expected file whose output differs (or that is missing) with the
+/// actual output; a fixture whose mapping fails is reported and its file left as it is.
+pub fn update_all(dir: &Path, mappings: &[std::sync::Arc<Mapping>], codelists: &jaq_json::Val) -> Vec<FixtureResult> {
+    run_fixtures(dir, mappings, codelists, true)
+}
+
+fn run_fixtures(
+    dir: &Path,
+    mappings: &[std::sync::Arc<Mapping>],
+    codelists: &jaq_json::Val,
+    update: bool,
+) -> Vec<FixtureResult> {
     let mut results = Vec::new();
     for mapping in mappings {
         let cases_dir = dir.join(&mapping.name);
@@ -37,8 +54,16 @@ pub fn run_all(dir: &Path, mappings: &[std::sync::Arc<Mapping>], codelists: &jaq
         for input in inputs {
             let case = input.file_stem().unwrap_or_default().to_string_lossy().into_owned();
             let expected = cases_dir.join(format!("{case}.expected.{}", mapping.output.format.extension()));
-            let failure = run_one(mapping, &input, &expected, &case, codelists).err();
-            results.push(FixtureResult { mapping: mapping.name.clone(), case, failure });
+            let (failure, updated) = match run_one(mapping, &input, &expected, &case, codelists) {
+                Ok(()) => (None, false),
+                Err(Mismatch::Output(actual)) if update => match std::fs::write(&expected, actual) {
+                    Ok(()) => (None, true),
+                    Err(e) => (Some(format!("{}: {e}", expected.display())), false),
+                },
+                Err(Mismatch::Output(actual)) => (Some(differs(&expected, &actual)), false),
+                Err(Mismatch::Failed(why)) => (Some(why), false),
+            };
+            results.push(FixtureResult { mapping: mapping.name.clone(), case, failure, updated });
         }
     }
     results
@@ -72,32 +97,51 @@ pub fn context_for(input: &Path, case: &str) -> Result<RecordContext, String> {
     Ok(context)
 }
 
+/// Why a fixture did not match.
+enum Mismatch {
+    /// The mapping ran; its output (here) is not the expected file's (or there is none).
+    Output(String),
+    /// The input could not be read or mapped.
+    Failed(String),
+}
+
 fn run_one(
     mapping: &Mapping,
     input: &Path,
     expected: &Path,
     case: &str,
     codelists: &jaq_json::Val,
-) -> Result<(), String> {
-    let bytes = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
+) -> Result<(), Mismatch> {
+    let bytes = std::fs::read(input).map_err(|e| Mismatch::Failed(format!("{}: {e}", input.display())))?;
     let decoded = codec::decode(mapping.input.format, &bytes, &[], Limits::default())
-        .map_err(|e| format!("{}: {e}", input.display()))?;
-    let context = context_for(input, case)?;
+        .map_err(|e| Mismatch::Failed(format!("{}: {e}", input.display())))?;
+    let context = context_for(input, case).map_err(Mismatch::Failed)?;
     let document = mapping
         .read(mapping.input.format, &decoded)
         .and_then(|tree| mapping.apply(&tree, &context, codelists, super::Budget::default()))
-        .map_err(|e| e.to_string())?;
-    let actual = String::from_utf8_lossy(&document.bytes);
-    let wanted = std::fs::read_to_string(expected).map_err(|e| {
-        format!("{}: {e} (write the expected output there; the actual output was:\n{actual})", expected.display())
-    })?;
-    if actual == wanted {
-        return Ok(());
+        .map_err(|e| Mismatch::Failed(e.to_string()))?;
+    let actual = String::from_utf8_lossy(&document.bytes).into_owned();
+    match std::fs::read_to_string(expected) {
+        Ok(wanted) if wanted == actual => Ok(()),
+        _ => Err(Mismatch::Output(actual)),
     }
-    let diff = similar::TextDiff::from_lines(wanted.as_str(), actual.as_ref());
-    Err(format!(
-        "output differs from {}:\n{}",
-        expected.display(),
-        diff.unified_diff().context_radius(2).header("expected", "actual")
-    ))
+}
+
+/// The message for an output that is not the expected file's: a diff, or the output itself when
+/// there is no expected file.
+fn differs(expected: &Path, actual: &str) -> String {
+    match std::fs::read_to_string(expected) {
+        Err(e) => format!(
+            "{}: {e} (write the expected output there, or run `test-mappings --update`; the actual output was:\n{actual})",
+            expected.display()
+        ),
+        Ok(wanted) => {
+            let diff = similar::TextDiff::from_lines(wanted.as_str(), actual);
+            format!(
+                "output differs from {} (if the new output is right: `test-mappings --update`):\n{}",
+                expected.display(),
+                diff.unified_diff().context_radius(2).header("expected", "actual")
+            )
+        }
+    }
 }

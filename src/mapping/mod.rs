@@ -172,7 +172,7 @@ impl Mapping {
         let text = std::fs::read_to_string(file).map_err(|e| vec![io(file, e)])?;
         let spec: MappingFile = toml::from_str(&text).map_err(|e| {
             let line = e.span().map_or(1, |s| crate::codec::line_of(text.as_bytes(), s.start));
-            vec![LoadError::Toml { file: file.into(), line, message: e.message().to_owned() }]
+            vec![LoadError::Toml { file: file.into(), line, message: crate::config::with_suggestion(e.message()) }]
         })?;
         let dir = file.parent().unwrap_or(Path::new("."));
         let mut errors = Vec::new();

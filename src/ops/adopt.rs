@@ -67,32 +67,51 @@ pub async fn import_adoptions(
     force: bool,
     reason: Option<&str>,
 ) -> Result<Imported, OpsError> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv_text);
+    let text = csv_decode(csv_text);
+    let delimiter = csv_delimiter(&text);
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).delimiter(delimiter).from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| OpsError::Usage(format!("{file}: {e}")))?.clone();
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let (Some(ars_at), Some(service_at)) = (column("ars"), column("service")) else {
+        let found: Vec<&str> = headers.iter().collect();
         return Err(OpsError::Usage(format!(
-            "{file}: the header row must name the columns `ars` and `service` (and optionally `name`)"
+            "{file}:1: the header row must name the columns `ars` and `service` (and optionally `name`), \
+             separated by `,` or `;`; it has {}",
+            found.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
         )));
     };
     let name_at = column("name");
     let mut rows = Vec::new();
     let mut errors = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let line = index + 2;
+    for record in reader.records() {
         let record = match record {
             Ok(record) => record,
             Err(e) => {
-                errors.push(format!("{file}:{line}: {e}"));
+                let line = e.position().map_or(String::new(), |p| format!("{}:", line_at(&text, p.byte())));
+                errors.push(format!("{file}:{line} {e}"));
                 continue;
             }
         };
+        // The line the record starts on, counting blank lines and quoted line breaks.
+        // (from its byte offset: the csv crate's own line count misses blank lines)
+        let line = record.position().map_or(0, |p| line_at(&text, p.byte()));
         let field = |at: usize| record.get(at).unwrap_or("").to_owned();
         let (ars, service) = (field(ars_at), field(service_at));
         let name = name_at.map(field).filter(|n| !n.is_empty());
         match check_adoption(&ars, &service, force) {
             Ok(()) => rows.push((ars, service, name)),
-            Err(e) => errors.push(format!("{file}:{line}: {e}")),
+            Err(e) => {
+                // Excel reads an ARS as a number and drops its leading 0 (053… → 53…).
+                let hint = if ars.len() == 11 && ars.starts_with('5') && ars.bytes().all(|b| b.is_ascii_digit()) {
+                    format!(
+                        " (it looks like 0{ars} without its leading 0, as Excel writes a number: format the \
+                         column as text before saving)"
+                    )
+                } else {
+                    String::new()
+                };
+                errors.push(format!("{file}:{line}: {e}{hint}"));
+            }
         }
     }
     if !errors.is_empty() {
@@ -107,4 +126,36 @@ pub async fn import_adoptions(
         }
     }
     Ok(Imported { rows: rows.len(), added })
+}
+
+/// The text of a CSV file: UTF-8 (a byte order mark dropped), else Windows-1252 as Excel writes
+/// "CSV (Trennzeichen-getrennt)" on a German system (ä, ö, ü, ß as single bytes).
+fn csv_decode(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes).0.into_owned(),
+    }
+}
+
+/// The delimiter of a CSV text, from its header row: `;` (Excel with a German locale), a tab, or `,`.
+fn csv_delimiter(text: &str) -> u8 {
+    let header = text.lines().next().unwrap_or("");
+    let count = |c: char| header.matches(c).count();
+    match (count(','), count(';'), count('\t')) {
+        (comma, semicolon, _) if semicolon > comma => b';',
+        (0, 0, tabs) if tabs > 0 => b'\t',
+        _ => b',',
+    }
+}
+
+/// The 1-based line where a record starts whose position is the byte offset `at` in `text` (the
+/// csv crate places it before the line break that ends the record before; blank lines are skipped).
+fn line_at(text: &str, at: u64) -> usize {
+    let bytes = text.as_bytes();
+    let mut at = usize::try_from(at).unwrap_or(usize::MAX).min(bytes.len());
+    while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+        at += 1;
+    }
+    bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1
 }

@@ -106,6 +106,43 @@ pub async fn skip(ctx: &Ctx<'_>, holding: &Holding, actor: &Actor, key: &str, re
     Ok(())
 }
 
+/// Undoes a skip: under the item's source's lease, the skip is removed and `unskipped by …` logged;
+/// the next run migrates the item as any other. An item that is not skipped is refused.
+pub async fn unskip(
+    ctx: &Ctx<'_>,
+    holding: &Holding,
+    actor: &Actor,
+    key: &str,
+    reason: Option<&str>,
+) -> Result<(), OpsError> {
+    let key = ctx.item_key(key)?;
+    let rows = ctx.store.item(key.as_str()).await?;
+    if rows.is_empty() {
+        return Err(OpsError::NotFound(format!("no item `{key}` in the ledger")));
+    }
+    if rows.iter().all(|r| r.skip_reason.is_none()) {
+        return Err(OpsError::Usage(format!("`{key}` is not skipped")));
+    }
+    let sources = [key.source().to_owned()];
+    let hold = Hold::take(ctx.store, &holding.holder, &sources, holding.ttl, holding.wait, &holding.stop)
+        .await
+        .map_err(|e| match e {
+            HoldError::Busy(busy) => OpsError::Busy(busy),
+            HoldError::Stopped(why) => OpsError::Stopped(format!("{why}; nothing was unskipped")),
+            HoldError::Store(e) => OpsError::Store(e),
+        })?;
+    let event = OperatorEvent {
+        at: ctx.now(),
+        ..event(actor, reason, Some(key.as_str()), None, said("unskipped", actor, reason))
+    };
+    let unskipped = ctx.store.unskip_item_logged(key.as_str(), &hold.fence(key.source()), &event).await;
+    hold.release().await;
+    if !unskipped? {
+        return Err(OpsError::Usage(format!("`{key}` is not skipped")));
+    }
+    Ok(())
+}
+
 /// Settles a conflict by overwriting the portal's copy with ours: a forced run of the item that,
 /// once it holds the item's source, takes over the portal's current version of each target in
 /// conflict (logged as `conflict resolved by …`), so that its delivery replaces exactly that version.

@@ -22,7 +22,7 @@ use crate::store::operator::OperatorEvent;
 use crate::store::{Store, StoreError, timestamp};
 
 pub use adopt::{Imported, adopt_add, adopt_remove, check_adoption, import_adoptions};
-pub use items::{RetryWhat, resolve, retry, skip};
+pub use items::{RetryWhat, resolve, retry, skip, unskip};
 pub use plans::{Made, apply_plan, decide_plan, make_plan};
 pub use runs::{RunRequest, start_run};
 
@@ -106,7 +106,8 @@ impl Ctx<'_> {
         }
         match &self.sources {
             Some(known) if !known.iter().any(|k| k == id) => {
-                Err(OpsError::Usage(format!("unknown source `{id}` (known: {})", known.join(", "))))
+                let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                Err(OpsError::Usage(crate::config::unknown_name("source", id, &known)))
             }
             _ => Ok(()),
         }

@@ -163,7 +163,19 @@ impl Started {
             hold.release().await;
         }
         let _entered = span.enter();
-        tracing::info!(run_id, status = %report.status, counts = ?report.counts, "run finished");
+        let c = &report.counts;
+        tracing::info!(
+            run_id,
+            status = %report.status,
+            new = c.new,
+            updated = c.updated,
+            unchanged = c.unchanged,
+            failed = c.failed,
+            quarantined = c.quarantined,
+            withdrawn = c.withdrawn,
+            conflict = c.conflict,
+            "run finished"
+        );
         match failed {
             Some(e) => Err(e),
             None => Ok(report),
@@ -200,7 +212,7 @@ async fn run_in(
             deps.store.append_event(&event).await?;
         }
     }
-    tracing::info!(run_id, sources = ?source_ids, force = job.force, dry_run = job.dry_run, holder = hold.map(hold::Hold::holder), "run started");
+    tracing::info!(run_id, sources = %serde_json::Value::from(source_ids.clone()), force = job.force, dry_run = job.dry_run, holder = hold.map(hold::Hold::holder), "run started");
 
     let mut failed_sources = 0;
     // What reconciling earlier runs' unfinished deliveries counted, per source.

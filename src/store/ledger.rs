@@ -57,6 +57,22 @@ const LEDGER_COLUMNS: &str = "item_key, target, source_id, origin, content_hash,
      output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id, adoptions, \
      target_version, skip_reason, skip_hash, settings_hash, status_since, revision";
 
+/// An item's status as shown (and filtered on): `skipped` while an operator's skip holds (the
+/// content is what it was when skipped), else the ledger's status. See [`LedgerRow::shown_status`].
+const SHOWN_STATUS: &str =
+    "(CASE WHEN skip_reason IS NOT NULL AND skip_hash = content_hash THEN 'skipped' ELSE status END)";
+
+impl LedgerRow {
+    /// The status shown for this row: `skipped` while an operator's skip holds, else its status.
+    pub fn shown_status(&self) -> &str {
+        if self.skip_reason.is_some() && self.skip_hash.is_some() && self.skip_hash == self.content_hash {
+            "skipped"
+        } else {
+            &self.status
+        }
+    }
+}
+
 /// Count of items of one source in one status.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StatusCount {
@@ -129,7 +145,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<LedgerRow>, StoreError> {
         let sql = format!(
-            "SELECT {LEDGER_COLUMNS} FROM items WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR source_id = $2) \
+            "SELECT {LEDGER_COLUMNS} FROM items WHERE ($1 IS NULL OR {SHOWN_STATUS} = $1) AND ($2 IS NULL OR source_id = $2) \
              ORDER BY item_key, target LIMIT $3"
         );
         Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(status).bind(source).bind(limit).fetch_all(pool).await?))
@@ -137,8 +153,11 @@ impl Store {
 
     /// Number of items per source and status.
     pub async fn status_counts(&self) -> Result<Vec<StatusCount>, StoreError> {
-        let sql = "SELECT source_id, status, COUNT(*) AS count FROM items GROUP BY source_id, status ORDER BY source_id, status";
-        Ok(on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await?))
+        let sql = format!(
+            "SELECT source_id, {SHOWN_STATUS} AS status, COUNT(*) AS count FROM items \
+             GROUP BY source_id, {SHOWN_STATUS} ORDER BY source_id, status"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
     }
 
     /// An operator's skip: the item is left alone while its content stays as it is now.

@@ -45,6 +45,8 @@ pub struct EventFilter {
     pub level: Option<Level>,
     /// Only the actions of this operator.
     pub actor: Option<String>,
+    /// Only events older than this one (by id), to page back through the log.
+    pub before: Option<i64>,
     pub limit: i64,
 }
 
@@ -84,6 +86,7 @@ impl Store {
                        AND ($3 IS NULL OR (item_key >= $3 AND item_key < $4)) \
                        AND level IN ($5, $6, $7, $8) \
                        AND ($10 IS NULL OR actor = $10) \
+                       AND ($11 IS NULL OR id < $11) \
                      ORDER BY id DESC LIMIT $9) AS recent \
                    ORDER BY id";
         let source_from = filter.source.as_ref().map(|s| format!("{s}/"));
@@ -101,6 +104,7 @@ impl Store {
             .bind(level(3))
             .bind(limit)
             .bind(&filter.actor)
+            .bind(filter.before)
             .fetch_all(pool)
             .await?))
     }

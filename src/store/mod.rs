@@ -53,6 +53,18 @@ pub enum StoreError {
     Directory(String, std::io::Error),
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
+    /// A command that only reads found no database (and created none).
+    #[error(
+        "no database at {path}{why}: nothing has run with this configuration yet (`portal-bridge migrate` or the \
+         daemon creates it), or `database.url` (or PORTAL_BRIDGE_DATABASE_URL) names the wrong place"
+    )]
+    Missing { path: String, why: String },
+    /// The database (or the state directory holding it) cannot be written by this process.
+    #[error(
+        "the database {path} is read-only for this process: {detail}; make the state directory {dir} and the \
+         database writable for the bridge's user (with the systemd unit: ReadWritePaths= and the owner of the directory)"
+    )]
+    ReadOnly { path: String, dir: String, detail: String },
     /// A write of a run whose lease (or shared batch claim) is gone: nothing of it was written.
     #[error("{0}")]
     LeaseLost(String),
@@ -65,23 +77,73 @@ pub enum StoreError {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    /// Opens (creating if needed) the database at `url` and applies pending migrations; an SQLite
+    /// database that cannot be written is refused here, naming its path ([`StoreError::ReadOnly`]).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, true).await
+    }
+
+    /// Opens the database at `url` for a command that only reads: an SQLite database that does not
+    /// exist is [`StoreError::Missing`] (nothing is created, not even its directory).
+    pub async fn open_existing(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, false).await
+    }
+
+    async fn open_with(url: &str, create: bool) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
+            let options = SqliteConnectOptions::from_str(url)?;
+            let path = options.get_filename().to_path_buf();
+            let memory = path == Path::new(":memory:") || url.contains("mode=memory");
+            if !create && !memory && !path.exists() {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                let why = match dir {
+                    Some(dir) if !dir.exists() => format!(" (the state directory {} does not exist)", dir.display()),
+                    _ => String::new(),
+                };
+                return Err(StoreError::Missing { path: path.display().to_string(), why });
+            }
+            let options = options
+                .create_if_missing(create)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            let path = options.get_filename();
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists())
-                && path != Path::new(":memory:")
+                && !memory
             {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Directory(dir.display().to_string(), e))?;
             }
-            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+            let read_only = |e: &dyn std::fmt::Display| StoreError::ReadOnly {
+                path: path.display().to_string(),
+                dir: path.parent().map(|d| d.display().to_string()).unwrap_or_default(),
+                detail: e.to_string(),
+            };
+            let is_read_only = |e: &sqlx::Error| {
+                e.as_database_error().is_some_and(|d| d.message().contains("readonly database"))
+                    || e.to_string().contains("readonly database")
+            };
+            let pool = match SqlitePoolOptions::new().max_connections(4).connect_with(options).await {
+                Ok(pool) => pool,
+                Err(e) if is_read_only(&e) => return Err(read_only(&e)),
+                Err(e) => return Err(e.into()),
+            };
+            if let Err(e) = sqlx::migrate!("migrations/sqlite").run(&pool).await {
+                return Err(match &e {
+                    sqlx::migrate::MigrateError::Execute(inner) if is_read_only(inner) => read_only(&e),
+                    _ => e.into(),
+                });
+            }
+            if create && !memory {
+                // A write that changes nothing: SQLite refuses it on a read-only database.
+                match sqlx::query("DELETE FROM _sqlx_migrations WHERE 0 = 1").execute(&pool).await {
+                    Ok(_) => {}
+                    Err(e) if is_read_only(&e) => {
+                        pool.close().await;
+                        return Err(read_only(&e));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // Fail within seconds (with the real cause) when the server cannot be reached.

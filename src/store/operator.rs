@@ -79,6 +79,29 @@ impl Store {
         Ok(true)
     }
 
+    /// Undoes an operator's skip with its event, while `fence` holds: the next run treats the item
+    /// as any other. False (and nothing logged) if no row of the item is skipped.
+    pub async fn unskip_item_logged(
+        &self,
+        item_key: &str,
+        fence: &Fence,
+        event: &OperatorEvent,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE items SET skip_reason = NULL, skip_hash = NULL, updated_at = $1 \
+                   WHERE item_key = $2 AND skip_reason IS NOT NULL";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            check_fence!(self, tx, fence);
+            let changed = sqlx::query(sql).bind(&event.at).bind(item_key).execute(&mut *tx).await?.rows_affected();
+            if changed == 0 {
+                return Ok(false);
+            }
+            insert_event!(tx, event);
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
     /// Prepares a conflict for overwriting, with its event: the portal's current version becomes
     /// the one we replace (`If-Match`), and the item is due again. `fence` is the source's lease,
     /// held by the operator's run that follows.

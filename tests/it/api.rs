@@ -435,9 +435,9 @@ async fn starting_a_run_needs_the_token_and_sends_the_job() {
     let answer =
         call(&router, Method::POST, "/api/runs", Some(&bearer(TOKEN)), Some(r#"{"sources": ["owl-form"]}"#)).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert_eq!(error_of(&answer), "unknown source `owl-form` (known: owl-forms)");
+    assert_eq!(error_of(&answer), "unknown source `owl-form` (did you mean `owl-forms`?); there are: owl-forms");
     let answer = call(&router, Method::POST, "/api/runs", Some(&bearer(TOKEN)), Some(r#"{"items": ["x/y"]}"#)).await;
-    assert_eq!(error_of(&answer), "unknown source `x` (known: owl-forms)");
+    assert_eq!(error_of(&answer), "unknown source `x`; there are: owl-forms");
     assert!(rx.try_recv().is_err(), "nothing was queued");
 }
 

@@ -228,7 +228,7 @@ mappings = ["spin"]
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("admin API listening") {
                 let log: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let _ = address_tx.send(log["fields"]["address"].as_str().unwrap().to_owned());
+                let _ = address_tx.send(log["address"].as_str().unwrap().to_owned());
             }
         }
     });

@@ -51,7 +51,7 @@ async fn status_log_and_show_tell_the_story_of_an_item() {
                 .and(predicate::str::contains("target portal-xml")),
         )
         .stdout(predicate::str::contains("soest-forms%2FS05000142@1.0.json"));
-    app.command().args(["show", "soest-forms/nope"]).assert().code(1).stderr(predicate::str::contains("no item"));
+    app.command().args(["show", "soest-forms/nope"]).assert().code(2).stderr(predicate::str::contains("no item"));
     app.command().args(["log", "--level", "error"]).assert().success();
     app.command().args(["log", "--level", "loud"]).assert().code(2);
 }
@@ -167,7 +167,7 @@ async fn the_database_url_comes_from_the_environment_when_set() {
         .arg("--config")
         .arg(dir.path().join("bridge.toml"))
         .env("PORTAL_BRIDGE_DATABASE_URL", &url)
-        .arg("status")
+        .args(["adopt", "list"])
         .assert()
         .success();
     if postgres.is_some() {

@@ -31,6 +31,7 @@ mod plans;
 mod properties;
 mod quality;
 mod runs;
+mod shell;
 mod store;
 mod support;
 mod xrepository;

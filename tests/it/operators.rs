@@ -339,7 +339,7 @@ async fn a_refused_action_leaves_no_event_and_starts_no_run() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let out = app.command().args(["retry", "nope/x"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown source `nope` (known: feed)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown source `nope`; there are: feed"));
 
     for (method, path, body, status) in [
         (reqwest::Method::POST, "/api/runs", json!({"sources": ["nope"]}), StatusCode::BAD_REQUEST),

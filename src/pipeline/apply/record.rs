@@ -162,7 +162,7 @@ impl SourceRun {
                 self.count(key.as_str(), target, kind);
                 let level = Level::Error;
                 self.event(Some(key), Some(target), problem.stage, level, problem.message.clone());
-                tracing::warn!(item = %key, target, stage = %problem.stage, "{}", problem.message);
+                tracing::warn!(item = %key, source = key.source(), delivery_target = target, stage = %problem.stage, "{}", problem.message);
                 row.mapping_version = step.inputs.mapping_version.or(row.mapping_version);
                 row.status = problem.status.as_str().into();
                 row.attempts += 1;

@@ -74,12 +74,12 @@ impl SourceRun {
         let mut readable_origins = BTreeSet::new();
         for (entry, scan) in entries.iter().zip(scans) {
             match scan {
-                Err(error) => self.record_error(&error),
+                Err(error) => self.record_error(entry, &error),
                 Ok(items) => {
                     readable_origins.insert(entry.origin.clone());
                     for item in items {
                         match item {
-                            Err(error) => self.record_error(&error),
+                            Err(error) => self.record_error(entry, &error),
                             Ok(scanned) => {
                                 readable_origins.insert(scanned.origin.clone());
                                 by_key.entry(scanned.key.clone()).or_default().push(records.len());
@@ -325,8 +325,10 @@ impl SourceRun {
         Ok(problems)
     }
 
-    /// A file (or feed record) that yielded no usable record: tracked under a placeholder key.
-    fn record_error(&mut self, error: &RecordError) {
+    /// A file (or feed record) that yielded no usable record: tracked under a placeholder key whose
+    /// content hash is that of the entry's bytes (and the reason), so that an operator's skip holds
+    /// until the file changes.
+    fn record_error(&mut self, entry: &source::Entry, error: &RecordError) {
         self.unreadable.push(error.origin().to_owned());
         let key = source::placeholder_key(&self.source, error.origin());
         let stage = match error {
@@ -336,6 +338,18 @@ impl SourceRun {
         if !self.items.is_empty() && !self.items.contains(&key) {
             return;
         }
+        let bytes = entry.bytes(self.deps.config.max_record_bytes).unwrap_or_default();
+        let hash = crate::domain::ContentHash::of_parts([&bytes[..], error.origin().as_bytes()]).to_string();
+        let skipped = self
+            .work
+            .ledger
+            .get(&(key.to_string(), ANY_TARGET.to_owned()))
+            .is_some_and(|row| row.skip_reason.is_some() && row.skip_hash.as_deref() == Some(hash.as_str()));
+        if skipped && !self.force {
+            self.count(key.as_str(), ANY_TARGET, Counted::Unchanged);
+            self.settled.entry(key.clone()).or_insert(Ok(()));
+            return;
+        }
         let problem = Problem {
             item_key: key.to_string(),
             target: ANY_TARGET.into(),
@@ -343,7 +357,8 @@ impl SourceRun {
             stage,
             message: error.to_string(),
         };
-        self.record_step(Step::refused(&key, &self.source.id, error.origin().into(), Inputs::default(), problem));
+        let inputs = Inputs { content_hash: Some(hash), ..Inputs::default() };
+        self.record_step(Step::refused(&key, &self.source.id, error.origin().into(), inputs, problem));
     }
 
     /// Refuses a record at every target its mappings deliver to (or at none, under [`ANY_TARGET`]).
