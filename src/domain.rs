@@ -247,3 +247,24 @@ impl Clock for SystemClock {
         chrono::Utc::now()
     }
 }
+
+/// A stored timestamp (RFC 3339, UTC) as people read it: in the configured time zone `tz`, with
+/// the zone's abbreviation (`2026-12-07 13:10:21 CET`); text that is no timestamp is shown as it is.
+pub fn local_time(text: &str, tz: chrono_tz::Tz) -> String {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string())
+        .unwrap_or_else(|_| text.to_owned())
+}
+
+#[cfg(test)]
+mod local_time_tests {
+    use super::local_time;
+
+    #[test]
+    fn timestamps_are_shown_in_the_configured_zone_with_its_name() {
+        let berlin = chrono_tz::Europe::Berlin;
+        assert_eq!(local_time("2026-12-07T13:10:21Z", berlin), "2026-12-07 14:10:21 CET");
+        assert_eq!(local_time("2026-07-07T13:10:21.5+00:00", berlin), "2026-07-07 15:10:21 CEST");
+        assert_eq!(local_time("-", berlin), "-");
+    }
+}

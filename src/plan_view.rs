@@ -106,12 +106,14 @@ pub struct PlanJson<'a> {
 
 /// `plan show`: the summary, who decided what, then each entry with its diff; `colour` marks
 /// added lines green and removed lines red (for a terminal).
-pub fn text(plan: &PlanRow, decisions: &[Decision], entries: &[PlanEntry], colour: bool) -> String {
+pub fn text(plan: &PlanRow, decisions: &[Decision], entries: &[PlanEntry], colour: bool, tz: chrono_tz::Tz) -> String {
+    use crate::domain::local_time;
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "plan {} ({}) by {} at {}", plan.id, plan.status, plan.author, plan.created_at);
+    let _ =
+        writeln!(out, "plan {} ({}) by {} at {}", plan.id, plan.status, plan.author, local_time(&plan.created_at, tz));
     let _ = writeln!(out, "  {}", Summary::of(entries));
-    let _ = writeln!(out, "  expires at {}", plan.expires_at);
+    let _ = writeln!(out, "  expires at {}", local_time(&plan.expires_at, tz));
     let reasons: Vec<String> = serde_json::from_str(&plan.policy_reasons).unwrap_or_default();
     if plan.approvals_needed > 0 {
         let approvals = decisions.iter().filter(|d| d.decision == "approve").count();
@@ -121,7 +123,7 @@ pub fn text(plan: &PlanRow, decisions: &[Decision], entries: &[PlanEntry], colou
         }
     }
     for d in decisions {
-        let _ = writeln!(out, "  {} by {} at {}: {}", d.decision, d.who, d.at, d.reason);
+        let _ = writeln!(out, "  {} by {} at {}: {}", d.decision, d.who, local_time(&d.at, tz), d.reason);
     }
     for entry in entries {
         let _ = writeln!(out);
@@ -228,13 +230,13 @@ mod tests {
             at: "2026-12-07T11:00:00Z".into(),
         }];
         let entries = [entry("a/2", "a", "portal-xml", "withdraw", "--- delivered\n+++ planned\n@@ -1 +0,0 @@\n-x\n")];
-        let plain = text(&plan, &decisions, &entries, false);
+        let plain = text(&plan, &decisions, &entries, false, chrono_tz::Europe::Berlin);
         for expected in [
             "plan 4 (open) by alice",
             "0 to create, 0 to update, 1 to withdraw",
             "needs 1 approval(s), has 0:",
             "- source a: 1 withdrawal(s) need approval",
-            "reject by bob at 2026-12-07T11:00:00Z: not before Monday",
+            "reject by bob at 2026-12-07 12:00:00 CET: not before Monday",
             "withdraw a/2 → portal-xml",
             "warning: codelist-newest-version",
             "\n-x\n",
@@ -242,7 +244,7 @@ mod tests {
             assert!(plain.contains(expected), "{expected:?} in:\n{plain}");
         }
         assert!(!plain.contains('\u{1b}'));
-        let coloured = text(&plan, &decisions, &entries, true);
+        let coloured = text(&plan, &decisions, &entries, true, chrono_tz::Europe::Berlin);
         assert!(coloured.contains("\u{1b}[31m-x"), "{coloured:?}");
     }
 }

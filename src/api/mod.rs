@@ -239,9 +239,7 @@ fn store_failure(e: &StoreError) -> String {
 /// Timestamps as stored (RFC 3339) for people, in the configured zone `tz` with the zone's
 /// abbreviation: `2024-05-01 14:00:03 CEST`.
 fn when(text: &str, tz: chrono_tz::Tz) -> String {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string())
-        .unwrap_or_else(|_| text.to_owned())
+    crate::domain::local_time(text, tz)
 }
 
 /// The documents of run `id` that went through with warnings, with their warnings, from its log: the

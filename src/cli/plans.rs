@@ -95,7 +95,7 @@ async fn list(config: &Config, args: JsonFlag) -> Result<Exit> {
             p.id.to_string(),
             p.status.clone(),
             p.author.clone(),
-            p.created_at.clone(),
+            crate::domain::local_time(&p.created_at, config.timezone),
             summary.to_string(),
             p.approvals_needed.to_string(),
         ]);
@@ -122,7 +122,7 @@ async fn show(config: &Config, args: PlanShowArgs) -> Result<Exit> {
         outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         let colour = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
-        out!("{}", plan_view::text(&plan, &decisions, &entries, colour));
+        out!("{}", plan_view::text(&plan, &decisions, &entries, colour, config.timezone));
     }
     Ok(Exit::Ok)
 }

@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use super::{Exit, ItemsArgs, JsonFlag, LogArgs, QualityArgs, ReportFormat, ShowArgs, open_store_read, table};
 use crate::config::Config;
+use crate::domain::local_time;
 use crate::store::log::EventFilter;
 
 pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
@@ -52,7 +53,7 @@ pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
             "{} plan(s) await approval, the oldest ({}) since {}; see `portal-bridge plan list`",
             waiting.len(),
             oldest.id,
-            oldest.created_at
+            local_time(&oldest.created_at, config.timezone)
         );
     }
     if let Some(run) = runs.first() {
@@ -62,7 +63,7 @@ pub(super) async fn status(config: &Config, args: JsonFlag) -> Result<Exit> {
             run.id,
             run.status,
             run.trigger,
-            run.started_at,
+            local_time(&run.started_at, config.timezone),
             run.new_count,
             run.updated_count,
             run.unchanged_count,
@@ -108,7 +109,7 @@ pub(super) async fn log(config: &Config, args: LogArgs) -> Result<Exit> {
     for e in &events {
         out.add_row(vec![
             e.id.to_string(),
-            e.at.clone(),
+            local_time(&e.at, config.timezone),
             e.run_id.map(|r| r.to_string()).unwrap_or_default(),
             e.item_key.clone().unwrap_or_default(),
             e.target.clone().unwrap_or_default(),
@@ -173,7 +174,7 @@ pub(super) async fn items(config: &Config, args: ItemsArgs) -> Result<Exit> {
             row.item_key.clone(),
             row.target.clone(),
             row.shown_status().to_owned(),
-            row.updated_at.clone(),
+            local_time(&row.updated_at, config.timezone),
             why,
         ]);
     }
@@ -237,8 +238,16 @@ pub(super) async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
         );
         outln!("    output hash   {}", row.output_hash.as_deref().unwrap_or("- (never delivered)"));
         outln!("    output        {}", row.output_path.as_deref().unwrap_or("-"));
-        outln!("    delivered at  {}", row.delivered_at.as_deref().unwrap_or("-"));
-        outln!("    first seen    {}, updated {}, attempts {}", row.first_seen_at, row.updated_at, row.attempts);
+        outln!(
+            "    delivered at  {}",
+            row.delivered_at.as_deref().map_or("-".into(), |at| local_time(at, config.timezone))
+        );
+        outln!(
+            "    first seen    {}, updated {}, attempts {}",
+            local_time(&row.first_seen_at, config.timezone),
+            local_time(&row.updated_at, config.timezone),
+            row.attempts
+        );
         if let Some(error) = &row.last_error {
             outln!("    last error    {error}");
         }
@@ -247,7 +256,7 @@ pub(super) async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
     for e in &events {
         outln!(
             "    {} run {} {} {} {}: {}",
-            e.at,
+            local_time(&e.at, config.timezone),
             e.run_id.map(|r| r.to_string()).unwrap_or("-".into()),
             e.target.as_deref().unwrap_or(""),
             e.stage,

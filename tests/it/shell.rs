@@ -542,3 +542,27 @@ async fn test_mappings_update_regenerates_the_expected_files() {
     }
     app.command().args(["test-mappings"]).assert().success();
 }
+
+/// Times on the command line are in the configured time zone with its name (the demo's is
+/// Europe/Berlin), as on the review pages; JSON keeps the stored UTC timestamps.
+#[tokio::test]
+async fn the_command_line_shows_times_in_the_configured_zone() {
+    let app = TestApp::demo().await;
+    app.migrate().await;
+    let zone = |text: &str| text.contains(" CET") || text.contains(" CEST");
+    for args in [&["status"][..], &["log", "--limit", "3"], &["items", "--source", "aachen-forms"]] {
+        let (code, stdout, stderr) = run(&app, args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(zone(&stdout), "{args:?} shows Berlin time:\n{stdout}");
+        let raw = stdout
+            .split(|c: char| c.is_whitespace() || c == '|')
+            .find(|w| chrono::DateTime::parse_from_rfc3339(w).is_ok());
+        assert_eq!(raw, None, "{args:?} shows no raw UTC timestamps:\n{stdout}");
+    }
+    let (_, stdout, _) = run(&app, &["log", "--limit", "1", "--json"]);
+    let event: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert!(
+        event["at"].as_str().unwrap().ends_with('Z') || event["at"].as_str().unwrap().contains("+00:00"),
+        "{event}"
+    );
+}
