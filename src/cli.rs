@@ -32,7 +32,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
-use crate::config::{CONFIG_ENV, Config, ConfigErrors, DEFAULT_CONFIG, Overrides};
+use crate::config::{CONFIG_ENV, Config, ConfigErrors, Overrides};
 use crate::domain::{ItemStatus, Level, SystemClock};
 use crate::ops::Actor;
 use crate::store::Store;
@@ -42,7 +42,7 @@ use crate::validate::Validators;
 #[derive(Debug, Parser)]
 #[command(name = "portal-bridge", version, about, long_about = None)]
 pub struct Cli {
-    /// Config file [default: config/bridge.toml]
+    /// Config file [default: config/bridge.toml, else /etc/portal-bridge/bridge.toml]
     #[arg(long, global = true, env = CONFIG_ENV, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Log format on stderr.
@@ -507,7 +507,7 @@ pub fn closed_pipe(error: &anyhow::Error) -> bool {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
-    let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config_path = cli.config.clone().unwrap_or_else(crate::config::default_config_path);
     let config = match Config::resolve(&config_path, &Overrides::from_env()) {
         Ok(config) => Arc::new(config),
         Err(errors) => {

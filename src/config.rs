@@ -62,8 +62,19 @@ pub fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
 pub const CONFIG_ENV: &str = "PORTAL_BRIDGE_CONFIG";
 /// Environment variable that overrides `database.url`.
 pub const DATABASE_URL_ENV: &str = "PORTAL_BRIDGE_DATABASE_URL";
-/// The config file used when neither `--config` nor the environment names one.
+/// The config file used when neither `--config` nor the environment names one (a checkout's).
 pub const DEFAULT_CONFIG: &str = "config/bridge.toml";
+/// The installed package's config file, used when neither `--config`, the environment nor
+/// [`DEFAULT_CONFIG`] (relative to the working directory) names an existing one.
+pub const SYSTEM_CONFIG: &str = "/etc/portal-bridge/bridge.toml";
+
+/// The config file to read when none is named: [`DEFAULT_CONFIG`] if it exists here, else the
+/// installed [`SYSTEM_CONFIG`] if that exists, else [`DEFAULT_CONFIG`] (whose absence is then reported).
+pub fn default_config_path() -> std::path::PathBuf {
+    let here = std::path::Path::new(DEFAULT_CONFIG);
+    let system = std::path::Path::new(SYSTEM_CONFIG);
+    if !here.exists() && system.exists() { system.to_path_buf() } else { here.to_path_buf() }
+}
 
 /// The resolved configuration: everything checked, compiled and ready to run.
 #[derive(Debug)]

@@ -240,7 +240,8 @@ fn the_debian_package_installs_into_a_clean_root_and_migrates_the_demo_with_the_
         let delivered = std::fs::read_dir(state_dir.join("outbox").join(target)).map(|d| d.count()).unwrap_or(0);
         assert!(delivered > 0, "nothing delivered to the {target} outbox\n{}", text(&migrate));
     }
-    let status = in_root(&root, "portal-bridge", &["portal-bridge", "--config", config, "status"]);
+    // Without --config the installed configuration is found.
+    let status = in_root(&root, "portal-bridge", &["portal-bridge", "status"]);
     assert_ok("portal-bridge status", &status);
     let after = snapshot(&root);
     let changed: Vec<_> = after.iter().filter(|(path, meta)| before.get(*path) != Some(meta)).map(|(p, _)| p).collect();
