@@ -507,3 +507,31 @@ async fn adoptions_are_imported_over_the_api_as_on_the_command_line() {
     daemon.shutdown.cancel();
     daemon.task.await.unwrap().unwrap();
 }
+
+/// `unskip` has its API route: a skip undone over the API is logged as on the command line, the
+/// item is due again, and an item that is not skipped is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skip_is_undone_over_the_api_as_on_the_command_line() {
+    let sim = sim(SimConfig::default()).await;
+    let app = bridge(&sim, 2).await;
+    let daemon = app.start_daemon().await;
+    let reason = json!({"reason": "migrated by hand"});
+    let (status, answer) = post(&daemon, "/api/items/feed%2Fitem-0000/skip", OPERATOR, reason).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(app.deps.store.item("feed/item-0000").await.unwrap()[0].shown_status(), "skipped");
+
+    let (status, answer) =
+        post(&daemon, "/api/items/feed%2Fitem-0000/unskip", OPERATOR, json!({"reason": "back"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_ne!(app.deps.store.item("feed/item-0000").await.unwrap()[0].shown_status(), "skipped");
+    let events = operator_events(&app).await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(events[1].message.contains("by o.operator") && events[1].reason.as_deref() == Some("back"), "{events:#?}");
+
+    // Not skipped (any more): refused, nothing logged.
+    let (status, _) = post(&daemon, "/api/items/feed%2Fitem-0000/unskip", OPERATOR, json!({})).await;
+    assert!(status.is_client_error(), "{status}");
+    assert_eq!(operator_events(&app).await.len(), 2);
+    daemon.shutdown.cancel();
+    daemon.task.await.unwrap().unwrap();
+}
