@@ -176,15 +176,7 @@ fn run_row(h: &mut Html, run: &RunRow, tz: Tz) {
     h.cell(|h| {
         h.maybe(duration(&run.started_at, run.finished_at.as_deref()).as_deref());
     });
-    for n in [
-        run.new_count,
-        run.updated_count,
-        run.unchanged_count,
-        run.failed_count,
-        run.quarantined_count,
-        run.withdrawn_count,
-        run.warned_count,
-    ] {
+    for n in counts(&run) {
         h.td_num(n);
     }
     h.raw("</tr>");
@@ -251,15 +243,7 @@ pub(crate) async fn run(
         "mit Warnungen (warned)",
     ]);
     h.raw("<tbody><tr>");
-    for n in [
-        run.new_count,
-        run.updated_count,
-        run.unchanged_count,
-        run.failed_count,
-        run.quarantined_count,
-        run.withdrawn_count,
-        run.warned_count,
-    ] {
+    for n in counts(&run) {
         h.td_num(n);
     }
     h.raw("</tr></tbody></table>");
@@ -350,4 +334,18 @@ fn warned_table(h: &mut Html, warned: &[Warned]) {
         h.raw("</ul></td></tr>");
     }
     h.raw("</tbody></table>");
+}
+
+/// A run's counts in the order of the tables' columns: new, updated, unchanged, failed,
+/// quarantined, withdrawn, with warnings.
+fn counts(run: &crate::store::runs::RunRow) -> [i64; 7] {
+    [
+        run.new_count,
+        run.updated_count,
+        run.unchanged_count,
+        run.failed_count,
+        run.quarantined_count,
+        run.withdrawn_count,
+        run.warned_count,
+    ]
 }
