@@ -176,7 +176,7 @@ fn run_row(h: &mut Html, run: &RunRow, tz: Tz) {
     h.cell(|h| {
         h.maybe(duration(&run.started_at, run.finished_at.as_deref()).as_deref());
     });
-    for n in counts(&run) {
+    for n in counts(run) {
         h.td_num(n);
     }
     h.raw("</tr>");
