@@ -118,6 +118,28 @@ pub enum AuditCommand {
     /// Recompute the chain: exit 0 if it verifies, 3 naming the first entry that was changed,
     /// removed, inserted or reordered.
     Verify(AuditVerifyArgs),
+    /// Write the chain's entries with their hashes, and the chain's head, for an auditor to verify
+    /// on their own (scripts/verify-audit-export, docs/audit.md).
+    Export(AuditExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    /// From this event id on (as `log` shows it) [default: the chain's start].
+    #[arg(long, value_name = "ID")]
+    pub since: Option<i64>,
+    /// Up to this event id, inclusive [default: the head].
+    #[arg(long, value_name = "ID")]
+    pub until: Option<i64>,
+    /// The export's format: one JSON object per line.
+    #[arg(long, value_enum, default_value_t = AuditFormat::Jsonl)]
+    pub format: AuditFormat,
+}
+
+/// How `audit export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    Jsonl,
 }
 
 #[derive(Debug, Args)]
@@ -561,6 +583,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Show(args) => views::show(&config, args).await,
         Command::Report(ReportCommand::Quality(args)) => views::quality_report(&config, args).await,
         Command::Audit(AuditCommand::Verify(args)) => audit::verify(&config, args).await,
+        Command::Audit(AuditCommand::Export(args)) => audit::export(&config, args).await,
     }
 }
 

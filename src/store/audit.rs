@@ -173,23 +173,24 @@ pub struct ChainReport {
     pub broken: Option<ChainBreak>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct LinkRow {
-    id: i64,
-    seq: Option<i64>,
-    hash: Option<String>,
-    at: String,
-    run_id: Option<i64>,
-    item_key: Option<String>,
-    target: Option<String>,
-    stage: String,
-    level: String,
-    message: String,
-    actor: Option<String>,
-    reason: Option<String>,
+/// An event as the chain holds it (the form of an export's lines, docs/audit.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ChainEntry {
+    pub id: i64,
+    pub seq: Option<i64>,
+    pub hash: Option<String>,
+    pub at: String,
+    pub run_id: Option<i64>,
+    pub item_key: Option<String>,
+    pub target: Option<String>,
+    pub stage: String,
+    pub level: String,
+    pub message: String,
+    pub actor: Option<String>,
+    pub reason: Option<String>,
 }
 
-impl LinkRow {
+impl ChainEntry {
     fn entry(&self) -> Entry<'_> {
         Entry {
             at: &self.at,
@@ -225,7 +226,7 @@ impl Store {
     /// the first entry that was changed, removed, inserted or reordered.
     pub async fn verify_chain(&self, since: Option<i64>) -> Result<ChainReport, StoreError> {
         let mut report = ChainReport { entries: 0, before_chain: 0, head: None, broken: None };
-        let mut rows: VecDeque<LinkRow> = VecDeque::new();
+        let mut rows: VecDeque<ChainEntry> = VecDeque::new();
         let mut last_id = since.map_or(i64::MIN, |s| s - 1);
         let mut exhausted = false;
         // The next seq expected and the hash it links to; None until the chain's first link.
@@ -312,7 +313,7 @@ impl Store {
     }
 
     /// Why link `want` is not where `row` stands: removed (no event holds it) or reordered.
-    async fn gap(&self, row: &LinkRow, want: i64) -> Result<ChainBreak, StoreError> {
+    async fn gap(&self, row: &ChainEntry, want: i64) -> Result<ChainBreak, StoreError> {
         let stored = row.seq.unwrap_or_default();
         let elsewhere: Option<i64> = on_pool!(self, pool => sqlx::query_scalar("SELECT id FROM events WHERE seq = $1")
             .bind(want)
@@ -342,7 +343,8 @@ impl Store {
         })
     }
 
-    async fn hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
+    /// The stored hash of link `seq`.
+    pub async fn hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
         Ok(on_pool!(self, pool => sqlx::query_scalar("SELECT hash FROM events WHERE seq = $1")
             .bind(seq)
             .fetch_optional(pool)
@@ -350,10 +352,15 @@ impl Store {
         .flatten())
     }
 
-    async fn link_page(&self, after: i64) -> Result<Vec<LinkRow>, StoreError> {
+    async fn link_page(&self, after: i64) -> Result<Vec<ChainEntry>, StoreError> {
+        self.chain_page(after, None, PAGE).await
+    }
+
+    /// Up to `limit` events after event id `after` (up to `until`, inclusive), in the order stored.
+    pub async fn chain_page(&self, after: i64, until: Option<i64>, limit: i64) -> Result<Vec<ChainEntry>, StoreError> {
         let sql = "SELECT id, seq, hash, at, run_id, item_key, target, stage, level, message, actor, reason \
-                   FROM events WHERE id > $1 ORDER BY id LIMIT $2";
-        Ok(on_pool!(self, pool => sqlx::query_as(sql).bind(after).bind(PAGE).fetch_all(pool).await?))
+                   FROM events WHERE id > $1 AND ($2 IS NULL OR id <= $2) ORDER BY id LIMIT $3";
+        Ok(on_pool!(self, pool => sqlx::query_as(sql).bind(after).bind(until).bind(limit).fetch_all(pool).await?))
     }
 }
 

@@ -236,3 +236,51 @@ async fn concurrent_appends_from_two_stores_form_one_chain() {
     assert_eq!(report.entries, 4 * (5 + 10 + 5));
     assert_eq!(report.head.unwrap().seq, 80);
 }
+
+/// `audit export` (the whole chain, and a range) re-verifies with scripts/verify-audit-export alone;
+/// an edited line does not.
+#[tokio::test]
+async fn an_export_verifies_with_the_script_alone_and_an_edited_line_does_not() {
+    let app = chained_app().await;
+    let mut odd = event(9);
+    odd.message = "Größe \"quoted\" \\ tab\t bell\u{7} line\nend €".into();
+    app.deps.store.append_event(&odd).await.unwrap();
+    app.deps.store.append_event(&event(10)).await.unwrap();
+    let head = app.deps.store.chain_head().await.unwrap().unwrap();
+    let ids = ids_by_seq(&app.deps.store).await;
+    let script = crate::support::repo().join("scripts/verify-audit-export");
+    let check = |export: &str, extra: &[&str]| {
+        let path = app.path("export.jsonl");
+        std::fs::write(&path, export).unwrap();
+        let out = std::process::Command::new(&script).arg(&path).args(extra).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let export = |args: &[&str]| {
+        let out = app.command().args(["audit", "export", "--format", "jsonl"]).args(args).assert().success();
+        String::from_utf8(out.get_output().stdout.clone()).unwrap()
+    };
+
+    let whole = export(&[]);
+    assert_eq!(whole.lines().count(), 1 + 10 + 1, "header, entries, head");
+    let (code, stdout) = check(&whole, &["--head", &head.hash]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with(&format!("export verifies, 10 entries, last hash {}", head.hash)), "{stdout}");
+
+    // A range from the middle links to the hash in its header.
+    let range = export(&["--since", &ids[3].to_string(), "--until", &ids[8].to_string()]);
+    let (code, stdout) = check(&range, &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with("export verifies, 6 entries"), "{stdout}");
+
+    // An edited line (the odd event's message, seq 9) is named.
+    let edited = whole.replace("Größe", "Grösse");
+    assert_ne!(edited, whole);
+    let (code, stdout) = check(&edited, &[]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains(&format!("line 10 (event {}, seq 9): its hash does not match", ids[8])), "{stdout}");
+    // A removed line (seq 4): the line that follows it now is named.
+    let removed: Vec<&str> = whole.lines().enumerate().filter(|(n, _)| *n != 4).map(|(_, l)| l).collect();
+    let (code, stdout) = check(&(removed.join("\n") + "\n"), &[]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains(&format!("line 5 (event {}, seq 5): expected seq 4", ids[4])), "{stdout}");
+}
