@@ -284,3 +284,34 @@ async fn an_export_verifies_with_the_script_alone_and_an_edited_line_does_not() 
     assert_eq!(code, 3, "{stdout}");
     assert!(stdout.contains(&format!("line 5 (event {}, seq 5): expected seq 4", ids[4])), "{stdout}");
 }
+
+/// The head is published: in the log line at a run's end, at `GET /api/audit/head` and as the info
+/// metric `portal_bridge_audit_head_info{hash,seq} 1`.
+#[tokio::test]
+async fn the_head_is_logged_at_a_run_end_and_served_by_the_api_and_the_metrics() {
+    let app = TestApp::demo().await;
+    let out = app.std_command().args(["--log-format", "json", "migrate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let head = app.deps.store.chain_head().await.unwrap().expect("the run's events are chained");
+    let logged: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "audit chain head")
+        .collect();
+    assert_eq!(logged.len(), 1, "one line at the run's end");
+    assert_eq!(
+        (&logged[0]["audit_head"], &logged[0]["audit_seq"]),
+        (&serde_json::json!(head.hash), &serde_json::json!(head.seq))
+    );
+
+    let daemon = app.start_daemon().await;
+    let api: serde_json::Value =
+        reqwest::get(format!("{}/api/audit/head", daemon.base)).await.unwrap().json().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", daemon.base)).await.unwrap().text().await.unwrap();
+    daemon.shutdown.cancel();
+    let _ = daemon.task.await;
+    let head = app.deps.store.chain_head().await.unwrap().unwrap();
+    assert_eq!(api, serde_json::json!({"head": {"seq": head.seq, "hash": head.hash}}));
+    let series = format!("portal_bridge_audit_head_info{{hash=\"{}\",seq=\"{}\"}} 1", head.hash, head.seq);
+    assert!(metrics.lines().any(|l| l == series), "{series} in\n{metrics}");
+}
