@@ -74,7 +74,9 @@ const INSERT: &str = "INSERT INTO events (at, run_id, item_key, target, stage, l
 
 /// Appending an event to the chain inside the caller's write transaction: the one way an event is
 /// written. The caller's transaction must be a write transaction (SQLite: `BEGIN IMMEDIATE`, which
-/// excludes every other writer); on PostgreSQL the chain's advisory lock is taken here.
+/// excludes every other writer); on PostgreSQL the chain's advisory lock is taken here and held
+/// until the transaction ends, so callers append their events last (nothing that waits for another
+/// lock may follow, or two transactions could wait for each other).
 pub(crate) trait Chained {
     /// Reads the head, hashes `entry` as the next link and inserts it; returns the new head.
     async fn append_chained(&mut self, entry: &Entry<'_>) -> Result<ChainHead, sqlx::Error>;
