@@ -20,6 +20,7 @@ macro_rules! out {
 }
 
 mod actions;
+mod audit;
 pub mod logging;
 mod plans;
 mod tools;
@@ -107,6 +108,48 @@ pub enum Command {
     /// Reports for the model regions.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// The tamper-evident audit trail: the migration log's hash chain (docs/audit.md).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the chain: exit 0 if it verifies, 3 naming the first entry that was changed,
+    /// removed, inserted or reordered.
+    Verify(AuditVerifyArgs),
+    /// Write the chain's entries with their hashes, and the chain's head, for an auditor to verify
+    /// on their own (scripts/verify-audit-export, docs/audit.md).
+    Export(AuditExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    /// From this event id on (as `log` shows it) [default: the chain's start].
+    #[arg(long, value_name = "ID")]
+    pub since: Option<i64>,
+    /// Up to this event id, inclusive [default: the head].
+    #[arg(long, value_name = "ID")]
+    pub until: Option<i64>,
+    /// The export's format: one JSON object per line.
+    #[arg(long, value_enum, default_value_t = AuditFormat::Jsonl)]
+    pub format: AuditFormat,
+}
+
+/// How `audit export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// Start at this event id (as `log` shows it), trusting the stored link before it.
+    #[arg(long, value_name = "ID")]
+    pub since: Option<i64>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -485,6 +528,7 @@ pub enum Exit {
     Ok = 0,
     Fatal = 1,
     Usage = 2,
+    /// A run ended partial, or `audit verify` found the chain broken.
     Partial = 3,
     /// Another run holds a source (and kept it for as long as `--wait` allowed).
     Busy = 4,
@@ -538,6 +582,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Log(args) => views::log(&config, args).await,
         Command::Show(args) => views::show(&config, args).await,
         Command::Report(ReportCommand::Quality(args)) => views::quality_report(&config, args).await,
+        Command::Audit(AuditCommand::Verify(args)) => audit::verify(&config, args).await,
+        Command::Audit(AuditCommand::Export(args)) => audit::export(&config, args).await,
     }
 }
 

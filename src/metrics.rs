@@ -52,6 +52,12 @@ struct ItemLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditHeadLabels {
+    hash: String,
+    seq: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DocumentLabels {
     source: String,
     target: String,
@@ -116,6 +122,7 @@ pub struct Metrics {
     last_success: Family<SourceLabels, Gauge>,
     next_run: Family<SourceLabels, Gauge>,
     running: Family<SourceLabels, Gauge>,
+    audit_head: Family<AuditHeadLabels, Gauge>,
     database_up: Gauge,
     plans_awaiting: Gauge,
     oldest_plan_age: Gauge,
@@ -141,6 +148,7 @@ impl Metrics {
         let last_success = Family::<SourceLabels, Gauge>::default();
         let next_run = Family::<SourceLabels, Gauge>::default();
         let running = Family::<SourceLabels, Gauge>::default();
+        let audit_head = Family::<AuditHeadLabels, Gauge>::default();
         let database_up = Gauge::default();
         let plans_awaiting = Gauge::default();
         let oldest_plan_age = Gauge::default();
@@ -190,6 +198,11 @@ impl Metrics {
             "Age of the oldest plan that waits for an approver (0 when none waits)",
             oldest_plan_age.clone(),
         );
+        registry.register(
+            "audit_head_info",
+            "The audit chain's head (hash and seq of its last link) at scrape time; always 1 (docs/audit.md)",
+            audit_head.clone(),
+        );
         Self {
             registry,
             run_duration,
@@ -201,6 +214,7 @@ impl Metrics {
             last_success,
             next_run,
             running,
+            audit_head,
             database_up,
             plans_awaiting,
             oldest_plan_age,
@@ -246,6 +260,10 @@ impl Metrics {
         for ((trigger, status), count) in now.runs {
             self.runs.get_or_create(&RunLabels { trigger, status }).set(count);
         }
+        self.audit_head.clear();
+        if let Some((seq, hash)) = now.audit_head {
+            self.audit_head.get_or_create(&AuditHeadLabels { hash: label(&hash), seq: seq.to_string() }).set(1);
+        }
         self.last_success.clear();
         self.next_run.clear();
         self.running.clear();
@@ -279,6 +297,8 @@ pub struct Snapshot {
     /// Plans waiting for an approver, and the age of the oldest in seconds.
     pub plans_awaiting: i64,
     pub oldest_plan_age: Option<i64>,
+    /// The audit chain's head: (seq, hash).
+    pub audit_head: Option<(i64, String)>,
 }
 
 /// A source's scheduler state as the gauges show it (times as Unix seconds).

@@ -99,6 +99,13 @@ pub(crate) async fn runs(
     Ok(Json(json!({ "runs": runs })).into_response())
 }
 
+/// `GET /api/audit/head`: the audit chain's head, `{"head": {"seq", "hash"}}` (`null` before the
+/// first event), to be kept elsewhere as an anchor (docs/audit.md).
+pub(crate) async fn audit_head(_: Viewer, State(state): State<ApiState>) -> Answer {
+    let head = state.store.chain_head().await?;
+    Ok(Json(json!({ "head": head })).into_response())
+}
+
 /// `GET /api/runs/{id}`: the run and its events (oldest first, the last `limit`).
 pub(crate) async fn run(
     _: Viewer,

@@ -41,6 +41,10 @@ pub(crate) async fn scrape(_: Viewer, State(state): State<ApiState>) -> Response
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot count the plans"),
         }
+        match state.store.chain_head().await {
+            Ok(head) => now.audit_head = head.map(|h| (h.seq, h.hash)),
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the audit chain's head"),
+        }
     }
     let sources = match now.database_up {
         true => state.sources_now().await.unwrap_or_else(|e| {

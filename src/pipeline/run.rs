@@ -176,6 +176,16 @@ impl Started {
             conflict = c.conflict,
             "run finished"
         );
+        // The audit chain's head after the run: kept in the logs, it anchors what came before.
+        if run_id.is_some() {
+            match deps.store.chain_head().await {
+                Ok(Some(head)) => {
+                    tracing::info!(run_id, audit_seq = head.seq, audit_head = %head.hash, "audit chain head")
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(run_id, "cannot read the audit chain's head: {e}"),
+            }
+        }
         match failed {
             Some(e) => Err(e),
             None => Ok(report),

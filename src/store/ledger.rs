@@ -4,10 +4,11 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::audit::Chained;
 use super::documents::{INSERT, LATEST, PRUNE};
 use super::documents::{KEPT_VERSIONS, NewDocument, keep_document};
 use super::lease::{Fence, check_fence};
-use super::log::{INSERT_EVENT, NewEvent};
+use super::log::NewEvent;
 use super::{BeginWrite, Store, StoreError, on_pool, opt_text, text};
 
 /// One ledger row: an item at a target.
@@ -229,18 +230,6 @@ impl Store {
                     return Err(StoreError::Stale { item_key: row.item_key.clone(), target: row.target.clone(), read: row.revision, now });
                 }
             }
-            for event in &batch.events {
-                sqlx::query(INSERT_EVENT)
-                    .bind(&event.at)
-                    .bind(event.run_id)
-                    .bind(&event.item_key)
-                    .bind(&event.target)
-                    .bind(event.stage.as_str())
-                    .bind(event.level.as_str())
-                    .bind(text(&event.message))
-                    .execute(&mut *tx)
-                    .await?;
-            }
             for doc in &batch.documents {
                 keep_document!(tx, doc);
             }
@@ -250,6 +239,11 @@ impl Store {
                     .bind(target)
                     .execute(&mut *tx)
                     .await?;
+            }
+            // Last: on PostgreSQL the chain's lock is then held only until the commit that follows.
+            for event in &batch.events {
+                let message = text(&event.message);
+                tx.append_chained(&event.entry(&message)).await?;
             }
             tx.commit().await?;
         });

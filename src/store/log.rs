@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError, on_pool, text};
+use super::audit::{Chained, Entry};
+use super::{BeginWrite, Store, StoreError, on_pool, text};
 use crate::domain::{Level, Stage};
 
 /// An event to append.
@@ -50,21 +51,32 @@ pub struct EventFilter {
     pub limit: i64,
 }
 
-pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (at, run_id, item_key, target, stage, level, message) \
-                                       VALUES ($1, $2, $3, $4, $5, $6, $7)";
+impl NewEvent {
+    /// The event as the chain stores it (`message` as [`text`] gives it).
+    pub(crate) fn entry<'a>(&'a self, message: &'a str) -> Entry<'a> {
+        Entry {
+            at: &self.at,
+            run_id: self.run_id,
+            item_key: self.item_key.as_deref(),
+            target: self.target.as_deref(),
+            stage: self.stage.as_str(),
+            level: self.level.as_str(),
+            message,
+            actor: None,
+            reason: None,
+        }
+    }
+}
 
 impl Store {
+    /// Appends one event (a link of the audit chain, in a transaction of its own).
     pub async fn append_event(&self, event: &NewEvent) -> Result<(), StoreError> {
-        on_pool!(self, pool => { sqlx::query(INSERT_EVENT)
-            .bind(&event.at)
-            .bind(event.run_id)
-            .bind(&event.item_key)
-            .bind(&event.target)
-            .bind(event.stage.as_str())
-            .bind(event.level.as_str())
-            .bind(text(&event.message))
-            .execute(pool)
-            .await?; });
+        let message = text(&event.message);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            tx.append_chained(&event.entry(&message)).await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The store: one SQL text for SQLite (embedded default, WAL) and PostgreSQL, migrations applied on open.
 
 pub mod adoptions;
+pub mod audit;
 pub mod batches;
 pub mod codelist_cache;
 pub mod documents;

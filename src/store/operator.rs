@@ -1,6 +1,7 @@
 //! An operator's writes: each change and its event in the migration log (who, why) in one
 //! transaction, so that the log holds exactly what happened; item changes fenced by the source's lease.
 
+use super::audit::{Chained, Entry};
 use super::lease::{Fence, check_fence};
 use super::plans::{Decision, PlanStatus};
 use super::{BeginWrite, Store, StoreError, on_pool, opt_text, text};
@@ -21,25 +22,25 @@ pub struct OperatorEvent {
     pub message: String,
 }
 
-const INSERT: &str = "INSERT INTO events (at, run_id, item_key, target, stage, level, message, actor, reason) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-
-/// Appends `$event` inside the transaction `$tx`.
+/// Appends `$event` to the audit chain inside the transaction `$tx`.
 macro_rules! insert_event {
-    ($tx:expr, $event:expr) => {
-        sqlx::query(INSERT)
-            .bind(&$event.at)
-            .bind($event.run_id)
-            .bind(&$event.item_key)
-            .bind(&$event.target)
-            .bind(Stage::Operator.as_str())
-            .bind(Level::Info.as_str())
-            .bind(text(&$event.message))
-            .bind(text(&$event.actor))
-            .bind(opt_text($event.reason.as_deref()))
-            .execute(&mut *$tx)
-            .await?
-    };
+    ($tx:expr, $event:expr) => {{
+        let message = text(&$event.message);
+        let actor = text(&$event.actor);
+        let reason = opt_text($event.reason.as_deref());
+        let entry = Entry {
+            at: &$event.at,
+            run_id: $event.run_id,
+            item_key: $event.item_key.as_deref(),
+            target: $event.target.as_deref(),
+            stage: Stage::Operator.as_str(),
+            level: Level::Info.as_str(),
+            message: &message,
+            actor: Some(&actor),
+            reason: reason.as_deref(),
+        };
+        $tx.append_chained(&entry).await?
+    }};
 }
 
 impl Store {

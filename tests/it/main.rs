@@ -7,6 +7,7 @@ static GLOBAL: portal_bridge::alloc::Counting<std::alloc::System> = portal_bridg
 mod admin;
 mod adoptions;
 mod api;
+mod audit;
 mod bad_input;
 mod browser;
 mod budget;

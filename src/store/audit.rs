@@ -1,0 +1,408 @@
+//! The audit chain: every event of the migration log is appended as a link of one SHA-256 hash chain
+//! (through [`Chained::append_chained`] only), and [`Store::verify_chain`] recomputes it.
+//!
+//! A link's hash is the hex SHA-256 of its canonical serialisation: compact JSON (no spaces, UTF-8,
+//! serde_json's escaping, which Python's `json.dumps(…, ensure_ascii=False, separators=(",", ":"))`
+//! matches) of an object with exactly these keys in this order:
+//! `seq, prev, at, run_id, item_key, target, stage, level, message, actor, reason`, where `prev` is
+//! the previous link's hash (`null` for seq 1) and absent values are `null`. docs/audit.md has the
+//! procedure an auditor follows.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError, on_pool};
+
+/// The key of PostgreSQL's transaction-level advisory lock that serialises appends to the chain
+/// ("pbaudit" in ASCII): held from reading the head until the appending transaction ends.
+const CHAIN_LOCK: i64 = 0x0070_6261_7564_6974;
+
+/// An event as it is stored and hashed (free text already as [`super::text`] stores it).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub at: &'a str,
+    pub run_id: Option<i64>,
+    pub item_key: Option<&'a str>,
+    pub target: Option<&'a str>,
+    pub stage: &'a str,
+    pub level: &'a str,
+    pub message: &'a str,
+    pub actor: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
+
+/// The canonical serialisation of a link (field order is part of the format).
+#[derive(Serialize)]
+struct Canonical<'a> {
+    seq: i64,
+    prev: Option<&'a str>,
+    at: &'a str,
+    run_id: Option<i64>,
+    item_key: Option<&'a str>,
+    target: Option<&'a str>,
+    stage: &'a str,
+    level: &'a str,
+    message: &'a str,
+    actor: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+/// The hex SHA-256 of link `seq` holding `entry` after the link whose hash is `prev`.
+pub fn link_hash(seq: i64, prev: Option<&str>, entry: &Entry<'_>) -> String {
+    let canonical = Canonical {
+        seq,
+        prev,
+        at: entry.at,
+        run_id: entry.run_id,
+        item_key: entry.item_key,
+        target: entry.target,
+        stage: entry.stage,
+        level: entry.level,
+        message: entry.message,
+        actor: entry.actor,
+        reason: entry.reason,
+    };
+    let bytes = serde_json::to_vec(&canonical).expect("plain strings and numbers serialise");
+    hex::encode(Sha256::digest(&bytes))
+}
+
+const HEAD: &str = "SELECT seq, hash FROM events WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1";
+const INSERT: &str = "INSERT INTO events (at, run_id, item_key, target, stage, level, message, actor, reason, seq, hash) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// Appending an event to the chain inside the caller's write transaction: the one way an event is
+/// written. The caller's transaction must be a write transaction (SQLite: `BEGIN IMMEDIATE`, which
+/// excludes every other writer); on PostgreSQL the chain's advisory lock is taken here and held
+/// until the transaction ends, so callers append their events last (nothing that waits for another
+/// lock may follow, or two transactions could wait for each other).
+pub(crate) trait Chained {
+    /// Reads the head, hashes `entry` as the next link and inserts it; returns the new head.
+    async fn append_chained(&mut self, entry: &Entry<'_>) -> Result<ChainHead, sqlx::Error>;
+}
+
+/// Head, hash and insert on a connection of either backend.
+macro_rules! append_link {
+    ($conn:expr, $entry:expr) => {{
+        let head: Option<(i64, String)> = sqlx::query_as(HEAD).fetch_optional(&mut *$conn).await?;
+        let seq = head.as_ref().map_or(1, |(seq, _)| seq + 1);
+        let hash = link_hash(seq, head.as_ref().map(|(_, hash)| hash.as_str()), $entry);
+        sqlx::query(INSERT)
+            .bind($entry.at)
+            .bind($entry.run_id)
+            .bind($entry.item_key)
+            .bind($entry.target)
+            .bind($entry.stage)
+            .bind($entry.level)
+            .bind($entry.message)
+            .bind($entry.actor)
+            .bind($entry.reason)
+            .bind(seq)
+            .bind(&hash)
+            .execute(&mut *$conn)
+            .await?;
+        Ok(ChainHead { seq, hash })
+    }};
+}
+
+impl Chained for sqlx::SqliteConnection {
+    async fn append_chained(&mut self, entry: &Entry<'_>) -> Result<ChainHead, sqlx::Error> {
+        append_link!(self, entry)
+    }
+}
+
+impl Chained for sqlx::PgConnection {
+    async fn append_chained(&mut self, entry: &Entry<'_>) -> Result<ChainHead, sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHAIN_LOCK).execute(&mut *self).await?;
+        append_link!(self, entry)
+    }
+}
+
+/// The last link of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// How the chain was found broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakKind {
+    /// The entry's content (or its hash) is not what was appended.
+    Changed,
+    /// Links are missing: the entry follows a gap in seq.
+    Removed,
+    /// The entry was never appended through the chain (no seq, or a position another entry holds).
+    Inserted,
+    /// The entry stands before a link that should precede it.
+    Reordered,
+}
+
+impl BreakKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakKind::Changed => "changed",
+            BreakKind::Removed => "removed",
+            BreakKind::Inserted => "inserted",
+            BreakKind::Reordered => "reordered",
+        }
+    }
+}
+
+/// The first place where the chain does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainBreak {
+    pub kind: BreakKind,
+    /// The event id (as `log` shows it) of the entry named.
+    pub id: i64,
+    /// Its seq as stored (none for an entry without one).
+    pub seq: Option<i64>,
+    /// What was found, in words.
+    pub detail: String,
+}
+
+/// What [`Store::verify_chain`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    /// Links verified (up to the break, if any).
+    pub entries: u64,
+    /// Events from before the chain (no seq, before its first link): not covered.
+    pub before_chain: u64,
+    /// The last verified link.
+    pub head: Option<ChainHead>,
+    pub broken: Option<ChainBreak>,
+}
+
+/// An event as the chain holds it (the form of an export's lines, docs/audit.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ChainEntry {
+    pub id: i64,
+    pub seq: Option<i64>,
+    pub hash: Option<String>,
+    pub at: String,
+    pub run_id: Option<i64>,
+    pub item_key: Option<String>,
+    pub target: Option<String>,
+    pub stage: String,
+    pub level: String,
+    pub message: String,
+    pub actor: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl ChainEntry {
+    fn entry(&self) -> Entry<'_> {
+        Entry {
+            at: &self.at,
+            run_id: self.run_id,
+            item_key: self.item_key.as_deref(),
+            target: self.target.as_deref(),
+            stage: &self.stage,
+            level: &self.level,
+            message: &self.message,
+            actor: self.actor.as_deref(),
+            reason: self.reason.as_deref(),
+        }
+    }
+
+    /// True if the row holds link `seq` after `prev` as appended.
+    fn verifies(&self, seq: i64, prev: Option<&str>) -> bool {
+        self.seq == Some(seq) && self.hash.as_deref() == Some(link_hash(seq, prev, &self.entry()).as_str())
+    }
+}
+
+/// Rows read per query while verifying.
+const PAGE: i64 = 5000;
+
+impl Store {
+    /// The chain's head (none before the first chained event).
+    pub async fn chain_head(&self) -> Result<Option<ChainHead>, StoreError> {
+        let head: Option<(i64, String)> = on_pool!(self, pool => sqlx::query_as(HEAD).fetch_optional(pool).await?);
+        Ok(head.map(|(seq, hash)| ChainHead { seq, hash }))
+    }
+
+    /// Recomputes the chain in the order the events were stored (by id) from event `since` (the
+    /// whole chain without it; the link before `since` is then taken as it is stored) and reports
+    /// the first entry that was changed, removed, inserted or reordered.
+    pub async fn verify_chain(&self, since: Option<i64>) -> Result<ChainReport, StoreError> {
+        let mut report = ChainReport { entries: 0, before_chain: 0, head: None, broken: None };
+        let mut rows: VecDeque<ChainEntry> = VecDeque::new();
+        let mut last_id = since.map_or(i64::MIN, |s| s - 1);
+        let mut exhausted = false;
+        // The next seq expected and the hash it links to; None until the chain's first link.
+        let mut expected: Option<(i64, Option<String>)> = None;
+        loop {
+            if rows.len() < 2 && !exhausted {
+                let page = self.link_page(last_id).await?;
+                exhausted = (page.len() as i64) < PAGE;
+                if let Some(last) = page.last() {
+                    last_id = last.id;
+                }
+                rows.extend(page);
+            }
+            let Some(row) = rows.pop_front() else { break };
+            let (seq, prev) = match (&expected, row.seq) {
+                (None, None) => {
+                    report.before_chain += 1;
+                    continue;
+                }
+                (None, Some(first)) => {
+                    // The chain's start: seq 1, or with `since` the stored link before it.
+                    let prev = if first > 1 && since.is_some() { self.hash_at(first - 1).await? } else { None };
+                    if first > 1 && prev.is_none() {
+                        let want = if since.is_some() { first - 1 } else { 1 };
+                        report.broken = Some(self.gap(&row, want).await?);
+                        break;
+                    }
+                    (first, prev)
+                }
+                (Some(_), None) => {
+                    report.broken = Some(ChainBreak {
+                        kind: BreakKind::Inserted,
+                        id: row.id,
+                        seq: None,
+                        detail: format!("event {} has no place in the chain (no seq, no hash)", row.id),
+                    });
+                    break;
+                }
+                (Some((want, prev)), Some(_)) => (*want, prev.clone()),
+            };
+            let stored = row.seq.expect("rows without seq are handled above");
+            if stored > seq {
+                report.broken = Some(self.gap(&row, seq).await?);
+                break;
+            }
+            if stored < seq {
+                report.broken = Some(ChainBreak {
+                    kind: BreakKind::Inserted,
+                    id: row.id,
+                    seq: Some(stored),
+                    detail: format!("event {} claims seq {stored}, which an earlier entry holds", row.id),
+                });
+                break;
+            }
+            if !row.verifies(seq, prev.as_deref()) {
+                // A foreign row given the next position: the genuine link follows it.
+                let inserted = rows.front().is_some_and(|next| next.verifies(seq, prev.as_deref()));
+                report.broken = Some(if inserted {
+                    ChainBreak {
+                        kind: BreakKind::Inserted,
+                        id: row.id,
+                        seq: Some(stored),
+                        detail: format!("event {} claims seq {seq}, which event {} holds", row.id, rows[0].id),
+                    }
+                } else {
+                    ChainBreak {
+                        kind: BreakKind::Changed,
+                        id: row.id,
+                        seq: Some(stored),
+                        detail: format!(
+                            "event {} (seq {seq}) does not hash to its stored hash: it was changed after it was appended",
+                            row.id
+                        ),
+                    }
+                });
+                break;
+            }
+            report.entries += 1;
+            let hash = row.hash.clone().expect("a verified row has its hash");
+            report.head = Some(ChainHead { seq, hash: hash.clone() });
+            expected = Some((seq + 1, Some(hash)));
+        }
+        Ok(report)
+    }
+
+    /// Why link `want` is not where `row` stands: removed (no event holds it) or reordered.
+    async fn gap(&self, row: &ChainEntry, want: i64) -> Result<ChainBreak, StoreError> {
+        let stored = row.seq.unwrap_or_default();
+        let elsewhere: Option<i64> = on_pool!(self, pool => sqlx::query_scalar("SELECT id FROM events WHERE seq = $1")
+            .bind(want)
+            .fetch_optional(pool)
+            .await?);
+        Ok(match elsewhere {
+            Some(other) => ChainBreak {
+                kind: BreakKind::Reordered,
+                id: row.id,
+                seq: Some(stored),
+                detail: format!("event {} (seq {stored}) stands before event {other} (seq {want})", row.id),
+            },
+            None => ChainBreak {
+                kind: BreakKind::Removed,
+                id: row.id,
+                seq: Some(stored),
+                detail: if stored - want == 1 {
+                    format!("seq {want} is missing before event {} (seq {stored}): it was removed", row.id)
+                } else {
+                    format!(
+                        "seq {want} to {} are missing before event {} (seq {stored}): they were removed",
+                        stored - 1,
+                        row.id
+                    )
+                },
+            },
+        })
+    }
+
+    /// The stored hash of link `seq`.
+    pub async fn hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar("SELECT hash FROM events WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(pool)
+            .await?)
+        .flatten())
+    }
+
+    async fn link_page(&self, after: i64) -> Result<Vec<ChainEntry>, StoreError> {
+        self.chain_page(after, None, PAGE).await
+    }
+
+    /// Up to `limit` events after event id `after` (up to `until`, inclusive), in the order stored.
+    pub async fn chain_page(&self, after: i64, until: Option<i64>, limit: i64) -> Result<Vec<ChainEntry>, StoreError> {
+        let sql = "SELECT id, seq, hash, at, run_id, item_key, target, stage, level, message, actor, reason \
+                   FROM events WHERE id > $1 AND ($2 IS NULL OR id <= $2) ORDER BY id LIMIT $3";
+        Ok(on_pool!(self, pool => sqlx::query_as(sql).bind(after).bind(until).bind(limit).fetch_all(pool).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_canonical_form_is_compact_json_in_fixed_order() {
+        let entry = Entry {
+            at: "2026-12-07T14:00:00.000Z",
+            run_id: Some(7),
+            item_key: Some("aachen/ä\"1"),
+            target: None,
+            stage: "operator",
+            level: "info",
+            message: "line\nnext",
+            actor: Some("anna"),
+            reason: None,
+        };
+        let canonical = Canonical {
+            seq: 2,
+            prev: Some("ab"),
+            at: entry.at,
+            run_id: entry.run_id,
+            item_key: entry.item_key,
+            target: entry.target,
+            stage: entry.stage,
+            level: entry.level,
+            message: entry.message,
+            actor: entry.actor,
+            reason: entry.reason,
+        };
+        assert_eq!(
+            serde_json::to_string(&canonical).unwrap(),
+            r#"{"seq":2,"prev":"ab","at":"2026-12-07T14:00:00.000Z","run_id":7,"item_key":"aachen/ä\"1","target":null,"stage":"operator","level":"info","message":"line\nnext","actor":"anna","reason":null}"#
+        );
+        let hash = link_hash(2, Some("ab"), &entry);
+        assert_eq!(hash.len(), 64);
+        assert_ne!(hash, link_hash(2, Some("ac"), &entry), "the previous link's hash is part of the hash");
+        assert_ne!(hash, link_hash(3, Some("ab"), &entry), "the position is part of the hash");
+    }
+}
