@@ -148,3 +148,74 @@ async fn a_service_whose_form_is_quarantined_is_held_back() {
     assert_eq!(report.status, RunStatus::Ok, "{:?}", report.problems);
     assert!(app.path(SERVICE_FILE).exists());
 }
+
+/// Issue 17: a LeiKa key no source delivers is refused (exit 2, nothing stored or logged) with the
+/// closest known key, unless forced; before any run has seen a service, the hint says to run one.
+#[tokio::test]
+async fn a_leika_key_no_source_has_is_refused_with_the_closest_known_one() {
+    let app = TestApp::demo().await;
+    let typo = "99108001001100";
+    app.command()
+        .args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no run has recorded").and(predicate::str::contains("--force")));
+    assert!(app.deps.store.adoptions().await.unwrap().is_empty(), "nothing stored before a run");
+
+    // The first run records every service's LeiKa key (nobody adopted anything yet).
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
+    let events_before = app.deps.store.events(&EventFilter::default()).await.unwrap().len();
+    app.command().args(["adopt", "add", "--ars", "053150000000", "--service", typo]).assert().code(2).stderr(
+        predicate::str::contains(format!("LeiKa key `{typo}`"))
+            .and(predicate::str::contains(format!("did you mean `{SERVICE}`")))
+            .and(predicate::str::contains("--force")),
+    );
+    assert!(app.deps.store.adoptions().await.unwrap().is_empty(), "nothing stored");
+    assert_eq!(app.deps.store.events(&EventFilter::default()).await.unwrap().len(), events_before, "nothing logged");
+
+    app.command().args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE]).assert().success();
+    app.command().args(["adopt", "add", "--ars", "053150000000", "--service", typo, "--force"]).assert().success();
+    let services: Vec<String> = app.deps.store.adoptions().await.unwrap().into_iter().map(|a| a.service).collect();
+    assert_eq!(services, vec![SERVICE.to_owned(), typo.to_owned()]);
+
+    // An import with an unknown key imports nothing and names the line.
+    std::fs::write(app.path("typo.csv"), format!("ars,service\n051110000000,{SERVICE}\n051110000000,{typo}\n"))
+        .unwrap();
+    app.command().arg("adopt").arg("import").arg(app.path("typo.csv")).assert().code(2).stderr(
+        predicate::str::contains("typo.csv:3").and(predicate::str::contains(format!("did you mean `{SERVICE}`"))),
+    );
+    assert_eq!(app.deps.store.adoptions().await.unwrap().len(), 2, "nothing imported");
+    app.command().arg("adopt").arg("import").arg(app.path("typo.csv")).arg("--force").assert().success();
+    assert_eq!(app.deps.store.adoptions().await.unwrap().len(), 4);
+}
+
+/// The same over the admin API: 400 with the suggestion, nothing stored; `"force": true` adopts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_a_leika_key_no_source_has_unless_forced() {
+    use crate::operators::{OPERATOR, post, tokens_file};
+    use reqwest::StatusCode;
+    let app = TestApp::demo().await;
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
+    let mut config = std::fs::read_to_string(&app.config_path).unwrap();
+    config.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\ntokens_file = \"tokens.toml\"\n");
+    std::fs::write(&app.config_path, config).unwrap();
+    std::fs::write(app.path("tokens.toml"), tokens_file(&[])).unwrap();
+    let daemon = app.start_daemon().await;
+    let typo = "99108001001100";
+
+    let body = serde_json::json!({"ars": "053150000000", "service": typo});
+    let (status, answer) = post(&daemon, "/api/adoptions", OPERATOR, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer.to_string().contains(&format!("did you mean `{SERVICE}`")), "{answer}");
+    assert!(app.deps.store.adoptions().await.unwrap().is_empty(), "nothing stored");
+
+    let body = serde_json::json!({"ars": "053150000000", "service": SERVICE});
+    let (status, answer) = post(&daemon, "/api/adoptions", OPERATOR, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let body = serde_json::json!({"ars": "053150000000", "service": typo, "force": true});
+    let (status, answer) = post(&daemon, "/api/adoptions", OPERATOR, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(app.deps.store.adoptions().await.unwrap().len(), 2);
+    daemon.shutdown.cancel();
+    daemon.task.await.unwrap().unwrap();
+}
