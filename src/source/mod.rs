@@ -248,7 +248,17 @@ fn make_record(
     // A file's single record keeps the jq value for its mappings; the records of a feed do not (they all
     // live until the feed is done, and most are unchanged: keeping two trees each would double their memory).
     let val = if keep_val { val } else { std::sync::OnceLock::new() };
-    Ok(Record { key: ItemKey::new(&source.id, &external_id), hash, origin, format, decoded, adoptions, leika: leika_key, form, val })
+    Ok(Record {
+        key: ItemKey::new(&source.id, &external_id),
+        hash,
+        origin,
+        format,
+        decoded,
+        adoptions,
+        leika: leika_key,
+        form,
+        val,
+    })
 }
 
 /// Refuses ids an operator could not read or a target could not store: control characters, and

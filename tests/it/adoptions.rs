@@ -20,6 +20,8 @@ fn gebiet_ids(xml: &str) -> Vec<String> {
 #[tokio::test]
 async fn adoptions_become_zustaendigkeiten_and_removing_one_updates_exactly_that_service() {
     let app = TestApp::demo().await;
+    // A first run records which services (LeiKa keys) the sources have.
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
     app.command()
         .args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE, "--name", "Stadt Köln"])
         .assert()
@@ -52,6 +54,7 @@ async fn adoptions_become_zustaendigkeiten_and_removing_one_updates_exactly_that
 #[tokio::test]
 async fn every_service_document_validates_against_the_profile_xsd() {
     let app = TestApp::demo().await;
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
     app.command().args(["adopt", "add", "--ars", "059740000000", "--service", SERVICE]).assert().success();
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Ok);
@@ -67,6 +70,7 @@ async fn every_service_document_validates_against_the_profile_xsd() {
 #[tokio::test]
 async fn adoption_keys_are_checked_and_a_bad_import_changes_nothing() {
     let app = TestApp::demo().await;
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
     app.command()
         .args(["adopt", "add", "--ars", "05315", "--service", SERVICE])
         .assert()

@@ -382,8 +382,11 @@ impl SourceRun {
                 stage,
                 message: format!("{}: {message}", record.origin),
             };
-            let inputs =
-                Inputs { content_hash: Some(record.hash.to_string()), leika_key: record.leika.clone(), ..Inputs::default() };
+            let inputs = Inputs {
+                content_hash: Some(record.hash.to_string()),
+                leika_key: record.leika.clone(),
+                ..Inputs::default()
+            };
             self.record_step(Step::refused(&record.key, &self.source.id, record.origin.clone(), inputs, problem));
         }
     }
