@@ -217,3 +217,20 @@ fn line_at(text: &str, at: u64) -> usize {
     }
     bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leika_key_is_checked_against_the_known_ones() {
+        let known: BTreeSet<String> = ["99108001001000", "99050012104000"].into_iter().map(String::from).collect();
+        assert_eq!(check_known("99108001001000", &known), Ok(()));
+        let err = check_known("99108001001100", &known).unwrap_err();
+        assert!(err.contains("did you mean `99108001001000`?") && err.contains("--force"), "{err}");
+        let err = check_known("11111111111111", &known).unwrap_err();
+        assert!(err.contains("2 services known") && !err.contains("did you mean"), "{err}");
+        let err = check_known("99108001001000", &BTreeSet::new()).unwrap_err();
+        assert!(err.contains("no run has recorded") && err.contains("portal-bridge migrate"), "{err}");
+    }
+}

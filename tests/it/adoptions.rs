@@ -223,3 +223,35 @@ async fn the_api_refuses_a_leika_key_no_source_has_unless_forced() {
     daemon.shutdown.cancel();
     daemon.task.await.unwrap().unwrap();
 }
+
+/// Rows recorded before the ledger kept LeiKa keys (migration 0016) learn theirs at their source's
+/// next run, even when nothing changed; a withdrawn service's key no longer counts.
+#[tokio::test]
+async fn unchanged_services_from_before_learn_their_leika_key_and_withdrawn_ones_lose_it() {
+    let app = TestApp::demo().await;
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
+    crate::runs::execute(&app.deps.store, "UPDATE items SET leika_key = NULL", &[]).await;
+    app.command()
+        .args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no run has recorded"));
+
+    let report = app.migrate().await;
+    assert_eq!((report.status, report.counts.new, report.counts.updated), (RunStatus::Ok, 0, 0), "nothing changed");
+    app.command().args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE]).assert().success();
+
+    // Soest's second service leaves its feed: withdrawn, and no longer adoptable.
+    let feed = app.path("demo/soest/services.json");
+    let mut records: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&feed).unwrap()).unwrap();
+    let gone = records.pop().unwrap()["leistung"]["schluessel"].as_str().unwrap().to_owned();
+    std::fs::write(&feed, serde_json::to_vec(&records).unwrap()).unwrap();
+    // Half of the feed gone: the withdrawal waits for a confirmation.
+    app.command().args(["migrate", "--allow-withdrawals", "--reason", "retired upstream"]).assert().success();
+    assert_eq!(app.deps.store.item(&format!("soest-services/{gone}")).await.unwrap()[0].status, "withdrawn");
+    app.command()
+        .args(["adopt", "add", "--ars", "059740000000", "--service", &gone])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is delivered by no configured source"));
+}
