@@ -71,7 +71,7 @@ fn check_known(service: &str, known: &BTreeSet<String>) -> Result<(), String> {
     let candidates: Vec<&str> = known.iter().map(String::as_str).collect();
     let hint = match crate::config::closest_of(service, &candidates) {
         Some(closest) => format!(" (did you mean `{closest}`?)"),
-        None => format!(" ({} services known: `portal-bridge adopt list` and `items` show them)", known.len()),
+        None => format!(" (none of the {} known keys is close; `portal-bridge items` lists the services)", known.len()),
     };
     Err(format!("LeiKa key `{service}` is delivered by no configured source{hint}; use --force to adopt it anyway"))
 }
@@ -103,8 +103,9 @@ pub struct Imported {
 
 /// Imports adoptions from CSV text with a header row naming `ars`, `service` and optionally `name`
 /// (`file` names it in messages): every row is checked first as [`adopt_add`] checks it — a file
-/// with one bad row changes nothing, [`OpsError::Usage`] lists every bad row with its line — then each new adoption is added
-/// and logged as [`adopt_add`] logs it, with `reason` (default: the import of `file`).
+/// with one bad row changes nothing, [`OpsError::Usage`] lists every bad row with its line — then
+/// each new adoption is added and logged as [`adopt_add`] logs it, with `reason` (default: the
+/// import of `file`).
 pub async fn import_adoptions(
     ctx: &Ctx<'_>,
     actor: &Actor,
@@ -229,7 +230,7 @@ mod tests {
         let err = check_known("99108001001100", &known).unwrap_err();
         assert!(err.contains("did you mean `99108001001000`?") && err.contains("--force"), "{err}");
         let err = check_known("11111111111111", &known).unwrap_err();
-        assert!(err.contains("2 services known") && !err.contains("did you mean"), "{err}");
+        assert!(err.contains("none of the 2 known keys") && !err.contains("did you mean"), "{err}");
         let err = check_known("99108001001000", &BTreeSet::new()).unwrap_err();
         assert!(err.contains("no run has recorded") && err.contains("portal-bridge migrate"), "{err}");
     }
