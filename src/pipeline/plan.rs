@@ -108,6 +108,9 @@ pub struct Inputs {
     pub settings_hash: Option<String>,
     /// The adoptions (comma-separated ARS) the document was mapped with, for sources with adoptions.
     pub adoptions: Option<String>,
+    /// The LeiKa key of the record's service (sources with `leika_key`), recorded in the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leika_key: Option<String>,
 }
 
 impl Step {
@@ -269,6 +272,7 @@ mod tests {
             mapping_version: Some("3".into()),
             settings_hash: Some("5e771n95".into()),
             adoptions: Some("051540004004,051540008008".into()),
+            leika_key: Some("99108001001000".into()),
         };
         let step = |target: &str, change, base| Step {
             key: key.clone(),

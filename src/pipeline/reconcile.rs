@@ -117,6 +117,7 @@ fn left_over_step(request: Request) -> Step {
             mapping_version: provenance.mapping_version,
             settings_hash: None,
             adoptions: provenance.adoptions,
+            leika_key: None,
         },
     }
 }

@@ -131,6 +131,7 @@ fn from_cache(work: &Work, text: &str) -> Option<Vec<Scanned>> {
                 hash: r.hash,
                 mappings,
                 form: None,
+                leika: None,
                 refusals: r.refusals,
                 codelists: r.codelists,
             })
@@ -155,7 +156,16 @@ fn decode(work: &Work, entry: &Entry) -> EntryScan {
                     reasons.collect::<Vec<_>>().join("; ")
                 });
                 let codelists = references(&r.decoded.tree);
-                Scanned { mappings, origin: r.origin, key: r.key, hash: r.hash, form: r.form, refusals, codelists }
+                Scanned {
+                    mappings,
+                    origin: r.origin,
+                    key: r.key,
+                    hash: r.hash,
+                    form: r.form,
+                    leika: r.leika,
+                    refusals,
+                    codelists,
+                }
             })
         })
         .collect())

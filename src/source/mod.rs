@@ -89,6 +89,8 @@ pub struct Record {
     pub decoded: Decoded,
     /// The adoptions of the record's service (sources with `leika_key`), sorted by ARS.
     pub adoptions: Vec<Adoption>,
+    /// The LeiKa key of the record's service (sources with `leika_key`).
+    pub leika: Option<String>,
     /// The item key of the form the record's online service uses (sources with `form_link`).
     pub form: Option<ItemKey>,
     /// The tree as a jq value, made once for the key expressions and the mappings of a file's single
@@ -226,6 +228,7 @@ fn make_record(
     check_id(&external_id, source.max_id_chars).map_err(key_error)?;
     let mut hash = codec::tree_hash(&decoded.tree);
     let mut adoptions = Vec::new();
+    let mut leika_key = None;
     if let Some(program) = &source.leika_key {
         let leika = evaluate(program, source, tree(), false)
             .map_err(|e| key_error(format!("the leika_key expression {e}")))?
@@ -234,6 +237,7 @@ fn make_record(
         let listed: Vec<String> =
             adoptions.iter().map(|a| format!("{}={}", a.ars, a.name.as_deref().unwrap_or(""))).collect();
         hash = ContentHash::of_parts([hash.as_str().as_bytes(), listed.join("\n").as_bytes()]);
+        leika_key = Some(leika);
     }
     let form = match &source.form_link {
         None => None,
@@ -244,7 +248,17 @@ fn make_record(
     // A file's single record keeps the jq value for its mappings; the records of a feed do not (they all
     // live until the feed is done, and most are unchanged: keeping two trees each would double their memory).
     let val = if keep_val { val } else { std::sync::OnceLock::new() };
-    Ok(Record { key: ItemKey::new(&source.id, &external_id), hash, origin, format, decoded, adoptions, form, val })
+    Ok(Record {
+        key: ItemKey::new(&source.id, &external_id),
+        hash,
+        origin,
+        format,
+        decoded,
+        adoptions,
+        leika: leika_key,
+        form,
+        val,
+    })
 }
 
 /// Refuses ids an operator could not read or a target could not store: control characters, and

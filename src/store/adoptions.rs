@@ -53,6 +53,14 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await?))
     }
 
+    /// The LeiKa keys the ledger holds for services that are not withdrawn, each with the source
+    /// that delivered it, sorted (recorded by runs of sources with `leika_key`).
+    pub async fn service_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = "SELECT DISTINCT leika_key, source_id FROM items WHERE leika_key IS NOT NULL \
+                   AND status <> 'withdrawn' ORDER BY leika_key, source_id";
+        Ok(on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await?))
+    }
+
     /// All adoptions grouped by service (LeiKa key), each group sorted by ARS.
     pub async fn adoptions_by_service(&self) -> Result<HashMap<String, Vec<Adoption>>, StoreError> {
         let mut by_service: HashMap<String, Vec<Adoption>> = HashMap::new();

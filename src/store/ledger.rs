@@ -44,6 +44,9 @@ pub struct LedgerRow {
     /// When the row's status last changed (the first run that quarantined it, say); set by the
     /// store on every write, whatever a row brings.
     pub status_since: Option<String>,
+    /// The LeiKa key the source gave the item's record when it was last recorded (sources with
+    /// `leika_key`): what `adopt add` checks a key against. A write without one keeps the stored one.
+    pub leika_key: Option<String>,
     /// The row's revision as read (0: no row yet). [`Store::write_batch`] writes a row only if it is
     /// still at this revision, and raises it.
     pub revision: i64,
@@ -56,7 +59,7 @@ const WRITE_COLUMNS: &str = "item_key, target, source_id, origin, content_hash, 
 
 const LEDGER_COLUMNS: &str = "item_key, target, source_id, origin, content_hash, mapping, mapping_version, \
      output_hash, output_path, status, attempts, last_error, first_seen_at, updated_at, delivered_at, last_run_id, adoptions, \
-     target_version, skip_reason, skip_hash, settings_hash, status_since, revision";
+     target_version, skip_reason, skip_hash, settings_hash, status_since, leika_key, revision";
 
 /// An item's status as shown (and filtered on): `skipped` while an operator's skip holds (the
 /// content is what it was when skipped), else the ledger's status. See [`LedgerRow::shown_status`].
@@ -183,13 +186,14 @@ impl Store {
             return Ok(());
         }
         let upsert = format!(
-            "INSERT INTO items ({WRITE_COLUMNS}, status_since) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 + 1, $14) \
+            "INSERT INTO items ({WRITE_COLUMNS}, status_since, leika_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 + 1, $14, $23) \
              ON CONFLICT (item_key, target) DO UPDATE SET source_id = excluded.source_id, origin = excluded.origin, \
              content_hash = excluded.content_hash, mapping = excluded.mapping, mapping_version = excluded.mapping_version, \
              output_hash = excluded.output_hash, output_path = excluded.output_path, status = excluded.status, \
              attempts = excluded.attempts, last_error = excluded.last_error, updated_at = excluded.updated_at, \
              delivered_at = excluded.delivered_at, last_run_id = excluded.last_run_id, adoptions = excluded.adoptions, \
              target_version = excluded.target_version, settings_hash = excluded.settings_hash, \
+             leika_key = COALESCE(excluded.leika_key, items.leika_key), \
              status_since = CASE WHEN items.status = excluded.status THEN COALESCE(items.status_since, items.updated_at) \
              ELSE excluded.updated_at END, \
              revision = items.revision + 1 WHERE items.revision = $22"
@@ -222,6 +226,7 @@ impl Store {
                     .bind(&row.skip_hash)
                     .bind(&row.settings_hash)
                     .bind(row.revision)
+                    .bind(&row.leika_key)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();

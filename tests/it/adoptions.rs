@@ -20,6 +20,8 @@ fn gebiet_ids(xml: &str) -> Vec<String> {
 #[tokio::test]
 async fn adoptions_become_zustaendigkeiten_and_removing_one_updates_exactly_that_service() {
     let app = TestApp::demo().await;
+    // A first run records which services (LeiKa keys) the sources have.
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
     app.command()
         .args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE, "--name", "Stadt Köln"])
         .assert()
@@ -52,6 +54,7 @@ async fn adoptions_become_zustaendigkeiten_and_removing_one_updates_exactly_that
 #[tokio::test]
 async fn every_service_document_validates_against_the_profile_xsd() {
     let app = TestApp::demo().await;
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
     app.command().args(["adopt", "add", "--ars", "059740000000", "--service", SERVICE]).assert().success();
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Ok);
@@ -67,6 +70,7 @@ async fn every_service_document_validates_against_the_profile_xsd() {
 #[tokio::test]
 async fn adoption_keys_are_checked_and_a_bad_import_changes_nothing() {
     let app = TestApp::demo().await;
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
     app.command()
         .args(["adopt", "add", "--ars", "05315", "--service", SERVICE])
         .assert()
@@ -147,4 +151,107 @@ async fn a_service_whose_form_is_quarantined_is_held_back() {
     let report = app.migrate().await;
     assert_eq!(report.status, RunStatus::Ok, "{:?}", report.problems);
     assert!(app.path(SERVICE_FILE).exists());
+}
+
+/// Issue 17: a LeiKa key no source delivers is refused (exit 2, nothing stored or logged) with the
+/// closest known key, unless forced; before any run has seen a service, the hint says to run one.
+#[tokio::test]
+async fn a_leika_key_no_source_has_is_refused_with_the_closest_known_one() {
+    let app = TestApp::demo().await;
+    let typo = "99108001001100";
+    app.command()
+        .args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no run has recorded").and(predicate::str::contains("--force")));
+    assert!(app.deps.store.adoptions().await.unwrap().is_empty(), "nothing stored before a run");
+
+    // The first run records every service's LeiKa key (nobody adopted anything yet).
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
+    let events_before = app.deps.store.events(&EventFilter::default()).await.unwrap().len();
+    app.command().args(["adopt", "add", "--ars", "053150000000", "--service", typo]).assert().code(2).stderr(
+        predicate::str::contains(format!("LeiKa key `{typo}`"))
+            .and(predicate::str::contains(format!("did you mean `{SERVICE}`")))
+            .and(predicate::str::contains("--force")),
+    );
+    assert!(app.deps.store.adoptions().await.unwrap().is_empty(), "nothing stored");
+    assert_eq!(app.deps.store.events(&EventFilter::default()).await.unwrap().len(), events_before, "nothing logged");
+
+    app.command().args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE]).assert().success();
+    app.command().args(["adopt", "add", "--ars", "053150000000", "--service", typo, "--force"]).assert().success();
+    let services: Vec<String> = app.deps.store.adoptions().await.unwrap().into_iter().map(|a| a.service).collect();
+    assert_eq!(services, vec![SERVICE.to_owned(), typo.to_owned()]);
+
+    // An import with an unknown key imports nothing and names the line.
+    std::fs::write(app.path("typo.csv"), format!("ars,service\n051110000000,{SERVICE}\n051110000000,{typo}\n"))
+        .unwrap();
+    app.command().arg("adopt").arg("import").arg(app.path("typo.csv")).assert().code(2).stderr(
+        predicate::str::contains("typo.csv:3").and(predicate::str::contains(format!("did you mean `{SERVICE}`"))),
+    );
+    assert_eq!(app.deps.store.adoptions().await.unwrap().len(), 2, "nothing imported");
+    app.command().arg("adopt").arg("import").arg(app.path("typo.csv")).arg("--force").assert().success();
+    assert_eq!(app.deps.store.adoptions().await.unwrap().len(), 4);
+}
+
+/// The same over the admin API: 400 with the suggestion, nothing stored; `"force": true` adopts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_a_leika_key_no_source_has_unless_forced() {
+    use crate::operators::{OPERATOR, post, tokens_file};
+    use reqwest::StatusCode;
+    let app = TestApp::demo().await;
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
+    let mut config = std::fs::read_to_string(&app.config_path).unwrap();
+    config.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\ntokens_file = \"tokens.toml\"\n");
+    std::fs::write(&app.config_path, config).unwrap();
+    std::fs::write(app.path("tokens.toml"), tokens_file(&[])).unwrap();
+    let daemon = app.start_daemon().await;
+    let typo = "99108001001100";
+
+    let body = serde_json::json!({"ars": "053150000000", "service": typo});
+    let (status, answer) = post(&daemon, "/api/adoptions", OPERATOR, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer.to_string().contains(&format!("did you mean `{SERVICE}`")), "{answer}");
+    assert!(app.deps.store.adoptions().await.unwrap().is_empty(), "nothing stored");
+
+    let body = serde_json::json!({"ars": "053150000000", "service": SERVICE});
+    let (status, answer) = post(&daemon, "/api/adoptions", OPERATOR, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let body = serde_json::json!({"ars": "053150000000", "service": typo, "force": true});
+    let (status, answer) = post(&daemon, "/api/adoptions", OPERATOR, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(app.deps.store.adoptions().await.unwrap().len(), 2);
+    daemon.shutdown.cancel();
+    daemon.task.await.unwrap().unwrap();
+}
+
+/// Rows recorded before the ledger kept LeiKa keys (migration 0016) learn theirs at their source's
+/// next run, even when nothing changed; a withdrawn service's key no longer counts.
+#[tokio::test]
+async fn unchanged_services_from_before_learn_their_leika_key_and_withdrawn_ones_lose_it() {
+    let app = TestApp::demo().await;
+    assert_eq!(app.migrate().await.status, RunStatus::Ok);
+    crate::runs::execute(&app.deps.store, "UPDATE items SET leika_key = NULL", &[]).await;
+    app.command()
+        .args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no run has recorded"));
+
+    let report = app.migrate().await;
+    assert_eq!((report.status, report.counts.new, report.counts.updated), (RunStatus::Ok, 0, 0), "nothing changed");
+    app.command().args(["adopt", "add", "--ars", "053150000000", "--service", SERVICE]).assert().success();
+
+    // Soest's second service leaves its feed: withdrawn, and no longer adoptable.
+    let feed = app.path("demo/soest/services.json");
+    let mut records: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&feed).unwrap()).unwrap();
+    let gone = records.pop().unwrap()["leistung"]["schluessel"].as_str().unwrap().to_owned();
+    std::fs::write(&feed, serde_json::to_vec(&records).unwrap()).unwrap();
+    // Half of the feed gone: the withdrawal waits for a confirmation.
+    app.command().args(["migrate", "--allow-withdrawals", "--reason", "retired upstream"]).assert().success();
+    assert_eq!(app.deps.store.item(&format!("soest-services/{gone}")).await.unwrap()[0].status, "withdrawn");
+    app.command()
+        .args(["adopt", "add", "--ars", "059740000000", "--service", &gone])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is delivered by no configured source"));
 }

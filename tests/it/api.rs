@@ -725,6 +725,7 @@ async fn every_value_on_a_page_is_escaped() {
         skip_hash: None,
         settings_hash: None,
         status_since: None,
+        leika_key: None,
         revision: 0,
     };
     review.app.deps.store.write_batch(&Batch { rows: vec![row], ..Batch::default() }).await.unwrap();

@@ -157,14 +157,27 @@ async fn every_action_leaves_the_same_event_with_who_and_why_through_the_cli_and
     // adopt add, adopt remove
     let mut by_cli = Vec::new();
     let before = operator_events(&app).await.len();
-    cli(&["adopt", "add", "--ars", ARS, "--service", SERVICE, "--name", "Stadt Köln", "--reason", "Ratsbeschluss"]);
+    // The feed has no LeiKa keys: the adoption is forced, both ways.
+    cli(&[
+        "adopt",
+        "add",
+        "--ars",
+        ARS,
+        "--service",
+        SERVICE,
+        "--name",
+        "Stadt Köln",
+        "--reason",
+        "Ratsbeschluss",
+        "--force",
+    ]);
     by_cli.push(new_events(&app, before).await);
     let before = operator_events(&app).await.len();
     cli(&["adopt", "remove", "--ars", ARS, "--service", SERVICE, "--reason", "zurückgezogen"]);
     by_cli.push(new_events(&app, before).await);
     let mut by_api = Vec::new();
     let before = operator_events(&app).await.len();
-    let body = json!({"ars": ARS, "service": SERVICE, "name": "Stadt Köln", "reason": "Ratsbeschluss"});
+    let body = json!({"ars": ARS, "service": SERVICE, "name": "Stadt Köln", "reason": "Ratsbeschluss", "force": true});
     let (status, answer) = post(&daemon, "/api/adoptions", OPERATOR, body).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     by_api.push(new_events(&app, before).await);
@@ -484,7 +497,8 @@ async fn adoptions_are_imported_over_the_api_as_on_the_command_line() {
 
     let good = import(
         "ars,service,name\n053150000000,99108001001000,Stadt Köln\n051110000000,99108001001000,\n",
-        "?reason=Ratsbeschluss",
+        // The feed has no LeiKa keys to check against.
+        "?force=true&reason=Ratsbeschluss",
     )
     .await
     .unwrap();

@@ -69,7 +69,7 @@ mappings = ["echo"]
 }
 
 /// Runs one SQL statement with text parameters on either backend (test setup that no API offers).
-async fn execute(store: &Store, sql: &str, binds: &[&str]) -> u64 {
+pub(crate) async fn execute(store: &Store, sql: &str, binds: &[&str]) -> u64 {
     match store {
         Store::Sqlite(pool) => {
             let mut query = sqlx::query(sql);

@@ -298,6 +298,8 @@ async fn a_skipped_file_placeholder_stays_skipped_is_shown_as_skipped_and_can_be
 #[tokio::test]
 async fn map_with_the_source_prints_exactly_the_outbox_bytes_of_a_split_feed() {
     let app = TestApp::demo().await;
+    // A first run records the services' LeiKa keys, which `adopt add` checks.
+    app.command().arg("migrate").assert().success();
     app.command()
         .args(["adopt", "add", "--ars", "053150000000", "--service", "99108001001000", "--name", "Stadt Köln"])
         .assert()
@@ -432,6 +434,7 @@ async fn log_pages_through_everything_and_says_when_it_cut() {
 #[tokio::test]
 async fn a_german_excel_csv_is_imported_or_refused_with_a_precise_hint_and_its_line() {
     let app = TestApp::demo().await;
+    app.migrate().await;
     // Excel on a German system: `;` between fields, Windows-1252 (ö is the one byte 0xF6), CRLF.
     let good = app.path("nachnutzung.csv");
     std::fs::write(&good, b"ars;service;name\r\n053150000000;99108001001000;Stadt K\xF6ln\r\n").unwrap();

@@ -43,6 +43,7 @@ fn row(item_key: &str, status: &str) -> LedgerRow {
         skip_hash: None,
         settings_hash: None,
         status_since: None,
+        leika_key: None,
         revision: 0,
     }
 }

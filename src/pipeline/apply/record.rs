@@ -57,6 +57,7 @@ impl SourceRun {
             skip_hash: None,
             settings_hash: None,
             status_since: None,
+            leika_key: None,
             revision: 0,
         });
         row.origin = step.origin.clone();
@@ -64,6 +65,9 @@ impl SourceRun {
         row.mapping = step.inputs.mapping.clone().or(row.mapping);
         row.updated_at = now.clone();
         row.last_run_id = self.run_id;
+        if step.inputs.leika_key.is_some() {
+            row.leika_key = step.inputs.leika_key.clone();
+        }
         let (key, target) = (&step.key, step.target.as_str());
         if let (Ok(_), Some(now_adopted)) = (&result, &step.inputs.adoptions) {
             for change in adoption_changes(previous.and_then(|p| p.adoptions.as_deref()), now_adopted) {

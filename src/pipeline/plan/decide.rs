@@ -31,6 +31,8 @@ pub(in crate::pipeline) struct Scanned {
     pub mappings: Vec<Arc<Mapping>>,
     /// The form the record's online service uses, if the source links forms.
     pub form: Option<ItemKey>,
+    /// The LeiKa key of the record's service (sources with `leika_key`).
+    pub leika: Option<String>,
     /// Why each mapping of the source refuses the record, when none takes it.
     pub refusals: Option<String>,
     /// The codelists the record refers to.
@@ -162,9 +164,12 @@ impl SourceRun {
                     self.progress.advance();
                     self.settled.entry(key.clone()).or_insert(Ok(()));
                     let row = previous.expect("unchanged implies a row");
-                    if row.status != ItemStatus::Unchanged.as_str() && !self.dry_run {
+                    // The row also learns its service's LeiKa key (rows from before there was one).
+                    let leika_news = record.leika.is_some() && row.leika_key != record.leika;
+                    if (row.status != ItemStatus::Unchanged.as_str() || leika_news) && !self.dry_run {
                         let mut row = row.clone();
                         row.status = ItemStatus::Unchanged.as_str().into();
+                        row.leika_key = record.leika.clone().or(row.leika_key);
                         row.updated_at = self.now();
                         row.last_run_id = self.run_id;
                         self.push_row(row);
@@ -280,6 +285,7 @@ impl SourceRun {
                     mapping_version: row.mapping_version.clone(),
                     settings_hash: None,
                     adoptions: row.adoptions.clone(),
+                    leika_key: None,
                 },
             })
             .collect()
@@ -376,7 +382,11 @@ impl SourceRun {
                 stage,
                 message: format!("{}: {message}", record.origin),
             };
-            let inputs = Inputs { content_hash: Some(record.hash.to_string()), ..Inputs::default() };
+            let inputs = Inputs {
+                content_hash: Some(record.hash.to_string()),
+                leika_key: record.leika.clone(),
+                ..Inputs::default()
+            };
             self.record_step(Step::refused(&record.key, &self.source.id, record.origin.clone(), inputs, problem));
         }
     }

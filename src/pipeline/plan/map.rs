@@ -84,7 +84,10 @@ fn map_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Step> {
         let hash = Some(record.hash.to_string());
         let fail = |status, stage, message: String| {
             let why = (status, stage, format!("{}: {message}", record.origin));
-            refusal(&source.id, key, mapping, record.origin.clone(), hash.clone(), why)
+            let mut step = refusal(&source.id, key, mapping, record.origin.clone(), hash.clone(), why);
+            // A service that does not map is still one its source has.
+            step.inputs.leika_key = record.leika.clone();
+            step
         };
         let mapping_started = std::time::Instant::now();
         let mapped = if mapping.input.arrays.is_empty() {
@@ -144,6 +147,7 @@ fn map_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Step> {
                 mapping_version: Some(mapping.version.to_string()),
                 settings_hash: work.settings.get(target).cloned(),
                 adoptions: source.leika_key.as_ref().map(|_| adoption_list(&record.adoptions)),
+                leika_key: record.leika.clone(),
             },
         });
     }
