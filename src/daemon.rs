@@ -117,6 +117,7 @@ pub async fn run(parts: DaemonParts) -> Result<(), DaemonError> {
                 instance: instance.clone(),
                 lease: config.lease,
                 deps: helper_rx.clone(),
+                chain: Default::default(),
             };
             let router = crate::api::router(state);
             let stop = shutdown.clone();

@@ -126,6 +126,34 @@ pub struct ApiState {
     /// What a plan is made with (`POST /api/plans`): the daemon's current configuration, store,
     /// schemas and clock (a new value after a reload).
     pub deps: tokio::sync::watch::Receiver<crate::pipeline::Deps>,
+    /// The item pages' last verification of the audit chain, reused for [`ChainCache::TTL`].
+    pub chain: ChainCache,
+}
+
+/// The last [`crate::store::Store::verify_chain`] report the item pages show: the whole chain is
+/// verified at most once a minute per daemon (a chain of a million entries takes seconds,
+/// docs/performance.md), and views waiting meanwhile share the one verification. A change made
+/// directly in the database thus shows on the pages within a minute; `audit verify` always
+/// recomputes.
+#[derive(Debug, Clone, Default)]
+pub struct ChainCache(Arc<tokio::sync::Mutex<Option<(std::time::Instant, crate::store::audit::ChainReport)>>>);
+
+impl ChainCache {
+    /// How long a verification is shown before the chain is verified again.
+    pub const TTL: Duration = Duration::from_secs(60);
+
+    /// The cached report while it is fresh, else a new verification of the whole chain.
+    pub(crate) async fn report(&self, store: &Store) -> Result<crate::store::audit::ChainReport, StoreError> {
+        let mut cached = self.0.lock().await;
+        if let Some((at, report)) = cached.as_ref()
+            && at.elapsed() < Self::TTL
+        {
+            return Ok(report.clone());
+        }
+        let report = store.verify_chain(None).await?;
+        *cached = Some((std::time::Instant::now(), report.clone()));
+        Ok(report)
+    }
 }
 
 impl ApiState {

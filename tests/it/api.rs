@@ -127,6 +127,7 @@ pub fn raw_state_for(
         instance: "test".into(),
         lease: std::time::Duration::from_secs(60),
         deps: tokio::sync::watch::channel(app.deps.clone()).1,
+        chain: Default::default(),
     };
     (state, rx)
 }

@@ -315,3 +315,69 @@ async fn the_head_is_logged_at_a_run_end_and_served_by_the_api_and_the_metrics()
     let series = format!("portal_bridge_audit_head_info{{hash=\"{}\",seq=\"{}\"}} 1", head.hash, head.seq);
     assert!(metrics.lines().any(|l| l == series), "{series} in\n{metrics}");
 }
+
+/// The item page (`/items/{key}`, served on a real socket) shows the item's trail with who and why,
+/// an operator's action marked, and whether the chain verifies; after an event row is edited in the
+/// database, it names the break (a fresh state: a daemon's pages reuse a verification for a minute).
+#[tokio::test]
+async fn the_item_page_shows_the_trail_with_who_and_why_and_whether_the_chain_verifies() {
+    use crate::api::{CHANGED, Review, Server, raw_state_for};
+    use portal_bridge::api::{key_segment, router};
+    use portal_bridge::store::lease::Fence;
+
+    let review = Review::new().await;
+    let store = &review.app.deps.store;
+    let skip = OperatorEvent {
+        at: "2026-12-07T11:00:00.000Z".into(),
+        run_id: None,
+        item_key: Some(CHANGED.into()),
+        target: None,
+        actor: "anna.admin".into(),
+        reason: Some("migrated by hand".into()),
+        message: "skipped until its content changes".into(),
+    };
+    assert!(store.skip_item_logged(CHANGED, "migrated by hand (by anna.admin)", &Fence::None, &skip).await.unwrap());
+    let head = store.chain_head().await.unwrap().expect("a head");
+    let page = |review: &Review| {
+        let (state, _rx) = raw_state_for(&review.app, None, false, 4);
+        let uri = format!("/items/{}", key_segment(CHANGED));
+        async move {
+            let server = Server::start(router(state)).await;
+            let answer = reqwest::get(server.url(&uri)).await.unwrap();
+            assert_eq!(answer.status(), reqwest::StatusCode::OK);
+            let body = answer.text().await.unwrap();
+            server.stop().await;
+            body
+        }
+    };
+
+    let item = page(&review).await;
+    let row = item.split("<tr class=\"operator\">").nth(1).expect("the skip is marked as an operator's action");
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("Bedienaktion (operator action)"), "{row}");
+    assert!(row.contains("skipped until its content changes"), "{row}");
+    assert!(row.contains("<td>anna.admin</td>"), "who: {row}");
+    assert!(row.contains("migrated by hand"), "why: {row}");
+    assert!(item.contains("<th scope=\"col\">Wer <span class=\"en\">(who)</span></th>"), "{item}");
+    let verifies = format!(
+        "Prüfkette intakt / chain verifies ({} entries, head #{} <code>{}</code>)",
+        head.seq, head.seq, head.hash
+    );
+    assert!(item.contains(&verifies), "{item}");
+
+    let id: i64 = match store {
+        Store::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT id FROM events WHERE actor = 'anna.admin'").fetch_one(pool).await
+        }
+        Store::Postgres(pool) => {
+            sqlx::query_scalar("SELECT id FROM events WHERE actor = 'anna.admin'").fetch_one(pool).await
+        }
+    }
+    .unwrap();
+    tamper(store, &[&format!("UPDATE events SET reason = 'approved by the mayor' WHERE id = {id}")]).await;
+    let item = page(&review).await;
+    assert!(!item.contains("Prüfkette intakt"), "{item}");
+    let names = format!("Prüfkette gebrochen / chain broken</strong> bei Ereignis (at event) {id} (changed)");
+    assert!(item.contains(&names), "{item}");
+    assert!(item.contains("approved by the mayor"), "the trail shows what the row holds now");
+}

@@ -1,4 +1,5 @@
-//! An item's page (`/items/{key}`): per target what the target holds from us, then the item's migration log.
+//! An item's page (`/items/{key}`): per target what the target holds from us, then the item's trail (its
+//! migration log with who and why) and whether the audit chain verifies.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -6,17 +7,18 @@ use axum::http::StatusCode;
 
 use super::diff::diff;
 use super::{
-    DEFAULT_EVENTS, PageQuery, PageResult, bad_query, clamp, diff_href, event_table, failed, not_found_page,
-    quarantine_href, run_href, target_label,
+    DEFAULT_EVENTS, PageQuery, PageResult, bad_query, clamp, diff_href, failed, not_found_page, quarantine_href,
+    run_href, target_label,
 };
 use crate::api::auth::ViewerPage;
 use crate::api::html::{Html, Kind, Nav, page};
 use crate::api::{ApiState, key_segment, when};
 use chrono_tz::Tz;
 
-use crate::domain::ItemKey;
+use crate::domain::{ItemKey, Stage};
+use crate::store::audit::ChainReport;
 use crate::store::ledger::LedgerRow;
-use crate::store::log::EventFilter;
+use crate::store::log::{EventFilter, EventRow};
 
 /// `/items/{key}` and `/items/{key}/diff`; the key may come percent-encoded or with its `/`.
 /// An item whose own key ends in `/diff` wins over the diff of its prefix.
@@ -81,13 +83,106 @@ async fn item(state: &ApiState, key: &str, limit: i64) -> PageResult {
         h.raw("</p>");
     }
     h.raw("<h2>Migrationsprotokoll (Migration log)</h2>");
+    let chain = state.chain.report(&state.store).await.map_err(failed)?;
+    chain_line(&mut h, &chain);
     if events.len() as i64 >= limit {
         h.raw("<p class=\"hint\">Die letzten ").show(limit).raw(
             " Ereignisse; mehr mit <code>?limit=</code> (the last events only; add <code>?limit=</code> for more).</p>",
         );
     }
-    event_table(&mut h, &events, true, tz);
+    trail_table(&mut h, &events, tz);
     Ok(page(StatusCode::OK, &format!("Element (Item) {key}"), Nav::None, h))
+}
+
+/// Whether the audit chain verifies (the whole chain, as [`crate::api::ChainCache`] last found it):
+/// its length and head, or the first break.
+fn chain_line(h: &mut Html, report: &ChainReport) {
+    match (&report.broken, &report.head) {
+        (Some(broken), _) => {
+            h.raw(
+                "<p class=\"chain bad\"><strong>Prüfkette gebrochen / chain broken</strong> bei Ereignis (at event) ",
+            )
+            .show(broken.id)
+            .raw(" (")
+            .text(broken.kind.as_str())
+            .raw("): ")
+            .text(&broken.detail)
+            .raw(". Nach ")
+            .show(report.entries)
+            .raw(" intakten Einträgen (after ")
+            .show(report.entries)
+            .raw(" entries that verify); <code>portal-bridge audit verify</code> prüft erneut (verifies again).</p>");
+        }
+        (None, Some(head)) => {
+            h.raw("<p class=\"chain good\">Prüfkette intakt / chain verifies (")
+                .show(report.entries)
+                .raw(" entries, head #")
+                .show(head.seq)
+                .raw(" <code>")
+                .text(&head.hash)
+                .raw("</code>)");
+            if report.before_chain > 0 {
+                h.raw("; ")
+                    .show(report.before_chain)
+                    .raw(" ältere Einträge ohne Kette (older entries outside the chain)");
+            }
+            h.raw(".</p>");
+        }
+        (None, None) => {
+            h.raw("<p class=\"chain\">Noch keine Prüfkette (no audit chain yet).</p>");
+        }
+    }
+}
+
+/// The item's events with who (actor) and why (reason); an operator's actions are marked.
+fn trail_table(h: &mut Html, events: &[EventRow], tz: Tz) {
+    if events.is_empty() {
+        h.raw("<p class=\"empty\">Keine Ereignisse (no events).</p>");
+        return;
+    }
+    h.raw("<table class=\"wide\">");
+    h.head(&[
+        "Zeit (time)",
+        "Stufe (level)",
+        "Phase (stage)",
+        "Lauf (run)",
+        "Ziel (target)",
+        "Meldung (message)",
+        "Wer (who)",
+        "Warum (why)",
+    ]);
+    h.raw("<tbody>");
+    for e in events {
+        let operator = e.stage == Stage::Operator.as_str();
+        h.raw(if operator { "<tr class=\"operator\">" } else { "<tr>" }).td(&when(&e.at, tz));
+        h.cell(|h| {
+            h.status(Kind::Level, &e.level);
+        });
+        h.cell(|h| {
+            h.text(&e.stage);
+            if operator {
+                h.raw(" <strong>Bedienaktion (operator action)</strong>");
+            }
+        });
+        h.cell(|h| match e.run_id {
+            Some(id) => {
+                h.link(&run_href(id), &format!("#{id}"));
+            }
+            None => {
+                h.raw("<span class=\"none\">–</span>");
+            }
+        });
+        h.cell(|h| {
+            h.maybe(e.target.as_deref().map(target_label));
+        });
+        h.raw("<td class=\"reason\">").text(&e.message).raw("</td>");
+        h.cell(|h| {
+            h.maybe(e.actor.as_deref());
+        });
+        h.raw("<td class=\"reason\">");
+        h.maybe(e.reason.as_deref()).raw("</td></tr>");
+    }
+    h.raw("</tbody></table>");
 }
 
 /// The item's ledger rows side by side: one column per target, one row per field.
