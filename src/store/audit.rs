@@ -49,22 +49,28 @@ struct Canonical<'a> {
     reason: Option<&'a str>,
 }
 
+impl<'a> Canonical<'a> {
+    /// Link `seq` holding `entry` after the link whose hash is `prev`.
+    fn of(seq: i64, prev: Option<&'a str>, entry: &Entry<'a>) -> Self {
+        Self {
+            seq,
+            prev,
+            at: entry.at,
+            run_id: entry.run_id,
+            item_key: entry.item_key,
+            target: entry.target,
+            stage: entry.stage,
+            level: entry.level,
+            message: entry.message,
+            actor: entry.actor,
+            reason: entry.reason,
+        }
+    }
+}
+
 /// The hex SHA-256 of link `seq` holding `entry` after the link whose hash is `prev`.
 pub fn link_hash(seq: i64, prev: Option<&str>, entry: &Entry<'_>) -> String {
-    let canonical = Canonical {
-        seq,
-        prev,
-        at: entry.at,
-        run_id: entry.run_id,
-        item_key: entry.item_key,
-        target: entry.target,
-        stage: entry.stage,
-        level: entry.level,
-        message: entry.message,
-        actor: entry.actor,
-        reason: entry.reason,
-    };
-    let bytes = serde_json::to_vec(&canonical).expect("plain strings and numbers serialise");
+    let bytes = serde_json::to_vec(&Canonical::of(seq, prev, entry)).expect("plain strings and numbers serialise");
     hex::encode(Sha256::digest(&bytes))
 }
 
@@ -383,19 +389,7 @@ mod tests {
             actor: Some("anna"),
             reason: None,
         };
-        let canonical = Canonical {
-            seq: 2,
-            prev: Some("ab"),
-            at: entry.at,
-            run_id: entry.run_id,
-            item_key: entry.item_key,
-            target: entry.target,
-            stage: entry.stage,
-            level: entry.level,
-            message: entry.message,
-            actor: entry.actor,
-            reason: entry.reason,
-        };
+        let canonical = Canonical::of(2, Some("ab"), &entry);
         assert_eq!(
             serde_json::to_string(&canonical).unwrap(),
             r#"{"seq":2,"prev":"ab","at":"2026-12-07T14:00:00.000Z","run_id":7,"item_key":"aachen/ä\"1","target":null,"stage":"operator","level":"info","message":"line\nnext","actor":"anna","reason":null}"#
