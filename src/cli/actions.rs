@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::{
     AdoptCommand, AdoptImportArgs, AdoptKeyArgs, ApplyArgs, Exit, MigrateArgs, ResolveArgs, RetryArgs, SkipArgs,
@@ -307,21 +307,6 @@ pub(super) async fn complete(started: pipeline::Started, store: &Store, json: bo
 pub(super) async fn migrate(config: Arc<Config>, args: MigrateArgs) -> Result<Exit> {
     let Some(local) = Local::new(config.clone(), args.wait, args.json).await? else { return Ok(Exit::Usage) };
     let store = local.deps.store.clone();
-    // A typo in `--item` is a usage error, not a partial run: an item the ledger does not know is
-    // migrated for the first time with its source (`--source`).
-    for item in &args.items {
-        if crate::domain::ItemKey::parse(item).is_some()
-            && config.source(item.split_once('/').map_or("", |(s, _)| s)).is_some()
-            && store.item(item).await?.is_empty()
-        {
-            let source = item.split_once('/').map_or("", |(s, _)| s);
-            eprintln!(
-                "{}; an item not migrated yet goes with its source: --source {source}",
-                super::views::unknown_item(&store, item).await?
-            );
-            return Ok(Exit::Usage);
-        }
-    }
     let request = RunRequest {
         sources: args.sources.clone(),
         items: args.items.clone(),
@@ -409,8 +394,15 @@ pub(super) async fn adopt(config: &Config, command: AdoptCommand) -> Result<Exit
 /// `adopt import`: through [`ops::import_adoptions`] (every row checked first; a file with one bad
 /// row changes nothing).
 pub(super) async fn import_adoptions(ctx: &Ctx<'_>, args: AdoptImportArgs) -> Result<Exit> {
-    let text = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let file = args.file.display().to_string();
+    let text = match std::fs::read(&args.file) {
+        Ok(text) => text,
+        Err(e) => {
+            // The file named on the command line is the user's input: a usage error.
+            eprintln!("cannot read {file}: {e}");
+            return Ok(Exit::Usage);
+        }
+    };
     let actor = args.operator.actor();
     match ops::import_adoptions(ctx, &actor, &text, &file, args.force, args.reason.as_deref()).await {
         Ok(imported) => {

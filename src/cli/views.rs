@@ -209,7 +209,7 @@ pub(super) async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
     let store = open_store_read(config).await?;
     let rows = store.item(&args.key).await?;
     if rows.is_empty() {
-        eprintln!("{} (see `portal-bridge items`)", unknown_item(&store, &args.key).await?);
+        eprintln!("{} (see `portal-bridge items`)", crate::ops::unknown_item(&store, &args.key).await?);
         return Ok(Exit::Usage);
     }
     let events =
@@ -265,13 +265,4 @@ pub(super) async fn show(config: &Config, args: ShowArgs) -> Result<Exit> {
         );
     }
     Ok(Exit::Ok)
-}
-
-/// "no item `x` in the ledger (did you mean `y`?)", the suggestion from the keys of the same source.
-pub(super) async fn unknown_item(store: &crate::store::Store, key: &str) -> Result<String> {
-    let source = key.split_once('/').map_or(key, |(source, _)| source);
-    let keys: Vec<String> = store.items(None, Some(source), i64::MAX).await?.into_iter().map(|r| r.item_key).collect();
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let hint = crate::config::closest_of(key, &keys).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
-    Ok(format!("no item `{key}` in the ledger{hint}"))
 }

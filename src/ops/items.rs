@@ -12,6 +12,15 @@ use crate::store::lease::{Fence, lease_name};
 use crate::store::operator::OperatorEvent;
 use crate::store::timestamp;
 
+/// "no item `x` in the ledger (did you mean `y`?)", the suggestion from the keys of the same source.
+pub async fn unknown_item(store: &crate::store::Store, key: &str) -> Result<String, crate::store::StoreError> {
+    let source = key.split_once('/').map_or(key, |(source, _)| source);
+    let keys: Vec<String> = store.items(None, Some(source), i64::MAX).await?.into_iter().map(|r| r.item_key).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let hint = crate::config::closest_of(key, &keys).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
+    Ok(format!("no item `{key}` in the ledger{hint}"))
+}
+
 /// Which items a retry migrates again.
 #[derive(Debug, Clone)]
 pub enum RetryWhat {

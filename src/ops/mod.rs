@@ -22,7 +22,7 @@ use crate::store::operator::OperatorEvent;
 use crate::store::{Store, StoreError, timestamp};
 
 pub use adopt::{Imported, adopt_add, adopt_remove, check_adoption, import_adoptions};
-pub use items::{RetryWhat, resolve, retry, skip, unskip};
+pub use items::{RetryWhat, resolve, retry, skip, unknown_item, unskip};
 pub use plans::{Made, apply_plan, decide_plan, make_plan};
 pub use runs::{RunRequest, start_run};
 

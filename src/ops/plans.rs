@@ -23,7 +23,7 @@ pub struct Made {
 /// delivered, and judges the plan by the configured policy. A plan that needs nobody's approval
 /// is stored `approved`.
 pub async fn make_plan(ctx: &Ctx<'_>, deps: &Deps, actor: &Actor, request: RunRequest) -> Result<Made, OpsError> {
-    let items = request.checked_items(ctx)?;
+    let items = request.checked_items(ctx).await?;
     let collect: PlanCollector = Arc::default();
     let job = Job {
         sources: request.sources.clone(),

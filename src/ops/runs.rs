@@ -20,12 +20,22 @@ pub struct RunRequest {
 }
 
 impl RunRequest {
-    /// The request's item keys, parsed; refuses a malformed key or an unknown source (its own or
-    /// an item's) before anything happens.
-    pub(super) fn checked_items(&self, ctx: &Ctx<'_>) -> Result<Vec<crate::domain::ItemKey>, OpsError> {
+    /// The request's item keys, parsed; refuses a malformed key, an unknown source (its own or an
+    /// item's) or an item the ledger does not know (a typo, not a partial run: an item not migrated
+    /// yet goes with its source) before anything happens.
+    pub(super) async fn checked_items(&self, ctx: &Ctx<'_>) -> Result<Vec<crate::domain::ItemKey>, OpsError> {
         let items = self.items.iter().map(|text| ctx.item_key(text)).collect::<Result<Vec<_>, _>>()?;
         for source in &self.sources {
             ctx.check_source(source)?;
+        }
+        for key in &items {
+            if ctx.store.item(key.as_str()).await?.is_empty() {
+                let unknown = super::items::unknown_item(ctx.store, key.as_str()).await?;
+                return Err(OpsError::Usage(format!(
+                    "{unknown}; an item not migrated yet goes with its source `{}`",
+                    key.source()
+                )));
+            }
         }
         Ok(items)
     }
@@ -40,7 +50,7 @@ pub async fn start_run<R: Runner>(
     request: RunRequest,
     reason: Option<&str>,
 ) -> Result<R::Run, OpsError> {
-    let items = request.checked_items(ctx)?;
+    let items = request.checked_items(ctx).await?;
     let flags: Vec<&str> = [(request.force, "force"), (request.allow_withdrawals, "allow_withdrawals")]
         .into_iter()
         .filter_map(|(set, name)| set.then_some(name))

@@ -65,6 +65,14 @@ async fn ids_by_seq(store: &Store) -> Vec<i64> {
     }
 }
 
+/// The whole chain verifies: what daemons and runs that were killed, shared work or appended at
+/// once leave behind is one chain (the acceptance of #18: two daemons appending concurrently).
+pub async fn assert_chain_verifies(store: &Store) {
+    let report = store.verify_chain(None).await.unwrap();
+    assert_eq!(report.broken, None, "{report:?}");
+    assert!(report.entries > 0, "the run's events are in the chain: {report:?}");
+}
+
 /// An app whose log holds 8 events, appended through each path: single events, a ledger batch and
 /// operator actions.
 async fn chained_app() -> TestApp {

@@ -217,6 +217,7 @@ async fn two_daemons_with_the_same_schedule_run_each_slot_once() {
     let total = seconds.len();
     seconds.dedup();
     assert_eq!(seconds.len(), total, "no scheduled second ran twice: {runs:?}");
+    crate::audit::assert_chain_verifies(&app.deps.store).await;
 }
 
 /// Two daemon processes on one database with a feed of 500 records delivered to a simulator on
@@ -281,6 +282,7 @@ async fn when_a_daemon_is_killed_the_other_takes_over_after_the_lease_and_nothin
             row.item_key
         );
     }
+    crate::audit::assert_chain_verifies(&app.deps.store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,4 +346,5 @@ async fn a_large_run_is_shared_and_a_killed_helpers_batches_are_taken_over() {
     assert_eq!(shared.message.matches(", ").count(), 1, "two instances worked: {}", shared.message);
     assert!(store.intents().await.unwrap().is_empty());
     assert!(store.batch_claims().await.unwrap().is_empty());
+    crate::audit::assert_chain_verifies(store).await;
 }

@@ -364,4 +364,5 @@ async fn killed_repeatedly_with_faults_on_and_forced_by_two_daemons_every_docume
     }
     assert_eq!(stats.total_effects(), 600);
     assert!(store.intents().await.unwrap().is_empty(), "no unfinished deliveries remain");
+    crate::audit::assert_chain_verifies(store).await;
 }
