@@ -116,10 +116,13 @@ fn load_json_schema(path: &Path) -> Result<jsonschema::Validator, String> {
 
 type XsdJob = (Vec<u8>, mpsc::Sender<Result<(), String>>);
 
-/// An XSD validator. libxml2's validation context is not thread-safe, so it lives on a thread of
-/// its own and documents are sent to it; the thread ends when the validator is dropped.
+/// An XSD validator: a pool of threads, each with its own compiled schema and validation context
+/// (libxml2's context is not thread-safe), taking documents from one queue; so documents of one
+/// schema are checked on as many cores as the pool has. The threads end when the validator is
+/// dropped.
 pub struct XsdValidator {
-    jobs: Mutex<mpsc::Sender<XsdJob>>,
+    jobs: mpsc::Sender<XsdJob>,
+    workers: usize,
 }
 
 /// Initialises libxml2 once per process. Its lazy initialisation is not thread-safe: two
@@ -130,38 +133,66 @@ fn init_libxml2() {
     INIT.call_once(|| unsafe { libxml::bindings::xmlInitParser() });
 }
 
+/// Threads per schema: the cores available, at most 4 (a compiled XDatenfelder or XZuFi schema
+/// takes a few MB per thread; validation is about a tenth of a document's cost, docs/performance.md).
+fn pool_size() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, 4)
+}
+
 impl XsdValidator {
+    /// Compiles the schema at `path` on a pool of [`pool_size`] threads.
     pub fn load(path: &Path) -> Result<Self, String> {
+        Self::with_workers(path, pool_size())
+    }
+
+    /// Compiles the schema at `path` once on each of `workers` threads (at least one).
+    pub fn with_workers(path: &Path, workers: usize) -> Result<Self, String> {
         init_libxml2();
+        let workers = workers.max(1);
         let (ready_tx, ready_rx) = mpsc::channel();
         let (jobs_tx, jobs_rx) = mpsc::channel::<XsdJob>();
-        let path = path.to_path_buf();
-        std::thread::Builder::new()
-            .name(format!("xsd-{}", file_name(&path)))
-            .spawn(move || {
-                let mut parser = libxml::schemas::SchemaParserContext::from_file(&path.to_string_lossy());
-                let mut context = match libxml::schemas::SchemaValidationContext::from_parser(&mut parser) {
-                    Ok(context) => {
-                        let _ = ready_tx.send(Ok(()));
-                        context
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        for n in 0..workers {
+            let (path, ready_tx, jobs_rx) = (path.to_path_buf(), ready_tx.clone(), jobs_rx.clone());
+            std::thread::Builder::new()
+                .name(format!("xsd-{n}-{}", file_name(&path)))
+                .spawn(move || {
+                    let mut parser = libxml::schemas::SchemaParserContext::from_file(&path.to_string_lossy());
+                    let mut context = match libxml::schemas::SchemaValidationContext::from_parser(&mut parser) {
+                        Ok(context) => {
+                            let _ = ready_tx.send(Ok(()));
+                            context
+                        }
+                        Err(errors) => {
+                            let _ = ready_tx.send(Err(describe(&errors)));
+                            return;
+                        }
+                    };
+                    drop(ready_tx);
+                    loop {
+                        // The lock is held only while taking the next document off the queue.
+                        let job = jobs_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                        let Ok((bytes, reply)) = job else { return };
+                        let _ = reply.send(validate_bytes(&mut context, &bytes));
                     }
-                    Err(errors) => {
-                        let _ = ready_tx.send(Err(describe(&errors)));
-                        return;
-                    }
-                };
-                for (bytes, reply) in jobs_rx {
-                    let _ = reply.send(validate_bytes(&mut context, &bytes));
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        ready_rx.recv().map_err(|_| "the XSD thread stopped".to_string())??;
-        Ok(Self { jobs: Mutex::new(jobs_tx) })
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        drop(ready_tx);
+        for _ in 0..workers {
+            ready_rx.recv().map_err(|_| "the XSD thread stopped".to_string())??;
+        }
+        Ok(Self { jobs: jobs_tx, workers })
+    }
+
+    /// Threads checking documents of this schema.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     pub fn check(&self, bytes: &[u8]) -> Result<(), String> {
         let (tx, rx) = mpsc::channel();
-        self.jobs.lock().expect("not poisoned").send((bytes.to_vec(), tx)).map_err(|_| "the XSD thread stopped")?;
+        self.jobs.send((bytes.to_vec(), tx)).map_err(|_| "the XSD thread stopped")?;
         rx.recv().map_err(|_| "the XSD thread stopped".to_string())?
     }
 }
@@ -320,6 +351,34 @@ mod tests {
         assert_eq!(validator.check(b"<r><![CDATA[<!DOCTYPE r>]]></r>"), Ok(()));
         assert_eq!(validator.check(b"<!-- <!DOCTYPE r> --><r>a</r>"), Ok(()));
         assert_eq!(trap.connections(), 0, "nothing was fetched");
+    }
+
+    /// A pool of validators answers each of many documents checked at once from several threads
+    /// with its own verdict (none is lost, swapped or answered twice).
+    #[test]
+    fn a_pool_checks_documents_from_many_threads_each_with_its_own_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let xsd = dir.path().join("r.xsd");
+        std::fs::write(&xsd, XSD).unwrap();
+        let validator = XsdValidator::with_workers(&xsd, 3).unwrap();
+        assert_eq!(validator.workers(), 3);
+        std::thread::scope(|scope| {
+            for t in 0..6 {
+                let validator = &validator;
+                scope.spawn(move || {
+                    for n in 0..50 {
+                        let good = (t + n) % 3 != 0;
+                        let document = if good { format!("<r>{t}-{n}</r>") } else { format!("<q>{t}-{n}</q>") };
+                        let verdict = validator.check(document.as_bytes());
+                        assert_eq!(verdict.is_ok(), good, "{document}: {verdict:?}");
+                    }
+                });
+            }
+        });
+        let bad = dir.path().join("bad.xsd");
+        std::fs::write(&bad, "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\"><xs:element/></xs:schema>")
+            .unwrap();
+        assert!(XsdValidator::with_workers(&bad, 2).is_err(), "a schema that does not compile is refused");
     }
 
     /// Below the DOCTYPE check: the parser options alone keep libxml2 from reaching out. (Without
