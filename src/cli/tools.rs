@@ -223,9 +223,26 @@ pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit>
         None => (config, crate::source::Inputs::default()),
     };
     let mapping = config.mappings.iter().find(|m| m.name == mapping.name).cloned().unwrap_or(mapping);
+    // Files are mapped (and validated) on every core; what they give is written in the order given.
+    let map_one = |file: &std::path::PathBuf| -> Vec<(crate::preview::Previewed, Option<String>)> {
+        crate::preview::preview(&config, &mapping, source.as_deref(), &inputs, file)
+            .into_iter()
+            .map(|previewed| {
+                let invalid = match (&validators, &previewed.document) {
+                    (Some(validators), Ok(document)) => {
+                        validators.check(mapping.output.schema.as_deref(), document).err()
+                    }
+                    _ => None,
+                };
+                (previewed, invalid)
+            })
+            .collect()
+    };
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut exit = Exit::Ok;
-    for file in &args.files {
-        for previewed in crate::preview::preview(&config, &mapping, source.as_deref(), &inputs, file) {
+    let mut stdout = std::io::stdout().lock();
+    for chunk in args.files.chunks(4 * workers) {
+        for (previewed, invalid) in ordered_map(chunk, workers, &map_one).into_iter().flatten() {
             let document = match previewed.document {
                 Ok(document) => document,
                 Err(e) => {
@@ -234,17 +251,40 @@ pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit>
                     continue;
                 }
             };
-            std::io::stdout().write_all(&document.bytes)?;
+            stdout.write_all(&document.bytes)?;
             for warning in &document.warnings {
                 eprintln!("{}: warning: {warning}", previewed.origin);
             }
-            if let Some(validators) = &validators
-                && let Err(e) = validators.check(mapping.output.schema.as_deref(), &document)
-            {
+            if let Some(e) = invalid {
                 eprintln!("{}: INVALID: {e}", previewed.origin);
                 exit = Exit::Partial;
             }
         }
     }
     Ok(exit)
+}
+
+/// `f` of every item on up to `workers` threads, the results in the items' order.
+fn ordered_map<I: Sync, T: Send>(items: &[I], workers: usize, f: &(dyn Fn(&I) -> T + Sync)) -> Vec<T> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<T>>> = items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, items.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(index) else { break };
+                    let result = f(item);
+                    *slots[index].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).expect("every item was mapped")
+        })
+        .collect()
 }

@@ -1521,3 +1521,39 @@ on_missing_codelist = "warn"
         assert!(about_the_file.is_empty(), "{case} is valid against the XSD: {about_the_file:?}");
     }
 }
+
+/// `map FILE…` maps its files on every core, yet writes their documents in the order given, byte
+/// for byte what mapping each file on its own writes; a bad file among them is named and the rest go on.
+#[test]
+fn map_of_many_files_writes_each_document_in_the_order_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.xml");
+    std::fs::write(&broken, "<not-closed").unwrap();
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for region in ["aachen", "owl", "soest", "emscher-lippe", "bergisches-staedtedreieck"] {
+        let mut forms: Vec<_> = std::fs::read_dir(repo().join("demo").join(region).join("forms"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        forms.sort();
+        files.extend(forms);
+    }
+    files.insert(4, s00000009());
+    files.insert(7, broken.clone());
+    files.extend(files.clone().into_iter().rev().take(6));
+    let map = |files: &[std::path::PathBuf]| {
+        bridge()
+            .current_dir(repo())
+            .args(["map", "--mapping", XDF2_TO_XDF3, "--validate"])
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let all = map(&files);
+    let stderr = String::from_utf8_lossy(&all.stderr);
+    assert_eq!(all.status.code(), Some(3), "the broken file makes it partial: {stderr}");
+    assert!(stderr.contains(&format!("{}: ", broken.display())), "{stderr}");
+    let one_by_one: Vec<u8> = files.iter().flat_map(|file| map(std::slice::from_ref(file)).stdout).collect();
+    assert!(one_by_one.len() > 100_000, "the documents were mapped");
+    assert!(all.stdout == one_by_one, "the same bytes in the same order as one file at a time");
+}
