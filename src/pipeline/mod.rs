@@ -14,6 +14,7 @@
 mod apply;
 pub mod codelists;
 pub mod hold;
+mod kept;
 pub mod plan;
 mod reconcile;
 mod run;
@@ -304,6 +305,8 @@ struct Work {
     /// Steps that change something are kept here instead of being sent (a source whose changes
     /// await the policy's verdict).
     hold: Option<PlanCollector>,
+    /// Records pass 1 decoded, kept for pass 2 within a budget (an entry decoded once per run).
+    kept: Arc<kept::Kept<source::Record>>,
 }
 
 impl Work {

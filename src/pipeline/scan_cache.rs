@@ -139,11 +139,13 @@ fn from_cache(work: &Work, text: &str) -> Option<Vec<Scanned>> {
         .collect()
 }
 
-/// Reads and decodes an entry into what pass 1 keeps of its records.
+/// Reads and decodes an entry into what pass 1 keeps of its records; the records themselves are
+/// kept for pass 2 if the budget allows ([`super::kept`]) and every record of the entry is good.
 fn decode(work: &Work, entry: &Entry) -> EntryScan {
     let source = &work.source;
     let records = read_records(work, entry)?;
-    Ok(records
+    let mut good = Vec::with_capacity(records.len());
+    let scans = records
         .into_iter()
         .map(|record| {
             record.map(|r| {
@@ -156,17 +158,30 @@ fn decode(work: &Work, entry: &Entry) -> EntryScan {
                     reasons.collect::<Vec<_>>().join("; ")
                 });
                 let codelists = references(&r.decoded.tree);
-                Scanned {
+                let scanned = Scanned {
                     mappings,
-                    origin: r.origin,
-                    key: r.key,
-                    hash: r.hash,
-                    form: r.form,
-                    leika: r.leika,
+                    origin: r.origin.clone(),
+                    key: r.key.clone(),
+                    hash: r.hash.clone(),
+                    form: r.form.clone(),
+                    leika: r.leika.clone(),
                     refusals,
                     codelists,
-                }
+                };
+                good.push(r);
+                scanned
             })
         })
-        .collect())
+        .collect::<Vec<_>>();
+    if good.len() == scans.len() {
+        let size = match &entry.content {
+            Some(content) => Some(content.len()),
+            None => std::fs::metadata(&entry.path).ok().map(|m| m.len() as usize),
+        };
+        if let Some(size) = size {
+            // Records that do not fit are dropped here; pass 2 decodes their entry again.
+            let _ = work.kept.offer(&entry.origin, size, good);
+        }
+    }
+    Ok(scans)
 }

@@ -48,6 +48,7 @@ impl SourceRun {
             journal: Journal::new(deps.store.clone(), fence.clone(), deps.clock.clone(), run_id, job.metrics.clone()),
             stop: job.stop.clone(),
             hold: None,
+            kept: Arc::new(super::kept::Kept::new(super::kept::BUDGET_BYTES)),
         });
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         Ok(Self {

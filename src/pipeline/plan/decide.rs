@@ -184,7 +184,10 @@ impl SourceRun {
         if self.stop.is_stopped() {
             return Ok(None);
         }
-        let work = entries.into_iter().filter_map(|entry| work.remove(&entry.origin).map(|w| (entry, w))).collect();
+        let work: Vec<_> =
+            entries.into_iter().filter_map(|entry| work.remove(&entry.origin).map(|w| (entry, w))).collect();
+        let wanted: BTreeSet<&str> = work.iter().map(|(entry, _): &(Entry, _)| entry.origin.as_str()).collect();
+        self.work.kept.retain(|origin| wanted.contains(origin));
         Ok(Some(Decided { work, vanished, listed }))
     }
 

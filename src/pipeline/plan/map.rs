@@ -50,7 +50,9 @@ pub(in crate::pipeline) fn map_entry(work: &Work, entry: &Entry, pairs: &[Pair])
 fn map_pairs(work: &Work, entry: &Entry, pairs: &[Pair]) -> Vec<Step> {
     let Work { deps, source, ledger, force, .. } = work;
     let config = &deps.config;
-    let records = match read_records(work, entry) {
+    // Pass 1's records when it kept them, else the entry read and decoded again.
+    let kept = work.kept.take(&entry.origin).map(|records| records.into_iter().map(Ok).collect());
+    let records = match kept.map_or_else(|| read_records(work, entry), Ok) {
         Ok(records) => records,
         // The file changed or vanished since the scan; report it against every pair.
         Err(error) => {
