@@ -127,6 +127,7 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("keep").required(true).multiple(false).args(["archive", "no_archive"])))]
 pub struct AuditPruneArgs {
     /// Prune the links (and the events from before the chain) older than this: a date YYYY-MM-DD
     /// (00:00 UTC of that day) or an RFC 3339 time. The head always stays.
@@ -137,7 +138,7 @@ pub struct AuditPruneArgs {
     pub reason: String,
     /// First write the pruned entries to this new file, in the format of `audit export` (fsynced;
     /// an existing file is refused).
-    #[arg(long, value_name = "FILE", required_unless_present = "no_archive", conflicts_with = "no_archive")]
+    #[arg(long, value_name = "FILE")]
     pub archive: Option<PathBuf>,
     /// Prune without writing an archive (the pruned entries are gone for good).
     #[arg(long)]
