@@ -696,3 +696,52 @@ async fn the_api_prunes_for_an_approver_and_records_its_name() {
     let (code, report) = verify(&app, &[]);
     assert_eq!((code, &report["pruned"]["actor"]), (0, &serde_json::json!("a.approver")), "{report}");
 }
+
+/// A prune lifts the log's append-only guard only inside its own transaction: afterwards a DELETE
+/// or UPDATE of an event is refused as before. Events from before the chain older than the date are
+/// pruned with the links and come first in the archive (not covered by the chain, counted apart).
+#[tokio::test]
+async fn the_log_stays_append_only_after_a_prune_and_old_events_from_before_the_chain_are_archived() {
+    let app = empty_app().await;
+    let store = &app.deps.store;
+    // Two events from before the chain (one older than the date, one not), then the chain. The
+    // guard is put back as the migration made it.
+    let restore: &[&str] = match store {
+        Store::Sqlite(_) => &[
+            "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'the migration log is append-only'); END",
+            "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'the migration log is append-only'); END",
+        ],
+        Store::Postgres(_) => &[
+            "CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION events_append_only()",
+        ],
+    };
+    let mut statements = vec![
+        "INSERT INTO events (at, stage, level, message) VALUES ('2020-01-01T00:00:00.000Z', 'deliver', 'info', 'old')",
+        "INSERT INTO events (at, stage, level, message) VALUES ('2030-01-01T00:00:00.000Z', 'deliver', 'info', 'skewed')",
+    ];
+    statements.extend_from_slice(restore);
+    tamper(store, &statements).await;
+    for day in 1..=6 {
+        store.append_event(&dated(day)).await.unwrap();
+    }
+    let archive = prune_to_archive(&app);
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&archive).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6, "header, the old event, links 1 to 3, head");
+    assert_eq!((&lines[1]["message"], &lines[1]["seq"]), (&serde_json::json!("old"), &serde_json::Value::Null));
+    let (code, stdout) = verify_export(&[&archive]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("1 events from before the chain (not covered by it)"), "{stdout}");
+    assert_eq!(event_count(store).await, 1 + 3 + 1, "the newer event from before the chain stays");
+    let (code, report) = verify(&app, &[]);
+    assert_eq!((code, &report["before_chain"], &report["entries"]), (0, &serde_json::json!(1), &serde_json::json!(4)));
+
+    for sql in ["DELETE FROM events", "UPDATE events SET message = 'x'"] {
+        let refused = match store {
+            Store::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+            Store::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+        };
+        let error = refused.expect_err(sql).to_string();
+        assert!(error.contains("append-only"), "{sql}: {error}");
+    }
+}
