@@ -390,7 +390,7 @@ pub(super) async fn audit_prune(
     Ok(answer(outcome.map(|outcome| {
         let pruned = match outcome {
             ops::PruneOutcome::Nothing => None,
-            ops::PruneOutcome::Pruned { checkpoint, .. } => Some(checkpoint),
+            ops::PruneOutcome::Pruned(pruning) => Some(pruning.checkpoint),
         };
         Json(json!({ "pruned": pruned })).into_response()
     })))

@@ -130,7 +130,8 @@ pub(super) async fn prune(config: &Config, args: AuditPruneArgs) -> Result<Exit>
                 outln!("nothing to prune: no entry before {} but the head", args.before.trim());
             }
         }
-        PruneOutcome::Pruned { range, checkpoint, archive } => {
+        PruneOutcome::Pruned(pruning) => {
+            let ops::Pruning { range, checkpoint, archive } = *pruning;
             if args.json {
                 let value = serde_json::json!({
                     "pruned": checkpoint,

@@ -58,11 +58,15 @@ pub enum Archive {
 pub enum PruneOutcome {
     /// No link is older than the date (or only the head is): nothing changed, nothing logged.
     Nothing,
-    Pruned {
-        range: PruneRange,
-        checkpoint: Checkpoint,
-        archive: Option<PathBuf>,
-    },
+    Pruned(Box<Pruning>),
+}
+
+/// A prune made: what it removed, its checkpoint, and the archive written, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruning {
+    pub range: PruneRange,
+    pub checkpoint: Checkpoint,
+    pub archive: Option<PathBuf>,
 }
 
 /// Prunes the audit chain's links before `before` (and the older events from before the chain),
@@ -110,7 +114,7 @@ pub async fn prune(
     let at = ctx.now();
     let sign = SignOff { at: &at, actor: &actor.name, reason, archive_sha256: sha256.as_deref() };
     match ctx.store.prune(&range, &sign).await? {
-        Some(checkpoint) => Ok(PruneOutcome::Pruned { range, checkpoint, archive: path }),
+        Some(checkpoint) => Ok(PruneOutcome::Pruned(Box::new(Pruning { range, checkpoint, archive: path }))),
         None => {
             if let Some(path) = &path {
                 let _ = std::fs::remove_file(path);
