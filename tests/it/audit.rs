@@ -745,3 +745,36 @@ async fn the_log_stays_append_only_after_a_prune_and_old_events_from_before_the_
         assert!(error.contains("append-only"), "{sql}: {error}");
     }
 }
+
+/// A second prune continues from the first checkpoint: its archive starts with the first one's
+/// `through_hash`, both archives and a later export verify together, and verify reports the newest.
+#[tokio::test]
+async fn a_second_prune_continues_from_the_first_checkpoint() {
+    let app = dated_app().await;
+    let first = prune_to_archive(&app);
+    let second = app.path("second.jsonl");
+    let out = app
+        .command()
+        .args(["audit", "prune", "--before", "2026-11-06", "--reason", "again", "--by", "ben", "--json"])
+        .arg("--archive")
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&answer["pruned"]["through_seq"], &answer["pruned"]["pruned_count"]),
+        (&serde_json::json!(5), &serde_json::json!(2))
+    );
+    let (code, report) = verify(&app, &[]);
+    assert_eq!(
+        (code, &report["pruned"]["through_seq"], &report["pruned"]["actor"]),
+        (0, &serde_json::json!(5), &serde_json::json!("ben")),
+        "{report}"
+    );
+    assert_eq!(report["entries"], 3, "link 6 and the two checkpoint links");
+    let (export, _) = export_to(&app, "export.jsonl", &[]);
+    let (code, stdout) = verify_export(&[&first, &second, &export]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with("export verifies, 8 entries"), "{stdout}");
+}
