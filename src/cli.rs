@@ -121,16 +121,62 @@ pub enum AuditCommand {
     /// Write the chain's entries with their hashes, and the chain's head, for an auditor to verify
     /// on their own (scripts/verify-audit-export, docs/audit.md).
     Export(AuditExportArgs),
+    /// Retention: remove the chain's links before a date behind a signed-off checkpoint link that
+    /// states what was removed (the chain keeps verifying); writes them to an archive first.
+    Prune(AuditPruneArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("keep").required(true).multiple(false).args(["archive", "no_archive"])))]
+pub struct AuditPruneArgs {
+    /// Prune the links (and the events from before the chain) older than this: a date YYYY-MM-DD
+    /// (00:00 UTC of that day) or an RFC 3339 time. The head always stays.
+    #[arg(long, value_name = "DATE")]
+    pub before: String,
+    /// Why (required; recorded in the checkpoint link and row with who prunes).
+    #[arg(long, required = true)]
+    pub reason: String,
+    /// First write the pruned entries to this new file, in the format of `audit export` (fsynced;
+    /// an existing file is refused).
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+    /// Prune without writing an archive (the pruned entries are gone for good).
+    #[arg(long)]
+    pub no_archive: bool,
+    /// Print what was pruned as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub operator: Operator,
+}
+
+/// An event, named by its id (all digits, as `log` shows it) or by a time: a date YYYY-MM-DD (UTC)
+/// or an RFC 3339 time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventBound {
+    Id(i64),
+    At(crate::ops::When),
+}
+
+fn event_bound(text: &str) -> Result<EventBound, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map(EventBound::Id).map_err(|e| format!("`{text}`: {e}"));
+    }
+    crate::ops::When::parse(text)
+        .map(EventBound::At)
+        .map_err(|_| format!("`{text}` is neither an event id (digits) nor a date (YYYY-MM-DD, UTC) or RFC 3339 time"))
 }
 
 #[derive(Debug, Args)]
 pub struct AuditExportArgs {
-    /// From this event id on (as `log` shows it) [default: the chain's start].
-    #[arg(long, value_name = "ID")]
-    pub since: Option<i64>,
-    /// Up to this event id, inclusive [default: the head].
-    #[arg(long, value_name = "ID")]
-    pub until: Option<i64>,
+    /// From this event id on (as `log` shows it), or from the first entry at or after this date
+    /// (YYYY-MM-DD, UTC) or RFC 3339 time [default: the chain's start].
+    #[arg(long, value_name = "ID|DATE", value_parser = event_bound)]
+    pub since: Option<EventBound>,
+    /// Up to this event id, inclusive, or up to the last entry at or before this RFC 3339 time or
+    /// within this date (YYYY-MM-DD, UTC: the whole day) [default: the head].
+    #[arg(long, value_name = "ID|DATE", value_parser = event_bound)]
+    pub until: Option<EventBound>,
     /// The export's format: one JSON object per line.
     #[arg(long, value_enum, default_value_t = AuditFormat::Jsonl)]
     pub format: AuditFormat,
@@ -144,9 +190,10 @@ pub enum AuditFormat {
 
 #[derive(Debug, Args)]
 pub struct AuditVerifyArgs {
-    /// Start at this event id (as `log` shows it), trusting the stored link before it.
-    #[arg(long, value_name = "ID")]
-    pub since: Option<i64>,
+    /// Start at this event id (as `log` shows it), or at the first entry at or after this date
+    /// (YYYY-MM-DD, UTC) or RFC 3339 time, trusting the stored link before it.
+    #[arg(long, value_name = "ID|DATE", value_parser = event_bound)]
+    pub since: Option<EventBound>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -584,6 +631,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Report(ReportCommand::Quality(args)) => views::quality_report(&config, args).await,
         Command::Audit(AuditCommand::Verify(args)) => audit::verify(&config, args).await,
         Command::Audit(AuditCommand::Export(args)) => audit::export(&config, args).await,
+        Command::Audit(AuditCommand::Prune(args)) => audit::prune(&config, args).await,
     }
 }
 

@@ -352,3 +352,46 @@ pub(crate) struct ImportQuery {
     #[serde(default)]
     reason: Option<String>,
 }
+
+/// The body of `POST /api/audit/prune`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneBody {
+    before: String,
+    #[serde(default)]
+    reason: String,
+    /// Must be true: the API writes no archive (the command line's `--archive` does).
+    #[serde(default)]
+    no_archive: bool,
+}
+
+/// `POST /api/audit/prune` (an approver's token, `{"before": DATE, "reason": text, "no_archive":
+/// true}`): prunes the audit chain before the date behind a checkpoint link signed off by the
+/// token's name; 200 `{"pruned": checkpoint}` (`null`: nothing to prune). The API writes no
+/// archive: without `"no_archive": true` it refuses (400), as the command line does without
+/// `--archive` or `--no-archive`.
+pub(super) async fn audit_prune(
+    super::auth::Approver(who): super::auth::Approver,
+    State(state): State<ApiState>,
+    bytes: Bytes,
+) -> Answer {
+    let shape = "{\"before\": \"YYYY-MM-DD\" or RFC 3339, \"reason\": text, \"no_archive\": true}";
+    let body: PruneBody = body(&bytes, shape, false)?;
+    if !body.no_archive {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the API writes no archive: send \"no_archive\": true to prune without one, or prune with the command \
+             line's `audit prune --archive FILE`"
+                .to_owned(),
+        ));
+    }
+    let outcome =
+        ops::prune_audit(&ctx(&state), &Actor::new(who.name), &body.before, &body.reason, &ops::Archive::Skip).await;
+    Ok(answer(outcome.map(|outcome| {
+        let pruned = match outcome {
+            ops::PruneOutcome::Nothing => None,
+            ops::PruneOutcome::Pruned(pruning) => Some(pruning.checkpoint),
+        };
+        Json(json!({ "pruned": pruned })).into_response()
+    })))
+}

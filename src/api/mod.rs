@@ -202,6 +202,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/runs", get(json::runs).post(actions::start_run))
         .route("/api/runs/{id}", get(json::run))
         .route("/api/audit/head", get(json::audit_head))
+        .route("/api/audit/prune", post(actions::audit_prune))
         .route("/api/items", get(json::items))
         // One wildcard serves `aachen-forms%2FS05000101@1.0` and `aachen-forms/S05000101@1.0` alike.
         .route("/api/items/{*key}", get(json::item).post(actions::item_action))

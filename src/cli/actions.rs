@@ -16,7 +16,7 @@ use crate::pipeline::{self, Deps, Job, ProgressHandle};
 use crate::store::Store;
 
 /// What the actions of this command line check against: the store and the configured sources.
-fn ctx<'a>(config: &Config, store: &'a Store) -> Ctx<'a> {
+pub(super) fn ctx<'a>(config: &Config, store: &'a Store) -> Ctx<'a> {
     Ctx { store, sources: Some(config.sources.iter().map(|s| s.id.clone()).collect()), clock: &SystemClock }
 }
 

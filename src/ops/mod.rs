@@ -9,6 +9,7 @@
 //! the request) and show the outcome.
 
 mod adopt;
+mod audit;
 mod items;
 mod plans;
 mod runs;
@@ -22,6 +23,7 @@ use crate::store::operator::OperatorEvent;
 use crate::store::{Store, StoreError, timestamp};
 
 pub use adopt::{Imported, adopt_add, adopt_remove, check_adoption, import_adoptions};
+pub use audit::{Archive, PruneOutcome, Pruning, When, prune as prune_audit};
 pub use items::{RetryWhat, resolve, retry, skip, unknown_item, unskip};
 pub use plans::{Made, apply_plan, decide_plan, make_plan};
 pub use runs::{RunRequest, start_run};

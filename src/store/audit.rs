@@ -179,6 +179,8 @@ pub struct ChainReport {
     /// The last verified link.
     pub head: Option<ChainHead>,
     pub broken: Option<ChainBreak>,
+    /// What was pruned before the first remaining link (the checkpoint the chain starts from).
+    pub pruned: Option<super::retention::Pruned>,
 }
 
 /// An event as the chain holds it (the form of an export's lines, docs/audit.md).
@@ -233,7 +235,7 @@ impl Store {
     /// whole chain without it; the link before `since` is then taken as it is stored) and reports
     /// the first entry that was changed, removed, inserted or reordered.
     pub async fn verify_chain(&self, since: Option<i64>) -> Result<ChainReport, StoreError> {
-        let mut report = ChainReport { entries: 0, before_chain: 0, head: None, broken: None };
+        let mut report = ChainReport { entries: 0, before_chain: 0, head: None, broken: None, pruned: None };
         let mut rows: VecDeque<ChainEntry> = VecDeque::new();
         let mut last_id = since.map_or(i64::MIN, |s| s - 1);
         let mut exhausted = false;
@@ -255,12 +257,17 @@ impl Store {
                     continue;
                 }
                 (None, Some(first)) => {
-                    // The chain's start: seq 1, or with `since` the stored link before it.
-                    let prev = if first > 1 && since.is_some() { self.hash_at(first - 1).await? } else { None };
-                    if first > 1 && prev.is_none() {
-                        let want = if since.is_some() { first - 1 } else { 1 };
-                        report.broken = Some(self.gap(&row, want).await?);
-                        break;
+                    // The chain's start: seq 1, or with `since` the stored link before it, or
+                    // after a prune the checkpoint's hash (src/store/retention.rs).
+                    let mut prev = None;
+                    if first > 1 {
+                        match self.chain_start(&row, first, since.is_some()).await? {
+                            Ok((hash, pruned)) => (prev, report.pruned) = (hash, pruned),
+                            Err(broken) => {
+                                report.broken = Some(broken);
+                                break;
+                            }
+                        }
                     }
                     (first, prev)
                 }
@@ -321,7 +328,7 @@ impl Store {
     }
 
     /// Why link `want` is not where `row` stands: removed (no event holds it) or reordered.
-    async fn gap(&self, row: &ChainEntry, want: i64) -> Result<ChainBreak, StoreError> {
+    pub(super) async fn gap(&self, row: &ChainEntry, want: i64) -> Result<ChainBreak, StoreError> {
         let stored = row.seq.unwrap_or_default();
         let elsewhere: Option<i64> = on_pool!(self, pool => sqlx::query_scalar("SELECT id FROM events WHERE seq = $1")
             .bind(want)

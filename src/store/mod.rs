@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod log;
 pub mod operator;
 pub mod plans;
+pub mod retention;
 pub mod runs;
 pub mod scan_cache;
 

@@ -389,3 +389,400 @@ async fn the_item_page_shows_the_trail_with_who_and_why_and_whether_the_chain_ve
     assert!(item.contains(&names), "{item}");
     assert!(item.contains("approved by the mayor"), "the trail shows what the row holds now");
 }
+
+/// An event on day `day` of November 2026 (12:00 UTC).
+fn dated(day: u32) -> NewEvent {
+    NewEvent { at: format!("2026-11-{day:02}T12:00:00.000Z"), ..event(day as usize) }
+}
+
+/// An app whose chain holds one event per day, November 1st to 6th (seq 1 to 6).
+async fn dated_app() -> TestApp {
+    let app = empty_app().await;
+    for day in 1..=6 {
+        app.deps.store.append_event(&dated(day)).await.unwrap();
+    }
+    app
+}
+
+/// Runs `scripts/verify-audit-export` on `files`: exit code and stdout.
+fn verify_export(files: &[&std::path::Path]) -> (i32, String) {
+    let script = crate::support::repo().join("scripts/verify-audit-export");
+    let out = std::process::Command::new(script).args(files).output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `audit export` with `args`, written to `name` in the app's directory.
+fn export_to(app: &TestApp, name: &str, args: &[&str]) -> (std::path::PathBuf, String) {
+    let out = app.command().args(["audit", "export"]).args(args).assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let path = app.path(name);
+    std::fs::write(&path, &text).unwrap();
+    (path, text)
+}
+
+/// The number of rows of `events`.
+async fn event_count(store: &Store) -> i64 {
+    let sql = "SELECT COUNT(*) FROM events";
+    match store {
+        Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    }
+}
+
+/// `audit prune --before 2026-11-04` (links of November 1st to 3rd) with an archive, by `anna`.
+fn prune_to_archive(app: &TestApp) -> std::path::PathBuf {
+    let archive = app.path("archive.jsonl");
+    let out = app
+        .command()
+        .args(["audit", "prune", "--before", "2026-11-04", "--reason", "retention: 3 days", "--by", "anna"])
+        .arg("--archive")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("pruned 3 entries (seq 1 to 3"), "{stdout}");
+    archive
+}
+
+/// A prune with an archive: the chain still verifies and says what was pruned; the archive
+/// verifies on its own and ends with the hash the checkpoint carries; a later export verifies, alone
+/// and after the archive; appends continue the chain.
+#[tokio::test]
+async fn a_prune_behind_a_checkpoint_keeps_the_chain_verifiable_and_archives_what_it_removes() {
+    use sha2::Digest;
+    let app = dated_app().await;
+    let store = &app.deps.store;
+    let through_hash = store.hash_at(3).await.unwrap().expect("link 3");
+    let archive = prune_to_archive(&app);
+
+    // The checkpoint row and its link (the new head, seq 7).
+    let checkpoint = store.checkpoint(3).await.unwrap().expect("a checkpoint through seq 3");
+    assert_eq!(
+        (checkpoint.through_hash.as_str(), checkpoint.pruned_count, checkpoint.checkpoint_seq),
+        (through_hash.as_str(), 3, 7)
+    );
+    assert_eq!((checkpoint.actor.as_str(), checkpoint.reason.as_str()), ("anna", "retention: 3 days"));
+    assert_eq!(
+        (checkpoint.first_at.as_str(), checkpoint.last_at.as_str()),
+        ("2026-11-01T12:00:00.000Z", "2026-11-03T12:00:00.000Z")
+    );
+    let bytes = std::fs::read(&archive).unwrap();
+    assert_eq!(checkpoint.archive_sha256.as_deref(), Some(hex::encode(sha2::Sha256::digest(&bytes)).as_str()));
+    let ids = ids_by_seq(store).await;
+    assert_eq!(ids.len(), 4, "links 4 to 6 and the checkpoint link");
+    let head = store.chain_head().await.unwrap().unwrap();
+    assert_eq!(head.seq, 7);
+    let page = store.chain_page(ids[3] - 1, None, 1).await.unwrap();
+    let link = &page[0];
+    assert_eq!((link.actor.as_deref(), link.reason.as_deref()), (Some("anna"), Some("retention: 3 days")));
+    assert!(link.message.contains(&format!("through seq 3 (hash {through_hash})")), "{}", link.message);
+    assert!(link.message.contains(checkpoint.archive_sha256.as_deref().unwrap()), "{}", link.message);
+
+    // verify: 0, the pruned range reported.
+    let (code, report) = verify(&app, &[]);
+    assert_eq!((code, &report["entries"], &report["broken"]), (0, &serde_json::json!(4), &serde_json::Value::Null));
+    assert_eq!(
+        report["pruned"],
+        serde_json::json!({"through_seq": 3, "through_hash": through_hash, "count": 3, "at": checkpoint.at, "actor": "anna"})
+    );
+    let out = app.command().args(["audit", "verify"]).assert().success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains(&format!("pruned before it: 3 entries through seq 3 (hash {through_hash}), by anna")),
+        "{stdout}"
+    );
+
+    // The archive: header, links 1 to 3, the head at the time; it verifies alone.
+    let archived: Vec<serde_json::Value> =
+        String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(archived.len(), 5);
+    assert_eq!(archived[0], serde_json::json!({"audit_export": 1, "first_seq": 1, "prev": null}));
+    assert_eq!(archived[3]["hash"], serde_json::json!(through_hash), "the last entry is the checkpoint's hash");
+    assert_eq!(archived[4]["chain_head"]["seq"], 6);
+    let (code, stdout) = verify_export(&[&archive]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with(&format!("export verifies, 3 entries, last hash {through_hash}")), "{stdout}");
+
+    // A later export starts from the checkpoint's hash and verifies, alone and after the archive.
+    let (export, text) = export_to(&app, "export.jsonl", &[]);
+    let header: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header, serde_json::json!({"audit_export": 1, "first_seq": 4, "prev": through_hash}));
+    assert_eq!(verify_export(&[&export]).0, 0);
+    let (code, stdout) = verify_export(&[&archive, &export]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with(&format!("export verifies, 7 entries, last hash {}", head.hash)), "{stdout}");
+    // Out of order, the files do not continue one another.
+    assert_eq!(verify_export(&[&export, &archive]).0, 3);
+
+    // Appends continue the chain.
+    store.append_event(&dated(7)).await.unwrap();
+    let (code, report) = verify(&app, &[]);
+    assert_eq!((code, &report["entries"], &report["head"]["seq"]), (0, &serde_json::json!(5), &serde_json::json!(8)));
+}
+
+/// After a prune, links removed without a checkpoint are still `removed`; an edited checkpoint row
+/// or checkpoint link is `changed`, naming the checkpoint link.
+#[tokio::test]
+async fn after_a_prune_removed_links_and_an_edited_checkpoint_are_named() {
+    // Links removed after the pruned ones.
+    let app = dated_app().await;
+    prune_to_archive(&app);
+    let ids = ids_by_seq(&app.deps.store).await;
+    tamper(&app.deps.store, &[&format!("DELETE FROM events WHERE id = {}", ids[0])]).await;
+    let (code, report) = verify(&app, &[]);
+    assert_eq!(code, 3);
+    assert_eq!(broken(&report), ("removed".into(), ids[1]), "{report}");
+    assert!(report["broken"]["detail"].as_str().unwrap().contains("seq 4 is missing"), "{report}");
+
+    // The checkpoint row edited (another hash, as if other links had been pruned).
+    let app = dated_app().await;
+    prune_to_archive(&app);
+    let ids = ids_by_seq(&app.deps.store).await;
+    let forged = "0".repeat(64);
+    tamper(
+        &app.deps.store,
+        &[&format!("UPDATE audit_checkpoints SET through_hash = '{forged}' WHERE through_seq = 3")],
+    )
+    .await;
+    let (code, report) = verify(&app, &[]);
+    assert_eq!(code, 3);
+    assert_eq!(broken(&report), ("changed".into(), ids[3]), "the checkpoint link is named: {report}");
+    let detail = report["broken"]["detail"].as_str().unwrap();
+    assert!(detail.contains("checkpoint row of audit_checkpoints through seq 3"), "{detail}");
+    let out = app.command().args(["audit", "verify"]).assert().code(3);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(stdout.starts_with(&format!("chain broken: entry {} was changed: the checkpoint row", ids[3])), "{stdout}");
+
+    // The checkpoint link edited.
+    let app = dated_app().await;
+    prune_to_archive(&app);
+    let ids = ids_by_seq(&app.deps.store).await;
+    tamper(&app.deps.store, &[&format!("UPDATE events SET reason = 'nobody asked' WHERE id = {}", ids[3])]).await;
+    let (code, report) = verify(&app, &[]);
+    assert_eq!(code, 3);
+    assert_eq!(broken(&report), ("changed".into(), ids[3]), "{report}");
+    assert_eq!(report["entries"], 3);
+}
+
+/// A refused prune (no reason, a bad date, no archive named, an existing archive, a chain that does
+/// not verify) and one with nothing to prune change nothing and append nothing.
+#[tokio::test]
+async fn refused_prunes_leave_no_trace() {
+    let app = dated_app().await;
+    let store = &app.deps.store;
+    let head = store.chain_head().await.unwrap().unwrap();
+    let existing = app.path("exists.jsonl");
+    std::fs::write(&existing, "keep me\n").unwrap();
+    let exists = existing.to_str().unwrap();
+    let unchanged = |what: &str, head_now: Option<portal_bridge::store::audit::ChainHead>, rows: i64| {
+        assert_eq!(head_now.as_ref(), Some(&head), "{what}: the head is unchanged");
+        assert_eq!(rows, 6, "{what}: no row removed or added");
+    };
+    for (what, args, code, says) in [
+        ("no reason", vec!["--before", "2026-11-04", "--no-archive"], 2, "--reason"),
+        ("an empty reason", vec!["--before", "2026-11-04", "--reason", " ", "--no-archive"], 2, "reason"),
+        ("a bad date", vec!["--before", "last week", "--reason", "r", "--no-archive"], 2, "--before: `last week`"),
+        ("no archive named", vec!["--before", "2026-11-04", "--reason", "r"], 2, "--no-archive"),
+        (
+            "an existing archive",
+            vec!["--before", "2026-11-04", "--reason", "r", "--archive", exists],
+            2,
+            "exists already",
+        ),
+        ("nothing to prune", vec!["--before", "2026-11-01", "--reason", "r", "--no-archive"], 0, ""),
+    ] {
+        let out = app.command().args(["audit", "prune"]).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        unchanged(what, store.chain_head().await.unwrap(), event_count(store).await);
+    }
+    let out = app
+        .command()
+        .args(["audit", "prune", "--before", "2026-11-01", "--reason", "r", "--no-archive"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("nothing to prune"));
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me\n");
+    assert!(store.checkpoint(3).await.unwrap().is_none());
+
+    // A chain that does not verify is not signed off (exit 6).
+    let ids = ids_by_seq(store).await;
+    tamper(store, &[&format!("UPDATE events SET message = 'nothing' WHERE id = {}", ids[1])]).await;
+    let out = app
+        .command()
+        .args(["audit", "prune", "--before", "2026-11-04", "--reason", "r", "--no-archive"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not verify"));
+    unchanged("a broken chain", store.chain_head().await.unwrap(), event_count(store).await);
+}
+
+/// `--since`/`--until` take a date (UTC day) or an RFC 3339 time as well as an event id.
+#[tokio::test]
+async fn since_and_until_take_dates() {
+    let app = dated_app().await;
+    let seqs = |text: &str| -> Vec<i64> {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter_map(|v| v["seq"].as_i64())
+            .collect()
+    };
+    let (path, text) = export_to(&app, "days.jsonl", &["--since", "2026-11-02", "--until", "2026-11-04"]);
+    assert_eq!(seqs(&text), vec![2, 3, 4], "the whole of the 4th is included");
+    assert_eq!(verify_export(&[&path]).0, 0);
+    let (_, text) = export_to(
+        &app,
+        "times.jsonl",
+        &["--since", "2026-11-02T12:00:00.001Z", "--until", "2026-11-05T13:00:00+01:00"],
+    );
+    assert_eq!(seqs(&text), vec![3, 4, 5], "times: at or after, at or before");
+    let (_, text) = export_to(&app, "none.jsonl", &["--since", "2026-12-01"]);
+    assert_eq!(seqs(&text), Vec::<i64>::new());
+
+    let (code, report) = verify(&app, &["--since", "2026-11-03"]);
+    assert_eq!((code, &report["entries"]), (0, &serde_json::json!(4)), "{report}");
+
+    for flag in ["--since", "--until"] {
+        let out = app.command().args(["audit", "export", flag, "last week"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag) && stderr.contains("last week"), "{stderr}");
+    }
+    let out = app.command().args(["audit", "verify", "--since", "2026-02-30"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `POST /api/audit/prune`: the role approver only (a viewer and an operator 403), the token's name
+/// recorded as the actor; without `"no_archive": true` refused.
+#[tokio::test]
+async fn the_api_prunes_for_an_approver_and_records_its_name() {
+    use crate::operators::{APPROVER, OPERATOR, VIEWER, tokens_file};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    std::fs::write(dir.path().join("tokens.toml"), tokens_file(&[])).unwrap();
+    let config = "[paths]\nmappings = \"mappings\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntokens_file = \"tokens.toml\"\n";
+    let app = TestApp::with_config(dir, config).await;
+    for day in 1..=6 {
+        app.deps.store.append_event(&dated(day)).await.unwrap();
+    }
+    let head = app.deps.store.chain_head().await.unwrap().unwrap();
+    let daemon = app.start_daemon().await;
+    let body = serde_json::json!({"before": "2026-11-04", "reason": "retention", "no_archive": true});
+    let prune = |token: &'static str, body: serde_json::Value| {
+        let url = format!("{}/api/audit/prune", daemon.base);
+        async move {
+            let answer = reqwest::Client::new().post(url).bearer_auth(token).json(&body).send().await.unwrap();
+            (answer.status(), answer.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    for token in [VIEWER, OPERATOR] {
+        let (status, answer) = prune(token, body.clone()).await;
+        assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{answer}");
+    }
+    let (status, answer) = prune(APPROVER, serde_json::json!({"before": "2026-11-04", "reason": "retention"})).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("no_archive"), "{answer}");
+    let (status, answer) =
+        prune(APPROVER, serde_json::json!({"before": "soon", "reason": "r", "no_archive": true})).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(app.deps.store.chain_head().await.unwrap(), Some(head), "refusals append nothing");
+
+    let (status, answer) = prune(APPROVER, body).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    assert_eq!(
+        (&answer["pruned"]["through_seq"], &answer["pruned"]["actor"]),
+        (&serde_json::json!(3), &serde_json::json!("a.approver"))
+    );
+    daemon.shutdown.cancel();
+    let _ = daemon.task.await;
+    let (code, report) = verify(&app, &[]);
+    assert_eq!((code, &report["pruned"]["actor"]), (0, &serde_json::json!("a.approver")), "{report}");
+}
+
+/// A prune lifts the log's append-only guard only inside its own transaction: afterwards a DELETE
+/// or UPDATE of an event is refused as before. Events from before the chain older than the date are
+/// pruned with the links and come first in the archive (not covered by the chain, counted apart).
+#[tokio::test]
+async fn the_log_stays_append_only_after_a_prune_and_old_events_from_before_the_chain_are_archived() {
+    let app = empty_app().await;
+    let store = &app.deps.store;
+    // Two events from before the chain (one older than the date, one not), then the chain. The
+    // guard is put back as the migration made it.
+    let restore: &[&str] = match store {
+        Store::Sqlite(_) => &[
+            "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'the migration log is append-only'); END",
+            "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'the migration log is append-only'); END",
+        ],
+        Store::Postgres(_) => &[
+            "CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION events_append_only()",
+        ],
+    };
+    let mut statements = vec![
+        "INSERT INTO events (at, stage, level, message) VALUES ('2020-01-01T00:00:00.000Z', 'deliver', 'info', 'old')",
+        "INSERT INTO events (at, stage, level, message) VALUES ('2030-01-01T00:00:00.000Z', 'deliver', 'info', 'skewed')",
+    ];
+    statements.extend_from_slice(restore);
+    tamper(store, &statements).await;
+    for day in 1..=6 {
+        store.append_event(&dated(day)).await.unwrap();
+    }
+    let archive = prune_to_archive(&app);
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&archive).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6, "header, the old event, links 1 to 3, head");
+    assert_eq!((&lines[1]["message"], &lines[1]["seq"]), (&serde_json::json!("old"), &serde_json::Value::Null));
+    let (code, stdout) = verify_export(&[&archive]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("1 events from before the chain (not covered by it)"), "{stdout}");
+    assert_eq!(event_count(store).await, 1 + 3 + 1, "the newer event from before the chain stays");
+    let (code, report) = verify(&app, &[]);
+    assert_eq!((code, &report["before_chain"], &report["entries"]), (0, &serde_json::json!(1), &serde_json::json!(4)));
+
+    for sql in ["DELETE FROM events", "UPDATE events SET message = 'x'"] {
+        let refused = match store {
+            Store::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+            Store::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+        };
+        let error = refused.expect_err(sql).to_string();
+        assert!(error.contains("append-only"), "{sql}: {error}");
+    }
+}
+
+/// A second prune continues from the first checkpoint: its archive starts with the first one's
+/// `through_hash`, both archives and a later export verify together, and verify reports the newest.
+#[tokio::test]
+async fn a_second_prune_continues_from_the_first_checkpoint() {
+    let app = dated_app().await;
+    let first = prune_to_archive(&app);
+    let second = app.path("second.jsonl");
+    let out = app
+        .command()
+        .args(["audit", "prune", "--before", "2026-11-06", "--reason", "again", "--by", "ben", "--json"])
+        .arg("--archive")
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&answer["pruned"]["through_seq"], &answer["pruned"]["pruned_count"]),
+        (&serde_json::json!(5), &serde_json::json!(2))
+    );
+    let (code, report) = verify(&app, &[]);
+    assert_eq!(
+        (code, &report["pruned"]["through_seq"], &report["pruned"]["actor"]),
+        (0, &serde_json::json!(5), &serde_json::json!("ben")),
+        "{report}"
+    );
+    assert_eq!(report["entries"], 3, "link 6 and the two checkpoint links");
+    let (export, _) = export_to(&app, "export.jsonl", &[]);
+    let (code, stdout) = verify_export(&[&first, &second, &export]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with("export verifies, 8 entries"), "{stdout}");
+}
