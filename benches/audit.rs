@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use portal_bridge::domain::{Level, Stage};
 use portal_bridge::store::Store;
 use portal_bridge::store::audit::{self, ChainEntry, Entry};
+use portal_bridge::store::ledger::Batch;
 use portal_bridge::store::log::NewEvent;
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, Executor};
@@ -237,14 +238,19 @@ async fn split(store: &Store, n: usize, threads: usize) -> Split {
         s.json_new += started.elapsed();
 
         let started = Instant::now();
-        let mut all = Vec::with_capacity(page.len() * 256);
+        for (i, row) in page.iter().enumerate() {
+            link(i, row, &mut buf);
+            std::hint::black_box(&buf);
+        }
+        s.json_reused += started.elapsed();
+        // The links' bytes one after the other, for the SHA-256 alone.
+        let mut all = Vec::with_capacity(page.len() * 400);
         let mut ends = Vec::with_capacity(page.len());
         for (i, row) in page.iter().enumerate() {
             link(i, row, &mut buf);
             all.extend_from_slice(&buf);
             ends.push(all.len());
         }
-        s.json_reused += started.elapsed();
         s.bytes += all.len();
 
         let started = Instant::now();
@@ -284,19 +290,8 @@ async fn split(store: &Store, n: usize, threads: usize) -> Split {
             _ => break,
         }
     }
-    let mut big = Duration::ZERO;
-    let mut after = i64::MIN;
-    loop {
-        let started = Instant::now();
-        let page = store.chain_page(after, None, 4 * PAGE).await.expect("a page");
-        big += started.elapsed();
-        match page.last() {
-            Some(last) if page.len() as i64 == 4 * PAGE => after = last.id,
-            _ => break,
-        }
-    }
     let secs = |d: Duration| d.as_secs_f64();
-    println!("  read the rows (sqlx, pages of {PAGE}): {:.2} s; pages of {}: {:.2} s", secs(s.fetch), 4 * PAGE, secs(big));
+    println!("  read the rows (sqlx, pages of {PAGE}): {:.2} s", secs(s.fetch));
     println!(
         "  canonical JSON ({} bytes a link): new buffer per link {:.2} s, one reused buffer {:.2} s",
         s.bytes / n.max(1),
@@ -314,7 +309,23 @@ async fn split(store: &Store, n: usize, threads: usize) -> Split {
         secs(s.check_one),
         secs(s.check_all)
     );
+    for page in [PAGE, 4 * PAGE] {
+        println!("  read the rows alone (sqlx, pages of {page}): {:.2} s", secs(read_all(store, page).await));
+    }
     s
+}
+
+/// Reads the whole chain in pages of `page` rows.
+async fn read_all(store: &Store, page: i64) -> Duration {
+    let started = Instant::now();
+    let mut after = i64::MIN;
+    loop {
+        let rows = store.chain_page(after, None, page).await.expect("a page");
+        match rows.last() {
+            Some(last) if rows.len() as i64 == page => after = last.id,
+            _ => return started.elapsed(),
+        }
+    }
 }
 
 /// Verifies the chain of `n` links with `verify_chain` and the reference loop, alternating.
@@ -343,26 +354,43 @@ async fn verify(backend: &Backend<'_>, n: usize) {
             before / after
         );
     }
+    if let Backend::Sqlite(_) = backend {
+        // sqlx hands SQLite's rows from its worker thread over a channel of 50 rows by default
+        // (`SqliteConnectOptions::row_buffer_size`); the same chain through a pool with a larger one.
+        for rows in [50, PAGE as usize] {
+            let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().expect("a sqlite url").row_buffer_size(rows);
+            let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(4).connect_with(options).await.expect("pool");
+            let other = Store::Sqlite(pool);
+            let started = Instant::now();
+            let report = other.verify_chain(None).await.expect("verifies");
+            assert!(report.broken.is_none() && report.entries == n as u64, "{report:?}");
+            let secs = started.elapsed().as_secs_f64();
+            println!("{label}: verify_chain through a pool with row_buffer_size {rows}: {secs:.2} s ({:.0}/s)", n as f64 / secs);
+            other.close().await;
+        }
+    }
     backend.done(&[&store], name).await;
 }
 
-/// One event in a write transaction of its own, without the chain.
-async fn plain_insert(store: &Store, e: &NewEvent) {
+/// Events in one write transaction, each INSERTed on its own, without the chain.
+async fn plain_insert(store: &Store, events: &[NewEvent]) {
     let sql = "INSERT INTO events (at, run_id, item_key, target, stage, level, message) VALUES ($1, $2, $3, $4, $5, $6, $7)";
     macro_rules! insert {
         ($tx:expr) => {{
             let mut tx = $tx;
-            sqlx::query(sql)
-                .bind(&e.at)
-                .bind(e.run_id)
-                .bind(&e.item_key)
-                .bind(&e.target)
-                .bind(e.stage.as_str())
-                .bind(e.level.as_str())
-                .bind(&e.message)
-                .execute(&mut *tx)
-                .await
-                .expect("insert");
+            for e in events {
+                sqlx::query(sql)
+                    .bind(&e.at)
+                    .bind(e.run_id)
+                    .bind(&e.item_key)
+                    .bind(&e.target)
+                    .bind(e.stage.as_str())
+                    .bind(e.level.as_str())
+                    .bind(&e.message)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("insert");
+            }
             tx.commit().await.expect("commit");
         }};
     }
@@ -372,9 +400,10 @@ async fn plain_insert(store: &Store, e: &NewEvent) {
     }
 }
 
-/// `appends` events from each of `appenders` stores at once (plain or through the chain); the
-/// events per second of each appender.
-async fn appends(backend: &Backend<'_>, appenders: usize, appends: usize, chained: bool) -> Vec<f64> {
+/// `count` events from each of `appenders` stores at once, `batch` events a transaction (plain, or
+/// through the chain: `append_event`, or `write_batch` as the pipeline's ledger batches); the events
+/// per second of each appender.
+async fn appends(backend: &Backend<'_>, appenders: usize, count: usize, batch: usize, chained: bool) -> Vec<f64> {
     let (url, name) = backend.fresh().await;
     let mut stores = Vec::new();
     for _ in 0..appenders {
@@ -387,15 +416,16 @@ async fn appends(backend: &Backend<'_>, appenders: usize, appends: usize, chaine
         .map(|(a, store)| {
             tokio::spawn(async move {
                 let started = Instant::now();
-                for k in 1..=appends {
-                    let e = event(a * 10_000_000 + k);
-                    if chained {
-                        store.append_event(&e).await.expect("append");
-                    } else {
-                        plain_insert(&store, &e).await;
+                for first in (1..=count).step_by(batch) {
+                    let events: Vec<NewEvent> =
+                        (first..=count.min(first + batch - 1)).map(|k| event(a * 10_000_000 + k)).collect();
+                    match (chained, events.as_slice()) {
+                        (false, _) => plain_insert(&store, &events).await,
+                        (true, [one]) => store.append_event(one).await.expect("append"),
+                        (true, _) => store.write_batch(&Batch { events, ..Batch::default() }).await.expect("append"),
                     }
                 }
-                appends as f64 / started.elapsed().as_secs_f64()
+                count as f64 / started.elapsed().as_secs_f64()
             })
         })
         .collect();
@@ -405,21 +435,21 @@ async fn appends(backend: &Backend<'_>, appenders: usize, appends: usize, chaine
     }
     if chained {
         let report = stores[0].verify_chain(None).await.expect("verifies");
-        assert!(report.broken.is_none() && report.entries == (appenders * appends) as u64, "{report:?}");
+        assert!(report.broken.is_none() && report.entries == (appenders * count) as u64, "{report:?}");
     }
     backend.done(&stores.iter().collect::<Vec<_>>(), name).await;
     rates
 }
 
-async fn append_rates(backend: &Backend<'_>, count: usize, counts: &[usize]) {
+async fn append_rates(backend: &Backend<'_>, count: usize, runs: &[(usize, usize)]) {
     let label = backend.name();
-    for &appenders in counts {
-        let plain = appends(backend, appenders, count, false).await;
-        let chained = appends(backend, appenders, count, true).await;
+    for &(appenders, batch) in runs {
+        let plain = appends(backend, appenders, count, batch, false).await;
+        let chained = appends(backend, appenders, count, batch, true).await;
         let total = |rates: &[f64]| rates.iter().sum::<f64>();
         let each = |rates: &[f64]| rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" + ");
         println!(
-            "{label}: appends, one transaction each, {appenders} appender(s) x {count}: plain INSERT {} = {:.0}/s, through the chain {} = {:.0}/s (chained/plain {:.2})",
+            "{label}: appends, {batch} event(s) a transaction, {appenders} appender(s) x {count} events: plain INSERT {} = {:.0}/s, through the chain {} = {:.0}/s (chained/plain {:.2})",
             each(&plain),
             total(&plain),
             each(&chained),
@@ -442,9 +472,9 @@ fn main() {
         if let Some(server) = &pg {
             verify(&Backend::Postgres(server), n).await;
         }
-        append_rates(&sqlite, count, &[1]).await;
+        append_rates(&sqlite, count, &[(1, 1), (2, 1)]).await;
         if let Some(server) = &pg {
-            append_rates(&Backend::Postgres(server), count, &[1, 2]).await;
+            append_rates(&Backend::Postgres(server), count, &[(1, 1), (2, 1), (1, 50), (2, 50)]).await;
         }
     });
 }
