@@ -91,7 +91,10 @@ impl PgServer {
 
     async fn drop_database(&self, name: &str) {
         let mut connection = sqlx::PgConnection::connect(&self.url).await.expect("connect to the bench server");
-        connection.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.expect("DROP DATABASE");
+        connection
+            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await
+            .expect("DROP DATABASE");
         let _ = connection.close().await;
     }
 }
@@ -262,7 +265,8 @@ async fn split(store: &Store, n: usize, threads: usize) -> Split {
         s.sha += started.elapsed();
 
         let started = Instant::now();
-        let same = digests.iter().zip(&page).filter(|(d, row)| row.hash.as_deref() == Some(hex::encode(d).as_str())).count();
+        let same =
+            digests.iter().zip(&page).filter(|(d, row)| row.hash.as_deref() == Some(hex::encode(d).as_str())).count();
         s.hex_new += started.elapsed();
         let started = Instant::now();
         let same_in_place = digests
@@ -299,20 +303,69 @@ async fn split(store: &Store, n: usize, threads: usize) -> Split {
         secs(s.json_reused)
     );
     println!("  SHA-256: {:.2} s", secs(s.sha));
-    println!(
-        "  hex: new string per link {:.2} s, compared in place {:.2} s",
-        secs(s.hex_new),
-        secs(s.hex_in_place)
-    );
+    println!("  hex: new string per link {:.2} s, compared in place {:.2} s", secs(s.hex_new), secs(s.hex_in_place));
     println!(
         "  hash check of the pages (first_unverified: JSON + SHA-256 + compare): 1 thread {:.2} s, {threads} threads {:.2} s",
         secs(s.check_one),
         secs(s.check_all)
     );
     for page in [PAGE, 4 * PAGE] {
-        println!("  read the rows alone (sqlx, pages of {page}): {:.2} s", secs(read_all(store, page).await));
+        let cpu = cpu_seconds();
+        let wall = secs(read_all(store, page).await);
+        println!("  read the rows alone (sqlx, pages of {page}): {wall:.2} s (CPU {:.2} s)", cpu_seconds() - cpu);
     }
+    println!(
+        "  read the rows, not decoded (sqlx::query, pages of {PAGE}): {:.2} s",
+        secs(read_raw(store, false).await)
+    );
+    println!("  read the rows, decoded by index (pages of {PAGE}): {:.2} s", secs(read_raw(store, true).await));
     s
+}
+
+/// Reads the whole chain in pages as `chain_page` does, the rows left as sqlx returns them or each
+/// column decoded by its index.
+async fn read_raw(store: &Store, decode: bool) -> Duration {
+    use sqlx::Row;
+    let sql = "SELECT id, seq, hash, at, run_id, item_key, target, stage, level, message, actor, reason \
+               FROM events WHERE id > $1 AND ($2 IS NULL OR id <= $2) ORDER BY id LIMIT $3";
+    let started = Instant::now();
+    let mut after = i64::MIN;
+    macro_rules! pages {
+        ($pool:expr) => {
+            loop {
+                let rows =
+                    sqlx::query(sql).bind(after).bind(None::<i64>).bind(PAGE).fetch_all($pool).await.expect("a page");
+                if decode {
+                    for row in &rows {
+                        let entry = (
+                            row.get::<i64, _>(0),
+                            row.get::<Option<i64>, _>(1),
+                            row.get::<Option<String>, _>(2),
+                            row.get::<String, _>(3),
+                            row.get::<Option<i64>, _>(4),
+                            row.get::<Option<String>, _>(5),
+                            row.get::<Option<String>, _>(6),
+                            row.get::<String, _>(7),
+                            row.get::<String, _>(8),
+                            row.get::<String, _>(9),
+                            row.get::<Option<String>, _>(10),
+                            row.get::<Option<String>, _>(11),
+                        );
+                        std::hint::black_box(entry);
+                    }
+                }
+                match rows.last() {
+                    Some(last) if rows.len() as i64 == PAGE => after = last.get::<i64, _>(0),
+                    _ => break,
+                }
+            }
+        };
+    }
+    match store {
+        Store::Sqlite(pool) => pages!(pool),
+        Store::Postgres(pool) => pages!(pool),
+    }
+    started.elapsed()
 }
 
 /// Reads the whole chain in pages of `page` rows.
@@ -328,6 +381,16 @@ async fn read_all(store: &Store, page: i64) -> Duration {
     }
 }
 
+/// CPU seconds this process has used so far, all threads (user + system, `/proc/self/stat`, at the
+/// usual 100 clock ticks a second): on a shared machine steadier than wall time.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Verifies the chain of `n` links with `verify_chain` and the reference loop, alternating.
 async fn verify(backend: &Backend<'_>, n: usize) {
     let (url, name) = backend.fresh().await;
@@ -339,16 +402,16 @@ async fn verify(backend: &Backend<'_>, n: usize) {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     println!("{label}: where the time goes, one pass:");
     split(&store, n, threads).await;
-    for round in 1..=2 {
-        let started = Instant::now();
+    for round in 1..=3 {
+        let (started, cpu) = (Instant::now(), cpu_seconds());
         assert_eq!(verify_reference(&store).await, n as u64);
-        let before = started.elapsed().as_secs_f64();
-        let started = Instant::now();
+        let (before, before_cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+        let (started, cpu) = (Instant::now(), cpu_seconds());
         let report = store.verify_chain(None).await.expect("verifies");
-        let after = started.elapsed().as_secs_f64();
+        let (after, after_cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
         assert!(report.broken.is_none() && report.entries == n as u64, "{report:?}");
         println!(
-            "{label}: verify {n} entries, round {round}: reference loop {before:.2} s ({:.0}/s), verify_chain {after:.2} s ({:.0}/s), {:.1}x",
+            "{label}: verify {n} entries, round {round}: reference loop {before:.2} s ({:.0}/s, CPU {before_cpu:.2} s), verify_chain {after:.2} s ({:.0}/s, CPU {after_cpu:.2} s), {:.1}x",
             n as f64 / before,
             n as f64 / after,
             before / after
@@ -358,14 +421,20 @@ async fn verify(backend: &Backend<'_>, n: usize) {
         // sqlx hands SQLite's rows from its worker thread over a channel of 50 rows by default
         // (`SqliteConnectOptions::row_buffer_size`); the same chain through a pool with a larger one.
         for rows in [50, PAGE as usize] {
-            let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().expect("a sqlite url").row_buffer_size(rows);
-            let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(4).connect_with(options).await.expect("pool");
+            let options =
+                url.parse::<sqlx::sqlite::SqliteConnectOptions>().expect("a sqlite url").row_buffer_size(rows);
+            let pool =
+                sqlx::sqlite::SqlitePoolOptions::new().max_connections(4).connect_with(options).await.expect("pool");
             let other = Store::Sqlite(pool);
-            let started = Instant::now();
+            let (started, cpu) = (Instant::now(), cpu_seconds());
             let report = other.verify_chain(None).await.expect("verifies");
             assert!(report.broken.is_none() && report.entries == n as u64, "{report:?}");
             let secs = started.elapsed().as_secs_f64();
-            println!("{label}: verify_chain through a pool with row_buffer_size {rows}: {secs:.2} s ({:.0}/s)", n as f64 / secs);
+            println!(
+                "{label}: verify_chain through a pool with row_buffer_size {rows}: {secs:.2} s ({:.0}/s, CPU {:.2} s)",
+                n as f64 / secs,
+                cpu_seconds() - cpu
+            );
             other.close().await;
         }
     }
@@ -374,7 +443,8 @@ async fn verify(backend: &Backend<'_>, n: usize) {
 
 /// Events in one write transaction, each INSERTed on its own, without the chain.
 async fn plain_insert(store: &Store, events: &[NewEvent]) {
-    let sql = "INSERT INTO events (at, run_id, item_key, target, stage, level, message) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    let sql =
+        "INSERT INTO events (at, run_id, item_key, target, stage, level, message) VALUES ($1, $2, $3, $4, $5, $6, $7)";
     macro_rules! insert {
         ($tx:expr) => {{
             let mut tx = $tx;

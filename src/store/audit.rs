@@ -512,7 +512,13 @@ mod tests {
         let mut buf = Vec::new();
         let (seq, prev) = (3, rows[1].hash.as_deref());
         assert!(link_matches(&mut buf, seq, prev, &rows[2].entry(), rows[2].hash.as_deref().unwrap()));
-        assert!(!link_matches(&mut buf, seq, rows[0].hash.as_deref(), &rows[2].entry(), rows[2].hash.as_deref().unwrap()));
+        assert!(!link_matches(
+            &mut buf,
+            seq,
+            rows[0].hash.as_deref(),
+            &rows[2].entry(),
+            rows[2].hash.as_deref().unwrap()
+        ));
         assert!(!link_matches(&mut buf, seq, prev, &rows[2].entry(), &rows[2].hash.as_deref().unwrap().to_uppercase()));
     }
 
