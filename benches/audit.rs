@@ -6,18 +6,21 @@
 //! - a chain of N entries written directly with their correct hashes ([`audit::link_hash`], batched
 //!   INSERTs of 2,000 rows);
 //! - where `verify_chain`'s time goes, in one pass over the chain: reading the pages through sqlx
-//!   (5,000 and 20,000 rows a page), building the canonical JSON (a new buffer per link, as before,
-//!   and one reused buffer), SHA-256, hex (a new string per link, and compared in place), and the
-//!   hash check of a page on 1 and on all threads ([`audit::first_unverified`]);
+//!   (5,000 and 20,000 rows a page; not decoded; decoded by column index), building the canonical
+//!   JSON (a new buffer per link, as before, and one reused buffer), SHA-256, hex (a new string per
+//!   link, and compared in place), and the hash check of a page on 1 and on all threads
+//!   ([`audit::first_unverified`]);
 //! - `Store::verify_chain` against the loop it replaced (read a page, then `link_hash` each row in
-//!   turn, one thread, kept here as the reference), alternating, two rounds each;
-//! - appends per second, one write transaction each: plain INSERTs against appends through the chain
-//!   (`Store::append_event`: head, hash, insert; on PostgreSQL under the chain's advisory lock), with
-//!   one appender and with two stores (two pools, as two daemons) appending at once.
+//!   turn, one thread, kept here as the reference), alternating, three rounds each, wall and CPU
+//!   seconds; on SQLite also through pools with sqlx's row channel at 50 (its default) and 5,000;
+//! - appends per second: plain INSERTs against appends through the chain (`Store::append_event`:
+//!   head, hash, insert; on PostgreSQL under the chain's advisory lock), one event a transaction with
+//!   one appender and with two stores (two pools, as two daemons) appending at once; on PostgreSQL
+//!   also 50 events a transaction (`Store::write_batch`, as the pipeline's ledger batches).
 //!
 //! ```text
-//! cargo bench --bench audit                  N = 1,000,000 entries, 5,000 appends per appender
-//! cargo bench --bench audit -- N APPENDS     other sizes
+//! cargo bench --bench audit                  N = 1,000,000 entries, 5,000 events per appender
+//! cargo bench --bench audit -- N EVENTS      other sizes
 //! PORTAL_BRIDGE_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:55441/postgres cargo bench --bench audit
 //! ```
 //!
