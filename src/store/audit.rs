@@ -288,7 +288,7 @@ impl Store {
         let mut carried: Option<String> = None;
         // The next seq expected and the hash it links to; None until the chain's first link.
         let mut expected: Option<(i64, Option<String>)> = None;
-        'chain: while !page.is_empty() {
+        while !page.is_empty() {
             // Hash this page on other threads while the next one is read.
             let exhausted = (page.len() as i64) < PAGE;
             let after = page.last().map_or(i64::MAX, |row| row.id);
@@ -316,7 +316,7 @@ impl Store {
                         if first > 1 && prev.is_none() {
                             let want = if since.is_some() { first - 1 } else { 1 };
                             report.broken = Some(self.gap(row, want).await?);
-                            break 'chain;
+                            break;
                         }
                         start_prev = prev;
                         (first, start_prev.as_deref())
@@ -328,7 +328,7 @@ impl Store {
                             seq: None,
                             detail: format!("event {} has no place in the chain (no seq, no hash)", row.id),
                         });
-                        break 'chain;
+                        break;
                     }
                     (Some((want, prev)), Some(_)) => {
                         (*want, last.map_or(prev.as_deref(), |j| page_now[j].hash.as_deref()))
@@ -337,7 +337,7 @@ impl Store {
                 let stored = row.seq.expect("rows without seq are handled above");
                 if stored > seq {
                     report.broken = Some(self.gap(row, seq).await?);
-                    break 'chain;
+                    break;
                 }
                 if stored < seq {
                     report.broken = Some(ChainBreak {
@@ -346,7 +346,7 @@ impl Store {
                         seq: Some(stored),
                         detail: format!("event {} claims seq {stored}, which an earlier entry holds", row.id),
                     });
-                    break 'chain;
+                    break;
                 }
                 // The parallel check's answer holds where it assumed the prev expected here.
                 let assumed = if i == 0 { carried_now.as_deref() } else { page_now[i - 1].hash.as_deref() };
@@ -381,18 +381,22 @@ impl Store {
                             ),
                         }
                     });
-                    break 'chain;
+                    break;
                 }
                 report.entries += 1;
                 last = Some(i);
                 expected = Some((seq + 1, None));
             }
+            // The last verified link is the head (also when the chain broke after it in this page).
             if let Some(i) = last {
                 let row = &page_now[i];
                 let hash = row.hash.clone().expect("a verified row has its hash");
                 let seq = row.seq.expect("a verified row has its seq");
                 report.head = Some(ChainHead { seq, hash: hash.clone() });
                 expected = Some((seq + 1, Some(hash)));
+            }
+            if report.broken.is_some() {
+                break;
             }
             carried = page_now.last().and_then(|row| row.hash.clone());
             page = next;
