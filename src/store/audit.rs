@@ -302,7 +302,7 @@ impl Store {
             let next = next?;
             // Index in `page_now` of the last verified link (its hash is the next one's prev).
             let mut last: Option<usize> = None;
-            // The stored link before the chain's start when it is in this page (with `since`).
+            // The prev of the chain's first link, if it starts in this page (with `since`: as stored).
             let mut start_prev: Option<String>;
             for (i, row) in page_now.iter().enumerate() {
                 let (seq, prev) = match (&expected, row.seq) {
