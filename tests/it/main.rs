@@ -8,6 +8,7 @@ mod admin;
 mod adoptions;
 mod api;
 mod audit;
+mod audit_pages;
 mod bad_input;
 mod browser;
 mod budget;
