@@ -90,8 +90,6 @@ pub fn link_matches(buf: &mut Vec<u8>, seq: i64, prev: Option<&str>, entry: &Ent
 }
 
 const HEAD: &str = "SELECT seq, hash FROM events WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1";
-const INSERT: &str = "INSERT INTO events (at, run_id, item_key, target, stage, level, message, actor, reason, seq, hash) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 /// Appending an event to the chain inside the caller's write transaction: the one way an event is
 /// written. The caller's transaction must be a write transaction (SQLite: `BEGIN IMMEDIATE`, which
@@ -99,44 +97,72 @@ const INSERT: &str = "INSERT INTO events (at, run_id, item_key, target, stage, l
 /// until the transaction ends, so callers append their events last (nothing that waits for another
 /// lock may follow, or two transactions could wait for each other).
 pub(crate) trait Chained {
-    /// Reads the head, hashes `entry` as the next link and inserts it; returns the new head.
-    async fn append_chained(&mut self, entry: &Entry<'_>) -> Result<ChainHead, sqlx::Error>;
+    /// Reads the head, hashes `entries` as the next links in order and inserts them (one INSERT
+    /// per [`ROWS_PER_INSERT`] rows, so a batch holds PostgreSQL's lock for a few round trips, not
+    /// two per event); returns the new head (none for no entries).
+    async fn append_all(&mut self, entries: &[Entry<'_>]) -> Result<Option<ChainHead>, sqlx::Error>;
+
+    /// [`Chained::append_all`] of one entry.
+    async fn append_chained(&mut self, entry: &Entry<'_>) -> Result<ChainHead, sqlx::Error> {
+        Ok(self.append_all(std::slice::from_ref(entry)).await?.expect("one link was appended"))
+    }
 }
 
-/// Head, hash and insert on a connection of either backend.
-macro_rules! append_link {
-    ($conn:expr, $entry:expr) => {{
+/// Rows per INSERT of a batch of links (11 binds each: under SQLite's 32,766 and PostgreSQL's
+/// 65,535 bind parameters).
+const ROWS_PER_INSERT: usize = 1000;
+
+/// Head, hashes and multi-row inserts on a connection of either backend.
+macro_rules! append_links {
+    ($conn:expr, $entries:expr, $db:ty) => {{
+        if $entries.is_empty() {
+            return Ok(None);
+        }
         let head: Option<(i64, String)> = sqlx::query_as(HEAD).fetch_optional(&mut *$conn).await?;
-        let seq = head.as_ref().map_or(1, |(seq, _)| seq + 1);
-        let hash = link_hash(seq, head.as_ref().map(|(_, hash)| hash.as_str()), $entry);
-        sqlx::query(INSERT)
-            .bind($entry.at)
-            .bind($entry.run_id)
-            .bind($entry.item_key)
-            .bind($entry.target)
-            .bind($entry.stage)
-            .bind($entry.level)
-            .bind($entry.message)
-            .bind($entry.actor)
-            .bind($entry.reason)
-            .bind(seq)
-            .bind(&hash)
-            .execute(&mut *$conn)
-            .await?;
-        Ok(ChainHead { seq, hash })
+        let (mut seq, mut prev) = head.map_or((0, None), |(seq, hash)| (seq, Some(hash)));
+        let mut links = Vec::with_capacity($entries.len());
+        for entry in $entries {
+            seq += 1;
+            let hash = link_hash(seq, prev.as_deref(), entry);
+            links.push((entry, seq, hash.clone()));
+            prev = Some(hash);
+        }
+        for chunk in links.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO events (at, run_id, item_key, target, stage, level, message, actor, reason, seq, hash) ",
+            );
+            insert.push_values(chunk, |mut row, (entry, seq, hash)| {
+                row.push_bind(entry.at)
+                    .push_bind(entry.run_id)
+                    .push_bind(entry.item_key)
+                    .push_bind(entry.target)
+                    .push_bind(entry.stage)
+                    .push_bind(entry.level)
+                    .push_bind(entry.message)
+                    .push_bind(entry.actor)
+                    .push_bind(entry.reason)
+                    .push_bind(*seq)
+                    .push_bind(hash.as_str());
+            });
+            insert.build().execute(&mut *$conn).await?;
+        }
+        Ok(prev.map(|hash| ChainHead { seq, hash }))
     }};
 }
 
 impl Chained for sqlx::SqliteConnection {
-    async fn append_chained(&mut self, entry: &Entry<'_>) -> Result<ChainHead, sqlx::Error> {
-        append_link!(self, entry)
+    async fn append_all(&mut self, entries: &[Entry<'_>]) -> Result<Option<ChainHead>, sqlx::Error> {
+        append_links!(self, entries, sqlx::Sqlite)
     }
 }
 
 impl Chained for sqlx::PgConnection {
-    async fn append_chained(&mut self, entry: &Entry<'_>) -> Result<ChainHead, sqlx::Error> {
+    async fn append_all(&mut self, entries: &[Entry<'_>]) -> Result<Option<ChainHead>, sqlx::Error> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHAIN_LOCK).execute(&mut *self).await?;
-        append_link!(self, entry)
+        append_links!(self, entries, sqlx::Postgres)
     }
 }
 

@@ -246,10 +246,9 @@ impl Store {
                     .await?;
             }
             // Last: on PostgreSQL the chain's lock is then held only until the commit that follows.
-            for event in &batch.events {
-                let message = text(&event.message);
-                tx.append_chained(&event.entry(&message)).await?;
-            }
+            let messages: Vec<_> = batch.events.iter().map(|event| text(&event.message)).collect();
+            let entries: Vec<_> = batch.events.iter().zip(&messages).map(|(event, message)| event.entry(message)).collect();
+            tx.append_all(&entries).await?;
             tx.commit().await?;
         });
         Ok(())
