@@ -16,7 +16,8 @@
 //! - appends per second: plain INSERTs against appends through the chain (`Store::append_event`:
 //!   head, hash, insert; on PostgreSQL under the chain's advisory lock), one event a transaction with
 //!   one appender and with two stores (two pools, as two daemons) appending at once; on PostgreSQL
-//!   also 50 events a transaction (`Store::write_batch`, as the pipeline's ledger batches).
+//!   and 50 events a transaction (`Store::write_batch`, as the pipeline's ledger batches, against one
+//!   plain multi-row INSERT).
 //!
 //! ```text
 //! cargo bench --bench audit                  N = 1,000,000 entries, 5,000 events per appender
@@ -444,32 +445,33 @@ async fn verify(backend: &Backend<'_>, n: usize) {
     backend.done(&[&store], name).await;
 }
 
-/// Events in one write transaction, each INSERTed on its own, without the chain.
+/// Events in one write transaction without the chain, in one multi-row INSERT as the chain's
+/// `append_all` writes a batch (so that the two differ only by the chain: head, hashes, lock).
 async fn plain_insert(store: &Store, events: &[NewEvent]) {
-    let sql =
-        "INSERT INTO events (at, run_id, item_key, target, stage, level, message) VALUES ($1, $2, $3, $4, $5, $6, $7)";
     macro_rules! insert {
-        ($tx:expr) => {{
+        ($tx:expr, $db:ty) => {{
             let mut tx = $tx;
-            for e in events {
-                sqlx::query(sql)
-                    .bind(&e.at)
-                    .bind(e.run_id)
-                    .bind(&e.item_key)
-                    .bind(&e.target)
-                    .bind(e.stage.as_str())
-                    .bind(e.level.as_str())
-                    .bind(&e.message)
-                    .execute(&mut *tx)
-                    .await
-                    .expect("insert");
-            }
+            let mut insert = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO events (at, run_id, item_key, target, stage, level, message) ",
+            );
+            insert.push_values(events, |mut row, e| {
+                row.push_bind(&e.at)
+                    .push_bind(e.run_id)
+                    .push_bind(&e.item_key)
+                    .push_bind(&e.target)
+                    .push_bind(e.stage.as_str())
+                    .push_bind(e.level.as_str())
+                    .push_bind(&e.message);
+            });
+            insert.build().execute(&mut *tx).await.expect("insert");
             tx.commit().await.expect("commit");
         }};
     }
     match store {
-        Store::Sqlite(pool) => insert!(pool.begin_with("BEGIN IMMEDIATE").await.expect("write transaction")),
-        Store::Postgres(pool) => insert!(pool.begin().await.expect("transaction")),
+        Store::Sqlite(pool) => {
+            insert!(pool.begin_with("BEGIN IMMEDIATE").await.expect("write transaction"), sqlx::Sqlite)
+        }
+        Store::Postgres(pool) => insert!(pool.begin().await.expect("transaction"), sqlx::Postgres),
     }
 }
 
@@ -545,7 +547,7 @@ fn main() {
         if let Some(server) = &pg {
             verify(&Backend::Postgres(server), n).await;
         }
-        append_rates(&sqlite, count, &[(1, 1), (2, 1)]).await;
+        append_rates(&sqlite, count, &[(1, 1), (2, 1), (1, 50), (2, 50)]).await;
         if let Some(server) = &pg {
             append_rates(&Backend::Postgres(server), count, &[(1, 1), (2, 1), (1, 50), (2, 50)]).await;
         }
