@@ -94,6 +94,8 @@ kind = "directory"
 path = {}
 include = ["*.xml"]
 format = "xml"
+# S00000009 refers to codelists no public repository ships: as `map` does, warn and write the reference alone.
+on_missing_codelist = "warn"
 key = '''
   to_entries[0].value | (.stammdatenschema // .datenfeldgruppe).identifikation
   | (.version // "") as $v | if $v == "" then .id else "\(.id)@\($v)" end

@@ -36,24 +36,13 @@ const NS: &str = "urn:xoev-de:fim:standard:xdatenfelder_3.0.0";
 const GROUP_ROOT: &str = "xdatenfelder.datenfeldgruppe.0103";
 const SCHEMA_ROOT: &str = "xdatenfelder.stammdatenschema.0102";
 
-/// The conversion, with its one compiled regex (the stub-script test of the mapping).
-pub struct Reference {
-    stub_script: regex_bites::Regex,
-}
-
-impl Default for Reference {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// The conversion (it holds nothing: the mapping's tables are code).
+#[derive(Debug, Default)]
+pub struct Reference;
 
 impl Reference {
     pub fn new() -> Self {
-        Self {
-            // The mapping's own pattern, in the engine's regex crate (ASCII `\s`).
-            stub_script: regex_bites::Regex::new(r"^\s*function\s+script\s*\(\s*\)\s*\{\s*\}\s*;?\s*$")
-                .expect("the pattern compiles"),
-        }
+        Self
     }
 
     /// Converts one decoded XDatenfelder 2.0 record. `codelists` is `Codelists::table`, `source` the
@@ -66,7 +55,6 @@ impl Reference {
             refs: Vec::new(),
             stubs: Vec::new(),
             codelists: codelists.as_object().unwrap_or(&empty),
-            stub_script: &self.stub_script,
             forbidden: false,
         };
         let is_group = tree.as_object().is_some_and(|o| o.contains_key(GROUP_ROOT));
@@ -305,7 +293,6 @@ struct Writer<'a> {
     /// Ids of rules whose script is an empty stub.
     stubs: Vec<String>,
     codelists: &'a Map<String, Value>,
-    stub_script: &'a regex_bites::Regex,
     /// A character XML does not allow was to be written (the encoder refuses the document).
     forbidden: bool,
 }
@@ -512,8 +499,30 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// The mapping's `stub_script`: blank, or `function script() {}` (the regex
+    /// `^\s*function\s+script\s*\(\s*\)\s*\{\s*\}\s*;?\s*$` with the engine's ASCII `\s`).
     fn is_stub(&self, script: &str) -> bool {
-        script.trim().is_empty() || self.stub_script.is_match(script)
+        fn ws(s: &str) -> &str {
+            s.trim_start_matches(['\t', '\n', '\u{b}', '\u{c}', '\r', ' '])
+        }
+        fn token<'t>(s: &'t str, t: &str) -> Option<&'t str> {
+            s.strip_prefix(t)
+        }
+        if script.trim().is_empty() {
+            return true;
+        }
+        let stub = || -> Option<()> {
+            let s = token(ws(script), "function")?;
+            let after = ws(s);
+            if after.len() == s.len() {
+                return None; // `\s+`
+            }
+            let s = token(ws(token(ws(token(ws(token(ws(token(after, "script")?), "(")?), ")")?), "{")?), "}")?;
+            let s = ws(s);
+            let s = ws(s.strip_prefix(';').unwrap_or(s));
+            s.is_empty().then_some(())
+        };
+        stub().is_some()
     }
 
     /// The rules of an element (`regeln($stand)`), and the stub scripts among them for the warnings.
