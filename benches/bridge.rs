@@ -7,6 +7,7 @@
 //! cargo bench --bench bridge -- stages --config FILE --n N [--repeat R] [--limit L] >> results.jsonl
 //! cargo bench --bench bridge -- real --n N [--repeat R] >> results.jsonl
 //! cargo bench --bench bridge -- reference-check [FILE…]
+//! cargo bench --bench bridge -- profile-xdf3 FILE [--repeat R]
 //! cargo bench --bench bridge -- report --results results.jsonl
 //! ```
 //!
@@ -109,6 +110,13 @@ enum Command {
     /// Compares the hand-written reference of xdatenfelder2-to-xdf3 with the jq mapping on files
     /// (default: the real and handmade exports, the demo forms, the mapping fixtures, the bad inputs).
     ReferenceCheck { files: Vec<PathBuf> },
+    /// Times the parts of xdatenfelder2-to-xdf3 (its definitions as main terms of their own) on one
+    /// XDatenfelder 2.0 file, beside the whole program and the hand-written reference.
+    ProfileXdf3 {
+        file: PathBuf,
+        #[arg(long, default_value_t = 9)]
+        repeat: usize,
+    },
     /// Prints the table of a results file (JSON lines from `stages` and from run.sh).
     Report {
         #[arg(long)]
@@ -146,6 +154,7 @@ fn main() {
         }
         Some(Command::Real { n, repeat }) => run_real(n, repeat, &mut std::io::stdout()),
         Some(Command::ReferenceCheck { files }) => reference_check(files),
+        Some(Command::ProfileXdf3 { file, repeat }) => profile_xdf3(&file, repeat),
         Some(Command::Report { results }) => report(&results),
     };
     if let Err(e) = result {
@@ -349,6 +358,19 @@ fn reference_check(mut files: Vec<PathBuf>) -> Result<(), String> {
         files.len()
     );
     if differ > 0 { Err(format!("{differ} files differ")) } else { Ok(()) }
+}
+
+/// See [`support::profile`]; the codelists are those of the real exports (or the corpus's).
+fn profile_xdf3(file: &Path, repeat: usize) -> Result<(), String> {
+    let repo = repo();
+    let fim = real::shared_fim(&repo).ok_or("../shared/fim is not there")?;
+    let dir = std::env::temp_dir().join(format!("portal-bridge-bench-profile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = real::setup(&dir, &repo, &fim)?;
+    let loaded = stages::load(&config)?;
+    let result = support::profile::run(&loaded, &absolute(file), repeat);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// `cargo bench` without arguments: a small corpus, one repeat, the table.

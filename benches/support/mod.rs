@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each bench target uses a different part
 
 pub mod corpus;
+pub mod profile;
 pub mod real;
 pub mod reference;
 pub mod stages;
