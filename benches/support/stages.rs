@@ -24,6 +24,8 @@ use super::reference::{self, Reference};
 
 /// The mapping the hand-written reference implements.
 pub const REFERENCE_MAPPING: &str = "xdatenfelder2-to-xdf3";
+/// Row of `Mapping::read` (summed over every mapping of a record).
+pub const READ: &str = "map: Mapping::read (tree → jaq value, shaped by the mapping's arrays)";
 /// Row of the jq mapping from the decoded tree: its `Mapping::read` and `Mapping::apply`.
 pub const JQ_FROM_TREE: &str = "map: xdatenfelder2-to-xdf3 + its Mapping::read (jq, decoded tree → bytes)";
 /// Row of the hand-written reference (decoded tree → the same bytes and warnings).
@@ -239,7 +241,6 @@ fn measure_entry(
             }),
         };
         for mapping in source.mappings.iter().filter(|m: &&Arc<Mapping>| m.accepts(record.format, &record.decoded)) {
-            const READ: &str = "map: Mapping::read (tree → jaq value, shaped by the mapping's arrays)";
             let apply = format!("map: {}", mapping.name);
             let before = clock.total(READ) + clock.total(&apply);
             let tree = clock
