@@ -5,11 +5,20 @@
 //! cargo bench --bench bridge -- config --corpus DIR --db FILE (--outbox DIR | --http URL --token-file F) --out FILE
 //! cargo bench --bench bridge -- change --corpus DIR --percent 1 --round K
 //! cargo bench --bench bridge -- stages --config FILE --n N [--repeat R] [--limit L] >> results.jsonl
+//! cargo bench --bench bridge -- real --n N [--repeat R] >> results.jsonl
+//! cargo bench --bench bridge -- reference-check [FILE…]
+//! cargo bench --bench bridge -- profile-xdf3 FILE [--repeat R]
 //! cargo bench --bench bridge -- report --results results.jsonl
 //! ```
 //!
+//! `real` measures the same stages on the real XDatenfelder 2.0 exports of `../shared/fim` (each
+//! form alone, then all of them) and on the demo forms. Every stage run of `xdatenfelder2-to-xdf3`
+//! also runs the hand-written reference (`support/reference.rs`) and stops the benchmark if its
+//! bytes or warnings differ from the jq mapping's; `reference-check` compares the two on any files
+//! (default: every XDatenfelder 2.0 input the project has), errors included, without timing.
+//!
 //! Plain `cargo bench` runs it without a subcommand: a quick smoke run of the stage measurements on
-//! a small generated corpus (100 forms, 100 services).
+//! a small generated corpus (100 forms, 100 services), and on the real exports if they are there.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -17,7 +26,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use support::{corpus, stages};
+use support::{corpus, real, stages};
 
 /// The allocator of the `portal-bridge` binary (src/main.rs), so that the stage timings are those of
 /// the product.
@@ -89,6 +98,25 @@ enum Command {
         #[arg(long, default_value = "all")]
         sources: String,
     },
+    /// Measures the stages on one core on the real XDatenfelder 2.0 exports of ../shared/fim (each
+    /// alone and all together) and on the demo forms; one JSON line per stage and group.
+    Real {
+        /// The N of the table column these rows go into.
+        #[arg(long)]
+        n: u64,
+        #[arg(long, default_value_t = 7)]
+        repeat: usize,
+    },
+    /// Compares the hand-written reference of xdatenfelder2-to-xdf3 with the jq mapping on files
+    /// (default: the real and handmade exports, the demo forms, the mapping fixtures, the bad inputs).
+    ReferenceCheck { files: Vec<PathBuf> },
+    /// Times the parts of xdatenfelder2-to-xdf3 (its definitions as main terms of their own) on one
+    /// XDatenfelder 2.0 file, beside the whole program and the hand-written reference.
+    ProfileXdf3 {
+        file: PathBuf,
+        #[arg(long, default_value_t = 9)]
+        repeat: usize,
+    },
     /// Prints the table of a results file (JSON lines from `stages` and from run.sh).
     Report {
         #[arg(long)]
@@ -124,6 +152,9 @@ fn main() {
         Some(Command::Stages { config, n, repeat, limit, stride, sources }) => {
             run_stages(&config, n, repeat, limit, stride, &sources)
         }
+        Some(Command::Real { n, repeat }) => run_real(n, repeat, &mut std::io::stdout()),
+        Some(Command::ReferenceCheck { files }) => reference_check(files),
+        Some(Command::ProfileXdf3 { file, repeat }) => profile_xdf3(&file, repeat),
         Some(Command::Report { results }) => report(&results),
     };
     if let Err(e) = result {
@@ -201,10 +232,152 @@ fn run_stages(
     Ok(())
 }
 
+/// The stage lines of the real exports: each export alone (group `real: <file>`), all of them
+/// (`real: all N exports`), and the demo forms (`demo: N forms`). Nothing if ../shared/fim is absent.
+fn run_real(n: u64, repeat: usize, out: &mut impl std::io::Write) -> Result<(), String> {
+    let Some(fim) = real::shared_fim(&repo()) else {
+        eprintln!("bridge-bench: ../shared/fim is not there; no rows for the real exports");
+        return Ok(());
+    };
+    let dir = std::env::temp_dir().join(format!("portal-bridge-bench-real-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = real::setup(&dir, &repo(), &fim)?;
+    let loaded = stages::load(&config)?;
+    let all = stages::inputs_of(&loaded, &real::real_sources(), None, 1);
+    let count: usize = all.iter().map(|(_, entries)| entries.len()).sum();
+    let mut groups: Vec<(String, Vec<stages::SourceInputs>)> = Vec::new();
+    for (source, entries) in &all {
+        for entry in entries {
+            let name = entry.0.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            groups.push((format!("real: {name}"), vec![(source.clone(), vec![entry.clone()])]));
+        }
+    }
+    groups.push((format!("real: all {count} exports"), all));
+    let demo = stages::inputs_of(&loaded, &real::demo_sources(&repo()), None, 1);
+    let demo_count: usize = demo.iter().map(|(_, entries)| entries.len()).sum();
+    groups.push((format!("demo: {demo_count} forms"), demo));
+    for (group, inputs) in &groups {
+        for stage in stages::measure_inputs(&loaded, inputs, repeat) {
+            let line = serde_json::json!({
+                "kind": "stage", "n": n, "group": group, "name": stage.name,
+                "items": stage.items, "bytes": stage.bytes, "secs": stage.median(), "secs_all": stage.secs,
+            });
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Maps each file with the jq mapping and with the hand-written reference and compares the
+/// results: equal bytes and warnings, or both refuse the record. Files the mapping does not take
+/// are counted and skipped.
+fn reference_check(mut files: Vec<PathBuf>) -> Result<(), String> {
+    let repo = repo();
+    let fim = real::shared_fim(&repo);
+    if files.is_empty() {
+        let mut dirs = vec![repo.join("mappings/tests/xdatenfelder2-to-xdf3"), repo.join("tests/bad-input/forms")];
+        dirs.extend(
+            std::fs::read_dir(repo.join("demo")).into_iter().flatten().flatten().map(|e| e.path().join("forms")),
+        );
+        if let Some(fim) = &fim {
+            for d in ["samples/xdatenfelder-2", "samples/xdatenfelder-2/more", "samples/xdatenfelder-2/handmade"] {
+                dirs.push(fim.join(d));
+            }
+        }
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let mut found: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "xml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("portal-bridge-bench-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = match &fim {
+        Some(fim) => real::setup(&dir, &repo, fim)?,
+        None => {
+            let spec = corpus::Spec { forms_per_region: 1, services_per_region: 1, seed: 1 };
+            corpus::generate(spec, &dir, &repo.join("demo/codelists")).map_err(|e| e.to_string())?;
+            let text = corpus::config(&dir, &mappings_dir(), &dir.join("bridge.db"), &corpus::Delivery::Outbox(&dir));
+            std::fs::write(dir.join("bridge.toml"), text).map_err(|e| e.to_string())?;
+            dir.join("bridge.toml")
+        }
+    };
+    let loaded = stages::load(&config)?;
+    let config = &loaded.config;
+    let mapping = config
+        .mappings
+        .iter()
+        .find(|m| m.name == stages::REFERENCE_MAPPING)
+        .ok_or("the mapping xdatenfelder2-to-xdf3 is not loaded")?;
+    let source = serde_json::json!({"id": "check", "region": "check", "on_missing_codelist": "warn", "params": {}});
+    let context = portal_bridge::mapping::RecordContext {
+        source: source.clone(),
+        item: serde_json::json!({"key": "k", "id": "k", "origin": "o", "content_hash": "h", "adoptions": [], "form": null}),
+    };
+    let (mut same, mut both_refuse, mut skipped, mut differ) = (0, 0, 0, 0);
+    for file in &files {
+        let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let Ok(decoded) = portal_bridge::codec::decode(portal_bridge::codec::Format::Xml, &bytes, &[], config.limits)
+        else {
+            skipped += 1;
+            continue;
+        };
+        if !mapping.accepts(portal_bridge::codec::Format::Xml, &decoded) {
+            skipped += 1;
+            continue;
+        }
+        let jq = mapping
+            .read(portal_bridge::codec::Format::Xml, &decoded)
+            .and_then(|tree| mapping.apply(&tree, &context, &config.codelists_val, config.budget));
+        let hand = loaded.reference.convert(&decoded.tree, &config.codelists.table, &source);
+        let verdict = match (&jq, hand) {
+            (Err(_), Err(_)) => {
+                both_refuse += 1;
+                continue;
+            }
+            (Err(e), Ok(_)) => Err(format!("the jq mapping refuses it ({e}), the reference maps it")),
+            (Ok(document), hand) => stages::compare(&document.bytes, &document.warnings, hand),
+        };
+        match verdict {
+            Ok(()) => same += 1,
+            Err(difference) => {
+                differ += 1;
+                println!("DIFFERS {}: {difference}", file.display());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{} files: {same} the same document and warnings, {both_refuse} refused by both, {skipped} not taken by the mapping, {differ} differ",
+        files.len()
+    );
+    if differ > 0 { Err(format!("{differ} files differ")) } else { Ok(()) }
+}
+
+/// See [`support::profile`]; the codelists are those of the real exports (or the corpus's).
+fn profile_xdf3(file: &Path, repeat: usize) -> Result<(), String> {
+    let repo = repo();
+    let fim = real::shared_fim(&repo).ok_or("../shared/fim is not there")?;
+    let dir = std::env::temp_dir().join(format!("portal-bridge-bench-profile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = real::setup(&dir, &repo, &fim)?;
+    let loaded = stages::load(&config)?;
+    let result = support::profile::run(&loaded, &absolute(file), repeat);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 /// `cargo bench` without arguments: a small corpus, one repeat, the table.
 fn smoke() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("portal-bridge-bench-smoke-{}", std::process::id()));
     let spec = corpus::Spec { forms_per_region: 20, services_per_region: 20, seed: 20_251_127 };
+    let _ = std::fs::remove_dir_all(&dir);
     corpus::generate(spec, &dir, &repo().join("demo/codelists")).map_err(|e| e.to_string())?;
     let config = dir.join("bridge.toml");
     let text =
@@ -223,8 +396,13 @@ fn smoke() -> Result<(), String> {
             lines.push('\n');
         }
     }
+    let mut real_lines = Vec::new();
+    run_real(100, 1, &mut real_lines)?;
+    lines.push_str(&String::from_utf8_lossy(&real_lines));
     std::fs::write(&results, lines).map_err(|e| e.to_string())?;
-    println!("bridge-bench smoke run (100 forms, 100 services; the full benchmark is benches/run.sh)");
+    println!(
+        "bridge-bench smoke run (100 forms, 100 services, the real exports; the full benchmark is benches/run.sh)"
+    );
     let out = report(&results);
     let _ = std::fs::remove_dir_all(&dir);
     out
@@ -277,9 +455,18 @@ fn report(results: &Path) -> Result<(), String> {
         "map",
         "validate",
     ];
+    // Groups: the corpus forms, then the real exports and demo forms as they appear, then services.
+    let mut groups: Vec<String> = vec!["forms".into()];
+    for (_, group, _) in &rows {
+        if !groups.contains(group) && group != "services" {
+            groups.push(group.clone());
+        }
+    }
+    groups.push("services".into());
+    let group_rank = |g: &str| groups.iter().position(|x| *x == g).unwrap_or(groups.len());
     rows.sort_by_key(|(kind, group, name)| {
         let rank = STAGE_ORDER.iter().position(|p| name.starts_with(p)).unwrap_or(99);
-        (kind != "stage", group != "forms", if kind == "stage" { rank } else { 0 })
+        (kind != "stage", group_rank(group), if kind == "stage" { rank } else { 0 })
     });
     let mut header = String::from("| stage / run |");
     let mut rule = String::from("|---|");
@@ -315,18 +502,39 @@ fn report(results: &Path) -> Result<(), String> {
         let stage = |name: &str| find(*n, "stage", "forms", name).map(|l| l.secs);
         if let (Some(parse), Some(to_val), Some(form), Some(xdf3)) = (
             stage("parse: quick-xml Reader events"),
-            stage("map: to_val (tree → jaq value)"),
+            stage(stages::READ),
             stage("map: xdatenfelder2-to-form"),
             stage("map: xdatenfelder2-to-xdf3"),
         ) {
             let both = to_val + form + xdf3;
             println!(
-                "N={n}: map stage (to_val + both mappings) runs at {:.2} % of the raw quick-xml throughput on the same bytes \
-                 (to_val + xdatenfelder2-to-form alone: {:.2} %, to_val + xdatenfelder2-to-xdf3 alone: {:.2} %)",
+                "N={n}: map stage (Mapping::read + both mappings) runs at {:.2} % of the raw quick-xml throughput on the same bytes \
+                 (with half the reads, xdatenfelder2-to-form alone: {:.2} %, xdatenfelder2-to-xdf3 alone: {:.2} %)",
                 100.0 * parse / both,
-                100.0 * parse / (to_val + form),
-                100.0 * parse / (to_val + xdf3),
+                100.0 * parse / (to_val / 2.0 + form),
+                100.0 * parse / (to_val / 2.0 + xdf3),
             );
+        }
+        // The jq mapping against its hand-written reference, per group, on the same records.
+        for group in &groups {
+            let stage = |name: &str| find(*n, "stage", group, name);
+            if let (Some(jq), Some(apply), Some(hand)) = (
+                stage(stages::JQ_FROM_TREE),
+                stage(&format!("map: {}", stages::REFERENCE_MAPPING)),
+                stage(stages::HAND_WRITTEN),
+            ) {
+                let per = |l: &Line| 1e3 * l.secs / l.items.max(1) as f64;
+                println!(
+                    "N={n}: {group}: {} jq {:.3} ms/form (Mapping::read + apply; apply alone {:.3}), hand-written {:.3} ms/form: \
+                     jq / hand-written = {:.1}× ({:.1}× for apply alone)",
+                    stages::REFERENCE_MAPPING,
+                    per(&jq),
+                    per(&apply),
+                    per(&hand),
+                    jq.secs / hand.secs,
+                    apply.secs / hand.secs,
+                );
+            }
         }
         for l in lines.iter().filter(|l| l.n == *n && l.note.is_some()) {
             println!("N={n}: {}: {}", l.name, l.note.as_deref().unwrap_or_default());

@@ -9,7 +9,10 @@
 # (cargo bench --bench bridge -- stages), and whole runs of the release binary measured with
 # /usr/bin/time (wall, peak RSS): a fresh migrate of the forms to the outbox with SQLite, the same to
 # portal-sim over loopback HTTP, no-change re-runs, a run after 1 % of the forms changed, and the
-# services. Repeats and medians: see REPEATS below; every repeat is a line in results.jsonl and the
+# services. Stage rows also for the real XDatenfelder 2.0 exports of ../shared/fim (each alone and all
+# together, when the directory is there) and the demo forms, with the hand-written reference of
+# xdatenfelder2-to-xdf3 beside the jq mapping (checked byte-identical; the table's notes give the
+# jq / hand-written ratio per group). Repeats and medians: see REPEATS below; every repeat is a line in results.jsonl and the
 # table shows medians. Work files: $BENCH_DIR (default target/bench-run), kept for inspection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +29,8 @@ FRESH_REPEATS_LARGE="${BENCH_FRESH_REPEATS_LARGE:-1}"
 # The stage measurement runs on a sample of this many forms per region, spread evenly over the
 # corpus (every 4th at N = 1,000, every 34th at N = 10,000).
 STAGE_LIMIT="${BENCH_STAGE_LIMIT:-60}"
+# Repeats of the stage measurement on the real exports and the demo forms (a second or two each).
+REAL_REPEATS="${BENCH_REAL_REPEATS:-7}"
 
 mkdir -p "$WORK"
 RESULTS="$WORK/results.jsonl"
@@ -117,6 +122,8 @@ for N in $NS; do
     --limit "$STAGE_LIMIT" --stride "$stride" --sources forms >>"$RESULTS"
   "$TOOL" stages --config "$corpus/bridge.toml" --n "$N" --repeat "$STAGE_REPEATS" \
     --limit 20 --sources services >>"$RESULTS"
+  say "N=$N: stages on the real exports of ../shared/fim and the demo forms, $REAL_REPEATS repeats"
+  "$TOOL" real --n "$N" --repeat "$REAL_REPEATS" >>"$RESULTS"
 
   fresh_repeats=$REPEATS
   if [ "$N" -gt 2000 ]; then fresh_repeats=$FRESH_REPEATS_LARGE; fi

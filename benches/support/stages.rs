@@ -1,6 +1,8 @@
 //! Per-stage throughput through the library API, on one core, on the same bytes the pipeline reads:
 //! raw quick-xml events (the ceiling), `codec::decode`, the scan of pass 1 (`source::read_entry`:
-//! decode + key + hash), `Mapping::read`, `Mapping::apply` per mapping, `Validators::check` per document.
+//! decode + key + hash), `Mapping::read`, `Mapping::apply` per mapping, `Validators::check` per document,
+//! and the hand-written reference of `xdatenfelder2-to-xdf3` (`reference.rs`), whose bytes and
+//! warnings must equal the jq mapping's on every record timed (a difference stops the benchmark).
 //!
 //! MB/s is always megabytes of *input* (the record's XML or JSON) per second, so rows compare.
 //! Stages are timed item by item in one loop, so that the noise of a shared machine hits all of them
@@ -18,8 +20,19 @@ use portal_bridge::mapping::{Mapping, RecordContext};
 use portal_bridge::source::{self, Entry, Inputs};
 use portal_bridge::validate::Validators;
 
+use super::reference::{self, Reference};
+
+/// The mapping the hand-written reference implements.
+pub const REFERENCE_MAPPING: &str = "xdatenfelder2-to-xdf3";
+/// Row of `Mapping::read` (summed over every mapping of a record).
+pub const READ: &str = "map: Mapping::read (tree → jaq value, shaped by the mapping's arrays)";
+/// Row of the jq mapping from the decoded tree: its `Mapping::read` and `Mapping::apply`.
+pub const JQ_FROM_TREE: &str = "map: xdatenfelder2-to-xdf3 + its Mapping::read (jq, decoded tree → bytes)";
+/// Row of the hand-written reference (decoded tree → the same bytes and warnings).
+pub const HAND_WRITTEN: &str = "map: xdatenfelder2-to-xdf3 hand-written reference (decoded tree → bytes)";
+
 /// A source with its entries and their bytes, read before timing starts.
-type SourceInputs = (Arc<Source>, Vec<(Entry, Bytes)>);
+pub type SourceInputs = (Arc<Source>, Vec<(Entry, Bytes)>);
 
 /// One measured stage: items and input bytes per pass, and the seconds of every repeat.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -50,6 +63,7 @@ pub fn median(values: &[f64]) -> f64 {
 pub struct Loaded {
     pub config: Config,
     pub validators: Validators,
+    pub reference: Reference,
 }
 
 pub fn load(config_file: &Path) -> Result<Loaded, String> {
@@ -57,7 +71,7 @@ pub fn load(config_file: &Path) -> Result<Loaded, String> {
     let config = Config::resolve(config_file, &overrides).map_err(|e| e.to_string())?;
     let validators = Validators::load(&config.mappings)
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
-    Ok(Loaded { config, validators })
+    Ok(Loaded { config, validators, reference: Reference::new() })
 }
 
 /// The files of a directory source, in listing order, with their bytes.
@@ -88,12 +102,21 @@ impl Clock {
     fn time<T>(&mut self, name: &str, bytes: usize, f: impl FnOnce() -> T) -> T {
         let start = Instant::now();
         let out = f();
-        let elapsed = start.elapsed();
+        self.add(name, bytes, start.elapsed());
+        out
+    }
+
+    /// Adds a time measured elsewhere to a stage.
+    fn add(&mut self, name: &str, bytes: usize, elapsed: Duration) {
         let e = self.totals.entry(name.to_owned()).or_default();
         e.0 += 1;
         e.1 += bytes as u64;
         e.2 += elapsed;
-        out
+    }
+
+    /// The time of the named stage so far.
+    fn total(&self, name: &str) -> Duration {
+        self.totals.get(name).map_or(Duration::ZERO, |e| e.2)
     }
 }
 
@@ -134,15 +157,28 @@ pub fn measure(
     stride: usize,
     repeat: usize,
 ) -> Vec<Stage> {
+    measure_inputs(loaded, &inputs_of(loaded, source_ids, limit, stride), repeat)
+}
+
+/// The entries of the given sources with their bytes (read before any timing).
+pub fn inputs_of(loaded: &Loaded, source_ids: &[String], limit: Option<usize>, stride: usize) -> Vec<SourceInputs> {
     let config = &loaded.config;
-    let sources: Vec<Arc<Source>> =
-        source_ids.iter().map(|id| config.source(id).unwrap_or_else(|| panic!("no source {id}")).clone()).collect();
-    let inputs: Vec<SourceInputs> =
-        sources.iter().map(|s| (s.clone(), entries_of(s, &config.root, limit, stride))).collect();
+    source_ids
+        .iter()
+        .map(|id| config.source(id).unwrap_or_else(|| panic!("no source {id}")).clone())
+        .map(|s| {
+            let entries = entries_of(&s, &config.root, limit, stride);
+            (s, entries)
+        })
+        .collect()
+}
+
+/// Measures every stage over the given entries, `repeat` times.
+pub fn measure_inputs(loaded: &Loaded, inputs: &[SourceInputs], repeat: usize) -> Vec<Stage> {
     let mut runs: Vec<BTreeMap<String, (u64, u64, Duration)>> = Vec::new();
     for _ in 0..repeat.max(1) {
         let mut clock = Clock::default();
-        for (source, entries) in &inputs {
+        for (source, entries) in inputs {
             let context_source = source.context();
             for (entry, bytes) in entries {
                 measure_entry(&mut clock, loaded, source, &context_source, entry, bytes);
@@ -205,16 +241,28 @@ fn measure_entry(
             }),
         };
         for mapping in source.mappings.iter().filter(|m: &&Arc<Mapping>| m.accepts(record.format, &record.decoded)) {
+            let apply = format!("map: {}", mapping.name);
+            let before = clock.total(READ) + clock.total(&apply);
             let tree = clock
-                .time("map: Mapping::read (tree → jaq value, shaped by the mapping's arrays)", per_record, || {
-                    mapping.read(record.format, &record.decoded)
-                })
+                .time(READ, per_record, || mapping.read(record.format, &record.decoded))
                 .unwrap_or_else(|e| panic!("{}: {e}", record.origin));
             let document = clock
-                .time(&format!("map: {}", mapping.name), per_record, || {
-                    mapping.apply(&tree, &context, &config.codelists_val, config.budget)
-                })
+                .time(&apply, per_record, || mapping.apply(&tree, &context, &config.codelists_val, config.budget))
                 .unwrap_or_else(|e| panic!("{}: {e}", record.origin));
+            if mapping.name == REFERENCE_MAPPING {
+                let jq = clock.total(READ) + clock.total(&apply) - before;
+                clock.add(JQ_FROM_TREE, per_record, jq);
+                let hand = clock.time(HAND_WRITTEN, per_record, || {
+                    loaded.reference.convert(&record.decoded.tree, &config.codelists.table, context_source)
+                });
+                if let Err(difference) = compare(&document.bytes, &document.warnings, hand) {
+                    eprintln!(
+                        "bridge-bench: the hand-written reference of {REFERENCE_MAPPING} differs from the jq mapping on {}: {difference}",
+                        entry.path.display()
+                    );
+                    std::process::exit(3);
+                }
+            }
             let schema = mapping.output.schema.as_deref();
             let kind = match document.format {
                 Format::Json => "JSON Schema",
@@ -227,4 +275,42 @@ fn measure_entry(
                 .unwrap_or_else(|e| panic!("{}: {e}", record.origin));
         }
     }
+}
+
+/// Whether the reference's result is the jq mapping's document: the same bytes and warnings.
+/// Otherwise the first differing line (or warning).
+pub fn compare(bytes: &[u8], warnings: &[String], hand: Result<reference::Output, String>) -> Result<(), String> {
+    let hand = hand.map_err(|e| format!("the jq mapping maps it, the reference fails: {e}"))?;
+    if hand.bytes != bytes {
+        let jq = String::from_utf8_lossy(bytes);
+        let own = String::from_utf8_lossy(&hand.bytes);
+        let (mut jq_lines, mut own_lines) = (jq.lines(), own.lines());
+        for line in 1.. {
+            match (jq_lines.next(), own_lines.next()) {
+                (Some(a), Some(b)) if a == b => continue,
+                (None, None) => return Err("the documents differ only in line ends".into()),
+                (a, b) => {
+                    return Err(format!(
+                        "first differing line {line}:\n  jq:        {}\n  reference: {}",
+                        a.unwrap_or("(end of document)"),
+                        b.unwrap_or("(end of document)")
+                    ));
+                }
+            }
+        }
+    }
+    if hand.warnings != warnings {
+        let at = warnings
+            .iter()
+            .zip(&hand.warnings)
+            .position(|(a, b)| a != b)
+            .unwrap_or(warnings.len().min(hand.warnings.len()));
+        return Err(format!(
+            "the documents are equal, the warnings differ at warning {}:\n  jq:        {}\n  reference: {}",
+            at + 1,
+            warnings.get(at).map_or("(none)", String::as_str),
+            hand.warnings.get(at).map_or("(none)", String::as_str)
+        ));
+    }
+    Ok(())
 }
