@@ -24,7 +24,7 @@
 //! it, behind a mutex held only to look up and to insert).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use jaq_core::{Cv, ValXs};
@@ -65,6 +65,8 @@ pub struct MemoStats {
 /// The outputs of memoised conversions (see the module documentation).
 pub struct Memo {
     limits: MemoLimits,
+    /// Seeded per memo, so that inputs cannot be made to collide on purpose.
+    hasher: foldhash::quality::RandomState,
     inner: Mutex<Inner>,
 }
 
@@ -115,7 +117,7 @@ const MAX_CONTEXTS: usize = 16;
 
 impl Memo {
     pub fn new(limits: MemoLimits) -> Self {
-        Self { limits, inner: Mutex::new(Inner::default()) }
+        Self { limits, hasher: foldhash::quality::RandomState::default(), inner: Mutex::new(Inner::default()) }
     }
 
     pub fn limits(&self) -> MemoLimits {
@@ -148,8 +150,8 @@ impl Memo {
         id
     }
 
-    pub(crate) fn key(context: u64, place: jaq_core::compile::TermId, input: Val, extra: Val) -> Key {
-        let mut hasher = std::hash::DefaultHasher::new();
+    pub(crate) fn key(&self, context: u64, place: jaq_core::compile::TermId, input: Val, extra: Val) -> Key {
+        let mut hasher = self.hasher.build_hasher();
         hash(&input, &mut hasher);
         hash(&extra, &mut hasher);
         Key { hash: hasher.finish(), context, place, input, extra }
@@ -291,7 +293,7 @@ pub(crate) fn run<const KEY: bool>(mut cv: Cv<'_, Data>) -> ValXs<'_, Val> {
     let Some((memo, context)) = run.memo else {
         return f.run((f_ctx, input));
     };
-    let key = Memo::key(context, f, input.clone(), extra);
+    let key = memo.key(context, f, input.clone(), extra);
     if let Some(outputs) = memo.get(&key) {
         if let Err(exceeded) = run.meter.tick() {
             return Box::new(std::iter::once(Err(over_budget(exceeded))));
