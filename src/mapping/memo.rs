@@ -288,7 +288,7 @@ pub(crate) fn estimate(value: &Val) -> usize {
 pub(crate) fn run<const KEY: bool>(mut cv: Cv<'_, Data>) -> ValXs<'_, Val> {
     let (f, f_ctx) = cv.0.pop_fun();
     let extra = if KEY { cv.0.pop_var() } else { Val::Null };
-    let run: &Run<'_> = *cv.0.data();
+    let run: &Run<'_> = cv.0.data();
     let input = cv.1;
     let Some((memo, context)) = run.memo else {
         return f.run((f_ctx, input));
