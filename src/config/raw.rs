@@ -287,7 +287,7 @@ pub struct RawLimits {
     #[serde(default = "default_max_mapping_bytes")]
     pub max_mapping_bytes: Spanned<u64>,
     /// How long a mapping keeps the outputs of its program's `memo` (building blocks converted
-    /// once): `"run"` (across the records of a run, the default), `"record"` (within one record) or
+    /// once): `"record"` (within one record, the default), `"run"` (across the records of a run) or
     /// `"off"`. The documents are the same in every case.
     #[serde(default)]
     pub mapping_memo: RawMemoScope,
@@ -300,8 +300,8 @@ pub struct RawLimits {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RawMemoScope {
-    #[default]
     Run,
+    #[default]
     Record,
     Off,
 }

@@ -135,9 +135,11 @@ pub enum MemoScope {
     Run(MemoLimits),
 }
 
+/// Per record: on the real FIM exports at hand, keeping blocks across records found too few
+/// identical ones to pay for the look-ups and the memory kept (docs/robustness.md).
 impl Default for MemoScope {
     fn default() -> Self {
-        MemoScope::Run(MemoLimits::default())
+        MemoScope::Record(MemoLimits::default())
     }
 }
 
