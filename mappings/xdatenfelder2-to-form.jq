@@ -397,15 +397,15 @@ def element($prefix):
   | (if $use.fimId == "" then null else $use.fimId end) as $fimId
   | ($use.node | if type == "object" then . else {} end)
   | memo([$use.kind, $fimId // $id]; node_element($use.kind; $fimId // $id)) as $p
+  # (`+` keeps the keys of the left object where they are: the order stays the documented one)
   | ($p.element
-     | .id = $id
-     | (if .label == null then .label = $id else . end)
-     | .useLegalReferences = ({bezug: $use.bezug} | legal_references)
-     | .min = $card.min | .max = $card.max | .required = $card.required | .repeatable = $card.repeatable) as $element
+     + { id: $id, label: ($p.element.label // $id),
+         useLegalReferences: ({bezug: $use.bezug} | legal_references),
+         min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable }) as $element
   | if $use.kind == "group" then
       $p.uses as $uses
       | [ $uses[] | select(.kind != "empty") | element($id) ] as $children
-      | { element: ($element | .elements = [ $children[].element ]),
+      | { element: ($element + { elements: [ $children[].element ] }),
           warnings: (missing_id_warnings($use; $id) + $card.warnings + ($uses | empty_uses_warnings($id))
                      + [ $children[].warnings[] ]),
           missing: [ $children[].missing[] ],
