@@ -316,57 +316,50 @@ def join_path($prefix; $segment): if $prefix == "" then $segment else "\($prefix
 def missing_id_warnings($use; $element):
   if $use.fimId == "" then [warning("missing-id"; $element; "the \($use.kind) has no identifikation/id; its element id is generated")] else [] end;
 
-# One use (from `uses`) → {element, warnings, fields, groups}: the element, the warnings of it and of
-# everything in it (in document order, the element's own first), and how many field and group elements
-# it is and holds. Group uses recurse into their own uses; the sums are made on the way up, so the
-# document is never walked again.
-def element($prefix):
-  . as $use
-  | join_path($prefix; $use.segment) as $id
-  | ($use.node | if type == "object" then . else {} end) as $n
-  | ($use.anzahl | cardinality($id)) as $card
-  | (if $use.fimId == "" then null else $use.fimId end) as $fimId
+# What an element takes from its node alone: the element with the keys that depend on where it is
+# used (id, useLegalReferences, min, max, required, repeatable, and a group's elements) still null,
+# and a label that is null when it would be the id. A field also gives its warnings (elementId null)
+# and its missing codelists; $fimId is what a missing codelist names (the FIM id, or the element id).
+# (A function of the node, $fimId, the lookups, the codelists and $source: the engine's memo keeps
+# it, so a Datenfeld or Datenfeldgruppe used many times in a run is read once.)
+def node_element($kind; $fimId):
+  . as $n
+  | (get("identifikation") | get("id") | txt | if . == "" then null else . end) as $ownId
   | ($n.name | opt) as $name
-  | if $use.kind == "group" then
-      ($n | uses) as $uses
-      | [ $uses[] | select(.kind != "empty") | element($id) ] as $children
-      | { element:
-            { id: $id, kind: "group",
-              fimId: $fimId,
-              fimVersion: ($n.identifikation | get("version") | opt),
-              name: $name,
-              label: (($n.bezeichnungEingabe | opt) // $name // $id),
-              help: ($n.hilfetextEingabe | opt),
-              outputLabel: ($n.bezeichnungAusgabe | opt),
-              outputHelp: ($n.hilfetextAusgabe | opt),
-              description: ($n.beschreibung | opt),
-              definition: ($n.definition | opt),
-              status: ($n.status | status_of),
-              legalReferences: ($n | legal_references),
-              useLegalReferences: ({bezug: $use.bezug} | legal_references),
-              min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable,
-              choice: false,
-              rules: ($n | rules_of),
-              notes: [],
-              elements: [ $children[].element ] },
-          warnings: (missing_id_warnings($use; $id) + $card.warnings + ($uses | empty_uses_warnings($id))
-                     + [ $children[].warnings[] ]),
-          missing: [ $children[].missing[] ],
-          fields: sum($children[].fields),
-          groups: (sum($children[].groups) + 1) }
+  | if $kind == "group" then
+      { element:
+          { id: null, kind: "group",
+            fimId: $ownId,
+            fimVersion: ($n.identifikation | get("version") | opt),
+            name: $name,
+            label: (($n.bezeichnungEingabe | opt) // $name),
+            help: ($n.hilfetextEingabe | opt),
+            outputLabel: ($n.bezeichnungAusgabe | opt),
+            outputHelp: ($n.hilfetextAusgabe | opt),
+            description: ($n.beschreibung | opt),
+            definition: ($n.definition | opt),
+            status: ($n.status | status_of),
+            legalReferences: ($n | legal_references),
+            useLegalReferences: null,
+            min: null, max: null, required: null, repeatable: null,
+            choice: false,
+            rules: ($n | rules_of),
+            notes: [],
+            elements: null },
+        uses: ($n | uses) }
     else
       ($n.feldart | code) as $feldart
       | ($n.datentyp | code) as $datentyp
       | element_type($feldart; $datentyp) as $et
-      | ($n.praezisierung | constraints($id; $datentyp; $et.type | lookup("decimals"))) as $c
-      | ($n | select_options($id; $fimId // $id; $et.type)) as $o
+      | ($n.praezisierung | constraints(null; $datentyp; $et.type | lookup("decimals"))) as $c
+      | ($n | select_options(null; $fimId; $et.type)) as $o
       | ($n.inhalt | opt) as $inhalt
       | { element:
-            { id: $id, kind: "field",
-              fimId: $fimId,
+            { id: null, kind: "field",
+              fimId: $ownId,
               fimVersion: ($n.identifikation | get("version") | opt),
               name: $name,
-              label: (($n.bezeichnungEingabe | opt) // $name // $id),
+              label: (($n.bezeichnungEingabe | opt) // $name),
               help: ($n.hilfetextEingabe | opt),
               outputLabel: ($n.bezeichnungAusgabe | opt),
               outputHelp: ($n.hilfetextAusgabe | opt),
@@ -374,11 +367,11 @@ def element($prefix):
               definition: ($n.definition | opt),
               status: ($n.status | status_of),
               legalReferences: ($n | legal_references),
-              useLegalReferences: ({bezug: $use.bezug} | legal_references),
+              useLegalReferences: null,
               type: $et.type,
               feldart: $feldart,
               datentyp: $datentyp,
-              min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable,
+              min: null, max: null, required: null, repeatable: null,
               readOnly: false,
               prefill: null,
               default: (if $et.type == "info" then null else $inhalt end),
@@ -388,11 +381,41 @@ def element($prefix):
               codelist: $o.codelist,
               rules: ($n | rules_of),
               notes: ((if $et.problem == null then [] else [$et.problem[1]] end) + $c.notes) },
-          warnings: (missing_id_warnings($use; $id) + $card.warnings
-                     + (if $et.problem == null then [] else [warning($et.problem[0]; $id; $et.problem[1])] end)
+          warnings: ((if $et.problem == null then [] else [warning($et.problem[0]; null; $et.problem[1])] end)
                      + $c.warnings + $o.warnings),
-          missing: $o.missing,
-          fields: 1, groups: 0 }
+          missing: $o.missing }
+    end;
+
+# One use (from `uses`) → {element, warnings, fields, groups}: the element, the warnings of it and of
+# everything in it (in document order, the element's own first), and how many field and group elements
+# it is and holds. Group uses recurse into their own uses; the sums are made on the way up, so the
+# document is never walked again.
+def element($prefix):
+  . as $use
+  | join_path($prefix; $use.segment) as $id
+  | ($use.anzahl | cardinality($id)) as $card
+  | (if $use.fimId == "" then null else $use.fimId end) as $fimId
+  | ($use.node | if type == "object" then . else {} end)
+  | memo([$use.kind, $fimId // $id]; node_element($use.kind; $fimId // $id)) as $p
+  # (`+` keeps the keys of the left object where they are: the order stays the documented one)
+  | ($p.element
+     + { id: $id, label: ($p.element.label // $id),
+         useLegalReferences: ({bezug: $use.bezug} | legal_references),
+         min: $card.min, max: $card.max, required: $card.required, repeatable: $card.repeatable }) as $element
+  | if $use.kind == "group" then
+      $p.uses as $uses
+      | [ $uses[] | select(.kind != "empty") | element($id) ] as $children
+      | { element: ($element + { elements: [ $children[].element ] }),
+          warnings: (missing_id_warnings($use; $id) + $card.warnings + ($uses | empty_uses_warnings($id))
+                     + [ $children[].warnings[] ]),
+          missing: [ $children[].missing[] ],
+          fields: sum($children[].fields),
+          groups: (sum($children[].groups) + 1) }
+    else
+      { element: $element,
+        warnings: (missing_id_warnings($use; $id) + $card.warnings + [ $p.warnings[] | .elementId = $id ]),
+        missing: $p.missing,
+        fields: 1, groups: 0 }
     end;
 
 # ---------------------------------------------------------------- document

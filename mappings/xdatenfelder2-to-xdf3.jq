@@ -237,15 +237,17 @@ def strukturen($stand; $owner):
     as_array
     | if length == 0 then error("\($id): no struktur; XDatenfelder 3.0.0 requires at least one in a schema or group")
       else . end;
+  # A Datenfeld or Datenfeldgruppe converts the same wherever it is used (a function of itself and
+  # $stand): each is converted once per run of the mapping, its later uses come from the engine's memo.
   def go:
     { "xdf:anzahl": (.anzahl | text | trim),
       "xdf:bezug": (.bezug | rechtsbezuege),
       "xdf:enthaelt": (.enthaelt
-        | { "xdf:datenfeld": (.datenfeld | opt(each(datenfeld($stand)))),
-            "xdf:datenfeldgruppe": (.datenfeldgruppe | opt(each(
+        | { "xdf:datenfeld": (.datenfeld | opt(each(memo($stand; datenfeld($stand))))),
+            "xdf:datenfeldgruppe": (.datenfeldgruppe | opt(each(memo($stand;
                 allgemein($stand; []) + schemaelement
                 + { "xdf:regel": regeln($stand),
-                    "xdf:struktur": ((.identifikation.id | text) as $id | .struktur | nonempty_of($id) | map(go)) }))) }) };
+                    "xdf:struktur": ((.identifikation.id | text) as $id | .struktur | nonempty_of($id) | map(go)) })))) }) };
   .struktur | nonempty_of($owner) | map(go);
 
 # ---- what the whole form needs ------------------------------------------------------------------

@@ -9,7 +9,9 @@
 #   INPUT  more input files; each goes to every mapping whose input format it has (.xml or .json),
 #          e.g. a generated benchmark corpus: $(ls target/bench-run/corpus-1000/*/forms/*.xml)
 # Inputs always compared: the demo data, the mapping fixtures, the bad-input corpus and, when the
-# sibling ../shared/fim/samples exists, the FIM samples. The current binary is built (release) and
+# sibling ../shared/fim/samples exists, the FIM samples (more/ and handmade/ included). Each input is
+# mapped on its own, and then all inputs of a mapping in one `map` call (so that what a run keeps
+# across records, the memo of building blocks, is compared too). The current binary is built (release) and
 # runs both sides, so an engine change is compared by building the reference revision's binary
 # instead: REFERENCE_BIN=/path/to/old/portal-bridge scripts/compare-mappings.sh REV.
 set -euo pipefail
@@ -42,7 +44,7 @@ config new "$repo/mappings"
 shopt -s nullglob
 samples=../shared/fim/samples
 xml=(demo/*/forms/*.xml mappings/tests/*/*.xml tests/bad-input/forms/*.xml
-     "$samples"/xdatenfelder-2/*.xml "$samples"/xdatenfelder-2/handmade/*.xml
+     "$samples"/xdatenfelder-2/*.xml "$samples"/xdatenfelder-2/handmade/*.xml "$samples"/xdatenfelder-2/more/*.xml
      "$samples"/xdatenfelder-3/*.xml "$samples"/xdatenfelder-3/handmade/*.xml)
 json=(demo/*/services.json mappings/tests/*/*.json tests/bad-input/services/*.json)
 for extra in "$@"; do
@@ -71,6 +73,23 @@ for toml in mappings/*.toml; do
       diff <(echo "$old") <(echo "$new") | head -10 || true
     fi
   done
+  # all of them in one call (documents in the order given, errors and warnings on stderr)
+  batch=()
+  for input in "${inputs[@]}"; do [[ "$input" == *.expected.json ]] || batch+=("$input"); done
+  # (stdout and stderr apart: how the two interleave depends on buffering, not on the mapping)
+  for side in old new; do
+    bin="$old_bin"; [ "$side" = new ] && bin="$new_bin"
+    set +e
+    timeout 1200 "$bin" --config "$work/$side.toml" map --mapping "$mapping" "${batch[@]}" >"$work/$side.out" 2>"$work/$side.err"
+    echo "exit $?" >>"$work/$side.err"
+    set -e
+  done
+  compared=$((compared + 1))
+  if ! cmp -s "$work/old.out" "$work/new.out" || ! cmp -s "$work/old.err" "$work/new.err"; then
+    differ=$((differ + 1))
+    echo "DIFFERS: $mapping, all ${#batch[@]} inputs in one call"
+    diff "$work/old.err" "$work/new.err" | head -10 || true
+  fi
 done
 echo "$compared comparisons, $differ differ"
 [ "$differ" -eq 0 ]

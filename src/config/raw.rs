@@ -286,6 +286,28 @@ pub struct RawLimits {
     /// the item quarantined.
     #[serde(default = "default_max_mapping_bytes")]
     pub max_mapping_bytes: Spanned<u64>,
+    /// How long a mapping keeps the outputs of its program's `memo` (building blocks converted
+    /// once): `"record"` (within one record, the default), `"run"` (across the records of a run) or
+    /// `"off"`. The documents are the same in every case.
+    #[serde(default)]
+    pub mapping_memo: RawMemoScope,
+    /// Most memory (estimated) the memo of one mapping holds, in bytes; it is emptied when full.
+    #[serde(default = "default_max_mapping_memo_bytes")]
+    pub max_mapping_memo_bytes: u64,
+}
+
+/// `limits.mapping_memo`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMemoScope {
+    Run,
+    #[default]
+    Record,
+    Off,
+}
+
+pub(super) fn default_max_mapping_memo_bytes() -> u64 {
+    crate::mapping::MemoLimits::default().bytes as u64
 }
 
 impl Default for RawLimits {
@@ -300,11 +322,26 @@ impl Default for RawLimits {
             max_codelist_bytes: default_max_codelist_bytes(),
             max_mapping_seconds: default_max_mapping_seconds(),
             max_mapping_bytes: default_max_mapping_bytes(),
+            mapping_memo: RawMemoScope::default(),
+            max_mapping_memo_bytes: default_max_mapping_memo_bytes(),
         }
     }
 }
 
 impl RawLimits {
+    /// How the mappings keep the outputs of `memo` (`mapping_memo`, `max_mapping_memo_bytes`).
+    pub fn memo(&self) -> crate::mapping::MemoScope {
+        let limits = crate::mapping::MemoLimits {
+            bytes: usize::try_from(self.max_mapping_memo_bytes).unwrap_or(usize::MAX),
+            ..Default::default()
+        };
+        match self.mapping_memo {
+            RawMemoScope::Run => crate::mapping::MemoScope::Run(limits),
+            RawMemoScope::Record => crate::mapping::MemoScope::Record(limits),
+            RawMemoScope::Off => crate::mapping::MemoScope::Off,
+        }
+    }
+
     /// The limits the codec enforces.
     pub fn codec(&self) -> Limits {
         Limits {

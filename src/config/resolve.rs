@@ -154,7 +154,8 @@ fn load_mappings(
         match mapping::load_dir(mappings_dir, codelists) {
             Ok(mut mappings) => {
                 apply_validation(&raw.validation, root, &mut mappings, report);
-                mappings.into_iter().map(Arc::new).collect()
+                let memo = raw.limits.memo();
+                mappings.into_iter().map(|mapping| Arc::new(mapping.with_memo(memo))).collect()
             }
             Err(errors) => {
                 for e in errors {

@@ -9,6 +9,7 @@ use jaq_std::ValT as _;
 use serde_json::Value;
 
 use super::budget::{Budget, Exceeded, Meter, STACK_BYTES, STACK_MIN};
+use super::memo::Memo;
 use super::regex::{RegexCache, static_str};
 use super::rewrite::{TICK, add_ticks, nest_objects_left, tick_def};
 
@@ -106,6 +107,8 @@ pub(crate) struct Run<'a> {
     lut: &'a jaq_core::Lut<Data>,
     pub(crate) regexes: &'a RegexCache,
     pub(crate) meter: &'a Meter,
+    /// The memo of `memo($key; f)` and the number of this run's context in it (none: `f` always runs).
+    pub(crate) memo: Option<(&'a Memo, u64)>,
 }
 
 impl<'a> jaq_core::data::HasLut<'a, Data> for &'a Run<'a> {
@@ -140,7 +143,7 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
             Err(exceeded) => box_once(Err(over_budget(exceeded))),
         }
     }
-    let natives: [Native<jaq_core::RunPtr<Data>>; 16] = [
+    let natives: [Native<jaq_core::RunPtr<Data>>; 18] = [
         // jaq-json's `fromjson` (same outputs and errors), refusing text nested too deep for its parser.
         ("fromjson", v(0), |cv| {
             let input = cv.1;
@@ -163,6 +166,10 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
         ("split_", v(2), parts::<true, false>),
         // `bridge_sub(re; f; flags)`: jaq-std's `sub` in linear time (the prelude defines `sub` and `gsub` as this).
         ("bridge_sub", [Bind::Fun(()), Bind::Fun(()), Bind::Fun(())].into(), super::sub::run),
+        // `memo(f)` and `memo($key; f)`: f's outputs, kept in the run's memo. Natives, not definitions
+        // of the prelude: `f` must be the term where `memo` is called (its place is part of the key).
+        ("memo", [Bind::Fun(())].into(), super::memo::run::<false>),
+        ("memo", [Bind::Var(()), Bind::Fun(())].into(), super::memo::run::<true>),
         // jaq's `range($from; $upto; $by)`, with a tick per value.
         ("range", v(3), |mut cv| {
             let by = cv.0.pop_var();
@@ -430,10 +437,12 @@ impl Program {
     /// the program made of the exception. The run starts with at least [`STACK_MIN`] of stack (on
     /// a stack of [`STACK_BYTES`] of its own if the thread has less left), so
     /// the caller's thread stack does not matter and a deep recursion stops at a tick.
-    pub fn run(&self, input: Val, globals: [Val; 4], budget: Budget) -> Result<Value, String> {
+    /// With a `memo`, `memo($key; f)` keeps and reuses f's outputs there (see `memo.rs`); without
+    /// one, it runs `f` every time.
+    pub fn run(&self, input: Val, globals: [Val; 4], budget: Budget, memo: Option<&Memo>) -> Result<Value, String> {
         stacker::maybe_grow(STACK_MIN, STACK_BYTES, move || {
             let meter = Meter::start(budget);
-            let result = self.run_metered(input, globals, &meter);
+            let result = self.run_metered(input, globals, &meter, memo);
             match meter.exceeded() {
                 Some(exceeded) => Err(exceeded.to_string()),
                 None => result,
@@ -441,8 +450,9 @@ impl Program {
         })
     }
 
-    fn run_metered(&self, input: Val, globals: [Val; 4], meter: &Meter) -> Result<Value, String> {
-        let run = Run { lut: &self.filter.lut, regexes: &self.regexes, meter };
+    fn run_metered(&self, input: Val, globals: [Val; 4], meter: &Meter, memo: Option<&Memo>) -> Result<Value, String> {
+        let memo = memo.map(|memo| (memo, memo.context([&globals[0], &globals[1], &globals[2]])));
+        let run = Run { lut: &self.filter.lut, regexes: &self.regexes, meter, memo };
         let ctx = Ctx::<Data>::new(&run, Vars::new(globals));
         let mut outputs = self.filter.id.run((ctx, input));
         let first = match outputs.next() {

@@ -5,6 +5,7 @@ pub mod codelists;
 pub mod engine;
 pub mod fixtures;
 pub mod latin;
+pub mod memo;
 pub mod references;
 mod regex;
 mod rewrite;
@@ -23,6 +24,7 @@ use crate::domain::ContentHash;
 pub use budget::Budget;
 pub use codelists::{BrokenCodelist, Codelists};
 use engine::{Program, to_val};
+pub use memo::{Memo, MemoLimits, MemoStats};
 
 /// Bumped when the engine changes in a way that can change outputs; part of every mapping version.
 /// 2: regexes over 1 MiB compiled (or with search tables over 16 MiB) are invalid (`regex.rs`).
@@ -113,6 +115,41 @@ pub struct Mapping {
     version_inputs: Arc<(String, String)>,
     /// The codelist files that could not be used, to name them when the program misses a codelist.
     broken_codelists: Vec<BrokenCodelist>,
+    /// Where the program's `memo($key; f)` keeps f's outputs.
+    memo_scope: MemoScope,
+    /// The memo of [`MemoScope::Run`], shared by every apply of this mapping.
+    memo: Option<Arc<Memo>>,
+}
+
+/// How long the outputs of a program's `memo($key; f)` are kept (`memo.rs`). The outputs of a
+/// mapping are the same in every scope; only the time differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoScope {
+    /// Not at all: `f` runs at every use.
+    Off,
+    /// For one record (one [`Mapping::apply`]): a building block used several times in a form is
+    /// converted once.
+    Record(MemoLimits),
+    /// For as long as the [`Mapping`] lives (one run of `map` or `migrate`), across records and the
+    /// threads that apply it: a building block shared by many forms is converted once.
+    Run(MemoLimits),
+}
+
+/// Per record: on the real FIM exports at hand, keeping blocks across records found too few
+/// identical ones to pay for the look-ups and the memory kept (docs/robustness.md).
+impl Default for MemoScope {
+    fn default() -> Self {
+        MemoScope::Record(MemoLimits::default())
+    }
+}
+
+impl MemoScope {
+    fn memo(self) -> Option<Arc<Memo>> {
+        match self {
+            MemoScope::Run(limits) => Some(Arc::new(Memo::new(limits))),
+            MemoScope::Off | MemoScope::Record(_) => None,
+        }
+    }
 }
 
 /// Why a mapping file could not be loaded.
@@ -250,7 +287,26 @@ impl Mapping {
             lookups: to_val(&lookups),
             version_inputs,
             broken_codelists: codelists.broken.clone(),
+            memo_scope: MemoScope::default(),
+            memo: MemoScope::default().memo(),
         })
+    }
+
+    /// The same mapping with its memo kept for `scope` (a new, empty memo).
+    pub fn with_memo(mut self, scope: MemoScope) -> Mapping {
+        self.memo_scope = scope;
+        self.memo = scope.memo();
+        self
+    }
+
+    /// How long this mapping keeps the outputs of its program's `memo`.
+    pub fn memo_scope(&self) -> MemoScope {
+        self.memo_scope
+    }
+
+    /// The counters of the run-wide memo ([`MemoScope::Run`]; none in the other scopes).
+    pub fn memo_stats(&self) -> Option<MemoStats> {
+        self.memo.as_ref().map(|memo| memo.stats())
     }
 
     /// The same mapping over other codelists (e.g. the directory's joined by fetched ones): the
@@ -267,6 +323,8 @@ impl Mapping {
             lookups: self.lookups.clone(),
             version_inputs: self.version_inputs.clone(),
             broken_codelists: codelists.broken.clone(),
+            memo_scope: self.memo_scope,
+            memo: self.memo_scope.memo(),
         }
     }
 
@@ -317,7 +375,12 @@ impl Mapping {
     ) -> Result<Document, MapError> {
         let fail = |message: String| MapError { mapping: self.name.clone(), message };
         let globals = [self.lookups.clone(), codelists.clone(), to_val(&context.source), to_val(&context.item)];
-        let mut tree = self.program.run(tree.clone(), globals, budget).map_err(|message| {
+        let record_memo = match self.memo_scope {
+            MemoScope::Record(limits) => Some(Memo::new(limits)),
+            MemoScope::Off | MemoScope::Run(_) => None,
+        };
+        let memo = self.memo.as_deref().or(record_memo.as_ref());
+        let mut tree = self.program.run(tree.clone(), globals, budget, memo).map_err(|message| {
             // A codelist the program misses may be in a broken file: name the file and the reason.
             match codelists::explain(&self.broken_codelists, &message) {
                 Some(note) => fail(format!("{message}; {note}")),

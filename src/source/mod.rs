@@ -199,7 +199,7 @@ pub fn read_entry(
 /// where `optional`).
 fn evaluate(program: &Program, source: &Source, tree: &Val, optional: bool) -> Result<Option<String>, String> {
     let globals = [Val::Null, Val::Null, to_val(&source.context()), Val::Null];
-    match program.run(tree.clone(), globals, source.budget) {
+    match program.run(tree.clone(), globals, source.budget, None) {
         Ok(Value::String(text)) if !text.trim().is_empty() => Ok(Some(text)),
         Ok(Value::Null) if optional => Ok(None),
         Ok(other) => Err(format!("gave {other}, not a non-empty string")),

@@ -1557,3 +1557,152 @@ fn map_of_many_files_writes_each_document_in_the_order_given() {
     assert!(one_by_one.len() > 100_000, "the documents were mapped");
     assert!(all.stdout == one_by_one, "the same bytes in the same order as one file at a time");
 }
+
+// ------------------------------------------------------------------ tests: the memo of building blocks
+
+/// A Datenfeld of the synthetic form below: `id` may be empty (no identifikation/id).
+fn memo_field(id: &str, feldart: &str, praezisierung: &str, codelist: &str) -> String {
+    let id = if id.is_empty() { String::new() } else { format!("<xdf:id>{id}</xdf:id>") };
+    format!(
+        r#"<xdf:datenfeld><xdf:identifikation>{id}<xdf:version>1.0</xdf:version></xdf:identifikation>
+<xdf:name>Feld</xdf:name><xdf:bezeichnungEingabe></xdf:bezeichnungEingabe>
+<xdf:status><code>aktiv</code></xdf:status><xdf:schemaelementart><code>HAR</code></xdf:schemaelementart>
+<xdf:feldart><code>{feldart}</code></xdf:feldart><xdf:datentyp><code>text</code></xdf:datentyp>
+<xdf:praezisierung>{praezisierung}</xdf:praezisierung>{codelist}</xdf:datenfeld>"#
+    )
+}
+
+fn memo_struktur(anzahl: &str, content: &str) -> String {
+    format!(
+        "<xdf:struktur><xdf:anzahl>{anzahl}</xdf:anzahl><xdf:bezug>B {anzahl}</xdf:bezug><xdf:enthaelt>{content}</xdf:enthaelt></xdf:struktur>"
+    )
+}
+
+fn memo_group(id: &str, strukturen: &str) -> String {
+    format!(
+        r#"<xdf:datenfeldgruppe><xdf:identifikation><xdf:id>{id}</xdf:id><xdf:version>1.1</xdf:version></xdf:identifikation>
+<xdf:name>Gruppe {id}</xdf:name><xdf:status><code>aktiv</code></xdf:status>
+<xdf:schemaelementart><code>RNG</code></xdf:schemaelementart>{strukturen}</xdf:datenfeldgruppe>"#
+    )
+}
+
+/// A Stammdatenschema that uses the same building blocks many times, at different depths, with
+/// what makes an element's output depend on its use: fields without an id, an id repeated among
+/// siblings, invalid cardinalities, prose patterns, a select without options and one whose
+/// codelist is missing; `feldart` of one field (an unknown one stops xdatenfelder2-to-xdf3).
+fn memo_form(feldart: &str) -> String {
+    let missing = r#"<xdf:codelisteReferenz><xdf:identifikation><xdf:id>C1</xdf:id></xdf:identifikation><xdf:genericodeIdentification><xdf:canonicalIdentification>urn:missing</xdf:canonicalIdentification><xdf:version>1</xdf:version></xdf:genericodeIdentification></xdf:codelisteReferenz>"#;
+    let f1 =
+        memo_field("F00000001", "select", r#"{"minLength":"x","pattern":"Codeliste Regionalschlüssel","foo":1}"#, "");
+    let f2 = memo_field("", "select", "", missing);
+    let f3 = memo_field("F00000003", "select", "", missing);
+    let f4 = memo_field("F00000004", feldart, r#"{"maxLength":"0"}"#, "");
+    let inner = memo_group(
+        "G00000001",
+        &[memo_struktur("0:*", &f1), memo_struktur("1:1", &f2), memo_struktur("3:2", &f3), memo_struktur("1:1", &f4)]
+            .concat(),
+    );
+    let outer = memo_group(
+        "G00000002",
+        &[memo_struktur("1:1", &f2), memo_struktur("x", &inner), memo_struktur("0:1", &f1), memo_struktur("1:1", &f2)]
+            .concat(),
+    );
+    let top = [
+        memo_struktur("1:1", &f1),
+        memo_struktur("1:1", &inner),
+        memo_struktur("1:1", &outer),
+        memo_struktur("0:0", &inner),
+        memo_struktur("1:1", &f1),
+        memo_struktur("1:1", &outer),
+        memo_struktur("1:1", ""),
+    ]
+    .concat();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<xdf:xdatenfelder.stammdatenschema.0102 xmlns:xdf="urn:xoev-de:fim:standard:xdatenfelder_2">
+<xdf:header><xdf:nachrichtID>m1</xdf:nachrichtID><xdf:erstellungszeitpunkt>2024-01-01T00:00:00Z</xdf:erstellungszeitpunkt></xdf:header>
+<xdf:stammdatenschema><xdf:identifikation><xdf:id>S00000001</xdf:id><xdf:version>1.0</xdf:version></xdf:identifikation>
+<xdf:name>Memo</xdf:name><xdf:status><code>aktiv</code></xdf:status>
+<xdf:ableitungsmodifikationenStruktur><code>0</code></xdf:ableitungsmodifikationenStruktur>
+<xdf:ableitungsmodifikationenRepraesentation><code>0</code></xdf:ableitungsmodifikationenRepraesentation>
+{top}</xdf:stammdatenschema></xdf:xdatenfelder.stammdatenschema.0102>"#
+    )
+}
+
+/// What a mapping gives for a record, as compared below: the document's bytes and warnings, or the error.
+fn memo_outcome(result: Result<Document, MapError>) -> Result<(String, Vec<String>), String> {
+    result.map(|d| (String::from_utf8(d.bytes).expect("UTF-8"), d.warnings)).map_err(|e| e.to_string())
+}
+
+/// The memo of the engine (`memo` in the xdf2 mappings, src/mapping/memo.rs) changes no byte: every
+/// XDatenfelder 2.0 sample, the bad-input forms and a synthetic form that reuses its building blocks
+/// (with problems that depend on where a block is used), under both codelist policies, give the same
+/// documents, warnings and errors with the memo off, per record, and per run with one memo for all of
+/// it (mapped twice, on two threads at once, so later records take their blocks from the memo).
+#[test]
+fn memoised_building_blocks_give_the_bytes_of_mapping_every_use() {
+    use portal_bridge::mapping::{MemoLimits, MemoScope};
+    let env = real_env();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fim-memo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = xml_files(&samples("xdatenfelder-2"));
+    files.extend(xml_files(&repo().join("tests/bad-input/forms")));
+    for (name, feldart) in [("memo-reuse", "input"), ("memo-reuse-unknown-feldart", "slider")] {
+        let file = dir.join(format!("{name}.xml"));
+        std::fs::write(&file, memo_form(feldart)).unwrap();
+        files.push(file);
+    }
+    // (the decoded records that a mapping takes, each with a context per policy)
+    let records: Vec<(PathBuf, Arc<Decoded>)> = files
+        .iter()
+        .filter_map(|file| {
+            let bytes = std::fs::read(file).unwrap();
+            let decoded = codec::decode(Format::Xml, &bytes, &[], Limits::default()).ok()?;
+            Some((file.clone(), Arc::new(decoded)))
+        })
+        .collect();
+    assert!(records.len() >= 12, "{files:?}");
+    for name in [XDF2_TO_FORM, XDF2_TO_XDF3] {
+        let base = mapping(env, name);
+        let with = |scope| base.with_codelists(&env.config.codelists).with_memo(scope);
+        let (off, per_record) = (with(MemoScope::Off), with(MemoScope::Record(MemoLimits::default())));
+        let per_run = with(MemoScope::Run(MemoLimits::default()));
+        let map = |mapping: &Mapping, file: &Path, decoded: &Decoded, policy: &str| {
+            let Ok(tree) = mapping.read(Format::Xml, decoded) else { return None };
+            Some(memo_outcome(mapping.apply(
+                &tree,
+                &context(file, policy),
+                &env.config.codelists_val,
+                env.config.budget,
+            )))
+        };
+        let mut expected = Vec::new();
+        for (file, decoded) in &records {
+            for policy in ["warn", "quarantine"] {
+                let Some(reference) = map(&off, file, decoded, policy) else { continue };
+                assert_eq!(
+                    map(&per_record, file, decoded, policy).as_ref(),
+                    Some(&reference),
+                    "{name} {}",
+                    file.display()
+                );
+                expected.push((file, decoded, policy, reference));
+            }
+        }
+        assert!(expected.iter().any(|e| e.3.is_err()) && expected.iter().any(|e| e.3.is_ok()), "{name}");
+        // one memo for the whole run: every record twice, from two threads at once
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for (file, decoded, policy, reference) in &expected {
+                        let got = map(&per_run, file, decoded, policy);
+                        assert_eq!(got.as_ref(), Some(reference), "{name} {} {policy}", file.display());
+                    }
+                });
+            }
+        });
+        let stats = per_run.memo_stats().expect("a memo for the run");
+        assert!(stats.hits > 0 && stats.entries > 0, "{name}: {stats:?}");
+        assert_eq!(off.memo_stats(), None);
+    }
+}

@@ -19,7 +19,7 @@ fn run(code: &str, input: Value) -> Result<Value, String> {
         "def bridge_jaq_test(re; flags): matches(re; flags) | any; \
              def bridge_jaq_test(re): bridge_jaq_test(re; \"\"); {code}"
     );
-    Program::compile(&code).expect("compiles").run(to_val(&input), globals(), Budget::default())
+    Program::compile(&code).expect("compiles").run(to_val(&input), globals(), Budget::default(), None)
 }
 
 #[test]
@@ -217,7 +217,7 @@ fn test_is_cached_and_agrees_with_jaqs_definition() {
         r#"[.[] | . as [$s, $re, $flags] | ($s | test($re; $flags)) == ($s | matches($re; $flags) | any)] | all"#,
     )
     .unwrap();
-    assert_eq!(program.run(to_val(&cases), globals(), Budget::default()), Ok(json!(true)));
+    assert_eq!(program.run(to_val(&cases), globals(), Budget::default(), None), Ok(json!(true)));
     assert_eq!(run(r#"[.[] | test("^[0-9]+$")]"#, json!(["12", "1a", ""])), Ok(json!([true, false, false])));
 
     // Same errors as jaq's: bad flag, bad regex, non-string input.
@@ -235,13 +235,13 @@ fn test_is_cached_and_agrees_with_jaqs_definition() {
     // One compiled regex per (regex, flags) and program, however many calls; bounded for data patterns.
     let program = Program::compile(r#"[.[] | test("^[a-z]+$"), test("x"; "i")]"#).unwrap();
     for _ in 0..3 {
-        program.run(to_val(&json!(["ab", "X1", "c"])), globals(), Budget::default()).unwrap();
+        program.run(to_val(&json!(["ab", "X1", "c"])), globals(), Budget::default(), None).unwrap();
     }
     assert_eq!(program.regexes.len(), 2);
     // Patterns from the data are cached too, within the cache's bytes (see regex.rs).
     let patterns: Vec<String> = (0..300).map(|i| format!("^{i}$")).collect();
     let program = Program::compile(r#"[.[] as $re | "7" | test($re)] | map(select(.)) | length"#).unwrap();
-    assert_eq!(program.run(to_val(&json!(patterns)), globals(), Budget::default()), Ok(json!(1)));
+    assert_eq!(program.run(to_val(&json!(patterns)), globals(), Budget::default(), None), Ok(json!(1)));
     assert_eq!(program.regexes.len(), 300);
     assert!(program.regexes.bytes() <= RegexCache::MAX_BYTES);
 }
