@@ -11,8 +11,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// Raw bytes of the entries kept at most. A decoded tree with its jq value takes about six times
-/// its raw bytes, so this keeps about 50 MB (docs/performance.md).
-pub(super) const BUDGET_BYTES: usize = 8 << 20;
+/// its raw bytes, so this keeps about 12 MB: a run of up to ~60 typical forms (a region's changes)
+/// is decoded once. Measured at 8 MB (N = 1,000 forms): peak RSS +47 MB and no wall time the run's
+/// noise could show, as decoding is ~2 % of a form's cost (docs/performance.md).
+pub(super) const BUDGET_BYTES: usize = 2 << 20;
 
 /// The kept records (`R`: [`crate::source::Record`]) of a source's run, by entry origin.
 #[derive(Debug)]
