@@ -121,7 +121,7 @@ pub fn run(loaded: &Loaded, file: &Path, repeat: usize) -> Result<(), String> {
         mapping.apply(&tree, &context, &config.codelists_val, config.budget).expect("the form maps");
     });
     let run = median(&mut || {
-        whole_program.run(tree.clone(), globals(), config.budget).expect("the program runs");
+        whole_program.run(tree.clone(), globals(), config.budget, None).expect("the program runs");
     });
     let reference = median(&mut || {
         loaded.reference.convert(&decoded.tree, &config.codelists.table, &source).expect("the reference converts");
@@ -136,7 +136,7 @@ pub fn run(loaded: &Loaded, file: &Path, repeat: usize) -> Result<(), String> {
         let code = format!("{defs}\n{SETUP}\n| {main}\n");
         let part = Program::compile(&code).map_err(|e| format!("{label}: {e:?}"))?;
         let secs = median(&mut || {
-            part.run(tree.clone(), globals(), config.budget).expect("the part runs");
+            part.run(tree.clone(), globals(), config.budget, None).expect("the part runs");
         });
         println!("| {label} | {:.2} | {:.0} % |", 1e3 * secs, 100.0 * secs / run);
     }
