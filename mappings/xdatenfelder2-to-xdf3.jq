@@ -70,10 +70,11 @@ def stub_script: text | trim == "" or test("^\\s*function\\s+script\\s*\\(\\s*\\
 
 def freigabestatus:
   (.status | code) as $status
-  | (if (.identifikation.version | nonblank) == null then "arbeitskopie"
-     elif (.freigabedatum | nonblank) == null then "version"
-     else "freigegeben" end) as $state
-  | ("\($status)/\($state)" | lookup("freigabestatus")) as $code
+  # the key "<status>/<state>" of [lookups.freigabestatus], looked up directly (as `lookup` does)
+  | $__lookups.freigabestatus[$status
+      + (if (.identifikation.version | text | trim) == "" then "/arbeitskopie"
+         elif (.freigabedatum | text | trim) == "" then "/version"
+         else "/freigegeben" end)] as $code
   | if $code == null then
       error("\(.identifikation.id | text): XDatenfelder 2.0 status `\($status)` has no freigabestatus (see [lookups.freigabestatus])")
     else
