@@ -52,9 +52,11 @@ def xdf3_version:
 # Element ids quoted in the prose of a rule ("F00001028 Krankenversicherungsträger") get the same rule.
 def xdf3_ids_in_text: gsub("\\b(?<k>[FG][0-9]{2})(?<n>[0-9]{6})\\b"; "\(.k)000\(.n)");
 
+# (xdf3_id and trimmed | opt(xdf3_version) written out: this runs for every element.)
 def identifikation:
-  { "xdf:id": (.id | text | xdf3_id),
-    "xdf:version": (.version | trimmed | opt(xdf3_version)) };
+  { "xdf:id": (.id | text | trim | if test("^[A-Z][0-9]{8}$") then .[0:3] + "000" + .[3:] else . end),
+    "xdf:version": (.version | text | trim
+      | if . == "" then null elif test("^[0-9]+\\.[0-9]+$") then . + ".0" else . end) };
 
 # ---- shared parts -------------------------------------------------------------------------------
 
