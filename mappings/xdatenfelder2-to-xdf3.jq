@@ -86,7 +86,7 @@ def freigabestatus:
 # Looks a code up in a table of the mapping file; an unknown code stops the item with a clear reason.
 def checked($table; $id):
   code as $c
-  | ($c | lookup($table)) // error("\($id): \($table) `\($c)` is not an XDatenfelder 2.0 code (see [lookups.\($table)])");
+  | $__lookups[$table][$c] // error("\($id): \($table) `\($c)` is not an XDatenfelder 2.0 code (see [lookups.\($table)])");
 
 def coded($list; $version; $code): { "@listURI": $list, "@listVersionID": $version, "code": $code };
 
