@@ -98,8 +98,10 @@ def carried($pairs):
 def fields($names): [ $names[] as $f | [$f, (.[$f] | nonblank)] ];
 
 # beschreibung = the 2.0 beschreibung, then the notes (blank-line separated); null if there is nothing.
+# (Without notes, as for most elements, that is the beschreibung alone.)
 def beschreibung($notes):
-  [ (.beschreibung | nonblank), $notes[] ] | map(select(. != null)) | if length == 0 then null else join("\n\n") end;
+  if $notes == [] then .beschreibung | nonblank
+  else [ (.beschreibung | nonblank), $notes[] ] | map(select(. != null)) | if length == 0 then null else join("\n\n") end end;
 
 # AllgemeineAngaben 3.0.0: identifikation name beschreibung? definition? bezug* freigabestatus
 # statusGesetztAm? statusGesetztDurch? gueltigAb? gueltigBis? versionshinweis? veroeffentlichungsdatum?
