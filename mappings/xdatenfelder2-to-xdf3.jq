@@ -313,8 +313,9 @@ def form_warnings($refs; $missing):
 | { "#warnings": form_warnings($refs; $missing),
     # The 2.0 id of every converted id, so that the engine's String.Latin warnings name what the
     # region finds in its export (F00003284, not F00000003284).
-    "#ids": ([ elements | ., (.regel | as_array[]) | .identifikation.id | text | trim | select(. != "")
-               | { key: xdf3_id, value: . } | select(.key != .value) ] | unique | from_entries) }
+    # (Each id converted once: xdf3_id keeps the order of the 2.0 ids it changes.)
+    "#ids": ([ elements | ., (.regel | as_array[]) | .identifikation.id | text | trim | select(. != "") ] | unique
+             | map({ key: xdf3_id, value: . } | select(.key != .value)) | from_entries) }
 + if $is_group then
     { "xdf:xdatenfelder.datenfeldgruppe.0103": {
         "@xmlns:xdf": "urn:xoev-de:fim:standard:xdatenfelder_3.0.0",
