@@ -16,10 +16,11 @@ def text:
   else tostring end;
 
 # The text, or null if the element is absent or blank (2.0 requires many elements that are empty).
-def nonblank: text | if trim == "" then null else . end;
+# (An absent element, the most common case, is null at once.)
+def nonblank: if . == null then null else text | if trim == "" then null else . end end;
 
 # The trimmed text, or null if it is blank.
-def trimmed: text | trim | if . == "" then null else . end;
+def trimmed: if . == null then null else text | trim | if . == "" then null else . end end;
 
 # Applies f unless the value is null.
 def opt(f): if . == null then null else f end;
