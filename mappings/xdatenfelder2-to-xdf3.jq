@@ -221,7 +221,8 @@ def codeliste:
 # vorbefuellung werte? codelisteReferenz? codeKey? nameKey? helpKey? regel* maxSize? mediaType*.
 def datenfeld($stand):
   (.identifikation.id | text) as $id
-  | (.praezisierung | praezisierung) as $p
+  # (the same praezisierung text converts the same: kept per record, as the fields are)
+  | (.praezisierung | memo(praezisierung)) as $p
   | codeliste as $c
   | allgemein($stand; $p.notes) + schemaelement
   + { "xdf:feldart": coded("urn:xoev-de:fim:codeliste:xdatenfelder.feldart"; "2.0"; (.feldart | checked("feldart"; $id))),
