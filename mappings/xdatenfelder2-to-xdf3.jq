@@ -277,10 +277,11 @@ def missing_codelists($refs):
 def missing_text:
   "\(.urn)\(if .version == null then "" elif .version == "" then ", no version" else " version \(.version)" end) (field\(if (.fields | length) > 1 then "s" else "" end) \(.fields | join(", ")))";
 
+# ($elements: [elements], walked once for the warnings and the id table.)
 # Warnings for what the form's source got wrong and the output cannot show: stub scripts, codelist
 # references without a version (the newest list at hand is used), missing codelists (with `warn`).
-def form_warnings($refs; $missing):
-  [ elements | .regel | as_array[] | select(.script != null and (.script | nonblank) != null and (.script | stub_script))
+def form_warnings($elements; $refs; $missing):
+  [ $elements[] | .regel | as_array[] | select(.script != null and (.script | nonblank) != null and (.script | stub_script))
     | (.identifikation.id | text | trim) ] | unique
   | map("rule \(.): its script is an empty stub (function script() {}); no skript is written")
   + ([ $refs[] | select(.ref.list != null and .ref.version == null and .ref.uri == null) ]
@@ -312,11 +313,13 @@ def form_warnings($refs; $missing):
 | { "xdf:nachrichtID": ($msg.header.nachrichtID | text | trim),
     "xdf:erstellungszeitpunkt": $stand,
     "xdf:referenzID": ($msg.header.referenzID | trimmed) } as $header
-| { "#warnings": form_warnings($refs; $missing),
+# (the walk for $refs above has not stopped, so this one does not either)
+| [ elements ] as $elements
+| { "#warnings": form_warnings($elements; $refs; $missing),
     # The 2.0 id of every converted id, so that the engine's String.Latin warnings name what the
     # region finds in its export (F00003284, not F00000003284).
     # (Each id converted once: xdf3_id keeps the order of the 2.0 ids it changes.)
-    "#ids": ([ elements | ., (.regel | as_array[]) | .identifikation.id | text | trim | select(. != "") ] | unique
+    "#ids": ([ $elements[] | ., (.regel | as_array[]) | .identifikation.id | text | trim | select(. != "") ] | unique
              | map({ key: xdf3_id, value: . } | select(.key != .value)) | from_entries) }
 + if $is_group then
     { "xdf:xdatenfelder.datenfeldgruppe.0103": {
