@@ -66,7 +66,7 @@ def identifikation:
 # (a line break or ";" may sit inside one reference). A blank bezug writes nothing. An invalid repeated
 # 2.0 bezug keeps every occurrence.
 def rechtsbezuege:
-  [as_array[] | trimmed | select(. != null)] | nonempty;
+  if . == null then null else [as_array[] | trimmed | select(. != null)] | nonempty end;
 
 # A script that is no rule: blank, or an empty stub such as `function script() {}`.
 def stub_script: text | trim == "" or test("^\\s*function\\s+script\\s*\\(\\s*\\)\\s*\\{\\s*\\}\\s*;?\\s*$");
