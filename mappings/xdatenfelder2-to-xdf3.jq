@@ -16,10 +16,11 @@ def text:
   else tostring end;
 
 # The text, or null if the element is absent or blank (2.0 requires many elements that are empty).
-def nonblank: text | if trim == "" then null else . end;
+# (An absent element, the most common case, is null at once.)
+def nonblank: if . == null then null else text | if trim == "" then null else . end end;
 
 # The trimmed text, or null if it is blank.
-def trimmed: text | trim | if . == "" then null else . end;
+def trimmed: if . == null then null else text | trim | if . == "" then null else . end end;
 
 # Applies f unless the value is null.
 def opt(f): if . == null then null else f end;
@@ -52,9 +53,11 @@ def xdf3_version:
 # Element ids quoted in the prose of a rule ("F00001028 Krankenversicherungsträger") get the same rule.
 def xdf3_ids_in_text: gsub("\\b(?<k>[FG][0-9]{2})(?<n>[0-9]{6})\\b"; "\(.k)000\(.n)");
 
+# (xdf3_id and trimmed | opt(xdf3_version) written out: this runs for every element.)
 def identifikation:
-  { "xdf:id": (.id | text | xdf3_id),
-    "xdf:version": (.version | trimmed | opt(xdf3_version)) };
+  { "xdf:id": (.id | text | trim | if test("^[A-Z][0-9]{8}$") then .[0:3] + "000" + .[3:] else . end),
+    "xdf:version": (.version | text | trim
+      | if . == "" then null elif test("^[0-9]+\\.[0-9]+$") then . + ".0" else . end) };
 
 # ---- shared parts -------------------------------------------------------------------------------
 
@@ -63,17 +66,18 @@ def identifikation:
 # (a line break or ";" may sit inside one reference). A blank bezug writes nothing. An invalid repeated
 # 2.0 bezug keeps every occurrence.
 def rechtsbezuege:
-  [as_array[] | trimmed | select(. != null)] | nonempty;
+  if . == null then null else [as_array[] | trimmed | select(. != null)] | nonempty end;
 
 # A script that is no rule: blank, or an empty stub such as `function script() {}`.
 def stub_script: text | trim == "" or test("^\\s*function\\s+script\\s*\\(\\s*\\)\\s*\\{\\s*\\}\\s*;?\\s*$");
 
 def freigabestatus:
   (.status | code) as $status
-  | (if (.identifikation.version | nonblank) == null then "arbeitskopie"
-     elif (.freigabedatum | nonblank) == null then "version"
-     else "freigegeben" end) as $state
-  | ("\($status)/\($state)" | lookup("freigabestatus")) as $code
+  # the key "<status>/<state>" of [lookups.freigabestatus], looked up directly (as `lookup` does)
+  | $__lookups.freigabestatus[$status
+      + (if (.identifikation.version | text | trim) == "" then "/arbeitskopie"
+         elif (.freigabedatum | text | trim) == "" then "/version"
+         else "/freigegeben" end)] as $code
   | if $code == null then
       error("\(.identifikation.id | text): XDatenfelder 2.0 status `\($status)` has no freigabestatus (see [lookups.freigabestatus])")
     else
@@ -83,7 +87,7 @@ def freigabestatus:
 # Looks a code up in a table of the mapping file; an unknown code stops the item with a clear reason.
 def checked($table; $id):
   code as $c
-  | ($c | lookup($table)) // error("\($id): \($table) `\($c)` is not an XDatenfelder 2.0 code (see [lookups.\($table)])");
+  | $__lookups[$table][$c] // error("\($id): \($table) `\($c)` is not an XDatenfelder 2.0 code (see [lookups.\($table)])");
 
 def coded($list; $version; $code): { "@listURI": $list, "@listVersionID": $version, "code": $code };
 
@@ -95,8 +99,10 @@ def carried($pairs):
 def fields($names): [ $names[] as $f | [$f, (.[$f] | nonblank)] ];
 
 # beschreibung = the 2.0 beschreibung, then the notes (blank-line separated); null if there is nothing.
+# (Without notes, as for most elements, that is the beschreibung alone.)
 def beschreibung($notes):
-  [ (.beschreibung | nonblank), $notes[] ] | map(select(. != null)) | if length == 0 then null else join("\n\n") end;
+  if $notes == [] then .beschreibung | nonblank
+  else [ (.beschreibung | nonblank), $notes[] ] | map(select(. != null)) | if length == 0 then null else join("\n\n") end end;
 
 # AllgemeineAngaben 3.0.0: identifikation name beschreibung? definition? bezug* freigabestatus
 # statusGesetztAm? statusGesetztDurch? gueltigAb? gueltigBis? versionshinweis? veroeffentlichungsdatum?
@@ -215,7 +221,8 @@ def codeliste:
 # vorbefuellung werte? codelisteReferenz? codeKey? nameKey? helpKey? regel* maxSize? mediaType*.
 def datenfeld($stand):
   (.identifikation.id | text) as $id
-  | (.praezisierung | praezisierung) as $p
+  # (the same praezisierung text converts the same: kept per record, as the fields are)
+  | (.praezisierung | memo(praezisierung)) as $p
   | codeliste as $c
   | allgemein($stand; $p.notes) + schemaelement
   + { "xdf:feldart": coded("urn:xoev-de:fim:codeliste:xdatenfelder.feldart"; "2.0"; (.feldart | checked("feldart"; $id))),
@@ -270,10 +277,11 @@ def missing_codelists($refs):
 def missing_text:
   "\(.urn)\(if .version == null then "" elif .version == "" then ", no version" else " version \(.version)" end) (field\(if (.fields | length) > 1 then "s" else "" end) \(.fields | join(", ")))";
 
+# ($elements: [elements], walked once for the warnings and the id table.)
 # Warnings for what the form's source got wrong and the output cannot show: stub scripts, codelist
 # references without a version (the newest list at hand is used), missing codelists (with `warn`).
-def form_warnings($refs; $missing):
-  [ elements | .regel | as_array[] | select(.script != null and (.script | nonblank) != null and (.script | stub_script))
+def form_warnings($elements; $refs; $missing):
+  [ $elements[] | .regel | as_array[] | select(.script != null and (.script | nonblank) != null and (.script | stub_script))
     | (.identifikation.id | text | trim) ] | unique
   | map("rule \(.): its script is an empty stub (function script() {}); no skript is written")
   + ([ $refs[] | select(.ref.list != null and .ref.version == null and .ref.uri == null) ]
@@ -305,11 +313,14 @@ def form_warnings($refs; $missing):
 | { "xdf:nachrichtID": ($msg.header.nachrichtID | text | trim),
     "xdf:erstellungszeitpunkt": $stand,
     "xdf:referenzID": ($msg.header.referenzID | trimmed) } as $header
-| { "#warnings": form_warnings($refs; $missing),
+# (the walk for $refs above has not stopped, so this one does not either)
+| [ elements ] as $elements
+| { "#warnings": form_warnings($elements; $refs; $missing),
     # The 2.0 id of every converted id, so that the engine's String.Latin warnings name what the
     # region finds in its export (F00003284, not F00000003284).
-    "#ids": ([ elements | ., (.regel | as_array[]) | .identifikation.id | text | trim | select(. != "")
-               | { key: xdf3_id, value: . } | select(.key != .value) ] | unique | from_entries) }
+    # (Each id converted once: xdf3_id keeps the order of the 2.0 ids it changes.)
+    "#ids": ([ $elements[] | ., (.regel | as_array[]) | .identifikation.id | text | trim | select(. != "") ] | unique
+             | map({ key: xdf3_id, value: . } | select(.key != .value)) | from_entries) }
 + if $is_group then
     { "xdf:xdatenfelder.datenfeldgruppe.0103": {
         "@xmlns:xdf": "urn:xoev-de:fim:standard:xdatenfelder_3.0.0",
