@@ -14,16 +14,13 @@
 # `.[$k]` on objects, null on anything else (an empty element is "", never an object).
 def get($k): if type == "object" then .[$k] else null end;
 
-# The text of an element as a trimmed string ("" when absent or empty).
-def txt:
-  if type == "string" then trim
-  elif type == "object" then (.["#text"] // "" | txt)
-  elif type == "array" then map(txt) | map(select(. != "")) | join("\n")
-  elif type == "number" or type == "boolean" then tostring
-  else "" end;
+# The text of an element as a trimmed string ("" when absent or empty); a repeated element gives the
+# texts that are not empty, one per line. (`xml_trim(f)` and `xml_trimmed(f)` are the engine's natives
+# for the text of an element, with `f` for a repeated one: README.md, "Mapping files".)
+def txt: xml_trim(map(txt) | map(select(. != "")) | join("\n"));
 
 # Text or null: for optional values.
-def opt: txt | if . == "" then null else . end;
+def opt: xml_trimmed(map(txt) | map(select(. != "")) | join("\n"));
 
 # The value of a code element (<x listURI="…"><code>v</code></x>).
 def code: if type == "object" then .code else . end | txt;

@@ -6,27 +6,22 @@
 
 # The text of an element: a string as is, the #text of an element with attributes, "" if absent.
 # An element that XDatenfelder allows once but that occurs several times (an array) stops the item:
-# its text is never written as JSON text into an XML element.
-def text:
-  if type == "string" then .
-  elif type == "object" then (."#text" // "" | if type == "string" then . else tostring end)
-  elif . == null then ""
-  elif type == "array" then
-    error("an element that XDatenfelder 2.0 allows once occurs \(length) times (\(map(tostring | .[0:40]) | join(" | ")))")
-  else tostring end;
+# its text is never written as JSON text into an XML element. (`xml_text(f)` and its kin are the
+# engine's natives for this, with `f` for a repeated element: README.md, "Mapping files".)
+def repeated: error("an element that XDatenfelder 2.0 allows once occurs \(length) times (\(map(tostring | .[0:40]) | join(" | ")))");
+def text: xml_text(repeated);
 
 # The text, or null if the element is absent or blank (2.0 requires many elements that are empty).
-# (An absent element, the most common case, is null at once.)
-def nonblank: if . == null then null else text | if trim == "" then null else . end end;
+def nonblank: xml_nonblank(repeated);
 
 # The trimmed text, or null if it is blank.
-def trimmed: if . == null then null else text | trim | if . == "" then null else . end end;
+def trimmed: xml_trimmed(repeated);
 
 # Applies f unless the value is null.
 def opt(f): if . == null then null else f end;
 
 # The code of a code-typed element (<xdf:feldart listURI="…"><code>input</code></xdf:feldart>).
-def code: if type == "object" then (.code // "" | text | trim) else (text | trim) end;
+def code: if type == "object" then (.code // "" | xml_trim(repeated)) else xml_trim(repeated) end;
 
 # A list that writes nothing when it is empty.
 def nonempty: if length == 0 then null else . end;
@@ -55,8 +50,8 @@ def xdf3_ids_in_text: gsub("\\b(?<k>[FG][0-9]{2})(?<n>[0-9]{6})\\b"; "\(.k)000\(
 
 # (xdf3_id and trimmed | opt(xdf3_version) written out: this runs for every element.)
 def identifikation:
-  { "xdf:id": (.id | text | trim | if test("^[A-Z][0-9]{8}$") then .[0:3] + "000" + .[3:] else . end),
-    "xdf:version": (.version | text | trim
+  { "xdf:id": (.id | xml_trim(repeated) | if test("^[A-Z][0-9]{8}$") then .[0:3] + "000" + .[3:] else . end),
+    "xdf:version": (.version | xml_trim(repeated)
       | if . == "" then null elif test("^[0-9]+\\.[0-9]+$") then . + ".0" else . end) };
 
 # ---- shared parts -------------------------------------------------------------------------------
@@ -75,8 +70,8 @@ def freigabestatus:
   (.status | code) as $status
   # the key "<status>/<state>" of [lookups.freigabestatus], looked up directly (as `lookup` does)
   | $__lookups.freigabestatus[$status
-      + (if (.identifikation.version | text | trim) == "" then "/arbeitskopie"
-         elif (.freigabedatum | text | trim) == "" then "/version"
+      + (if (.identifikation.version | xml_trim(repeated)) == "" then "/arbeitskopie"
+         elif (.freigabedatum | xml_trim(repeated)) == "" then "/version"
          else "/freigegeben" end)] as $code
   | if $code == null then
       error("\(.identifikation.id | text): XDatenfelder 2.0 status `\($status)` has no freigabestatus (see [lookups.freigabestatus])")
@@ -164,7 +159,7 @@ def regex_like: test("[\\[\\](){}*+?|\\\\^$]");
 # (prose patterns, unknown keys, values of the wrong type, text that is not a JSON object).
 def praezisierung:
   if . == null then { attrs: null, notes: [] } else  # (most fields: none)
-  (text | trim) as $raw
+  xml_trim(repeated) as $raw
   | if $raw == "" then { attrs: null, notes: [] }
     else
       (try ($raw | fromjson) catch null) as $json
@@ -247,7 +242,7 @@ def strukturen($stand; $owner):
   # A Datenfeld or Datenfeldgruppe converts the same wherever it is used (a function of itself and
   # $stand): each is converted once per run of the mapping, its later uses come from the engine's memo.
   def go:
-    { "xdf:anzahl": (.anzahl | text | trim),
+    { "xdf:anzahl": (.anzahl | xml_trim(repeated)),
       "xdf:bezug": (.bezug | rechtsbezuege),
       "xdf:enthaelt": (.enthaelt
         | { "xdf:datenfeld": (.datenfeld | opt(each(memo($stand; datenfeld($stand))))),
@@ -282,7 +277,7 @@ def missing_text:
 # references without a version (the newest list at hand is used), missing codelists (with `warn`).
 def form_warnings($elements; $refs; $missing):
   [ $elements[] | .regel | as_array[] | select(.script != null and (.script | nonblank) != null and (.script | stub_script))
-    | (.identifikation.id | text | trim) ] | unique
+    | (.identifikation.id | xml_trim(repeated)) ] | unique
   | map("rule \(.): its script is an empty stub (function script() {}); no skript is written")
   + ([ $refs[] | select(.ref.list != null and .ref.version == null and .ref.uri == null) ]
      | group_by(.ref.canonical)
@@ -303,14 +298,14 @@ def form_warnings($elements; $refs; $missing):
 | (if $is_group then $msg.datenfeldgruppe else $msg.stammdatenschema end)
 | if type != "object" then error("the message has no \(if $is_group then "datenfeldgruppe" else "stammdatenschema" end)") else . end
 | (.identifikation.id | text | xdf3_id) as $id
-| [ elements | select(.codelisteReferenz != null) | { id: (.identifikation.id | text | trim), ref: codelist_ref } ] as $refs
+| [ elements | select(.codelisteReferenz != null) | { id: (.identifikation.id | xml_trim(repeated)), ref: codelist_ref } ] as $refs
 | missing_codelists($refs) as $missing
 | if ($missing | length) > 0 and $source.on_missing_codelist == "quarantine" then
     error(if ($missing | length) == 1 then "missing codelist \($missing[0] | missing_text)"
           else "missing codelists (\($missing | length)): \($missing | map(missing_text) | join("; "))" end
           + ": not in the codelist directory (on_missing_codelist = quarantine)")
   else . end
-| { "xdf:nachrichtID": ($msg.header.nachrichtID | text | trim),
+| { "xdf:nachrichtID": ($msg.header.nachrichtID | xml_trim(repeated)),
     "xdf:erstellungszeitpunkt": $stand,
     "xdf:referenzID": ($msg.header.referenzID | trimmed) } as $header
 # (the walk for $refs above has not stopped, so this one does not either)
@@ -319,7 +314,7 @@ def form_warnings($elements; $refs; $missing):
     # The 2.0 id of every converted id, so that the engine's String.Latin warnings name what the
     # region finds in its export (F00003284, not F00000003284).
     # (Each id converted once: xdf3_id keeps the order of the 2.0 ids it changes.)
-    "#ids": ([ $elements[] | ., (.regel | as_array[]) | .identifikation.id | text | trim | select(. != "") ] | unique
+    "#ids": ([ $elements[] | ., (.regel | as_array[]) | .identifikation.id | xml_trim(repeated) | select(. != "") ] | unique
              | map({ key: xdf3_id, value: . } | select(.key != .value)) | from_entries) }
 + if $is_group then
     { "xdf:xdatenfelder.datenfeldgruppe.0103": {

@@ -7,6 +7,8 @@
 use quick_xml::Reader;
 use quick_xml::escape::{escape, resolve_predefined_entity};
 use quick_xml::events::{BytesStart, Event};
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::{Decoded, LimitExceeded, Limits, line_of};
@@ -408,29 +410,71 @@ pub enum EncodeError {
     Character(String, u32),
 }
 
+/// A tree with the XML conventions (DESIGN.md) as the writer reads it: serde_json's `Value` here,
+/// and the jq engine's value (`mapping::engine`), so that a mapping's result is written as it comes
+/// from the program, without being copied into a `Value` first.
+pub trait XmlTree: Sized {
+    /// What this node is.
+    fn node(&self) -> Node<'_, Self>;
+    /// The text of a string node (not of a number or boolean).
+    fn string(&self) -> Option<Cow<'_, str>>;
+}
+
+/// One node of an [`XmlTree`].
+pub enum Node<'a, T> {
+    Null,
+    /// A string, number or boolean, as its text.
+    Scalar(Cow<'a, str>),
+    Array(&'a [T]),
+    /// The keys (attributes `@name`, text `#text`, child elements) and values, in order.
+    Object(Vec<(Cow<'a, str>, &'a T)>),
+}
+
+impl XmlTree for Value {
+    fn node(&self) -> Node<'_, Self> {
+        match self {
+            Value::Null => Node::Null,
+            Value::String(s) => Node::Scalar(Cow::Borrowed(s)),
+            Value::Number(n) => Node::Scalar(Cow::Owned(n.to_string())),
+            Value::Bool(b) => Node::Scalar(Cow::Borrowed(if *b { "true" } else { "false" })),
+            Value::Array(items) => Node::Array(items),
+            Value::Object(map) => Node::Object(map.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), v)).collect()),
+        }
+    }
+
+    fn string(&self) -> Option<Cow<'_, str>> {
+        self.as_str().map(Cow::Borrowed)
+    }
+}
+
 /// Writes a tree `{ "<root>": … }` as an indented XML document with an XML declaration.
 /// Element names are written as given (prefixes included); `null` values write nothing.
 pub fn encode(tree: &Value) -> Result<String, EncodeError> {
-    let Value::Object(map) = tree else {
-        return Err(EncodeError::Root(kind(tree).into()));
+    encode_tree(tree, &|_, _| None)
+}
+
+/// [`encode`] for any [`XmlTree`], with `fix`: for the text of an element (its name as written and
+/// the text), the text to write instead, or `None` to write it as it is. Attribute values are
+/// written as they are.
+pub fn encode_tree<T: XmlTree>(tree: &T, fix: &dyn Fn(&str, &str) -> Option<String>) -> Result<String, EncodeError> {
+    let Node::Object(entries) = tree.node() else {
+        return Err(EncodeError::Root(kind(&tree.node()).into()));
     };
-    if map.len() != 1 {
-        return Err(EncodeError::Root(format!("{} keys", map.len())));
+    if entries.len() != 1 {
+        return Err(EncodeError::Root(format!("{} keys", entries.len())));
     }
-    let (name, value) = map.iter().next().expect("one key");
+    let (name, value) = &entries[0];
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    write_element(&mut out, name, value, 0)?;
+    Writer { out: &mut out, fix }.element(name, *value, 0)?;
     Ok(out)
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+fn kind<T>(node: &Node<'_, T>) -> &'static str {
+    match node {
+        Node::Null => "null",
+        Node::Scalar(_) => "a string, number or boolean",
+        Node::Array(_) => "an array",
+        Node::Object(_) => "an object",
     }
 }
 
@@ -449,103 +493,120 @@ fn check_text(name: &str, text: &str) -> Result<(), EncodeError> {
     }
 }
 
-fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
 fn indent(out: &mut String, depth: usize) {
     for _ in 0..depth {
         out.push_str("  ");
     }
 }
 
-fn write_element(out: &mut String, name: &str, value: &Value, depth: usize) -> Result<(), EncodeError> {
-    match value {
-        Value::Null => Ok(()),
-        Value::Array(items) => {
-            for item in items {
-                if item.is_array() {
-                    return Err(EncodeError::NestedArray(name.into()));
-                }
-                write_element(out, name, item, depth)?;
-            }
-            Ok(())
-        }
-        Value::Object(map) => {
-            check_name(name)?;
-            indent(out, depth);
-            out.push('<');
-            out.push_str(name);
-            for (key, attr) in map.iter().filter(|(k, _)| k.starts_with('@')) {
-                if attr.is_null() {
-                    continue;
-                }
-                let text = scalar_text(attr).ok_or_else(|| EncodeError::Attribute(key.clone()))?;
-                check_name(&key[1..])?;
-                check_text(key, &text)?;
-                out.push(' ');
-                out.push_str(&key[1..]);
-                out.push_str("=\"");
-                out.push_str(&escape_attribute(&text));
-                out.push('"');
-            }
-            let text = map.get("#text").and_then(scalar_text);
-            let children: Vec<_> =
-                map.iter().filter(|(k, v)| !k.starts_with('@') && *k != "#text" && !v.is_null()).collect();
-            match (text, children.is_empty()) {
-                (None, true) => out.push_str("/>\n"),
-                (Some(text), true) => {
-                    check_text(name, &text)?;
-                    out.push('>');
-                    out.push_str(&escape_text(&text));
-                    close_tag(out, name);
-                }
-                (text, false) => {
-                    out.push_str(">\n");
-                    if let Some(text) = text {
-                        check_text(name, &text)?;
-                        indent(out, depth + 1);
-                        out.push_str(&escape_text(&text));
-                        out.push('\n');
+/// The document being written and the text fix of [`encode_tree`].
+struct Writer<'w> {
+    out: &'w mut String,
+    fix: &'w dyn Fn(&str, &str) -> Option<String>,
+}
+
+impl Writer<'_> {
+    /// The text of element `name`, fixed and checked.
+    fn text<'t>(&self, name: &str, text: Cow<'t, str>) -> Result<Cow<'t, str>, EncodeError> {
+        let text = match (self.fix)(name, &text) {
+            Some(fixed) => Cow::Owned(fixed),
+            None => text,
+        };
+        check_text(name, &text)?;
+        Ok(text)
+    }
+
+    fn element<T: XmlTree>(&mut self, name: &str, value: &T, depth: usize) -> Result<(), EncodeError> {
+        match value.node() {
+            Node::Null => Ok(()),
+            Node::Array(items) => {
+                for item in items {
+                    if matches!(item.node(), Node::Array(_)) {
+                        return Err(EncodeError::NestedArray(name.into()));
                     }
-                    for (child, value) in children {
-                        write_element(out, child, value, depth + 1)?;
-                    }
-                    indent(out, depth);
-                    close_tag(out, name);
+                    self.element(name, item, depth)?;
                 }
+                Ok(())
             }
-            Ok(())
-        }
-        scalar => {
-            check_name(name)?;
-            indent(out, depth);
-            let text = scalar_text(scalar).expect("scalar");
-            check_text(name, &text)?;
-            if text.is_empty() {
-                out.push('<');
-                out.push_str(name);
-                out.push_str("/>\n");
-            } else {
-                out.push('<');
-                out.push_str(name);
-                out.push('>');
-                out.push_str(&escape_text(&text));
-                close_tag(out, name);
+            Node::Object(entries) => {
+                check_name(name)?;
+                indent(self.out, depth);
+                self.out.push('<');
+                self.out.push_str(name);
+                let mut text = None;
+                let mut children = Vec::new();
+                for (key, value) in &entries {
+                    if let Some(attribute) = key.strip_prefix('@') {
+                        let attr = match value.node() {
+                            Node::Null => continue,
+                            Node::Scalar(text) => text,
+                            _ => return Err(EncodeError::Attribute(key.to_string())),
+                        };
+                        check_name(attribute)?;
+                        check_text(key, &attr)?;
+                        self.out.push(' ');
+                        self.out.push_str(attribute);
+                        self.out.push_str("=\"");
+                        self.out.push_str(&escape_attribute(&attr));
+                        self.out.push('"');
+                    } else if key == "#text" {
+                        if let Node::Scalar(scalar) = value.node() {
+                            text = Some(scalar);
+                        }
+                    } else if !matches!(value.node(), Node::Null) {
+                        children.push((key, *value));
+                    }
+                }
+                match (text, children.is_empty()) {
+                    (None, true) => self.out.push_str("/>\n"),
+                    (Some(text), true) => {
+                        let text = self.text(name, text)?;
+                        self.out.push('>');
+                        self.out.push_str(&escape_text(&text));
+                        close_tag(self.out, name);
+                    }
+                    (text, false) => {
+                        self.out.push_str(">\n");
+                        if let Some(text) = text {
+                            let text = self.text(name, text)?;
+                            indent(self.out, depth + 1);
+                            self.out.push_str(&escape_text(&text));
+                            self.out.push('\n');
+                        }
+                        for (child, value) in children {
+                            self.element(child, value, depth + 1)?;
+                        }
+                        indent(self.out, depth);
+                        close_tag(self.out, name);
+                    }
+                }
+                Ok(())
             }
-            Ok(())
+            Node::Scalar(text) => {
+                check_name(name)?;
+                indent(self.out, depth);
+                let text = self.text(name, text)?;
+                if text.is_empty() {
+                    self.out.push('<');
+                    self.out.push_str(name);
+                    self.out.push_str("/>\n");
+                } else {
+                    self.out.push('<');
+                    self.out.push_str(name);
+                    self.out.push('>');
+                    self.out.push_str(&escape_text(&text));
+                    close_tag(self.out, name);
+                }
+                Ok(())
+            }
         }
     }
 }
 
 /// Escapes element text; a carriage return is written as a reference so that it survives parsing.
-fn escape_text(text: &str) -> String {
-    escape(text).replace('\r', "&#13;")
+fn escape_text(text: &str) -> Cow<'_, str> {
+    let escaped = escape(text);
+    if escaped.contains('\r') { Cow::Owned(escaped.replace('\r', "&#13;")) } else { escaped }
 }
 
 /// Escapes an attribute value; tabs and line breaks are written as references because a parser

@@ -7,6 +7,9 @@ use jaq_core::{Bind, Compiler, Ctx, DataT, Exn, Vars};
 use jaq_json::{Num, Val};
 use jaq_std::ValT as _;
 use serde_json::Value;
+use std::borrow::Cow;
+
+use crate::codec::xml::{Node, XmlTree};
 
 use super::budget::{Budget, Exceeded, Meter, STACK_BYTES, STACK_MIN};
 use super::memo::Memo;
@@ -394,7 +397,8 @@ impl Program {
                 .chain(jaq_std::funs())
                 .chain(jaq_json::funs())
                 .filter(|(name, _, _)| !IMPURE.contains(name) && !REPLACED_NATIVES.contains(name))
-                .chain(bridge_funs());
+                .chain(bridge_funs())
+                .chain(super::text::funs());
             Compiler::default().with_funs(funs).with_global_vars(GLOBALS).compile(modules)
         };
         // The program as written is valid. If it is plain definitions and a main term (no module
@@ -440,17 +444,28 @@ impl Program {
     /// With a `memo`, `memo($key; f)` keeps and reuses f's outputs there (see `memo.rs`); without
     /// one, it runs `f` every time.
     pub fn run(&self, input: Val, globals: [Val; 4], budget: Budget, memo: Option<&Memo>) -> Result<Value, String> {
-        stacker::maybe_grow(STACK_MIN, STACK_BYTES, move || {
+        let value = self.run_val(input, globals, budget, memo)?;
+        to_json(&value).map_err(not_json)
+    }
+
+    /// [`Program::run`], giving the program's value as it is (checked to be JSON: no byte strings,
+    /// NaN, infinities or non-string keys, with the error `run` gives for them).
+    pub fn run_val(&self, input: Val, globals: [Val; 4], budget: Budget, memo: Option<&Memo>) -> Result<Val, String> {
+        let value = stacker::maybe_grow(STACK_MIN, STACK_BYTES, move || {
             let meter = Meter::start(budget);
             let result = self.run_metered(input, globals, &meter, memo);
             match meter.exceeded() {
                 Some(exceeded) => Err(exceeded.to_string()),
                 None => result,
             }
-        })
+        })?;
+        match json_problem(&value) {
+            Some(problem) => Err(not_json(problem)),
+            None => Ok(value),
+        }
     }
 
-    fn run_metered(&self, input: Val, globals: [Val; 4], meter: &Meter, memo: Option<&Memo>) -> Result<Value, String> {
+    fn run_metered(&self, input: Val, globals: [Val; 4], meter: &Meter, memo: Option<&Memo>) -> Result<Val, String> {
         let memo = memo.map(|memo| (memo, memo.context([&globals[0], &globals[1], &globals[2]])));
         let run = Run { lut: &self.filter.lut, regexes: &self.regexes, meter, memo };
         let ctx = Ctx::<Data>::new(&run, Vars::new(globals));
@@ -465,8 +480,12 @@ impl Program {
             second.map_err(describe_exception)?;
             return Err("the program produced more than one document".into());
         }
-        to_json(&first).map_err(|e| format!("the program produced a value that is not JSON: {e}"))
+        Ok(first)
     }
+}
+
+fn not_json(problem: String) -> String {
+    format!("the program produced a value that is not JSON: {problem}")
 }
 
 fn describe_exception(exn: jaq_core::Exn<Val>) -> String {
@@ -522,6 +541,52 @@ pub fn to_val_with_arrays(tree: &Value, arrays: &[String]) -> Val {
             Val::obj(roots.iter().map(|(k, v)| (Val::from(k.clone()), element(v, arrays))).collect())
         }
         other => to_val(other),
+    }
+}
+
+/// What makes `val` no JSON tree ([`to_json`]'s error), or `None`; without building the tree.
+pub fn json_problem(val: &Val) -> Option<String> {
+    match val {
+        Val::Null | Val::Bool(_) | Val::TStr(_) | Val::Num(Num::Int(_)) => None,
+        Val::Num(_) => to_json(val).err(),
+        Val::BStr(_) => Some("a byte string".into()),
+        Val::Arr(items) => items.iter().find_map(json_problem),
+        Val::Obj(map) => map.iter().find_map(|(k, v)| match k {
+            Val::TStr(_) => json_problem(v),
+            other => Some(format!("an object key that is not a string ({other})")),
+        }),
+    }
+}
+
+/// The engine's values are written as XML directly ([`crate::codec::xml::encode_tree`]), as they
+/// would be after [`to_json`]: the same texts of strings, numbers and booleans.
+impl XmlTree for Val {
+    fn node(&self) -> Node<'_, Self> {
+        match self {
+            Val::Null => Node::Null,
+            Val::Bool(b) => Node::Scalar(Cow::Borrowed(if *b { "true" } else { "false" })),
+            Val::TStr(bytes) | Val::BStr(bytes) => Node::Scalar(String::from_utf8_lossy(bytes)),
+            Val::Num(_) => Node::Scalar(Cow::Owned(match to_json(self) {
+                Ok(number) => number.to_string(),
+                Err(_) => self.to_string(),
+            })),
+            Val::Arr(items) => Node::Array(items),
+            Val::Obj(map) => Node::Object(
+                map.iter()
+                    .map(|(k, v)| match k {
+                        Val::TStr(key) => (String::from_utf8_lossy(key), v),
+                        other => (Cow::Owned(other.to_string()), v),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn string(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Val::TStr(bytes) => Some(String::from_utf8_lossy(bytes)),
+            _ => None,
+        }
     }
 }
 

@@ -11,6 +11,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use crate::codec::xml::{Node, XmlTree};
 use unicode_normalization::UnicodeNormalization;
 
 /// What replaces a character that has no equivalent: visible, and itself String.Latin.
@@ -260,9 +263,24 @@ pub fn normalise(text: &str) -> Option<(String, Vec<Change>)> {
 /// element and the characters. `source_ids` maps an id of the output to the id the source record
 /// has (the program's `"#ids"`), so that a warning names what the region can find in its export.
 pub fn normalise_tree(tree: &mut Value, elements: &[String], source_ids: &Map<String, Value>) -> Vec<String> {
+    let warnings = warnings(tree, elements, source_ids);
+    fix_tree(tree, elements, false);
+    warnings
+}
+
+/// The warnings of [`normalise_tree`], without changing the tree: the XML writer fixes the texts
+/// as it writes them ([`fix`]).
+pub fn warnings<T: XmlTree>(tree: &T, elements: &[String], source_ids: &Map<String, Value>) -> Vec<String> {
     let mut warnings = Vec::new();
     walk(tree, &Names { elements, source_ids }, "", None, &mut warnings);
     warnings
+}
+
+/// The text element `name` (as written, with prefix) is to hold: normalised if the element is one
+/// of `elements` and the text is not String.Latin, else `None` (see [`crate::codec::xml::encode_tree`]).
+pub fn fix(elements: &[String], name: &str, text: &str) -> Option<String> {
+    let local = local(name);
+    if elements.iter().any(|e| e == local) { normalise(text).map(|(fixed, _)| fixed) } else { None }
 }
 
 /// What [`walk`] looks names up in.
@@ -276,48 +294,73 @@ fn local(name: &str) -> &str {
 }
 
 /// The `identifikation/id` text of an element, if it has one.
-fn own_id(map: &serde_json::Map<String, Value>) -> Option<String> {
-    let (_, identification) = map.iter().find(|(k, _)| local(k) == "identifikation")?;
-    let (_, id) = identification.as_object()?.iter().find(|(k, _)| local(k) == "id")?;
-    id.as_str().map(str::to_owned)
+fn own_id<T: XmlTree>(entries: &[(Cow<'_, str>, &T)]) -> Option<String> {
+    let (_, identification) = entries.iter().find(|(k, _)| local(k) == "identifikation")?;
+    let Node::Object(inner) = identification.node() else {
+        return None;
+    };
+    let (_, id) = inner.iter().find(|(k, _)| local(k) == "id")?;
+    id.string().map(Cow::into_owned)
 }
 
-fn walk(value: &mut Value, names: &Names<'_>, context: &str, element: Option<&str>, warnings: &mut Vec<String>) {
-    match value {
-        Value::String(text) => {
+fn walk<T: XmlTree>(value: &T, names: &Names<'_>, context: &str, element: Option<&str>, warnings: &mut Vec<String>) {
+    match value.node() {
+        Node::Scalar(text) => {
             if let Some(element) = element
-                && let Some((fixed, changes)) = normalise(text)
+                && value.string().is_some()
+                && let Some((_, changes)) = normalise(&text)
+                && !changes.is_empty()
             {
-                *text = fixed;
-                if !changes.is_empty() {
-                    let changes: Vec<String> = changes.iter().map(Change::to_string).collect();
-                    let place = if context.is_empty() { element.to_owned() } else { format!("{context} {element}") };
-                    warnings.push(format!("String.Latin (DIN SPEC 91379): {place}: {}", changes.join(", ")));
-                }
+                let changes: Vec<String> = changes.iter().map(Change::to_string).collect();
+                let place = if context.is_empty() { element.to_owned() } else { format!("{context} {element}") };
+                warnings.push(format!("String.Latin (DIN SPEC 91379): {place}: {}", changes.join(", ")));
             }
         }
-        Value::Array(items) => {
+        Node::Array(items) => {
             for item in items {
                 walk(item, names, context, element, warnings);
             }
         }
-        Value::Object(map) => {
-            let id = own_id(map).map(|id| match names.source_ids.get(&id).and_then(Value::as_str) {
+        Node::Object(entries) => {
+            let id = own_id(&entries).map(|id| match names.source_ids.get(&id).and_then(Value::as_str) {
                 Some(source_id) => source_id.to_owned(),
                 None => id,
             });
             let context = id.as_deref().unwrap_or(context);
-            for (key, child) in map.iter_mut() {
+            for (key, child) in &entries {
                 if key.starts_with('@') {
                     continue;
                 }
                 if key == "#text" {
-                    walk(child, names, context, element, warnings);
+                    walk(*child, names, context, element, warnings);
                     continue;
                 }
                 let name = local(key);
                 let latin = names.elements.iter().any(|e| e == name).then_some(name);
-                walk(child, names, context, latin, warnings);
+                walk(*child, names, context, latin, warnings);
+            }
+        }
+        Node::Null => {}
+    }
+}
+
+/// Replaces the strings [`walk`] warns about by their normalised text (`latin`: inside an element
+/// of the list).
+fn fix_tree(value: &mut Value, elements: &[String], latin: bool) {
+    match value {
+        Value::String(text) => {
+            if latin && let Some((fixed, _)) = normalise(text) {
+                *text = fixed;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| fix_tree(item, elements, latin)),
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key.starts_with('@') {
+                    continue;
+                }
+                let latin = if key == "#text" { latin } else { elements.iter().any(|e| e == local(key)) };
+                fix_tree(child, elements, latin);
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}

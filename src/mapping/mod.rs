@@ -10,6 +10,7 @@ pub mod references;
 mod regex;
 mod rewrite;
 mod sub;
+mod text;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -178,7 +179,9 @@ pub struct Document {
     pub mapping: String,
     pub target: String,
     pub format: Format,
-    pub tree: Value,
+    /// The tree of a JSON document (what its JSON Schema checks); `None` for an XML document, which
+    /// is written from the program's value directly.
+    pub json: Option<Value>,
     pub bytes: Vec<u8>,
     pub hash: ContentHash,
     /// What the mapping could not carry over, from the program's top-level `"#warnings"` key
@@ -380,14 +383,16 @@ impl Mapping {
             MemoScope::Off | MemoScope::Run(_) => None,
         };
         let memo = self.memo.as_deref().or(record_memo.as_ref());
-        let mut tree = self.program.run(tree.clone(), globals, budget, memo).map_err(|message| {
+        let value = self.program.run_val(tree.clone(), globals, budget, memo).map_err(|message| {
             // A codelist the program misses may be in a broken file: name the file and the reason.
             match codelists::explain(&self.broken_codelists, &message) {
                 Some(note) => fail(format!("{message}; {note}")),
                 None => fail(message),
             }
         })?;
-        let mut warnings = match tree.as_object_mut().and_then(|o| o.shift_remove(WARNINGS_KEY)) {
+        // The program's own keys are taken out of the document; the rest is the document.
+        let (own, value) = take_own_keys(value);
+        let mut warnings = match own.warnings.as_ref().map(engine::to_json).transpose().ok().flatten() {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
                 .into_iter()
@@ -398,31 +403,64 @@ impl Mapping {
                 .collect(),
             Some(other) => vec![other.to_string()],
         };
-        let source_ids = match tree.as_object_mut().and_then(|o| o.shift_remove(IDS_KEY)) {
-            Some(Value::Object(ids)) => ids,
+        let source_ids = match own.ids.as_ref().map(engine::to_json) {
+            Some(Ok(Value::Object(ids))) => ids,
             _ => serde_json::Map::new(),
         };
-        if !self.output.string_latin.is_empty() {
-            warnings.extend(latin::normalise_tree(&mut tree, &self.output.string_latin, &source_ids));
-        }
-        let bytes = match self.output.format {
+        let latin = &self.output.string_latin;
+        let (json, bytes) = match self.output.format {
             Format::Json => {
+                let mut tree = engine::to_json(&value).map_err(fail)?;
+                if !latin.is_empty() {
+                    warnings.extend(latin::normalise_tree(&mut tree, latin, &source_ids));
+                }
                 let mut bytes = serde_json::to_vec_pretty(&tree).expect("a tree serialises");
                 bytes.push(b'\n');
-                bytes
+                (Some(tree), bytes)
             }
-            Format::Xml => xml::encode(&tree).map_err(|e| fail(format!("cannot write XML: {e}")))?.into_bytes(),
+            // Written from the program's value as it is (no copy into a JSON tree); String.Latin
+            // texts are fixed as they are written.
+            Format::Xml => {
+                if !latin.is_empty() {
+                    warnings.extend(latin::warnings(&value, latin, &source_ids));
+                }
+                let bytes = xml::encode_tree(&value, &|name, text| latin::fix(latin, name, text))
+                    .map_err(|e| fail(format!("cannot write XML: {e}")))?
+                    .into_bytes();
+                (None, bytes)
+            }
         };
         Ok(Document {
             mapping: self.name.clone(),
             target: self.output.target.clone(),
             format: self.output.format,
             hash: ContentHash::of(&bytes),
-            tree,
+            json,
             bytes,
             warnings,
         })
     }
+}
+
+/// The program's own top-level keys ([`WARNINGS_KEY`], [`IDS_KEY`]), taken out of its output.
+#[derive(Default)]
+struct OwnKeys {
+    warnings: Option<Val>,
+    ids: Option<Val>,
+}
+
+fn take_own_keys(value: Val) -> (OwnKeys, Val) {
+    let Val::Obj(map) = &value else {
+        return (OwnKeys::default(), value);
+    };
+    let key = |name: &str| Val::from(name.to_owned());
+    let (warnings, ids) = (key(WARNINGS_KEY), key(IDS_KEY));
+    if !map.contains_key(&warnings) && !map.contains_key(&ids) {
+        return (OwnKeys::default(), value);
+    }
+    let own = OwnKeys { warnings: map.get(&warnings).cloned(), ids: map.get(&ids).cloned() };
+    let rest = map.iter().filter(|(k, _)| **k != warnings && **k != ids).map(|(k, v)| (k.clone(), v.clone()));
+    (own, Val::obj(rest.collect()))
 }
 
 /// A mapping's version: the engine, the mapping file, the program and the codelists.

@@ -865,11 +865,11 @@ fn map_form(env: &Env, name: &str, file: &Path, index: &HashMap<String, Arc<List
 fn check_form(env: &Env, name: &str, file: &Path, index: &HashMap<String, Arc<List>>, document: &Document) {
     let what = format!("{name} {}", file.display());
     let input = El::read(file);
-    assert_schema_valid(&what, &document.tree);
+    assert_schema_valid(&what, document.json.as_ref().expect("a JSON document"));
     assert_runtime_valid(env, name, &what, document);
-    assert_structure(&what, &input, &document.tree);
-    assert_codelists(&what, &input, &document.tree, index);
-    assert_rule_scripts(&what, &input, &document.tree);
+    assert_structure(&what, &input, document.json.as_ref().expect("a JSON document"));
+    assert_codelists(&what, &input, document.json.as_ref().expect("a JSON document"), index);
+    assert_rule_scripts(&what, &input, document.json.as_ref().expect("a JSON document"));
 }
 
 fn check_form_file(env: &Env, name: &str, file: &Path, index: &HashMap<String, Arc<List>>) -> Document {
@@ -899,8 +899,8 @@ fn every_xdatenfelder2_sample_maps_validates_and_keeps_every_element_with_its_ca
         check_form(env, XDF2_TO_FORM, file, &index, &document);
         let input = El::read(file);
         let schema = input.child("stammdatenschema").unwrap();
-        assert_eq!(document.tree["id"], json!(schema.id()), "{}", file.display());
-        assert_eq!(document.tree["provenance"]["standardVersion"], "2.0");
+        assert_eq!(document.json.as_ref().expect("a JSON document")["id"], json!(schema.id()), "{}", file.display());
+        assert_eq!(document.json.as_ref().expect("a JSON document")["provenance"]["standardVersion"], "2.0");
     }
 }
 
@@ -914,7 +914,7 @@ fn every_xdatenfelder3_sample_and_group_message_maps_validates_and_keeps_every_e
     for file in &files {
         let document = check_form_file(env, XDF3_TO_FORM, file, &index);
         let input = El::read(file);
-        let tree = &document.tree;
+        let tree = document.json.as_ref().expect("a JSON document");
         assert_eq!(tree["provenance"]["standardVersion"], "3.0.0");
         if input.name == "xdatenfelder.datenfeldgruppe.0103" {
             groups += 1;
@@ -975,14 +975,18 @@ fn every_codelist_of_s05000058_resolves_to_exactly_the_genericode_codes_in_order
     assert!(references.len() >= 7, "{}", references.len());
     // The default policy: a missing list would stop the mapping.
     let document = apply(env, XDF2_TO_FORM, &file, "quarantine").unwrap_or_else(|e| panic!("{e}"));
-    let resolved = assert_codelists("S05000058", &input, &document.tree, &index);
+    let resolved = assert_codelists("S05000058", &input, document.json.as_ref().expect("a JSON document"), &index);
     assert_eq!(resolved, references.len(), "every reference resolves");
     let files: HashSet<&PathBuf> = references.iter().map(|(_, r)| &find_list(&index, r).unwrap().file).collect();
     assert_eq!(files.len(), 6, "all 6 genericode files are used: {files:?}");
     assert!(
-        !document.tree["warnings"].as_array().unwrap().iter().any(|w| w["code"] == "missing-codelist"),
+        !document.json.as_ref().expect("a JSON document")["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "missing-codelist"),
         "{}",
-        document.tree["warnings"]
+        document.json.as_ref().expect("a JSON document")["warnings"]
     );
 }
 
@@ -1010,9 +1014,13 @@ fn s00000009_is_quarantined_for_missing_codelists_by_default_and_maps_with_warni
     // warn: delivered, with options [] and a missing-codelist warning per select (checked by
     // assert_codelists), in the document and for the migration log.
     let document = s00000009_form();
-    assert_codelists("S00000009", &input, &document.tree, &index);
-    let warned =
-        document.tree["warnings"].as_array().unwrap().iter().filter(|w| w["code"] == "missing-codelist").count();
+    assert_codelists("S00000009", &input, document.json.as_ref().expect("a JSON document"), &index);
+    let warned = document.json.as_ref().expect("a JSON document")["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["code"] == "missing-codelist")
+        .count();
     assert_eq!(warned, missing.len());
     let logged = document.warnings.iter().filter(|w| w.starts_with("missing-codelist")).count();
     assert_eq!(logged, missing.len(), "{:?}", document.warnings);
@@ -1141,7 +1149,7 @@ fn a_codelist_reference_without_a_version_takes_the_newest_version_at_hand() {
         // The default policy: the list must resolve.
         let document = apply(&env, mapping_name, &file, "quarantine").unwrap_or_else(|e| panic!("{mapping_name}: {e}"));
         check_form(&env, mapping_name, &file, &index, &document);
-        let field = &document.tree["sections"][0]["elements"][0];
+        let field = &document.json.as_ref().expect("a JSON document")["sections"][0]["elements"][0];
         assert_eq!(field["codelist"]["version"], Value::Null, "{mapping_name}: the reference as written");
         assert_eq!(field["codelist"]["resolvedVersion"], "2025-01-15", "{mapping_name}");
         assert_eq!(field["options"][2]["name"], "keine Anrede", "{mapping_name}: {}", field["options"]);
@@ -1197,15 +1205,15 @@ fn a_prose_pattern_is_never_a_regex_but_a_note_and_a_warning() {
         }
     }
     let mut found = Vec::new();
-    patterns(&document.tree, &mut found);
+    patterns(document.json.as_ref().expect("a JSON document"), &mut found);
     assert!(!found.iter().any(|p| p.contains(PROSE)), "{found:?}");
     assert!(
         found.iter().all(|p| p.contains(['[', ']', '(', ')', '{', '}', '*', '+', '?', '\\', '^', '$', '|'])),
         "{found:?}"
     );
 
-    let by_id = elements_by_id(&document.tree);
-    let warnings = document.tree["warnings"].as_array().unwrap();
+    let by_id = elements_by_id(document.json.as_ref().expect("a JSON document"));
+    let warnings = document.json.as_ref().expect("a JSON document")["warnings"].as_array().unwrap();
     for occ in prose {
         let element = by_id[&occ.id];
         assert!(element["validation"].get("pattern").is_none(), "{}", element["validation"]);
