@@ -272,7 +272,7 @@ def missing_codelists($refs):
 def missing_text:
   "\(.urn)\(if .version == null then "" elif .version == "" then ", no version" else " version \(.version)" end) (field\(if (.fields | length) > 1 then "s" else "" end) \(.fields | join(", ")))";
 
-# ($elements: [elements], walked once for the warnings and the id table.)
+# ($elements: [elements], walked once for the codelist references, the warnings and the id table.)
 # Warnings for what the form's source got wrong and the output cannot show: stub scripts, codelist
 # references without a version (the newest list at hand is used), missing codelists (with `warn`).
 def form_warnings($elements; $refs; $missing):
@@ -298,7 +298,9 @@ def form_warnings($elements; $refs; $missing):
 | (if $is_group then $msg.datenfeldgruppe else $msg.stammdatenschema end)
 | if type != "object" then error("the message has no \(if $is_group then "datenfeldgruppe" else "stammdatenschema" end)") else . end
 | (.identifikation.id | text | xdf3_id) as $id
-| [ elements | select(.codelisteReferenz != null) | { id: (.identifikation.id | xml_trim(repeated)), ref: codelist_ref } ] as $refs
+# The form's elements, walked once for the codelist references, the warnings and the id table.
+| [ elements ] as $elements
+| [ $elements[] | select(.codelisteReferenz != null) | { id: (.identifikation.id | xml_trim(repeated)), ref: codelist_ref } ] as $refs
 | missing_codelists($refs) as $missing
 | if ($missing | length) > 0 and $source.on_missing_codelist == "quarantine" then
     error(if ($missing | length) == 1 then "missing codelist \($missing[0] | missing_text)"
@@ -308,14 +310,13 @@ def form_warnings($elements; $refs; $missing):
 | { "xdf:nachrichtID": ($msg.header.nachrichtID | xml_trim(repeated)),
     "xdf:erstellungszeitpunkt": $stand,
     "xdf:referenzID": ($msg.header.referenzID | trimmed) } as $header
-# (the walk for $refs above has not stopped, so this one does not either)
-| [ elements ] as $elements
 | { "#warnings": form_warnings($elements; $refs; $missing),
     # The 2.0 id of every converted id, so that the engine's String.Latin warnings name what the
     # region finds in its export (F00003284, not F00000003284).
-    # (Each id converted once: xdf3_id keeps the order of the 2.0 ids it changes.)
-    "#ids": ([ $elements[] | ., (.regel | as_array[]) | .identifikation.id | xml_trim(repeated) | select(. != "") ] | unique
-             | map({ key: xdf3_id, value: . } | select(.key != .value)) | from_entries) }
+    # (Each distinct id converted once, in sorted order; an id the rule leaves as it is is not listed.)
+    "#ids": (reduce ([ $elements[] | ., (.regel | as_array[]) | .identifikation.id | xml_trim(repeated) | select(. != "") ]
+                     | unique[]) as $source_id
+               ({}; ($source_id | xdf3_id) as $written | if $written == $source_id then . else .[$written] = $source_id end)) }
 + if $is_group then
     { "xdf:xdatenfelder.datenfeldgruppe.0103": {
         "@xmlns:xdf": "urn:xoev-de:fim:standard:xdatenfelder_3.0.0",

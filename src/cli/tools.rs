@@ -241,8 +241,8 @@ pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit>
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut exit = Exit::Ok;
     let mut stdout = std::io::stdout().lock();
-    for chunk in args.files.chunks(4 * workers) {
-        for (previewed, invalid) in ordered_map(chunk, workers, &map_one).into_iter().flatten() {
+    for_each_ordered(&args.files, workers, &map_one, |results| {
+        for (previewed, invalid) in results {
             let document = match previewed.document {
                 Ok(document) => document,
                 Err(e) => {
@@ -260,31 +260,121 @@ pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit>
                 exit = Exit::Partial;
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(exit)
 }
 
-/// `f` of every item on up to `workers` threads, the results in the items' order.
-fn ordered_map<I: Sync, T: Send>(items: &[I], workers: usize, f: &(dyn Fn(&I) -> T + Sync)) -> Vec<T> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+/// `f` of every item on up to `workers` threads, handed to `sink` in the items' order as soon as
+/// each is done and all before it are: no worker waits for a slow item of a batch, and at most
+/// 4 × `workers` results wait for an earlier one (bounded memory). After `sink` fails, the rest is
+/// still mapped but not handed over, and its first error is returned.
+fn for_each_ordered<I: Sync, T: Send>(
+    items: &[I],
+    workers: usize,
+    f: &(dyn Fn(&I) -> T + Sync),
+    mut sink: impl FnMut(T) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex, PoisonError};
+    let window = 4 * workers.max(1);
     let next = AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<T>>> = items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    // How many results the sink has had; a worker takes item i only once i < handed + window.
+    let handed = (Mutex::new(0usize), Condvar::new());
+    // Set when `f` panicked: the workers stop and the panic goes on after them.
+    let stop = AtomicBool::new(false);
+    let (results, done) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
         for _ in 0..workers.clamp(1, items.len().max(1)) {
-            scope.spawn(|| {
-                loop {
+            let results = results.clone();
+            let (next, handed, stop) = (&next, &handed, &stop);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = items.get(index) else { break };
-                    let result = f(item);
-                    *slots[index].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
+                    let mut count = handed.0.lock().unwrap_or_else(PoisonError::into_inner);
+                    while index >= *count + window && !stop.load(Ordering::Relaxed) {
+                        count = handed.1.wait(count).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    drop(count);
+                    let result = catch_unwind(AssertUnwindSafe(|| f(item)));
+                    if results.send((index, result)).is_err() {
+                        break;
+                    }
                 }
             });
         }
-    });
-    slots
-        .into_iter()
-        .map(|slot| {
-            slot.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).expect("every item was mapped")
+        drop(results);
+        // The item the sink has next; later ones wait here until it is done.
+        let mut expected = 0;
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut outcome = Ok(());
+        for (index, result) in done {
+            let result = match result {
+                Ok(result) => result,
+                Err(panic) => {
+                    // Under the lock, so that no worker misses the wake-up between its check and its wait.
+                    let _count = handed.0.lock().unwrap_or_else(PoisonError::into_inner);
+                    stop.store(true, Ordering::Relaxed);
+                    handed.1.notify_all();
+                    drop(_count);
+                    resume_unwind(panic);
+                }
+            };
+            waiting.insert(index, result);
+            while let Some(result) = waiting.remove(&expected) {
+                if outcome.is_ok() {
+                    outcome = sink(result);
+                }
+                expected += 1;
+                *handed.0.lock().unwrap_or_else(PoisonError::into_inner) = expected;
+                handed.1.notify_all();
+            }
+        }
+        outcome
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_each_ordered;
+
+    #[test]
+    fn results_reach_the_sink_in_the_items_order_whatever_order_they_finish_in() {
+        // Items that take longer the smaller they are, so later ones finish first.
+        let items: Vec<u64> = (0..40).collect();
+        let slow = |&i: &u64| {
+            std::thread::sleep(std::time::Duration::from_millis((40 - i) % 7));
+            i * 10
+        };
+        let mut seen = Vec::new();
+        for_each_ordered(&items, 3, &slow, |r| {
+            seen.push(r);
+            Ok(())
         })
-        .collect()
+        .unwrap();
+        assert_eq!(seen, items.iter().map(|i| i * 10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failing_sink_stops_the_handing_over_and_its_error_is_returned() {
+        let items: Vec<u32> = (0..20).collect();
+        let mut seen = Vec::new();
+        let outcome = for_each_ordered(&items, 2, &|&i| i, |r| {
+            seen.push(r);
+            if r == 5 { Err(std::io::Error::other("closed")) } else { Ok(()) }
+        });
+        assert_eq!(outcome.unwrap_err().to_string(), "closed");
+        assert_eq!(seen, (0..=5).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_panic_in_a_worker_reaches_the_caller_instead_of_hanging() {
+        let items: Vec<u32> = (0..200).collect();
+        let outcome = std::panic::catch_unwind(|| {
+            for_each_ordered(&items, 2, &|&i| if i == 3 { panic!("item 3") } else { i }, |_| Ok(()))
+        });
+        assert!(outcome.is_err());
+    }
 }

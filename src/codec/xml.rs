@@ -418,6 +418,9 @@ pub trait XmlTree: Sized {
     fn node(&self) -> Node<'_, Self>;
     /// The text of a string node (not of a number or boolean).
     fn string(&self) -> Option<Cow<'_, str>>;
+    /// The keys (attributes `@name`, text `#text`, child elements) and values of an object, in
+    /// order; nothing for any other node.
+    fn entries(&self) -> impl Iterator<Item = (Cow<'_, str>, &Self)>;
 }
 
 /// One node of an [`XmlTree`].
@@ -426,8 +429,8 @@ pub enum Node<'a, T> {
     /// A string, number or boolean, as its text.
     Scalar(Cow<'a, str>),
     Array(&'a [T]),
-    /// The keys (attributes `@name`, text `#text`, child elements) and values, in order.
-    Object(Vec<(Cow<'a, str>, &'a T)>),
+    /// An object: its keys and values are [`XmlTree::entries`].
+    Object,
 }
 
 impl XmlTree for Value {
@@ -438,12 +441,16 @@ impl XmlTree for Value {
             Value::Number(n) => Node::Scalar(Cow::Owned(n.to_string())),
             Value::Bool(b) => Node::Scalar(Cow::Borrowed(if *b { "true" } else { "false" })),
             Value::Array(items) => Node::Array(items),
-            Value::Object(map) => Node::Object(map.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), v)).collect()),
+            Value::Object(_) => Node::Object,
         }
     }
 
     fn string(&self) -> Option<Cow<'_, str>> {
         self.as_str().map(Cow::Borrowed)
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (Cow<'_, str>, &Self)> {
+        self.as_object().into_iter().flatten().map(|(k, v)| (Cow::Borrowed(k.as_str()), v))
     }
 }
 
@@ -457,15 +464,16 @@ pub fn encode(tree: &Value) -> Result<String, EncodeError> {
 /// the text), the text to write instead, or `None` to write it as it is. Attribute values are
 /// written as they are.
 pub fn encode_tree<T: XmlTree>(tree: &T, fix: &dyn Fn(&str, &str) -> Option<String>) -> Result<String, EncodeError> {
-    let Node::Object(entries) = tree.node() else {
-        return Err(EncodeError::Root(kind(&tree.node()).into()));
-    };
-    if entries.len() != 1 {
-        return Err(EncodeError::Root(format!("{} keys", entries.len())));
+    let node = tree.node();
+    if !matches!(node, Node::Object) {
+        return Err(EncodeError::Root(kind(&node).into()));
     }
-    let (name, value) = &entries[0];
+    let mut entries = tree.entries();
+    let (Some((name, value)), None) = (entries.next(), entries.next()) else {
+        return Err(EncodeError::Root(format!("{} keys", tree.entries().count())));
+    };
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    Writer { out: &mut out, fix }.element(name, *value, 0)?;
+    Writer { out: &mut out, fix }.element(&name, value, 0)?;
     Ok(out)
 }
 
@@ -474,7 +482,7 @@ fn kind<T>(node: &Node<'_, T>) -> &'static str {
         Node::Null => "null",
         Node::Scalar(_) => "a string, number or boolean",
         Node::Array(_) => "an array",
-        Node::Object(_) => "an object",
+        Node::Object => "an object",
     }
 }
 
@@ -528,22 +536,23 @@ impl Writer<'_> {
                 }
                 Ok(())
             }
-            Node::Object(entries) => {
+            Node::Object => {
                 check_name(name)?;
                 indent(self.out, depth);
                 self.out.push('<');
                 self.out.push_str(name);
+                // Attributes and the text first; the child elements in a second pass.
                 let mut text = None;
-                let mut children = Vec::new();
-                for (key, value) in &entries {
+                let mut has_children = false;
+                for (key, value) in value.entries() {
                     if let Some(attribute) = key.strip_prefix('@') {
                         let attr = match value.node() {
                             Node::Null => continue,
                             Node::Scalar(text) => text,
-                            _ => return Err(EncodeError::Attribute(key.to_string())),
+                            _ => return Err(EncodeError::Attribute(key.into_owned())),
                         };
                         check_name(attribute)?;
-                        check_text(key, &attr)?;
+                        check_text(&key, &attr)?;
                         self.out.push(' ');
                         self.out.push_str(attribute);
                         self.out.push_str("=\"");
@@ -554,18 +563,18 @@ impl Writer<'_> {
                             text = Some(scalar);
                         }
                     } else if !matches!(value.node(), Node::Null) {
-                        children.push((key, *value));
+                        has_children = true;
                     }
                 }
-                match (text, children.is_empty()) {
-                    (None, true) => self.out.push_str("/>\n"),
-                    (Some(text), true) => {
+                match (text, has_children) {
+                    (None, false) => self.out.push_str("/>\n"),
+                    (Some(text), false) => {
                         let text = self.text(name, text)?;
                         self.out.push('>');
                         self.out.push_str(&escape_text(&text));
                         close_tag(self.out, name);
                     }
-                    (text, false) => {
+                    (text, true) => {
                         self.out.push_str(">\n");
                         if let Some(text) = text {
                             let text = self.text(name, text)?;
@@ -573,8 +582,10 @@ impl Writer<'_> {
                             self.out.push_str(&escape_text(&text));
                             self.out.push('\n');
                         }
-                        for (child, value) in children {
-                            self.element(child, value, depth + 1)?;
+                        for (child, value) in value.entries() {
+                            if !child.starts_with('@') && child != "#text" && !matches!(value.node(), Node::Null) {
+                                self.element(&child, value, depth + 1)?;
+                            }
                         }
                         indent(self.out, depth);
                         close_tag(self.out, name);

@@ -571,15 +571,19 @@ impl XmlTree for Val {
                 Err(_) => self.to_string(),
             })),
             Val::Arr(items) => Node::Array(items),
-            Val::Obj(map) => Node::Object(
-                map.iter()
-                    .map(|(k, v)| match k {
-                        Val::TStr(key) => (String::from_utf8_lossy(key), v),
-                        other => (Cow::Owned(other.to_string()), v),
-                    })
-                    .collect(),
-            ),
+            Val::Obj(_) => Node::Object,
         }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (Cow<'_, str>, &Self)> {
+        let map = match self {
+            Val::Obj(map) => Some(map.iter()),
+            _ => None,
+        };
+        map.into_iter().flatten().map(|(k, v)| match k {
+            Val::TStr(key) => (String::from_utf8_lossy(key), v),
+            other => (Cow::Owned(other.to_string()), v),
+        })
     }
 
     fn string(&self) -> Option<Cow<'_, str>> {

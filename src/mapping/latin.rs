@@ -184,6 +184,11 @@ pub fn allowed(c: char) -> bool {
 
 /// True if the whole text is String.Latin as it stands.
 pub fn is_latin(text: &str) -> bool {
+    // Most texts are printable ASCII, tabs and line breaks, all allowed (and no sequence starts
+    // with a combining mark, which is not ASCII).
+    if text.bytes().all(|b| matches!(b, 0x20..=0x7E | b'\t' | b'\n' | b'\r')) {
+        return true;
+    }
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         if allowed(c) {
@@ -294,12 +299,9 @@ fn local(name: &str) -> &str {
 }
 
 /// The `identifikation/id` text of an element, if it has one.
-fn own_id<T: XmlTree>(entries: &[(Cow<'_, str>, &T)]) -> Option<String> {
-    let (_, identification) = entries.iter().find(|(k, _)| local(k) == "identifikation")?;
-    let Node::Object(inner) = identification.node() else {
-        return None;
-    };
-    let (_, id) = inner.iter().find(|(k, _)| local(k) == "id")?;
+fn own_id<T: XmlTree>(element: &T) -> Option<String> {
+    let (_, identification) = element.entries().find(|(k, _)| local(k) == "identifikation")?;
+    let (_, id) = identification.entries().find(|(k, _)| local(k) == "id")?;
     id.string().map(Cow::into_owned)
 }
 
@@ -321,23 +323,23 @@ fn walk<T: XmlTree>(value: &T, names: &Names<'_>, context: &str, element: Option
                 walk(item, names, context, element, warnings);
             }
         }
-        Node::Object(entries) => {
-            let id = own_id(&entries).map(|id| match names.source_ids.get(&id).and_then(Value::as_str) {
+        Node::Object => {
+            let id = own_id(value).map(|id| match names.source_ids.get(&id).and_then(Value::as_str) {
                 Some(source_id) => source_id.to_owned(),
                 None => id,
             });
             let context = id.as_deref().unwrap_or(context);
-            for (key, child) in &entries {
+            for (key, child) in value.entries() {
                 if key.starts_with('@') {
                     continue;
                 }
                 if key == "#text" {
-                    walk(*child, names, context, element, warnings);
+                    walk(child, names, context, element, warnings);
                     continue;
                 }
-                let name = local(key);
+                let name = local(&key);
                 let latin = names.elements.iter().any(|e| e == name).then_some(name);
-                walk(*child, names, context, latin, warnings);
+                walk(child, names, context, latin, warnings);
             }
         }
         Node::Null => {}
@@ -417,6 +419,10 @@ mod tests {
         for c in (0..0x3_0000).filter_map(char::from_u32) {
             let official = ranges.iter().any(|&(low, high)| (low..=high).contains(&(c as u32)));
             assert_eq!(allowed(c), official, "U+{:04X}", c as u32);
+        }
+        // is_latin's shortcut for ASCII text agrees with the set.
+        for c in (0..0x80).filter_map(char::from_u32) {
+            assert_eq!(is_latin(&format!("a{c}b")), allowed(c), "U+{:04X}", c as u32);
         }
     }
 

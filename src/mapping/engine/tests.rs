@@ -296,3 +296,37 @@ fn numbers_and_strings_survive_the_round_trip() {
     let value = json!({"i": 3, "f": 2.5, "s": "ü", "a": [null, true], "big": 12345678901234_i64});
     assert_eq!(to_json(&to_val(&value)).unwrap(), value);
 }
+
+#[test]
+fn the_engines_value_is_written_as_xml_as_its_json_tree_is() {
+    use crate::codec::xml;
+    use crate::mapping::latin;
+    let value = json!({"xdf:root": {
+        "@xmlns:xdf": "urn:x", "@n": 1.5, "@i": 7, "@skip": null, "#text": "t",
+        "xdf:name": "Größe “x”\u{a0}m",
+        "xdf:list": ["a", 2, true, null, {"@a": "b", "#text": "c\r\n<&>"}],
+        "xdf:none": null, "xdf:empty": "", "xdf:leer": {},
+        "xdf:gruppe": {"xdf:identifikation": {"xdf:id": "F00000000001"}, "xdf:name": {"#text": "≤ 5", "@k": "≤"}},
+    }});
+    let val = to_val(&value);
+    let latin = vec!["name".to_owned()];
+    let ids = serde_json::Map::from_iter([("F00000000001".to_owned(), json!("F00000001"))]);
+    let mut tree = to_json(&val).unwrap();
+    let warnings_of_tree = latin::normalise_tree(&mut tree, &latin, &ids);
+    let written = xml::encode_tree(&val, &|name, text| latin::fix(&latin, name, text)).unwrap();
+    assert_eq!(written, xml::encode(&tree).unwrap());
+    assert_eq!(latin::warnings(&val, &latin, &ids), warnings_of_tree);
+    assert_eq!(warnings_of_tree.len(), 2, "{warnings_of_tree:?}");
+    assert!(warnings_of_tree[1].contains("F00000001 name"), "{warnings_of_tree:?}");
+    assert!(written.contains("<xdf:name k=\"≤\">&lt;= 5</xdf:name>"), "{written}");
+}
+
+#[test]
+fn a_value_that_is_not_json_is_refused_with_the_same_reason_either_way() {
+    let program = Program::compile("[1, {a: nan}]").unwrap();
+    let as_val = program.run_val(Val::Null, globals(), Budget::default(), None).unwrap_err();
+    let as_json = program.run(Val::Null, globals(), Budget::default(), None).unwrap_err();
+    assert_eq!(as_val, as_json);
+    assert!(as_val.starts_with("the program produced a value that is not JSON: number"), "{as_val}");
+    assert_eq!(json_problem(&to_val(&json!({"a": [1, "x", null, true, 2.5]}))), None);
+}
