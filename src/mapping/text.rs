@@ -20,7 +20,7 @@ pub(crate) fn funs() -> impl Iterator<Item = Fun<Data>> {
     let natives: [jaq_core::native::Filter<jaq_core::RunPtr<Data>>; 4] = [
         // `xml_text(f)`: "" for null, a string as it is, an object's `#text` (tostring unless a
         // string; "" when absent), tostring of a number or boolean; `f` on an array.
-        ("xml_text", [Bind::Fun(())].into(), |cv| with_text(cv, |text| Some(text))),
+        ("xml_text", [Bind::Fun(())].into(), |cv| with_text(cv, Some)),
         // `xml_trim(f)`: `xml_text(f) | trim` (`f`'s outputs trimmed too).
         ("xml_trim", [Bind::Fun(())].into(), |cv| with_text(cv, |text| Some(trim(&text)))),
         // `xml_nonblank(f)`: null for null; else `xml_text(f)`, or null when that is blank.
