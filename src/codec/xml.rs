@@ -487,6 +487,13 @@ fn kind<T>(node: &Node<'_, T>) -> &'static str {
 }
 
 fn check_name(name: &str) -> Result<(), EncodeError> {
+    // Nearly every name is ASCII: letters, digits, `_`, `-`, `.`, `:`, not starting with a digit or punctuation.
+    let bytes = name.as_bytes();
+    if bytes.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+    {
+        return Ok(());
+    }
     let mut chars = name.chars();
     let valid_start = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_');
     let valid_rest = chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));

@@ -64,8 +64,8 @@ fn nests_deeper_than(text: &[u8], max: usize) -> bool {
 /// the same results (`replaced_definitions_and_regex_natives_agree_with_stock_jaq`): `type` (a chain
 /// of up to six comparisons in jaq), the constants `null`, `true` and `false` and `not` (filters in
 /// jaq: `null` is `[][0]`), `join` on arrays (two path updates and a reduction in jaq) and
-/// `to_entries` on objects; `test` is the native `bridge_test`, which keeps the program's compiled
-/// regexes instead of compiling one per call (as do the engine's `matches`, `split_matches` and
+/// `to_entries` on objects, and the bridge's own `as_array` (`as_array_is_native_and_agrees_with_its_jq_definition`);
+/// `test` is the native `bridge_test`, which keeps the program's compiled regexes instead of compiling one per call (as do the engine's `matches`, `split_matches` and
 /// `split_`, on which jaq defines `match`, `capture`, `scan` and `split/2`); `sub` and `gsub` are
 /// the native `bridge_sub`, jaq-std's reduction in linear time (see `sub.rs`).
 /// A definition only sees the ones before it, so the replacements come first.
@@ -87,7 +87,7 @@ def lookup($table): . as $k | $__lookups[$table][$k | tostring];
 def lookup($table; $default): lookup($table) // $default;
 def codelist($uri): $__codelists[$uri];
 def codelist($canonical; $version): $__codelists[$canonical + "|" + ($version // "")];
-def as_array: if . == null then [] elif type == "array" then . else [.] end;
+def as_array: bridge_as_array;
 def slug: ascii_downcase
   | gsub("ä"; "ae") | gsub("ö"; "oe") | gsub("ü"; "ue") | gsub("ß"; "ss")
   | gsub("[^a-z0-9]+"; "-") | ltrimstr("-") | rtrimstr("-");
@@ -146,7 +146,7 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
             Err(exceeded) => box_once(Err(over_budget(exceeded))),
         }
     }
-    let natives: [Native<jaq_core::RunPtr<Data>>; 18] = [
+    let natives: [Native<jaq_core::RunPtr<Data>>; 19] = [
         // jaq-json's `fromjson` (same outputs and errors), refusing text nested too deep for its parser.
         ("fromjson", v(0), |cv| {
             let input = cv.1;
@@ -186,6 +186,14 @@ fn bridge_funs() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
         ("bridge_true", v(0), |_| bome(Ok(Val::Bool(true)))),
         ("bridge_false", v(0), |_| bome(Ok(Val::Bool(false)))),
         ("bridge_not", v(0), |cv| bome(Ok(Val::Bool(matches!(cv.1, Val::Null | Val::Bool(false)))))),
+        // `bridge_as_array`: `as_array` (null → [], an array as it is, anything else → [.]) in one step.
+        ("bridge_as_array", v(0), |cv| {
+            bome(Ok(match cv.1 {
+                Val::Null => std::iter::empty().collect(),
+                array @ Val::Arr(_) => array,
+                other => std::iter::once(other).collect(),
+            }))
+        }),
         // `bridge_join($s)`: jaq's `join` of an array with a string (every item as by `tostring`, `$s`
         // between), in one step instead of two path updates and a reduction.
         ("bridge_join", v(1), |cv| {

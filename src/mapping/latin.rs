@@ -192,7 +192,9 @@ pub fn is_latin(text: &str) -> bool {
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         if allowed(c) {
+            // (Only a combining mark can follow a base letter in a sequence.)
             if let Some(&next) = chars.peek()
+                && !next.is_ascii()
                 && SEQUENCES.contains(&(c, next))
             {
                 chars.next();

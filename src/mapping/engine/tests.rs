@@ -330,3 +330,13 @@ fn a_value_that_is_not_json_is_refused_with_the_same_reason_either_way() {
     assert!(as_val.starts_with("the program produced a value that is not JSON: number"), "{as_val}");
     assert_eq!(json_problem(&to_val(&json!({"a": [1, "x", null, true, 2.5]}))), None);
 }
+
+#[test]
+fn as_array_is_native_and_agrees_with_its_jq_definition() {
+    let definition = "def jq_as_array: if . == null then [] elif type == \"array\" then . else [.] end;";
+    for input in [json!(null), json!([]), json!([1, [2]]), json!(0), json!(false), json!(""), json!({"a": 1})] {
+        let ours = run("as_array", input.clone());
+        let theirs = run(&format!("{definition} jq_as_array"), input.clone());
+        assert_eq!(ours, theirs, "{input}");
+    }
+}
