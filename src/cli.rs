@@ -636,7 +636,14 @@ pub async fn run(cli: Cli) -> Result<Exit> {
 }
 
 fn load_validators(config: &Config) -> Result<Option<Validators>> {
-    match Validators::load(&config.mappings) {
+    load_validators_of(&config.mappings)
+}
+
+/// [`load_validators`] for some of the mappings (`map --validate` needs its own schemas only).
+fn load_validators_of<'a>(
+    mappings: impl IntoIterator<Item = &'a std::sync::Arc<crate::mapping::Mapping>>,
+) -> Result<Option<Validators>> {
+    match Validators::load(mappings) {
         Ok(v) => Ok(Some(v)),
         Err(errors) => {
             let report = ConfigErrors(

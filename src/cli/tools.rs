@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{Exit, MapArgs, TestMappingsArgs, load_validators, redact};
+use super::{Exit, MapArgs, TestMappingsArgs, load_validators, load_validators_of, redact};
 use crate::config::Config;
 use crate::mapping::fixtures;
 use crate::pipeline;
@@ -189,7 +189,8 @@ pub(super) async fn map_file(config: Arc<Config>, args: MapArgs) -> Result<Exit>
         },
     };
     let validators = if args.validate {
-        match load_validators(&config)? {
+        // Only the schemas of the mapping used (all of them: ≈ 80 MB and 0.1 s).
+        match load_validators_of(config.mappings.iter().filter(|m| m.name == mapping.name))? {
             Some(validators) => Some(validators),
             None => return Ok(Exit::Usage),
         }

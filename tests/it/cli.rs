@@ -243,3 +243,24 @@ async fn status_shows_which_instance_holds_which_lease_and_shared_batch() {
         serde_json::json!({"holder": "host-b:42:cafe", "source_id": "koeln-services", "batches": 1})
     );
 }
+
+/// A run of named sources compiles only their mappings' schemas, and still checks every document
+/// against them: an output the official XSD refuses is quarantined with the XSD's reason.
+#[tokio::test]
+async fn a_run_of_named_sources_validates_with_their_schemas() {
+    let app = TestApp::demo().await;
+    let file = app.path("demo/owl/forms/S05000131_fundsache-melden.xml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    // The schema's own version (the first) becomes one that XDatenfelder 3.0.0 does not allow.
+    std::fs::write(&file, text.replacen("<xdf:version>1.0</xdf:version>", "<xdf:version>1.x</xdf:version>", 1))
+        .unwrap();
+    let out =
+        app.command().args(["migrate", "--source", "owl-forms", "--json"]).assert().code(3).get_output().stdout.clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(report["quarantined"].as_i64().unwrap() >= 1, "{report}");
+    let log =
+        app.command().args(["log", "--item", "owl-forms/S05000131@1.x"]).assert().success().get_output().stdout.clone();
+    let log = String::from_utf8(log).unwrap();
+    assert!(log.contains("xdatenfelder.xsd does not accept the document"), "{log}");
+    assert!(!log.contains("schema not loaded"), "{log}");
+}
