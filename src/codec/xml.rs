@@ -569,7 +569,7 @@ impl Writer<'_> {
                         if let Node::Scalar(scalar) = value.node() {
                             text = Some(scalar);
                         }
-                    } else if !matches!(value.node(), Node::Null) {
+                    } else if is_child(&key, value) {
                         has_children = true;
                     }
                 }
@@ -590,7 +590,7 @@ impl Writer<'_> {
                             self.out.push('\n');
                         }
                         for (child, value) in value.entries() {
-                            if !child.starts_with('@') && child != "#text" && !matches!(value.node(), Node::Null) {
+                            if is_child(&child, value) {
                                 self.element(&child, value, depth + 1)?;
                             }
                         }
@@ -619,6 +619,12 @@ impl Writer<'_> {
             }
         }
     }
+}
+
+/// True if the entry `key` of an object is a child element that writes something (not an
+/// attribute, not the text, not null).
+fn is_child<T: XmlTree>(key: &str, value: &T) -> bool {
+    !key.starts_with('@') && key != "#text" && !matches!(value.node(), Node::Null)
 }
 
 /// Escapes element text; a carriage return is written as a reference so that it survives parsing.

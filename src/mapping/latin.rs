@@ -286,8 +286,7 @@ pub fn warnings<T: XmlTree>(tree: &T, elements: &[String], source_ids: &Map<Stri
 /// The text element `name` (as written, with prefix) is to hold: normalised if the element is one
 /// of `elements` and the text is not String.Latin, else `None` (see [`crate::codec::xml::encode_tree`]).
 pub fn fix(elements: &[String], name: &str, text: &str) -> Option<String> {
-    let local = local(name);
-    if elements.iter().any(|e| e == local) { normalise(text).map(|(fixed, _)| fixed) } else { None }
+    latin_element(elements, name).and_then(|_| normalise(text)).map(|(fixed, _)| fixed)
 }
 
 /// What [`walk`] looks names up in.
@@ -298,6 +297,12 @@ struct Names<'a> {
 
 fn local(name: &str) -> &str {
     name.rsplit_once(':').map_or(name, |(_, local)| local)
+}
+
+/// The local name of element `name` if it is one of `elements` (a String.Latin element).
+fn latin_element<'n>(elements: &[String], name: &'n str) -> Option<&'n str> {
+    let local = local(name);
+    elements.iter().any(|e| e == local).then_some(local)
 }
 
 /// The `identifikation/id` text of an element, if it has one.
@@ -339,9 +344,7 @@ fn walk<T: XmlTree>(value: &T, names: &Names<'_>, context: &str, element: Option
                     walk(child, names, context, element, warnings);
                     continue;
                 }
-                let name = local(&key);
-                let latin = names.elements.iter().any(|e| e == name).then_some(name);
-                walk(child, names, context, latin, warnings);
+                walk(child, names, context, latin_element(names.elements, &key), warnings);
             }
         }
         Node::Null => {}
@@ -363,7 +366,7 @@ fn fix_tree(value: &mut Value, elements: &[String], latin: bool) {
                 if key.starts_with('@') {
                     continue;
                 }
-                let latin = if key == "#text" { latin } else { elements.iter().any(|e| e == local(key)) };
+                let latin = if key == "#text" { latin } else { latin_element(elements, key).is_some() };
                 fix_tree(child, elements, latin);
             }
         }
