@@ -79,7 +79,7 @@ impl Validators {
                 let validator = self.json.get(schema).ok_or("schema not loaded")?;
                 let tree = document.json.as_ref().ok_or("a JSON document without its tree")?;
                 let problems: Vec<String> =
-                    validator.iter_errors(tree).take(10).map(|e| format!("{} at `{}`", e, e.instance_path)).collect();
+                    validator.iter_errors(tree).take(10).map(|e| format!("{} at `{}`", e, e.instance_path())).collect();
                 if problems.is_empty() {
                     Ok(())
                 } else {

@@ -375,7 +375,7 @@ async fn every_real_export_is_delivered_complete_and_valid_against_the_official_
         };
         let document: Value = serde_json::from_str(&text).unwrap();
         let errors: Vec<String> =
-            form_schema.iter_errors(&document).map(|e| format!("{e} at {}", e.instance_path)).collect();
+            form_schema.iter_errors(&document).map(|e| format!("{e} at {}", e.instance_path())).collect();
         if !errors.is_empty() {
             fail(format!("form document invalid against its schema: {errors:?}"));
         }

@@ -241,7 +241,7 @@ fn form_schema() -> &'static jsonschema::Validator {
 
 fn assert_schema_valid(what: &str, document: &Value) {
     let errors: Vec<String> =
-        form_schema().iter_errors(document).take(10).map(|e| format!("{e} at `{}`", e.instance_path)).collect();
+        form_schema().iter_errors(document).take(10).map(|e| format!("{e} at `{}`", e.instance_path())).collect();
     assert!(errors.is_empty(), "{what}: not valid against form-platform.schema.json: {errors:#?}");
 }
 
