@@ -12,7 +12,7 @@ use crate::domain::{ItemKey, Level, Stage};
 use crate::metrics::Outcome;
 use crate::source;
 use crate::store::lease::Fence;
-use crate::store::ledger::{Batch, LedgerRow};
+use crate::store::ledger::{Batch, LedgerRow, UnchangedMark};
 use crate::store::log::NewEvent;
 use crate::store::runs::{Counted, Counts};
 use crate::store::{StoreError, timestamp};
@@ -170,6 +170,24 @@ impl SourceRun {
         }
         self.written.insert(pair, row.revision + 1);
         self.batch.rows.push(row);
+    }
+
+    /// Queues marking `row` (as the run read it) unchanged for the next write, learning `leika_key`
+    /// if given: the same as [`Self::push_row`] with the row's status, time and run changed, in one
+    /// statement for many rows.
+    pub(super) fn push_unchanged(&mut self, row: &LedgerRow, leika_key: Option<String>) {
+        let pair = (row.item_key.clone(), row.target.clone());
+        let revision = self.written.get(&pair).copied().unwrap_or(row.revision);
+        self.written.insert(pair, revision + 1);
+        let (updated_at, last_run_id) = (self.now(), self.run_id);
+        self.batch.unchanged.push(UnchangedMark {
+            item_key: row.item_key.clone(),
+            target: row.target.clone(),
+            revision,
+            leika_key,
+            updated_at,
+            last_run_id,
+        });
     }
 
     /// Decides, then plans and applies the work (shared with other instances when the run is large

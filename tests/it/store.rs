@@ -7,7 +7,7 @@ use portal_bridge::domain::{Level, Stage, Trigger};
 use portal_bridge::store::Store;
 use portal_bridge::store::http_cache::CachedPage;
 use portal_bridge::store::intents::Intent;
-use portal_bridge::store::ledger::{Batch, LedgerRow};
+use portal_bridge::store::ledger::{Batch, LedgerRow, UnchangedMark};
 use portal_bridge::store::log::{EventFilter, NewEvent};
 
 use crate::support::{TestApp, postgres_server};
@@ -178,6 +178,7 @@ async fn nul_in_text_and_any_bytes_in_bodies_are_stored_alike() {
             body: (0..=255u8).collect::<Vec<u8>>().into(),
             delivered_at: "2024-01-01T00:00:00Z".into(),
         }],
+        unchanged: vec![],
     };
     store.write_batch(&batch).await.unwrap();
     let kept = store.last_documents("feed/1", "t", 2).await.unwrap();
@@ -331,4 +332,96 @@ async fn leases_fences_revisions_and_dead_runs_follow_the_database_on_either_bac
     let abandoned = store.run(alive).await.unwrap().unwrap();
     assert_eq!((abandoned.status.as_str(), abandoned.message.as_deref()), ("aborted", Some("its task panicked")));
     assert!(store.leases().await.unwrap().is_empty(), "the abandoned holder's leases are given back");
+}
+
+/// A re-run marks every row it finds unchanged many to a statement (`Batch::unchanged`): each row
+/// must come out as upserting it as read, with status, time, run and LeiKa key changed, would
+/// write it; a row another writer moved on refuses the whole batch, naming that row.
+#[tokio::test]
+async fn marking_rows_unchanged_writes_what_upserting_them_would_and_refuses_a_stale_row() {
+    use portal_bridge::store::StoreError;
+
+    let app = empty_app().await;
+    let store = &app.deps.store;
+    // Pairs of twins (upserted "u/…", marked "m/…"), more than one statement of marks holds.
+    let n = 120;
+    let delivered = |key: String, i: usize| LedgerRow {
+        target: "form-platform".into(),
+        origin: format!("forms/{i}.xml"),
+        output_hash: Some(format!("o{i}")),
+        output_path: Some(format!("out/{i}.json")),
+        delivered_at: Some("2024-01-01T00:00:00.000Z".into()),
+        last_run_id: Some(1),
+        settings_hash: Some("s".into()),
+        // every third has a LeiKa key already, every other learns one
+        leika_key: (i % 3 == 0).then(|| "99000000000000".to_string()),
+        ..row(&key, "delivered")
+    };
+    let twins: Vec<(LedgerRow, LedgerRow)> =
+        (0..n).map(|i| (delivered(format!("u/{i}"), i), delivered(format!("m/{i}"), i))).collect();
+    let first = Batch { rows: twins.iter().flat_map(|(u, m)| [u.clone(), m.clone()]).collect(), ..Batch::default() };
+    store.write_batch(&first).await.unwrap();
+
+    // Two re-runs: the first turns `delivered` into `unchanged`, the second finds it so already.
+    for (run, at) in [(2, "2024-02-01T00:00:00.000Z"), (3, "2024-03-01T00:00:00.000Z")] {
+        let read = |key: String| async move { store.item(&key).await.unwrap().remove(0) };
+        let mut upserts = Vec::new();
+        let mut marks = Vec::new();
+        for (i, (u, m)) in twins.iter().enumerate() {
+            let learned = (i % 2 == 0).then(|| format!("{:014}", i));
+            let mut row = read(u.item_key.clone()).await;
+            row.status = "unchanged".into();
+            row.leika_key = learned.clone().or(row.leika_key);
+            row.updated_at = at.into();
+            row.last_run_id = Some(run);
+            upserts.push(row);
+            let now = read(m.item_key.clone()).await;
+            marks.push(UnchangedMark {
+                item_key: m.item_key.clone(),
+                target: m.target.clone(),
+                revision: now.revision,
+                leika_key: learned,
+                updated_at: at.into(),
+                last_run_id: Some(run),
+            });
+        }
+        store.write_batch(&Batch { rows: upserts, unchanged: marks, ..Batch::default() }).await.unwrap();
+        for (u, m) in &twins {
+            let (upserted, marked) = (read(u.item_key.clone()).await, read(m.item_key.clone()).await);
+            assert_eq!(
+                LedgerRow { item_key: upserted.item_key.replacen("u/", "m/", 1), source_id: "m".into(), ..upserted },
+                marked,
+                "run {run}"
+            );
+            assert_eq!((marked.status.as_str(), marked.last_run_id), ("unchanged", Some(run)));
+            // the status changed in run 2 only
+            assert_eq!(marked.status_since.as_deref(), Some("2024-02-01T00:00:00.000Z"), "run {run}");
+        }
+    }
+
+    // Another writer moved one row on: the batch is refused whole, naming it, and nothing is written.
+    let before: Vec<LedgerRow> = store.items(None, Some("m"), 1000).await.unwrap();
+    let mut moved = store.item("m/77").await.unwrap().remove(0);
+    let read_at = moved.revision;
+    moved.attempts = 5;
+    store.write_batch(&Batch { rows: vec![moved], ..Batch::default() }).await.unwrap();
+    let marks: Vec<UnchangedMark> = before
+        .iter()
+        .map(|row| UnchangedMark {
+            item_key: row.item_key.clone(),
+            target: row.target.clone(),
+            revision: row.revision,
+            leika_key: Some("11111111111111".into()),
+            updated_at: "2024-04-01T00:00:00.000Z".into(),
+            last_run_id: Some(4),
+        })
+        .collect();
+    let stale = store.write_batch(&Batch { unchanged: marks, ..Batch::default() }).await.unwrap_err();
+    assert!(
+        matches!(&stale, StoreError::Stale { item_key, read, now, .. } if item_key == "m/77" && *read == read_at && *now == read_at + 1),
+        "{stale}"
+    );
+    let after: Vec<LedgerRow> = store.items(None, Some("m"), 1000).await.unwrap();
+    assert_eq!(after.iter().filter(|r| r.last_run_id == Some(4)).count(), 0, "nothing of the refused batch is written");
+    assert_eq!(after.len(), n);
 }

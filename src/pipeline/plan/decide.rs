@@ -167,12 +167,7 @@ impl SourceRun {
                     // The row also learns its service's LeiKa key (rows from before there was one).
                     let leika_news = record.leika.is_some() && row.leika_key != record.leika;
                     if (row.status != ItemStatus::Unchanged.as_str() || leika_news) && !self.dry_run {
-                        let mut row = row.clone();
-                        row.status = ItemStatus::Unchanged.as_str().into();
-                        row.leika_key = record.leika.clone().or(row.leika_key);
-                        row.updated_at = self.now();
-                        row.last_run_id = self.run_id;
-                        self.push_row(row);
+                        self.push_unchanged(row, record.leika.clone());
                     }
                 } else {
                     let file = record.origin.split('#').next().unwrap_or(&record.origin).to_owned();
