@@ -4,6 +4,7 @@
 //! text beside child elements `#text`; repeated elements become arrays, elements listed in `arrays`
 //! are always arrays. JSON records are trees as they are.
 
+use std::borrow::Cow;
 pub mod json;
 pub mod xml;
 
@@ -60,6 +61,13 @@ pub struct Decoded {
 /// elements never reaches the tree, so it does not change the hash; everything else does.
 pub fn tree_hash(tree: &Value) -> ContentHash {
     ContentHash::of(&serde_json::to_vec(tree).expect("a serde_json::Value always serialises"))
+}
+
+/// `bytes` as text: borrowed when they are UTF-8 (nearly always: records are checked to be), else
+/// with U+FFFD for what is not; what `String::from_utf8_lossy` gives, but through the standard
+/// library's faster check first (the lossy scan was ≈ 2 % of a `map` profile).
+pub fn utf8_text(bytes: &[u8]) -> Cow<'_, str> {
+    std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed)
 }
 
 /// 1-based line number of a byte offset in `text`.

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::{Decoded, LimitExceeded, Limits, line_of};
+use super::{Decoded, LimitExceeded, Limits, line_of, utf8_text};
 
 /// The namespace the `xml` prefix is bound to by definition.
 const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
@@ -214,13 +214,21 @@ fn declared_encoding(bytes: &[u8]) -> Option<String> {
 /// XML forbids (a NUL byte is the mark of UTF-16 without a byte order mark).
 fn check_characters(bytes: &[u8]) -> Result<&[u8], XmlError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let text = std::str::from_utf8(bytes).map_err(|e| XmlError::Encoding(e.valid_up_to()))?;
-    let bad = bytes.iter().position(|&b| b < b' ' && !matches!(b, b'\t' | b'\n' | b'\r'));
-    if let Some(at) = bad {
+    std::str::from_utf8(bytes).map_err(|e| XmlError::Encoding(e.valid_up_to()))?;
+    let control = |b: u8| b < b' ' && !matches!(b, b'\t' | b'\n' | b'\r');
+    // Block by block without stopping early inside a block, so that the compiler checks many
+    // bytes at once; the first bad byte is then looked for in its block only.
+    const BLOCK: usize = 64;
+    let block = bytes.chunks(BLOCK).position(|block| block.iter().fold(false, |bad, &b| bad | control(b)));
+    if let Some(block) = block {
+        let at = block * BLOCK + bytes[block * BLOCK..].iter().position(|&b| control(b)).unwrap_or(0);
         return Err(XmlError::ControlCharacter { line: line_of(bytes, at), code: u32::from(bytes[at]) });
     }
-    if let Some(at) = text.find(['\u{FFFE}', '\u{FFFF}']) {
-        let code = text[at..].chars().next().map_or(0, |c| c as u32);
+    // U+FFFE and U+FFFF are EF BF BE and EF BF BF in UTF-8 (the bytes are UTF-8 by now); EF is rare.
+    let noncharacter =
+        memchr::memchr_iter(0xEF, bytes).find(|&at| matches!(bytes.get(at + 1..at + 3), Some([0xBF, 0xBE | 0xBF])));
+    if let Some(at) = noncharacter {
+        let code = if bytes[at + 2] == 0xBE { 0xFFFE } else { 0xFFFF };
         return Err(XmlError::ControlCharacter { line: line_of(bytes, at), code });
     }
     Ok(bytes)
@@ -258,7 +266,7 @@ impl Builder<'_> {
                 what: format!("more than {} elements in the record", limits.max_elements),
             }));
         }
-        let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+        let name = utf8_text(start.local_name().as_ref()).into_owned();
         let mut map = Map::new();
         // quick-xml's own duplicate check compares every attribute with every earlier one; the
         // map below finds duplicates in constant time.
@@ -272,7 +280,7 @@ impl Builder<'_> {
                     what: format!("more than {} attributes in the record", limits.max_attributes),
                 }));
             }
-            let key = format!("@{}", String::from_utf8_lossy(attr.key.as_ref()));
+            let key = format!("@{}", utf8_text(attr.key.as_ref()));
             let value =
                 attr.unescape_value().map_err(|e| BuildError::Syntax(format!("attribute {key} of <{name}>: {e}")))?;
             if value.len() > limits.max_text_bytes {

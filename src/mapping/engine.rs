@@ -9,6 +9,7 @@ use jaq_std::ValT as _;
 use serde_json::Value;
 use std::borrow::Cow;
 
+use crate::codec::utf8_text;
 use crate::codec::xml::{Node, XmlTree};
 
 use super::budget::{Budget, Exceeded, Meter, STACK_BYTES, STACK_MIN};
@@ -573,7 +574,7 @@ impl XmlTree for Val {
         match self {
             Val::Null => Node::Null,
             Val::Bool(b) => Node::Scalar(Cow::Borrowed(if *b { "true" } else { "false" })),
-            Val::TStr(bytes) | Val::BStr(bytes) => Node::Scalar(String::from_utf8_lossy(bytes)),
+            Val::TStr(bytes) | Val::BStr(bytes) => Node::Scalar(utf8_text(bytes)),
             Val::Num(_) => Node::Scalar(Cow::Owned(match to_json(self) {
                 Ok(number) => number.to_string(),
                 Err(_) => self.to_string(),
@@ -589,14 +590,14 @@ impl XmlTree for Val {
             _ => None,
         };
         map.into_iter().flatten().map(|(k, v)| match k {
-            Val::TStr(key) => (String::from_utf8_lossy(key), v),
+            Val::TStr(key) => (utf8_text(key), v),
             other => (Cow::Owned(other.to_string()), v),
         })
     }
 
     fn string(&self) -> Option<Cow<'_, str>> {
         match self {
-            Val::TStr(bytes) => Some(String::from_utf8_lossy(bytes)),
+            Val::TStr(bytes) => Some(utf8_text(bytes)),
             _ => None,
         }
     }
@@ -619,13 +620,13 @@ pub fn to_json(val: &Val) -> Result<Value, String> {
             let text = n.to_string();
             serde_json::from_str::<Value>(&text).map_err(|_| format!("number {text}"))?
         }
-        Val::TStr(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        Val::TStr(bytes) => Value::String(utf8_text(bytes).into_owned()),
         Val::BStr(_) => return Err("a byte string".into()),
         Val::Arr(items) => Value::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
         Val::Obj(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| match k {
-                    Val::TStr(key) => Ok((String::from_utf8_lossy(key).into_owned(), to_json(v)?)),
+                    Val::TStr(key) => Ok((utf8_text(key).into_owned(), to_json(v)?)),
                     other => Err(format!("an object key that is not a string ({other})")),
                 })
                 .collect::<Result<_, _>>()?,

@@ -229,3 +229,25 @@ fn encode_skips_nulls_and_rejects_bad_names() {
     assert_eq!(encode(&json!({"r": {"a": "x\u{7}"}})), Err(EncodeError::Character("a".into(), 7)));
     assert_eq!(encode(&json!({"r": {"@k": "\u{0}"}})), Err(EncodeError::Character("@k".into(), 0)));
 }
+
+#[test]
+fn forbidden_characters_are_found_anywhere_with_their_line_and_code() {
+    // The checks go through the bytes block by block (control characters) and by the lead byte
+    // 0xEF (U+FFFE, U+FFFF): a forbidden character is found at every offset, block edges included,
+    // and its neighbours U+FEFF, U+FFFD and U+EFBF pass.
+    let body = "x\n".repeat(150);
+    for at in [0, 1, 62, 63, 64, 65, 127, 128, 129, 255, 256, 299] {
+        let (head, tail) = body.split_at(at);
+        let line = 1 + head.matches('\n').count();
+        for (bad, code) in [("\u{1}", 1), ("\u{1F}", 0x1F), ("\u{FFFE}", 0xFFFE), ("\u{FFFF}", 0xFFFF)] {
+            let document = format!("<r>{head}{bad}{tail}</r>");
+            let err = decode(document.as_bytes(), &[], Limits::default()).unwrap_err();
+            assert_eq!(err, XmlError::ControlCharacter { line, code }, "U+{code:04X} after {at} bytes");
+        }
+        let fine = format!("<r>{head}\u{FEFF}\u{FFFD}\u{EFBF}\u{FFEF}\t{tail}</r>");
+        assert!(decode(fine.as_bytes(), &[], Limits::default()).is_ok(), "after {at} bytes");
+    }
+    // The first of several counts.
+    let err = decode("<r>\u{FFFF}\n\u{7}</r>".as_bytes(), &[], Limits::default()).unwrap_err();
+    assert_eq!(err, XmlError::ControlCharacter { line: 2, code: 7 }, "control characters are looked for first");
+}
