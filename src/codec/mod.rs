@@ -4,9 +4,10 @@
 //! text beside child elements `#text`; repeated elements become arrays, elements listed in `arrays`
 //! are always arrays. JSON records are trees as they are.
 
-use std::borrow::Cow;
 pub mod json;
 pub mod xml;
+
+use std::borrow::Cow;
 
 use serde_json::Value;
 

@@ -65,8 +65,10 @@ fn nests_deeper_than(text: &[u8], max: usize) -> bool {
 /// the same results (`replaced_definitions_and_regex_natives_agree_with_stock_jaq`): `type` (a chain
 /// of up to six comparisons in jaq), the constants `null`, `true` and `false` and `not` (filters in
 /// jaq: `null` is `[][0]`), `join` on arrays (two path updates and a reduction in jaq) and
-/// `to_entries` on objects, and the bridge's own `as_array` (`as_array_is_native_and_agrees_with_its_jq_definition`);
-/// `test` is the native `bridge_test`, which keeps the program's compiled regexes instead of compiling one per call (as do the engine's `matches`, `split_matches` and
+/// `to_entries` on objects, and the bridge's own `as_array`
+/// (`as_array_is_native_and_agrees_with_its_jq_definition`); `test` is the native `bridge_test`,
+/// which keeps the program's compiled regexes instead of compiling one per call (as do the engine's
+/// `matches`, `split_matches` and
 /// `split_`, on which jaq defines `match`, `capture`, `scan` and `split/2`); `sub` and `gsub` are
 /// the native `bridge_sub`, jaq-std's reduction in linear time (see `sub.rs`).
 /// A definition only sees the ones before it, so the replacements come first.

@@ -129,15 +129,16 @@ fn unchanged_sql(n: usize) -> String {
         .collect();
     format!(
         "WITH marks (item_key, target, revision, leika_key, updated_at, last_run_id) AS (VALUES {}) \
-         UPDATE items SET status = 'unchanged', updated_at = marks.updated_at, last_run_id = marks.last_run_id, \
+         UPDATE items SET status = '{unchanged}', updated_at = marks.updated_at, last_run_id = marks.last_run_id, \
          leika_key = COALESCE(marks.leika_key, items.leika_key), \
-         status_since = CASE WHEN items.status = 'unchanged' THEN COALESCE(items.status_since, items.updated_at) \
+         status_since = CASE WHEN items.status = '{unchanged}' THEN COALESCE(items.status_since, items.updated_at) \
          ELSE marks.updated_at END, \
          revision = items.revision + 1 \
          FROM marks WHERE items.item_key = marks.item_key AND items.target = marks.target \
          AND items.revision = marks.revision \
          RETURNING items.item_key, items.target",
-        values.join(", ")
+        values.join(", "),
+        unchanged = crate::domain::ItemStatus::Unchanged.as_str(),
     )
 }
 
@@ -297,7 +298,10 @@ impl Store {
                         .bind(mark.last_run_id);
                 }
                 let written: HashSet<(String, String)> = query.fetch_all(&mut *tx).await?.into_iter().collect();
-                if let Some(mark) = marks.iter().find(|m| !written.contains(&(m.item_key.clone(), m.target.clone()))) {
+                // (the pairs of a batch are distinct: all were written if as many came back)
+                if written.len() < marks.len()
+                    && let Some(mark) = marks.iter().find(|m| !written.contains(&(m.item_key.clone(), m.target.clone())))
+                {
                     // (a row removed since reads as revision 0)
                     let now: Option<i64> = sqlx::query_scalar(current).bind(&mark.item_key).bind(&mark.target).fetch_optional(&mut *tx).await?;
                     return Err(StoreError::Stale { item_key: mark.item_key.clone(), target: mark.target.clone(), read: mark.revision, now: now.unwrap_or(0) });
